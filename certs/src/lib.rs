@@ -1,0 +1,19 @@
+//! c2c-certs: the platform CA, per-instance certificates whose SANs are an app's internal routes,
+//! atomic writes of a cert/key pair into a container's cert directory, and the rotation policy
+//! ("does this cert need re-issuing").
+//!
+//! Decisions are plain functions ([`rotation::needs_reissue`], [`names::validate_hostname`]);
+//! file and crypto work sits in [`ca`] and [`pair`].
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod info;
+pub mod names;
+pub mod pair;
+pub mod rotation;
+
+pub use ca::{Ca, CaError, IssuedPair, LeafRequest};
+pub use info::{CertInfo, InfoError};
+pub use names::{validate_hostname, NameError, SanSet};
+pub use pair::{LoadedPair, PairError};
+pub use rotation::{needs_reissue, ReissueReason};
