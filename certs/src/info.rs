@@ -89,3 +89,13 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
             s
         })
 }
+
+/// The DER of the first certificate in a PEM bundle (the leaf, in a cert dir's `cert.pem`).
+pub fn first_der_from_pem(pem: &[u8]) -> Result<Vec<u8>, InfoError> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()
+        .ok_or_else(|| InfoError("no PEM certificate found".into()))?
+        .map(|c| c.to_vec())
+        .map_err(|e| InfoError(e.to_string()))
+}

@@ -1,0 +1,173 @@
+//! c2c-proxy: the sidecar in every app container. Terminates TLS on each listener (61443 -> 8080
+//! by default in the platform) with a certificate whose SANs are the app's internal routes,
+//! hot-reloaded from the cert dir without a restart, and forwards bytes to the app (L4).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod forward;
+pub mod listener;
+pub mod metrics;
+pub mod reload;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::{Args, Config, ConfigError};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// There is no valid certificate to serve.
+    #[error("no valid certificate in {dir}: {source}")]
+    NoCertificate {
+        /// The cert dir.
+        dir: std::path::PathBuf,
+        /// What is wrong with it.
+        source: c2c_certs::PairError,
+    },
+    /// A listener or the admin endpoint could not bind.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The TLS configuration could not be built.
+    #[error("tls setup: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The cert dir could not be watched.
+    #[error(transparent)]
+    Watch(#[from] reload::WatchError),
+}
+
+/// The crypto provider: aws-lc-rs, TLS 1.2 and 1.3 only (rustls has nothing older).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Runs the proxy until `shutdown` is cancelled (the binary cancels it on SIGTERM/SIGINT), then
+/// drains open connections for up to the drain timeout.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let metrics = Arc::new(metrics::Metrics::default());
+    let provider = provider();
+    let store = Arc::new(
+        reload::CertStore::open(&cfg.cert_dir, provider.clone(), metrics.clone()).map_err(
+            |source| StartError::NoCertificate {
+                dir: cfg.cert_dir.clone(),
+                source,
+            },
+        )?,
+    );
+    let tls = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(reload::Resolver(store.clone())));
+    let shared = Arc::new(listener::Shared {
+        acceptor: TlsAcceptor::from(Arc::new(tls)),
+        metrics: metrics.clone(),
+        permits: Arc::new(Semaphore::new(cfg.max_connections)),
+        handshake_timeout: cfg.handshake_timeout,
+        connect_timeout: cfg.connect_timeout,
+        tracker: TaskTracker::new(),
+    });
+
+    // Bind everything before reporting ready; any failure stops the start.
+    let mut bound = Vec::new();
+    for l in &cfg.listeners {
+        let sock = TcpListener::bind(l.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: l.listen,
+                source,
+            })?;
+        let local = sock.local_addr().map_err(|source| StartError::Bind {
+            addr: l.listen,
+            source,
+        })?;
+        info!(listen = %local, upstream = %l.upstream, "listener bound");
+        bound.push((sock, l.upstream));
+    }
+    let admin_state = Arc::new(admin::AdminState {
+        ready: Default::default(),
+        metrics: metrics.clone(),
+        store: store.clone(),
+    });
+    let stop_accepting = CancellationToken::new();
+    if let Some(addr) = cfg.admin {
+        let sock = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local = sock
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        info!(admin = %local, "admin endpoint bound");
+        tokio::spawn(admin::serve(
+            sock,
+            admin_state.clone(),
+            shutdown.child_token(),
+        ));
+    }
+    let reloader = tokio::spawn(reload::run(
+        store.clone(),
+        cfg.reload_debounce,
+        cfg.reload_interval,
+        stop_accepting.clone(),
+    ));
+    let mut accept_loops = Vec::new();
+    for (sock, upstream) in bound {
+        accept_loops.push(tokio::spawn(listener::serve(
+            sock,
+            upstream,
+            shared.clone(),
+            stop_accepting.clone(),
+        )));
+    }
+    let pair = store.current();
+    info!(
+        cert_dir = %cfg.cert_dir.display(),
+        sans = ?pair.info.sans.dns,
+        not_after = pair.info.not_after,
+        "ready"
+    );
+    admin_state.ready.store(true, Ordering::Relaxed);
+
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        r = reloader => {
+            // The watch could not start: without it the sidecar would serve a stale cert.
+            stop_accepting.cancel();
+            if let Ok(Err(e)) = r { return Err(e.into()); }
+        }
+    }
+    admin_state.ready.store(false, Ordering::Relaxed);
+    stop_accepting.cancel();
+    for l in accept_loops {
+        let _ = l.await;
+    }
+    shared.tracker.close();
+    let open = shared.tracker.len();
+    info!(open, drain_timeout = ?cfg.drain_timeout, "stopped accepting; draining open connections");
+    if tokio::time::timeout(cfg.drain_timeout, shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = shared.tracker.len(),
+            "drain timeout reached; closing remaining connections"
+        );
+    } else {
+        info!("all connections drained");
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Accepting clients: TLS handshake under a deadline, connect to the app, forward.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use crate::forward::{forward, ForwardError};
+use crate::metrics::{DirectionLabel, ListenerLabel, Metrics};
+
+/// What every connection of every listener shares.
+pub struct Shared {
+    /// TLS server config (its resolver reads the hot-reloaded pair).
+    pub acceptor: TlsAcceptor,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Permits for open connections (`--max-connections`).
+    pub permits: Arc<Semaphore>,
+    /// TLS handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Upstream connect deadline.
+    pub connect_timeout: Duration,
+    /// Tracks open connections for the drain on shutdown.
+    pub tracker: TaskTracker,
+}
+
+/// Per-listener handles to its metrics, resolved once rather than per connection.
+struct ListenerMetrics {
+    accepted: Counter,
+    active: Gauge,
+    down_to_up: Counter,
+    up_to_down: Counter,
+}
+
+/// Accepts on `listener` until `shutdown`, then returns (dropping the socket, so new connects are
+/// refused while open connections drain).
+pub async fn serve(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let label = ListenerLabel {
+        listener: listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+    };
+    // One statement per handle: get_or_create holds the family's lock until its guard drops.
+    let m = &shared.metrics;
+    let accepted = m.accepted.get_or_create(&label).clone();
+    let active = m.active.get_or_create(&label).clone();
+    let down_to_up = m
+        .bytes
+        .get_or_create(&DirectionLabel {
+            direction: "downstream_to_upstream",
+        })
+        .clone();
+    let up_to_down = m
+        .bytes
+        .get_or_create(&DirectionLabel {
+            direction: "upstream_to_downstream",
+        })
+        .clone();
+    let lm = Arc::new(ListenerMetrics {
+        accepted,
+        active,
+        down_to_up,
+        up_to_down,
+    });
+    loop {
+        // Take a permit before accepting: at the limit, clients wait in the kernel backlog.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = shared.permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(error) => {
+                    // EMFILE and the like: back off instead of spinning.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        lm.accepted.inc();
+        let shared = shared.clone();
+        let lm = lm.clone();
+        shared.tracker.clone().spawn(async move {
+            lm.active.inc();
+            handle(stream, peer, upstream, &shared, &lm).await;
+            lm.active.dec();
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    upstream: SocketAddr,
+    shared: &Shared,
+    lm: &ListenerMetrics,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut tls = match tokio::time::timeout(
+        shared.handshake_timeout,
+        shared.acceptor.accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            let reason = handshake_failure_reason(&error);
+            debug!(%peer, %error, reason, "tls handshake failed");
+            shared.metrics.handshake_failed(reason);
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "tls handshake timed out");
+            shared.metrics.handshake_failed("timeout");
+            return;
+        }
+    };
+    let mut app =
+        match tokio::time::timeout(shared.connect_timeout, TcpStream::connect(upstream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(error)) => {
+                let reason = match error.kind() {
+                    io::ErrorKind::ConnectionRefused => "refused",
+                    _ => "error",
+                };
+                warn!(%peer, %upstream, %error, "upstream (app) connect failed; closing client");
+                shared.metrics.upstream_failed(reason);
+                close_quickly(&mut tls).await;
+                return;
+            }
+            Err(_) => {
+                warn!(%peer, %upstream, "upstream (app) connect timed out; closing client");
+                shared.metrics.upstream_failed("timeout");
+                close_quickly(&mut tls).await;
+                return;
+            }
+        };
+    let _ = app.set_nodelay(true);
+    match forward(&mut tls, &mut app, &lm.down_to_up, &lm.up_to_down).await {
+        Ok((up, down)) => {
+            debug!(%peer, bytes_to_app = up, bytes_to_client = down, "connection closed")
+        }
+        Err(ForwardError::Downstream(error)) => {
+            debug!(%peer, %error, "client connection ended with an error")
+        }
+        Err(ForwardError::Upstream(error)) => {
+            debug!(%peer, %error, "app connection ended with an error")
+        }
+    }
+}
+
+/// Sends close_notify and FIN, but never waits long on a client that does not read.
+async fn close_quickly<S: AsyncWriteExt + Unpin>(s: &mut S) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), s.shutdown()).await;
+}
+
+/// A short, stable label for a failed handshake.
+fn handshake_failure_reason(error: &io::Error) -> &'static str {
+    if let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        return match tls {
+            rustls::Error::PeerIncompatible(_) => "peer_incompatible",
+            rustls::Error::InvalidMessage(_) => "invalid_message",
+            rustls::Error::AlertReceived(_) => "alert_received",
+            _ => "tls_error",
+        };
+    }
+    match error.kind() {
+        io::ErrorKind::UnexpectedEof => "closed",
+        io::ErrorKind::ConnectionReset => "reset",
+        io::ErrorKind::InvalidData => "invalid_message",
+        _ => "io_error",
+    }
+}
