@@ -40,6 +40,7 @@ pub enum KeyType {
     /// ECDSA P-256 (fast handshakes)
     EcdsaP256,
     /// RSA 2048
+    #[value(name = "rsa-2048")]
     Rsa2048,
 }
 

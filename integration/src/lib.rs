@@ -1,0 +1,20 @@
+//! Helpers for the end-to-end tests in `tests/`: where the workspace's binaries are.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+/// The path of a binary of this workspace, built by the same `cargo test --workspace` run
+/// (cargo builds a package's binaries whenever it has integration tests, as proxy/ and
+/// control/ do).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo test --workspace` (or `cargo build --workspace --bins`)",
+        path.display()
+    );
+    path
+}
