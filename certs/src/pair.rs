@@ -140,6 +140,7 @@ pub fn load(dir: &Path, provider: &CryptoProvider, now_unix: i64) -> Result<Load
     })?;
     let info =
         CertInfo::from_der(&chain[0]).map_err(|e| PairError::BadCertificate(e.to_string()))?;
+    let chain = without_trust_anchor(chain);
     let signing_key = provider
         .key_provider
         .load_private_key(key)
@@ -169,6 +170,23 @@ pub fn load(dir: &Path, provider: &CryptoProvider, now_unix: i64) -> Result<Load
         info,
         content_digest,
     })
+}
+
+/// Drops a self-signed root from the end of a served chain: a client can only verify against a
+/// root it already trusts, so sending it costs every handshake bytes and parsing for nothing
+/// (RFC 8446 4.4.2 lets a server omit it). The file keeps it for tools that read the chain.
+fn without_trust_anchor(mut chain: Vec<CertificateDer<'static>>) -> Vec<CertificateDer<'static>> {
+    if chain.len() > 1 {
+        let self_signed = chain.last().is_some_and(|c| {
+            x509_parser::parse_x509_certificate(c)
+                .map(|(_, x)| x.subject().as_raw() == x.issuer().as_raw())
+                .unwrap_or(false)
+        });
+        if self_signed {
+            chain.pop();
+        }
+    }
+    chain
 }
 
 /// Writes a new generation of `cert.pem` + `key.pem` (0600) into `dir` and makes it current
@@ -290,6 +308,8 @@ mod tests {
         write_pair(dir.path(), p1.cert_pem.as_bytes(), p1.key_pem.as_bytes()).unwrap();
         let l1 = load(dir.path(), &provider(), now()).unwrap();
         assert!(l1.info.sans.dns.contains("one.apps.internal"));
+        // The file holds leaf + CA; the served chain is the leaf alone (the root is the client's).
+        assert_eq!(l1.certified.cert.len(), 1);
         // Plain readers see the stable names.
         assert_eq!(
             fs::read_to_string(dir.path().join(CERT_FILE)).unwrap(),

@@ -47,7 +47,10 @@ fn curl_and_openssl_against_the_sidecar() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "script failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    assert!(
+        out.status.success(),
+        "script failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
     // Each check prints "ok - ..."; make sure they all ran.
     assert_eq!(stdout.matches("ok - ").count(), 11, "{stdout}");
 }

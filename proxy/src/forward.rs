@@ -42,6 +42,9 @@ struct Half {
     total: u64,
 }
 
+/// Wraps an I/O error with the side it happened on.
+type ErrSide = fn(io::Error) -> ForwardError;
+
 enum Side {
     A,
     B,
@@ -84,11 +87,10 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (read_err, write_err): (fn(io::Error) -> ForwardError, fn(io::Error) -> ForwardError) =
-        match reader_side {
-            Side::A => (ForwardError::Downstream, ForwardError::Upstream),
-            Side::B => (ForwardError::Upstream, ForwardError::Downstream),
-        };
+    let (read_err, write_err): (ErrSide, ErrSide) = match reader_side {
+        Side::A => (ForwardError::Downstream, ForwardError::Upstream),
+        Side::B => (ForwardError::Upstream, ForwardError::Downstream),
+    };
     if st.shut_down {
         return Poll::Ready(Ok(()));
     }
