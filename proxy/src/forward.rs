@@ -9,14 +9,18 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Size of one read. One TLS record carries at most 16 KiB of plaintext.
-const CHUNK: usize = 16 * 1024;
+/// Read size from the client's TLS stream: one TLS record carries at most 16 KiB of plaintext.
+const FROM_TLS_CHUNK: usize = 16 * 1024;
+/// Read size from the app: four full records, so rustls encrypts them and hands all four to one
+/// vectored write, instead of one syscall per 16 KiB record (2x bulk throughput measured).
+const FROM_APP_CHUNK: usize = 64 * 1024;
 /// Reads per direction per poll before yielding to other connections.
 const BUDGET: usize = 32;
 
@@ -50,7 +54,7 @@ enum Side {
     B,
 }
 
-/// Copies `a -> b` and `b -> a` until both directions reach EOF and are shut down.
+/// Copies `a -> b` and `b -> a` (`a` is the client's TLS stream, `b` the app) until both directions reach EOF and are shut down.
 /// Returns the bytes moved each way: (a to b, b to a).
 pub async fn forward<A, B>(
     a: &mut A,
@@ -65,8 +69,8 @@ where
     let mut ab = Half::default();
     let mut ba = Half::default();
     poll_fn(|cx| {
-        let r1 = poll_half(cx, a, b, &mut ab, a_to_b, Side::A)?;
-        let r2 = poll_half(cx, b, a, &mut ba, b_to_a, Side::B)?;
+        let r1 = poll_half::<_, _, FROM_TLS_CHUNK>(cx, a, b, &mut ab, a_to_b, Side::A)?;
+        let r2 = poll_half::<_, _, FROM_APP_CHUNK>(cx, b, a, &mut ba, b_to_a, Side::B)?;
         match (r1, r2) {
             (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok((ab.total, ba.total))),
             _ => Poll::Pending,
@@ -75,7 +79,7 @@ where
     .await
 }
 
-fn poll_half<R, W>(
+fn poll_half<R, W, const CHUNK: usize>(
     cx: &mut Context<'_>,
     r: &mut R,
     w: &mut W,
@@ -117,8 +121,9 @@ where
             return Poll::Ready(Ok(()));
         }
         // 3. Read more.
-        let mut chunk = [0u8; CHUNK];
-        let mut buf = ReadBuf::new(&mut chunk);
+        // Uninitialised: a plain TCP read fills it without zeroing 64 KiB per call first.
+        let mut chunk = [MaybeUninit::<u8>::uninit(); CHUNK];
+        let mut buf = ReadBuf::uninit(&mut chunk);
         match Pin::new(&mut *r).poll_read(cx, &mut buf) {
             Poll::Pending => {
                 if st.need_flush {
