@@ -73,3 +73,7 @@ echo "memory (c2c-proxy, 1 worker):"
 echo "  RSS idle:                      $(awk -v k=$IDLE_RSS 'BEGIN{printf "%.1f", k/1024}') MiB   (goal <= 4 MiB)"
 echo "  RSS with $N_IDLE idle TLS conns:  $(awk -v k=$CONN_RSS 'BEGIN{printf "%.1f", k/1024}') MiB   (goal <= 16 MiB; peak $(awk -v k=$CONN_HWM 'BEGIN{printf "%.1f", k/1024}') MiB)"
 echo "  per idle connection:           $(awk -v a=$IDLE_RSS -v b=$CONN_RSS -v n=$N_IDLE 'BEGIN{printf "%.1f", (b-a)/n}') KiB"
+
+# ---- 3. hot reload: final write of a new pair -> first handshake served with it
+echo
+"$BIN/examples/rotation_latency" "$BIN/c2c-proxy" 100
