@@ -10,11 +10,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(10);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verifies_by_route_name_over_tls12_and_tls13_and_without_sni() {
+/// A CA, a cert for appb.apps.internal, and a sidecar with it in front of `upstream`.
+async fn appb_sidecar(upstream: std::net::SocketAddr, extra: &[&str]) -> (Pki, Proxy) {
     let pki = Pki::new();
     pki.rotate(&["appb.apps.internal"]);
-    let proxy = Proxy::simple(&pki.cert_dir(), echo_backend().await, &[]);
+    let proxy = Proxy::simple(&pki.cert_dir(), upstream, extra);
+    (pki, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifies_by_route_name_over_tls12_and_tls13_and_without_sni() {
+    let (pki, proxy) = appb_sidecar(echo_backend().await, &[]).await;
 
     for versions in [
         &[&rustls::version::TLS13][..],
@@ -52,9 +58,7 @@ async fn verifies_by_route_name_over_tls12_and_tls13_and_without_sni() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_serves_new_sans_without_restart_and_keeps_open_connections() {
-    let pki = Pki::new();
-    pki.rotate(&["appb.apps.internal"]);
-    let mut proxy = Proxy::simple(&pki.cert_dir(), echo_backend().await, &[]);
+    let (pki, mut proxy) = appb_sidecar(echo_backend().await, &[]).await;
     let pid = proxy.pid();
 
     let mut open = tls_connect(proxy.addr(), "appb.apps.internal", &pki.ca_pem())
@@ -193,9 +197,7 @@ async fn each_bad_pair_is_refused_and_the_last_good_one_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_closes_the_client_promptly() {
-    let pki = Pki::new();
-    pki.rotate(&["appb.apps.internal"]);
-    let proxy = Proxy::simple(&pki.cert_dir(), closed_port(), &[]);
+    let (pki, proxy) = appb_sidecar(closed_port(), &[]).await;
     let mut s = tls_connect(proxy.addr(), "appb.apps.internal", &pki.ca_pem())
         .await
         .unwrap();
@@ -213,9 +215,7 @@ async fn upstream_down_closes_the_client_promptly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_reaches_the_app_and_the_reply_comes_back() {
-    let pki = Pki::new();
-    pki.rotate(&["appb.apps.internal"]);
-    let proxy = Proxy::simple(&pki.cert_dir(), reverse_after_eof_backend().await, &[]);
+    let (pki, proxy) = appb_sidecar(reverse_after_eof_backend().await, &[]).await;
     let mut s = tls_connect(proxy.addr(), "appb.apps.internal", &pki.ca_pem())
         .await
         .unwrap();
@@ -240,13 +240,7 @@ async fn half_close_reaches_the_app_and_the_reply_comes_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_accepting_drains_open_connections_and_exits_zero() {
-    let pki = Pki::new();
-    pki.rotate(&["appb.apps.internal"]);
-    let mut proxy = Proxy::simple(
-        &pki.cert_dir(),
-        echo_backend().await,
-        &["--drain-timeout", "30s"],
-    );
+    let (pki, mut proxy) = appb_sidecar(echo_backend().await, &["--drain-timeout", "30s"]).await;
     let mut open = tls_connect(proxy.addr(), "appb.apps.internal", &pki.ca_pem())
         .await
         .unwrap();
@@ -263,35 +257,21 @@ async fn sigterm_stops_accepting_drains_open_connections_and_exits_zero() {
     );
     open.shutdown().await.unwrap();
     drop(open);
-    let mut status = None;
-    eventually(T, "exit after the last connection closed", || {
-        status = proxy.child.try_wait().unwrap();
-        status.is_some()
-    });
-    assert!(status.unwrap().success(), "exit status {status:?}");
+    let status = proxy.wait_exit(T, "exit after the last connection closed");
+    assert!(status.success(), "exit status {status}");
     assert!(proxy.log().contains("all connections drained"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_ends_connections_that_never_close() {
-    let pki = Pki::new();
-    pki.rotate(&["appb.apps.internal"]);
-    let mut proxy = Proxy::simple(
-        &pki.cert_dir(),
-        echo_backend().await,
-        &["--drain-timeout", "200ms"],
-    );
+    let (pki, mut proxy) = appb_sidecar(echo_backend().await, &["--drain-timeout", "200ms"]).await;
     let mut open = tls_connect(proxy.addr(), "appb.apps.internal", &pki.ca_pem())
         .await
         .unwrap();
     assert_eq!(roundtrip(&mut open, b"x").await, b"x");
     proxy.signal("TERM");
-    let mut status = None;
-    eventually(T, "exit at the drain timeout", || {
-        status = proxy.child.try_wait().unwrap();
-        status.is_some()
-    });
-    assert!(status.unwrap().success());
+    let status = proxy.wait_exit(T, "exit at the drain timeout");
+    assert!(status.success(), "exit status {status}");
     assert!(proxy.log().contains("drain timeout reached"));
 }
 
@@ -317,9 +297,7 @@ fn legacy_client_hello(version: u16) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_1_0_and_1_1_are_refused_with_a_protocol_version_alert() {
-    let pki = Pki::new();
-    pki.rotate(&["appb.apps.internal"]);
-    let proxy = Proxy::simple(&pki.cert_dir(), echo_backend().await, &[]);
+    let (pki, proxy) = appb_sidecar(echo_backend().await, &[]).await;
     for version in [0x0301u16, 0x0302] {
         let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
         s.write_all(&legacy_client_hello(version)).await.unwrap();
@@ -346,9 +324,7 @@ async fn tls_1_0_and_1_1_are_refused_with_a_protocol_version_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scans_garbage_and_resets_neither_panic_nor_leak() {
-    let pki = Pki::new();
-    pki.rotate(&["appb.apps.internal"]);
-    let mut proxy = Proxy::simple(&pki.cert_dir(), echo_backend().await, &[]);
+    let (pki, mut proxy) = appb_sidecar(echo_backend().await, &[]).await;
     for i in 0..60u32 {
         let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
         match i % 3 {
@@ -381,13 +357,7 @@ async fn scans_garbage_and_resets_neither_panic_nor_leak() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_timeout_closes_idle_clients() {
-    let pki = Pki::new();
-    pki.rotate(&["appb.apps.internal"]);
-    let proxy = Proxy::simple(
-        &pki.cert_dir(),
-        echo_backend().await,
-        &["--handshake-timeout", "200ms"],
-    );
+    let (pki, proxy) = appb_sidecar(echo_backend().await, &["--handshake-timeout", "200ms"]).await;
     let mut idle = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
     let mut buf = [0u8; 1];
     let r = tokio::time::timeout(T, idle.read(&mut buf))
@@ -402,13 +372,7 @@ async fn handshake_timeout_closes_idle_clients() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_holds_extra_clients_until_a_slot_frees() {
-    let pki = Pki::new();
-    pki.rotate(&["appb.apps.internal"]);
-    let proxy = Proxy::simple(
-        &pki.cert_dir(),
-        echo_backend().await,
-        &["--max-connections", "1"],
-    );
+    let (pki, proxy) = appb_sidecar(echo_backend().await, &["--max-connections", "1"]).await;
     let mut first = tls_connect(proxy.addr(), "appb.apps.internal", &pki.ca_pem())
         .await
         .unwrap();

@@ -180,6 +180,16 @@ impl Proxy {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// Waits for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration, what: &str) -> std::process::ExitStatus {
+        let mut status = None;
+        eventually(timeout, what, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap()
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])
