@@ -109,12 +109,8 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
     })?;
     c2c_certs::pair::write_pair(&args.out, pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())
         .with_context(|| format!("writing cert dir {}", args.out.display()))?;
-    let der = {
-        use c2c_certs::pair::read_pair;
-        let (cert, _) = read_pair(&args.out)?;
-        cert
-    };
-    let info = first_cert_info(&der)?;
+    // Describe the cert from the PEM in hand; no need to read back what was just written.
+    let info = first_cert_info(pair.cert_pem.as_bytes())?;
     println!(
         "issued {} (serial {}) valid until {}\n  DNS: {}\n  IP:  {}",
         args.out.join(c2c_certs::pair::CERT_FILE).display(),

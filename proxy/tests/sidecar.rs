@@ -73,18 +73,15 @@ async fn rotation_serves_new_sans_without_restart_and_keeps_open_connections() {
 
     let new = pki.rotate(&["appb.apps.internal", "appb-v2.apps.internal"]);
     let want = leaf_fingerprint(&new);
-    let addr = proxy.addr();
     let ca = pki.ca_pem();
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        eventually(T, "new SAN served to new handshakes", || {
-            handle
-                .block_on(tls_connect(addr, "appb-v2.apps.internal", &ca))
-                .is_ok()
-        })
-    })
-    .await
-    .unwrap();
+    eventually_handshake(
+        proxy.addr(),
+        "appb-v2.apps.internal",
+        &ca,
+        true,
+        "new SAN served to new handshakes",
+    )
+    .await;
     let mut s = tls_connect(proxy.addr(), "appb-v2.apps.internal", &pki.ca_pem())
         .await
         .unwrap();
@@ -103,17 +100,14 @@ async fn rotation_serves_new_sans_without_restart_and_keeps_open_connections() {
 
     // Unmapping a route removes the name the same way.
     pki.rotate(&["appb.apps.internal"]);
-    let (addr, ca) = (proxy.addr(), pki.ca_pem());
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        eventually(T, "removed SAN no longer served", || {
-            handle
-                .block_on(tls_connect(addr, "appb-v2.apps.internal", &ca))
-                .is_err()
-        })
-    })
-    .await
-    .unwrap();
+    eventually_handshake(
+        proxy.addr(),
+        "appb-v2.apps.internal",
+        &ca,
+        false,
+        "removed SAN no longer served",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +291,7 @@ fn legacy_client_hello(version: u16) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_1_0_and_1_1_are_refused_with_a_protocol_version_alert() {
-    let (pki, proxy) = appb_sidecar(echo_backend().await, &[]).await;
+    let (_pki, proxy) = appb_sidecar(echo_backend().await, &[]).await;
     for version in [0x0301u16, 0x0302] {
         let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
         s.write_all(&legacy_client_hello(version)).await.unwrap();
@@ -357,7 +351,7 @@ async fn scans_garbage_and_resets_neither_panic_nor_leak() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_timeout_closes_idle_clients() {
-    let (pki, proxy) = appb_sidecar(echo_backend().await, &["--handshake-timeout", "200ms"]).await;
+    let (_pki, proxy) = appb_sidecar(echo_backend().await, &["--handshake-timeout", "200ms"]).await;
     let mut idle = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
     let mut buf = [0u8; 1];
     let r = tokio::time::timeout(T, idle.read(&mut buf))

@@ -254,40 +254,62 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// An echo backend on 127.0.0.1: echoes what it reads; on EOF it half-closes back.
-pub async fn echo_backend() -> SocketAddr {
+/// A backend on 127.0.0.1 that runs `serve` on each accepted connection.
+async fn spawn_backend<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve(s));
         }
     });
     addr
 }
 
+/// An echo backend: echoes what it reads; on EOF it half-closes back.
+pub async fn echo_backend() -> SocketAddr {
+    spawn_backend(|mut s| async move {
+        let (mut r, mut w) = s.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    })
+    .await
+}
+
 /// A backend that reads until EOF, then answers with what it got, reversed, and closes: it
 /// only answers if the client's half-close reached it.
 pub async fn reverse_after_eof_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                if s.read_to_end(&mut got).await.is_ok() {
-                    got.reverse();
-                    let _ = s.write_all(&got).await;
-                    let _ = s.shutdown().await;
-                }
-            });
+    spawn_backend(|mut s| async move {
+        let mut got = Vec::new();
+        if s.read_to_end(&mut got).await.is_ok() {
+            got.reverse();
+            let _ = s.write_all(&got).await;
+            let _ = s.shutdown().await;
         }
-    });
-    addr
+    })
+    .await
+}
+
+/// Waits until a TLS 1.3 handshake verifying `name` succeeds (`want_ok`) or fails.
+pub async fn eventually_handshake(
+    addr: SocketAddr,
+    name: &str,
+    ca_pem: &str,
+    want_ok: bool,
+    what: &str,
+) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if tls_connect(addr, name, ca_pem).await.is_ok() == want_ok {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
 }
 
 /// A port nothing listens on.
