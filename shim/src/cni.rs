@@ -30,6 +30,12 @@ pub mod code {
     pub const INVALID_CONFIG: u32 = 7;
     /// Try again later.
     pub const TRY_AGAIN_LATER: u32 = 11;
+    /// Plugin-specific (100+): configuring links, addresses or routes failed.
+    pub const NETLINK_FAILURE: u32 = 100;
+    /// Plugin-specific: CHECK found the container's networking not as ADD left it.
+    pub const CHECK_FAILED: u32 = 101;
+    /// Plugin-specific: the interface name is taken inside the container.
+    pub const INTERFACE_EXISTS: u32 = 102;
 }
 
 /// The error object a plugin prints on stdout when it fails.
@@ -86,6 +92,15 @@ pub struct NetConf {
     /// Nameservers for containers (the cell's DNS).
     #[serde(default)]
     pub dns: Vec<IpAddr>,
+    /// Per-attachment values from the runtime (capabilities); we read app metadata here.
+    #[serde(rename = "runtimeConfig", default)]
+    pub runtime_config: Option<serde_json::Value>,
+    /// Conventional `args` (`{"cni": {...}}`); app metadata may come here too.
+    #[serde(default)]
+    pub args: Option<serde_json::Value>,
+    /// The result of the previous ADD (given to CHECK and DEL).
+    #[serde(rename = "prevResult", default)]
+    pub prev_result: Option<serde_json::Value>,
 }
 
 fn default_overlay() -> String {

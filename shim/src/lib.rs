@@ -1,7 +1,12 @@
-//! c2c-shim: the data plane of a cell. So far: overlay address management ([`ipam`]) and the
-//! CNI protocol types ([`cni`]).
-//! The CNI plugin, netlink wiring and VXLAN/GBP come next (see the CNI issue).
+//! c2c-shim: the data plane of a cell: overlay address management ([`ipam`]), the CNI plugin
+//! ([`cni`], [`plugin`]), container wiring over netlink ([`veth`]), the VXLAN overlay between
+//! cells ([`vtep`]) and the container metadata store the cell agent reads ([`store`]).
 #![forbid(unsafe_code)]
 
 pub mod cni;
 pub mod ipam;
+pub mod netlink;
+pub mod netns;
+pub mod plugin;
+pub mod store;
+pub mod veth;

@@ -1,0 +1,34 @@
+//! `c2c-cni`: the CNI plugin (spec 1.0.0). A runtime runs it with CNI_* variables set and the
+//! network config on stdin; it prints the result (or the error object) on stdout.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut stdin = Vec::new();
+    if std::env::var_os("CNI_COMMAND").is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdin())
+    {
+        eprintln!(
+            "c2c-cni is a CNI plugin: a container runtime runs it with CNI_COMMAND (ADD, DEL, CHECK, VERSION),\n\
+             CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME set and the network config JSON on stdin.\n\
+             Try: CNI_COMMAND=VERSION c2c-cni </dev/null"
+        );
+        return ExitCode::from(64);
+    }
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    let out = c2c_shim::plugin::run(|k| std::env::var(k).ok(), &stdin);
+    let mut stdout = std::io::stdout().lock();
+    match out {
+        Ok(Some(v)) => {
+            let _ = writeln!(stdout, "{v}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(stdout, "{}", serde_json::to_string(&e).unwrap_or_default());
+            eprintln!("c2c-cni: {}: {}", e.msg, e.details);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,573 @@
+//! The `c2c-cni` plugin's commands (ADD, DEL, CHECK, VERSION) over the environment and stdin a
+//! CNI runtime gives it. The binary is a thin wrapper that prints what [`run`] returns.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::cni::{
+    code, parse_config, version_result, Checked, CniError, GATEWAY, SUPPORTED_VERSIONS,
+};
+use crate::ipam::{Ipam, IpamError};
+use crate::netlink::{fmt_mac, link_mtu, Netlink};
+use crate::store::{ContainerRecord, Store, StoreError};
+use crate::veth::{self, Plan, WireError};
+
+/// MTU when neither the config nor the VTEP gives one: a 1500 underlay minus VXLAN's 50.
+pub const FALLBACK_MTU: u32 = 1450;
+
+/// The CNI command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Attach the container.
+    Add,
+    /// Detach it.
+    Del,
+    /// Verify the attachment.
+    Check,
+    /// Report supported versions.
+    Version,
+}
+
+/// The CNI_* environment, checked.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// CNI_COMMAND.
+    pub command: Command,
+    /// CNI_CONTAINERID.
+    pub container_id: String,
+    /// CNI_NETNS (may be absent on DEL).
+    pub netns: Option<String>,
+    /// CNI_IFNAME.
+    pub ifname: String,
+    /// CNI_ARGS, split into key/value pairs.
+    pub args: Vec<(String, String)>,
+}
+
+/// App metadata the runtime passed for the container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppMeta {
+    /// App GUID.
+    pub app_guid: Option<String>,
+    /// Instance GUID.
+    pub instance_guid: Option<String>,
+    /// Instance index.
+    pub instance_index: Option<u32>,
+}
+
+fn newest() -> &'static str {
+    SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1]
+}
+
+/// CNI's container id rule (SPEC.md): alphanumeric first, then alphanumerics, `_`, `.`, `-`.
+fn valid_container_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && id.len() <= 256
+}
+
+/// Linux interface names: 1-15 bytes, no `/`, whitespace or `:`, not `.` or `..`.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+/// Reads the CNI_* variables through `get`.
+pub fn parse_env(get: impl Fn(&str) -> Option<String>, version: &str) -> Result<Env, CniError> {
+    let bad = |details: String| {
+        CniError::new(
+            version,
+            code::INVALID_ENV,
+            "invalid CNI environment",
+            details,
+        )
+    };
+    let command = match get("CNI_COMMAND").as_deref() {
+        Some("ADD") => Command::Add,
+        Some("DEL") => Command::Del,
+        Some("CHECK") => Command::Check,
+        Some("VERSION") => Command::Version,
+        Some(other) => {
+            return Err(bad(format!(
+                "CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, VERSION"
+            )))
+        }
+        None => return Err(bad("CNI_COMMAND is not set".into())),
+    };
+    let nonempty = |k: &str| get(k).filter(|v| !v.is_empty());
+    if command == Command::Version {
+        return Ok(Env {
+            command,
+            container_id: String::new(),
+            netns: None,
+            ifname: String::new(),
+            args: vec![],
+        });
+    }
+    let container_id =
+        nonempty("CNI_CONTAINERID").ok_or_else(|| bad("CNI_CONTAINERID is not set".into()))?;
+    if !valid_container_id(&container_id) {
+        return Err(bad(format!(
+            "CNI_CONTAINERID {container_id:?} must start with a letter or digit and hold only letters, digits, '_', '.', '-'"
+        )));
+    }
+    let ifname = nonempty("CNI_IFNAME").ok_or_else(|| bad("CNI_IFNAME is not set".into()))?;
+    if !valid_ifname(&ifname) {
+        return Err(bad(format!("CNI_IFNAME {ifname:?} is not a valid interface name (1-15 chars, no '/', ':' or spaces)")));
+    }
+    let netns = nonempty("CNI_NETNS");
+    if netns.is_none() && command != Command::Del {
+        return Err(bad("CNI_NETNS is not set".into()));
+    }
+    let args = get("CNI_ARGS")
+        .unwrap_or_default()
+        .split(';')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| bad(format!("CNI_ARGS item {kv:?} is not KEY=VALUE")))?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Env {
+        command,
+        container_id,
+        netns,
+        ifname,
+        args,
+    })
+}
+
+/// App metadata from `runtimeConfig`, then `args.cni`, then CNI_ARGS (first found wins).
+pub fn app_meta(conf: &Checked, env: &Env) -> AppMeta {
+    let from_json = |v: Option<&Value>| -> AppMeta {
+        let Some(v) = v else {
+            return AppMeta::default();
+        };
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        AppMeta {
+            app_guid: s("app_guid"),
+            instance_guid: s("instance_guid"),
+            instance_index: v
+                .get("instance_index")
+                .and_then(|i| {
+                    i.as_u64()
+                        .or_else(|| i.as_str().and_then(|s| s.parse().ok()))
+                })
+                .and_then(|i| u32::try_from(i).ok()),
+        }
+    };
+    let rc = from_json(conf.conf.runtime_config.as_ref());
+    let args = from_json(conf.conf.args.as_ref().and_then(|a| a.get("cni")));
+    let arg = |k: &str| {
+        env.args
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    };
+    AppMeta {
+        app_guid: rc.app_guid.or(args.app_guid).or_else(|| arg("APP_GUID")),
+        instance_guid: rc
+            .instance_guid
+            .or(args.instance_guid)
+            .or_else(|| arg("INSTANCE_GUID")),
+        instance_index: rc
+            .instance_index
+            .or(args.instance_index)
+            .or_else(|| arg("INSTANCE_INDEX").and_then(|v| v.parse().ok())),
+    }
+}
+
+/// Runs one plugin invocation. `Ok(Some(json))` is printed on stdout; `Ok(None)` prints nothing.
+pub fn run(
+    get_env: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Result<Option<Value>, CniError> {
+    // VERSION needs no valid network config, only (optionally) its cniVersion.
+    if get_env("CNI_COMMAND").as_deref() == Some("VERSION") {
+        let v = serde_json::from_slice::<Value>(stdin).ok();
+        let requested = v
+            .as_ref()
+            .and_then(|v| v.get("cniVersion"))
+            .and_then(Value::as_str);
+        return Ok(Some(version_result(requested)));
+    }
+    // Errors about the environment are reported in the config's version when it has a usable one.
+    let conf = parse_config(stdin);
+    let version = conf
+        .as_ref()
+        .map(|c| c.conf.cni_version.clone())
+        .unwrap_or_else(|_| newest().into());
+    let env = parse_env(&get_env, &version)?;
+    let conf = conf?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            CniError::new(
+                &version,
+                code::IO_FAILURE,
+                "cannot start runtime",
+                e.to_string(),
+            )
+        })?;
+    rt.block_on(async {
+        let host = Netlink::open().map_err(|e| {
+            CniError::new(
+                &version,
+                code::IO_FAILURE,
+                "cannot open netlink socket",
+                e.to_string(),
+            )
+        })?;
+        match env.command {
+            Command::Add => add(&host, &conf, &env).await.map(Some),
+            Command::Del => del(&host, &conf, &env).await.map(|()| None),
+            Command::Check => check(&host, &conf, &env).await.map(|()| None),
+            Command::Version => unreachable!("handled above"),
+        }
+    })
+}
+
+fn ipam_error(version: &str, e: IpamError) -> CniError {
+    match e {
+        IpamError::Exhausted(subnet) => CniError::new(
+            version,
+            code::TRY_AGAIN_LATER,
+            "no free overlay address",
+            format!("every address of the cell's subnet {subnet} is leased; delete a container or give the cell a larger subnet"),
+        ),
+        IpamError::BadContainerId(_) => CniError::new(version, code::INVALID_ENV, "invalid CNI environment", e.to_string()),
+        IpamError::Io { .. } | IpamError::Corrupt { .. } => {
+            CniError::new(version, code::IO_FAILURE, "ipam store failure", e.to_string())
+        }
+    }
+}
+
+fn wire_error(version: &str, e: WireError) -> CniError {
+    match &e {
+        WireError::Netns(_) => CniError::new(
+            version,
+            code::INVALID_ENV,
+            "cannot use CNI_NETNS",
+            e.to_string(),
+        ),
+        WireError::IfnameTaken { .. } => CniError::new(
+            version,
+            code::INTERFACE_EXISTS,
+            "interface already exists",
+            e.to_string(),
+        ),
+        WireError::Check(_) => CniError::new(
+            version,
+            code::CHECK_FAILED,
+            "container networking check failed",
+            e.to_string(),
+        ),
+        WireError::Netlink(_) | WireError::Sysctl { .. } | WireError::Socket(_) => CniError::new(
+            version,
+            code::NETLINK_FAILURE,
+            "configuring container networking failed",
+            e.to_string(),
+        ),
+    }
+}
+
+fn store_error(version: &str, e: StoreError) -> CniError {
+    CniError::new(
+        version,
+        code::IO_FAILURE,
+        "container store failure",
+        e.to_string(),
+    )
+}
+
+/// The MTU for container links: configured, else the VTEP's (underlay - 50), else 1450.
+async fn mtu(host: &Netlink, conf: &Checked) -> u32 {
+    if let Some(m) = conf.conf.mtu {
+        return m;
+    }
+    match host.link(&conf.conf.vtep_name).await {
+        Ok(Some(l)) => link_mtu(&l).unwrap_or(FALLBACK_MTU),
+        _ => FALLBACK_MTU,
+    }
+}
+
+async fn add(host: &Netlink, conf: &Checked, env: &Env) -> Result<Value, CniError> {
+    let version = conf.conf.cni_version.as_str();
+    let netns = env.netns.as_deref().unwrap_or_default();
+    // Fail before leasing anything if the namespace is not usable.
+    crate::netns::open(Path::new(netns)).map_err(|e| wire_error(version, e.into()))?;
+    let data_dir = &conf.conf.data_dir;
+    let ipam = Ipam::open(data_dir, conf.subnet).map_err(|e| ipam_error(version, e))?;
+    let ip = ipam
+        .allocate(&env.container_id)
+        .map_err(|e| ipam_error(version, e))?;
+    let plan = Plan::new(ip, &env.ifname, mtu(host, conf).await);
+    let meta = app_meta(conf, env);
+    let record = ContainerRecord {
+        container_id: env.container_id.clone(),
+        ip,
+        netns: netns.to_string(),
+        ifname: env.ifname.clone(),
+        host_veth: plan.host_veth.clone(),
+        app_guid: meta.app_guid,
+        instance_guid: meta.instance_guid,
+        instance_index: meta.instance_index,
+    };
+    let wired = async {
+        veth::add(host, Path::new(netns), &plan)
+            .await
+            .map_err(|e| wire_error(version, e))?;
+        Store::new(data_dir)
+            .put(&record)
+            .map_err(|e| store_error(version, e))
+    }
+    .await;
+    if let Err(e) = wired {
+        // Give the address back so a failed ADD leaks nothing (veth::add cleaned its links).
+        let _ = veth::del(host, ip).await;
+        let _ = ipam.release(&env.container_id);
+        return Err(e);
+    }
+    Ok(add_result(version, &plan, netns, &conf.conf.dns))
+}
+
+/// The ADD result (SPEC.md "Success"): the two ends, the /32 with its gateway, the default
+/// route, and the cell's nameservers.
+pub fn add_result(version: &str, plan: &Plan, netns: &str, dns: &[std::net::IpAddr]) -> Value {
+    let mut result = json!({
+        "cniVersion": version,
+        "interfaces": [
+            {"name": plan.host_veth, "mac": fmt_mac(plan.host_mac), "mtu": plan.mtu},
+            {"name": plan.ifname, "mac": fmt_mac(plan.container_mac), "mtu": plan.mtu, "sandbox": netns},
+        ],
+        "ips": [{"address": format!("{}/32", plan.ip), "gateway": GATEWAY.to_string(), "interface": 1}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": GATEWAY.to_string()}],
+    });
+    if !dns.is_empty() {
+        result["dns"] = json!({"nameservers": dns});
+    }
+    result
+}
+
+async fn del(host: &Netlink, conf: &Checked, env: &Env) -> Result<(), CniError> {
+    let version = conf.conf.cni_version.as_str();
+    let data_dir = &conf.conf.data_dir;
+    let store = Store::new(data_dir);
+    let ipam = Ipam::open(data_dir, conf.subnet).map_err(|e| ipam_error(version, e))?;
+    // The address is known from the record, or from the lease when ADD died before writing it.
+    let recorded = store.get(&env.container_id).ok().flatten().map(|r| r.ip);
+    let leased = ipam
+        .leases()
+        .map_err(|e| ipam_error(version, e))?
+        .get(&env.container_id)
+        .copied();
+    for ip in recorded
+        .into_iter()
+        .chain(leased)
+        .collect::<std::collections::BTreeSet<Ipv4Addr>>()
+    {
+        veth::del(host, ip)
+            .await
+            .map_err(|e| wire_error(version, e))?;
+    }
+    store
+        .remove(&env.container_id)
+        .map_err(|e| store_error(version, e))?;
+    // Last, so the address is not handed out while its links still exist.
+    ipam.release(&env.container_id)
+        .map_err(|e| ipam_error(version, e))?;
+    Ok(())
+}
+
+async fn check(host: &Netlink, conf: &Checked, env: &Env) -> Result<(), CniError> {
+    let version = conf.conf.cni_version.as_str();
+    let data_dir = &conf.conf.data_dir;
+    let rec = Store::new(data_dir)
+        .get(&env.container_id)
+        .map_err(|e| store_error(version, e))?
+        .ok_or_else(|| {
+            CniError::new(
+                version,
+                code::UNKNOWN_CONTAINER,
+                "unknown container",
+                format!("no ADD recorded for container {}", env.container_id),
+            )
+        })?;
+    let leased = Ipam::open(data_dir, conf.subnet)
+        .and_then(|i| i.leases())
+        .map_err(|e| ipam_error(version, e))?
+        .get(&env.container_id)
+        .copied();
+    let failed = |details: String| {
+        CniError::new(
+            version,
+            code::CHECK_FAILED,
+            "container networking check failed",
+            details,
+        )
+    };
+    if leased != Some(rec.ip) {
+        return Err(failed(format!(
+            "container {} holds no lease for {} (lease: {leased:?})",
+            env.container_id, rec.ip
+        )));
+    }
+    if let Some(prev) = &conf.conf.prev_result {
+        let want = format!("{}/32", rec.ip);
+        let listed = prev
+            .get("ips")
+            .and_then(Value::as_array)
+            .is_some_and(|ips| {
+                ips.iter()
+                    .any(|i| i.get("address").and_then(Value::as_str) == Some(want.as_str()))
+            });
+        if !listed {
+            return Err(failed(format!("prevResult does not list {want}")));
+        }
+    }
+    let netns = env.netns.as_deref().unwrap_or_default();
+    let plan = Plan::new(rec.ip, &env.ifname, 0);
+    veth::check(host, Path::new(netns), &plan)
+        .await
+        .map_err(|e| wire_error(version, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"c2c","type":"c2c-cni","subnet":"10.255.7.0/24",
+        "runtimeConfig":{"app_guid":"g-rc","instance_index":2},"args":{"cni":{"app_guid":"g-args","instance_guid":"ig"}}}"#;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn env_checks_name_the_variable() {
+        let base = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", "/run/netns/x"),
+        ];
+        assert!(parse_env(env(&base), "1.0.0").is_ok());
+        for (drop, needle) in [
+            ("CNI_COMMAND", "CNI_COMMAND"),
+            ("CNI_CONTAINERID", "CNI_CONTAINERID"),
+            ("CNI_IFNAME", "CNI_IFNAME"),
+            ("CNI_NETNS", "CNI_NETNS"),
+        ] {
+            let pairs: Vec<_> = base.iter().copied().filter(|(k, _)| *k != drop).collect();
+            let e = parse_env(env(&pairs), "1.0.0").unwrap_err();
+            assert_eq!(e.code, code::INVALID_ENV);
+            assert!(e.details.contains(needle), "{e}");
+        }
+        // DEL without a namespace is allowed (the namespace may be gone).
+        let del = [
+            ("CNI_COMMAND", "DEL"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_IFNAME", "eth0"),
+        ];
+        assert!(parse_env(env(&del), "1.0.0").is_ok());
+        for (k, v) in [
+            ("CNI_CONTAINERID", "../etc"),
+            ("CNI_CONTAINERID", "-x"),
+            ("CNI_IFNAME", "much-too-long-name"),
+            ("CNI_IFNAME", "a/b"),
+            ("CNI_COMMAND", "FROB"),
+            ("CNI_ARGS", "novalue"),
+        ] {
+            let mut pairs: Vec<_> = base.iter().copied().filter(|(key, _)| *key != k).collect();
+            pairs.push((k, v));
+            let e = parse_env(env(&pairs), "1.0.0").unwrap_err();
+            assert_eq!(e.code, code::INVALID_ENV, "{k}={v}");
+        }
+    }
+
+    #[test]
+    fn app_metadata_sources_in_order() {
+        let conf = parse_config(CONF.as_bytes()).unwrap();
+        let e = parse_env(
+            env(&[
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_NETNS", "/x"),
+                (
+                    "CNI_ARGS",
+                    "IgnoreUnknown=1;INSTANCE_INDEX=9;APP_GUID=g-env",
+                ),
+            ]),
+            "1.0.0",
+        )
+        .unwrap();
+        assert_eq!(
+            app_meta(&conf, &e),
+            AppMeta {
+                app_guid: Some("g-rc".into()),
+                instance_guid: Some("ig".into()),
+                instance_index: Some(2)
+            }
+        );
+        let bare = parse_config(
+            br#"{"cniVersion":"1.0.0","name":"c2c","type":"c2c-cni","subnet":"10.255.7.0/24"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            app_meta(&bare, &e),
+            AppMeta {
+                app_guid: Some("g-env".into()),
+                instance_guid: None,
+                instance_index: Some(9)
+            }
+        );
+    }
+
+    #[test]
+    fn version_needs_no_config_and_errors_carry_the_config_version() {
+        let v = run(env(&[("CNI_COMMAND", "VERSION")]), b"")
+            .unwrap()
+            .unwrap();
+        assert_eq!(v["supportedVersions"][0], "1.0.0");
+        let e = run(env(&[]), CONF.as_bytes()).unwrap_err();
+        assert_eq!(
+            (e.code, e.cni_version.as_str()),
+            (code::INVALID_ENV, "1.0.0")
+        );
+    }
+
+    #[test]
+    fn add_result_has_spec_fields() {
+        let plan = Plan::new("10.255.7.2".parse().unwrap(), "eth0", 1450);
+        let r = add_result(
+            "1.0.0",
+            &plan,
+            "/run/netns/x",
+            &["10.255.7.0".parse().unwrap()],
+        );
+        assert_eq!(r["interfaces"][0]["name"], "s-0aff0702");
+        assert_eq!(r["interfaces"][1]["sandbox"], "/run/netns/x");
+        assert_eq!(r["interfaces"][1]["mac"], "ee:ee:0a:ff:07:02");
+        assert_eq!(r["ips"][0]["address"], "10.255.7.2/32");
+        assert_eq!(r["ips"][0]["gateway"], "169.254.0.1");
+        assert_eq!(r["ips"][0]["interface"], 1);
+        assert_eq!(r["routes"][0]["dst"], "0.0.0.0/0");
+        assert_eq!(r["dns"]["nameservers"][0], "10.255.7.0");
+    }
+}
