@@ -10,3 +10,4 @@ pub mod netns;
 pub mod plugin;
 pub mod store;
 pub mod veth;
+pub mod vtep;
