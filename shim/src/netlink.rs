@@ -323,10 +323,14 @@ pub fn route_gateway(r: &RouteMessage) -> Option<Ipv4Addr> {
     })
 }
 
-/// A neighbour entry's IPv4 destination.
+/// A neighbour entry's IPv4 destination (for an FDB entry: the remote underlay address).
 pub fn neighbour_ip(n: &NeighbourMessage) -> Option<Ipv4Addr> {
     n.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
+        // FDB (AF_BRIDGE) entries carry the remote's address raw.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(raw)) => {
+            <[u8; 4]>::try_from(raw.as_slice()).ok().map(Ipv4Addr::from)
+        }
         _ => None,
     })
 }

@@ -199,7 +199,8 @@ fn root_bad_input_gets_error_json_with_codes() {
     let cell = Netns::new("cell");
     let ctr = Netns::new("ctr");
     let netns = ctr.path().to_str().unwrap().to_string();
-    let cases: Vec<(Vec<(&str, &str)>, String, u64)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, String, u64);
+    let cases: Vec<Case> = vec![
         (env("ADD", "c1", &netns), "{not json".into(), 6),
         (env("ADD", "c1", &netns), good.replace("1.0.0", "0.4.0"), 1),
         (
