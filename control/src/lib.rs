@@ -3,3 +3,4 @@
 #![forbid(unsafe_code)]
 
 pub mod certs_cmd;
+pub mod state;
