@@ -4,3 +4,4 @@
 
 pub mod certs_cmd;
 pub mod state;
+pub mod wire;
