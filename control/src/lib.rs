@@ -2,6 +2,11 @@
 //! commands (platform CA and per-instance certificates).
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod certs_cmd;
+pub mod client;
+pub mod layout;
+pub mod policy_cmd;
+pub mod serve_cmd;
 pub mod state;
 pub mod wire;

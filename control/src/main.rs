@@ -1,13 +1,19 @@
 //! `c2c`: the platform's command line.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use c2c_control::{certs_cmd, policy_cmd, serve_cmd};
 
 /// c2c: container-to-container networking with policies and platform-issued TLS.
 #[derive(Debug, Parser)]
 #[command(name = "c2c", version)]
 struct Cli {
+    /// Where control keeps its state and where every command finds the API URL, CA and token.
+    #[arg(long, global = true, env = "C2C_STATE_DIR", default_value = c2c_control::layout::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -16,13 +22,52 @@ struct Cli {
 enum Command {
     /// Platform CA and per-instance certificates.
     #[command(subcommand)]
-    Certs(c2c_control::certs_cmd::CertsCommand),
+    Certs(certs_cmd::CertsCommand),
+    /// The control plane.
+    #[command(subcommand)]
+    Control(ControlCommand),
+    /// Allow SOURCE to reach DESTINATION on a protocol and port (range).
+    AddNetworkPolicy(policy_cmd::PolicyArgs),
+    /// Remove a policy added with add-network-policy (same arguments).
+    RemoveNetworkPolicy(policy_cmd::PolicyArgs),
+    /// List policies, all or those involving one app.
+    NetworkPolicies {
+        /// Only policies whose source or destination is this app.
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// Create an app (push does this for you).
+    CreateApp {
+        /// App name.
+        name: String,
+    },
+    /// List apps with their tags and instances.
+    Apps,
+    /// Raw call to the control API, as `cf curl` does.
+    Curl(policy_cmd::CurlArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ControlCommand {
+    /// Run the control plane: state in SQLite, API over TLS.
+    Serve(serve_cmd::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let dir = cli.state_dir;
     let result = match cli.command {
-        Command::Certs(cmd) => c2c_control::certs_cmd::run(cmd),
+        Command::Certs(cmd) => certs_cmd::run(cmd),
+        Command::Control(ControlCommand::Serve(a)) => {
+            init_logs();
+            serve_cmd::run(&dir, a)
+        }
+        Command::AddNetworkPolicy(a) => policy_cmd::add_policy(&dir, a),
+        Command::RemoveNetworkPolicy(a) => policy_cmd::remove_policy(&dir, a),
+        Command::NetworkPolicies { app } => policy_cmd::list_policies(&dir, app),
+        Command::CreateApp { name } => policy_cmd::create_app(&dir, &name),
+        Command::Apps => policy_cmd::list_apps(&dir),
+        Command::Curl(a) => policy_cmd::curl(&dir, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -31,4 +76,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_logs() {
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
 }

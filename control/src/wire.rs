@@ -69,12 +69,18 @@ pub struct Ports {
 impl From<&Policy> for WirePolicy {
     fn from(p: &Policy) -> Self {
         WirePolicy {
-            source: Source { id: p.source.clone(), tag: None },
+            source: Source {
+                id: p.source.clone(),
+                tag: None,
+            },
             destination: Destination {
                 id: p.destination.clone(),
                 tag: None,
                 protocol: p.protocol.clone(),
-                ports: Ports { start: p.start.into(), end: p.end.into() },
+                ports: Ports {
+                    start: p.start.into(),
+                    end: p.end.into(),
+                },
             },
         }
     }
@@ -84,7 +90,10 @@ impl From<&Policy> for WirePolicy {
 pub fn parse_policies(body: &[u8]) -> Result<Vec<Policy>, String> {
     let list: PolicyList =
         serde_json::from_slice(body).map_err(|e| format!("mapper: unmarshal json: {e}"))?;
-    let policies = list.policies.filter(|p| !p.is_empty()).ok_or_else(|| invalid("missing policies"))?;
+    let policies = list
+        .policies
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| invalid("missing policies"))?;
     policies.iter().map(validate).collect()
 }
 
@@ -103,19 +112,25 @@ fn validate(p: &WirePolicy) -> Result<Policy, String> {
         return Err(invalid("tags may not be specified"));
     }
     if p.destination.protocol != "tcp" && p.destination.protocol != "udp" {
-        return Err(invalid("invalid destination protocol, specify either udp or tcp"));
+        return Err(invalid(
+            "invalid destination protocol, specify either udp or tcp",
+        ));
     }
     let Ports { start, end } = p.destination.ports;
     if start == 0 {
         return Err(invalid("missing start port"));
     }
     if !(1..=65535).contains(&start) {
-        return Err(invalid(&format!("invalid start port {start}, must be in range 1-65535")));
+        return Err(invalid(&format!(
+            "invalid start port {start}, must be in range 1-65535"
+        )));
     }
     // CF treats a missing end as a single port.
     let end = if end == 0 { start } else { end };
     if !(1..=65535).contains(&end) {
-        return Err(invalid(&format!("invalid end port {end}, must be in range 1-65535")));
+        return Err(invalid(&format!(
+            "invalid end port {end}, must be in range 1-65535"
+        )));
     }
     if start > end {
         return Err(invalid(&format!(
@@ -133,7 +148,8 @@ fn validate(p: &WirePolicy) -> Result<Policy, String> {
 
 /// Parses a CLI port argument: `8080` or `8080-8090`.
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let bad = || format!("invalid port {s:?}: use a port (8080) or a range (8080-8090) within 1-65535");
+    let bad =
+        || format!("invalid port {s:?}: use a port (8080) or a range (8080-8090) within 1-65535");
     let (a, b) = match s.split_once('-') {
         Some((a, b)) => (a, b),
         None => (s, s),
@@ -172,8 +188,13 @@ mod tests {
             let e = parse_policies(b.as_bytes()).unwrap_err();
             assert!(e.contains(want), "{b}: got {e}, want {want}");
         }
-        let ok = parse_policies(body(r#"{"id":"b","protocol":"udp","ports":{"start":53}}"#).as_bytes()).unwrap();
-        assert_eq!((ok[0].start, ok[0].end, ok[0].protocol.as_str()), (53, 53, "udp"));
+        let ok =
+            parse_policies(body(r#"{"id":"b","protocol":"udp","ports":{"start":53}}"#).as_bytes())
+                .unwrap();
+        assert_eq!(
+            (ok[0].start, ok[0].end, ok[0].protocol.as_str()),
+            (53, 53, "udp")
+        );
     }
 
     #[test]

@@ -1,0 +1,43 @@
+//! Where things live in the state dir (default `/var/lib/c2c`, or `--state-dir`, or
+//! `C2C_STATE_DIR`): every command finds the control URL, the platform CA and the token here.
+
+use std::path::{Path, PathBuf};
+
+/// Default state dir.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/c2c";
+
+/// Paths under one state dir.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The state dir itself.
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The layout of `root`.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+    /// SQLite database.
+    pub fn db(&self) -> PathBuf {
+        self.root.join("state.db")
+    }
+    /// Platform CA dir (`ca.pem`, `ca.key`).
+    pub fn ca_dir(&self) -> PathBuf {
+        self.root.join("ca")
+    }
+    /// The control API's server cert dir.
+    pub fn server_tls_dir(&self) -> PathBuf {
+        self.root.join("control").join("tls")
+    }
+    /// The bearer token of the external API (mode 0600).
+    pub fn token(&self) -> PathBuf {
+        self.root.join("control").join("token")
+    }
+    /// The URL the control API listens on, written at start.
+    pub fn url(&self) -> PathBuf {
+        self.root.join("control").join("url")
+    }
+}

@@ -1,0 +1,132 @@
+//! `c2c control serve`: the control plane process.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use c2c_certs::ca::{Ca, LeafKey, LeafRequest};
+use c2c_certs::names::SanSet;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::api::{self, Ctx};
+use crate::layout::Layout;
+use crate::state::State;
+
+/// Flags of `c2c control serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the API (TLS). Cells must reach it; users' CLIs too.
+    #[arg(long, default_value = "127.0.0.1:4002")]
+    pub listen: SocketAddr,
+    /// The overlay network cells get /24 subnets from.
+    #[arg(long, default_value = "10.255.0.0/16")]
+    pub overlay: String,
+    /// A cell that has not renewed its lease for this long may lose it to a new cell.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+}
+
+fn parse_overlay(s: &str) -> Result<(std::net::Ipv4Addr, u8)> {
+    let (ip, len) = s
+        .split_once('/')
+        .with_context(|| format!("--overlay {s}: expected A.B.C.D/N"))?;
+    let ip: std::net::Ipv4Addr = ip.parse().with_context(|| format!("--overlay {s}"))?;
+    let len: u8 = len.parse().with_context(|| format!("--overlay {s}"))?;
+    anyhow::ensure!(
+        (8..=24).contains(&len),
+        "--overlay {s}: prefix must be 8-24 (cells get /24s)"
+    );
+    Ok((ip, len))
+}
+
+fn ensure_token(path: &Path) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(t) = std::fs::read_to_string(path) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let mut b = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut b)
+        .map_err(|_| anyhow::anyhow!("no system randomness for the API token"))?;
+    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut f, token.as_bytes())?;
+    Ok(token)
+}
+
+/// Runs control until SIGTERM or Ctrl-C.
+pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
+    let overlay = parse_overlay(&args.overlay)?;
+    let layout = Layout::new(state_dir);
+    std::fs::create_dir_all(layout.root.join("control"))
+        .with_context(|| format!("creating {}", layout.root.display()))?;
+    let ca = if layout.ca_dir().join(c2c_certs::ca::CA_CERT_FILE).exists() {
+        Ca::load(&layout.ca_dir()).context("loading the platform CA")?
+    } else {
+        let ca = Ca::init(&layout.ca_dir(), false).context("creating the platform CA")?;
+        info!(dir = %layout.ca_dir().display(), "created the platform CA");
+        ca
+    };
+    // A fresh server cert each start: it names the address we listen on.
+    let mut ips = vec![args.listen.ip()];
+    if !args.listen.ip().is_loopback() {
+        ips.push(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let pair = ca.issue(&LeafRequest {
+        common_name: "c2c-control".into(),
+        sans: SanSet::new(["localhost"], ips)?,
+        ttl: Duration::from_secs(30 * 24 * 3600),
+        key: LeafKey::EcdsaP256,
+    })?;
+    c2c_certs::pair::write_pair(
+        &layout.server_tls_dir(),
+        pair.cert_pem.as_bytes(),
+        pair.key_pem.as_bytes(),
+    )?;
+    let tls = api::tls_config(
+        ca.cert_pem(),
+        pair.cert_pem.as_bytes(),
+        pair.key_pem.as_bytes(),
+    )
+    .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
+    let token = ensure_token(&layout.token())?;
+    let state = State::open(&layout.db(), overlay, args.lease_ttl.as_secs())
+        .with_context(|| format!("opening {}", layout.db().display()))?;
+    let ctx = Arc::new(Ctx::new(state, token)?);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let url = format!("https://{addr}");
+        std::fs::write(layout.url(), &url)?;
+        info!(%url, state_dir = %layout.root.display(), "control listening");
+        let shutdown = CancellationToken::new();
+        let s2 = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+            }
+            s2.cancel();
+        });
+        api::serve(listener, tls, ctx, shutdown).await;
+        info!("control stopped");
+        Ok(())
+    })
+}
