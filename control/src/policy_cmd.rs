@@ -47,8 +47,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 async fn app_guid(c: &Client, name: &str) -> Result<String> {
     let app = c
         .call(Method::GET, &format!("/v1/apps/{name}"), None)
-        .await
-        .with_context(|| format!("app {name}"))?;
+        .await?;
     Ok(app["guid"].as_str().unwrap_or_default().to_string())
 }
 
