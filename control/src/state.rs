@@ -564,7 +564,7 @@ mod tests {
         );
         assert_eq!(s.revision().unwrap(), r1);
         assert_eq!(
-            s.policies(Some(&[b.guid.clone()])).unwrap(),
+            s.policies(Some(std::slice::from_ref(&b.guid))).unwrap(),
             vec![p.clone()]
         );
         assert_eq!(s.delete_policies(std::slice::from_ref(&p)).unwrap(), 1);

@@ -8,6 +8,7 @@ pub mod ipam;
 pub mod netlink;
 pub mod netns;
 pub mod plugin;
+pub mod rules;
 pub mod store;
 pub mod veth;
 pub mod vtep;
