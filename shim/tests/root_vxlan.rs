@@ -123,38 +123,13 @@ fn root_two_cells_over_vxlan_carry_the_gbp_mark() {
             "0x2a",
         ],
     );
-    c2.ns.exec(
-        "iptables",
-        &[
-            "-w",
-            "-A",
-            "FORWARD",
-            "-d",
-            &ip_b.to_string(),
-            "-m",
-            "mark",
-            "--mark",
-            "0x2a",
-            "-j",
-            "ACCEPT",
-        ],
-    );
-    c2.ns.exec(
-        "iptables",
-        &[
-            "-w",
-            "-A",
-            "FORWARD",
-            "-d",
-            &ip_b.to_string(),
-            "-m",
-            "mark",
-            "--mark",
-            "0x0",
-            "-j",
-            "ACCEPT",
-        ],
-    );
+    for mark in ["0x2a", "0x0"] {
+        let dst = ip_b.to_string();
+        let rule = [
+            "-w", "-A", "FORWARD", "-d", &dst, "-m", "mark", "--mark", mark, "-j", "ACCEPT",
+        ];
+        c2.ns.exec("iptables", &rule);
+    }
 
     serve(&b, SocketAddr::new(ip_b.into(), 8080), "b");
     assert_eq!(
