@@ -36,7 +36,7 @@ enum Command {
         #[arg(long)]
         app: Option<String>,
     },
-    /// Create an app (push does this for you).
+    /// Create an app: policies name apps, and each app gets a GUID and a 16-bit tag.
     CreateApp {
         /// App name.
         name: String,
