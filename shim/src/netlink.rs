@@ -162,6 +162,32 @@ impl Netlink {
         }
     }
 
+    /// Removes address `ip` from link `index` (every prefix it is held with).
+    pub async fn delete_address(
+        &self,
+        index: u32,
+        ip: IpAddr,
+        what: &str,
+    ) -> Result<(), NetlinkError> {
+        let msgs: Vec<_> = ctx(
+            self.handle
+                .address()
+                .get()
+                .set_link_index_filter(index)
+                .set_address_filter(ip)
+                .execute()
+                .try_collect()
+                .await,
+            || format!("reading address {ip} of {what}"),
+        )?;
+        for m in msgs {
+            ctx(self.handle.address().del(m).execute().await, || {
+                format!("removing address {ip} from {what}")
+            })?;
+        }
+        Ok(())
+    }
+
     /// The IPv4 addresses (with prefix) on link `index`.
     pub async fn addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>, NetlinkError> {
         use netlink_packet_route::address::AddressAttribute;

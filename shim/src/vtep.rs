@@ -251,30 +251,7 @@ pub async fn ensure(nl: &Netlink, cfg: &VtepConfig) -> Result<Vtep, VtepError> {
     // A new lease means a new overlay address: drop any other address first.
     for (ip, prefix) in nl.addresses(index).await? {
         if (ip, prefix) != (cfg.overlay_ip(), 32) {
-            let msgs: Vec<_> = futures::TryStreamExt::try_collect(
-                nl.handle()
-                    .address()
-                    .get()
-                    .set_link_index_filter(index)
-                    .set_address_filter(IpAddr::V4(ip))
-                    .execute(),
-            )
-            .await
-            .map_err(|source| NetlinkError {
-                what: format!("reading address {ip} of {}", cfg.name),
-                source,
-            })?;
-            for m in msgs {
-                nl.handle()
-                    .address()
-                    .del(m)
-                    .execute()
-                    .await
-                    .map_err(|source| NetlinkError {
-                        what: format!("removing stale address {ip} from {}", cfg.name),
-                        source,
-                    })?;
-            }
+            nl.delete_address(index, IpAddr::V4(ip), &cfg.name).await?;
         }
     }
     nl.add_address(index, IpAddr::V4(cfg.overlay_ip()), 32, &cfg.name)
