@@ -13,7 +13,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::CertificateDer;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -21,28 +21,15 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::state::{App, Instance, Lease, Policy, State, StateError};
+pub use c2c_api::CellView;
+
+use crate::state::{Instance, State, StateError};
 use crate::wire::{self, PolicyList, WirePolicy};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 4 << 20;
 /// Longest a watch may wait.
 pub const MAX_WATCH: Duration = Duration::from_secs(60);
-
-/// What a cell learns from the watch: everything it needs to route and enforce.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CellView {
-    /// The state revision this view is of.
-    pub revision: u64,
-    /// Every cell's lease (for VTEP convergence).
-    pub leases: Vec<Lease>,
-    /// Every app with its tag.
-    pub apps: Vec<App>,
-    /// Every instance (for DNS and certificates).
-    pub instances: Vec<Instance>,
-    /// Policies whose source or destination app has an instance on this cell.
-    pub policies: Vec<Policy>,
-}
 
 /// Shared server state.
 pub struct Ctx {

@@ -68,7 +68,7 @@ async fn policy_body(c: &Client, a: &PolicyArgs) -> Result<Value> {
 /// `c2c add-network-policy`.
 pub fn add_policy(dir: &Path, a: PolicyArgs) -> Result<()> {
     runtime()?.block_on(async {
-        let c = Client::from_state_dir(dir)?;
+        let c = crate::client::from_state_dir(dir)?;
         let body = policy_body(&c, &a).await?;
         c.call(
             Method::POST,
@@ -87,7 +87,7 @@ pub fn add_policy(dir: &Path, a: PolicyArgs) -> Result<()> {
 /// `c2c remove-network-policy`.
 pub fn remove_policy(dir: &Path, a: PolicyArgs) -> Result<()> {
     runtime()?.block_on(async {
-        let c = Client::from_state_dir(dir)?;
+        let c = crate::client::from_state_dir(dir)?;
         let body = policy_body(&c, &a).await?;
         c.call(
             Method::POST,
@@ -106,7 +106,7 @@ pub fn remove_policy(dir: &Path, a: PolicyArgs) -> Result<()> {
 /// `c2c network-policies [--app NAME]`: a table.
 pub fn list_policies(dir: &Path, app: Option<String>) -> Result<()> {
     runtime()?.block_on(async {
-        let c = Client::from_state_dir(dir)?;
+        let c = crate::client::from_state_dir(dir)?;
         let apps = c.call(Method::GET, "/v1/apps", None).await?;
         let names: std::collections::HashMap<&str, &str> = apps["apps"]
             .as_array()
@@ -179,7 +179,7 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
 /// `c2c create-app NAME`.
 pub fn create_app(dir: &Path, name: &str) -> Result<()> {
     runtime()?.block_on(async {
-        let c = Client::from_state_dir(dir)?;
+        let c = crate::client::from_state_dir(dir)?;
         let app = c
             .call(Method::POST, "/v1/apps", Some(&json!({ "name": name })))
             .await?;
@@ -196,7 +196,7 @@ pub fn create_app(dir: &Path, name: &str) -> Result<()> {
 /// `c2c apps`.
 pub fn list_apps(dir: &Path) -> Result<()> {
     runtime()?.block_on(async {
-        let c = Client::from_state_dir(dir)?;
+        let c = crate::client::from_state_dir(dir)?;
         let apps = c.call(Method::GET, "/v1/apps", None).await?;
         let insts = c.call(Method::GET, "/v1/instances", None).await?;
         let mut rows = vec![[
@@ -236,7 +236,7 @@ pub fn list_apps(dir: &Path) -> Result<()> {
 /// `c2c curl PATH [-X METHOD] [-d BODY]`: prints the JSON answer; non-2xx exits 1.
 pub fn curl(dir: &Path, a: CurlArgs) -> Result<()> {
     runtime()?.block_on(async {
-        let c = Client::from_state_dir(dir)?;
+        let c = crate::client::from_state_dir(dir)?;
         let method = Method::from_bytes(a.method.to_ascii_uppercase().as_bytes())
             .with_context(|| format!("-X {}", a.method))?;
         let body: Option<Value> = match &a.data {

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use c2c_api::{App, Instance, Lease, Policy};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use serde::{Deserialize, Serialize};
 
 /// A state operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,60 +33,6 @@ pub enum StateError {
     /// Invalid input.
     #[error("{0}")]
     Invalid(String),
-}
-
-/// An app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct App {
-    /// GUID.
-    pub guid: String,
-    /// Name, unique.
-    pub name: String,
-    /// Policy tag (1-65535), unique among live apps; carried in the VXLAN GBP header.
-    pub tag: u16,
-}
-
-/// An app instance placed on a cell.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Instance {
-    /// Instance GUID.
-    pub guid: String,
-    /// Its app.
-    pub app_guid: String,
-    /// Index within the app.
-    pub index: u32,
-    /// Cell name.
-    pub cell: String,
-    /// Overlay address.
-    pub ip: Ipv4Addr,
-}
-
-/// A policy: source app may reach destination app on protocol and ports.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Policy {
-    /// Source app GUID.
-    pub source: String,
-    /// Destination app GUID.
-    pub destination: String,
-    /// `tcp` or `udp`.
-    pub protocol: String,
-    /// First port.
-    pub start: u16,
-    /// Last port.
-    pub end: u16,
-}
-
-/// A cell's subnet lease.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lease {
-    /// Cell name.
-    pub cell: String,
-    /// Its underlay address.
-    pub underlay_ip: Ipv4Addr,
-    /// Its overlay subnet, e.g. `10.255.7.0/24`.
-    pub subnet: String,
-    /// Unix seconds of the last acquire or renew.
-    pub renewed_at: i64,
 }
 
 /// The store.
