@@ -1,7 +1,10 @@
-//! Helpers for the end-to-end tests in `tests/`: where the workspace's binaries are.
+//! Helpers for the end-to-end tests: where the workspace's binaries are ([`bin`]) and network
+//! namespace topologies that clean up after themselves ([`topo`]).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
+
+pub mod topo;
 
 /// The path of a binary of this workspace, built by the same `cargo test --workspace` run
 /// (cargo builds a package's binaries whenever it has integration tests, as proxy/ and

@@ -3,6 +3,7 @@
 //! cells ([`vtep`]) and the container metadata store the cell agent reads ([`store`]).
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod cni;
 pub mod ipam;
 pub mod netlink;

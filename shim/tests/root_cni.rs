@@ -1,13 +1,11 @@
 //! ROOT TESTS: `c2c-cni` driven exactly as a runtime drives it, against network namespaces the
 //! tests create (see support/). Run as root (CI does); `C2C_SKIP_ROOT_TESTS=1` skips them.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use support::*;
+use c2c_integration::topo::*;
 
 const SUBNET: &str = "10.255.7.0/24";
 
@@ -172,7 +170,7 @@ fn root_add_failures_leak_nothing() {
     assert_eq!(leases, serde_json::json!({}), "the address went back");
 
     // A full subnet is a clear error, not a panic: a /30 has 2 container addresses.
-    let tiny = support::conf("10.255.9.0/30", data.path());
+    let tiny = c2c_integration::topo::conf("10.255.9.0/30", data.path());
     let (a, b, c) = (Netns::new("ctr"), Netns::new("ctr"), Netns::new("ctr"));
     add(&cell, &a, "t1", &tiny);
     add(&cell, &b, "t2", &tiny);

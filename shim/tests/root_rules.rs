@@ -1,14 +1,12 @@
 //! ROOT TESTS: policy rules applied with iptables-restore inside a cell namespace, checked the
 //! way a user notices them: a refused connection, then an accepted one.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use c2c_integration::topo::*;
 use c2c_shim::netns::run_in;
 use c2c_shim::rules::{self, Allow, Local};
-use support::*;
 
 fn apply(cell: &Netns, text: &str) {
     let text = text.to_string();

@@ -1,14 +1,12 @@
 //! ROOT TESTS: two cells joined by the VXLAN overlay (cells are namespaces on an underlay bridge
 //! in its own namespace), containers wired by `c2c-cni`, and the GBP mark carried across.
 
-mod support;
-
 use std::net::SocketAddr;
 
+use c2c_integration::topo::*;
 use c2c_shim::netlink::Netlink;
 use c2c_shim::netns::block_on_in;
 use c2c_shim::vtep::{self, Change, Remote, Vtep, VtepConfig};
-use support::*;
 
 fn ensure(cell: &Cell, cfg: &VtepConfig) -> Vtep {
     let cfg = cfg.clone();

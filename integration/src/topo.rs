@@ -3,7 +3,6 @@
 //!
 //! Everything lives in namespaces these helpers create (unique names, removed on drop, even when
 //! a test fails); nothing is added to the root namespace.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -158,7 +157,8 @@ pub struct CniOut {
 /// The `c2c-cni` command for `cell`, with CNI_* from `env`, ready to spawn.
 pub fn cni_command(cell: &Netns, env: &[(&str, &str)]) -> Command {
     let mut c = Command::new("ip");
-    c.args(["netns", "exec", &cell.name, env!("CARGO_BIN_EXE_c2c-cni")]);
+    c.args(["netns", "exec", &cell.name])
+        .arg(crate::bin("c2c-cni"));
     c.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("CNI_PATH", "/opt/cni/bin");

@@ -1,0 +1,517 @@
+//! The cell agent: holds the cell's subnet lease, keeps the VTEP converged with every other
+//! cell, registers the cell's containers (from the CNI metadata store) with control, and
+//! enforces policies. It wakes on control's watch (a long poll that returns as soon as the state
+//! changes), on a container coming or going (inotify on the store), and on a resync timer that
+//! puts back rules flushed by hand. The process runs inside the cell's network namespace.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use c2c_api::client::{Auth, Client, ClientError};
+use c2c_api::{CellView, Instance, Lease};
+use hyper::Method;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::ipam::Subnet;
+use crate::netlink::Netlink;
+use crate::rules::{self, Allow, Local};
+use crate::store::{ContainerRecord, Store};
+use crate::vtep::{self, Remote, VtepConfig};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Cell name (the CN of its client certificate).
+    pub cell: String,
+    /// The cell's underlay address (its VTEP's local address).
+    pub underlay_ip: Ipv4Addr,
+    /// Control API URL, `https://HOST:PORT`.
+    pub control_url: String,
+    /// The platform CA (PEM file).
+    pub ca_file: PathBuf,
+    /// The cell's client cert dir (`cert.pem`, `key.pem`) from the platform CA.
+    pub cert_dir: PathBuf,
+    /// The CNI data dir (IPAM and the container metadata store).
+    pub data_dir: PathBuf,
+    /// Where to write the CNI network config for the runtime (with the leased subnet).
+    pub cni_config: PathBuf,
+    /// Nameservers to put in the CNI config.
+    pub dns: Vec<IpAddr>,
+    /// Re-apply everything this often even when nothing changed.
+    pub resync: Duration,
+    /// Renew the lease this often.
+    pub renew: Duration,
+}
+
+/// The agent could not start or hit a fatal error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Reading a file failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Writing the CNI config failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The control API client could not be set up.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The lease holds a subnet we cannot use.
+    #[error("control leased an unusable subnet {0}")]
+    BadLease(String),
+    /// The VTEP could not be set up.
+    #[error(transparent)]
+    Vtep(#[from] vtep::VtepError),
+    /// Netlink could not be opened.
+    #[error("opening netlink: {0}")]
+    Netlink(std::io::Error),
+    /// The store watch could not be set up.
+    #[error("watching {path}: {source}")]
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: notify::Error,
+    },
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, AgentError> {
+    std::fs::read(path).map_err(|source| AgentError::Read {
+        path: path.into(),
+        source,
+    })
+}
+
+/// The CNI network config a runtime feeds `c2c-cni` on this cell.
+pub fn cni_config(subnet: Subnet, data_dir: &Path, dns: &[IpAddr]) -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "c2c",
+        "type": "c2c-cni",
+        "subnet": subnet.to_string(),
+        "data_dir": data_dir,
+        "dns": dns,
+    })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    let err = |source| AgentError::Write {
+        path: path.into(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// The inputs of the rules, from control's view and the local store (pure).
+pub fn rule_inputs(
+    view: &CellView,
+    records: &[ContainerRecord],
+) -> (Vec<Local>, BTreeMap<String, u16>, Vec<Allow>) {
+    let locals = records
+        .iter()
+        .filter_map(|r| {
+            Some(Local {
+                ip: r.ip,
+                app_guid: r.app_guid.clone()?,
+            })
+        })
+        .collect();
+    let tags = view.apps.iter().map(|a| (a.guid.clone(), a.tag)).collect();
+    let allows = view
+        .policies
+        .iter()
+        .map(|p| Allow {
+            source: p.source.clone(),
+            destination: p.destination.clone(),
+            protocol: p.protocol.clone(),
+            start: p.start,
+            end: p.end,
+        })
+        .collect();
+    (locals, tags, allows)
+}
+
+/// What to tell control so its instances on this cell match the store (pure): (register,
+/// deregister). Records without an app GUID are not app instances and are left out.
+pub fn registration_changes(
+    cell: &str,
+    view: &CellView,
+    records: &[ContainerRecord],
+) -> (Vec<Instance>, Vec<String>) {
+    let want: BTreeMap<String, Instance> = records
+        .iter()
+        .filter_map(|r| {
+            let app_guid = r.app_guid.clone()?;
+            let guid = r
+                .instance_guid
+                .clone()
+                .unwrap_or_else(|| r.container_id.clone());
+            Some((
+                guid.clone(),
+                Instance {
+                    guid,
+                    app_guid,
+                    index: r.instance_index.unwrap_or(0),
+                    cell: cell.to_string(),
+                    ip: r.ip,
+                },
+            ))
+        })
+        .collect();
+    let have: BTreeMap<&str, &Instance> = view
+        .instances
+        .iter()
+        .filter(|i| i.cell == cell)
+        .map(|i| (i.guid.as_str(), i))
+        .collect();
+    let register = want
+        .values()
+        .filter(|w| have.get(w.guid.as_str()) != Some(w))
+        .cloned()
+        .collect();
+    let deregister = have
+        .keys()
+        .filter(|g| !want.contains_key(**g))
+        .map(|g| g.to_string())
+        .collect();
+    (register, deregister)
+}
+
+/// The other cells, as VTEP remotes (pure). Leases with unusable subnets are skipped.
+pub fn remotes(cell: &str, leases: &[Lease]) -> Vec<Remote> {
+    leases
+        .iter()
+        .filter(|l| l.cell != cell)
+        .filter_map(|l| {
+            Some(Remote {
+                underlay_ip: l.underlay_ip,
+                subnet: l.subnet.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Runs the agent until `shutdown`. Rules stay in place when it stops, so enforcement outlives
+/// a restart.
+pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let ca = read(&cfg.ca_file)?;
+    let auth = Auth::ClientCert {
+        cert_pem: read(&cfg.cert_dir.join("cert.pem"))?,
+        key_pem: read(&cfg.cert_dir.join("key.pem"))?,
+    };
+    let client = Client::new(&cfg.control_url, &ca, auth)?;
+    let base = format!("/v1/cells/{}", cfg.cell);
+
+    // The lease: retried until control answers, since cells may start before control.
+    let lease: Lease = loop {
+        let body = serde_json::json!({ "underlay_ip": cfg.underlay_ip });
+        match client
+            .call_as(Method::POST, &format!("{base}/lease"), Some(&body))
+            .await
+        {
+            Ok(l) => break l,
+            Err(e @ ClientError::Status { .. }) => return Err(e.into()),
+            Err(error) => {
+                warn!(%error, "control not reachable yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    let subnet: Subnet = lease
+        .subnet
+        .parse()
+        .map_err(|_| AgentError::BadLease(lease.subnet.clone()))?;
+    info!(cell = %cfg.cell, %subnet, underlay_ip = %cfg.underlay_ip, "lease acquired");
+    write_atomic(
+        &cfg.cni_config,
+        cni_config(subnet, &cfg.data_dir, &cfg.dns)
+            .to_string()
+            .as_bytes(),
+    )?;
+
+    let nl = Netlink::open().map_err(AgentError::Netlink)?;
+    let vcfg = VtepConfig::new(cfg.underlay_ip, subnet);
+    let v = vtep::ensure(&nl, &vcfg).await?;
+    info!(vtep = %vcfg.name, mtu = v.mtu, created = v.created, "vtep ready");
+
+    // Containers coming and going wake the loop.
+    let store = Store::new(&cfg.data_dir);
+    let local_change = Arc::new(Notify::new());
+    let store_dir = cfg.data_dir.join("containers");
+    std::fs::create_dir_all(&store_dir).map_err(|source| AgentError::Write {
+        path: store_dir.clone(),
+        source,
+    })?;
+    let _watcher = {
+        use notify::Watcher;
+        let n = local_change.clone();
+        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok_and(|e| e.kind.is_create() || e.kind.is_remove() || e.kind.is_modify()) {
+                n.notify_one();
+            }
+        })
+        .map_err(|source| AgentError::Watch {
+            path: store_dir.clone(),
+            source,
+        })?;
+        w.watch(&store_dir, notify::RecursiveMode::NonRecursive)
+            .map_err(|source| AgentError::Watch {
+                path: store_dir.clone(),
+                source,
+            })?;
+        w
+    };
+
+    let mut view: Option<CellView> = None;
+    let mut applied: Option<String> = None;
+    let mut resync = tokio::time::interval(cfg.resync);
+    let mut renew = tokio::time::interval(cfg.renew);
+    renew.tick().await;
+    loop {
+        let after = view.as_ref().map_or(0, |v| v.revision);
+        let mut force = false;
+        let watch_path = format!("{base}/watch?after={after}&timeout=30");
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                info!("agent stopping; rules stay in place");
+                return Ok(());
+            }
+            r = client.call_as::<CellView>(Method::GET, &watch_path, None) => match r {
+                Ok(v) => {
+                    debug!(revision = v.revision, "watch woke");
+                    view = Some(v);
+                }
+                Err(error) => {
+                    warn!(%error, "watch failed; enforcing the last known state and retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            },
+            _ = local_change.notified() => debug!("container store changed"),
+            _ = resync.tick() => force = true,
+            _ = renew.tick() => {
+                if let Err(error) = client.call(Method::PUT, &format!("{base}/lease"), None).await {
+                    warn!(%error, "lease renewal failed");
+                }
+                continue;
+            }
+        }
+        let Some(v) = view.as_ref() else { continue };
+        let started = Instant::now();
+        let records = match store.list() {
+            Ok((recs, bad)) => {
+                for e in bad {
+                    warn!(error = %e, "skipping unreadable container record");
+                }
+                recs
+            }
+            Err(error) => {
+                warn!(%error, "reading the container store failed");
+                continue;
+            }
+        };
+        // Routes to other cells.
+        if force {
+            if let Err(error) = vtep::ensure(&nl, &vcfg).await {
+                warn!(%error, "vtep check failed");
+            }
+        }
+        match vtep::converge(&nl, &vcfg, &remotes(&cfg.cell, &v.leases)).await {
+            Ok(changes) => {
+                for c in changes {
+                    info!(change = %c, "overlay");
+                }
+            }
+            Err(error) => warn!(%error, "vtep convergence failed"),
+        }
+        // Rules, applied when they change or on resync.
+        let (locals, tags, allows) = rule_inputs(v, &records);
+        let text = rules::ruleset(subnet, &locals, &tags, &allows);
+        if force || applied.as_deref() != Some(text.as_str()) {
+            let t = text.clone();
+            match tokio::task::spawn_blocking(move || rules::apply(&t)).await {
+                Ok(Ok(())) => {
+                    info!(
+                        revision = v.revision,
+                        containers = locals.len(),
+                        policies = allows.len(),
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        resync = force,
+                        "rules applied"
+                    );
+                    applied = Some(text);
+                }
+                Ok(Err(error)) => warn!(%error, "applying rules failed"),
+                Err(error) => warn!(%error, "rules task failed"),
+            }
+        }
+        // Tell control about containers that came or went (this bumps the revision, so the
+        // next watch returns at once with the new view).
+        let (register, deregister) = registration_changes(&cfg.cell, v, &records);
+        for i in register {
+            let body = serde_json::json!({ "app_guid": i.app_guid, "index": i.index, "ip": i.ip });
+            match client
+                .call(
+                    Method::PUT,
+                    &format!("{base}/instances/{}", i.guid),
+                    Some(&body),
+                )
+                .await
+            {
+                Ok(_) => {
+                    info!(instance = %i.guid, app = %i.app_guid, ip = %i.ip, "instance registered")
+                }
+                Err(error) => warn!(%error, instance = %i.guid, "registering instance failed"),
+            }
+        }
+        for g in deregister {
+            match client
+                .call(Method::DELETE, &format!("{base}/instances/{g}"), None)
+                .await
+            {
+                Ok(_) => info!(instance = %g, "instance deregistered"),
+                Err(error) => warn!(%error, instance = %g, "deregistering instance failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use c2c_api::{App, Policy};
+
+    fn rec(id: &str, ip: &str, app: Option<&str>) -> ContainerRecord {
+        ContainerRecord {
+            container_id: id.into(),
+            ip: ip.parse().unwrap(),
+            netns: "/x".into(),
+            ifname: "eth0".into(),
+            host_veth: "s-x".into(),
+            app_guid: app.map(Into::into),
+            instance_guid: None,
+            instance_index: Some(0),
+        }
+    }
+
+    fn view() -> CellView {
+        CellView {
+            revision: 7,
+            leases: vec![
+                Lease {
+                    cell: "cell1".into(),
+                    underlay_ip: "192.0.2.1".parse().unwrap(),
+                    subnet: "10.255.1.0/24".into(),
+                    renewed_at: 0,
+                },
+                Lease {
+                    cell: "cell2".into(),
+                    underlay_ip: "192.0.2.2".parse().unwrap(),
+                    subnet: "10.255.2.0/24".into(),
+                    renewed_at: 0,
+                },
+            ],
+            apps: vec![App {
+                guid: "ga".into(),
+                name: "a".into(),
+                tag: 1,
+            }],
+            instances: vec![
+                Instance {
+                    guid: "c-old".into(),
+                    app_guid: "ga".into(),
+                    index: 0,
+                    cell: "cell1".into(),
+                    ip: "10.255.1.9".parse().unwrap(),
+                },
+                Instance {
+                    guid: "c1".into(),
+                    app_guid: "ga".into(),
+                    index: 0,
+                    cell: "cell1".into(),
+                    ip: "10.255.1.1".parse().unwrap(),
+                },
+                Instance {
+                    guid: "far".into(),
+                    app_guid: "ga".into(),
+                    index: 1,
+                    cell: "cell2".into(),
+                    ip: "10.255.2.1".parse().unwrap(),
+                },
+            ],
+            policies: vec![Policy {
+                source: "ga".into(),
+                destination: "ga".into(),
+                protocol: "tcp".into(),
+                start: 1,
+                end: 2,
+            }],
+        }
+    }
+
+    #[test]
+    fn registrations_follow_the_store() {
+        let recs = [
+            rec("c1", "10.255.1.1", Some("ga")),
+            rec("c2", "10.255.1.2", Some("ga")),
+            rec("infra", "10.255.1.3", None),
+        ];
+        let (reg, dereg) = registration_changes("cell1", &view(), &recs);
+        assert_eq!(
+            reg.iter().map(|i| i.guid.as_str()).collect::<Vec<_>>(),
+            ["c2"],
+            "c1 is already known, infra is no app"
+        );
+        assert_eq!(dereg, ["c-old"], "only this cell's vanished instance goes");
+    }
+
+    #[test]
+    fn remotes_are_the_other_cells_and_rules_get_tags() {
+        let r = remotes("cell1", &view().leases);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].underlay_ip, "192.0.2.2".parse::<Ipv4Addr>().unwrap());
+        let (locals, tags, allows) = rule_inputs(
+            &view(),
+            &[
+                rec("c1", "10.255.1.1", Some("ga")),
+                rec("infra", "10.255.1.3", None),
+            ],
+        );
+        assert_eq!(locals.len(), 1);
+        assert_eq!(tags["ga"], 1);
+        assert_eq!(allows.len(), 1);
+    }
+
+    #[test]
+    fn cni_config_carries_the_lease() {
+        let c = cni_config(
+            "10.255.7.0/24".parse().unwrap(),
+            Path::new("/d"),
+            &["10.255.7.0".parse().unwrap()],
+        );
+        let parsed = crate::cni::parse_config(c.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.subnet.to_string(), "10.255.7.0/24");
+        assert_eq!(parsed.conf.data_dir, Path::new("/d"));
+    }
+}

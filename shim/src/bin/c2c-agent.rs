@@ -1,0 +1,104 @@
+//! `c2c-agent`: the cell agent. Run it inside the cell's network namespace (one per cell).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// The c2c cell agent: holds the cell's subnet lease, converges the VXLAN overlay with the other
+/// cells, registers local containers and enforces network policies, waking on control's watch.
+#[derive(Debug, Parser)]
+#[command(name = "c2c-agent", version)]
+struct Args {
+    /// Cell name; must be the CN of the client certificate in --cert-dir.
+    #[arg(long, env = "C2C_CELL")]
+    cell: String,
+    /// This cell's underlay address (the VTEP's local address; some interface must hold it).
+    #[arg(long, env = "C2C_UNDERLAY_IP")]
+    underlay_ip: Ipv4Addr,
+    /// Control API URL.
+    #[arg(
+        long,
+        env = "C2C_CONTROL_URL",
+        default_value = "https://127.0.0.1:4002"
+    )]
+    control: String,
+    /// The platform CA certificate (PEM).
+    #[arg(long, default_value = "/var/lib/c2c/ca/ca.pem")]
+    ca: PathBuf,
+    /// Directory with this cell's client cert.pem and key.pem, issued by the platform CA.
+    #[arg(long, default_value = "/var/lib/c2c/cell/tls")]
+    cert_dir: PathBuf,
+    /// The CNI data dir (IPAM leases and the container metadata store c2c-cni writes).
+    #[arg(long, default_value = "/var/lib/c2c/cni")]
+    data_dir: PathBuf,
+    /// Where to write the CNI network config (with the leased subnet) for the runtime.
+    #[arg(long, default_value = "/etc/cni/net.d/10-c2c.conf")]
+    cni_config: PathBuf,
+    /// Nameserver for containers (repeatable), put in the CNI config.
+    #[arg(long)]
+    dns: Vec<IpAddr>,
+    /// Re-apply rules and re-check the VTEP this often, even with no change.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    resync: Duration,
+    /// Renew the subnet lease this often.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    renew: Duration,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = c2c_shim::agent::AgentConfig {
+        cell: args.cell,
+        underlay_ip: args.underlay_ip,
+        control_url: args.control,
+        ca_file: args.ca,
+        cert_dir: args.cert_dir,
+        data_dir: args.data_dir,
+        cni_config: args.cni_config,
+        dns: args.dns,
+        resync: args.resync,
+        renew: args.renew,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("c2c-agent: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let result = rt.block_on(async {
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            s.cancel();
+        });
+        c2c_shim::agent::run(cfg, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("c2c-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
