@@ -111,6 +111,12 @@ pub struct Cell {
     pub underlay_ip: Ipv4Addr,
 }
 
+impl Default for Underlay {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Underlay {
     pub fn new() -> Self {
         let ns = Netns::new("u");
@@ -279,5 +285,80 @@ pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) ->
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A UDP server inside `ns` on `addr` answering each datagram with `"<tag> saw <peer ip>"`.
+pub fn serve_udp(ns: &Netns, addr: SocketAddr, tag: &'static str) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    spawn_in(&ns.path(), move || {
+        let s = std::net::UdpSocket::bind(addr).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 512];
+        while let Ok((_, peer)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(format!("{tag} saw {}", peer.ip()).as_bytes(), peer);
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("udp server did not start");
+}
+
+/// Sends one datagram from inside `ns` to `addr` and waits up to a second for the answer.
+pub fn ask_udp(ns: &Netns, addr: SocketAddr) -> std::io::Result<String> {
+    spawn_in(&ns.path(), move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        s.connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        s.send(b"ping")?;
+        let mut buf = [0u8; 512];
+        let n = s.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .join()
+    .unwrap()
+}
+
+/// A process this test started, killed (by its PID) and reaped on drop.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd args...` inside `ns` (`ip netns exec` execs in place: the PID is the
+    /// program's), its stderr going to `log`.
+    pub fn start_in(ns: &Netns, cmd: &Path, args: &[&str], log: PathBuf) -> Self {
+        let err = std::fs::File::create(&log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(cmd)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn stop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
