@@ -236,7 +236,9 @@ fn root_policy_workflow_across_and_within_cells() {
     wait("appa -> appb refused again", || refused(fetch(&a, to_b)));
 
     // Rules flushed by hand come back on the resync.
-    p.cells[1].ns.exec("iptables", &["-w", "-F", "c2c-ingress"]);
+    p.cells[1]
+        .ns
+        .exec("nft", &["flush", "chain", "ip", "c2c", "ingress"]);
     assert!(
         fetch(&c, to_b).is_ok(),
         "with the chain flushed nothing is enforced"

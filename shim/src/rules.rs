@@ -1,15 +1,15 @@
-//! Policy enforcement on a cell, as Cloud Foundry's VXLAN policy agent does it, as one
-//! `iptables-restore` input per apply (atomic per table: no instant with half a ruleset).
+//! Policy enforcement on a cell, with the semantics of Cloud Foundry's VXLAN policy agent, as one
+//! nftables table (`ip c2c`) replaced in a single transaction (`nft -f`): at no instant is the
+//! cell without its rules or with half of them.
 //!
-//! - mangle `c2c-mark` (from PREROUTING): a packet from a local container gets its app's tag as
-//!   the low 16 bits of its mark; the VTEP carries that mark to other cells in the GBP header.
-//! - filter `c2c-ingress` (from FORWARD): packets of established connections pass; a packet to a
-//!   local container jumps to that container's chain `c2c-d-<ip hex>` (dispatch by destination,
-//!   so a new connection's cost does not grow with policies for other containers), which accepts
-//!   what a policy allows by (protocol, port range, source tag); everything else to the cell's
-//!   subnet is rejected (TCP reset, so the client sees "connection refused").
+//! - `prerouting`: a packet from a local container gets its app's tag as its mark (a map lookup
+//!   by source address); the VTEP carries the mark to other cells in the VXLAN GBP header.
+//! - `forward` -> `ingress`, for packets to the cell's subnet: established connections pass; a
+//!   packet passes if `(destination, protocol, port, mark)` is in the `allow` set, a hash set
+//!   with port intervals, so the cost of a new connection does not grow with the number of
+//!   policies; everything else is rejected (a TCP reset: the client sees "connection refused").
 //!
-//! [`ruleset`] is pure; [`apply`] runs the iptables binaries.
+//! [`ruleset`] is pure; [`apply`] runs `nft`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -19,12 +19,8 @@ use std::process::{Command, Stdio};
 
 use crate::ipam::Subnet;
 
-/// Mark chain in the mangle table.
-pub const MARK_CHAIN: &str = "c2c-mark";
-/// Ingress chain in the filter table.
-pub const INGRESS_CHAIN: &str = "c2c-ingress";
-/// Prefix of the per-destination chains.
-pub const DEST_PREFIX: &str = "c2c-d-";
+/// The nftables table that holds every rule of ours.
+pub const TABLE: &str = "c2c";
 
 /// A container on this cell.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -50,196 +46,119 @@ pub struct Allow {
     pub end: u16,
 }
 
-/// The chain of one local destination.
-pub fn dest_chain(ip: Ipv4Addr) -> String {
-    format!("{DEST_PREFIX}{:08x}", u32::from(ip))
+/// The allow-set elements: (destination IP, protocol, first port, last port, source tag), for
+/// the local containers that policies name as destinations (pure, sorted, deduplicated).
+/// Apps without a tag are skipped: their packets carry no mark, so nothing could match.
+pub fn allow_elements(
+    locals: &[Local],
+    tags: &BTreeMap<String, u16>,
+    allows: &[Allow],
+) -> BTreeSet<(Ipv4Addr, &'static str, u16, u16, u16)> {
+    let mut by_app: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+    for l in locals {
+        by_app.entry(&l.app_guid).or_default().push(l.ip);
+    }
+    let mut out = BTreeSet::new();
+    for a in allows {
+        let proto = match a.protocol.as_str() {
+            "tcp" => "tcp",
+            "udp" => "udp",
+            _ => continue,
+        };
+        let (Some(ips), Some(tag)) = (by_app.get(a.destination.as_str()), tags.get(&a.source))
+        else {
+            continue;
+        };
+        for ip in ips {
+            out.insert((*ip, proto, a.start, a.end, *tag));
+        }
+    }
+    out
 }
 
-/// The `iptables-restore --noflush` input for the cell: tags by app GUID, the local containers,
-/// and the policies. Apps without a tag are skipped (their packets carry no mark and match no
-/// allow rule: deny by default). Deterministic: the same inputs give the same text.
+/// The `nft -f` script for the cell: creates the table if missing, deletes it and defines it
+/// anew, all in one transaction. Deterministic: the same inputs give the same text.
 pub fn ruleset(
     subnet: Subnet,
     locals: &[Local],
     tags: &BTreeMap<String, u16>,
     allows: &[Allow],
 ) -> String {
-    let locals: BTreeSet<&Local> = locals.iter().collect();
+    let marks: BTreeMap<Ipv4Addr, u16> = locals
+        .iter()
+        .filter_map(|l| Some((l.ip, *tags.get(&l.app_guid)?)))
+        .collect();
+    let elements = allow_elements(locals, tags, allows);
     let mut out = String::new();
-    out.push_str("*mangle\n");
-    let _ = writeln!(out, ":{MARK_CHAIN} - [0:0]");
-    for l in &locals {
-        if let Some(tag) = tags.get(&l.app_guid) {
-            let _ = writeln!(
-                out,
-                "-A {MARK_CHAIN} -s {}/32 -j MARK --set-xmark {tag:#x}/0xffff",
-                l.ip
-            );
-        }
-    }
-    out.push_str("COMMIT\n*filter\n");
-    let _ = writeln!(out, ":{INGRESS_CHAIN} - [0:0]");
-    for l in &locals {
-        let _ = writeln!(out, ":{} - [0:0]", dest_chain(l.ip));
-    }
+    // `flush table` would keep set elements; deleting and re-creating in the same file is still
+    // one transaction.
     let _ = writeln!(
         out,
-        "-A {INGRESS_CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{"
     );
-    for l in &locals {
-        let _ = writeln!(
-            out,
-            "-A {INGRESS_CHAIN} -d {}/32 -j {}",
-            l.ip,
-            dest_chain(l.ip)
-        );
+    out.push_str("  map marks {\n    type ipv4_addr : mark\n");
+    if !marks.is_empty() {
+        let items: Vec<String> = marks
+            .iter()
+            .map(|(ip, tag)| format!("{ip} : {tag:#x}"))
+            .collect();
+        let _ = writeln!(out, "    elements = {{ {} }}", items.join(", "));
     }
-    let net = format!("{}/{}", subnet.network(), subnet.prefix());
+    out.push_str("  }\n  set allow {\n    type ipv4_addr . inet_proto . inet_service . mark\n    flags interval\n");
+    if !elements.is_empty() {
+        let items: Vec<String> = elements
+            .iter()
+            .map(|(ip, p, s, e, tag)| format!("{ip} . {p} . {s}-{e} . {tag:#x}"))
+            .collect();
+        let _ = writeln!(out, "    elements = {{ {} }}", items.join(",\n      "));
+    }
+    out.push_str("  }\n");
+    out.push_str("  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n    meta mark set ip saddr map @marks\n  }\n");
     let _ = writeln!(
         out,
-        "-A {INGRESS_CHAIN} -d {net} -p tcp -j REJECT --reject-with tcp-reset"
+        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip daddr {}/{} jump ingress\n  }}",
+        subnet.network(),
+        subnet.prefix()
     );
-    let _ = writeln!(
-        out,
-        "-A {INGRESS_CHAIN} -d {net} -j REJECT --reject-with icmp-port-unreachable"
+    out.push_str(
+        "  chain ingress {\n    ct state established,related accept\n    ip daddr . meta l4proto . th dport . meta mark @allow accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type port-unreachable\n  }\n}\n",
     );
-    let allows: BTreeSet<&Allow> = allows.iter().collect();
-    for l in &locals {
-        let chain = dest_chain(l.ip);
-        for a in allows.iter().filter(|a| a.destination == l.app_guid) {
-            let Some(tag) = tags.get(&a.source) else {
-                continue;
-            };
-            if a.protocol != "tcp" && a.protocol != "udp" {
-                continue;
-            }
-            let _ = writeln!(
-                out,
-                "-A {chain} -p {p} -m {p} --dport {s}:{e} -m mark --mark {tag:#x}/0xffff -j ACCEPT",
-                p = a.protocol,
-                s = a.start,
-                e = a.end
-            );
-        }
-    }
-    out.push_str("COMMIT\n");
     out
 }
 
 /// Applying rules failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    /// An iptables binary could not be run.
-    #[error("running {cmd}: {source} (is iptables installed? apt-get install -y iptables)")]
-    Spawn {
-        /// The command.
-        cmd: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// An iptables binary refused.
-    #[error("{cmd} failed: {stderr}")]
-    Failed {
-        /// The command.
-        cmd: String,
-        /// What it said.
-        stderr: String,
-    },
+    /// `nft` could not be run.
+    #[error("running nft: {0} (is nftables installed? apt-get install -y nftables)")]
+    Spawn(std::io::Error),
+    /// `nft` refused the script.
+    #[error("nft -f refused the ruleset: {0}")]
+    Failed(String),
 }
 
-fn iptables(args: &[&str], stdin: Option<&str>) -> Result<std::process::Output, RulesError> {
-    let (bin, rest) = args.split_first().expect("a command");
-    let cmd = args.join(" ");
-    let mut child = Command::new(bin)
-        .args(rest)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
+/// Applies a [`ruleset`] in the calling process's network namespace in one transaction.
+/// Blocking: call it off async threads.
+pub fn apply(script: &str) -> Result<(), RulesError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| RulesError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|source| RulesError::Spawn {
-                cmd: cmd.clone(),
-                source,
-            })?;
+        .map_err(RulesError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(RulesError::Spawn)?;
     }
-    child
-        .wait_with_output()
-        .map_err(|source| RulesError::Spawn { cmd, source })
-}
-
-fn check(args: &[&str], stdin: Option<&str>) -> Result<String, RulesError> {
-    let out = iptables(args, stdin)?;
+    let out = child.wait_with_output().map_err(RulesError::Spawn)?;
     if !out.status.success() {
-        return Err(RulesError::Failed {
-            cmd: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Applies a [`ruleset`] in the calling process's network namespace: one atomic restore per
-/// table, then the jumps from PREROUTING and FORWARD (added once, first), then the chains of
-/// containers that are gone are removed. Blocking: call it off async threads.
-pub fn apply(text: &str) -> Result<(), RulesError> {
-    // Chains of containers that left: flushed and deleted in the same restore, once unreferenced.
-    let existing = check(&["iptables-save", "-t", "filter"], None)?;
-    let mut stale = String::new();
-    for line in existing.lines() {
-        if let Some(chain) = line
-            .strip_prefix(':')
-            .and_then(|l| l.split_whitespace().next())
-        {
-            if chain.starts_with(DEST_PREFIX) && !text.contains(&format!(":{chain} ")) {
-                let _ = writeln!(stale, "-F {chain}\n-X {chain}");
-            }
-        }
-    }
-    let text = text.to_string().replace_last_commit(&stale);
-    check(&["iptables-restore", "-w", "--noflush"], Some(&text))?;
-    for (table, builtin, chain) in [
-        ("mangle", "PREROUTING", MARK_CHAIN),
-        ("filter", "FORWARD", INGRESS_CHAIN),
-    ] {
-        if !iptables(
-            &["iptables", "-w", "-t", table, "-C", builtin, "-j", chain],
-            None,
-        )?
-        .status
-        .success()
-        {
-            check(
-                &[
-                    "iptables", "-w", "-t", table, "-I", builtin, "1", "-j", chain,
-                ],
-                None,
-            )?;
-        }
+        return Err(RulesError::Failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     Ok(())
-}
-
-trait ReplaceLastCommit {
-    fn replace_last_commit(&self, before: &str) -> String;
-}
-
-impl ReplaceLastCommit for String {
-    /// Inserts `before` ahead of the last `COMMIT` line (the filter table's).
-    fn replace_last_commit(&self, before: &str) -> String {
-        match self.rfind("COMMIT\n") {
-            Some(i) => format!("{}{before}{}", &self[..i], &self[i..]),
-            None => self.clone(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -255,6 +174,10 @@ mod tests {
             Local {
                 ip: "10.255.1.1".parse().unwrap(),
                 app_guid: "a".into(),
+            },
+            Local {
+                ip: "10.255.1.3".parse().unwrap(),
+                app_guid: "b".into(),
             },
         ];
         let tags = BTreeMap::from([
@@ -276,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn marks_dispatch_and_default_reject() {
+    fn marks_allow_set_and_default_reject() {
         let (subnet, locals, tags) = inputs();
         let text = ruleset(
             subnet,
@@ -288,54 +211,62 @@ mod tests {
                 allow("b", "remote-app", "tcp", 1, 2),
             ],
         );
-        assert!(text.contains("-A c2c-mark -s 10.255.1.1/32 -j MARK --set-xmark 0x1/0xffff\n"));
-        assert!(text.contains("-A c2c-mark -s 10.255.1.2/32 -j MARK --set-xmark 0x2/0xffff\n"));
-        assert!(text.contains("-A c2c-ingress -d 10.255.1.2/32 -j c2c-d-0aff0102\n"));
-        assert!(text.contains("-A c2c-d-0aff0102 -p tcp -m tcp --dport 8080:8080 -m mark --mark 0x1/0xffff -j ACCEPT\n"));
-        assert!(text.contains("-A c2c-d-0aff0102 -p udp -m udp --dport 53:60 -m mark --mark 0x1234/0xffff -j ACCEPT\n"));
         assert!(
-            !text.contains("remote-app"),
+            text.contains("elements = { 10.255.1.1 : 0x1, 10.255.1.2 : 0x2, 10.255.1.3 : 0x2 }"),
+            "{text}"
+        );
+        for want in [
+            "10.255.1.2 . tcp . 8080-8080 . 0x1",
+            "10.255.1.3 . tcp . 8080-8080 . 0x1",
+            "10.255.1.2 . udp . 53-60 . 0x1234",
+        ] {
+            assert!(text.contains(want), "{want} missing: {text}");
+        }
+        assert!(
+            !text.contains(". 1-2 ."),
             "policies to apps not on this cell add nothing"
         );
-        // Established first, rejects last.
-        let est = text.find("ESTABLISHED").unwrap();
-        let jump = text.find("-j c2c-d-").unwrap();
-        let reject = text
-            .find("-p tcp -j REJECT --reject-with tcp-reset")
-            .unwrap();
-        assert!(est < jump && jump < reject);
-        assert_eq!(text.matches("COMMIT").count(), 2);
+        assert!(text.contains("ip daddr 10.255.1.0/24 jump ingress"));
+        let est = text.find("ct state established").unwrap();
+        let set = text.find("@allow accept").unwrap();
+        let reject = text.find("reject with tcp reset").unwrap();
+        assert!(est < set && set < reject);
+        assert!(
+            text.starts_with("table ip c2c\ndelete table ip c2c\n"),
+            "one transaction replaces the table"
+        );
     }
 
     #[test]
-    fn deterministic_and_untagged_sources_get_nothing() {
+    fn deterministic_and_untagged_or_unknown_protocols_get_nothing() {
         let (subnet, mut locals, tags) = inputs();
         let a = ruleset(
             subnet,
             &locals,
             &tags,
-            &[allow("a", "b", "tcp", 1, 2), allow("zz", "b", "tcp", 3, 4)],
+            &[
+                allow("a", "b", "tcp", 1, 2),
+                allow("zz", "b", "tcp", 3, 4),
+                allow("a", "b", "icmp", 5, 5),
+            ],
         );
         locals.reverse();
         let b = ruleset(
             subnet,
             &locals,
             &tags,
-            &[allow("zz", "b", "tcp", 3, 4), allow("a", "b", "tcp", 1, 2)],
+            &[
+                allow("a", "b", "icmp", 5, 5),
+                allow("zz", "b", "tcp", 3, 4),
+                allow("a", "b", "tcp", 1, 2),
+            ],
         );
         assert_eq!(a, b);
+        assert!(!a.contains("3-4") && !a.contains("5-5"), "{a}");
+        let empty = ruleset(subnet, &[], &tags, &[]);
         assert!(
-            !a.contains("--dport 3:4"),
-            "an app without a tag cannot be allowed"
-        );
-    }
-
-    #[test]
-    fn stale_chain_deletes_go_before_the_filter_commit() {
-        let s = "*mangle\nCOMMIT\n*filter\n:x - [0:0]\nCOMMIT\n".to_string();
-        assert_eq!(
-            s.replace_last_commit("-X old\n"),
-            "*mangle\nCOMMIT\n*filter\n:x - [0:0]\n-X old\nCOMMIT\n"
+            !empty.contains("elements"),
+            "no empty element lists (nft rejects them): {empty}"
         );
     }
 }

@@ -1,4 +1,4 @@
-//! ROOT TESTS: policy rules applied with iptables-restore inside a cell namespace, checked the
+//! ROOT TESTS: policy rules applied with nftables inside a cell namespace, checked the
 //! way a user notices them: a refused connection, then an accepted one.
 
 use std::collections::BTreeMap;
@@ -76,18 +76,18 @@ fn root_default_deny_then_policy_allows_only_its_source() {
         "app-c has no policy"
     );
 
-    // Re-applying the same rules is harmless (jumps are not duplicated).
+    // Re-applying is harmless: one table, replaced whole.
     apply(
         &cell,
         &rules::ruleset(subnet, &locals, &tags, std::slice::from_ref(&policy)),
     );
-    let fwd = cell.exec("iptables", &["-w", "-S", "FORWARD"]);
-    assert_eq!(fwd.matches("-j c2c-ingress").count(), 1, "{fwd}");
+    let tables = cell.exec("nft", &["list", "tables"]);
+    assert_eq!(tables.matches("table ip c2c").count(), 1, "{tables}");
 
-    // Container b leaves and the policy goes: its chain is removed, a is refused again.
+    // Container b leaves and the policy goes: its elements are gone, a is refused again.
     apply(&cell, &rules::ruleset(subnet, &locals[..1], &tags, &[]));
-    let chains = cell.exec("iptables-save", &["-t", "filter"]);
-    assert!(!chains.contains(&rules::dest_chain(ip_b)), "{chains}");
+    let table = cell.exec("nft", &["list", "table", "ip", "c2c"]);
+    assert!(!table.contains(&ip_b.to_string()), "{table}");
     assert_eq!(
         fetch(&a, to_b).unwrap_err().kind(),
         std::io::ErrorKind::ConnectionRefused
