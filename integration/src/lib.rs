@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod testbed;
 pub mod topo;
 
 /// The path of a binary of this workspace, built by the same `cargo test --workspace` run

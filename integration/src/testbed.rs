@@ -1,0 +1,155 @@
+//! A running test platform: control in the underlay namespace, an agent per cell, containers
+//! wired by `c2c-cni` as a runtime would, the `c2c` CLI. For tests and benchmarks.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::bin;
+use crate::topo::*;
+
+/// Control in the underlay namespace, cells with their agents, all real binaries.
+pub struct Platform {
+    pub dir: tempfile::TempDir,
+    pub underlay: Underlay,
+    pub cells: Vec<Cell>,
+    _control: Proc,
+    pub agents: Vec<Proc>,
+    pub url: String,
+}
+
+impl Platform {
+    /// Starts control and `cells` cells, each with its agent; returns once every agent wrote
+    /// its CNI config (it holds a lease).
+    pub fn start(cells: u8) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let underlay = Underlay::new();
+        underlay
+            .ns
+            .ip(&["addr", "add", "192.0.2.254/24", "dev", "br0"]);
+        let state = dir.path().join("state");
+        let control = Proc::start_in(
+            &underlay.ns,
+            &bin("c2c"),
+            &[
+                "--state-dir",
+                state.to_str().unwrap(),
+                "control",
+                "serve",
+                "--listen",
+                "192.0.2.254:0",
+            ],
+            dir.path().join("control.log"),
+        );
+        let url_file = state.join("control/url");
+        eventually(Duration::from_secs(10), || url_file.exists().then_some(()))
+            .expect("control did not start");
+        let url = std::fs::read_to_string(url_file).unwrap();
+        let mut p = Self {
+            dir,
+            underlay,
+            cells: vec![],
+            _control: control,
+            agents: vec![],
+            url,
+        };
+        for n in 1..=cells {
+            let cell = p.underlay.cell(n);
+            let name = format!("cell{n}");
+            let certs = p.dir.path().join(format!("{name}-tls"));
+            run(
+                bin("c2c").to_str().unwrap(),
+                &[
+                    "certs",
+                    "issue",
+                    "--ca-dir",
+                    state.join("ca").to_str().unwrap(),
+                    "--out",
+                    certs.to_str().unwrap(),
+                    "--instance-id",
+                    &name,
+                    "--dns",
+                    &name,
+                ],
+            );
+            p.cells.push(cell);
+            p.start_agent(n);
+        }
+        for n in 1..=cells {
+            let conf = p.cni_conf_path(n);
+            eventually(Duration::from_secs(10), || conf.exists().then_some(())).unwrap_or_else(
+                || {
+                    panic!(
+                        "agent {n} wrote no CNI config: {}",
+                        p.agents[n as usize - 1].log()
+                    )
+                },
+            );
+        }
+        p
+    }
+
+    pub fn cni_conf_path(&self, n: u8) -> PathBuf {
+        self.dir.path().join(format!("cell{n}-cni.conf"))
+    }
+
+    pub fn start_agent(&mut self, n: u8) {
+        let d = self.dir.path();
+        let args: Vec<String> = vec![
+            "--cell".into(),
+            format!("cell{n}"),
+            "--underlay-ip".into(),
+            format!("192.0.2.{n}"),
+            "--control".into(),
+            self.url.clone(),
+            "--ca".into(),
+            d.join("state/ca/ca.pem").display().to_string(),
+            "--cert-dir".into(),
+            d.join(format!("cell{n}-tls")).display().to_string(),
+            "--data-dir".into(),
+            d.join(format!("cell{n}-cni")).display().to_string(),
+            "--cni-config".into(),
+            self.cni_conf_path(n).display().to_string(),
+            "--resync".into(),
+            "1s".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let agent = Proc::start_in(
+            &self.cells[n as usize - 1].ns,
+            &bin("c2c-agent"),
+            &args,
+            d.join(format!("agent{n}.log")),
+        );
+        if self.agents.len() >= n as usize {
+            self.agents[n as usize - 1] = agent;
+        } else {
+            self.agents.push(agent);
+        }
+    }
+
+    /// The `c2c` CLI, run where control is reachable (the underlay namespace).
+    pub fn c2c(&self, args: &[&str]) -> String {
+        let state = self.dir.path().join("state");
+        let mut a = vec!["--state-dir", state.to_str().unwrap()];
+        a.extend_from_slice(args);
+        self.underlay.ns.exec(bin("c2c").to_str().unwrap(), &a)
+    }
+
+    pub fn app_guid(&self, name: &str) -> String {
+        let out = self.c2c(&["curl", &format!("/v1/apps/{name}")]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["guid"].as_str().unwrap().to_string()
+    }
+
+    /// A container of `app` on cell `n`, wired by c2c-cni with the agent's config.
+    pub fn container(&self, n: u8, app: &str, index: u32) -> (Netns, Ipv4Addr) {
+        let ctr = Netns::new("ctr");
+        let mut conf: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.cni_conf_path(n)).unwrap()).unwrap();
+        conf["runtimeConfig"] =
+            serde_json::json!({ "app_guid": self.app_guid(app), "instance_index": index });
+        let id = format!("{app}-{index}-{}", ctr.name);
+        let ip = add(&self.cells[n as usize - 1].ns, &ctr, &id, &conf.to_string());
+        (ctr, ip)
+    }
+}
