@@ -60,6 +60,7 @@ pub struct Client {
     port: u16,
     token: Option<String>,
     tls: Arc<rustls::ClientConfig>,
+    netns: Option<std::path::PathBuf>,
 }
 
 impl Client {
@@ -109,7 +110,39 @@ impl Client {
             port,
             token,
             tls: Arc::new(tls),
+            netns: None,
         })
+    }
+
+    /// Connects from inside the network namespace at `path` (e.g. `/run/netns/c2c-underlay`),
+    /// for a control plane reachable only there. The socket is made on a short-lived thread that
+    /// entered the namespace; once connected it works from any thread.
+    pub fn in_netns(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.netns = Some(path.into());
+        self
+    }
+
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let Some(ns) = self.netns.clone() else {
+            return TcpStream::connect((self.host.as_str(), self.port)).await;
+        };
+        let (host, port) = (self.host.clone(), self.port);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let r = (|| -> std::io::Result<std::net::TcpStream> {
+                let f = std::fs::File::open(&ns)?;
+                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
+                let s = std::net::TcpStream::connect((host.as_str(), port))?;
+                s.set_nonblocking(true)?;
+                Ok(s)
+            })();
+            let _ = tx.send(r);
+        });
+        let std = rx
+            .await
+            .map_err(|_| std::io::Error::other("connect thread died"))??;
+        TcpStream::from_std(std)
     }
 
     /// The API's URL.
@@ -128,7 +161,8 @@ impl Client {
             url: self.url.clone(),
             detail,
         };
-        let tcp = TcpStream::connect((self.host.as_str(), self.port))
+        let tcp = self
+            .connect()
             .await
             .map_err(|e| transport(format!("connect: {e}")))?;
         let _ = tcp.set_nodelay(true);

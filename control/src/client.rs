@@ -1,5 +1,6 @@
 //! The CLI's client: the shared [`c2c_api::client::Client`] set up from the state dir, so no
-//! command needs the URL, CA or token spelled out.
+//! command needs the URL, CA or token spelled out (nor the namespace of the local platform's
+//! control plane).
 
 use std::path::Path;
 

@@ -36,6 +36,11 @@ impl Layout {
     pub fn token(&self) -> PathBuf {
         self.root.join("control").join("token")
     }
+    /// The network namespace control is reachable from, when it is not this one (the local
+    /// platform's underlay), written by `c2c up`.
+    pub fn netns(&self) -> PathBuf {
+        self.root.join("control").join("netns")
+    }
     /// The URL the control API listens on, written at start.
     pub fn url(&self) -> PathBuf {
         self.root.join("control").join("url")

@@ -6,6 +6,7 @@ pub mod api;
 pub mod certs_cmd;
 pub mod client;
 pub mod layout;
+pub mod platform;
 pub mod policy_cmd;
 pub mod serve_cmd;
 pub mod state;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use c2c_control::platform::{demo, demo_app, instance, up};
 use c2c_control::{certs_cmd, policy_cmd, serve_cmd};
 
 /// c2c: container-to-container networking with policies and platform-issued TLS.
@@ -45,6 +46,49 @@ enum Command {
     Apps,
     /// Raw call to the control API, as `cf curl` does.
     Curl(policy_cmd::CurlArgs),
+    /// Run the whole workflow on a local platform, then take it down (needs root).
+    Demo {
+        /// The demo's own state dir (anything there is taken down first).
+        #[arg(long = "demo-dir", default_value = "/tmp/c2c-demo")]
+        dir: PathBuf,
+        /// Leave the platform running at the end.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Start a local platform: control, an underlay and cells in network namespaces (needs root).
+    Up {
+        /// How many cells.
+        #[arg(long, default_value_t = 2)]
+        cells: u8,
+    },
+    /// Push an app onto the local platform: containers wired by c2c-cni, sidecar and app in each.
+    Push(instance::PushArgs),
+    /// Run a command inside an instance's container (APP or APP/INDEX), with the platform CA as
+    /// curl's and OpenSSL's trust store.
+    Exec {
+        /// APP or APP/INDEX.
+        target: String,
+        /// The command and its arguments (after --).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Delete an app: its instances (CNI DEL, processes, namespaces) and its policies.
+    Delete {
+        /// App name.
+        app: String,
+    },
+    /// Remove the local platform: no namespace, link, rule or process of ours remains.
+    Down,
+    /// The built-in demo app (run by push inside a container).
+    #[command(hide = true)]
+    DemoApp {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        index: u32,
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +112,33 @@ fn main() -> ExitCode {
         Command::CreateApp { name } => policy_cmd::create_app(&dir, &name),
         Command::Apps => policy_cmd::list_apps(&dir),
         Command::Curl(a) => policy_cmd::curl(&dir, a),
+        Command::Demo { dir, keep } => demo::run(&dir, keep),
+        Command::Up { cells } => up::up(&dir, cells).map(|info| {
+            println!(
+                "platform up: control at https://{}:{} in netns {}",
+                c2c_control::platform::CONTROL_IP,
+                c2c_control::platform::CONTROL_PORT,
+                info.underlay_ns
+            );
+            for c in &info.cells {
+                println!(
+                    "  {} (netns {}, underlay {})",
+                    c.name, c.netns, c.underlay_ip
+                );
+            }
+        }),
+        Command::Push(a) => instance::push(&dir, &a).map(drop),
+        Command::Exec { target, command } => match instance::exec(&dir, &target, &command) {
+            Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => Err(e),
+        },
+        Command::Delete { app } => instance::delete(&dir, &app),
+        Command::Down => up::down(&dir).map(|()| println!("platform removed")),
+        Command::DemoApp {
+            name,
+            index,
+            listen,
+        } => demo_app::run(&name, index, listen),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +156,7 @@ fn init_logs() {
         .unwrap_or(tracing::Level::INFO);
     tracing_subscriber::fmt()
         .with_max_level(level)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }

@@ -348,7 +348,19 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         // Rules, applied when they change or on resync.
         let (locals, tags, allows) = rule_inputs(v, &records);
         let text = rules::ruleset(subnet, &locals, &tags, &allows);
-        if force || applied.as_deref() != Some(text.as_str()) {
+        let changed = applied.as_deref() != Some(text.as_str());
+        // On a resync, re-apply only if the kernel lost our rules (flushed or deleted by hand):
+        // checking is cheap, re-loading 10,000 elements is not.
+        let lost = !changed && force && {
+            let gen = rules::generation(&text).unwrap_or_default();
+            !tokio::task::spawn_blocking(move || rules::in_place(gen))
+                .await
+                .unwrap_or(false)
+        };
+        if lost {
+            warn!("rules were changed by hand; restoring them");
+        }
+        if changed || lost {
             let t = text.clone();
             match tokio::task::spawn_blocking(move || rules::apply(&t)).await {
                 Ok(Ok(())) => {
@@ -357,7 +369,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                         containers = locals.len(),
                         policies = allows.len(),
                         elapsed_ms = started.elapsed().as_millis() as u64,
-                        resync = force,
+                        restored = lost,
                         "rules applied"
                     );
                     applied = Some(text);

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         .unwrap_or(tracing::Level::INFO);
     tracing_subscriber::fmt()
         .with_max_level(level)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cfg = c2c_shim::agent::AgentConfig {

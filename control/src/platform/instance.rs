@@ -1,0 +1,435 @@
+//! `c2c push`, `c2c exec`, `c2c delete`: app instances as the local runtime runs them (what
+//! Garden and its external networker do on a Diego cell): a network namespace, `c2c-cni` ADD run
+//! as any CNI runtime runs it, a cert dir, then the sidecar and the app inside the namespace.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+
+use super::{bin, in_netns, ip, preflight, spawn_in, stop_pidfile, wait_for, Paths, PlatformInfo};
+use crate::layout::Layout;
+
+/// Internal domain of default routes.
+pub const INTERNAL_DOMAIN: &str = "apps.internal";
+
+/// One running instance, recorded in its dir as `instance.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// App name.
+    pub app: String,
+    /// App GUID.
+    pub app_guid: String,
+    /// Instance index.
+    pub index: u32,
+    /// Instance GUID.
+    pub guid: String,
+    /// Cell name.
+    pub cell: String,
+    /// The container's network namespace.
+    pub netns: String,
+    /// CNI container id.
+    pub container_id: String,
+    /// Overlay address.
+    pub ip: Ipv4Addr,
+}
+
+/// `c2c push` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PushArgs {
+    /// App name.
+    pub app: String,
+    /// How many instances.
+    #[arg(long, short = 'i', default_value_t = 1)]
+    pub instances: u32,
+    /// Do not map the default internal route <app>.apps.internal.
+    #[arg(long)]
+    pub no_route: bool,
+    /// Put every instance on this cell (default: spread over the cells).
+    #[arg(long)]
+    pub cell: Option<String>,
+    /// Run this shell command as the app instead of the built-in demo server; it must listen on
+    /// $PORT (8080).
+    #[arg(long)]
+    pub command: Option<String>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Creates the app if needed and starts its instances. Returns them.
+pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
+    preflight()?;
+    let paths = Paths::new(state_dir);
+    let info = PlatformInfo::load(&paths)?;
+    anyhow::ensure!(
+        (1..=250).contains(&a.instances),
+        "--instances must be 1-250"
+    );
+    if let Some(c) = &a.cell {
+        info.cell(c)?;
+    }
+    let client = crate::client::from_state_dir(state_dir)?;
+    let app = runtime()?.block_on(async {
+        match client
+            .call(Method::GET, &format!("/v1/apps/{}", a.app), None)
+            .await
+        {
+            Ok(app) => Ok(app),
+            Err(c2c_api::client::ClientError::Status { status, .. })
+                if status == hyper::StatusCode::NOT_FOUND =>
+            {
+                client
+                    .call(
+                        Method::POST,
+                        "/v1/apps",
+                        Some(&serde_json::json!({ "name": a.app })),
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+    })?;
+    let app_guid = app["guid"].as_str().unwrap_or_default().to_string();
+    let existing = instances(state_dir, Some(&a.app))?;
+    let first = existing.iter().map(|i| i.index + 1).max().unwrap_or(0);
+    let mut out = vec![];
+    for k in 0..a.instances {
+        let index = first + k;
+        let cell = match &a.cell {
+            Some(c) => info.cell(c)?.clone(),
+            None => info.cells[(index as usize) % info.cells.len()].clone(),
+        };
+        let inst = start_instance(state_dir, &info, &cell, &a.app, &app_guid, index, a)
+            .with_context(|| format!("starting {}/{index}", a.app))?;
+        println!(
+            "  {}/{} on {}: {} (netns {})",
+            inst.app, inst.index, inst.cell, inst.ip, inst.netns
+        );
+        out.push(inst);
+    }
+    Ok(out)
+}
+
+fn start_instance(
+    state_dir: &Path,
+    info: &PlatformInfo,
+    cell: &super::CellInfo,
+    app: &str,
+    app_guid: &str,
+    index: u32,
+    a: &PushArgs,
+) -> Result<InstanceInfo> {
+    let paths = Paths::new(state_dir);
+    let dir = paths.instance(app, index);
+    std::fs::create_dir_all(&dir)?;
+    let netns = format!("{}-{app}-{index}", info.prefix);
+    let container_id = format!("{app}-{index}");
+    let guid = crate::state::new_guid();
+    ip(&["netns", "add", &netns])?;
+    // From here on, a failure leaves a partial instance that `delete`/`down` clean up.
+    let mut rec = InstanceInfo {
+        app: app.into(),
+        app_guid: app_guid.into(),
+        index,
+        guid: guid.clone(),
+        cell: cell.name.clone(),
+        netns: netns.clone(),
+        container_id,
+        ip: Ipv4Addr::UNSPECIFIED,
+    };
+    std::fs::write(dir.join("instance.json"), serde_json::to_vec_pretty(&rec)?)?;
+
+    // CNI ADD, exactly as a runtime runs it.
+    let mut conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(paths.cell(&cell.name).join("cni.conf"))?)?;
+    conf["runtimeConfig"] =
+        serde_json::json!({ "app_guid": app_guid, "instance_guid": guid, "instance_index": index });
+    let result = cni(&cell.netns, "ADD", &rec.container_id, &netns, &conf)?;
+    rec.ip = result["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .context("CNI result without an address")?;
+    std::fs::write(dir.join("instance.json"), serde_json::to_vec_pretty(&rec)?)?;
+
+    // The instance's cert: CN = instance GUID; SANs = its IP, its GUID, and unless --no-route,
+    // the default internal route and its per-instance name.
+    let layout = Layout::new(state_dir);
+    let ca = c2c_certs::Ca::load(&layout.ca_dir())?;
+    let mut names = vec![guid.clone()];
+    if !a.no_route {
+        names.push(format!("{app}.{INTERNAL_DOMAIN}"));
+        names.push(format!("{index}.{app}.{INTERNAL_DOMAIN}"));
+    }
+    let pair = ca.issue(&c2c_certs::LeafRequest {
+        common_name: guid.clone(),
+        sans: c2c_certs::SanSet::new(&names, [rec.ip.into()])?,
+        ttl: Duration::from_secs(24 * 3600),
+        key: Default::default(),
+    })?;
+    let certs = dir.join("certs");
+    c2c_certs::pair::write_pair(&certs, pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())?;
+
+    // The app, then the sidecar, inside the container's namespace.
+    let envs = vec![
+        ("PORT", "8080".to_string()),
+        ("CF_INSTANCE_INTERNAL_IP", rec.ip.to_string()),
+        ("CF_INSTANCE_INDEX", index.to_string()),
+        ("CF_INSTANCE_GUID", guid.clone()),
+    ];
+    match &a.command {
+        Some(cmd) => spawn_in(
+            &netns,
+            Path::new("/bin/sh"),
+            &["-c".into(), cmd.clone()],
+            &envs,
+            &dir.join("app.log"),
+            &dir.join("app.pid"),
+        )?,
+        None => spawn_in(
+            &netns,
+            &bin("c2c")?,
+            &[
+                "demo-app".into(),
+                "--name".into(),
+                app.into(),
+                "--index".into(),
+                index.to_string(),
+            ],
+            &envs,
+            &dir.join("app.log"),
+            &dir.join("app.pid"),
+        )?,
+    };
+    let proxy_args: Vec<String> = [
+        "--listen",
+        "0.0.0.0:61443",
+        "--upstream",
+        "127.0.0.1:8080",
+        "--cert-dir",
+        &certs.display().to_string(),
+        "--admin",
+        "127.0.0.1:61003",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    spawn_in(
+        &netns,
+        &bin("c2c-proxy")?,
+        &proxy_args,
+        &[],
+        &dir.join("proxy.log"),
+        &dir.join("proxy.pid"),
+    )?;
+    let ns = netns.clone();
+    wait_for(
+        "the app on :8080 and the sidecar on :61443",
+        Duration::from_secs(10),
+        move || {
+            let ns = ns.clone();
+            in_netns(&ns, || {
+                [8080u16, 61443].iter().all(|p| {
+                    TcpStream::connect_timeout(
+                        &SocketAddr::from(([127, 0, 0, 1], *p)),
+                        Duration::from_millis(200),
+                    )
+                    .is_ok()
+                })
+            })
+            .unwrap_or(false)
+        },
+    )
+    .with_context(|| {
+        format!(
+            "see {} and {}",
+            dir.join("app.log").display(),
+            dir.join("proxy.log").display()
+        )
+    })?;
+    Ok(rec)
+}
+
+/// Runs `c2c-cni` in the cell as a runtime does.
+fn cni(
+    cell_ns: &str,
+    command: &str,
+    container_id: &str,
+    netns: &str,
+    conf: &serde_json::Value,
+) -> Result<serde_json::Value> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", cell_ns])
+        .arg(bin("c2c-cni")?)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id)
+        .env("CNI_NETNS", format!("/run/netns/{netns}"))
+        .env("CNI_IFNAME", "eth0")
+        .env(
+            "CNI_PATH",
+            bin("c2c-cni")?.parent().unwrap_or(Path::new("/")),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running c2c-cni")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(conf.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    let json: serde_json::Value = if out.stdout.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    if !out.status.success() {
+        bail!(
+            "c2c-cni {command}: {} ({})",
+            json["msg"].as_str().unwrap_or("failed"),
+            json["details"]
+                .as_str()
+                .unwrap_or_else(|| std::str::from_utf8(&out.stderr).unwrap_or(""))
+        );
+    }
+    Ok(json)
+}
+
+/// Instances recorded in the state dir, of one app or all, by app then index.
+pub fn instances(state_dir: &Path, app: Option<&str>) -> Result<Vec<InstanceInfo>> {
+    let root = state_dir.join("instances");
+    let mut out = vec![];
+    let apps: Vec<PathBuf> = match app {
+        Some(a) => vec![root.join(a)],
+        None => std::fs::read_dir(&root)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default(),
+    };
+    for a in apps {
+        for i in std::fs::read_dir(&a)
+            .map(|r| r.flatten().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            if let Ok(raw) = std::fs::read(i.path().join("instance.json")) {
+                if let Ok(rec) = serde_json::from_slice::<InstanceInfo>(&raw) {
+                    out.push(rec);
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.app.as_str(), a.index).cmp(&(b.app.as_str(), b.index)));
+    Ok(out)
+}
+
+/// Finds `APP` or `APP/INDEX`.
+pub fn find(state_dir: &Path, target: &str) -> Result<InstanceInfo> {
+    let (app, index) = match target.split_once('/') {
+        Some((a, i)) => (
+            a,
+            i.parse::<u32>()
+                .with_context(|| format!("{target}: the index must be a number"))?,
+        ),
+        None => (target, 0),
+    };
+    instances(state_dir, Some(app))?
+        .into_iter()
+        .find(|i| i.index == index)
+        .with_context(|| format!("no instance {app}/{index} (see `c2c apps`)"))
+}
+
+/// Runs `cmd` inside an instance's namespace with CF's instance variables and the platform CA as
+/// the trust store for curl and OpenSSL. Returns its exit code.
+pub fn exec(state_dir: &Path, target: &str, cmd: &[String]) -> Result<i32> {
+    preflight()?;
+    let inst = find(state_dir, target)?;
+    let ca = Layout::new(state_dir).ca_dir().join("ca.pem");
+    let (prog, args) = cmd
+        .split_first()
+        .context("nothing to run: c2c exec APP -- CMD...")?;
+    let status = Command::new("ip")
+        .args(["netns", "exec", &inst.netns, prog])
+        .args(args)
+        .env("CF_INSTANCE_INTERNAL_IP", inst.ip.to_string())
+        .env("CF_INSTANCE_INDEX", inst.index.to_string())
+        .env("CF_INSTANCE_GUID", &inst.guid)
+        .env("SSL_CERT_FILE", &ca)
+        .env("CURL_CA_BUNDLE", &ca)
+        .status()
+        .with_context(|| format!("running {prog} in {}", inst.netns))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// Stops an app's instances (processes, CNI DEL, namespace) and forgets them.
+pub fn remove_app_instances(state_dir: &Path, app: &str) -> Result<()> {
+    let paths = Paths::new(state_dir);
+    let info = PlatformInfo::load(&paths).ok();
+    let mut problems = vec![];
+    for inst in instances(state_dir, Some(app))? {
+        let dir = paths.instance(app, inst.index);
+        stop_pidfile(&dir.join("proxy.pid"), "c2c-proxy", Duration::from_secs(3));
+        stop_pidfile(&dir.join("app.pid"), "", Duration::from_secs(3));
+        if let Some(cell) = info.as_ref().and_then(|i| i.cell(&inst.cell).ok()) {
+            match std::fs::read(paths.cell(&cell.name).join("cni.conf"))
+                .map_err(anyhow::Error::from)
+                .and_then(|c| Ok(serde_json::from_slice::<serde_json::Value>(&c)?))
+            {
+                Ok(conf) => {
+                    if let Err(e) = cni(&cell.netns, "DEL", &inst.container_id, &inst.netns, &conf)
+                    {
+                        problems.push(format!("{app}/{}: {e:#}", inst.index));
+                    }
+                }
+                Err(e) => problems.push(format!("{app}/{}: {e:#}", inst.index)),
+            }
+        }
+        if super::netns_exists(&inst.netns) {
+            if let Err(e) = ip(&["netns", "del", &inst.netns]) {
+                problems.push(e.to_string());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(paths.app(app));
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", problems.join("; "))
+    }
+}
+
+/// `c2c delete APP`: instances gone, then the app (and its policies) in control.
+pub fn delete(state_dir: &Path, app: &str) -> Result<()> {
+    preflight()?;
+    remove_app_instances(state_dir, app)?;
+    let client = crate::client::from_state_dir(state_dir)?;
+    runtime()?.block_on(client.call(Method::DELETE, &format!("/v1/apps/{app}"), None))?;
+    println!("Deleted app {app}");
+    Ok(())
+}
+
+/// A plain HTTP GET from inside namespace `ns` (what `curl` in the container would do), with a
+/// short timeout. Returns the body, or the connection error (e.g. connection refused).
+pub fn http_get(ns: &str, to: SocketAddr, path: &str) -> Result<std::io::Result<String>> {
+    let path = path.to_string();
+    in_netns(ns, move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or(out))
+    })
+}

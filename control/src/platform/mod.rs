@@ -1,0 +1,277 @@
+//! The local platform: control, an underlay and N cells in network namespaces on this machine,
+//! running the real binaries (`c2c control serve`, `c2c-agent`, `c2c-cni`, `c2c-proxy`) exactly
+//! as a multi-host install would. `up`, `push`, `exec`, `delete`, `down`, `demo`.
+
+pub mod demo;
+pub mod demo_app;
+pub mod instance;
+pub mod up;
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Where the control API listens on the underlay.
+pub const CONTROL_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+/// Control API port.
+pub const CONTROL_PORT: u16 = 4002;
+
+/// What `up` built, recorded in `platform.json` in the state dir.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlatformInfo {
+    /// Prefix of every namespace of this platform.
+    pub prefix: String,
+    /// The underlay namespace (a bridge; control listens here).
+    pub underlay_ns: String,
+    /// The cells.
+    pub cells: Vec<CellInfo>,
+}
+
+/// One cell.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellInfo {
+    /// Name, e.g. `cell1`.
+    pub name: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its address on the underlay.
+    pub underlay_ip: Ipv4Addr,
+}
+
+/// Paths of the platform under the state dir.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The state dir.
+    pub root: PathBuf,
+}
+
+impl Paths {
+    /// Paths under `root`.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+    /// `platform.json`.
+    pub fn info(&self) -> PathBuf {
+        self.root.join("platform.json")
+    }
+    /// A cell's dir (client cert, CNI data, CNI config, agent log and pid).
+    pub fn cell(&self, name: &str) -> PathBuf {
+        self.root.join("cells").join(name)
+    }
+    /// An instance's dir (cert dir, logs, pids, instance.json).
+    pub fn instance(&self, app: &str, index: u32) -> PathBuf {
+        self.root
+            .join("instances")
+            .join(app)
+            .join(index.to_string())
+    }
+    /// All instances of an app.
+    pub fn app(&self, app: &str) -> PathBuf {
+        self.root.join("instances").join(app)
+    }
+}
+
+impl PlatformInfo {
+    /// Reads `platform.json`, or says the platform is not up.
+    pub fn load(paths: &Paths) -> Result<Self> {
+        let raw = std::fs::read(paths.info()).with_context(|| {
+            format!(
+                "no platform in {} (run `c2c up --state-dir {}` first)",
+                paths.root.display(),
+                paths.root.display()
+            )
+        })?;
+        serde_json::from_slice(&raw).with_context(|| format!("reading {}", paths.info().display()))
+    }
+
+    /// The cell named `name`.
+    pub fn cell(&self, name: &str) -> Result<&CellInfo> {
+        self.cells.iter().find(|c| c.name == name).with_context(|| {
+            format!(
+                "no cell {name}; cells: {}",
+                self.cells
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+}
+
+/// A short id of the state dir, so two platforms (two state dirs) never share namespace names.
+pub fn prefix_for(state_dir: &Path) -> String {
+    let canon = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    // FNV-1a: stable across runs and Rust versions, unlike DefaultHasher.
+    let mut h: u32 = 0x811c9dc5;
+    for b in canon.as_os_str().as_encoded_bytes() {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x01000193);
+    }
+    format!("c2c{:04x}", h & 0xffff)
+}
+
+/// Refuses clearly unless running as root with iproute2 and nftables installed.
+pub fn preflight() -> Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("the local platform creates network namespaces and needs root: run it with sudo");
+    }
+    for (tool, pkg) in [("ip", "iproute2"), ("nft", "nftables")] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        if !found {
+            bail!("`{tool}` is missing: install it with `apt-get install -y {pkg}`");
+        }
+    }
+    Ok(())
+}
+
+/// Where the other c2c binaries are: next to this one.
+pub fn bin(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the c2c binary")?;
+    let p = exe
+        .parent()
+        .map(|d| d.join(name))
+        .context("locating the c2c binaries")?;
+    if !p.is_file() {
+        bail!(
+            "{} not found next to {} (build the workspace: cargo build --release)",
+            name,
+            exe.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Runs `ip ARGS`, failing with its message.
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Whether namespace `name` exists.
+pub fn netns_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+/// Starts `program args` inside namespace `ns` as a daemon of ours: its own process group (so a
+/// Ctrl-C of the CLI does not reach it), output to `log`, PID to `pidfile`.
+pub fn spawn_in(
+    ns: &str,
+    program: &Path,
+    args: &[String],
+    envs: &[(&str, String)],
+    log: &Path,
+    pidfile: &Path,
+) -> Result<u32> {
+    let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {} in {ns}", program.display()))?;
+    let pid = child.id();
+    std::fs::write(pidfile, pid.to_string())?;
+    // The child outlives this CLI; it is stopped by PID (down / delete).
+    std::mem::forget(child);
+    Ok(pid)
+}
+
+/// Stops the process whose PID is in `pidfile` (SIGTERM, then SIGKILL after `grace`), if it is
+/// still the one we started (its command line names `expect`).
+pub fn stop_pidfile(pidfile: &Path, expect: &str, grace: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let Some(pid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !String::from_utf8_lossy(&cmdline).contains(expect) {
+        let _ = std::fs::remove_file(pidfile);
+        return;
+    }
+    let pid = Pid::from_raw(pid);
+    let _ = kill(pid, Signal::SIGTERM);
+    let end = Instant::now() + grace;
+    while Instant::now() < end {
+        // Reaped (or a zombie of a parent that exited: init reaps it).
+        if kill(pid, None).is_err() || is_zombie(pid.as_raw()) {
+            let _ = std::fs::remove_file(pidfile);
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+    let _ = std::fs::remove_file(pidfile);
+}
+
+/// Whether `pid` is a zombie (exited, not yet reaped).
+pub fn is_zombie_pub(pid: i32) -> bool {
+    is_zombie(pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Polls `check` every 20 ms until it is true or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
+    let end = Instant::now() + timeout;
+    while !check() {
+        if Instant::now() > end {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Runs `work` on a fresh thread inside namespace `ns` (by name).
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let f =
+        File::open(Path::new("/run/netns").join(ns)).with_context(|| format!("namespace {ns}"))?;
+    std::thread::spawn(move || {
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map(|()| work())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("work in {ns} panicked"))?
+    .with_context(|| format!("entering {ns}"))
+}

@@ -1,0 +1,271 @@
+//! `c2c up` and `c2c down`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::{
+    bin, ip, netns_exists, prefix_for, preflight, spawn_in, stop_pidfile, wait_for, CellInfo,
+    Paths, PlatformInfo, CONTROL_IP, CONTROL_PORT,
+};
+use crate::layout::Layout;
+
+/// Brings the platform up: underlay, control, `cells` cells with their agents. Idempotent: an
+/// existing platform in this state dir is reused (missing cells are added).
+pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
+    preflight()?;
+    anyhow::ensure!((1..=50).contains(&cells), "--cells must be 1-50");
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let paths = Paths::new(state_dir);
+    let layout = Layout::new(state_dir);
+    let prefix = prefix_for(state_dir);
+    let underlay_ns = format!("{prefix}-u");
+    let started = Instant::now();
+
+    if !netns_exists(&underlay_ns) {
+        ip(&["netns", "add", &underlay_ns])?;
+        ip(&["-n", &underlay_ns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &underlay_ns, "link", "add", "br0", "type", "bridge"])?;
+        ip(&[
+            "-n",
+            &underlay_ns,
+            "addr",
+            "add",
+            &format!("{CONTROL_IP}/24"),
+            "dev",
+            "br0",
+        ])?;
+        ip(&["-n", &underlay_ns, "link", "set", "br0", "up"])?;
+    }
+
+    // Control, in the underlay namespace.
+    std::fs::create_dir_all(state_dir.join("control"))?;
+    let control_pid = state_dir.join("control/control.pid");
+    if !alive(&control_pid) {
+        let _ = std::fs::remove_file(layout.url());
+        let args = vec![
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "control".into(),
+            "serve".into(),
+            "--listen".into(),
+            format!("{CONTROL_IP}:{CONTROL_PORT}"),
+        ];
+        spawn_in(
+            &underlay_ns,
+            &bin("c2c")?,
+            &args,
+            &[],
+            &state_dir.join("control/control.log"),
+            &control_pid,
+        )?;
+        wait_for("control to listen", Duration::from_secs(15), || {
+            layout.url().exists()
+        })
+        .with_context(|| format!("see {}", state_dir.join("control/control.log").display()))?;
+    }
+    std::fs::write(layout.netns(), format!("/run/netns/{underlay_ns}"))?;
+
+    // Cells.
+    let mut infos = vec![];
+    for n in 1..=cells {
+        let name = format!("cell{n}");
+        let netns = format!("{prefix}-{name}");
+        let underlay_ip = std::net::Ipv4Addr::new(192, 0, 2, n);
+        let dir = paths.cell(&name);
+        std::fs::create_dir_all(&dir)?;
+        if !netns_exists(&netns) {
+            ip(&["netns", "add", &netns])?;
+            ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+            let port = format!("u-{name}");
+            ip(&[
+                "-n",
+                &underlay_ns,
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &netns,
+            ])?;
+            ip(&[
+                "-n",
+                &underlay_ns,
+                "link",
+                "set",
+                &port,
+                "master",
+                "br0",
+                "up",
+            ])?;
+            ip(&[
+                "-n",
+                &netns,
+                "addr",
+                "add",
+                &format!("{underlay_ip}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        }
+        // The cell's identity: a client cert from the platform CA, CN = cell name.
+        let tls = dir.join("tls");
+        if !tls.join("cert.pem").exists() {
+            let ca = c2c_certs::Ca::load(&layout.ca_dir())?;
+            let pair = ca.issue(&c2c_certs::LeafRequest {
+                common_name: name.clone(),
+                sans: c2c_certs::SanSet::new([name.as_str()], [])?,
+                ttl: Duration::from_secs(365 * 24 * 3600),
+                key: Default::default(),
+            })?;
+            c2c_certs::pair::write_pair(&tls, pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())?;
+        }
+        let agent_pid = dir.join("agent.pid");
+        if !alive(&agent_pid) {
+            let url = std::fs::read_to_string(layout.url())?;
+            let args: Vec<String> = [
+                "--cell",
+                &name,
+                "--underlay-ip",
+                &underlay_ip.to_string(),
+                "--control",
+                url.trim(),
+                "--ca",
+                &layout.ca_dir().join("ca.pem").display().to_string(),
+                "--cert-dir",
+                &tls.display().to_string(),
+                "--data-dir",
+                &dir.join("cni").display().to_string(),
+                "--cni-config",
+                &dir.join("cni.conf").display().to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let _ = std::fs::remove_file(dir.join("cni.conf"));
+            spawn_in(
+                &netns,
+                &bin("c2c-agent")?,
+                &args,
+                &[],
+                &dir.join("agent.log"),
+                &agent_pid,
+            )?;
+        }
+        infos.push(CellInfo {
+            name,
+            netns,
+            underlay_ip,
+        });
+    }
+    for c in &infos {
+        let conf = paths.cell(&c.name).join("cni.conf");
+        wait_for(
+            &format!("{} to get its lease", c.name),
+            Duration::from_secs(15),
+            || conf.exists(),
+        )
+        .with_context(|| format!("see {}", paths.cell(&c.name).join("agent.log").display()))?;
+    }
+    // Keep cells a bigger earlier `up` made.
+    let mut all = infos;
+    if let Ok(old) = PlatformInfo::load(&paths) {
+        for c in old.cells {
+            if !all.iter().any(|x| x.name == c.name) {
+                all.push(c);
+            }
+        }
+    }
+    let info = PlatformInfo {
+        prefix,
+        underlay_ns,
+        cells: all,
+    };
+    std::fs::write(paths.info(), serde_json::to_vec_pretty(&info)?)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "platform up");
+    Ok(info)
+}
+
+fn alive(pidfile: &Path) -> bool {
+    std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .is_some_and(|pid| {
+            Path::new(&format!("/proc/{pid}")).exists() && !super::is_zombie_pub(pid)
+        })
+}
+
+/// Removes everything `up` and `push` made: instances (CNI DEL, processes), agents, control,
+/// namespaces, and the platform's files in the state dir. Goes on past errors, reporting them.
+pub fn down(state_dir: &Path) -> Result<()> {
+    preflight()?;
+    let paths = Paths::new(state_dir);
+    let info = PlatformInfo::load(&paths).ok();
+    let mut problems = vec![];
+    if let Ok(apps) = std::fs::read_dir(state_dir.join("instances")) {
+        for app in apps.flatten() {
+            let name = app.file_name().to_string_lossy().into_owned();
+            if let Err(e) = super::instance::remove_app_instances(state_dir, &name) {
+                problems.push(format!("{name}: {e:#}"));
+            }
+        }
+    }
+    let prefix = info
+        .as_ref()
+        .map(|i| i.prefix.clone())
+        .unwrap_or_else(|| prefix_for(state_dir));
+    if let Ok(cells) = std::fs::read_dir(state_dir.join("cells")) {
+        for c in cells.flatten() {
+            stop_pidfile(
+                &c.path().join("agent.pid"),
+                "c2c-agent",
+                Duration::from_secs(5),
+            );
+        }
+    }
+    stop_pidfile(
+        &state_dir.join("control/control.pid"),
+        "c2c",
+        Duration::from_secs(5),
+    );
+    // Every namespace of this platform, including any a failed step left.
+    if let Ok(list) = std::fs::read_dir("/run/netns") {
+        for ns in list.flatten() {
+            let name = ns.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{prefix}-")) {
+                if let Err(e) = ip(&["netns", "del", &name]) {
+                    problems.push(e.to_string());
+                }
+            }
+        }
+    }
+    for p in [
+        "instances",
+        "cells",
+        "control",
+        "ca",
+        "platform.json",
+        "state.db",
+        "state.db-wal",
+        "state.db-shm",
+    ] {
+        let path = state_dir.join(p);
+        let _ = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("down finished with problems:\n  {}", problems.join("\n  "))
+    }
+}
