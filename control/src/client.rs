@@ -25,9 +25,9 @@ pub fn from_state_dir(dir: &Path) -> Result<Client> {
     let ca_path = l.ca_dir().join(c2c_certs::ca::CA_CERT_FILE);
     let ca = std::fs::read(&ca_path)
         .with_context(|| format!("reading the platform CA {}", ca_path.display()))?;
-    Ok(Client::new(
-        &url,
-        &ca,
-        Auth::Token(token.trim().to_string()),
-    )?)
+    let client = Client::new(&url, &ca, Auth::Token(token.trim().to_string()))?;
+    Ok(match std::fs::read_to_string(l.netns()) {
+        Ok(ns) => client.in_netns(ns.trim()),
+        Err(_) => client,
+    })
 }
