@@ -72,9 +72,10 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Delete an app: its instances (CNI DEL, processes, namespaces) and its policies.
+    /// Delete an app with its instances (CNI DEL, processes, namespaces) and policies, or one
+    /// instance (APP/INDEX) while the app and its policies stay.
     Delete {
-        /// App name.
+        /// APP or APP/INDEX.
         app: String,
     },
     /// Remove the local platform: no namespace, link, rule or process of ours remains.
@@ -106,8 +107,10 @@ fn main() -> ExitCode {
             init_logs();
             serve_cmd::run(&dir, a)
         }
-        Command::AddNetworkPolicy(a) => policy_cmd::add_policy(&dir, a),
-        Command::RemoveNetworkPolicy(a) => policy_cmd::remove_policy(&dir, a),
+        Command::AddNetworkPolicy(a) => policy_cmd::add_policy(&dir, a).map(|m| println!("{m}")),
+        Command::RemoveNetworkPolicy(a) => {
+            policy_cmd::remove_policy(&dir, a).map(|m| println!("{m}"))
+        }
         Command::NetworkPolicies { app } => policy_cmd::list_policies(&dir, app),
         Command::CreateApp { name } => policy_cmd::create_app(&dir, &name),
         Command::Apps => policy_cmd::list_apps(&dir),

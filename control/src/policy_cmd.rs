@@ -65,41 +65,31 @@ async fn policy_body(c: &Client, a: &PolicyArgs) -> Result<Value> {
     )
 }
 
-/// `c2c add-network-policy`.
-pub fn add_policy(dir: &Path, a: PolicyArgs) -> Result<()> {
-    runtime()?.block_on(async {
-        let c = crate::client::from_state_dir(dir)?;
-        let body = policy_body(&c, &a).await?;
-        c.call(
-            Method::POST,
-            "/networking/v1/external/policies",
-            Some(&body),
-        )
-        .await?;
-        println!(
-            "Adding network policy to app {} from app {}... OK",
-            a.destination, a.source
-        );
-        Ok(())
-    })
+/// `c2c add-network-policy`; returns the line to print.
+pub fn add_policy(dir: &Path, a: PolicyArgs) -> Result<String> {
+    change_policy(dir, a, false)
 }
 
-/// `c2c remove-network-policy`.
-pub fn remove_policy(dir: &Path, a: PolicyArgs) -> Result<()> {
+/// `c2c remove-network-policy`; returns the line to print.
+pub fn remove_policy(dir: &Path, a: PolicyArgs) -> Result<String> {
+    change_policy(dir, a, true)
+}
+
+fn change_policy(dir: &Path, a: PolicyArgs, remove: bool) -> Result<String> {
     runtime()?.block_on(async {
         let c = crate::client::from_state_dir(dir)?;
         let body = policy_body(&c, &a).await?;
-        c.call(
-            Method::POST,
-            "/networking/v1/external/policies/delete",
-            Some(&body),
-        )
-        .await?;
-        println!(
-            "Removing network policy to app {} from app {}... OK",
+        let path = if remove {
+            "/networking/v1/external/policies/delete"
+        } else {
+            "/networking/v1/external/policies"
+        };
+        c.call(Method::POST, path, Some(&body)).await?;
+        let verb = if remove { "Removing" } else { "Adding" };
+        Ok(format!(
+            "{verb} network policy to app {} from app {}... OK",
             a.destination, a.source
-        );
-        Ok(())
+        ))
     })
 }
 

@@ -199,6 +199,8 @@ fn start_instance(
             &netns,
             &bin("c2c")?,
             &[
+                "--state-dir".into(),
+                state_dir.display().to_string(),
                 "demo-app".into(),
                 "--name".into(),
                 app.into(),
@@ -370,36 +372,48 @@ pub fn exec(state_dir: &Path, target: &str, cmd: &[String]) -> Result<i32> {
     Ok(status.code().unwrap_or(1))
 }
 
-/// Stops an app's instances (processes, CNI DEL, namespace) and forgets them.
-pub fn remove_app_instances(state_dir: &Path, app: &str) -> Result<()> {
+/// Stops one instance (processes, CNI DEL, namespace) and forgets it.
+pub fn remove_instance(state_dir: &Path, inst: &InstanceInfo) -> Result<()> {
     let paths = Paths::new(state_dir);
-    let info = PlatformInfo::load(&paths).ok();
+    let dir = paths.instance(&inst.app, inst.index);
+    stop_pidfile(&dir.join("proxy.pid"), "c2c-proxy", Duration::from_secs(3));
+    stop_pidfile(&dir.join("app.pid"), "", Duration::from_secs(3));
     let mut problems = vec![];
-    for inst in instances(state_dir, Some(app))? {
-        let dir = paths.instance(app, inst.index);
-        stop_pidfile(&dir.join("proxy.pid"), "c2c-proxy", Duration::from_secs(3));
-        stop_pidfile(&dir.join("app.pid"), "", Duration::from_secs(3));
-        if let Some(cell) = info.as_ref().and_then(|i| i.cell(&inst.cell).ok()) {
-            match std::fs::read(paths.cell(&cell.name).join("cni.conf"))
-                .map_err(anyhow::Error::from)
-                .and_then(|c| Ok(serde_json::from_slice::<serde_json::Value>(&c)?))
-            {
-                Ok(conf) => {
-                    if let Err(e) = cni(&cell.netns, "DEL", &inst.container_id, &inst.netns, &conf)
-                    {
-                        problems.push(format!("{app}/{}: {e:#}", inst.index));
-                    }
-                }
-                Err(e) => problems.push(format!("{app}/{}: {e:#}", inst.index)),
-            }
-        }
-        if super::netns_exists(&inst.netns) {
-            if let Err(e) = ip(&["netns", "del", &inst.netns]) {
-                problems.push(e.to_string());
-            }
+    let info = PlatformInfo::load(&paths).ok();
+    if let Some(cell) = info.as_ref().and_then(|i| i.cell(&inst.cell).ok()) {
+        let conf = std::fs::read(paths.cell(&cell.name).join("cni.conf"))
+            .map_err(anyhow::Error::from)
+            .and_then(|c| Ok(serde_json::from_slice::<serde_json::Value>(&c)?));
+        if let Err(e) =
+            conf.and_then(|conf| cni(&cell.netns, "DEL", &inst.container_id, &inst.netns, &conf))
+        {
+            problems.push(format!("{e:#}"));
         }
     }
-    let _ = std::fs::remove_dir_all(paths.app(app));
+    if super::netns_exists(&inst.netns) {
+        if let Err(e) = ip(&["netns", "del", &inst.netns]) {
+            problems.push(e.to_string());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}/{}: {}", inst.app, inst.index, problems.join("; "))
+    }
+}
+
+/// Stops all of an app's instances and forgets them; goes on past errors, reporting them.
+pub fn remove_app_instances(state_dir: &Path, app: &str) -> Result<()> {
+    let problems: Vec<String> = instances(state_dir, Some(app))?
+        .iter()
+        .filter_map(|i| {
+            remove_instance(state_dir, i)
+                .err()
+                .map(|e| format!("{e:#}"))
+        })
+        .collect();
+    let _ = std::fs::remove_dir_all(Paths::new(state_dir).app(app));
     if problems.is_empty() {
         Ok(())
     } else {
@@ -408,12 +422,19 @@ pub fn remove_app_instances(state_dir: &Path, app: &str) -> Result<()> {
 }
 
 /// `c2c delete APP`: instances gone, then the app (and its policies) in control.
-pub fn delete(state_dir: &Path, app: &str) -> Result<()> {
+/// `c2c delete APP/INDEX`: that instance only; the app and its policies stay.
+pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
     preflight()?;
-    remove_app_instances(state_dir, app)?;
+    if target.contains('/') {
+        let inst = find(state_dir, target)?;
+        remove_instance(state_dir, &inst)?;
+        println!("Deleted instance {target} ({})", inst.ip);
+        return Ok(());
+    }
+    remove_app_instances(state_dir, target)?;
     let client = crate::client::from_state_dir(state_dir)?;
-    runtime()?.block_on(client.call(Method::DELETE, &format!("/v1/apps/{app}"), None))?;
-    println!("Deleted app {app}");
+    runtime()?.block_on(client.call(Method::DELETE, &format!("/v1/apps/{target}"), None))?;
+    println!("Deleted app {target} with its instances and policies");
     Ok(())
 }
 

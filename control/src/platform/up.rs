@@ -193,6 +193,26 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
     Ok(info)
 }
 
+/// PIDs of live processes (not this one) whose command line contains `dir`.
+fn processes_naming(dir: &Path) -> Vec<i32> {
+    let needle = dir.display().to_string();
+    let me = std::process::id() as i32;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me && !super::is_zombie_pub(*pid))
+        .filter(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&raw)
+                .replace('\0', " ")
+                .contains(&needle)
+        })
+        .collect()
+}
+
 fn alive(pidfile: &Path) -> bool {
     std::fs::read_to_string(pidfile)
         .ok()
@@ -243,6 +263,23 @@ pub fn down(state_dir: &Path) -> Result<()> {
                 if let Err(e) = ip(&["netns", "del", &name]) {
                     problems.push(e.to_string());
                 }
+            }
+        }
+    }
+    // Anything still running that belongs to this platform (its command line names the state
+    // dir: control, agents, sidecars, apps), say after a step failed half-way.
+    for pid in processes_naming(state_dir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        problems.push(format!("process {pid} was still running; killed it"));
+    }
+    if let Ok(list) = std::fs::read_dir("/run/netns") {
+        for ns in list.flatten() {
+            let name = ns.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{prefix}-")) {
+                problems.push(format!("namespace {name} could not be removed"));
             }
         }
     }
