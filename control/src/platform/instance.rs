@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{bin, in_netns, ip, preflight, spawn_in, stop_pidfile, wait_for, Paths, PlatformInfo};
+use super::{bin, in_netns, ip, preflight, spawn_in, stop_pidfile, Paths, PlatformInfo};
 use crate::layout::Layout;
 
 /// Internal domain of default routes.
@@ -186,7 +186,7 @@ fn start_instance(
         ("CF_INSTANCE_INDEX", index.to_string()),
         ("CF_INSTANCE_GUID", guid.clone()),
     ];
-    match &a.command {
+    let app_pid = match &a.command {
         Some(cmd) => spawn_in(
             &netns,
             Path::new("/bin/sh"),
@@ -233,31 +233,35 @@ fn start_instance(
         &dir.join("proxy.log"),
         &dir.join("proxy.pid"),
     )?;
-    let ns = netns.clone();
-    wait_for(
-        "the app on :8080 and the sidecar on :61443",
-        Duration::from_secs(10),
-        move || {
-            let ns = ns.clone();
-            in_netns(&ns, || {
-                [8080u16, 61443].iter().all(|p| {
-                    TcpStream::connect_timeout(
-                        &SocketAddr::from(([127, 0, 0, 1], *p)),
-                        Duration::from_millis(200),
-                    )
-                    .is_ok()
-                })
+    let logs = format!(
+        "see {} and {}",
+        dir.join("app.log").display(),
+        dir.join("proxy.log").display()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = in_netns(&netns, || {
+            [8080u16, 61443].iter().all(|p| {
+                TcpStream::connect_timeout(
+                    &SocketAddr::from(([127, 0, 0, 1], *p)),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
             })
-            .unwrap_or(false)
-        },
-    )
-    .with_context(|| {
-        format!(
-            "see {} and {}",
-            dir.join("app.log").display(),
-            dir.join("proxy.log").display()
-        )
-    })?;
+        })?;
+        if ready {
+            break;
+        }
+        // Fail at once when the app died instead of waiting out the timeout.
+        if !Path::new(&format!("/proc/{app_pid}")).exists() || super::is_zombie_pub(app_pid as i32)
+        {
+            bail!("the app exited instead of listening on $PORT (8080); {logs}");
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the app (:8080) or the sidecar (:61443) did not start listening within 10 s; {logs}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(rec)
 }
 

@@ -1,0 +1,253 @@
+//! ROOT TESTS: the local platform as a user drives it: `c2c demo`, and `c2c up` / `push` /
+//! `exec` / `delete` / `down` with curl inside the containers. Real binaries, real namespaces;
+//! every test checks that `down` leaves nothing of the platform behind.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use c2c_integration::bin;
+use c2c_integration::topo::require_root;
+
+fn c2c(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin("c2c"))
+        .arg("--state-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let o = c2c(dir, args);
+    assert!(
+        o.status.success(),
+        "c2c {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Nothing of the platform at `dir` is left: no namespace with its prefix, no process naming it.
+fn assert_nothing_left(dir: &Path, prefix: &str) {
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    let needle = dir.display().to_string();
+    let procs: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).ok()?)
+                .replace('\0', " ");
+            (pid != std::process::id() && cmd.contains(&needle)).then_some(format!("{pid}: {cmd}"))
+        })
+        .collect();
+    assert!(procs.is_empty(), "processes left: {procs:?}");
+}
+
+/// The prefix of the platform's namespaces, from platform.json.
+fn prefix(dir: &Path) -> String {
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("platform.json")).unwrap()).unwrap();
+    info["prefix"].as_str().unwrap().to_string() + "-"
+}
+
+/// Down even when an assertion failed half-way.
+struct Down<'a>(&'a Path);
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = c2c(self.0, &["down"]);
+    }
+}
+
+/// `curl` inside an instance, as a user would run it; returns (exit code, stdout).
+fn curl(dir: &Path, from: &str, url: &str) -> (i32, String) {
+    let o = c2c(
+        dir,
+        &["exec", from, "--", "curl", "-s", "--max-time", "5", url],
+    );
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+fn ip_of(dir: &Path, target: &str) -> String {
+    let (app, index) = target.split_once('/').unwrap_or((target, "0"));
+    let raw = std::fs::read(
+        dir.join("instances")
+            .join(app)
+            .join(index)
+            .join("instance.json"),
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    v["ip"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn root_demo_walks_the_workflow_and_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("demo");
+    let o = Command::new(bin("c2c"))
+        .args(["demo", "--demo-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("all steps passed"), "{out}");
+    assert!(!out.contains('\u{2717}'), "a step failed: {out}");
+    for step in [
+        "c2c up",
+        "connection refused",
+        "add-network-policy appA appB",
+        "still refused",
+        "verifies appB's sidecar cert",
+        "refused again",
+        "c2c down",
+    ] {
+        assert!(out.contains(step), "step {step:?} missing: {out}");
+    }
+    let prefix = format!("{}-", c2c_control_prefix(&dir));
+    assert_nothing_left(&dir, &prefix);
+}
+
+/// The namespace prefix `c2c` derives from a state dir (FNV-1a of its canonical path), the same
+/// computation as the platform's; checked against platform.json in the other test.
+fn c2c_control_prefix(dir: &Path) -> String {
+    let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut h: u32 = 0x811c9dc5;
+    for b in canon.as_os_str().as_encoded_bytes() {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x01000193);
+    }
+    format!("c2c{:04x}", h & 0xffff)
+}
+
+#[test]
+fn root_three_cells_twenty_instances_and_policies_follow_apps() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let _down = Down(dir);
+    let out = ok(dir, &["up", "--cells", "3"]);
+    assert!(out.contains("cell3"), "{out}");
+    assert_eq!(prefix(dir), format!("{}-", c2c_control_prefix(dir)));
+    ok(dir, &["push", "appA", "--cell", "cell1"]);
+    ok(dir, &["push", "appB", "--instances", "20"]);
+    ok(dir, &["push", "appC", "--cell", "cell2"]);
+    let apps = ok(dir, &["apps"]);
+    assert_eq!(
+        apps.matches(" on cell").count(),
+        22,
+        "every instance registered by its cell's agent: {apps}"
+    );
+
+    let b0 = ip_of(dir, "appB/0");
+    let (code, _) = curl(dir, "appA", &format!("http://{b0}:8080/"));
+    assert_eq!(code, 7, "curl: connection refused before any policy");
+    ok(
+        dir,
+        &[
+            "add-network-policy",
+            "appA",
+            "appB",
+            "--protocol",
+            "tcp",
+            "--port",
+            "8080",
+        ],
+    );
+    // appB/0 is on cell1 with appA (same cell); the others spread over all three cells.
+    for i in 0..20 {
+        let ip = ip_of(dir, &format!("appB/{i}"));
+        let (code, body) = curl(dir, "appA", &format!("http://{ip}:8080/"));
+        assert_eq!(
+            (code, body.trim()),
+            (0, format!("app=appB index={i} ip={ip}").as_str()),
+            "appB/{i}"
+        );
+    }
+    let (code, _) = curl(dir, "appC", &format!("http://{b0}:8080/"));
+    assert_eq!(code, 7, "appC has no policy");
+
+    // The sidecar: TLS verified with the platform CA (exec sets CURL_CA_BUNDLE), once allowed.
+    ok(
+        dir,
+        &[
+            "add-network-policy",
+            "appA",
+            "appB",
+            "--protocol",
+            "tcp",
+            "--port",
+            "61443",
+        ],
+    );
+    let (code, body) = curl(dir, "appA", &format!("https://{b0}:61443/"));
+    assert_eq!(
+        (code, body.trim()),
+        (0, format!("app=appB index=0 ip={b0}").as_str())
+    );
+
+    // An instance deleted and pushed again gets a new address; the app's policy still applies.
+    let b3 = ip_of(dir, "appB/3");
+    ok(dir, &["delete", "appB/3"]);
+    let (code, _) = curl(dir, "appA", &format!("http://{b3}:8080/"));
+    assert_ne!(code, 0, "deleted instance gone");
+    ok(dir, &["push", "appB", "--cell", "cell3"]);
+    let b20 = ip_of(dir, "appB/20");
+    let (code, body) = curl(dir, "appA", &format!("http://{b20}:8080/"));
+    assert_eq!(
+        (code, body.trim()),
+        (0, format!("app=appB index=20 ip={b20}").as_str())
+    );
+
+    // Deleting the app takes its instances and policies.
+    ok(dir, &["delete", "appB"]);
+    assert!(!ok(dir, &["network-policies"]).contains("appB"));
+    let prefix = prefix(dir);
+    ok(dir, &["down"]);
+    assert_nothing_left(dir, &prefix);
+}
+
+#[test]
+fn root_down_cleans_up_after_a_failed_push() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let _down = Down(dir);
+    ok(dir, &["up", "--cells", "1"]);
+    let o = c2c(dir, &["push", "broken", "--command", "exit 3"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the app exited"), "{err}");
+    let prefix = prefix(dir);
+    ok(dir, &["down"]);
+    assert_nothing_left(dir, &prefix);
+    // Refusals a user can act on.
+    let o = c2c(dir, &["push", "x"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("c2c up"),
+        "no platform: says to run up"
+    );
+}
