@@ -53,6 +53,9 @@ pub enum CaError {
     /// The TTL is zero or too long to represent.
     #[error("certificate TTL {0:?} is not usable")]
     BadTtl(Duration),
+    /// The certificate signing request could not be parsed or its signature is wrong.
+    #[error("invalid certificate signing request: {0}")]
+    BadCsr(rcgen::Error),
     /// rcgen refused to build or sign the certificate.
     #[error("signing failed: {0}")]
     Sign(#[from] rcgen::Error),
@@ -203,34 +206,7 @@ impl Ca {
     /// Issues a leaf: CN = request's common name, SANs = its names and IPs, EKU serverAuth and
     /// clientAuth, a random serial, not_before back-dated, a fresh key.
     pub fn issue(&self, req: &LeafRequest) -> Result<IssuedPair, CaError> {
-        if req.sans.is_empty() {
-            return Err(CaError::NoNames);
-        }
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, req.common_name.as_str());
-        params.distinguished_name = dn;
-        for name in &req.sans.dns {
-            params
-                .subject_alt_names
-                .push(SanType::DnsName(name.as_str().try_into()?));
-        }
-        for ip in &req.sans.ips {
-            params.subject_alt_names.push(SanType::IpAddress(*ip));
-        }
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        params.serial_number = Some(random_serial());
-        let (nb, na) = validity(req.ttl)?;
-        params.not_before = nb;
-        params.not_after = na;
+        let params = leaf_params(&req.common_name, &req.sans, req.ttl)?;
         let key = match req.key {
             LeafKey::EcdsaP256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?,
             LeafKey::Rsa2048 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)?,
@@ -241,6 +217,71 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// Signs a certificate signing request (PEM) for a key held elsewhere: only the CSR's public
+    /// key is used (after its signature is checked); the subject, names and validity are the
+    /// CA's decision, never the requester's. Returns the chain (leaf, then CA), PEM.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        common_name: &str,
+        sans: &SanSet,
+        ttl: Duration,
+    ) -> Result<String, CaError> {
+        let csr =
+            rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(CaError::BadCsr)?;
+        let signed = rcgen::CertificateSigningRequestParams {
+            params: leaf_params(common_name, sans, ttl)?,
+            public_key: csr.public_key,
+        }
+        .signed_by(&self.issuer)?;
+        Ok(format!("{}{}", signed.pem(), self.cert_pem))
+    }
+}
+
+/// A fresh ECDSA P-256 key and a CSR for it: `(key_pem, csr_pem)`. The CSR names nothing; the
+/// CA decides the names.
+pub fn new_key_and_csr() -> Result<(String, String), CaError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let csr = CertificateParams::default().serialize_request(&key)?;
+    Ok((key.serialize_pem(), csr.pem()?))
+}
+
+/// The parameters every leaf gets.
+fn leaf_params(
+    common_name: &str,
+    sans: &SanSet,
+    ttl: Duration,
+) -> Result<CertificateParams, CaError> {
+    if sans.is_empty() {
+        return Err(CaError::NoNames);
+    }
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    for name in &sans.dns {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(name.as_str().try_into()?));
+    }
+    for ip in &sans.ips {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(random_serial());
+    let (nb, na) = validity(ttl)?;
+    params.not_before = nb;
+    params.not_after = na;
+    Ok(params)
 }
 
 /// A random 128-bit serial with the top bit clear (positive, RFC 5280's 20-octet limit).
@@ -285,6 +326,29 @@ mod tests {
             ttl: Duration::from_secs(3600),
             key: LeafKey::EcdsaP256,
         }
+    }
+
+    #[test]
+    fn csr_signing_takes_only_the_key_and_decides_the_names() {
+        let ca = Ca::generate("test ca").unwrap();
+        let (key_pem, csr_pem) = new_key_and_csr().unwrap();
+        let sans = SanSet::new(["appb.apps.internal"], ["10.255.1.2".parse().unwrap()]).unwrap();
+        let chain = ca
+            .sign_csr(&csr_pem, "inst-guid", &sans, Duration::from_secs(3600))
+            .unwrap();
+        let der = crate::info::first_der_from_pem(chain.as_bytes()).unwrap();
+        let info = CertInfo::from_der(&der).unwrap();
+        assert_eq!(info.common_name.as_deref(), Some("inst-guid"));
+        assert_eq!(info.sans, sans);
+        // The pair loads: the cert carries the CSR's key.
+        let dir = tempfile::tempdir().unwrap();
+        crate::pair::write_pair(dir.path(), chain.as_bytes(), key_pem.as_bytes()).unwrap();
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        crate::pair::load(dir.path(), &provider, info.not_before + 10).unwrap();
+        assert!(matches!(
+            ca.sign_csr("not a csr", "x", &sans, Duration::from_secs(60)),
+            Err(CaError::BadCsr(_))
+        ));
     }
 
     #[test]
