@@ -63,6 +63,39 @@ pub struct Lease {
     pub renewed_at: i64,
 }
 
+/// An internal route `<host>.<domain>` mapped to an app.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Route {
+    /// Host label(s), e.g. `appb`.
+    pub host: String,
+    /// Internal domain, e.g. `apps.internal`.
+    pub domain: String,
+    /// The app it is mapped to.
+    pub app_guid: String,
+}
+
+impl Route {
+    /// `<host>.<domain>`.
+    pub fn fqdn(&self) -> String {
+        format!("{}.{}", self.host, self.domain)
+    }
+}
+
+/// The DNS names an instance's certificate carries, as Diego gives them: each internal route of
+/// its app, `<index>.<route>` for each, and the instance GUID (pure; control and the agent
+/// both compute it). The instance IP goes in as an IP SAN beside these.
+pub fn instance_names(routes: &[Route], inst: &Instance) -> Vec<String> {
+    let mut names: Vec<String> = routes
+        .iter()
+        .filter(|r| r.app_guid == inst.app_guid)
+        .flat_map(|r| [r.fqdn(), format!("{}.{}", inst.index, r.fqdn())])
+        .collect();
+    names.push(inst.guid.clone());
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// What a cell learns from the watch: everything it needs to route and enforce.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellView {
@@ -76,4 +109,43 @@ pub struct CellView {
     pub instances: Vec<Instance>,
     /// Policies whose source or destination app has an instance on this cell.
     pub policies: Vec<Policy>,
+    /// Every internal route.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// The internal domains (the cell's DNS answers for these).
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names_follow_routes_of_its_app() {
+        let inst = Instance {
+            guid: "g-1".into(),
+            app_guid: "b".into(),
+            index: 2,
+            cell: "c".into(),
+            ip: Ipv4Addr::new(10, 255, 1, 2),
+        };
+        let r = |h: &str, app: &str| Route {
+            host: h.into(),
+            domain: "apps.internal".into(),
+            app_guid: app.into(),
+        };
+        assert_eq!(instance_names(&[], &inst), ["g-1"]);
+        let names = instance_names(&[r("appb", "b"), r("other", "a"), r("v2", "b")], &inst);
+        assert_eq!(
+            names,
+            [
+                "2.appb.apps.internal",
+                "2.v2.apps.internal",
+                "appb.apps.internal",
+                "g-1",
+                "v2.apps.internal"
+            ]
+        );
+    }
 }

@@ -36,6 +36,8 @@ pub struct Ctx {
     state: Arc<Mutex<State>>,
     token: String,
     revision: watch::Sender<u64>,
+    ca: Option<Arc<c2c_certs::Ca>>,
+    cert_ttl: Duration,
 }
 
 impl Ctx {
@@ -46,7 +48,16 @@ impl Ctx {
             state: Arc::new(Mutex::new(state)),
             token,
             revision: watch::Sender::new(rev),
+            ca: None,
+            cert_ttl: Duration::from_secs(24 * 3600),
         })
+    }
+
+    /// Signs instance certificates (the cell API's CSR endpoint) with `ca`, valid for `ttl`.
+    pub fn with_ca(mut self, ca: c2c_certs::Ca, ttl: Duration) -> Self {
+        self.ca = Some(Arc::new(ca));
+        self.cert_ttl = ttl;
+        self
     }
 
     /// Runs `f` on the state off the async threads, then publishes the revision.
@@ -172,6 +183,7 @@ fn state_error(e: StateError) -> Response<Full<Bytes>> {
         StateError::AppExists(_) => error(StatusCode::CONFLICT, e),
         StateError::Invalid(_) => error(StatusCode::BAD_REQUEST, e),
         StateError::NoLease(_) => error(StatusCode::NOT_FOUND, e),
+        StateError::Forbidden(_) => error(StatusCode::FORBIDDEN, e),
         StateError::TagsExhausted | StateError::NoSubnet(_) => error(StatusCode::CONFLICT, e),
         StateError::Db(_) => {
             warn!(error = %e, "state store failure");
@@ -364,6 +376,70 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, cell_cn: Option<&str>) -> Res
                 Err(e) => state_error(e),
             }
         }
+        (Method::GET, ["v1", "routes"]) => match ctx.with_state(|s| s.routes()).await {
+            Ok(r) => reply(StatusCode::OK, json!({ "routes": r })),
+            Err(e) => state_error(e),
+        },
+        (Method::POST, ["v1", "routes", rest @ ..]) if rest.is_empty() || rest == ["delete"] => {
+            #[derive(Deserialize)]
+            struct RouteReq {
+                app: String,
+                domain: String,
+                hostname: String,
+            }
+            let unmap = rest == ["delete"];
+            let b = match body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let r: RouteReq = match serde_json::from_slice(&b) {
+                Ok(r) => r,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("body must be {{\"app\", \"domain\", \"hostname\"}}: {e}"),
+                    )
+                }
+            };
+            let res = ctx
+                .with_state(move |s| {
+                    let app = s.app(&r.app)?;
+                    let changed = if unmap {
+                        s.unmap_route(&app.guid, &r.domain, &r.hostname)?
+                    } else {
+                        s.map_route(&app.guid, &r.domain, &r.hostname)?
+                    };
+                    Ok((app, r, changed))
+                })
+                .await;
+            match res {
+                Ok((app, r, changed)) => {
+                    info!(app = %app.name, route = %format!("{}.{}", r.hostname, r.domain), unmap, changed, "route updated");
+                    reply(StatusCode::OK, json!({ "changed": changed }))
+                }
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::GET, ["v1", "domains"]) => match ctx.with_state(|s| s.domains()).await {
+            Ok(d) => reply(StatusCode::OK, json!({ "domains": d })),
+            Err(e) => state_error(e),
+        },
+        (Method::POST, ["v1", "domains"]) => {
+            let b = match body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let name = serde_json::from_slice::<serde_json::Value>(&b)
+                .ok()
+                .and_then(|v| v["name"].as_str().map(str::to_string));
+            let Some(name) = name else {
+                return error(StatusCode::BAD_REQUEST, "body must be {\"name\": \"...\"}");
+            };
+            match ctx.with_state(move |s| s.create_domain(&name)).await {
+                Ok(d) => reply(StatusCode::OK, json!({ "name": d })),
+                Err(e) => state_error(e),
+            }
+        }
         (Method::GET, ["v1", "instances"]) => match ctx.with_state(|s| s.instances(None)).await {
             Ok(i) => reply(StatusCode::OK, json!({ "instances": i })),
             Err(e) => state_error(e),
@@ -457,6 +533,56 @@ async fn cell_api(
                 Err(e) => state_error(e),
             }
         }
+        (Method::POST, ["instances", guid, "certificate"]) => {
+            // The cell sends a CSR; control decides the names from its own tables, so a cell
+            // cannot get a name for an instance it does not host, or a name the app lacks.
+            let guid = guid.to_string();
+            let b = match body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let Some(csr) = serde_json::from_slice::<serde_json::Value>(&b)
+                .ok()
+                .and_then(|v| v["csr"].as_str().map(str::to_string))
+            else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "body must be {\"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}",
+                );
+            };
+            let ca = ctx.ca.clone();
+            let ttl = ctx.cert_ttl;
+            let res = ctx
+                .with_state(move |s| {
+                    let inst = s
+                        .instances(Some(&cell_s))?
+                        .into_iter()
+                        .find(|i| i.guid == guid)
+                        .ok_or_else(|| {
+                            StateError::Forbidden(format!(
+                                "instance {guid} is not registered on cell {cell_s}"
+                            ))
+                        })?;
+                    let names = c2c_api::instance_names(&s.routes()?, &inst);
+                    let sans = c2c_certs::SanSet::new(&names, [inst.ip.into()])
+                        .map_err(|e| StateError::Invalid(e.to_string()))?;
+                    let ca = ca.as_ref().ok_or_else(|| {
+                        StateError::Invalid("this control plane has no CA to sign with".into())
+                    })?;
+                    let pem = ca
+                        .sign_csr(&csr, &inst.guid, &sans, ttl)
+                        .map_err(|e| StateError::Invalid(e.to_string()))?;
+                    Ok((pem, names))
+                })
+                .await;
+            match res {
+                Ok((pem, names)) => {
+                    info!(cell = %cell, names = ?names, "certificate signed");
+                    reply(StatusCode::OK, json!({ "cert_pem": pem, "names": names }))
+                }
+                Err(e) => state_error(e),
+            }
+        }
         (Method::DELETE, ["instances", guid]) => {
             let guid = guid.to_string();
             match ctx.with_state(move |s| s.deregister_instance(&guid)).await {
@@ -502,5 +628,7 @@ pub fn view(s: &State, cell: &str) -> Result<CellView, StateError> {
         apps: s.apps()?,
         policies: s.policies(Some(&local))?,
         instances,
+        routes: s.routes()?,
+        domains: s.domains()?,
     })
 }

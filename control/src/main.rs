@@ -44,6 +44,12 @@ enum Command {
     },
     /// List apps with their tags and instances.
     Apps,
+    /// Map an internal route HOST.DOMAIN to an app: it enters the app's certificates and DNS.
+    MapRoute(policy_cmd::RouteArgs),
+    /// Unmap an internal route from an app.
+    UnmapRoute(policy_cmd::RouteArgs),
+    /// List internal routes.
+    Routes,
     /// Raw call to the control API, as `cf curl` does.
     Curl(policy_cmd::CurlArgs),
     /// Run the whole workflow on a local platform, then take it down (needs root).
@@ -115,6 +121,9 @@ fn main() -> ExitCode {
         Command::CreateApp { name } => policy_cmd::create_app(&dir, &name),
         Command::Apps => policy_cmd::list_apps(&dir),
         Command::Curl(a) => policy_cmd::curl(&dir, a),
+        Command::MapRoute(a) => policy_cmd::route(&dir, a, false).map(|m| println!("{m}")),
+        Command::UnmapRoute(a) => policy_cmd::route(&dir, a, true).map(|m| println!("{m}")),
+        Command::Routes => policy_cmd::list_routes(&dir),
         Command::Demo { dir, keep } => demo::run(&dir, keep),
         Command::Up { cells } => up::up(&dir, cells).map(|info| {
             println!(

@@ -241,3 +241,68 @@ pub fn curl(dir: &Path, a: CurlArgs) -> Result<()> {
         Ok(())
     })
 }
+
+/// `map-route` / `unmap-route` arguments (the cf CLI's).
+#[derive(Debug, Args)]
+pub struct RouteArgs {
+    /// App name.
+    pub app: String,
+    /// Internal domain, e.g. apps.internal.
+    pub domain: String,
+    /// Host name: the route is HOST.DOMAIN.
+    #[arg(long, short = 'n')]
+    pub hostname: String,
+}
+
+/// `c2c map-route` (`unmap = false`) or `c2c unmap-route`; returns the line to print.
+pub fn route(dir: &Path, a: RouteArgs, unmap: bool) -> Result<String> {
+    runtime()?.block_on(async {
+        let c = crate::client::from_state_dir(dir)?;
+        let body = json!({ "app": a.app, "domain": a.domain, "hostname": a.hostname });
+        let path = if unmap {
+            "/v1/routes/delete"
+        } else {
+            "/v1/routes"
+        };
+        c.call(Method::POST, path, Some(&body)).await?;
+        let fqdn = format!(
+            "{}.{}",
+            a.hostname.to_ascii_lowercase(),
+            a.domain.to_ascii_lowercase()
+        );
+        Ok(if unmap {
+            format!("Removing route {fqdn} from app {}... OK", a.app)
+        } else {
+            format!("Mapping route {fqdn} to app {}... OK", a.app)
+        })
+    })
+}
+
+/// `c2c routes`: a table.
+pub fn list_routes(dir: &Path) -> Result<()> {
+    runtime()?.block_on(async {
+        let c = crate::client::from_state_dir(dir)?;
+        let apps = c.call(Method::GET, "/v1/apps", None).await?;
+        let routes = c.call(Method::GET, "/v1/routes", None).await?;
+        let name = |guid: &Value| {
+            apps["apps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|a| a["guid"] == *guid)
+                .and_then(|a| a["name"].as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        let mut rows = vec![["host".to_string(), "domain".into(), "app".into()]];
+        for r in routes["routes"].as_array().into_iter().flatten() {
+            rows.push([
+                r["host"].as_str().unwrap_or_default().into(),
+                r["domain"].as_str().unwrap_or_default().into(),
+                name(&r["app_guid"]),
+            ]);
+        }
+        print_table(&rows);
+        Ok(())
+    })
+}

@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// A cell that has not renewed its lease for this long may lose it to a new cell.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
+    /// Lifetime of instance certificates; cells renew them at 2/3 of it.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub cert_ttl: Duration,
 }
 
 fn parse_overlay(s: &str) -> Result<(std::net::Ipv4Addr, u8)> {
@@ -103,7 +106,7 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     let token = ensure_token(&layout.token())?;
     let state = State::open(&layout.db(), overlay, args.lease_ttl.as_secs())
         .with_context(|| format!("opening {}", layout.db().display()))?;
-    let ctx = Arc::new(Ctx::new(state, token)?);
+    let ctx = Arc::new(Ctx::new(state, token)?.with_ca(ca, args.cert_ttl));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

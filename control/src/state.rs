@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use c2c_api::{App, Instance, Lease, Policy};
+pub use c2c_api::{App, Instance, Lease, Policy, Route};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// A state operation failed.
@@ -27,6 +27,9 @@ pub enum StateError {
     /// Every subnet of the overlay is leased and none has expired.
     #[error("no free subnet in {0}: every /24 is leased to a live cell")]
     NoSubnet(String),
+    /// The caller may not do this (a cell asking about an instance it does not host).
+    #[error("{0}")]
+    Forbidden(String),
     /// The cell holds no lease.
     #[error("cell {0} holds no lease")]
     NoLease(String),
@@ -59,6 +62,13 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX policies_by_destination ON policies(destination);
      CREATE TABLE cells (name TEXT PRIMARY KEY, underlay_ip TEXT NOT NULL,
         subnet TEXT NOT NULL UNIQUE, renewed_at INTEGER NOT NULL);",
+    // 2: internal domains and routes.
+    "CREATE TABLE domains (name TEXT PRIMARY KEY);
+     INSERT INTO domains VALUES ('apps.internal');
+     CREATE TABLE routes (host TEXT NOT NULL,
+        domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+        app_guid TEXT NOT NULL REFERENCES apps(guid) ON DELETE CASCADE,
+        PRIMARY KEY (host, domain, app_guid));",
 ];
 
 fn now() -> i64 {
@@ -431,6 +441,100 @@ impl State {
     }
 }
 
+impl State {
+    /// Internal domains.
+    pub fn domains(&self) -> Result<Vec<String>, StateError> {
+        let mut st = self.db.prepare("SELECT name FROM domains ORDER BY name")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Adds an internal domain (validated, lower-cased); adding one that exists is a no-op.
+    pub fn create_domain(&mut self, name: &str) -> Result<String, StateError> {
+        let name = c2c_certs::validate_hostname(name)
+            .map_err(|e| StateError::Invalid(format!("invalid domain: {e}")))?;
+        self.write(|tx| {
+            let n = tx.execute("INSERT OR IGNORE INTO domains (name) VALUES (?)", [&name])?;
+            Ok((name.clone(), n > 0))
+        })
+    }
+
+    /// Maps `<host>.<domain>` to an app; true if it was new.
+    pub fn map_route(
+        &mut self,
+        app_guid: &str,
+        domain: &str,
+        host: &str,
+    ) -> Result<bool, StateError> {
+        let fqdn = c2c_certs::validate_hostname(&format!("{host}.{domain}"))
+            .map_err(|e| StateError::Invalid(format!("invalid hostname {host:?}: {e}")))?;
+        let host = fqdn
+            .strip_suffix(&format!(".{}", domain.to_ascii_lowercase()))
+            .unwrap_or(&fqdn)
+            .to_string();
+        let domain = domain.to_ascii_lowercase();
+        self.write(|tx| {
+            if tx
+                .query_row(
+                    "SELECT 1 FROM domains WHERE name = ?",
+                    [&domain],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_none()
+            {
+                return Err(StateError::Invalid(format!(
+                    "domain {domain} is not an internal domain (see GET /v1/domains)"
+                )));
+            }
+            if tx
+                .query_row("SELECT 1 FROM apps WHERE guid = ?", [app_guid], |_| Ok(()))
+                .optional()?
+                .is_none()
+            {
+                return Err(StateError::UnknownApp(app_guid.into()));
+            }
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO routes (host, domain, app_guid) VALUES (?, ?, ?)",
+                params![host, domain, app_guid],
+            )?;
+            Ok((n > 0, n > 0))
+        })
+    }
+
+    /// Unmaps a route from an app; true if it was mapped.
+    pub fn unmap_route(
+        &mut self,
+        app_guid: &str,
+        domain: &str,
+        host: &str,
+    ) -> Result<bool, StateError> {
+        let (host, domain) = (host.to_ascii_lowercase(), domain.to_ascii_lowercase());
+        self.write(|tx| {
+            let n = tx.execute(
+                "DELETE FROM routes WHERE host = ? AND domain = ? AND app_guid = ?",
+                params![host, domain, app_guid],
+            )?;
+            Ok((n > 0, n > 0))
+        })
+    }
+
+    /// Every route, by name.
+    pub fn routes(&self) -> Result<Vec<Route>, StateError> {
+        let mut st = self
+            .db
+            .prepare("SELECT host, domain, app_guid FROM routes ORDER BY domain, host, app_guid")?;
+        let rows = st.query_map([], |r| {
+            Ok(Route {
+                host: r.get(0)?,
+                domain: r.get(1)?,
+                app_guid: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
 fn validate_app_name(name: &str) -> Result<(), StateError> {
     let ok = !name.is_empty()
         && name.len() <= 63
@@ -460,6 +564,46 @@ mod tests {
         )
         .unwrap();
         (d, s)
+    }
+
+    #[test]
+    fn routes_are_validated_and_follow_apps() {
+        let (_d, mut s) = open();
+        let b = s.create_app("appb").unwrap();
+        let c = s.create_app("appc").unwrap();
+        let r0 = s.revision().unwrap();
+        assert!(s.map_route(&b.guid, "apps.internal", "AppB").unwrap());
+        assert!(
+            !s.map_route(&b.guid, "apps.internal", "appb").unwrap(),
+            "mapping twice is a no-op"
+        );
+        assert!(
+            s.map_route(&c.guid, "apps.internal", "appb").unwrap(),
+            "several apps per route"
+        );
+        assert_eq!(s.revision().unwrap(), r0 + 2);
+        assert!(matches!(
+            s.map_route(&b.guid, "apps.internal", "bad_host!"),
+            Err(StateError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.map_route(&b.guid, "example.com", "x"),
+            Err(StateError::Invalid(_))
+        ));
+        s.create_domain("Other.Internal").unwrap();
+        assert!(s.map_route(&b.guid, "other.internal", "x").unwrap());
+        assert_eq!(s.routes().unwrap().len(), 3);
+        assert!(s.unmap_route(&b.guid, "apps.internal", "appb").unwrap());
+        assert!(!s.unmap_route(&b.guid, "apps.internal", "appb").unwrap());
+        s.delete_app(&c.guid).unwrap();
+        assert_eq!(
+            s.routes().unwrap(),
+            vec![Route {
+                host: "x".into(),
+                domain: "other.internal".into(),
+                app_guid: b.guid.clone()
+            }]
+        );
     }
 
     #[test]

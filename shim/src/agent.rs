@@ -210,6 +210,107 @@ pub fn remotes(cell: &str, leases: &[Lease]) -> Vec<Remote> {
         .collect()
 }
 
+/// Why an instance's certificate must be issued now, if it must (pure apart from reading the
+/// cert dir): no certificate yet, SANs that differ from what the instance's routes call for, or
+/// 2/3 of its life gone.
+pub fn cert_reason(
+    cert_dir: &Path,
+    desired: &c2c_certs::SanSet,
+    now_unix: i64,
+) -> Option<&'static str> {
+    let current = c2c_certs::pair::read_pair(cert_dir)
+        .ok()
+        .and_then(|(cert, _)| c2c_certs::info::first_der_from_pem(&cert).ok())
+        .and_then(|der| c2c_certs::CertInfo::from_der(&der).ok());
+    match current {
+        None => Some("missing"),
+        Some(info) => c2c_certs::needs_reissue(&info, desired, now_unix).map(|r| match r {
+            c2c_certs::ReissueReason::SansChanged => "routes changed",
+            c2c_certs::ReissueReason::Aging => "aging",
+        }),
+    }
+}
+
+/// Keeps each local instance's certificate matching its app's routes: a new key and CSR here
+/// (the key never leaves the cell), signed by control, written atomically into the cert dir
+/// where the sidecar picks it up.
+async fn sync_certs(
+    client: &Client,
+    base: &str,
+    cell: &str,
+    view: &CellView,
+    records: &[ContainerRecord],
+) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    for rec in records {
+        let Some(dir) = rec.cert_dir.as_deref().map(PathBuf::from) else {
+            continue;
+        };
+        let guid = rec
+            .instance_guid
+            .clone()
+            .unwrap_or_else(|| rec.container_id.clone());
+        // Not registered yet: the next view will have it.
+        let Some(inst) = view
+            .instances
+            .iter()
+            .find(|i| i.guid == guid && i.cell == cell)
+        else {
+            continue;
+        };
+        let names = c2c_api::instance_names(&view.routes, inst);
+        let Ok(desired) = c2c_certs::SanSet::new(&names, [IpAddr::V4(inst.ip)]) else {
+            warn!(instance = %guid, ?names, "route names are not valid DNS names; skipping");
+            continue;
+        };
+        let Some(reason) = cert_reason(&dir, &desired, now) else {
+            continue;
+        };
+        let started = Instant::now();
+        let (key_pem, csr_pem) = match c2c_certs::ca::new_key_and_csr() {
+            Ok(x) => x,
+            Err(error) => {
+                warn!(%error, "making a key and CSR failed");
+                continue;
+            }
+        };
+        let body = serde_json::json!({ "csr": csr_pem });
+        let signed = match client
+            .call(
+                Method::POST,
+                &format!("{base}/instances/{guid}/certificate"),
+                Some(&body),
+            )
+            .await
+        {
+            Ok(v) => v,
+            Err(error) => {
+                warn!(%error, instance = %guid, "certificate signing failed");
+                continue;
+            }
+        };
+        let Some(cert_pem) = signed["cert_pem"].as_str().map(str::to_string) else {
+            warn!(instance = %guid, "control answered without a certificate");
+            continue;
+        };
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || {
+            c2c_certs::pair::write_pair(&d, cert_pem.as_bytes(), key_pem.as_bytes())
+        })
+        .await
+        {
+            Ok(Ok(())) => {
+                info!(instance = %guid, dir = %dir.display(), reason, names = ?names, elapsed_ms = started.elapsed().as_millis() as u64, "certificate issued")
+            }
+            Ok(Err(error)) => warn!(%error, dir = %dir.display(), "writing the certificate failed"),
+            Err(error) => warn!(%error, "certificate task failed"),
+        }
+    }
+}
+
 /// Runs the agent until `shutdown`. Rules stay in place when it stops, so enforcement outlives
 /// a restart.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
@@ -378,6 +479,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 Err(error) => warn!(%error, "rules task failed"),
             }
         }
+        sync_certs(&client, &base, &cfg.cell, v, &records).await;
         // Tell control about containers that came or went (this bumps the revision, so the
         // next watch returns at once with the new view).
         let (register, deregister) = registration_changes(&cfg.cell, v, &records);
@@ -424,6 +526,7 @@ mod tests {
             app_guid: app.map(Into::into),
             instance_guid: None,
             instance_index: Some(0),
+            cert_dir: None,
         }
     }
 
@@ -479,6 +582,8 @@ mod tests {
                 start: 1,
                 end: 2,
             }],
+            routes: vec![],
+            domains: vec![],
         }
     }
 

@@ -54,6 +54,8 @@ pub struct AppMeta {
     pub instance_guid: Option<String>,
     /// Instance index.
     pub instance_index: Option<u32>,
+    /// The instance's cert dir (for the cell agent).
+    pub cert_dir: Option<String>,
 }
 
 fn newest() -> &'static str {
@@ -156,6 +158,7 @@ pub fn app_meta(conf: &Checked, env: &Env) -> AppMeta {
         AppMeta {
             app_guid: s("app_guid"),
             instance_guid: s("instance_guid"),
+            cert_dir: s("cert_dir"),
             instance_index: v
                 .get("instance_index")
                 .and_then(|i| {
@@ -183,6 +186,7 @@ pub fn app_meta(conf: &Checked, env: &Env) -> AppMeta {
             .instance_index
             .or(args.instance_index)
             .or_else(|| arg("INSTANCE_INDEX").and_then(|v| v.parse().ok())),
+        cert_dir: rc.cert_dir.or(args.cert_dir),
     }
 }
 
@@ -322,6 +326,7 @@ async fn add(host: &Netlink, conf: &Checked, env: &Env) -> Result<Value, CniErro
         app_guid: meta.app_guid,
         instance_guid: meta.instance_guid,
         instance_index: meta.instance_index,
+        cert_dir: meta.cert_dir,
     };
     let wired = async {
         veth::add(host, Path::new(netns), &plan)
@@ -522,7 +527,8 @@ mod tests {
             AppMeta {
                 app_guid: Some("g-rc".into()),
                 instance_guid: Some("ig".into()),
-                instance_index: Some(2)
+                instance_index: Some(2),
+                cert_dir: None,
             }
         );
         let bare = parse_config(
@@ -534,7 +540,8 @@ mod tests {
             AppMeta {
                 app_guid: Some("g-env".into()),
                 instance_guid: None,
-                instance_index: Some(9)
+                instance_index: Some(9),
+                cert_dir: None,
             }
         );
     }

@@ -30,6 +30,9 @@ pub struct ContainerRecord {
     /// Instance index, when the runtime passed one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_index: Option<u32>,
+    /// Where the instance's sidecar reads its certificate; the cell agent keeps it issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_dir: Option<String>,
 }
 
 /// Reading or writing the store failed.
@@ -158,6 +161,7 @@ mod tests {
             app_guid: Some("guid-a".into()),
             instance_guid: None,
             instance_index: Some(0),
+            cert_dir: None,
         };
         store.put(&rec).unwrap();
         assert_eq!(store.get("c1").unwrap(), Some(rec.clone()));

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 
-use super::{bin, in_netns, ip, preflight, spawn_in, stop_pidfile, Paths, PlatformInfo};
+use super::{bin, in_netns, ip, preflight, spawn_in, stop_pidfile, wait_for, Paths, PlatformInfo};
 use crate::layout::Layout;
 
 /// Internal domain of default routes.
@@ -99,6 +99,11 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
         }
     })?;
     let app_guid = app["guid"].as_str().unwrap_or_default().to_string();
+    if !a.no_route {
+        // CF maps an app's default route at push; here the internal one: <app>.apps.internal.
+        let body = serde_json::json!({ "app": a.app, "domain": INTERNAL_DOMAIN, "hostname": a.app.to_ascii_lowercase() });
+        runtime()?.block_on(client.call(Method::POST, "/v1/routes", Some(&body)))?;
+    }
     let existing = instances(state_dir, Some(&a.app))?;
     let first = existing.iter().map(|i| i.index + 1).max().unwrap_or(0);
     let mut out = vec![];
@@ -151,8 +156,10 @@ fn start_instance(
     // CNI ADD, exactly as a runtime runs it.
     let mut conf: serde_json::Value =
         serde_json::from_slice(&std::fs::read(paths.cell(&cell.name).join("cni.conf"))?)?;
-    conf["runtimeConfig"] =
-        serde_json::json!({ "app_guid": app_guid, "instance_guid": guid, "instance_index": index });
+    let certs = dir.join("certs");
+    conf["runtimeConfig"] = serde_json::json!({
+        "app_guid": app_guid, "instance_guid": guid, "instance_index": index, "cert_dir": certs,
+    });
     let result = cni(&cell.netns, "ADD", &rec.container_id, &netns, &conf)?;
     rec.ip = result["ips"][0]["address"]
         .as_str()
@@ -161,23 +168,14 @@ fn start_instance(
         .context("CNI result without an address")?;
     std::fs::write(dir.join("instance.json"), serde_json::to_vec_pretty(&rec)?)?;
 
-    // The instance's cert: CN = instance GUID; SANs = its IP, its GUID, and unless --no-route,
-    // the default internal route and its per-instance name.
-    let layout = Layout::new(state_dir);
-    let ca = c2c_certs::Ca::load(&layout.ca_dir())?;
-    let mut names = vec![guid.clone()];
-    if !a.no_route {
-        names.push(format!("{app}.{INTERNAL_DOMAIN}"));
-        names.push(format!("{index}.{app}.{INTERNAL_DOMAIN}"));
-    }
-    let pair = ca.issue(&c2c_certs::LeafRequest {
-        common_name: guid.clone(),
-        sans: c2c_certs::SanSet::new(&names, [rec.ip.into()])?,
-        ttl: Duration::from_secs(24 * 3600),
-        key: Default::default(),
-    })?;
-    let certs = dir.join("certs");
-    c2c_certs::pair::write_pair(&certs, pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())?;
+    // The instance's cert comes from the cell agent (its key never leaves the cell; control
+    // signs with names from its route table), as soon as the agent has registered the instance.
+    wait_for(
+        "the cell agent to issue the instance certificate",
+        Duration::from_secs(10),
+        || certs.join("cert.pem").exists(),
+    )
+    .with_context(|| format!("see {}", paths.cell(&cell.name).join("agent.log").display()))?;
 
     // The app, then the sidecar, inside the container's namespace.
     let envs = vec![
