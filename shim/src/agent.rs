@@ -46,6 +46,11 @@ pub struct AgentConfig {
     pub resync: Duration,
     /// Renew the lease this often.
     pub renew: Duration,
+    /// Where the cell's DNS listens (an address on the cell's loopback that every container
+    /// reaches through its gateway).
+    pub dns_listen: std::net::SocketAddr,
+    /// Resolvers for names outside the internal domains (none: such queries are refused).
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 /// The agent could not start or hit a fatal error.
@@ -79,6 +84,9 @@ pub enum AgentError {
     /// Netlink could not be opened.
     #[error("opening netlink: {0}")]
     Netlink(std::io::Error),
+    /// The DNS server could not start.
+    #[error("dns: {0}")]
+    Dns(String),
     /// The store watch could not be set up.
     #[error("watching {path}: {source}")]
     Watch {
@@ -345,9 +353,14 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         .parse()
         .map_err(|_| AgentError::BadLease(lease.subnet.clone()))?;
     info!(cell = %cfg.cell, %subnet, underlay_ip = %cfg.underlay_ip, "lease acquired");
+    let dns = if cfg.dns.is_empty() {
+        vec![cfg.dns_listen.ip()]
+    } else {
+        cfg.dns.clone()
+    };
     write_atomic(
         &cfg.cni_config,
-        cni_config(subnet, &cfg.data_dir, &cfg.dns)
+        cni_config(subnet, &cfg.data_dir, &dns)
             .to_string()
             .as_bytes(),
     )?;
@@ -356,6 +369,30 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let vcfg = VtepConfig::new(cfg.underlay_ip, subnet);
     let v = vtep::ensure(&nl, &vcfg).await?;
     info!(vtep = %vcfg.name, mtu = v.mtu, created = v.created, "vtep ready");
+
+    // The cell's DNS: its address goes on the cell's loopback, so it exists before any container.
+    let (zone_tx, zone_rx) = tokio::sync::watch::channel(Arc::new(crate::dns::Zone::default()));
+    if let (IpAddr::V4(ip), Some(lo)) = (
+        cfg.dns_listen.ip(),
+        nl.index("lo")
+            .await
+            .map_err(|e| AgentError::Dns(e.to_string()))?,
+    ) {
+        if !ip.is_unspecified() {
+            nl.add_address(lo, IpAddr::V4(ip), 32, "lo")
+                .await
+                .map_err(|e| AgentError::Dns(e.to_string()))?;
+        }
+    }
+    let dns_socket = tokio::net::UdpSocket::bind(cfg.dns_listen)
+        .await
+        .map_err(|e| AgentError::Dns(format!("binding {}: {e}", cfg.dns_listen)))?;
+    info!(listen = %cfg.dns_listen, upstreams = ?cfg.dns_upstreams, "dns ready");
+    tokio::spawn(crate::dns::serve(
+        dns_socket,
+        zone_rx,
+        cfg.dns_upstreams.clone(),
+    ));
 
     // Containers coming and going wake the loop.
     let store = Store::new(&cfg.data_dir);
@@ -419,6 +456,14 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             }
         }
         let Some(v) = view.as_ref() else { continue };
+        let z = Arc::new(crate::dns::zone(v));
+        zone_tx.send_if_modified(|cur| {
+            let changed = **cur != *z;
+            if changed {
+                *cur = z.clone();
+            }
+            changed
+        });
         let started = Instant::now();
         let records = match store.list() {
             Ok((recs, bad)) => {

@@ -167,6 +167,24 @@ fn start_instance(
         .and_then(|a| a.parse().ok())
         .context("CNI result without an address")?;
     std::fs::write(dir.join("instance.json"), serde_json::to_vec_pretty(&rec)?)?;
+    // The container's resolver is the cell's DNS (from the CNI result), the way a container
+    // runtime writes resolv.conf; `ip netns exec` mounts /etc/netns/NAME/resolv.conf for us.
+    let nameservers: Vec<String> = result["dns"]["nameservers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect();
+    let etc = Path::new("/etc/netns").join(&netns);
+    std::fs::create_dir_all(&etc).with_context(|| format!("creating {}", etc.display()))?;
+    let resolv: String = nameservers
+        .iter()
+        .map(|n| format!("nameserver {n}\n"))
+        .collect();
+    std::fs::write(
+        etc.join("resolv.conf"),
+        format!("search {INTERNAL_DOMAIN}\n{resolv}options ndots:1\n"),
+    )?;
 
     // The instance's cert comes from the cell agent (its key never leaves the cell; control
     // signs with names from its route table), as soon as the agent has registered the instance.
@@ -397,6 +415,7 @@ pub fn remove_instance(state_dir: &Path, inst: &InstanceInfo) -> Result<()> {
             problems.push(e.to_string());
         }
     }
+    let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&inst.netns));
     let _ = std::fs::remove_dir_all(&dir);
     if problems.is_empty() {
         Ok(())

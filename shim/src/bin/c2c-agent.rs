@@ -38,12 +38,20 @@ struct Args {
     /// Where to write the CNI network config (with the leased subnet) for the runtime.
     #[arg(long, default_value = "/etc/cni/net.d/10-c2c.conf")]
     cni_config: PathBuf,
-    /// Nameserver for containers (repeatable), put in the CNI config.
+    /// Nameserver for containers (repeatable), put in the CNI config; default: --dns-listen's
+    /// address.
     #[arg(long)]
     dns: Vec<IpAddr>,
     /// Re-apply rules and re-check the VTEP this often, even with no change.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     resync: Duration,
+    /// Where the cell's DNS for internal domains listens (the address is put on the cell's
+    /// loopback; containers reach it through their gateway).
+    #[arg(long, default_value = "169.254.0.1:53")]
+    dns_listen: std::net::SocketAddr,
+    /// Upstream resolver for other names (repeatable, IP:PORT); without one they are refused.
+    #[arg(long)]
+    dns_upstream: Vec<std::net::SocketAddr>,
     /// Renew the subnet lease this often.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     renew: Duration,
@@ -71,6 +79,8 @@ fn main() -> ExitCode {
         dns: args.dns,
         resync: args.resync,
         renew: args.renew,
+        dns_listen: args.dns_listen,
+        dns_upstreams: args.dns_upstream,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
