@@ -3,8 +3,9 @@
 //! did what it says.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,10 @@ fn poll(
 /// Runs the demo in `state_dir`, which it owns: any platform there is taken down first.
 pub fn run(state_dir: &Path, keep: bool) -> Result<()> {
     super::preflight()?;
+    // The demo runs curl inside the containers, as a user of the platform would.
+    if Command::new("curl").arg("--version").output().is_err() {
+        bail!("the demo runs curl inside the containers: install it with `apt-get install -y curl`");
+    }
     if state_dir.join("platform.json").exists() {
         up::down(state_dir).context("cleaning up an earlier demo")?;
     }
@@ -138,6 +143,11 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     }
     s.ok(t, &format!("c2c exec appA -- curl http://{}:8080  ->  connection refused (no policy: default deny)", b.ip));
 
+    let route = |host: &str| crate::policy_cmd::RouteArgs {
+        app: "appB".into(),
+        domain: "apps.internal".into(),
+        hostname: host.into(),
+    };
     let policy = |port: &str| PolicyArgs {
         source: "appA".into(),
         destination: "appB".into(),
@@ -161,22 +171,83 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
         "c2c exec appC -- curl appB:8080  ->  still refused (the policy names appA only)",
     );
 
+    // Internal routes: certificates and DNS follow them.
+    let curl_b = |host: &str| -> Result<(i32, String, String)> {
+        let url = format!("https://{host}:61443/");
+        let out = instance::exec_command(
+            dir,
+            "appA",
+            &[
+                "curl".into(),
+                "-sS".into(),
+                "--max-time".into(),
+                "3".into(),
+                url,
+            ],
+        )?
+        .output()?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    };
+    let t = Instant::now();
+    let (code, _, err) = curl_b("appb.apps.internal")?;
+    if code != 6 {
+        bail!("appb.apps.internal should not resolve before map-route (curl exit {code}: {err})");
+    }
+    s.ok(t, "c2c exec appA -- curl https://appb.apps.internal:61443  ->  could not resolve host (appB has no route yet)");
+
     let t = Instant::now();
     policy_cmd::add_policy(dir, policy("61443"))?;
-    let ca = std::fs::read(crate::layout::Layout::new(dir).ca_dir().join("ca.pem"))?;
-    let to_tls = SocketAddr::new(b.ip.into(), 61443);
+    s.ok(
+        t,
+        "c2c add-network-policy appA appB --protocol tcp --port 61443",
+    );
+    let proxy_pid =
+        std::fs::read_to_string(super::Paths::new(dir).instance("appB", 0).join("proxy.pid"))
+            .unwrap_or_default();
+    let t = Instant::now();
+    policy_cmd::route(dir, route("appb"), false)?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (body, cert) = loop {
-        match tls_get(&a.netns, to_tls, b.ip.into(), &ca) {
-            Ok(x) => break x,
-            Err(e) if Instant::now() > deadline => return Err(e.context("https to appB's sidecar")),
-            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+    let body = loop {
+        match curl_b("appb.apps.internal")? {
+            (0, body, _) => break body,
+            (code, _, err) if Instant::now() > deadline => bail!("curl https://appb.apps.internal:61443 still fails after map-route (exit {code}: {err})"),
+            _ => std::thread::sleep(Duration::from_millis(5)),
         }
     };
     s.ok(t, &format!(
-        "policy for 61443, then curl https://{}:61443 from appA verifies appB's sidecar cert against the platform CA ({cert}) -> {:?}",
-        b.ip,
-        body.trim()
+        "c2c map-route appB apps.internal --hostname appb, then curl https://appb.apps.internal:61443 from appA resolves and verifies appB's cert against the platform CA -> {body:?} (route -> new cert + DNS: {})",
+        ms(t.elapsed())
+    ));
+
+    let t = Instant::now();
+    policy_cmd::route(dir, route("appb-v2"), false)?;
+    let ca = std::fs::read(crate::layout::Layout::new(dir).ca_dir().join("ca.pem"))?;
+    let to_tls = SocketAddr::new(b.ip.into(), 61443);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (_, cert) = loop {
+        match tls_get(&a.netns, to_tls, "appb-v2.apps.internal", &ca) {
+            Ok(x) => break x,
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context("appb-v2.apps.internal never appeared in appB's certificate"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    };
+    let took = t.elapsed();
+    let pid_after =
+        std::fs::read_to_string(super::Paths::new(dir).instance("appB", 0).join("proxy.pid"))
+            .unwrap_or_default();
+    if pid_after != proxy_pid || !Path::new(&format!("/proc/{}", proxy_pid.trim())).exists() {
+        bail!("the sidecar was restarted (pid {proxy_pid} -> {pid_after})");
+    }
+    s.ok(t, &format!(
+        "c2c map-route appB apps.internal --hostname appb-v2: the same sidecar (pid {}) now serves [{cert}] (map -> served: {})",
+        proxy_pid.trim(),
+        ms(took)
     ));
 
     let t = Instant::now();
@@ -197,7 +268,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
 
 /// GET / over TLS from inside `ns`, verifying the server's certificate for `name` against `ca`.
 /// Returns the body and a description of the certificate served.
-fn tls_get(ns: &str, to: SocketAddr, name: IpAddr, ca: &[u8]) -> Result<(String, String)> {
+fn tls_get(ns: &str, to: SocketAddr, name: &str, ca: &[u8]) -> Result<(String, String)> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
@@ -216,7 +287,7 @@ fn tls_get(ns: &str, to: SocketAddr, name: IpAddr, ca: &[u8]) -> Result<(String,
         TcpStream::connect_timeout(&to, Duration::from_secs(2))
     })??;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let conn = rustls::ClientConnection::new(cfg, ServerName::IpAddress(name.into()))?;
+    let conn = rustls::ClientConnection::new(cfg, ServerName::try_from(name.to_string())?)?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     write!(tls, "GET / HTTP/1.0\r\nHost: {to}\r\n\r\n")?;
     let mut out = String::new();
@@ -228,11 +299,16 @@ fn tls_get(ns: &str, to: SocketAddr, name: IpAddr, ca: &[u8]) -> Result<(String,
         .and_then(|c| c.first())
         .context("no certificate")?;
     let info = c2c_certs::CertInfo::from_der(leaf)?;
-    let desc = format!(
-        "CN={}, {} SANs",
-        info.common_name.unwrap_or_default(),
-        info.sans.dns.len() + info.sans.ips.len()
-    );
+    // The route names (the instance GUID is the CN; leave it out for a short line).
+    let guid = info.common_name.clone().unwrap_or_default();
+    let desc = info
+        .sans
+        .dns
+        .iter()
+        .filter(|n| **n != guid)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     anyhow::ensure!(!out.is_empty(), "empty answer over TLS");
     Ok((
         out.split_once("\r\n\r\n")

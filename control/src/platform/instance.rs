@@ -374,22 +374,28 @@ pub fn find(state_dir: &Path, target: &str) -> Result<InstanceInfo> {
 /// the trust store for curl and OpenSSL. Returns its exit code.
 pub fn exec(state_dir: &Path, target: &str, cmd: &[String]) -> Result<i32> {
     preflight()?;
+    let status = exec_command(state_dir, target, cmd)?
+        .status()
+        .context("running the command")?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// The command [`exec`] runs, ready to spawn (the demo captures its output).
+pub fn exec_command(state_dir: &Path, target: &str, cmd: &[String]) -> Result<Command> {
     let inst = find(state_dir, target)?;
     let ca = Layout::new(state_dir).ca_dir().join("ca.pem");
     let (prog, args) = cmd
         .split_first()
         .context("nothing to run: c2c exec APP -- CMD...")?;
-    let status = Command::new("ip")
-        .args(["netns", "exec", &inst.netns, prog])
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &inst.netns, prog])
         .args(args)
         .env("CF_INSTANCE_INTERNAL_IP", inst.ip.to_string())
         .env("CF_INSTANCE_INDEX", inst.index.to_string())
         .env("CF_INSTANCE_GUID", &inst.guid)
         .env("SSL_CERT_FILE", &ca)
-        .env("CURL_CA_BUNDLE", &ca)
-        .status()
-        .with_context(|| format!("running {prog} in {}", inst.netns))?;
-    Ok(status.code().unwrap_or(1))
+        .env("CURL_CA_BUNDLE", &ca);
+    Ok(c)
 }
 
 /// Stops one instance (processes, CNI DEL, namespace) and forgets it.
