@@ -63,7 +63,9 @@ pub fn run(state_dir: &Path, keep: bool) -> Result<()> {
     super::preflight()?;
     // The demo runs curl inside the containers, as a user of the platform would.
     if Command::new("curl").arg("--version").output().is_err() {
-        bail!("the demo runs curl inside the containers: install it with `apt-get install -y curl`");
+        bail!(
+            "the demo runs curl inside the containers: install it with `apt-get install -y curl`"
+        );
     }
     if state_dir.join("platform.json").exists() {
         up::down(state_dir).context("cleaning up an earlier demo")?;
