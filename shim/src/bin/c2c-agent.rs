@@ -42,8 +42,9 @@ struct Args {
     /// address.
     #[arg(long)]
     dns: Vec<IpAddr>,
-    /// Re-apply rules and re-check the VTEP this often, even with no change.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Check this often that the rules and the VTEP are still in place (restoring them if they
+    /// were changed by hand). The check lists the rule chains: ~0.2 s of CPU with 10,000 policies.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     resync: Duration,
     /// Where the cell's DNS for internal domains listens (the address is put on the cell's
     /// loopback; containers reach it through their gateway).

@@ -1,0 +1,209 @@
+//! Routes benchmark on the local platform (run by bench/routes.sh, as root, release build):
+//! map-route -> the new name served by the sidecar (p50/p99), unmap-route -> name gone, and the
+//! cell DNS's queries/s from inside a container (one query in flight, and 32 in flight).
+
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use c2c_api::client::{Auth, Client};
+use c2c_integration::bin;
+use hyper::Method;
+
+fn c2c(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new(bin("c2c"))
+        .arg("--state-dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "c2c {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Whether a TLS handshake for `name` against `to` succeeds from inside `ns`.
+fn served(ns: &str, to: SocketAddr, name: &str, cfg: Arc<rustls::ClientConfig>) -> bool {
+    let tcp = in_ns(ns, move || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(2))
+    });
+    let Ok(mut tcp) = tcp else { return false };
+    let Ok(mut conn) = rustls::ClientConnection::new(cfg, name.to_string().try_into().unwrap())
+    else {
+        return false;
+    };
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut tcp).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50);
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    c2c(dir, &["up", "--cells", "2"]);
+    let result = std::panic::catch_unwind(|| run(dir, rounds));
+    c2c(dir, &["down"]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn run(dir: &Path, rounds: usize) {
+    c2c(dir, &["push", "appA", "--cell", "cell1"]);
+    c2c(dir, &["push", "appB", "--no-route", "--cell", "cell2"]);
+    c2c(
+        dir,
+        &["add-network-policy", "appA", "appB", "--port", "61443"],
+    );
+    let inst = |app: &str| -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(dir.join(format!("instances/{app}/0/instance.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let a_ns = inst("appA")["netns"].as_str().unwrap().to_string();
+    let to_b: SocketAddr = format!("{}:61443", inst("appB")["ip"].as_str().unwrap())
+        .parse()
+        .unwrap();
+    let ca = std::fs::read(dir.join("ca/ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let token = std::fs::read_to_string(dir.join("control/token")).unwrap();
+    let url = std::fs::read_to_string(dir.join("control/url")).unwrap();
+    let netns = std::fs::read_to_string(dir.join("control/netns")).unwrap();
+    let client = Client::new(&url, &ca, Auth::Token(token))
+        .unwrap()
+        .in_netns(netns.trim());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let route = |host: &str, unmap: bool| {
+        let body =
+            serde_json::json!({ "app": "appB", "domain": "apps.internal", "hostname": host });
+        let path = if unmap {
+            "/v1/routes/delete"
+        } else {
+            "/v1/routes"
+        };
+        rt.block_on(client.call(Method::POST, path, Some(&body)))
+            .unwrap();
+    };
+
+    let (mut map_ms, mut unmap_ms) = (vec![], vec![]);
+    for k in 0..rounds {
+        let host = format!("appb-v{k}");
+        let name = format!("{host}.apps.internal");
+        let t = Instant::now();
+        route(&host, false);
+        while !served(&a_ns, to_b, &name, tls.clone()) {
+            assert!(t.elapsed() < Duration::from_secs(10), "{name} never served");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        map_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        route(&host, true);
+        while served(&a_ns, to_b, &name, tls.clone()) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{name} never removed"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        unmap_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+
+    // DNS from inside appA: the cell's resolver at 169.254.0.1:53.
+    c2c(
+        dir,
+        &["map-route", "appB", "apps.internal", "--hostname", "appb"],
+    );
+    let query = dns_query(0x1234, "appb.apps.internal");
+    let qps = |inflight: usize| -> f64 {
+        let q = query.clone();
+        in_ns(&a_ns, move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.connect("169.254.0.1:53").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let mut buf = [0u8; 512];
+            let t = Instant::now();
+            let mut answered = 0u64;
+            for _ in 0..inflight {
+                s.send(&q).unwrap();
+            }
+            while t.elapsed() < Duration::from_secs(3) {
+                if s.recv(&mut buf).is_ok() {
+                    answered += 1;
+                    s.send(&q).unwrap();
+                } else {
+                    s.send(&q).unwrap();
+                }
+            }
+            answered as f64 / t.elapsed().as_secs_f64()
+        })
+    };
+    let q1 = qps(1);
+    let q32 = qps(32);
+
+    let (m50, m99, u50, u99) = (
+        pct(&mut map_ms, 0.5),
+        pct(&mut map_ms, 0.99),
+        pct(&mut unmap_ms, 0.5),
+        pct(&mut unmap_ms, 0.99),
+    );
+    println!("map-route -> new name served by the sidecar ({rounds} rounds): p50 {m50:.1} ms, p99 {m99:.1} ms (target p99 < 100 ms)");
+    println!("unmap-route -> name gone from the served cert ({rounds} rounds): p50 {u50:.1} ms, p99 {u99:.1} ms (target p99 < 100 ms)");
+    println!("cell DNS from a container: {q1:.0} queries/s with 1 in flight, {q32:.0} queries/s with 32 in flight (ratio {:.1}x)", q32 / q1);
+}
+
+/// A DNS query packet for an A record (built by hand: RFC 1035 header + question).
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut p = vec![];
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        p.push(label.len() as u8);
+        p.extend_from_slice(label.as_bytes());
+    }
+    p.extend_from_slice(&[0, 0, 1, 0, 1]);
+    p
+}
