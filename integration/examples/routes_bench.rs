@@ -4,28 +4,12 @@
 
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use c2c_api::client::{Auth, Client};
-use c2c_integration::bin;
+use c2c_integration::cli::ok as c2c;
 use hyper::Method;
-
-fn c2c(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new(bin("c2c"))
-        .arg("--state-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "c2c {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
@@ -93,20 +77,7 @@ fn run(dir: &Path, rounds: usize) {
         .parse()
         .unwrap();
     let ca = std::fs::read(dir.join("ca/ca.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls::pki_types::pem::PemObject;
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let tls = Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    );
+    let tls = c2c_integration::cli::tls_client(&ca);
     let token = std::fs::read_to_string(dir.join("control/token")).unwrap();
     let url = std::fs::read_to_string(dir.join("control/url")).unwrap();
     let netns = std::fs::read_to_string(dir.join("control/netns")).unwrap();
@@ -184,6 +155,9 @@ fn run(dir: &Path, rounds: usize) {
     let q1 = qps(1);
     let q32 = qps(32);
 
+    if std::env::var_os("C2C_BENCH_VERBOSE").is_some() {
+        eprintln!("map ms: {map_ms:.0?}");
+    }
     let (m50, m99, u50, u99) = (
         pct(&mut map_ms, 0.5),
         pct(&mut map_ms, 0.99),

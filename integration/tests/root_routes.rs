@@ -4,39 +4,11 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use c2c_integration::bin;
+use c2c_integration::cli::*;
 use c2c_integration::topo::require_root;
-
-fn c2c(dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin("c2c"))
-        .arg("--state-dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = c2c(dir, args);
-    assert!(
-        o.status.success(),
-        "c2c {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-struct Down<'a>(&'a Path);
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = c2c(self.0, &["down"]);
-    }
-}
 
 fn curl(dir: &Path, url: &str) -> (i32, String) {
     let o = c2c(
@@ -73,23 +45,6 @@ fn connect_in(ns: &str, to: SocketAddr) -> TcpStream {
     })
     .join()
     .unwrap()
-}
-
-fn tls_client(ca_pem: &[u8]) -> Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
 }
 
 #[test]

@@ -436,12 +436,15 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 info!("agent stopping; rules stay in place");
                 return Ok(());
             }
-            r = client.call_as::<CellView>(Method::GET, &watch_path, None) => match r {
-                Ok(v) => {
+            // The watch waits up to 30 s on control's side; 45 s here covers a control plane
+            // that vanished without closing the connection.
+            r = tokio::time::timeout(Duration::from_secs(45), client.call_as::<CellView>(Method::GET, &watch_path, None)) => match r {
+                Ok(Ok(v)) => {
                     debug!(revision = v.revision, "watch woke");
                     view = Some(v);
                 }
-                Err(error) => {
+                Err(_) => warn!("watch timed out; retrying"),
+                Ok(Err(error)) => {
                     warn!(%error, "watch failed; enforcing the last known state and retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

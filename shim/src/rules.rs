@@ -94,30 +94,36 @@ pub fn ruleset(
     let elements = allow_elements(locals, tags, allows);
     let (single, ranges): (Vec<_>, Vec<_>) = elements.iter().partition(|(_, _, s, e, _)| s == e);
     let mut body = String::new();
+    let elements_line = |body: &mut String, items: Vec<String>| {
+        // nft rejects an empty element list: leave the line out then.
+        if !items.is_empty() {
+            let _ = writeln!(body, "    elements = {{ {} }}", items.join(",\n      "));
+        }
+    };
     body.push_str("  map marks {\n    type ipv4_addr : mark\n");
-    if !marks.is_empty() {
-        let items: Vec<String> = marks
+    elements_line(
+        &mut body,
+        marks
             .iter()
             .map(|(ip, tag)| format!("{ip} : {tag:#x}"))
-            .collect();
-        let _ = writeln!(body, "    elements = {{ {} }}", items.join(", "));
-    }
+            .collect(),
+    );
     body.push_str("  }\n  set allow {\n    type ipv4_addr . inet_proto . inet_service . mark\n");
-    if !single.is_empty() {
-        let items: Vec<String> = single
+    elements_line(
+        &mut body,
+        single
             .iter()
             .map(|(ip, p, s, _, tag)| format!("{ip} . {p} . {s} . {tag:#x}"))
-            .collect();
-        let _ = writeln!(body, "    elements = {{ {} }}", items.join(",\n      "));
-    }
+            .collect(),
+    );
     body.push_str("  }\n  set allow_ranges {\n    type ipv4_addr . inet_proto . inet_service . mark\n    flags interval\n");
-    if !ranges.is_empty() {
-        let items: Vec<String> = ranges
+    elements_line(
+        &mut body,
+        ranges
             .iter()
             .map(|(ip, p, s, e, tag)| format!("{ip} . {p} . {s}-{e} . {tag:#x}"))
-            .collect();
-        let _ = writeln!(body, "    elements = {{ {} }}", items.join(",\n      "));
-    }
+            .collect(),
+    );
     body.push_str("  }\n");
     body.push_str("  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n    meta mark set ip saddr map @marks\n  }\n");
     let _ = writeln!(
@@ -281,7 +287,9 @@ mod tests {
             ],
         );
         assert!(
-            text.contains("elements = { 10.255.1.1 : 0x1, 10.255.1.2 : 0x2, 10.255.1.3 : 0x2 }"),
+            text.contains(
+                "elements = { 10.255.1.1 : 0x1,\n      10.255.1.2 : 0x2,\n      10.255.1.3 : 0x2 }"
+            ),
             "{text}"
         );
         for want in [

@@ -56,9 +56,15 @@ fn fetch(target: &str, path: &str) -> std::io::Result<String> {
         .to_socket_addrs()?
         .next()
         .ok_or_else(|| std::io::Error::other("no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    get(addr, path)
+}
+
+/// A plain HTTP/1.0 GET of `path` from `to`; returns the body (the demo app's client, and the
+/// demo's "curl" from inside a container).
+pub fn get(to: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {target}\r\n\r\n")?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out

@@ -2,7 +2,7 @@
 //! Garden and its external networker do on a Diego cell): a network namespace, `c2c-cni` ADD run
 //! as any CNI runtime runs it, a cert dir, then the sidecar and the app inside the namespace.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -469,15 +469,5 @@ pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
 /// short timeout. Returns the body, or the connection error (e.g. connection refused).
 pub fn http_get(ns: &str, to: SocketAddr, path: &str) -> Result<std::io::Result<String>> {
     let path = path.to_string();
-    in_netns(ns, move || -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or(out))
-    })
+    in_netns(ns, move || super::demo_app::get(to, &path))
 }
