@@ -24,6 +24,10 @@ impl Steps {
     fn ok(&self, t: Instant, msg: &str) {
         println!("  \u{2713} {msg}  ({})", ms(t.elapsed()));
     }
+    /// A step whose message already says how long the part that matters took.
+    fn done(&self, msg: &str) {
+        println!("  \u{2713} {msg}");
+    }
     fn fail(&mut self, msg: &str) {
         self.failed = true;
         println!("  \u{2717} {msg}");
@@ -161,7 +165,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     let (r, _) = poll(&a, to_b, true)?;
     let body =
         r.map_err(|e| anyhow::anyhow!("appA -> appB:8080 still fails after the policy: {e}"))?;
-    s.ok(t, &format!("c2c add-network-policy appA appB --protocol tcp --port 8080, then curl -> {:?} (add -> enforced: {})", body.trim(), ms(t.elapsed())));
+    s.done(&format!("c2c add-network-policy appA appB --protocol tcp --port 8080, then curl -> {:?} (add -> enforced: {})", body.trim(), ms(t.elapsed())));
 
     let t = Instant::now();
     let r = http_get(&c.netns, to_b, "/")?;
@@ -170,7 +174,10 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     }
     s.ok(
         t,
-        "c2c exec appC -- curl appB:8080  ->  still refused (the policy names appA only)",
+        &format!(
+            "c2c exec appC -- curl http://{}:8080  ->  still refused (the policy names appA only)",
+            b.ip
+        ),
     );
 
     // Internal routes: certificates and DNS follow them.
@@ -220,7 +227,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
             _ => std::thread::sleep(Duration::from_millis(5)),
         }
     };
-    s.ok(t, &format!(
+    s.done(&format!(
         "c2c map-route appB apps.internal --hostname appb, then curl https://appb.apps.internal:61443 from appA resolves and verifies appB's cert against the platform CA -> {body:?} (route -> new cert + DNS: {})",
         ms(t.elapsed())
     ));
@@ -246,7 +253,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     if pid_after != proxy_pid || !Path::new(&format!("/proc/{}", proxy_pid.trim())).exists() {
         bail!("the sidecar was restarted (pid {proxy_pid} -> {pid_after})");
     }
-    s.ok(t, &format!(
+    s.done(&format!(
         "c2c map-route appB apps.internal --hostname appb-v2: the same sidecar (pid {}) now serves [{cert}] (map -> served: {})",
         proxy_pid.trim(),
         ms(took)
@@ -258,9 +265,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     if !refused(&r) {
         bail!("appA -> appB:8080 should be refused again, got {r:?}");
     }
-    s.ok(
-        t,
-        &format!(
+    s.done(&format!(
             "c2c remove-network-policy appA appB --protocol tcp --port 8080, then curl -> refused again (remove -> enforced: {})",
             ms(t.elapsed())
         ),
