@@ -78,6 +78,17 @@ fn run(dir: &Path, rounds: usize) {
         .unwrap();
     let ca = std::fs::read(dir.join("ca/ca.pem")).unwrap();
     let tls = c2c_integration::cli::tls_client(&ca);
+    // Start from a quiet cell: the policy above enforced (its agent cycle done).
+    let t = Instant::now();
+    while in_ns(&a_ns, move || {
+        TcpStream::connect_timeout(&to_b, Duration::from_millis(200)).is_err()
+    }) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "policy for 61443 never enforced"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let token = std::fs::read_to_string(dir.join("control/token")).unwrap();
     let url = std::fs::read_to_string(dir.join("control/url")).unwrap();
     let netns = std::fs::read_to_string(dir.join("control/netns")).unwrap();
