@@ -1,4 +1,4 @@
-//! The CNI protocol side of `c2c-cni` (spec 1.0.0): the network config it reads on stdin, the
+//! The CNI protocol side of `c2c-cni` (spec 1.0.0 and 1.1.0): the network config it reads on stdin, the
 //! environment a runtime sets, and the error object it prints. Pure: no netlink, no files.
 //! The plugin's wiring (veth, addresses, routes) builds on this.
 
@@ -10,7 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::ipam::Subnet;
 
 /// CNI versions this plugin speaks, newest last.
-pub const SUPPORTED_VERSIONS: &[&str] = &["1.0.0"];
+pub const SUPPORTED_VERSIONS: &[&str] = &["1.0.0", "1.1.0"];
+
+/// Whether `version` has STATUS and GC (spec 1.1.0 and later).
+pub fn has_status_and_gc(version: &str) -> bool {
+    version != "1.0.0"
+}
 
 /// Well-known CNI error codes (SPEC.md, "Error").
 pub mod code {
@@ -30,6 +35,8 @@ pub mod code {
     pub const INVALID_CONFIG: u32 = 7;
     /// Try again later.
     pub const TRY_AGAIN_LATER: u32 = 11;
+    /// STATUS (1.1.0): the plugin cannot service ADD requests now.
+    pub const PLUGIN_NOT_AVAILABLE: u32 = 50;
     /// Plugin-specific (100+): configuring links, addresses or routes failed.
     pub const NETLINK_FAILURE: u32 = 100;
     /// Plugin-specific: CHECK found the container's networking not as ADD left it.
@@ -101,6 +108,22 @@ pub struct NetConf {
     /// The result of the previous ADD (given to CHECK and DEL).
     #[serde(rename = "prevResult", default)]
     pub prev_result: Option<serde_json::Value>,
+    /// GC (1.1.0): the attachments the runtime still has; everything else of ours is stale.
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    pub valid_attachments: Option<Vec<Attachment>>,
+    /// The same list under an earlier spelling, which libcni sends alongside.
+    #[serde(rename = "cni.dev/attachments", default)]
+    pub attachments: Option<Vec<Attachment>>,
+}
+
+/// One attachment named in a GC request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+pub struct Attachment {
+    /// CNI_CONTAINERID of its ADD.
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    /// CNI_IFNAME of its ADD.
+    pub ifname: String,
 }
 
 fn default_overlay() -> String {
@@ -228,6 +251,19 @@ mod tests {
 
     #[test]
     fn parses_config_with_cf_defaults() {
+        let gc = parse_config(
+            br#"{"cniVersion":"1.1.0","name":"c2c","type":"c2c-cni","subnet":"10.255.7.0/24",
+                "cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}],
+                "cni.dev/attachments":[{"containerID":"c1","ifname":"eth0"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            gc.conf.valid_attachments.unwrap()[0],
+            Attachment {
+                container_id: "c1".into(),
+                ifname: "eth0".into()
+            }
+        );
         let c = parse_config(GOOD.as_bytes()).unwrap();
         assert_eq!(c.overlay.to_string(), "10.255.0.0/16");
         assert_eq!(c.subnet.to_string(), "10.255.7.0/24");
@@ -238,12 +274,13 @@ mod tests {
     #[test]
     fn bad_configs_get_spec_error_codes() {
         let cases = [
-            ("{not json", code::DECODE_FAILURE, "1.0.0"),
-            (r#"{"name":"x"}"#, code::INVALID_CONFIG, "1.0.0"),
+            // No usable version in the config: the error speaks the newest we know.
+            ("{not json", code::DECODE_FAILURE, "1.1.0"),
+            (r#"{"name":"x"}"#, code::INVALID_CONFIG, "1.1.0"),
             (
                 r#"{"cniVersion":"0.1.0","name":"x","type":"c2c-cni","subnet":"10.255.7.0/24"}"#,
                 code::INCOMPATIBLE_VERSION,
-                "1.0.0",
+                "1.1.0",
             ),
             (
                 r#"{"cniVersion":"1.0.0","name":"x","type":"bridge","subnet":"10.255.7.0/24"}"#,

@@ -1,4 +1,4 @@
-//! The `c2c-cni` plugin's commands (ADD, DEL, CHECK, VERSION) over the environment and stdin a
+//! The `c2c-cni` plugin's commands (ADD, DEL, CHECK, VERSION; STATUS and GC from 1.1.0) over the environment and stdin a
 //! CNI runtime gives it. The binary is a thin wrapper that prints what [`run`] returns.
 
 use std::net::Ipv4Addr;
@@ -7,7 +7,8 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::cni::{
-    code, parse_config, version_result, Checked, CniError, GATEWAY, SUPPORTED_VERSIONS,
+    code, has_status_and_gc, parse_config, version_result, Attachment, Checked, CniError, GATEWAY,
+    SUPPORTED_VERSIONS,
 };
 use crate::ipam::{Ipam, IpamError};
 use crate::netlink::{fmt_mac, link_mtu, Netlink};
@@ -28,6 +29,10 @@ pub enum Command {
     Check,
     /// Report supported versions.
     Version,
+    /// Report whether ADD can be serviced (1.1.0).
+    Status,
+    /// Release whatever belongs to attachments the runtime no longer has (1.1.0).
+    Gc,
 }
 
 /// The CNI_* environment, checked.
@@ -96,15 +101,18 @@ pub fn parse_env(get: impl Fn(&str) -> Option<String>, version: &str) -> Result<
         Some("DEL") => Command::Del,
         Some("CHECK") => Command::Check,
         Some("VERSION") => Command::Version,
+        Some("STATUS") => Command::Status,
+        Some("GC") => Command::Gc,
         Some(other) => {
             return Err(bad(format!(
-                "CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, VERSION"
+                "CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, VERSION, STATUS, GC"
             )))
         }
         None => return Err(bad("CNI_COMMAND is not set".into())),
     };
     let nonempty = |k: &str| get(k).filter(|v| !v.is_empty());
-    if command == Command::Version {
+    // These act on the network, not on one container: no container variables.
+    if matches!(command, Command::Version | Command::Status | Command::Gc) {
         return Ok(Env {
             command,
             container_id: String::new(),
@@ -212,6 +220,14 @@ pub fn run(
         .unwrap_or_else(|_| newest().into());
     let env = parse_env(&get_env, &version)?;
     let conf = conf?;
+    if matches!(env.command, Command::Status | Command::Gc) && !has_status_and_gc(&version) {
+        return Err(CniError::new(
+            &version,
+            code::INCOMPATIBLE_VERSION,
+            "incompatible CNI version",
+            format!("STATUS and GC need cniVersion 1.1.0; the config has {version}"),
+        ));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -236,6 +252,8 @@ pub fn run(
             Command::Add => add(&host, &conf, &env).await.map(Some),
             Command::Del => del(&host, &conf, &env).await.map(|()| None),
             Command::Check => check(&host, &conf, &env).await.map(|()| None),
+            Command::Status => status(&host, &conf).await.map(|()| None),
+            Command::Gc => gc(&host, &conf).await.map(|()| None),
             Command::Version => unreachable!("handled above"),
         }
     })
@@ -367,31 +385,145 @@ pub fn add_result(version: &str, plan: &Plan, netns: &str, dns: &[std::net::IpAd
 async fn del(host: &Netlink, conf: &Checked, env: &Env) -> Result<(), CniError> {
     let version = conf.conf.cni_version.as_str();
     let data_dir = &conf.conf.data_dir;
-    let store = Store::new(data_dir);
     let ipam = Ipam::open(data_dir, conf.subnet).map_err(|e| ipam_error(version, e))?;
-    // The address is known from the record, or from the lease when ADD died before writing it.
-    let recorded = store.get(&env.container_id).ok().flatten().map(|r| r.ip);
     let leased = ipam
         .leases()
         .map_err(|e| ipam_error(version, e))?
         .get(&env.container_id)
         .copied();
+    teardown(
+        host,
+        &Store::new(data_dir),
+        &ipam,
+        &env.container_id,
+        leased,
+    )
+    .await
+    .map_err(|e| e.into_cni(version))
+}
+
+/// What tearing one container down failed on.
+enum Teardown {
+    Wire(WireError),
+    Store(StoreError),
+    Ipam(IpamError),
+}
+
+impl Teardown {
+    fn into_cni(self, version: &str) -> CniError {
+        match self {
+            Teardown::Wire(e) => wire_error(version, e),
+            Teardown::Store(e) => store_error(version, e),
+            Teardown::Ipam(e) => ipam_error(version, e),
+        }
+    }
+}
+
+/// Removes one container's links, record and lease (DEL, and GC of a stale attachment).
+/// The address is known from the record, or from the lease when ADD died before writing it.
+async fn teardown(
+    host: &Netlink,
+    store: &Store,
+    ipam: &Ipam,
+    container_id: &str,
+    leased: Option<Ipv4Addr>,
+) -> Result<(), Teardown> {
+    let recorded = store.get(container_id).ok().flatten().map(|r| r.ip);
     for ip in recorded
         .into_iter()
         .chain(leased)
         .collect::<std::collections::BTreeSet<Ipv4Addr>>()
     {
-        veth::del(host, ip)
-            .await
-            .map_err(|e| wire_error(version, e))?;
+        veth::del(host, ip).await.map_err(Teardown::Wire)?;
     }
-    store
-        .remove(&env.container_id)
-        .map_err(|e| store_error(version, e))?;
+    store.remove(container_id).map_err(Teardown::Store)?;
     // Last, so the address is not handed out while its links still exist.
-    ipam.release(&env.container_id)
-        .map_err(|e| ipam_error(version, e))?;
+    ipam.release(container_id).map_err(Teardown::Ipam)?;
     Ok(())
+}
+
+/// STATUS: ready when an ADD would succeed and the container would be on the overlay: the
+/// data dir is usable, the subnet has a free address, and the cell's VTEP exists (c2c-agent
+/// creates it along with the policy rules; before that a container would be unprotected).
+async fn status(host: &Netlink, conf: &Checked) -> Result<(), CniError> {
+    let version = conf.conf.cni_version.as_str();
+    let unavailable = |details: String| {
+        CniError::new(
+            version,
+            code::PLUGIN_NOT_AVAILABLE,
+            "plugin not available",
+            details,
+        )
+    };
+    let leases = Ipam::open(&conf.conf.data_dir, conf.subnet)
+        .and_then(|i| i.leases())
+        .map_err(|e| unavailable(e.to_string()))?;
+    if crate::ipam::next_free(&conf.subnet, leases.values()).is_none() {
+        return Err(unavailable(format!(
+            "every address of the cell's subnet {} is leased",
+            conf.subnet
+        )));
+    }
+    match host.link(&conf.conf.vtep_name).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(unavailable(format!(
+            "the cell's VTEP {} does not exist yet (c2c-agent creates it when it starts)",
+            conf.conf.vtep_name
+        ))),
+        Err(e) => Err(unavailable(e.to_string())),
+    }
+}
+
+/// GC: tears down every container of ours the runtime did not list in
+/// `cni.dev/valid-attachments`, going on past failures and reporting them all at the end.
+async fn gc(host: &Netlink, conf: &Checked) -> Result<(), CniError> {
+    let version = conf.conf.cni_version.as_str();
+    let valid: std::collections::BTreeSet<Attachment> = conf
+        .conf
+        .valid_attachments
+        .iter()
+        .chain(&conf.conf.attachments)
+        .flatten()
+        .cloned()
+        .collect();
+    let data_dir = &conf.conf.data_dir;
+    let store = Store::new(data_dir);
+    let ipam = Ipam::open(data_dir, conf.subnet).map_err(|e| ipam_error(version, e))?;
+    let leases = ipam.leases().map_err(|e| ipam_error(version, e))?;
+    let (records, _) = store.list().map_err(|e| store_error(version, e))?;
+    let ifname_of: std::collections::BTreeMap<&str, &str> = records
+        .iter()
+        .map(|r| (r.container_id.as_str(), r.ifname.as_str()))
+        .collect();
+    // A lease without a record is an ADD that died before finishing: stale unless listed.
+    let stale: std::collections::BTreeSet<&str> = leases
+        .keys()
+        .map(String::as_str)
+        .chain(ifname_of.keys().copied())
+        .filter(|id| match ifname_of.get(id) {
+            Some(ifname) => !valid.contains(&Attachment {
+                container_id: id.to_string(),
+                ifname: ifname.to_string(),
+            }),
+            None => !valid.iter().any(|a| a.container_id == *id),
+        })
+        .collect();
+    let mut failed = vec![];
+    for id in stale {
+        if let Err(e) = teardown(host, &store, &ipam, id, leases.get(id).copied()).await {
+            failed.push(format!("{id}: {}", e.into_cni(version)));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            version,
+            code::IO_FAILURE,
+            "garbage collection left some attachments",
+            failed.join("; "),
+        ))
+    }
 }
 
 async fn check(host: &Netlink, conf: &Checked, env: &Env) -> Result<(), CniError> {

@@ -248,7 +248,101 @@ fn root_bad_input_gets_error_json_with_codes() {
         r#"{"cniVersion":"1.0.0"}"#,
     );
     assert!(v.ok);
-    assert_eq!(v.json["supportedVersions"], serde_json::json!(["1.0.0"]));
+    assert_eq!(
+        v.json["supportedVersions"],
+        serde_json::json!(["1.0.0", "1.1.0"])
+    );
+}
+
+/// The two verbs of spec 1.1.0: STATUS says whether an ADD would put a container on the
+/// overlay; GC tears down every attachment the runtime no longer lists.
+#[test]
+fn root_status_and_gc_follow_spec_1_1() {
+    if !require_root() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    // A /30: two container addresses, so "full" is two ADDs away.
+    let conf = conf("10.255.7.0/30", data.path()).replace("1.0.0", "1.1.0");
+    let cell = Netns::new("cell");
+    let status = || cni(&cell, &[("CNI_COMMAND", "STATUS")], &conf);
+
+    // No VTEP yet (no agent has run on this cell): not available, and why.
+    let s = status();
+    assert!(!s.ok);
+    assert_eq!(s.json["code"], 50, "{}", s.json);
+    assert!(
+        s.json["details"].as_str().unwrap().contains("silk-vtep"),
+        "{}",
+        s.json
+    );
+    cell.ip(&[
+        "link",
+        "add",
+        "silk-vtep",
+        "type",
+        "vxlan",
+        "id",
+        "1",
+        "dstport",
+        "4789",
+    ]);
+    let s = status();
+    assert!(s.ok, "{} {}", s.json, s.stderr);
+    assert_eq!(s.json, serde_json::Value::Null, "STATUS prints nothing");
+    // STATUS is not part of 1.0.0.
+    let old = cni(
+        &cell,
+        &[("CNI_COMMAND", "STATUS")],
+        &conf.replace("1.1.0", "1.0.0"),
+    );
+    assert_eq!(old.json["code"], 1, "{}", old.json);
+
+    let (c1, c2, c3) = (Netns::new("ctr"), Netns::new("ctr"), Netns::new("ctr"));
+    let ip1 = add(&cell, &c1, "c1", &conf);
+    let ip2 = add(&cell, &c2, "c2", &conf);
+    let s = status();
+    assert_eq!(s.json["code"], 50, "subnet full: {}", s.json);
+    assert!(s.json["details"].as_str().unwrap().contains("leased"));
+
+    let gc = |valid: serde_json::Value| {
+        let mut c: serde_json::Value = serde_json::from_str(&conf).unwrap();
+        c["cni.dev/valid-attachments"] = valid;
+        cni(&cell, &[("CNI_COMMAND", "GC")], &c.to_string())
+    };
+    // c1 is still the runtime's; c2 is not: its veth, record and address go.
+    let out = gc(serde_json::json!([{"containerID": "c1", "ifname": "eth0"}]));
+    assert!(out.ok, "{} {}", out.json, out.stderr);
+    assert_eq!(out.json, serde_json::Value::Null, "GC prints nothing");
+    assert_eq!(c2.links(), vec!["lo"]);
+    assert!(!data.path().join("containers/c2.json").exists());
+    assert!(data.path().join("containers/c1.json").exists());
+    let mut links = cell.links();
+    links.sort();
+    assert_eq!(
+        links,
+        vec![
+            "lo".to_string(),
+            c2c_shim::cni::host_veth_name(ip1),
+            "silk-vtep".into()
+        ]
+    );
+    assert!(status().ok, "an address is free again");
+    assert_eq!(add(&cell, &c3, "c3", &conf), ip2, "c2's address is reused");
+    // Running it again with the same list changes nothing for listed attachments.
+    let out = gc(serde_json::json!([
+        {"containerID": "c1", "ifname": "eth0"},
+        {"containerID": "c3", "ifname": "eth0"}
+    ]));
+    assert!(out.ok, "{}", out.json);
+    assert!(c1.links().contains(&"eth0".to_string()));
+    assert!(c3.links().contains(&"eth0".to_string()));
+    // An attachment is its container id *and* interface name: c1 listed on eth1 is stale.
+    let out = gc(serde_json::json!([{"containerID": "c1", "ifname": "eth1"}]));
+    assert!(out.ok, "{}", out.json);
+    assert_eq!(c1.links(), vec!["lo"]);
+    assert_eq!(c3.links(), vec!["lo"]);
+    assert_eq!(cell.links(), vec!["lo", "silk-vtep"]);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! `c2c-cni`: the CNI plugin (spec 1.0.0). A runtime runs it with CNI_* variables set and the
+//! `c2c-cni`: the CNI plugin (spec 1.0.0 and 1.1.0). A runtime runs it with CNI_* variables set and the
 //! network config on stdin; it prints the result (or the error object) on stdout.
 
 use std::io::{Read, Write};
@@ -10,8 +10,9 @@ fn main() -> ExitCode {
         && std::io::IsTerminal::is_terminal(&std::io::stdin())
     {
         eprintln!(
-            "c2c-cni is a CNI plugin: a container runtime runs it with CNI_COMMAND (ADD, DEL, CHECK, VERSION),\n\
-             CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME set and the network config JSON on stdin.\n\
+            "c2c-cni is a CNI plugin: a container runtime runs it with CNI_COMMAND (ADD, DEL, CHECK, VERSION,\n\
+             and from cniVersion 1.1.0 STATUS, GC), CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME set and\n\
+             the network config JSON on stdin.\n\
              Try: CNI_COMMAND=VERSION c2c-cni </dev/null"
         );
         return ExitCode::from(64);
