@@ -53,6 +53,16 @@ fn curl(dir: &Path, from: &str, url: &str) -> (i32, String) {
     )
 }
 
+/// The IPv4 addresses a name resolves to inside an instance (glibc's resolver via the
+/// instance's resolv.conf, as any program in the container sees them); empty when it does not.
+fn resolve(dir: &Path, from: &str, name: &str) -> std::collections::BTreeSet<String> {
+    let o = c2c(dir, &["exec", from, "--", "getent", "ahostsv4", name]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
 fn ip_of(dir: &Path, target: &str) -> String {
     let (app, index) = target.split_once('/').unwrap_or((target, "0"));
     let raw = std::fs::read(
@@ -162,6 +172,21 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     }
     let (code, _) = curl(dir, "appC", &format!("http://{b0}:8080/"));
     assert_eq!(code, 7, "appC has no policy");
+
+    // DNS from inside appA (the cell's resolver, as resolv.conf names it): the app route answers
+    // with every instance, and `<index>.appb.apps.internal` with that one instance.
+    let all: std::collections::BTreeSet<String> =
+        (0..20).map(|i| ip_of(dir, &format!("appB/{i}"))).collect();
+    assert_eq!(resolve(dir, "appA", "appb.apps.internal"), all);
+    for i in [0, 7, 19] {
+        let ip = ip_of(dir, &format!("appB/{i}"));
+        assert_eq!(
+            resolve(dir, "appA", &format!("{i}.appb.apps.internal")),
+            std::collections::BTreeSet::from([ip]),
+            "appB/{i}"
+        );
+    }
+    assert!(resolve(dir, "appA", "nosuchapp.apps.internal").is_empty());
 
     // The sidecar: TLS verified with the platform CA (exec sets CURL_CA_BUNDLE), once allowed.
     ok(
