@@ -56,7 +56,21 @@ fn curl(dir: &Path, from: &str, url: &str) -> (i32, String) {
 /// The IPv4 addresses a name resolves to inside an instance (glibc's resolver via the
 /// instance's resolv.conf, as any program in the container sees them); empty when it does not.
 fn resolve(dir: &Path, from: &str, name: &str) -> std::collections::BTreeSet<String> {
-    let o = c2c(dir, &["exec", from, "--", "getent", "ahostsv4", name]);
+    resolve_with(dir, from, name, "")
+}
+
+/// [`resolve`] with glibc resolver options (`RES_OPTIONS`), e.g. `use-vc` to ask over TCP.
+fn resolve_with(
+    dir: &Path,
+    from: &str,
+    name: &str,
+    options: &str,
+) -> std::collections::BTreeSet<String> {
+    let opts = format!("RES_OPTIONS={options}");
+    let o = c2c(
+        dir,
+        &["exec", from, "--", "env", &opts, "getent", "ahostsv4", name],
+    );
     String::from_utf8_lossy(&o.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
@@ -178,6 +192,11 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     let all: std::collections::BTreeSet<String> =
         (0..20).map(|i| ip_of(dir, &format!("appB/{i}"))).collect();
     assert_eq!(resolve(dir, "appA", "appb.apps.internal"), all);
+    assert_eq!(
+        resolve_with(dir, "appA", "appb.apps.internal", "use-vc"),
+        all,
+        "the cell's DNS over TCP, where clients retry truncated answers"
+    );
     for i in [0, 7, 19] {
         let ip = ip_of(dir, &format!("appB/{i}"));
         assert_eq!(

@@ -387,9 +387,17 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let dns_socket = tokio::net::UdpSocket::bind(cfg.dns_listen)
         .await
         .map_err(|e| AgentError::Dns(format!("binding {}: {e}", cfg.dns_listen)))?;
-    info!(listen = %cfg.dns_listen, upstreams = ?cfg.dns_upstreams, "dns ready");
+    let dns_listener = tokio::net::TcpListener::bind(cfg.dns_listen)
+        .await
+        .map_err(|e| AgentError::Dns(format!("binding {} (tcp): {e}", cfg.dns_listen)))?;
+    info!(listen = %cfg.dns_listen, upstreams = ?cfg.dns_upstreams, "dns ready (udp and tcp)");
     tokio::spawn(crate::dns::serve(
         dns_socket,
+        zone_rx.clone(),
+        cfg.dns_upstreams.clone(),
+    ));
+    tokio::spawn(crate::dns::serve_tcp(
+        dns_listener,
         zone_rx,
         cfg.dns_upstreams.clone(),
     ));

@@ -3,6 +3,10 @@
 //! `<index>.<host>.<domain>` -> that instance, an unknown name in an internal domain ->
 //! NXDOMAIN, TTL 0. Other names go to the upstream resolvers, or are refused if there are none.
 //! Answers come from memory: a [`Zone`] rebuilt from control's watch, swapped in whole.
+//!
+//! Over UDP a reply fits the client's limit (512 bytes, or its EDNS payload size up to 1232);
+//! one that does not is truncated with TC set, and the client asks again over TCP, which is
+//! served on the same address (an app with more than ~28 instances needs it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
@@ -11,10 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use c2c_api::CellView;
-use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -99,9 +104,27 @@ fn shuffle(ips: &mut [Ipv4Addr], salt: u64) {
     }
 }
 
+/// The transport a query came over, which bounds the reply's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: 512 bytes, or the client's EDNS payload size up to [`EDNS_PAYLOAD`].
+    Udp,
+    /// TCP: up to 65,535 bytes.
+    Tcp,
+}
+
+/// The EDNS payload size we offer and honour at most over UDP (DNS flag day 2020: no fragments).
+pub const EDNS_PAYLOAD: u16 = 1232;
+
 /// Builds the reply to a query packet, or `None` if it must go upstream (pure apart from the
 /// shuffle). Malformed packets get FORMERR when their id can be read, else nothing.
-pub fn reply(z: &Zone, packet: &[u8], have_upstream: bool, salt: u64) -> Option<Vec<u8>> {
+pub fn reply(
+    z: &Zone,
+    packet: &[u8],
+    have_upstream: bool,
+    salt: u64,
+    transport: Transport,
+) -> Option<Vec<u8>> {
     let req = match Message::from_vec(packet) {
         Ok(m) => m,
         Err(_) if packet.len() >= 2 => {
@@ -137,7 +160,43 @@ pub fn reply(z: &Zone, packet: &[u8], have_upstream: bool, salt: u64) -> Option<
             }
         }
     }
-    resp.to_vec().ok()
+    if req.edns.is_some() {
+        let mut edns = Edns::new();
+        edns.set_max_payload(EDNS_PAYLOAD);
+        resp.set_edns(edns);
+    }
+    let limit = match transport {
+        Transport::Udp => usize::from(req.max_payload().min(EDNS_PAYLOAD)),
+        Transport::Tcp => usize::from(u16::MAX),
+    };
+    fit(resp, limit)
+}
+
+/// Encodes `resp` in at most `limit` bytes: whole if it fits, else with TC set and as many
+/// answers as fit (the client retries over TCP for all of them). Record sizes vary with name
+/// compression, so the count is found by bisection.
+fn fit(mut resp: Message, limit: usize) -> Option<Vec<u8>> {
+    let out = resp.to_vec().ok()?;
+    if out.len() <= limit {
+        return Some(out);
+    }
+    resp.metadata.truncation = true;
+    let answers = std::mem::take(&mut resp.answers);
+    let encoded = |resp: &mut Message, n: usize| {
+        resp.answers = answers[..n].to_vec();
+        resp.to_vec().ok()
+    };
+    // Invariant: `lo` answers fit, `hi` do not.
+    let (mut lo, mut hi) = (0, answers.len());
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if encoded(&mut resp, mid)?.len() <= limit {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    encoded(&mut resp, lo)
 }
 
 /// Serves DNS on `socket` from the zone in `zone` until the task is dropped. Queries for other
@@ -161,7 +220,7 @@ pub async fn serve(
         };
         salt = salt.wrapping_add(1);
         let z = zone.borrow().clone();
-        match reply(&z, &buf[..n], !upstreams.is_empty(), salt) {
+        match reply(&z, &buf[..n], !upstreams.is_empty(), salt, Transport::Udp) {
             Some(out) => {
                 let _ = socket.send_to(&out, peer).await;
             }
@@ -178,6 +237,101 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// Serves DNS over TCP (RFC 7766: two-byte length, several queries per connection) on
+/// `listener`, for clients retrying a truncated UDP answer. Idle connections close after 10 s;
+/// at most 512 are served at once.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    zone: watch::Receiver<Arc<Zone>>,
+    upstreams: Vec<SocketAddr>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(512));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(error) => {
+                warn!(%error, "dns tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "dns tcp: too many connections, closing");
+            continue;
+        };
+        let (zone, ups) = (zone.clone(), upstreams.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(error) = tcp_connection(stream, zone, ups).await {
+                debug!(%peer, %error, "dns tcp connection ended");
+            }
+        });
+    }
+}
+
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+async fn tcp_connection(
+    mut stream: TcpStream,
+    zone: watch::Receiver<Arc<Zone>>,
+    upstreams: Vec<SocketAddr>,
+) -> std::io::Result<()> {
+    let mut salt: u64 = 0;
+    loop {
+        let query = match tokio::time::timeout(TCP_IDLE, read_framed(&mut stream)).await {
+            Ok(Ok(Some(q))) => q,
+            Ok(Ok(None)) | Err(_) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+        };
+        salt = salt.wrapping_add(1);
+        let z = zone.borrow().clone();
+        let out = match reply(&z, &query, !upstreams.is_empty(), salt, Transport::Tcp) {
+            Some(out) => out,
+            None => match forward_tcp(&query, &upstreams).await {
+                Some(out) => out,
+                None => return Ok(()),
+            },
+        };
+        write_framed(&mut stream, &out).await?;
+    }
+}
+
+/// Reads one length-prefixed DNS message; `None` at a clean end of stream.
+pub async fn read_framed(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut buf).await?;
+    Ok(Some(buf))
+}
+
+/// Writes one length-prefixed DNS message.
+pub async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(msg.len()).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let mut out = Vec::with_capacity(msg.len() + 2);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(msg);
+    stream.write_all(&out).await
+}
+
+async fn forward_tcp(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+    for up in upstreams {
+        let attempt = async {
+            let mut s = TcpStream::connect(up).await.ok()?;
+            write_framed(&mut s, query).await.ok()?;
+            read_framed(&mut s).await.ok().flatten()
+        };
+        if let Ok(Some(out)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            return Some(out);
+        }
+    }
+    None
 }
 
 async fn forward(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
@@ -233,6 +387,101 @@ pub fn parse_reply(packet: &[u8]) -> Option<(ResponseCode, Vec<Ipv4Addr>, Vec<u3
 mod tests {
     use super::*;
     use c2c_api::{Instance, Route};
+
+    fn reply_udp(z: &Zone, packet: &[u8], have_upstream: bool, salt: u64) -> Option<Vec<u8>> {
+        reply(z, packet, have_upstream, salt, Transport::Udp)
+    }
+
+    /// A view with one route to an app of `n` instances.
+    fn big_view(n: u32) -> CellView {
+        let mut v = view();
+        v.instances = (0..n)
+            .map(|i| Instance {
+                guid: format!("b{i}"),
+                app_guid: "B".into(),
+                index: i,
+                cell: "c".into(),
+                ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 255, 0, 1)) + i),
+            })
+            .collect();
+        v
+    }
+
+    #[test]
+    fn big_answers_truncate_over_udp_and_come_whole_over_tcp() {
+        let z = zone(&big_view(200));
+        let plain = query_packet(3, "appb.apps.internal.", RecordType::A);
+        let mut with_edns = Message::from_vec(&plain).unwrap();
+        let mut e = Edns::new();
+        e.set_max_payload(4096);
+        with_edns.set_edns(e);
+        let with_edns = with_edns.to_vec().unwrap();
+        for (packet, transport, limit, whole) in [
+            (&plain, Transport::Udp, 512, false),
+            (&with_edns, Transport::Udp, usize::from(EDNS_PAYLOAD), false),
+            (&plain, Transport::Tcp, 65535, true),
+        ] {
+            let out = reply(&z, packet, false, 1, transport).unwrap();
+            assert!(out.len() <= limit, "{transport:?}: {} bytes", out.len());
+            let m = Message::from_vec(&out).unwrap();
+            assert_eq!(m.metadata.truncation, !whole, "{transport:?}");
+            assert_eq!(m.metadata.id, 3);
+            let n = m.answers.len();
+            if whole {
+                assert_eq!(n, 200);
+            } else {
+                // As many as fit: one more would not.
+                assert!(
+                    n > 0 && out.len() + 16 > limit,
+                    "{n} answers in {}",
+                    out.len()
+                );
+            }
+            assert_eq!(
+                m.edns.is_some(),
+                packet == &with_edns,
+                "OPT echoed iff asked"
+            );
+        }
+        // Small answers are untouched.
+        let small = zone(&big_view(20));
+        let out = reply(&small, &plain, false, 1, Transport::Udp).unwrap();
+        let m = Message::from_vec(&out).unwrap();
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 20);
+    }
+
+    /// The real listeners on loopback: a UDP client is told to retry, and TCP gives all.
+    #[tokio::test]
+    async fn tcp_listener_serves_what_udp_truncates() {
+        let (_tx, rx) = watch::channel(Arc::new(zone(&big_view(100))));
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (uaddr, taddr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+        let servers = [
+            tokio::spawn(serve(udp, rx.clone(), vec![])),
+            tokio::spawn(serve_tcp(tcp, rx, vec![])),
+        ];
+        let q = query_packet(11, "appb.apps.internal.", RecordType::A);
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(&q, uaddr).await.unwrap();
+        let mut buf = vec![0u8; 65535];
+        let n = client.recv(&mut buf).await.unwrap();
+        assert!(Message::from_vec(&buf[..n]).unwrap().metadata.truncation);
+        let mut s = TcpStream::connect(taddr).await.unwrap();
+        // Two queries on one connection.
+        for id in [12, 13] {
+            let q = query_packet(id, "appb.apps.internal.", RecordType::A);
+            write_framed(&mut s, &q).await.unwrap();
+            let out = read_framed(&mut s).await.unwrap().unwrap();
+            let m = Message::from_vec(&out).unwrap();
+            assert_eq!((m.metadata.id, m.metadata.truncation), (id, false));
+            assert_eq!(parse_reply(&out).unwrap().1.len(), 100);
+        }
+        for t in servers {
+            t.abort();
+        }
+    }
 
     fn view() -> CellView {
         let inst = |g: &str, app: &str, index: u32, ip: &str| Instance {
@@ -292,7 +541,7 @@ mod tests {
     #[test]
     fn packets_round_trip_with_ttl_zero_and_refusal_without_upstream() {
         let z = zone(&view());
-        let out = reply(
+        let out = reply_udp(
             &z,
             &query_packet(7, "appb.apps.internal.", RecordType::A),
             false,
@@ -305,7 +554,7 @@ mod tests {
         assert_eq!(ips.len(), 2);
         assert!(ttls.iter().all(|t| *t == 0));
         let (code, ips, _) = parse_reply(
-            &reply(
+            &reply_udp(
                 &z,
                 &query_packet(8, "nope.apps.internal.", RecordType::A),
                 false,
@@ -316,7 +565,7 @@ mod tests {
         .unwrap();
         assert_eq!((code, ips.len()), (ResponseCode::NXDomain, 0));
         let (code, _, _) = parse_reply(
-            &reply(
+            &reply_udp(
                 &z,
                 &query_packet(9, "example.com.", RecordType::A),
                 false,
@@ -327,10 +576,11 @@ mod tests {
         .unwrap();
         assert_eq!(code, ResponseCode::Refused);
         assert!(
-            reply(&z, &query_packet(9, "example.com.", RecordType::A), true, 1).is_none(),
+            reply_udp(&z, &query_packet(9, "example.com.", RecordType::A), true, 1).is_none(),
             "forwarded when an upstream exists"
         );
-        let (code, _, _) = parse_reply(&reply(&z, &[0, 5, 1, 2, 3], false, 1).unwrap()).unwrap();
+        let (code, _, _) =
+            parse_reply(&reply_udp(&z, &[0, 5, 1, 2, 3], false, 1).unwrap()).unwrap();
         assert_eq!(code, ResponseCode::FormErr);
     }
 
@@ -340,7 +590,7 @@ mod tests {
         let firsts: BTreeSet<Ipv4Addr> = (0..64)
             .map(|salt| {
                 parse_reply(
-                    &reply(
+                    &reply_udp(
                         &z,
                         &query_packet(1, "appb.apps.internal.", RecordType::A),
                         false,
