@@ -261,6 +261,21 @@ fn root_down_cleans_up_after_a_failed_push() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("the app exited"), "{err}");
     let prefix = prefix(dir);
+    // A cell whose VTEP is gone cannot put a container on the overlay: CNI STATUS says so
+    // before anything is started there.
+    let cell = format!("{prefix}cell1");
+    let o = std::process::Command::new("ip")
+        .args(["-n", &cell, "link", "del", "silk-vtep"])
+        .status()
+        .unwrap();
+    assert!(o.success());
+    let o = c2c(dir, &["push", "late"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cell1 is not ready") && err.contains("silk-vtep"),
+        "{err}"
+    );
     ok(dir, &["down"]);
     assert_nothing_left(dir, &prefix);
     // Refusals a user can act on.

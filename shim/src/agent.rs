@@ -107,7 +107,7 @@ fn read(path: &Path) -> Result<Vec<u8>, AgentError> {
 /// The CNI network config a runtime feeds `c2c-cni` on this cell.
 pub fn cni_config(subnet: Subnet, data_dir: &Path, dns: &[IpAddr]) -> serde_json::Value {
     serde_json::json!({
-        "cniVersion": "1.0.0",
+        "cniVersion": "1.1.0",
         "name": "c2c",
         "type": "c2c-cni",
         "subnet": subnet.to_string(),

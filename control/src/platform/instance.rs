@@ -153,9 +153,12 @@ fn start_instance(
     };
     std::fs::write(dir.join("instance.json"), serde_json::to_vec_pretty(&rec)?)?;
 
-    // CNI ADD, exactly as a runtime runs it.
+    // CNI STATUS then ADD, exactly as a runtime runs them: STATUS fails (and says why) while
+    // the cell is not ready to put a container on the overlay.
     let mut conf: serde_json::Value =
         serde_json::from_slice(&std::fs::read(paths.cell(&cell.name).join("cni.conf"))?)?;
+    cni(&cell.netns, "STATUS", &rec.container_id, &netns, &conf)
+        .with_context(|| format!("{} is not ready for containers", cell.name))?;
     let certs = dir.join("certs");
     conf["runtimeConfig"] = serde_json::json!({
         "app_guid": app_guid, "instance_guid": guid, "instance_index": index, "cert_dir": certs,
