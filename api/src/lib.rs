@@ -117,8 +117,54 @@ pub struct CellView {
     pub domains: Vec<String>,
 }
 
+/// Decodes a path segment made by [`path_segment`] (or any percent-encoding); malformed
+/// escapes are kept as they are.
+pub fn decode_segment(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `s` as one URL path segment: everything but RFC 3986's unreserved characters
+/// percent-encoded, so a name typed by a user can never change the path it is put in.
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn path_segments_round_trip() {
+        for name in ["appA", "bad name!", "a/b", "100%", "ü", "%zz"] {
+            let enc = path_segment(name);
+            assert!(!enc.contains(['/', ' ', '?', '#']), "{enc}");
+            assert_eq!(decode_segment(&enc), name);
+        }
+        assert_eq!(path_segment("app-b_1.x~"), "app-b_1.x~");
+        assert_eq!(decode_segment("%zz%4"), "%zz%4");
+    }
     use super::*;
 
     #[test]

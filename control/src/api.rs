@@ -233,7 +233,12 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
 
 async fn handle(req: Request<Incoming>, ctx: &Ctx, cell_cn: Option<&str>) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
-    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let decoded: Vec<String> = path
+        .split('/')
+        .skip(1)
+        .map(c2c_api::decode_segment)
+        .collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
     debug!(%method, %path, cell = ?cell_cn, "request");
     if let ["v1", "cells", name, rest @ ..] = segs.as_slice() {

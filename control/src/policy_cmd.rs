@@ -46,7 +46,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 async fn app_guid(c: &Client, name: &str) -> Result<String> {
     let app = c
-        .call(Method::GET, &format!("/v1/apps/{name}"), None)
+        .call(
+            Method::GET,
+            &format!("/v1/apps/{}", c2c_api::path_segment(name)),
+            None,
+        )
         .await?;
     Ok(app["guid"].as_str().unwrap_or_default().to_string())
 }

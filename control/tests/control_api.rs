@@ -186,6 +186,12 @@ fn the_policy_workflow_through_the_cli() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("app nope not found"), "{err}");
+    // Names are path segments: whatever a user types stays one name, and is named back as typed.
+    for name in ["no such/app", "a?b#c", "100%"] {
+        let o = ctl.c2c(&["network-policies", "--app", name]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&format!("app {name} not found")), "{err}");
+    }
     for (port, proto) in [
         ("0", "tcp"),
         ("9-8", "tcp"),

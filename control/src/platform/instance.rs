@@ -66,6 +66,23 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Creates the app if needed and starts its instances. Returns them.
+/// The hostname of an app's default internal route, as CF derives one from an app name: lower
+/// case, `_` and other characters a DNS label cannot hold become `-`, no `-` at either end.
+pub fn default_hostname(app: &str) -> Option<String> {
+    let host: String = app
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let host = host.trim_matches('-');
+    (!host.is_empty() && host.len() <= 63).then(|| host.to_string())
+}
+
 pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
     preflight()?;
     let paths = Paths::new(state_dir);
@@ -77,10 +94,24 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
     if let Some(c) = &a.cell {
         info.cell(c)?;
     }
+    let hostname = if a.no_route {
+        None
+    } else {
+        Some(default_hostname(&a.app).with_context(|| {
+            format!(
+                "no internal hostname can be made from the app name {:?}: push with --no-route, then `c2c map-route {} {INTERNAL_DOMAIN} --hostname HOST`",
+                a.app, a.app
+            )
+        })?)
+    };
     let client = crate::client::from_state_dir(state_dir)?;
     let app = runtime()?.block_on(async {
         match client
-            .call(Method::GET, &format!("/v1/apps/{}", a.app), None)
+            .call(
+                Method::GET,
+                &format!("/v1/apps/{}", c2c_api::path_segment(&a.app)),
+                None,
+            )
             .await
         {
             Ok(app) => Ok(app),
@@ -99,10 +130,11 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
         }
     })?;
     let app_guid = app["guid"].as_str().unwrap_or_default().to_string();
-    if !a.no_route {
+    if let Some(host) = hostname {
         // CF maps an app's default route at push; here the internal one: <app>.apps.internal.
-        let body = serde_json::json!({ "app": a.app, "domain": INTERNAL_DOMAIN, "hostname": a.app.to_ascii_lowercase() });
+        let body = serde_json::json!({ "app": a.app, "domain": INTERNAL_DOMAIN, "hostname": host });
         runtime()?.block_on(client.call(Method::POST, "/v1/routes", Some(&body)))?;
+        println!("  route: {host}.{INTERNAL_DOMAIN}");
     }
     let existing = instances(state_dir, Some(&a.app))?;
     let first = existing.iter().map(|i| i.index + 1).max().unwrap_or(0);
@@ -463,7 +495,11 @@ pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
     }
     remove_app_instances(state_dir, target)?;
     let client = crate::client::from_state_dir(state_dir)?;
-    runtime()?.block_on(client.call(Method::DELETE, &format!("/v1/apps/{target}"), None))?;
+    runtime()?.block_on(client.call(
+        Method::DELETE,
+        &format!("/v1/apps/{}", c2c_api::path_segment(target)),
+        None,
+    ))?;
     println!("Deleted app {target} with its instances and policies");
     Ok(())
 }
@@ -473,4 +509,22 @@ pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
 pub fn http_get(ns: &str, to: SocketAddr, path: &str) -> Result<std::io::Result<String>> {
     let path = path.to_string();
     in_netns(ns, move || super::demo_app::get(to, &path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_hostname;
+
+    #[test]
+    fn default_hostnames_are_dns_labels() {
+        for (app, host) in [
+            ("appB", Some("appb")),
+            ("my_app", Some("my-app")),
+            ("_x_", Some("x")),
+            ("a--b", Some("a--b")),
+            ("___", None),
+        ] {
+            assert_eq!(default_hostname(app).as_deref(), host, "{app}");
+        }
+    }
 }
