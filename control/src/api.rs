@@ -129,6 +129,8 @@ pub async fn serve(
                 Err(error) => { warn!(%error, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
             },
         };
+        // Requests and answers are small and interactive: no Nagle delay behind a delayed ACK.
+        let _ = tcp.set_nodelay(true);
         let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
         tokio::spawn(async move {
             let tls =
