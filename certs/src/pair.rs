@@ -34,8 +34,8 @@ use crate::info::CertInfo;
 pub const CERT_FILE: &str = "cert.pem";
 /// The private key file in a cert dir.
 pub const KEY_FILE: &str = "key.pem";
-/// The symlink naming the current generation.
-const DATA_LINK: &str = "..data";
+/// The symlink naming the current generation; swapping it commits a pair.
+pub const DATA_LINK: &str = "..data";
 const GEN_PREFIX: &str = "..gen-";
 const TMP_PREFIX: &str = "..tmp-";
 

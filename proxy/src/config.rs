@@ -79,7 +79,8 @@ pub struct Args {
     /// Safety-net reload period, on top of the directory watch and SIGHUP [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub reload_interval: Option<Duration>,
-    /// Quiet time after the last change in the cert dir before reloading [default: 20ms]
+    /// Quiet time after the last change in the cert dir before reloading; a `..data` link swap
+    /// (an atomically committed pair) is loaded at once [default: 20ms]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub reload_debounce: Option<Duration>,
     /// Worker threads; 1 runs everything on one thread, the cheapest for a sidecar [default: 1]

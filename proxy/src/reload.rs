@@ -1,6 +1,8 @@
 //! The certificate in service and how it is replaced: a watch on the cert directory (not the
 //! files, so atomic renames and symlink swaps are seen), a short debounce, SIGHUP, and a slow
-//! timer as a safety net. A new pair is served only once it passes every check in
+//! timer as a safety net. A pair committed by swapping the `..data` link (as
+//! [`c2c_certs::pair::write_pair`] and Kubernetes secret volumes do) is complete by
+//! construction, so that swap is reloaded at once, without the debounce. A new pair is served only once it passes every check in
 //! [`c2c_certs::pair::load`]; otherwise the last good pair stays and the refusal is counted.
 
 use std::path::{Path, PathBuf};
@@ -141,8 +143,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WatchError> {
     let (tx, mut rx) = mpsc::channel::<()>(1);
+    let (commit_tx, mut commit_rx) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         match res {
+            Ok(ev) if is_commit(&ev) => {
+                let _ = commit_tx.try_send(());
+            }
             // Our own reads open and close the files: those events must not trigger reloads.
             Ok(ev)
                 if matches!(
@@ -194,6 +200,7 @@ pub async fn run(
                 continue;
             }
             _ = sleep_until_opt(quiet_until) => "watch",
+            Some(()) = commit_rx.recv() => "commit",
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "sighup",
             _ = timer.tick() => "timer",
         };
@@ -206,6 +213,22 @@ pub async fn run(
             warn!(%error, "reload task failed");
         }
     }
+}
+
+/// Whether `ev` is the commit of a pair: the `..data` link created or renamed into place.
+fn is_commit(ev: &notify::Event) -> bool {
+    matches!(
+        ev.kind,
+        EventKind::Create(_)
+            | EventKind::Modify(notify::event::ModifyKind::Name(
+                notify::event::RenameMode::To
+                    | notify::event::RenameMode::Both
+                    | notify::event::RenameMode::Any
+            ))
+    ) && ev.paths.iter().any(|p| {
+        p.file_name()
+            .is_some_and(|n| n == c2c_certs::pair::DATA_LINK)
+    })
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {

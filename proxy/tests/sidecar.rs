@@ -120,11 +120,43 @@ async fn sighup_reloads_even_without_a_directory_event() {
         echo_backend().await,
         &["--reload-debounce", "1h"],
     );
-    let new = pki.rotate(&["appb.apps.internal", "hup.apps.internal"]);
-    std::thread::sleep(Duration::from_millis(50));
-    proxy.signal("HUP");
+    // Rewritten in place inside the current generation (a subdirectory the watch does not
+    // cover), so no event reaches the proxy: only SIGHUP can explain the reload.
+    let new = pki.issue(&["appb.apps.internal", "hup.apps.internal"]);
+    let gen = pki
+        .cert_dir()
+        .join(std::fs::read_link(pki.cert_dir().join(c2c_certs::pair::DATA_LINK)).unwrap());
+    std::fs::write(gen.join("cert.pem"), &new.cert_pem).unwrap();
+    std::fs::write(gen.join("key.pem"), &new.key_pem).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     let want = leaf_fingerprint(&new);
+    assert_ne!(
+        proxy.served_fingerprint(),
+        want,
+        "nothing told the proxy yet"
+    );
+    proxy.signal("HUP");
     eventually(T, "SIGHUP reload", || proxy.served_fingerprint() == want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_pair_is_served_without_waiting_for_the_debounce() {
+    let pki = Pki::new();
+    pki.rotate(&["appb.apps.internal"]);
+    // The `..data` swap commits a complete pair: it is loaded at once, whatever the debounce
+    // (an hour here, far beyond the test's patience) and the timer (also an hour).
+    let proxy = Proxy::simple(
+        &pki.cert_dir(),
+        echo_backend().await,
+        &["--reload-debounce", "1h", "--reload-interval", "1h"],
+    );
+    for names in [
+        &["appb.apps.internal", "v2.apps.internal"][..],
+        &["appb.apps.internal"][..],
+    ] {
+        let want = leaf_fingerprint(&pki.rotate(names));
+        eventually(T, "commit reload", || proxy.served_fingerprint() == want);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
