@@ -296,7 +296,7 @@ fn tls_get(ns: &str, to: SocketAddr, name: &str, ca: &[u8]) -> Result<(String, S
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
     let conn = rustls::ClientConnection::new(cfg, ServerName::try_from(name.to_string())?)?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    write!(tls, "GET / HTTP/1.0\r\nHost: {to}\r\n\r\n")?;
+    tls.write_all(format!("GET / HTTP/1.0\r\nHost: {to}\r\n\r\n").as_bytes())?;
     let mut out = String::new();
     // A close without close_notify after the body is fine for a demo read.
     let _ = tls.read_to_string(&mut out);

@@ -48,7 +48,10 @@ fn handle(mut conn: TcpStream, hello: &str) -> std::io::Result<()> {
         }
         None => ("200 OK", hello.to_string()),
     };
-    write!(conn, "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+    // One write: `write!` on a socket issues a syscall per formatted piece, and the small
+    // writes after the first wait out the peer's delayed ACK (Nagle).
+    let response = format!("HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    conn.write_all(response.as_bytes())
 }
 
 fn fetch(target: &str, path: &str) -> std::io::Result<String> {
@@ -64,7 +67,7 @@ fn fetch(target: &str, path: &str) -> std::io::Result<String> {
 pub fn get(to: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n")?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {to}\r\n\r\n").as_bytes())?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out
