@@ -85,6 +85,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
         tracker: TaskTracker::new(),
     });
 
+    // Watch before anything else: a pair written from here on is seen.
+    let triggers = reload::triggers(&store)?;
     // Bind everything before reporting ready; any failure stops the start.
     let mut bound = Vec::new();
     for l in &cfg.listeners {
@@ -123,6 +125,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
     }
     let reloader = tokio::spawn(reload::run(
         store.clone(),
+        triggers,
         cfg.reload_debounce,
         cfg.reload_interval,
         stop_accepting.clone(),
@@ -148,9 +151,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
     tokio::select! {
         _ = shutdown.cancelled() => {}
         r = reloader => {
-            // The watch could not start: without it the sidecar would serve a stale cert.
+            // The reload loop ended on its own (it panicked): without it the sidecar would
+            // serve a stale cert, so it stops rather than run on blind.
             stop_accepting.cancel();
-            if let Ok(Err(e)) = r { return Err(e.into()); }
+            if let Err(e) = r { tracing::error!(error = %e, "certificate reload loop failed; stopping"); }
         }
     }
     admin_state.ready.store(false, Ordering::Relaxed);

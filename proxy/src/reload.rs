@@ -134,16 +134,19 @@ pub struct WatchError {
     source: notify::Error,
 }
 
-/// Runs until `shutdown`: reloads after directory changes (debounced), on SIGHUP and every
-/// `interval`. Returns an error only if the directory watch cannot be set up.
-pub async fn run(
-    store: Arc<CertStore>,
-    debounce: Duration,
-    interval: Duration,
-    shutdown: CancellationToken,
-) -> Result<(), WatchError> {
-    let (tx, mut rx) = mpsc::channel::<()>(1);
-    let (commit_tx, mut commit_rx) = mpsc::channel::<()>(1);
+/// What makes the proxy reload: the directory watch and SIGHUP. Set up before the proxy
+/// reports ready, so no change (and no SIGHUP) between start-up and the reload loop is lost.
+pub struct Triggers {
+    _watcher: notify::RecommendedWatcher,
+    changed: mpsc::Receiver<()>,
+    committed: mpsc::Receiver<()>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+/// Starts watching `store`'s directory and listening for SIGHUP (call inside the runtime).
+pub fn triggers(store: &CertStore) -> Result<Triggers, WatchError> {
+    let (tx, rx) = mpsc::channel::<()>(1);
+    let (commit_tx, commit_rx) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         match res {
             Ok(ev) if is_commit(&ev) => {
@@ -174,14 +177,39 @@ pub async fn run(
             dir: store.dir.clone(),
             source,
         })?;
-
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(error) => {
             warn!(%error, "cannot listen for SIGHUP; reloads come from the watch and the timer");
             None
         }
     };
+    Ok(Triggers {
+        _watcher: watcher,
+        changed: rx,
+        committed: commit_rx,
+        hup,
+    })
+}
+
+/// Runs until `shutdown`: reloads after directory changes (debounced; at once for a `..data`
+/// commit), on SIGHUP and every `interval`.
+pub async fn run(
+    store: Arc<CertStore>,
+    triggers: Triggers,
+    debounce: Duration,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let Triggers {
+        _watcher,
+        changed: mut rx,
+        committed: mut commit_rx,
+        mut hup,
+    } = triggers;
+    // A pair written between the first load and the watch starting was seen by neither.
+    let s = store.clone();
+    let _ = tokio::task::spawn_blocking(move || s.reload()).await;
     let mut timer = tokio::time::interval(interval);
     timer.tick().await; // the first tick is immediate; the pair was just loaded
                         // Debounce as a deadline rather than a nested wait, so SIGHUP and shutdown are served at
@@ -190,7 +218,7 @@ pub async fn run(
     let mut first_event: Option<Instant> = None;
     loop {
         let trigger = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return,
             Some(()) = rx.recv() => {
                 let now = Instant::now();
                 let first = *first_event.get_or_insert(now);
