@@ -20,15 +20,29 @@ fn assert_nothing_left(dir: &Path, prefix: &str) {
         })
         .unwrap_or_default();
     assert!(left.is_empty(), "namespaces left: {left:?}");
+    let etc: Vec<String> = std::fs::read_dir("/etc/netns")
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(etc.is_empty(), "/etc/netns entries left: {etc:?}");
     let needle = dir.display().to_string();
     let procs: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).ok()?)
-                .replace('\0', " ");
-            (pid != std::process::id() && cmd.contains(&needle)).then_some(format!("{pid}: {cmd}"))
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            // An argument that is the dir or lies under it (not a longer path sharing a prefix).
+            let names_dir = raw.split(|b| *b == 0).any(|arg| {
+                let arg = String::from_utf8_lossy(arg);
+                arg == needle || arg.starts_with(&format!("{needle}/"))
+            });
+            let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+            (pid != std::process::id() && names_dir).then_some(format!("{pid}: {cmd}"))
         })
         .collect();
     assert!(procs.is_empty(), "processes left: {procs:?}");
@@ -284,4 +298,40 @@ fn root_down_cleans_up_after_a_failed_push() {
         String::from_utf8_lossy(&o.stderr).contains("c2c up"),
         "no platform: says to run up"
     );
+}
+
+/// A platform whose state dir is deleted while it runs: the next `up` there removes what it
+/// left and starts clean, and a platform whose state dir merely shares a prefix of the path is
+/// left alone (processes are matched by whole path, not substring).
+#[test]
+fn root_up_after_the_state_dir_was_deleted_starts_clean_and_spares_neighbours() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (a, b) = (t.path().join("p"), t.path().join("p2"));
+    let (_down_a, _down_b) = (Down(&a), Down(&b));
+    ok(&a, &["up", "--cells", "1"]);
+    ok(&b, &["up", "--cells", "1"]);
+    ok(&a, &["push", "appA"]);
+    let prefix_a = prefix(&a);
+    std::fs::remove_dir_all(&a).unwrap();
+
+    let o = c2c(&a, &["up", "--cells", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("left behind") && err.contains(&format!("namespace {prefix_a}appA-0")),
+        "{err}"
+    );
+    ok(&a, &["push", "appA"]);
+    // The neighbour's control and agent survived both of a's `up`s.
+    ok(&b, &["push", "appB"]);
+    assert!(ok(&b, &["apps"]).contains("appB"));
+
+    ok(&a, &["down"]);
+    assert_nothing_left(&a, &prefix_a);
+    let prefix_b = prefix(&b);
+    ok(&b, &["down"]);
+    assert_nothing_left(&b, &prefix_b);
 }

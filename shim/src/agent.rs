@@ -432,6 +432,9 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
 
     let mut view: Option<CellView> = None;
     let mut applied: Option<String> = None;
+    // Registrations sent, and the view revision they were sent against: the same change is
+    // not sent again until a newer view still lacks it (the store's events come in bursts).
+    let mut sent: BTreeMap<String, (Option<Instance>, u64)> = BTreeMap::new();
     let mut resync = tokio::time::interval(cfg.resync);
     let mut renew = tokio::time::interval(cfg.renew);
     renew.tick().await;
@@ -539,6 +542,15 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         // Tell control about containers that came or went (this bumps the revision, so the
         // next watch returns at once with the new view).
         let (register, deregister) = registration_changes(&cfg.cell, v, &records);
+        sent.retain(|_, (_, rev)| *rev == v.revision);
+        let register: Vec<Instance> = register
+            .into_iter()
+            .filter(|i| sent.get(&i.guid) != Some(&(Some(i.clone()), v.revision)))
+            .collect();
+        let deregister: Vec<String> = deregister
+            .into_iter()
+            .filter(|g| sent.get(g) != Some(&(None, v.revision)))
+            .collect();
         for i in register {
             let body = serde_json::json!({ "app_guid": i.app_guid, "index": i.index, "ip": i.ip });
             match client
@@ -550,7 +562,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 .await
             {
                 Ok(_) => {
-                    info!(instance = %i.guid, app = %i.app_guid, ip = %i.ip, "instance registered")
+                    info!(instance = %i.guid, app = %i.app_guid, ip = %i.ip, "instance registered");
+                    sent.insert(i.guid.clone(), (Some(i), v.revision));
                 }
                 Err(error) => warn!(%error, instance = %i.guid, "registering instance failed"),
             }
@@ -560,7 +573,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 .call(Method::DELETE, &format!("{base}/instances/{g}"), None)
                 .await
             {
-                Ok(_) => info!(instance = %g, "instance deregistered"),
+                Ok(_) => {
+                    info!(instance = %g, "instance deregistered");
+                    sent.insert(g, (None, v.revision));
+                }
                 Err(error) => warn!(%error, instance = %g, "deregistering instance failed"),
             }
         }

@@ -24,6 +24,19 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
     let underlay_ns = format!("{prefix}-u");
     let started = Instant::now();
 
+    // No record of a platform here, yet namespaces or processes of one: its state dir was
+    // deleted under it (or a first `up` died half-way). Start clean rather than trip over them.
+    if !paths.info().exists() {
+        let swept = sweep(state_dir, &prefix);
+        if !swept.is_empty() {
+            eprintln!(
+                "c2c up: removed what an earlier platform at {} left behind:\n  {}",
+                state_dir.display(),
+                swept.join("\n  ")
+            );
+        }
+    }
+
     if !netns_exists(&underlay_ns) {
         ip(&["netns", "add", &underlay_ns])?;
         ip(&["-n", &underlay_ns, "link", "set", "lo", "up"])?;
@@ -193,24 +206,73 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
     Ok(info)
 }
 
-/// PIDs of live processes (not this one) whose command line contains `dir`.
+/// PIDs of live processes whose command line names `dir` (an argument that is `dir`, lies
+/// under it, or ends in `=dir`), apart from this process and its ancestors (the shell or
+/// `c2c demo` that runs this command).
 fn processes_naming(dir: &Path) -> Vec<i32> {
     let needle = dir.display().to_string();
-    let me = std::process::id() as i32;
+    let under = format!("{needle}/");
+    let assigned = format!("={needle}");
+    let spared = ancestors();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return vec![];
     };
     procs
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != me && !super::is_zombie_pub(*pid))
+        .filter(|pid| !spared.contains(pid) && !super::is_zombie_pub(*pid))
         .filter(|pid| {
             let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&raw)
-                .replace('\0', " ")
-                .contains(&needle)
+            raw.split(|b| *b == 0).any(|arg| {
+                let arg = String::from_utf8_lossy(arg);
+                arg == needle
+                    || arg.starts_with(&under)
+                    || arg.ends_with(&assigned)
+                    || arg.contains(&format!("{assigned}/"))
+            })
         })
         .collect()
+}
+
+/// This process and every process above it.
+fn ancestors() -> std::collections::BTreeSet<i32> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut pid = std::process::id() as i32;
+    while pid > 1 && out.insert(pid) {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses; ppid follows the last ')'.
+        pid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(1);
+    }
+    out
+}
+
+/// Removes the namespaces named `<prefix>-*` and kills the processes naming `state_dir`,
+/// whatever the state dir still records; says what it removed.
+fn sweep(state_dir: &Path, prefix: &str) -> Vec<String> {
+    let mut done = vec![];
+    for pid in processes_naming(state_dir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        done.push(format!("process {pid} was still running; killed it"));
+    }
+    if let Ok(list) = std::fs::read_dir("/run/netns") {
+        for ns in list.flatten() {
+            let name = ns.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{prefix}-")) {
+                match ip(&["netns", "del", &name]) {
+                    Ok(_) => done.push(format!("namespace {name} removed")),
+                    Err(e) => done.push(format!("namespace {name}: {e}")),
+                }
+                let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&name));
+            }
+        }
+    }
+    done
 }
 
 fn alive(pidfile: &Path) -> bool {
@@ -263,6 +325,16 @@ pub fn down(state_dir: &Path) -> Result<()> {
                 if let Err(e) = ip(&["netns", "del", &name]) {
                     problems.push(e.to_string());
                 }
+            }
+        }
+    }
+    if let Ok(list) = std::fs::read_dir("/etc/netns") {
+        for d in list.flatten() {
+            if d.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+            {
+                let _ = std::fs::remove_dir_all(d.path());
             }
         }
     }
