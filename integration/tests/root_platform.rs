@@ -10,24 +10,22 @@ use c2c_integration::cli::*;
 use c2c_integration::topo::require_root;
 
 /// Nothing of the platform at `dir` is left: no namespace with its prefix, no process naming it.
+/// Entries of `dir` whose names start with `prefix`.
+fn named(dir: &str, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn assert_nothing_left(dir: &Path, prefix: &str) {
-    let left: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(prefix))
-                .collect()
-        })
-        .unwrap_or_default();
+    let left = named("/run/netns", prefix);
     assert!(left.is_empty(), "namespaces left: {left:?}");
-    let etc: Vec<String> = std::fs::read_dir("/etc/netns")
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(prefix))
-                .collect()
-        })
-        .unwrap_or_default();
+    let etc = named("/etc/netns", prefix);
     assert!(etc.is_empty(), "/etc/netns entries left: {etc:?}");
     let needle = dir.display().to_string();
     let procs: Vec<String> = std::fs::read_dir("/proc")

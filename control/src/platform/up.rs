@@ -28,11 +28,20 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
     // deleted under it (or a first `up` died half-way). Start clean rather than trip over them.
     if !paths.info().exists() {
         let swept = sweep(state_dir, &prefix);
-        if !swept.is_empty() {
+        let said: Vec<String> = (swept.killed.iter().map(|p| format!("process {p} killed")))
+            .chain(
+                swept
+                    .removed
+                    .iter()
+                    .map(|n| format!("namespace {n} removed")),
+            )
+            .chain(swept.failed.iter().cloned())
+            .collect();
+        if !said.is_empty() {
             eprintln!(
                 "c2c up: removed what an earlier platform at {} left behind:\n  {}",
                 state_dir.display(),
-                swept.join("\n  ")
+                said.join("\n  ")
             );
         }
     }
@@ -249,28 +258,50 @@ fn ancestors() -> std::collections::BTreeSet<i32> {
     out
 }
 
-/// Removes the namespaces named `<prefix>-*` and kills the processes naming `state_dir`,
-/// whatever the state dir still records; says what it removed.
-fn sweep(state_dir: &Path, prefix: &str) -> Vec<String> {
-    let mut done = vec![];
+/// Entries of `dir` named `<prefix>-*`: the namespaces (`/run/netns`) and their resolver
+/// dirs (`/etc/netns`) of one platform.
+fn entries_with_prefix(dir: &str, prefix: &str) -> Vec<String> {
+    let want = format!("{prefix}-");
+    std::fs::read_dir(dir)
+        .map(|list| {
+            list.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&want))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What [`sweep`] did.
+#[derive(Debug, Default)]
+struct Swept {
+    /// Processes that were still running, killed.
+    killed: Vec<i32>,
+    /// Namespaces removed.
+    removed: Vec<String>,
+    /// What could not be removed, and why.
+    failed: Vec<String>,
+}
+
+/// Kills the processes naming `state_dir` and removes the namespaces named `<prefix>-*` with
+/// their `/etc/netns` dirs, whatever the state dir still records.
+fn sweep(state_dir: &Path, prefix: &str) -> Swept {
+    let mut done = Swept::default();
     for pid in processes_naming(state_dir) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
-        done.push(format!("process {pid} was still running; killed it"));
+        done.killed.push(pid);
     }
-    if let Ok(list) = std::fs::read_dir("/run/netns") {
-        for ns in list.flatten() {
-            let name = ns.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!("{prefix}-")) {
-                match ip(&["netns", "del", &name]) {
-                    Ok(_) => done.push(format!("namespace {name} removed")),
-                    Err(e) => done.push(format!("namespace {name}: {e}")),
-                }
-                let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&name));
-            }
+    for name in entries_with_prefix("/run/netns", prefix) {
+        match ip(&["netns", "del", &name]) {
+            Ok(_) => done.removed.push(name),
+            Err(e) => done.failed.push(format!("namespace {name}: {e}")),
         }
+    }
+    for name in entries_with_prefix("/etc/netns", prefix) {
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(name));
     }
     done
 }
@@ -317,43 +348,19 @@ pub fn down(state_dir: &Path) -> Result<()> {
         "c2c",
         Duration::from_secs(5),
     );
-    // Every namespace of this platform, including any a failed step left.
-    if let Ok(list) = std::fs::read_dir("/run/netns") {
-        for ns in list.flatten() {
-            let name = ns.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!("{prefix}-")) {
-                if let Err(e) = ip(&["netns", "del", &name]) {
-                    problems.push(e.to_string());
-                }
-            }
-        }
-    }
-    if let Ok(list) = std::fs::read_dir("/etc/netns") {
-        for d in list.flatten() {
-            if d.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{prefix}-"))
-            {
-                let _ = std::fs::remove_dir_all(d.path());
-            }
-        }
-    }
-    // Anything still running that belongs to this platform (its command line names the state
-    // dir: control, agents, sidecars, apps), say after a step failed half-way.
-    for pid in processes_naming(state_dir) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        problems.push(format!("process {pid} was still running; killed it"));
-    }
-    if let Ok(list) = std::fs::read_dir("/run/netns") {
-        for ns in list.flatten() {
-            let name = ns.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!("{prefix}-")) {
-                problems.push(format!("namespace {name} could not be removed"));
-            }
-        }
+    // Every namespace of this platform, including any a failed step left, and anything still
+    // running that belongs to it (its command line names the state dir: control, agents,
+    // sidecars, apps), say after a step failed half-way.
+    let swept = sweep(state_dir, &prefix);
+    problems.extend(
+        swept
+            .killed
+            .iter()
+            .map(|pid| format!("process {pid} was still running; killed it")),
+    );
+    problems.extend(swept.failed);
+    for name in entries_with_prefix("/run/netns", &prefix) {
+        problems.push(format!("namespace {name} could not be removed"));
     }
     for p in [
         "instances",
