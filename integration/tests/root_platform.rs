@@ -89,6 +89,19 @@ fn resolve_with(
         .collect()
 }
 
+/// [`curl`] again until it succeeds or 10 s pass: a policy is enforced asynchronously (in
+/// milliseconds, but a loaded CI machine may take longer than spawning curl does).
+fn curl_allowed(dir: &Path, from: &str, url: &str) -> (i32, String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (code, body) = curl(dir, from, url);
+        if code == 0 || std::time::Instant::now() > deadline {
+            return (code, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn ip_of(dir: &Path, target: &str) -> String {
     let (app, index) = target.split_once('/').unwrap_or((target, "0"));
     let raw = std::fs::read(
@@ -189,7 +202,7 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     // appB/0 is on cell1 with appA (same cell); the others spread over all three cells.
     for i in 0..20 {
         let ip = ip_of(dir, &format!("appB/{i}"));
-        let (code, body) = curl(dir, "appA", &format!("http://{ip}:8080/"));
+        let (code, body) = curl_allowed(dir, "appA", &format!("http://{ip}:8080/"));
         assert_eq!(
             (code, body.trim()),
             (0, format!("app=appB index={i} ip={ip}").as_str()),
@@ -232,7 +245,7 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
             "61443",
         ],
     );
-    let (code, body) = curl(dir, "appA", &format!("https://{b0}:61443/"));
+    let (code, body) = curl_allowed(dir, "appA", &format!("https://{b0}:61443/"));
     assert_eq!(
         (code, body.trim()),
         (0, format!("app=appB index=0 ip={b0}").as_str())
@@ -245,7 +258,7 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     assert_ne!(code, 0, "deleted instance gone");
     ok(dir, &["push", "appB", "--cell", "cell3"]);
     let b20 = ip_of(dir, "appB/20");
-    let (code, body) = curl(dir, "appA", &format!("http://{b20}:8080/"));
+    let (code, body) = curl_allowed(dir, "appA", &format!("http://{b20}:8080/"));
     assert_eq!(
         (code, body.trim()),
         (0, format!("app=appB index=20 ip={b20}").as_str())
@@ -332,4 +345,86 @@ fn root_up_after_the_state_dir_was_deleted_starts_clean_and_spares_neighbours() 
     let prefix_b = prefix(&b);
     ok(&b, &["down"]);
     assert_nothing_left(&b, &prefix_b);
+}
+
+/// A reboot, as far as the platform can tell: every process gone and every namespace with it,
+/// the state dir intact. `up` brings control and the cells back, removes the instances that
+/// could not survive, and apps and policies are still there for the next push.
+#[test]
+fn root_up_after_a_reboot_keeps_apps_and_policies_and_drops_lost_instances() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let _down = Down(dir);
+    ok(dir, &["up", "--cells", "2"]);
+    ok(dir, &["push", "appA", "--cell", "cell1"]);
+    ok(dir, &["push", "appB", "--cell", "cell2"]);
+    ok(
+        dir,
+        &[
+            "add-network-policy",
+            "appA",
+            "appB",
+            "--protocol",
+            "tcp",
+            "--port",
+            "8080",
+        ],
+    );
+    let prefix = prefix(dir);
+    // The "reboot": our processes (by the PIDs we recorded) and our namespaces go.
+    let pidfiles = [
+        "control/control.pid",
+        "cells/cell1/agent.pid",
+        "cells/cell2/agent.pid",
+        "instances/appA/0/app.pid",
+        "instances/appA/0/proxy.pid",
+        "instances/appB/0/app.pid",
+        "instances/appB/0/proxy.pid",
+    ];
+    for f in pidfiles {
+        let pid: i32 = std::fs::read_to_string(dir.join(f))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    for ns in named("/run/netns", &prefix) {
+        assert!(Command::new("ip")
+            .args(["netns", "del", &ns])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    let o = c2c(dir, &["up", "--cells", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for lost in ["appA/0 did not survive", "appB/0 did not survive"] {
+        assert!(err.contains(lost), "{err}");
+    }
+    let apps = ok(dir, &["apps"]);
+    assert!(
+        apps.contains("appA") && apps.contains("appB") && !apps.contains(" on cell"),
+        "apps stay, lost instances go: {apps}"
+    );
+    assert!(ok(dir, &["network-policies"]).contains("appA"));
+    ok(dir, &["push", "appA", "--cell", "cell1"]);
+    ok(dir, &["push", "appB", "--cell", "cell2"]);
+    let b = ip_of(dir, "appB/0");
+    let (code, body) = curl_allowed(dir, "appA", &format!("http://{b}:8080/"));
+    assert_eq!(
+        (code, body.trim()),
+        (0, format!("app=appB index=0 ip={b}").as_str()),
+        "the policy survived the reboot"
+    );
+    assert_eq!(
+        resolve(dir, "appA", "appb.apps.internal"),
+        std::collections::BTreeSet::from([b])
+    );
+    ok(dir, &["down"]);
+    assert_nothing_left(dir, &prefix);
 }

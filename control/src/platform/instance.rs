@@ -440,8 +440,18 @@ pub fn exec_command(state_dir: &Path, target: &str, cmd: &[String]) -> Result<Co
 pub fn remove_instance(state_dir: &Path, inst: &InstanceInfo) -> Result<()> {
     let paths = Paths::new(state_dir);
     let dir = paths.instance(&inst.app, inst.index);
-    stop_pidfile(&dir.join("proxy.pid"), "c2c-proxy", Duration::from_secs(3));
-    stop_pidfile(&dir.join("app.pid"), "", Duration::from_secs(3));
+    stop_pidfile(
+        &dir.join("proxy.pid"),
+        "c2c-proxy",
+        &inst.netns,
+        Duration::from_secs(3),
+    );
+    stop_pidfile(
+        &dir.join("app.pid"),
+        "",
+        &inst.netns,
+        Duration::from_secs(3),
+    );
     let mut problems = vec![];
     let info = PlatformInfo::load(&paths).ok();
     if let Some(cell) = info.as_ref().and_then(|i| i.cell(&inst.cell).ok()) {

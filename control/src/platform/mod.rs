@@ -205,9 +205,23 @@ pub fn spawn_in(
     Ok(pid)
 }
 
+/// Whether process `pid` lives in the network namespace `/run/netns/NAME` (same inode). Every
+/// process the platform starts lives in a namespace of its own prefix, so a PID reused by
+/// someone else's process (after a reboot, say) is never taken for ours.
+pub(crate) fn in_netns_of(pid: i32, name: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata(format!("/proc/{pid}/ns/net")),
+        std::fs::metadata(Path::new("/run/netns").join(name)),
+    ) {
+        (Ok(p), Ok(n)) => p.ino() == n.ino() && p.dev() == n.dev(),
+        _ => false,
+    }
+}
+
 /// Stops the process whose PID is in `pidfile` (SIGTERM, then SIGKILL after `grace`), if it is
-/// still the one we started (its command line names `expect`).
-pub fn stop_pidfile(pidfile: &Path, expect: &str, grace: Duration) {
+/// still the one we started: it runs in namespace `netns` and its command line names `expect`.
+pub fn stop_pidfile(pidfile: &Path, expect: &str, netns: &str, grace: Duration) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
     let Some(pid) = std::fs::read_to_string(pidfile)
@@ -217,7 +231,7 @@ pub fn stop_pidfile(pidfile: &Path, expect: &str, grace: Duration) {
         return;
     };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !String::from_utf8_lossy(&cmdline).contains(expect) {
+    if !String::from_utf8_lossy(&cmdline).contains(expect) || !in_netns_of(pid, netns) {
         let _ = std::fs::remove_file(pidfile);
         return;
     }

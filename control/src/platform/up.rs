@@ -65,7 +65,7 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
     // Control, in the underlay namespace.
     std::fs::create_dir_all(state_dir.join("control"))?;
     let control_pid = state_dir.join("control/control.pid");
-    if !alive(&control_pid) {
+    if !alive(&control_pid, &underlay_ns) {
         let _ = std::fs::remove_file(layout.url());
         let args = vec![
             "--state-dir".into(),
@@ -150,7 +150,7 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
             c2c_certs::pair::write_pair(&tls, pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())?;
         }
         let agent_pid = dir.join("agent.pid");
-        if !alive(&agent_pid) {
+        if !alive(&agent_pid, &netns) {
             let url = std::fs::read_to_string(layout.url())?;
             let args: Vec<String> = [
                 "--cell",
@@ -211,6 +211,20 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
         cells: all,
     };
     std::fs::write(paths.info(), serde_json::to_vec_pretty(&info)?)?;
+    // Instances whose namespace is gone (the machine rebooted, or someone deleted it) cannot
+    // come back by themselves: CNI DEL them so their address, registration, DNS names and
+    // cert go, and say so.
+    for inst in super::instance::instances(state_dir, None)? {
+        if !super::netns_exists(&inst.netns) {
+            match super::instance::remove_instance(state_dir, &inst) {
+                Ok(()) => eprintln!(
+                    "c2c up: {}/{} did not survive (its namespace {} is gone); removed it: `c2c push {}` starts a new one",
+                    inst.app, inst.index, inst.netns, inst.app
+                ),
+                Err(e) => eprintln!("c2c up: removing the lost instance {}/{}: {e:#}", inst.app, inst.index),
+            }
+        }
+    }
     tracing::debug!(elapsed = ?started.elapsed(), "platform up");
     Ok(info)
 }
@@ -306,13 +320,13 @@ fn sweep(state_dir: &Path, prefix: &str) -> Swept {
     done
 }
 
-fn alive(pidfile: &Path) -> bool {
+/// Whether the process in `pidfile` still runs, in namespace `netns` (a PID reused by another
+/// process, after a reboot say, is not ours).
+fn alive(pidfile: &Path, netns: &str) -> bool {
     std::fs::read_to_string(pidfile)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
-        .is_some_and(|pid| {
-            Path::new(&format!("/proc/{pid}")).exists() && !super::is_zombie_pub(pid)
-        })
+        .is_some_and(|pid| super::in_netns_of(pid, netns) && !super::is_zombie_pub(pid))
 }
 
 /// Removes everything `up` and `push` made: instances (CNI DEL, processes), agents, control,
@@ -336,9 +350,11 @@ pub fn down(state_dir: &Path) -> Result<()> {
         .unwrap_or_else(|| prefix_for(state_dir));
     if let Ok(cells) = std::fs::read_dir(state_dir.join("cells")) {
         for c in cells.flatten() {
+            let cell_ns = format!("{prefix}-{}", c.file_name().to_string_lossy());
             stop_pidfile(
                 &c.path().join("agent.pid"),
                 "c2c-agent",
+                &cell_ns,
                 Duration::from_secs(5),
             );
         }
@@ -346,6 +362,7 @@ pub fn down(state_dir: &Path) -> Result<()> {
     stop_pidfile(
         &state_dir.join("control/control.pid"),
         "c2c",
+        &format!("{prefix}-u"),
         Duration::from_secs(5),
     );
     // Every namespace of this platform, including any a failed step left, and anything still
