@@ -13,7 +13,7 @@ pub struct Platform {
     pub dir: tempfile::TempDir,
     pub underlay: Underlay,
     pub cells: Vec<Cell>,
-    _control: Proc,
+    control: Proc,
     pub agents: Vec<Proc>,
     pub url: String,
 }
@@ -49,7 +49,7 @@ impl Platform {
             dir,
             underlay,
             cells: vec![],
-            _control: control,
+            control,
             agents: vec![],
             url,
         };
@@ -87,6 +87,31 @@ impl Platform {
             );
         }
         p
+    }
+
+    /// Stops control and starts it again on the same state dir and address, as after a crash
+    /// or an upgrade; returns once it listens.
+    pub fn restart_control(&mut self) {
+        self.control.stop();
+        let state = self.dir.path().join("state");
+        let url_file = state.join("control/url");
+        std::fs::remove_file(&url_file).unwrap();
+        let addr = self.url.trim().trim_start_matches("https://").to_string();
+        self.control = Proc::start_in(
+            &self.underlay.ns,
+            &bin("c2c"),
+            &[
+                "--state-dir",
+                state.to_str().unwrap(),
+                "control",
+                "serve",
+                "--listen",
+                &addr,
+            ],
+            self.dir.path().join("control-2.log"),
+        );
+        eventually(Duration::from_secs(10), || url_file.exists().then_some(()))
+            .unwrap_or_else(|| panic!("control did not restart: {}", self.control.log()));
     }
 
     pub fn cni_conf_path(&self, n: u8) -> PathBuf {

@@ -122,4 +122,25 @@ fn root_policy_workflow_across_and_within_cells() {
         fetch(&c, to_b).is_ok()
     });
     assert!(refused(fetch(&a, to_b)));
+
+    // Control restarts (crash, upgrade): enforcement never lapses, state is kept, and the
+    // agents follow the new process as soon as it listens.
+    p.restart_control();
+    assert!(fetch(&c, to_b).is_ok(), "allowed across the restart");
+    assert!(
+        p.c2c(&["network-policies"]).contains("appc"),
+        "policies kept"
+    );
+    p.c2c(&[
+        "remove-network-policy",
+        "appc",
+        "appb",
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+    ]);
+    wait("removal after the restart enforced", || {
+        refused(fetch(&c, to_b))
+    });
 }

@@ -432,6 +432,9 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
 
     let mut view: Option<CellView> = None;
     let mut applied: Option<String> = None;
+    // After a failed watch: 100 ms, doubling to 2 s, so a restarted control is seen at once
+    // and a gone one is not hammered.
+    let mut backoff = Duration::from_millis(100);
     // Registrations sent, and the view revision they were sent against: the same change is
     // not sent again until a newer view still lacks it (the store's events come in bursts).
     let mut sent: BTreeMap<String, (Option<Instance>, u64)> = BTreeMap::new();
@@ -453,11 +456,13 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 Ok(Ok(v)) => {
                     debug!(revision = v.revision, "watch woke");
                     view = Some(v);
+                    backoff = Duration::from_millis(100);
                 }
                 Err(_) => warn!("watch timed out; retrying"),
                 Ok(Err(error)) => {
-                    warn!(%error, "watch failed; enforcing the last known state and retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    warn!(%error, retry_in_ms = backoff.as_millis() as u64, "watch failed; enforcing the last known state and retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             },
             _ = local_change.notified() => debug!("container store changed"),
