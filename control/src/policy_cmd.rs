@@ -33,7 +33,7 @@ pub struct CurlArgs {
     /// HTTP method.
     #[arg(short = 'X', long = "method", default_value = "GET")]
     pub method: String,
-    /// Request body (JSON).
+    /// Request body (JSON), or @FILE to read it from a file (as `cf curl -d @file`)
     #[arg(short = 'd', long = "data")]
     pub data: Option<String>,
 }
@@ -233,8 +233,18 @@ pub fn curl(dir: &Path, a: CurlArgs) -> Result<()> {
         let c = crate::client::from_state_dir(dir)?;
         let method = Method::from_bytes(a.method.to_ascii_uppercase().as_bytes())
             .with_context(|| format!("-X {}", a.method))?;
-        let body: Option<Value> = match &a.data {
-            Some(d) => Some(serde_json::from_str(d).context("-d must be JSON")?),
+        let body: Option<Value> = match a.data.as_deref() {
+            Some(d) => {
+                let (text, from) = match d.strip_prefix('@') {
+                    Some(file) => (
+                        std::fs::read_to_string(file)
+                            .with_context(|| format!("-d @{file}: reading {file}"))?,
+                        format!("the contents of {file}"),
+                    ),
+                    None => (d.to_string(), "-d".to_string()),
+                };
+                Some(serde_json::from_str(&text).with_context(|| format!("{from} must be JSON"))?)
+            }
             None => None,
         };
         let (status, json) = c.request(method, &a.path, body.as_ref()).await?;
