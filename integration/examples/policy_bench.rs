@@ -110,6 +110,8 @@ fn main() {
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2000);
+    // Release builds abort on panic, skipping drop guards: clean up from the panic hook.
+    clean_up_on_panic();
     let p = Platform::start(3);
     for app in ["appa", "appb", "appd"] {
         p.c2c(&["create-app", app]);

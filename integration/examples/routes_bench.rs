@@ -51,12 +51,17 @@ fn main() {
         .unwrap_or(50);
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
+    // Release builds abort on panic (no unwinding, no drop guards): take the platform down
+    // from the panic hook, after the panic is reported.
+    let report = std::panic::take_hook();
+    let owned = dir.to_path_buf();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let _ = c2c_integration::cli::c2c(&owned, &["down"]);
+    }));
     c2c(dir, &["up", "--cells", "2"]);
-    let result = std::panic::catch_unwind(|| run(dir, rounds));
+    run(dir, rounds);
     c2c(dir, &["down"]);
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
 }
 
 fn run(dir: &Path, rounds: usize) {

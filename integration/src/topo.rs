@@ -44,6 +44,33 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// Namespaces and processes alive now, for [`clean_up_on_panic`].
+static LIVE: std::sync::Mutex<(Vec<String>, Vec<u32>)> = std::sync::Mutex::new((vec![], vec![]));
+
+fn live() -> std::sync::MutexGuard<'static, (Vec<String>, Vec<u32>)> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// For programs built with `panic = "abort"` (the release profile: benchmarks), where no drop
+/// guard runs on a panic: a panic hook that kills the processes and deletes the namespaces
+/// these helpers made, then lets the default hook report the panic.
+pub fn clean_up_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let (namespaces, pids) = std::mem::take(&mut *live());
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for name in namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }));
+}
+
 /// A network namespace named `c2ct-<tag>-<pid>-<n>`, deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -58,6 +85,7 @@ impl Netns {
         );
         assert!(name.len() < 64);
         run("ip", &["netns", "add", &name]);
+        live().0.push(name.clone());
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
@@ -94,6 +122,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        live().0.retain(|n| *n != self.name);
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
@@ -338,6 +367,7 @@ impl Proc {
             .stderr(err)
             .spawn()
             .unwrap();
+        live().1.push(child.id());
         Self { child, log }
     }
 
@@ -358,6 +388,8 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let id = self.child.id();
+        live().1.retain(|p| *p != id);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
