@@ -149,7 +149,17 @@ impl Default for Underlay {
 impl Underlay {
     pub fn new() -> Self {
         let ns = Netns::new("u");
-        ns.ip(&["link", "add", "br0", "type", "bridge"]);
+        // A fixed MAC: otherwise the bridge takes its lowest port's, which changes as cells
+        // join, and cells that resolved the old one lose the bridge's address for seconds.
+        ns.ip(&[
+            "link",
+            "add",
+            "br0",
+            "address",
+            "02:c2:c0:00:00:fe",
+            "type",
+            "bridge",
+        ]);
         ns.ip(&["link", "set", "br0", "up"]);
         Self { ns }
     }

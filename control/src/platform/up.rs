@@ -11,6 +11,9 @@ use super::{
 };
 use crate::layout::Layout;
 
+/// The underlay bridge's MAC, fixed (locally administered): see `up`.
+const UNDERLAY_BRIDGE_MAC: &str = "02:c2:c0:00:00:fe";
+
 /// Brings the platform up: underlay, control, `cells` cells with their agents. Idempotent: an
 /// existing platform in this state dir is reused (missing cells are added).
 pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
@@ -49,7 +52,20 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
     if !netns_exists(&underlay_ns) {
         ip(&["netns", "add", &underlay_ns])?;
         ip(&["-n", &underlay_ns, "link", "set", "lo", "up"])?;
-        ip(&["-n", &underlay_ns, "link", "add", "br0", "type", "bridge"])?;
+        // A bridge takes the lowest MAC of its ports unless given one: each cell added later
+        // could change it under the cells that already resolved control's address, and their
+        // frames to the old MAC are then dropped until ARP gives up on it (~10 s stalls).
+        ip(&[
+            "-n",
+            &underlay_ns,
+            "link",
+            "add",
+            "br0",
+            "address",
+            UNDERLAY_BRIDGE_MAC,
+            "type",
+            "bridge",
+        ])?;
         ip(&[
             "-n",
             &underlay_ns,
