@@ -174,6 +174,17 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     let out = ok(dir, &["up", "--cells", "3"]);
     assert!(out.contains("cell3"), "{out}");
     assert_eq!(prefix(dir), format!("{}-", c2c_control_prefix(dir)));
+    // The underlay bridge keeps the MAC it was given however many cells join (one taken from
+    // its lowest port would change under cells that already resolved control's address).
+    let br0 = Command::new("ip")
+        .args(["-n", &format!("{}u", prefix(dir)), "link", "show", "br0"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&br0.stdout).contains("link/ether 02:c2:c0:00:00:fe"),
+        "{}",
+        String::from_utf8_lossy(&br0.stdout)
+    );
     ok(dir, &["push", "appA", "--cell", "cell1"]);
     ok(dir, &["push", "appB", "--instances", "20"]);
     ok(dir, &["push", "appC", "--cell", "cell2"]);
