@@ -358,12 +358,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     } else {
         cfg.dns.clone()
     };
-    write_atomic(
-        &cfg.cni_config,
-        cni_config(subnet, &cfg.data_dir, &dns)
-            .to_string()
-            .as_bytes(),
-    )?;
+    // The CNI config is written once the cell enforces (after the first rules apply, below):
+    // a runtime that waits for it never wires a container into a cell without rules.
+    let cni_conf = cni_config(subnet, &cfg.data_dir, &dns).to_string();
+    let mut cni_conf_written = false;
 
     let nl = Netlink::open().map_err(AgentError::Netlink)?;
     let vcfg = VtepConfig::new(cfg.underlay_ip, subnet);
@@ -538,6 +536,11 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                         "rules applied"
                     );
                     applied = Some(text);
+                    if !cni_conf_written {
+                        write_atomic(&cfg.cni_config, cni_conf.as_bytes())?;
+                        cni_conf_written = true;
+                        info!(path = %cfg.cni_config.display(), "cell ready: CNI config written");
+                    }
                 }
                 Ok(Err(error)) => warn!(%error, "applying rules failed"),
                 Err(error) => warn!(%error, "rules task failed"),

@@ -206,7 +206,7 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
     for c in &infos {
         let conf = paths.cell(&c.name).join("cni.conf");
         wait_for(
-            &format!("{} to get its lease", c.name),
+            &format!("{} to be ready (lease, VTEP, first rules)", c.name),
             Duration::from_secs(15),
             || conf.exists(),
         )
