@@ -13,13 +13,15 @@ use crate::layout::Layout;
 /// Reads the URL, CA and token from the state dir.
 pub fn from_state_dir(dir: &Path) -> Result<Client> {
     let l = Layout::new(dir);
-    let url = std::fs::read_to_string(l.url()).with_context(|| {
-        format!(
-            "reading {} (is `c2c control serve --state-dir {}` running?)",
-            l.url().display(),
-            dir.display()
-        )
-    })?;
+    let url = match std::fs::read_to_string(l.url()) {
+        Ok(url) => url,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "no control plane runs for state dir {0} (no {1}): start a local platform with `c2c up --state-dir {0}`, or control alone with `c2c control serve --state-dir {0}`; or point --state-dir / C2C_STATE_DIR at the platform you mean",
+            dir.display(),
+            l.url().display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", l.url().display())),
+    };
     let token = std::fs::read_to_string(l.token())
         .with_context(|| format!("reading {}", l.token().display()))?;
     let ca_path = l.ca_dir().join(c2c_certs::ca::CA_CERT_FILE);
