@@ -28,6 +28,22 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `c2c add-network-policy SRC DST --protocol tcp --port PORT`, which must succeed.
+pub fn allow(dir: &Path, src: &str, dst: &str, port: &str) -> String {
+    ok(
+        dir,
+        &[
+            "add-network-policy",
+            src,
+            dst,
+            "--protocol",
+            "tcp",
+            "--port",
+            port,
+        ],
+    )
+}
+
 /// Takes the platform at its dir down when dropped, even when a test failed half-way.
 pub struct Down<'a>(pub &'a Path);
 

@@ -28,17 +28,10 @@ impl Platform {
             .ns
             .ip(&["addr", "add", "192.0.2.254/24", "dev", "br0"]);
         let state = dir.path().join("state");
-        let control = Proc::start_in(
+        let control = start_control(
             &underlay.ns,
-            &bin("c2c"),
-            &[
-                "--state-dir",
-                state.to_str().unwrap(),
-                "control",
-                "serve",
-                "--listen",
-                "192.0.2.254:0",
-            ],
+            &state,
+            "192.0.2.254:0",
             dir.path().join("control.log"),
         );
         let url_file = state.join("control/url");
@@ -97,17 +90,10 @@ impl Platform {
         let url_file = state.join("control/url");
         std::fs::remove_file(&url_file).unwrap();
         let addr = self.url.trim().trim_start_matches("https://").to_string();
-        self.control = Proc::start_in(
+        self.control = start_control(
             &self.underlay.ns,
-            &bin("c2c"),
-            &[
-                "--state-dir",
-                state.to_str().unwrap(),
-                "control",
-                "serve",
-                "--listen",
-                &addr,
-            ],
+            &state,
+            &addr,
             self.dir.path().join("control-2.log"),
         );
         eventually(Duration::from_secs(10), || url_file.exists().then_some(()))
@@ -177,4 +163,21 @@ impl Platform {
         let ip = add(&self.cells[n as usize - 1].ns, &ctr, &id, &conf.to_string());
         (ctr, ip)
     }
+}
+
+/// `c2c control serve` on `listen`, inside `ns`, its log to `log`.
+fn start_control(ns: &Netns, state: &std::path::Path, listen: &str, log: PathBuf) -> Proc {
+    Proc::start_in(
+        ns,
+        &bin("c2c"),
+        &[
+            "--state-dir",
+            state.to_str().unwrap(),
+            "control",
+            "serve",
+            "--listen",
+            listen,
+        ],
+        log,
+    )
 }

@@ -198,18 +198,7 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     let b0 = ip_of(dir, "appB/0");
     let (code, _) = curl(dir, "appA", &format!("http://{b0}:8080/"));
     assert_eq!(code, 7, "curl: connection refused before any policy");
-    ok(
-        dir,
-        &[
-            "add-network-policy",
-            "appA",
-            "appB",
-            "--protocol",
-            "tcp",
-            "--port",
-            "8080",
-        ],
-    );
+    allow(dir, "appA", "appB", "8080");
     // appB/0 is on cell1 with appA (same cell); the others spread over all three cells.
     for i in 0..20 {
         let ip = ip_of(dir, &format!("appB/{i}"));
@@ -244,18 +233,7 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     assert!(resolve(dir, "appA", "nosuchapp.apps.internal").is_empty());
 
     // The sidecar: TLS verified with the platform CA (exec sets CURL_CA_BUNDLE), once allowed.
-    ok(
-        dir,
-        &[
-            "add-network-policy",
-            "appA",
-            "appB",
-            "--protocol",
-            "tcp",
-            "--port",
-            "61443",
-        ],
-    );
+    allow(dir, "appA", "appB", "61443");
     let (code, body) = curl_allowed(dir, "appA", &format!("https://{b0}:61443/"));
     assert_eq!(
         (code, body.trim()),
@@ -372,18 +350,7 @@ fn root_up_after_a_reboot_keeps_apps_and_policies_and_drops_lost_instances() {
     ok(dir, &["up", "--cells", "2"]);
     ok(dir, &["push", "appA", "--cell", "cell1"]);
     ok(dir, &["push", "appB", "--cell", "cell2"]);
-    ok(
-        dir,
-        &[
-            "add-network-policy",
-            "appA",
-            "appB",
-            "--protocol",
-            "tcp",
-            "--port",
-            "8080",
-        ],
-    );
+    allow(dir, "appA", "appB", "8080");
     let prefix = prefix(dir);
     // The "reboot": our processes (by the PIDs we recorded) and our namespaces go.
     let pidfiles = [

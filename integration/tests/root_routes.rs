@@ -69,18 +69,7 @@ fn root_routes_drive_certificates_and_dns() {
             "cell2",
         ],
     );
-    ok(
-        dir,
-        &[
-            "add-network-policy",
-            "appA",
-            "appB",
-            "--protocol",
-            "tcp",
-            "--port",
-            "61443",
-        ],
-    );
+    allow(dir, "appA", "appB", "61443");
 
     // No route: no name.
     let (code, _) = curl(dir, "https://appb.apps.internal:61443/");
