@@ -2,8 +2,9 @@
 //! files, so atomic renames and symlink swaps are seen), a short debounce, SIGHUP, and a slow
 //! timer as a safety net. A pair committed by swapping the `..data` link (as
 //! [`c2c_certs::pair::write_pair`] and Kubernetes secret volumes do) is complete by
-//! construction, so that swap is reloaded at once, without the debounce. A new pair is served only once it passes every check in
-//! [`c2c_certs::pair::load`]; otherwise the last good pair stays and the refusal is counted.
+//! construction, so that swap is reloaded at once, without the debounce. A new pair is served
+//! only once it passes every check in [`c2c_certs::pair::load`]; otherwise the last good pair
+//! stays and the refusal is counted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

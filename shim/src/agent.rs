@@ -433,9 +433,11 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     // After a failed watch: 100 ms, doubling to 2 s, so a restarted control is seen at once
     // and a gone one is not hammered.
     let mut backoff = Duration::from_millis(100);
-    // Registrations sent, and the view revision they were sent against: the same change is
-    // not sent again until a newer view still lacks it (the store's events come in bursts).
-    let mut sent: BTreeMap<String, (Option<Instance>, u64)> = BTreeMap::new();
+    // Registrations (Some) and deregistrations (None) sent against the view of `sent_rev`: the
+    // same change is not sent again until a newer view still lacks it (the store's events come
+    // in bursts, faster than the watch brings the view that shows the change).
+    let mut sent: BTreeMap<String, Option<Instance>> = BTreeMap::new();
+    let mut sent_rev = 0;
     let mut resync = tokio::time::interval(cfg.resync);
     let mut renew = tokio::time::interval(cfg.renew);
     renew.tick().await;
@@ -550,14 +552,17 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         // Tell control about containers that came or went (this bumps the revision, so the
         // next watch returns at once with the new view).
         let (register, deregister) = registration_changes(&cfg.cell, v, &records);
-        sent.retain(|_, (_, rev)| *rev == v.revision);
+        if sent_rev != v.revision {
+            sent.clear();
+            sent_rev = v.revision;
+        }
         let register: Vec<Instance> = register
             .into_iter()
-            .filter(|i| sent.get(&i.guid) != Some(&(Some(i.clone()), v.revision)))
+            .filter(|i| sent.get(&i.guid).is_none_or(|s| s.as_ref() != Some(i)))
             .collect();
         let deregister: Vec<String> = deregister
             .into_iter()
-            .filter(|g| sent.get(g) != Some(&(None, v.revision)))
+            .filter(|g| sent.get(g).is_none_or(Option::is_some))
             .collect();
         for i in register {
             let body = serde_json::json!({ "app_guid": i.app_guid, "index": i.index, "ip": i.ip });
@@ -571,7 +576,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             {
                 Ok(_) => {
                     info!(instance = %i.guid, app = %i.app_guid, ip = %i.ip, "instance registered");
-                    sent.insert(i.guid.clone(), (Some(i), v.revision));
+                    sent.insert(i.guid.clone(), Some(i));
                 }
                 Err(error) => warn!(%error, instance = %i.guid, "registering instance failed"),
             }
@@ -583,7 +588,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             {
                 Ok(_) => {
                     info!(instance = %g, "instance deregistered");
-                    sent.insert(g, (None, v.revision));
+                    sent.insert(g, None);
                 }
                 Err(error) => warn!(%error, instance = %g, "deregistering instance failed"),
             }

@@ -65,7 +65,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Creates the app if needed and starts its instances. Returns them.
 /// The hostname of an app's default internal route, as CF derives one from an app name: lower
 /// case, `_` and other characters a DNS label cannot hold become `-`, no `-` at either end.
 pub fn default_hostname(app: &str) -> Option<String> {
@@ -83,6 +82,7 @@ pub fn default_hostname(app: &str) -> Option<String> {
     (!host.is_empty() && host.len() <= 63).then(|| host.to_string())
 }
 
+/// Creates the app if needed and starts its instances. Returns them.
 pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
     preflight()?;
     let paths = Paths::new(state_dir);

@@ -208,7 +208,7 @@ pub fn spawn_in(
 /// Whether process `pid` lives in the network namespace `/run/netns/NAME` (same inode). Every
 /// process the platform starts lives in a namespace of its own prefix, so a PID reused by
 /// someone else's process (after a reboot, say) is never taken for ours.
-pub(crate) fn in_netns_of(pid: i32, name: &str) -> bool {
+fn in_netns_of(pid: i32, name: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (
         std::fs::metadata(format!("/proc/{pid}/ns/net")),
@@ -219,22 +219,28 @@ pub(crate) fn in_netns_of(pid: i32, name: &str) -> bool {
     }
 }
 
+/// The PID in `pidfile`, if that process still runs (not a zombie) in namespace `netns`: the
+/// process we started, not a PID reused by someone else's.
+pub fn live_pid(pidfile: &Path, netns: &str) -> Option<i32> {
+    std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .filter(|pid| in_netns_of(*pid, netns) && !is_zombie(*pid))
+}
+
 /// Stops the process whose PID is in `pidfile` (SIGTERM, then SIGKILL after `grace`), if it is
-/// still the one we started: it runs in namespace `netns` and its command line names `expect`.
+/// still the one we started: see [`live_pid`]; and its command line names `expect`.
 pub fn stop_pidfile(pidfile: &Path, expect: &str, netns: &str, grace: Duration) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    let Some(pid) = std::fs::read_to_string(pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    else {
-        return;
-    };
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !String::from_utf8_lossy(&cmdline).contains(expect) || !in_netns_of(pid, netns) {
+    let ours = live_pid(pidfile, netns).filter(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmdline).contains(expect)
+    });
+    let Some(pid) = ours else {
         let _ = std::fs::remove_file(pidfile);
         return;
-    }
+    };
     let pid = Pid::from_raw(pid);
     let _ = kill(pid, Signal::SIGTERM);
     let end = Instant::now() + grace;

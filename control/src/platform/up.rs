@@ -81,7 +81,7 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
     // Control, in the underlay namespace.
     std::fs::create_dir_all(state_dir.join("control"))?;
     let control_pid = state_dir.join("control/control.pid");
-    if !alive(&control_pid, &underlay_ns) {
+    if super::live_pid(&control_pid, &underlay_ns).is_none() {
         let _ = std::fs::remove_file(layout.url());
         let args = vec![
             "--state-dir".into(),
@@ -166,7 +166,7 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
             c2c_certs::pair::write_pair(&tls, pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())?;
         }
         let agent_pid = dir.join("agent.pid");
-        if !alive(&agent_pid, &netns) {
+        if super::live_pid(&agent_pid, &netns).is_none() {
             let url = std::fs::read_to_string(layout.url())?;
             let args: Vec<String> = [
                 "--cell",
@@ -252,6 +252,7 @@ fn processes_naming(dir: &Path) -> Vec<i32> {
     let needle = dir.display().to_string();
     let under = format!("{needle}/");
     let assigned = format!("={needle}");
+    let assigned_under = format!("{assigned}/");
     let spared = ancestors();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return vec![];
@@ -267,7 +268,7 @@ fn processes_naming(dir: &Path) -> Vec<i32> {
                 arg == needle
                     || arg.starts_with(&under)
                     || arg.ends_with(&assigned)
-                    || arg.contains(&format!("{assigned}/"))
+                    || arg.contains(&assigned_under)
             })
         })
         .collect()
@@ -334,15 +335,6 @@ fn sweep(state_dir: &Path, prefix: &str) -> Swept {
         let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(name));
     }
     done
-}
-
-/// Whether the process in `pidfile` still runs, in namespace `netns` (a PID reused by another
-/// process, after a reboot say, is not ours).
-fn alive(pidfile: &Path, netns: &str) -> bool {
-    std::fs::read_to_string(pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-        .is_some_and(|pid| super::in_netns_of(pid, netns) && !super::is_zombie_pub(pid))
 }
 
 /// Removes everything `up` and `push` made: instances (CNI DEL, processes), agents, control,
