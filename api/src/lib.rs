@@ -81,16 +81,15 @@ impl Route {
     }
 }
 
-/// The DNS names an instance's certificate carries, as Diego gives them: each internal route of
-/// its app, `<index>.<route>` for each, and the instance GUID (pure; control and the agent
-/// both compute it). The instance IP goes in as an IP SAN beside these.
+/// The DNS names an instance's certificate carries: each internal route of its app and
+/// `<index>.<route>` for each (pure; control and the agent both compute it). The instance IP
+/// goes in as an IP SAN beside these; the instance GUID is the subject CN, never a SAN.
 pub fn instance_names(routes: &[Route], inst: &Instance) -> Vec<String> {
     let mut names: Vec<String> = routes
         .iter()
         .filter(|r| r.app_guid == inst.app_guid)
         .flat_map(|r| [r.fqdn(), format!("{}.{}", inst.index, r.fqdn())])
         .collect();
-    names.push(inst.guid.clone());
     names.sort();
     names.dedup();
     names
@@ -181,7 +180,7 @@ mod tests {
             domain: "apps.internal".into(),
             app_guid: app.into(),
         };
-        assert_eq!(instance_names(&[], &inst), ["g-1"]);
+        assert!(instance_names(&[], &inst).is_empty());
         let names = instance_names(&[r("appb", "b"), r("other", "a"), r("v2", "b")], &inst);
         assert_eq!(
             names,
@@ -189,7 +188,6 @@ mod tests {
                 "2.appb.apps.internal",
                 "2.v2.apps.internal",
                 "appb.apps.internal",
-                "g-1",
                 "v2.apps.internal"
             ]
         );

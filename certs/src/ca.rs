@@ -71,6 +71,21 @@ pub enum LeafKey {
     Rsa2048,
 }
 
+/// What a leaf may be used for (its extended key usage). Each role of the platform gets only
+/// the usage it needs, so a certificate of one role is never accepted as another: an instance's
+/// sidecar certificate cannot authenticate a TLS client, a cell's cannot serve TLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Usage {
+    /// serverAuth only: sidecars and control's API. The default.
+    #[default]
+    Server,
+    /// clientAuth only: cells calling control.
+    Client,
+    /// Both, for a certificate deliberately given a client role too (`c2c certs issue
+    /// --client-auth`).
+    ServerAndClient,
+}
+
 /// What to put in a leaf certificate.
 #[derive(Debug, Clone)]
 pub struct LeafRequest {
@@ -82,6 +97,8 @@ pub struct LeafRequest {
     pub ttl: Duration,
     /// Key algorithm of the new leaf key.
     pub key: LeafKey,
+    /// What the leaf may be used for.
+    pub usage: Usage,
 }
 
 /// A freshly issued leaf: the chain (leaf, then CA) and its private key, both PEM.
@@ -107,23 +124,10 @@ impl std::fmt::Debug for Ca {
 }
 
 impl Ca {
-    /// Makes a new ECDSA P-256 CA in memory, valid for [`CA_VALIDITY`].
+    /// Makes a new self-signed ECDSA P-256 root CA in memory, valid for [`CA_VALIDITY`]. It may
+    /// sign one level of intermediates (the platform's per-role issuers, see [`crate::pki`]).
     pub fn generate(common_name: &str) -> Result<Self, CaError> {
-        let mut params = CertificateParams::default();
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, common_name);
-        dn.push(DnType::OrganizationName, "c2c");
-        params.distinguished_name = dn;
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial());
-        let (nb, na) = validity(CA_VALIDITY)?;
-        params.not_before = nb;
-        params.not_after = na;
+        let params = ca_params(common_name, 1)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let cert = params.self_signed(&key)?;
         let key_pem = key.serialize_pem();
@@ -134,31 +138,51 @@ impl Ca {
         })
     }
 
-    /// Creates a CA in `dir` (`ca.pem`, and `ca.key` with mode 0600). Refuses to replace an
-    /// existing one unless `force`.
-    pub fn init(dir: &Path, force: bool) -> Result<Self, CaError> {
-        let cert_path = dir.join(CA_CERT_FILE);
-        let key_path = dir.join(CA_KEY_FILE);
-        if !force && (cert_path.exists() || key_path.exists()) {
-            return Err(CaError::Exists(dir.to_path_buf()));
-        }
+    /// Makes a new intermediate CA signed by this one (which must be a root made by
+    /// [`Ca::generate`]): it signs leaves only (path length 0). Its [`Ca::cert_pem`] is the
+    /// intermediate alone, so the chains it issues are leaf + intermediate, and a client that
+    /// trusts the root verifies them.
+    pub fn intermediate(&self, common_name: &str) -> Result<Self, CaError> {
+        let params = ca_params(common_name, 0)?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let key_pem = key.serialize_pem();
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem,
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// Writes this CA into `dir` (`ca.key` mode 0600 first, then `ca.pem`), each atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), CaError> {
         fs::create_dir_all(dir).map_err(|source| CaError::Io {
             op: "creating",
             path: dir.to_path_buf(),
             source,
         })?;
-        let ca = Self::generate("c2c platform CA")?;
         // Key first: a reader that finds ca.pem can count on ca.key being there.
         for (path, body, mode) in [
-            (&key_path, &ca.key_pem, 0o600),
-            (&cert_path, &ca.cert_pem, 0o644),
+            (dir.join(CA_KEY_FILE), &self.key_pem, 0o600),
+            (dir.join(CA_CERT_FILE), &self.cert_pem, 0o644),
         ] {
-            write_file_atomic(path, body.as_bytes(), mode).map_err(|source| CaError::Io {
+            write_file_atomic(&path, body.as_bytes(), mode).map_err(|source| CaError::Io {
                 op: "writing",
                 path: path.clone(),
                 source,
             })?;
         }
+        Ok(())
+    }
+
+    /// Creates a CA in `dir` (`ca.pem`, and `ca.key` with mode 0600). Refuses to replace an
+    /// existing one unless `force`.
+    pub fn init(dir: &Path, force: bool) -> Result<Self, CaError> {
+        if !force && (dir.join(CA_CERT_FILE).exists() || dir.join(CA_KEY_FILE).exists()) {
+            return Err(CaError::Exists(dir.to_path_buf()));
+        }
+        let ca = Self::generate("c2c platform CA")?;
+        ca.save(dir)?;
         Ok(ca)
     }
 
@@ -203,10 +227,10 @@ impl Ca {
         &self.cert_pem
     }
 
-    /// Issues a leaf: CN = request's common name, SANs = its names and IPs, EKU serverAuth and
-    /// clientAuth, a random serial, not_before back-dated, a fresh key.
+    /// Issues a leaf: CN = request's common name, SANs = its names and IPs, EKU as the request's
+    /// [`Usage`], a random serial, not_before back-dated, a fresh key.
     pub fn issue(&self, req: &LeafRequest) -> Result<IssuedPair, CaError> {
-        let params = leaf_params(&req.common_name, &req.sans, req.ttl)?;
+        let params = leaf_params(&req.common_name, &req.sans, req.ttl, req.usage)?;
         let key = match req.key {
             LeafKey::EcdsaP256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?,
             LeafKey::Rsa2048 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)?,
@@ -227,11 +251,12 @@ impl Ca {
         common_name: &str,
         sans: &SanSet,
         ttl: Duration,
+        usage: Usage,
     ) -> Result<String, CaError> {
         let csr =
             rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(CaError::BadCsr)?;
         let signed = rcgen::CertificateSigningRequestParams {
-            params: leaf_params(common_name, sans, ttl)?,
+            params: leaf_params(common_name, sans, ttl, usage)?,
             public_key: csr.public_key,
         }
         .signed_by(&self.issuer)?;
@@ -247,11 +272,33 @@ pub fn new_key_and_csr() -> Result<(String, String), CaError> {
     Ok((key.serialize_pem(), csr.pem()?))
 }
 
+/// The parameters of a CA certificate that may sign `path_len` more levels of CAs.
+fn ca_params(common_name: &str, path_len: u8) -> Result<CertificateParams, CaError> {
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(path_len));
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    dn.push(DnType::OrganizationName, "c2c");
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = path_len == 0;
+    params.serial_number = Some(random_serial());
+    let (nb, na) = validity(CA_VALIDITY)?;
+    params.not_before = nb;
+    params.not_after = na;
+    Ok(params)
+}
+
 /// The parameters every leaf gets.
 fn leaf_params(
     common_name: &str,
     sans: &SanSet,
     ttl: Duration,
+    usage: Usage,
 ) -> Result<CertificateParams, CaError> {
     if sans.is_empty() {
         return Err(CaError::NoNames);
@@ -272,10 +319,14 @@ fn leaf_params(
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = match usage {
+        Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::ServerAndClient => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    };
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial());
     let (nb, na) = validity(ttl)?;
@@ -325,6 +376,7 @@ mod tests {
             sans: SanSet::new(names.iter().copied(), ["10.255.1.2".parse().unwrap()]).unwrap(),
             ttl: Duration::from_secs(3600),
             key: LeafKey::EcdsaP256,
+            usage: Usage::Server,
         }
     }
 
@@ -334,7 +386,13 @@ mod tests {
         let (key_pem, csr_pem) = new_key_and_csr().unwrap();
         let sans = SanSet::new(["appb.apps.internal"], ["10.255.1.2".parse().unwrap()]).unwrap();
         let chain = ca
-            .sign_csr(&csr_pem, "inst-guid", &sans, Duration::from_secs(3600))
+            .sign_csr(
+                &csr_pem,
+                "inst-guid",
+                &sans,
+                Duration::from_secs(3600),
+                Usage::Server,
+            )
             .unwrap();
         let der = crate::info::first_der_from_pem(chain.as_bytes()).unwrap();
         let info = CertInfo::from_der(&der).unwrap();
@@ -346,7 +404,13 @@ mod tests {
         let provider = rustls::crypto::aws_lc_rs::default_provider();
         crate::pair::load(dir.path(), &provider, info.not_before + 10).unwrap();
         assert!(matches!(
-            ca.sign_csr("not a csr", "x", &sans, Duration::from_secs(60)),
+            ca.sign_csr(
+                "not a csr",
+                "x",
+                &sans,
+                Duration::from_secs(60),
+                Usage::Server
+            ),
             Err(CaError::BadCsr(_))
         ));
     }

@@ -10,10 +10,12 @@ pub mod ca;
 pub mod info;
 pub mod names;
 pub mod pair;
+pub mod pki;
 pub mod rotation;
 
-pub use ca::{Ca, CaError, IssuedPair, LeafRequest};
+pub use ca::{Ca, CaError, IssuedPair, LeafRequest, Usage};
 pub use info::{CertInfo, InfoError};
 pub use names::{validate_hostname, NameError, SanSet};
 pub use pair::{LoadedPair, PairError};
+pub use pki::{Pki, Role};
 pub use rotation::{needs_reissue, ReissueReason};

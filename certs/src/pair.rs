@@ -50,6 +50,16 @@ pub enum PairError {
         /// The underlying error.
         source: io::Error,
     },
+    /// `..data` points outside the directory (an absolute path, or one with `/` or `..`): a
+    /// pair is only ever read from a generation inside the cert dir, so whoever can write a
+    /// link there cannot make the sidecar read (and serve) files from elsewhere.
+    #[error("{link} points outside its directory ({target}); refusing to follow it")]
+    LinkOutside {
+        /// The link.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
+    },
     /// `cert.pem` holds no PEM certificate (empty, half-written or not PEM).
     #[error("{0} holds no PEM certificate")]
     NoCertificate(PathBuf),
@@ -89,6 +99,7 @@ impl PairError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Io { .. } => "io",
+            Self::LinkOutside { .. } => "link_outside",
             Self::NoCertificate(_) => "no_certificate",
             Self::BadKey { .. } => "bad_key",
             Self::UnsupportedKey(_) => "unsupported_key",
@@ -113,8 +124,11 @@ pub struct LoadedPair {
 
 /// The raw bytes of `cert.pem` and `key.pem`, read from one generation (see the module docs).
 pub fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), PairError> {
-    let base = match fs::read_link(dir.join(DATA_LINK)) {
-        Ok(target) => dir.join(target),
+    let link = dir.join(DATA_LINK);
+    let base = match fs::read_link(&link) {
+        // One plain component (`..gen-<id>`), as write_pair makes it: nothing else is followed.
+        Ok(target) if single_component(&target) => dir.join(target),
+        Ok(target) => return Err(PairError::LinkOutside { link, target }),
         Err(_) => dir.to_path_buf(),
     };
     let read = |name: &str| {
@@ -122,6 +136,14 @@ pub fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), PairError> {
         fs::read(&path).map_err(|source| PairError::Io { path, source })
     };
     Ok((read(CERT_FILE)?, read(KEY_FILE)?))
+}
+
+fn single_component(p: &Path) -> bool {
+    let mut parts = p.components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    )
 }
 
 /// Reads and checks the pair in `dir`: both files parse, the key belongs to the leaf, and the
@@ -231,7 +253,7 @@ pub fn write_pair(dir: &Path, cert_pem: &[u8], key_pem: &[u8]) -> io::Result<()>
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, with the given mode.
-pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
@@ -296,6 +318,7 @@ mod tests {
             sans: SanSet::new([name], []).unwrap(),
             ttl: Duration::from_secs(3600),
             key: LeafKey::EcdsaP256,
+            usage: Default::default(),
         })
         .unwrap()
     }
@@ -344,6 +367,29 @@ mod tests {
         fs::write(dir.path().join(CERT_FILE), &p.cert_pem).unwrap();
         fs::write(dir.path().join(KEY_FILE), &p.key_pem).unwrap();
         assert!(load(dir.path(), &provider(), now()).is_ok());
+    }
+
+    #[test]
+    fn a_data_link_out_of_the_dir_is_not_followed() {
+        let ca = Ca::generate("t").unwrap();
+        // A valid pair elsewhere, that someone with write access to the cert dir links to.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let p = issue(&ca, "stolen.apps.internal");
+        fs::write(elsewhere.path().join(CERT_FILE), &p.cert_pem).unwrap();
+        fs::write(elsewhere.path().join(KEY_FILE), &p.key_pem).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // Positive control: the same pair written the normal way loads.
+        write_pair(dir.path(), p.cert_pem.as_bytes(), p.key_pem.as_bytes()).unwrap();
+        assert!(load(dir.path(), &provider(), now()).is_ok());
+        for target in [
+            elsewhere.path().to_path_buf(),
+            PathBuf::from("../").join(elsewhere.path().file_name().unwrap()),
+        ] {
+            fs::remove_file(dir.path().join(DATA_LINK)).unwrap();
+            std::os::unix::fs::symlink(&target, dir.path().join(DATA_LINK)).unwrap();
+            let err = load(dir.path(), &provider(), now()).unwrap_err();
+            assert_eq!(err.reason(), "link_outside", "{target:?}: {err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,12 @@
-//! The control API over TLS: the external API (CF policy server v1 shapes plus apps), reached
-//! with the bearer token from the state dir, and the cell API (leases, instances, watch),
-//! reached only with a client certificate from the platform CA whose CN is the cell's name.
+//! The control API over TLS: the external API (CF policy server v1 shapes plus apps, cells and
+//! placement), reached with the bearer token from the state dir, and the cell API (leases,
+//! instance confirmation, certificates, watch), reached only with a client certificate from the
+//! cell issuer whose CN is a registered cell's name and whose fingerprint is the one control
+//! signed for it last (see `c2c_certs::pki`).
+//!
+//! Every connection has a budget: a handshake timeout, a header-read timeout (which also ends a
+//! keep-alive connection idle between requests), a body-read timeout, and a cap on open
+//! connections; past the cap, new connections are closed at once.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -23,7 +29,7 @@ use tracing::{debug, info, warn};
 
 pub use c2c_api::CellView;
 
-use crate::state::{Instance, State, StateError};
+use crate::state::{State, StateError};
 use crate::wire::{self, PolicyList, WirePolicy};
 
 /// Largest request body accepted.
@@ -31,13 +37,48 @@ const MAX_BODY: usize = 4 << 20;
 /// Longest a watch may wait.
 pub const MAX_WATCH: Duration = Duration::from_secs(60);
 
+/// What one connection may cost control before it is closed.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// From accept to a finished TLS handshake.
+    pub handshake: Duration,
+    /// To read a request's headers, counted from the connection's start or the end of the
+    /// previous answer: also how long a keep-alive connection may sit idle.
+    pub header_read: Duration,
+    /// To read a request's body.
+    pub body_read: Duration,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(5),
+            header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
+}
+
+/// The issuers control signs with: cells' client certificates and instances' server
+/// certificates.
+pub struct Signers {
+    /// Signs cells' client certificates (`POST /v1/cells`).
+    pub cells: c2c_certs::Ca,
+    /// Signs instances' server certificates (the cell API's CSR endpoint).
+    pub instances: c2c_certs::Ca,
+}
+
 /// Shared server state.
 pub struct Ctx {
     state: Arc<Mutex<State>>,
     token: String,
     revision: watch::Sender<u64>,
-    ca: Option<Arc<c2c_certs::Ca>>,
+    signers: Option<Arc<Signers>>,
     cert_ttl: Duration,
+    budget: Budget,
 }
 
 impl Ctx {
@@ -48,15 +89,23 @@ impl Ctx {
             state: Arc::new(Mutex::new(state)),
             token,
             revision: watch::Sender::new(rev),
-            ca: None,
+            signers: None,
             cert_ttl: Duration::from_secs(24 * 3600),
+            budget: Budget::default(),
         })
     }
 
-    /// Signs instance certificates (the cell API's CSR endpoint) with `ca`, valid for `ttl`.
-    pub fn with_ca(mut self, ca: c2c_certs::Ca, ttl: Duration) -> Self {
-        self.ca = Some(Arc::new(ca));
+    /// Signs cell and instance certificates with `signers`; instance certificates are valid
+    /// for `ttl`.
+    pub fn with_signers(mut self, signers: Signers, ttl: Duration) -> Self {
+        self.signers = Some(Arc::new(signers));
         self.cert_ttl = ttl;
+        self
+    }
+
+    /// Serves connections within `budget`.
+    pub fn with_budget(mut self, budget: Budget) -> Self {
+        self.budget = budget;
         self
     }
 
@@ -86,9 +135,10 @@ impl Ctx {
     }
 }
 
-/// Builds the TLS config: our server pair, client certs optional but verified against the CA.
+/// Builds the TLS config: our server pair; client certificates optional, but one that is sent
+/// must chain to `client_ca_pem` (the cell issuer) and carry clientAuth.
 pub fn tls_config(
-    ca_pem: &str,
+    client_ca_pem: &str,
     cert_pem: &[u8],
     key_pem: &[u8],
 ) -> Result<rustls::ServerConfig, Box<dyn std::error::Error + Send + Sync>> {
@@ -96,7 +146,7 @@ pub fn tls_config(
     use rustls::pki_types::PrivateKeyDer;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+    for c in CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
         roots.add(c?)?;
     }
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -113,6 +163,13 @@ pub fn tls_config(
         .with_single_cert(chain, key)?)
 }
 
+/// The client certificate's identity: its CN and the SHA-256 of its DER (hex).
+#[derive(Debug, Clone)]
+struct Peer {
+    cn: String,
+    fingerprint: String,
+}
+
 /// Serves the API on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -121,6 +178,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let budget = ctx.budget;
+    let slots = Arc::new(tokio::sync::Semaphore::new(budget.max_connections));
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -129,27 +188,41 @@ pub async fn serve(
                 Err(error) => { warn!(%error, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed at once: a client that holds many connections open cannot make this one
+            // wait, and the listen backlog never fills.
+            debug!(%peer, max = budget.max_connections, "connection cap reached; closing");
+            drop(tcp);
+            continue;
+        };
         // Requests and answers are small and interactive: no Nagle delay behind a delayed ACK.
         let _ = tcp.set_nodelay(true);
         let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
         tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(error)) => return debug!(%error, %peer, "tls handshake failed"),
-                    Err(_) => return debug!(%peer, "tls handshake timed out"),
-                };
+            let _slot = slot;
+            let tls = match tokio::time::timeout(budget.handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(error)) => return debug!(%error, %peer, "tls handshake failed"),
+                Err(_) => return debug!(%peer, "tls handshake timed out"),
+            };
             let cell = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(common_name);
+                .and_then(|der| {
+                    Some(Peer {
+                        cn: common_name(der)?,
+                        fingerprint: fingerprint(der),
+                    })
+                });
             let svc = hyper::service::service_fn(move |req| {
                 let (ctx, cell) = (ctx.clone(), cell.clone());
-                async move { Ok::<_, Infallible>(handle(req, &ctx, cell.as_deref()).await) }
+                async move { Ok::<_, Infallible>(handle(req, &ctx, cell.as_ref()).await) }
             });
             if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(budget.header_read)
                 .serve_connection(TokioIo::new(tls), svc)
                 .await
             {
@@ -157,6 +230,15 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// SHA-256 of a certificate's DER, lower-case hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn common_name(der: &CertificateDer) -> Option<String> {
@@ -181,8 +263,10 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response<Full<Bytes
 
 fn state_error(e: StateError) -> Response<Full<Bytes>> {
     match e {
-        StateError::UnknownApp(_) => error(StatusCode::NOT_FOUND, e),
-        StateError::AppExists(_) => error(StatusCode::CONFLICT, e),
+        StateError::UnknownApp(_) | StateError::UnknownInstance(_) => {
+            error(StatusCode::NOT_FOUND, e)
+        }
+        StateError::AppExists(_) | StateError::Conflict(_) => error(StatusCode::CONFLICT, e),
         StateError::Invalid(_) => error(StatusCode::BAD_REQUEST, e),
         StateError::NoLease(_) => error(StatusCode::NOT_FOUND, e),
         StateError::Forbidden(_) => error(StatusCode::FORBIDDEN, e),
@@ -205,16 +289,40 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
 }
 
 async fn body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
-    Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("reading request body: {e}"),
-            )
-        })
+    body_within(req, Budget::default().body_read).await
+}
+
+/// The request body, at most [`MAX_BODY`] bytes, read within `limit` (a client trickling a body
+/// cannot hold a connection and its task forever).
+async fn body_within(
+    req: Request<Incoming>,
+    limit: Duration,
+) -> Result<Bytes, Response<Full<Bytes>>> {
+    match tokio::time::timeout(limit, Limited::new(req.into_body(), MAX_BODY).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("reading request body: {e}"),
+        )),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {limit:?}"),
+        )),
+    }
+}
+
+/// Parses a JSON body into `T`, or answers 400 naming the expected shape.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    shape: &str,
+) -> Result<T, Response<Full<Bytes>>> {
+    let b = body(req).await?;
+    serde_json::from_slice(&b).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("body must be {shape}: {e}"),
+        )
+    })
 }
 
 fn authorized(req: &Request<Incoming>, token: &str) -> bool {
@@ -224,16 +332,10 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     // Constant-time compare: the token is the only secret between a user and every policy.
-    got.is_some_and(|g| {
-        g.len() == token.len()
-            && g.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    })
+    got.is_some_and(|g| crate::state::constant_time_eq(g.as_bytes(), token.as_bytes()))
 }
 
-async fn handle(req: Request<Incoming>, ctx: &Ctx, cell_cn: Option<&str>) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: Option<&Peer>) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let decoded: Vec<String> = path
         .split('/')
@@ -242,19 +344,37 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, cell_cn: Option<&str>) -> Res
         .collect();
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
-    debug!(%method, %path, cell = ?cell_cn, "request");
+    debug!(%method, %path, cell = ?peer.map(|p| &p.cn), "request");
     if let ["v1", "cells", name, rest @ ..] = segs.as_slice() {
-        if cell_cn != Some(*name) {
-            return error(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "the cell API needs a client certificate from the platform CA with CN {name}"
-                ),
-            );
+        if !rest.is_empty() {
+            let refused = || {
+                error(
+                    StatusCode::FORBIDDEN,
+                    format!("the cell API needs the client certificate control signed for registered cell {name} (from the cell issuer)"),
+                )
+            };
+            let Some(peer) = peer.filter(|p| p.cn == *name) else {
+                return refused();
+            };
+            let (cn, fp) = (peer.cn.clone(), peer.fingerprint.clone());
+            match ctx.with_state(move |s| s.cell_identity_ok(&cn, &fp)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(cell = %name, "refused a cell certificate that is not the registered one (revoked or replaced)");
+                    return refused();
+                }
+                Err(e) => return state_error(e),
+            }
         }
-        let name = name.to_string();
-        let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
-        return cell_api(req, ctx, &name, &rest).await;
+    }
+    if let ["v1", "cells", name, rest @ ..] = segs.as_slice() {
+        if rest.is_empty() {
+            // `/v1/cells/NAME` itself is the operators' (below, with the token).
+        } else {
+            let name = name.to_string();
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            return cell_api(req, ctx, &name, &rest).await;
+        }
     }
     if !authorized(&req, &ctx.token) {
         let mut r = error(
@@ -447,10 +567,132 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, cell_cn: Option<&str>) -> Res
                 Err(e) => state_error(e),
             }
         }
-        (Method::GET, ["v1", "instances"]) => match ctx.with_state(|s| s.instances(None)).await {
+        (Method::GET, ["v1", "instances"]) => match ctx.with_state(|s| s.placements(None)).await {
             Ok(i) => reply(StatusCode::OK, json!({ "instances": i })),
             Err(e) => state_error(e),
         },
+        (Method::POST, ["v1", "apps", app, "instances"]) => {
+            // Placement is the scheduler's (here: a user's token): a cell may only confirm an
+            // instance placed on it, so it can obtain identities only for what runs on it.
+            #[derive(Deserialize)]
+            struct Place {
+                cell: String,
+                index: Option<u32>,
+            }
+            let p: Place =
+                match json_body(req, "{\"cell\": \"...\", \"index\": N (optional)}").await {
+                    Ok(p) => p,
+                    Err(r) => return r,
+                };
+            let app = app.to_string();
+            match ctx
+                .with_state(move |s| {
+                    let a = s.app(&app)?;
+                    s.place_instance(&a.guid, &p.cell, p.index)
+                })
+                .await
+            {
+                Ok(p) => {
+                    info!(instance = %p.guid, app = %p.app_guid, index = p.index, cell = %p.cell, "instance placed");
+                    reply(
+                        StatusCode::CREATED,
+                        serde_json::to_value(p).unwrap_or_default(),
+                    )
+                }
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::DELETE, ["v1", "instances", guid]) => {
+            let guid = guid.to_string();
+            match ctx.with_state(move |s| s.remove_instance(&guid)).await {
+                Ok(existed) => reply(StatusCode::OK, json!({ "removed": existed })),
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::GET, ["v1", "cells"]) => match ctx
+            .with_state(|s| Ok((s.cells()?, s.leases()?)))
+            .await
+        {
+            Ok((cells, leases)) => {
+                let list: Vec<_> = cells
+                    .iter()
+                    .map(|c| json!({ "name": c, "lease": leases.iter().find(|l| &l.cell == c) }))
+                    .collect();
+                reply(StatusCode::OK, json!({ "cells": list }))
+            }
+            Err(e) => state_error(e),
+        },
+        (Method::POST, ["v1", "cells"]) => {
+            // A cell's identity: its key stays on the cell; control signs its CSR with the cell
+            // issuer (CN = the name, clientAuth only) and records the certificate's fingerprint,
+            // so a re-registration revokes the previous certificate.
+            #[derive(Deserialize)]
+            struct Register {
+                name: String,
+                csr: String,
+            }
+            let r: Register = match json_body(
+                req,
+                "{\"name\": \"...\", \"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}",
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(r) => return r,
+            };
+            if let Err(e) = crate::state::validate_cell_name(&r.name) {
+                return state_error(e);
+            }
+            let Some(signers) = ctx.signers.clone() else {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "this control plane has no issuers to sign with",
+                );
+            };
+            let sans = match c2c_certs::SanSet::new([r.name.as_str()], []) {
+                Ok(s) => s,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            let chain = match signers.cells.sign_csr(
+                &r.csr,
+                &r.name,
+                &sans,
+                Duration::from_secs(365 * 24 * 3600),
+                c2c_certs::Usage::Client,
+            ) {
+                Ok(c) => c,
+                Err(e @ c2c_certs::CaError::BadCsr(_)) => return error(StatusCode::BAD_REQUEST, e),
+                Err(e) => {
+                    warn!(error = %e, "signing a cell certificate failed");
+                    return error(StatusCode::INTERNAL_SERVER_ERROR, "signing failed");
+                }
+            };
+            let der = match c2c_certs::info::first_der_from_pem(chain.as_bytes()) {
+                Ok(d) => d,
+                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+            };
+            let fp = fingerprint(&der);
+            let name = r.name.clone();
+            match ctx.with_state(move |s| s.register_cell(&name, &fp)).await {
+                Ok(()) => {
+                    info!(cell = %r.name, "cell registered");
+                    reply(StatusCode::OK, json!({ "cert_pem": chain }))
+                }
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::DELETE, ["v1", "cells", name]) => {
+            let name = name.to_string();
+            let n2 = name.clone();
+            match ctx.with_state(move |s| s.remove_cell(&n2)).await {
+                Ok(true) => {
+                    info!(cell = %name, "cell removed: certificate revoked, lease and instances freed");
+                    reply(StatusCode::OK, json!({}))
+                }
+                Ok(false) => error(StatusCode::NOT_FOUND, format!("no registered cell {name}")),
+                Err(e) => state_error(e),
+            }
+        }
         (Method::GET, ["v1", "leases"]) => match ctx.with_state(|s| s.leases()).await {
             Ok(l) => reply(StatusCode::OK, json!({ "leases": l })),
             Err(e) => state_error(e),
@@ -509,57 +751,51 @@ async fn cell_api(
         }
         (Method::PUT, ["instances", guid]) => {
             #[derive(Deserialize)]
-            struct Reg {
+            struct Confirm {
                 app_guid: String,
                 index: u32,
                 ip: Ipv4Addr,
             }
             let guid = guid.to_string();
-            let b = match body(req).await {
-                Ok(b) => b,
+            let r: Confirm = match json_body(req, "{\"app_guid\", \"index\", \"ip\"}").await {
+                Ok(r) => r,
                 Err(r) => return r,
             };
-            let r: Reg = match serde_json::from_slice(&b) {
-                Ok(r) => r,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("body must be {{\"app_guid\", \"index\", \"ip\"}}: {e}"),
-                    )
-                }
-            };
-            let inst = Instance {
-                guid,
-                app_guid: r.app_guid,
-                index: r.index,
-                cell: cell_s,
-                ip: r.ip,
-            };
-            match ctx.with_state(move |s| s.register_instance(&inst)).await {
+            let res = ctx
+                .with_state(move |s| s.confirm_instance(&cell_s, &guid, &r.app_guid, r.index, r.ip))
+                .await;
+            match res {
                 Ok(()) => reply(StatusCode::OK, json!({})),
-                Err(e) => state_error(e),
+                Err(e) => {
+                    warn!(%cell, error = %e, "instance confirmation refused");
+                    state_error(e)
+                }
             }
         }
         (Method::POST, ["instances", guid, "certificate"]) => {
-            // The cell sends a CSR; control decides the names from its own tables, so a cell
-            // cannot get a name for an instance it does not host, or a name the app lacks.
+            // The cell sends a CSR; control decides every name from its own tables: CN = the
+            // GUID it generated, DNS SANs = the routes of the instance's app, IP SAN = the
+            // address the cell confirmed inside its own lease. Only the cell the instance is
+            // placed on, and only once it confirmed it, gets a certificate.
             let guid = guid.to_string();
-            let b = match body(req).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let Some(csr) = serde_json::from_slice::<serde_json::Value>(&b)
-                .ok()
-                .and_then(|v| v["csr"].as_str().map(str::to_string))
-            else {
+            #[derive(Deserialize)]
+            struct Csr {
+                csr: String,
+            }
+            let Csr { csr } =
+                match json_body(req, "{\"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}").await
+                {
+                    Ok(c) => c,
+                    Err(r) => return r,
+                };
+            let Some(signers) = ctx.signers.clone() else {
                 return error(
-                    StatusCode::BAD_REQUEST,
-                    "body must be {\"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}",
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "this control plane has no issuers to sign with",
                 );
             };
-            let ca = ctx.ca.clone();
             let ttl = ctx.cert_ttl;
-            let res = ctx
+            let found = ctx
                 .with_state(move |s| {
                     let inst = s
                         .instances(Some(&cell_s))?
@@ -567,32 +803,41 @@ async fn cell_api(
                         .find(|i| i.guid == guid)
                         .ok_or_else(|| {
                             StateError::Forbidden(format!(
-                                "instance {guid} is not registered on cell {cell_s}"
+                                "instance {guid} is not placed on cell {cell_s} and confirmed"
                             ))
                         })?;
-                    let names = c2c_api::instance_names(&s.routes()?, &inst);
-                    let sans = c2c_certs::SanSet::new(&names, [inst.ip.into()])
-                        .map_err(|e| StateError::Invalid(e.to_string()))?;
-                    let ca = ca.as_ref().ok_or_else(|| {
-                        StateError::Invalid("this control plane has no CA to sign with".into())
-                    })?;
-                    let pem = ca
-                        .sign_csr(&csr, &inst.guid, &sans, ttl)
-                        .map_err(|e| StateError::Invalid(e.to_string()))?;
-                    Ok((pem, names))
+                    Ok((c2c_api::instance_names(&s.routes()?, &inst), inst))
                 })
                 .await;
-            match res {
-                Ok((pem, names)) => {
-                    info!(cell = %cell, names = ?names, "certificate signed");
+            let (names, inst) = match found {
+                Ok(x) => x,
+                Err(e) => return state_error(e),
+            };
+            let sans = match c2c_certs::SanSet::new(&names, [inst.ip.into()]) {
+                Ok(s) => s,
+                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+            };
+            match signers
+                .instances
+                .sign_csr(&csr, &inst.guid, &sans, ttl, c2c_certs::Usage::Server)
+            {
+                Ok(pem) => {
+                    info!(%cell, instance = %inst.guid, names = ?names, "certificate signed");
                     reply(StatusCode::OK, json!({ "cert_pem": pem, "names": names }))
                 }
-                Err(e) => state_error(e),
+                Err(e @ c2c_certs::CaError::BadCsr(_)) => error(StatusCode::BAD_REQUEST, e),
+                Err(e) => {
+                    warn!(error = %e, "signing an instance certificate failed");
+                    error(StatusCode::INTERNAL_SERVER_ERROR, "signing failed")
+                }
             }
         }
         (Method::DELETE, ["instances", guid]) => {
             let guid = guid.to_string();
-            match ctx.with_state(move |s| s.deregister_instance(&guid)).await {
+            match ctx
+                .with_state(move |s| s.unconfirm_instance(&cell_s, &guid))
+                .await
+            {
                 Ok(_) => reply(StatusCode::OK, json!({})),
                 Err(e) => state_error(e),
             }

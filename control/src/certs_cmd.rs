@@ -68,6 +68,10 @@ pub struct IssueArgs {
     /// Key algorithm of the new leaf
     #[arg(long, value_enum, default_value = "ecdsa-p256")]
     pub key_type: KeyType,
+    /// Let the certificate authenticate TLS clients too (clientAuth); by default it is a
+    /// server certificate only
+    #[arg(long)]
+    pub client_auth: bool,
 }
 
 /// Runs a `c2c certs` command, printing what it did.
@@ -105,6 +109,11 @@ fn issue(args: IssueArgs) -> anyhow::Result<()> {
         key: match args.key_type {
             KeyType::EcdsaP256 => LeafKey::EcdsaP256,
             KeyType::Rsa2048 => LeafKey::Rsa2048,
+        },
+        usage: if args.client_auth {
+            c2c_certs::Usage::ServerAndClient
+        } else {
+            c2c_certs::Usage::Server
         },
     })?;
     c2c_certs::pair::write_pair(&args.out, pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())

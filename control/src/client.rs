@@ -24,9 +24,11 @@ pub fn from_state_dir(dir: &Path) -> Result<Client> {
     };
     let token = std::fs::read_to_string(l.token())
         .with_context(|| format!("reading {}", l.token().display()))?;
-    let ca_path = l.ca_dir().join(c2c_certs::ca::CA_CERT_FILE);
+    // Control is trusted through its own issuer only: no other certificate of the platform (an
+    // instance's or a cell's) can stand in for control and be handed the token.
+    let ca_path = c2c_certs::pki::issuer_cert_path(&l.ca_dir(), c2c_certs::Role::Control);
     let ca = std::fs::read(&ca_path)
-        .with_context(|| format!("reading the platform CA {}", ca_path.display()))?;
+        .with_context(|| format!("reading the control issuer {}", ca_path.display()))?;
     let client = Client::new(&url, &ca, Auth::Token(token.trim().to_string()))?;
     Ok(match std::fs::read_to_string(l.netns()) {
         Ok(ns) => client.in_netns(ns.trim()),

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cell_cmd;
 pub mod certs_cmd;
 pub mod client;
 pub mod layout;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use c2c_control::platform::{demo, demo_app, instance, up};
-use c2c_control::{certs_cmd, policy_cmd, serve_cmd};
+use c2c_control::{cell_cmd, certs_cmd, policy_cmd, serve_cmd};
 
 /// c2c: container-to-container networking with policies and platform-issued TLS.
 #[derive(Debug, Parser)]
@@ -27,6 +27,11 @@ enum Command {
     /// The control plane.
     #[command(subcommand)]
     Control(ControlCommand),
+    /// Register or remove a cell: the identities control accepts on its cell API.
+    #[command(subcommand)]
+    Cell(CellCommand),
+    /// List registered cells with their leases.
+    Cells,
     /// Allow SOURCE to reach DESTINATION on a protocol and port (range).
     AddNetworkPolicy(policy_cmd::PolicyArgs),
     /// Remove a policy added with add-network-policy (same arguments).
@@ -99,6 +104,25 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum CellCommand {
+    /// Register a cell: makes its key here, has control sign its client certificate (CN =
+    /// NAME) and writes cert.pem, key.pem and control-ca.pem into --out. Registering a name
+    /// again revokes its previous certificate.
+    Register {
+        /// Cell name: 1-63 lower-case letters, digits or '-'.
+        name: String,
+        /// Directory for the cell's identity (the agent's --cert-dir).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Remove a cell: its certificate is refused from now on, its lease and instances freed.
+    Remove {
+        /// Cell name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ControlCommand {
     /// Run the control plane: state in SQLite, API over TLS.
     Serve(serve_cmd::ServeArgs),
@@ -113,6 +137,14 @@ fn main() -> ExitCode {
             init_logs();
             serve_cmd::run(&dir, a)
         }
+        Command::Cell(CellCommand::Register { name, out }) => cell_cmd::register(&dir, &name, &out)
+            .map(|()| println!("Registered cell {name}: identity in {}", out.display())),
+        Command::Cell(CellCommand::Remove { name }) => cell_cmd::remove(&dir, &name).map(|()| {
+            println!(
+                "Removed cell {name}: its certificate is revoked, its lease and instances freed"
+            )
+        }),
+        Command::Cells => cell_cmd::list(&dir),
         Command::AddNetworkPolicy(a) => policy_cmd::add_policy(&dir, a).map(|m| println!("{m}")),
         Command::RemoveNetworkPolicy(a) => {
             policy_cmd::remove_policy(&dir, a).map(|m| println!("{m}"))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use c2c_certs::ca::{Ca, LeafKey, LeafRequest};
+use c2c_certs::ca::{LeafKey, LeafRequest};
 use c2c_certs::names::SanSet;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,13 @@ pub struct ServeArgs {
     /// Lifetime of instance certificates; cells renew them at 2/3 of it.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub cert_ttl: Duration,
+    /// Open API connections at most; past it, new connections are closed at once.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (also how long a kept-alive
+    /// connection may sit idle).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
 }
 
 fn parse_overlay(s: &str) -> Result<(std::net::Ipv4Addr, u8)> {
@@ -47,9 +54,12 @@ fn parse_overlay(s: &str) -> Result<(std::net::Ipv4Addr, u8)> {
 }
 
 fn ensure_token(path: &Path) -> Result<String> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Ok(t) = std::fs::read_to_string(path) {
         if !t.trim().is_empty() {
+            // Whoever made the file, only control's user may read the admin token.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private (mode 0600)", path.display()))?;
             return Ok(t.trim().to_string());
         }
     }
@@ -68,29 +78,43 @@ fn ensure_token(path: &Path) -> Result<String> {
     Ok(token)
 }
 
+/// Raises the open-file limit to its hard limit: each API connection holds a descriptor, and the
+/// usual soft limit of 1,024 is below the connection cap.
+fn raise_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                Ok(()) => info!(from = soft, to = hard, "raised the open-file limit"),
+                Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+            }
+        }
+    }
+}
+
 /// Runs control until SIGTERM or Ctrl-C.
 pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     let overlay = parse_overlay(&args.overlay)?;
     let layout = Layout::new(state_dir);
     std::fs::create_dir_all(layout.root.join("control"))
         .with_context(|| format!("creating {}", layout.root.display()))?;
-    let ca = if layout.ca_dir().join(c2c_certs::ca::CA_CERT_FILE).exists() {
-        Ca::load(&layout.ca_dir()).context("loading the platform CA")?
-    } else {
-        let ca = Ca::init(&layout.ca_dir(), false).context("creating the platform CA")?;
-        info!(dir = %layout.ca_dir().display(), "created the platform CA");
-        ca
-    };
-    // A fresh server cert each start: it names the address we listen on.
+    let (pki, created) =
+        c2c_certs::Pki::open_or_create(&layout.ca_dir()).context("loading the platform CA")?;
+    if created {
+        info!(dir = %layout.ca_dir().display(), "created the platform CA and its issuers (control, cells, instances)");
+    }
+    // A fresh server cert each start: it names the address we listen on. Its issuer is the
+    // control issuer, the only anchor the CLI and the cells trust for control.
     let mut ips = vec![args.listen.ip()];
     if !args.listen.ip().is_loopback() {
         ips.push(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let pair = ca.issue(&LeafRequest {
+    let pair = pki.control.issue(&LeafRequest {
         common_name: "c2c-control".into(),
         sans: SanSet::new(["localhost"], ips)?,
         ttl: Duration::from_secs(30 * 24 * 3600),
         key: LeafKey::EcdsaP256,
+        usage: c2c_certs::Usage::Server,
     })?;
     c2c_certs::pair::write_pair(
         &layout.server_tls_dir(),
@@ -98,15 +122,29 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         pair.key_pem.as_bytes(),
     )?;
     let tls = api::tls_config(
-        ca.cert_pem(),
+        pki.cells.cert_pem(),
         pair.cert_pem.as_bytes(),
         pair.key_pem.as_bytes(),
     )
     .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
+    raise_file_limit();
     let token = ensure_token(&layout.token())?;
     let state = State::open(&layout.db(), overlay, args.lease_ttl.as_secs())
         .with_context(|| format!("opening {}", layout.db().display()))?;
-    let ctx = Arc::new(Ctx::new(state, token)?.with_ca(ca, args.cert_ttl));
+    let budget = api::Budget {
+        max_connections: args.max_connections.max(1),
+        header_read: args.header_timeout,
+        ..api::Budget::default()
+    };
+    let signers = api::Signers {
+        cells: pki.cells,
+        instances: pki.instances,
+    };
+    let ctx = Arc::new(
+        Ctx::new(state, token)?
+            .with_signers(signers, args.cert_ttl)
+            .with_budget(budget),
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

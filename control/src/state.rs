@@ -30,6 +30,12 @@ pub enum StateError {
     /// The caller may not do this (a cell asking about an instance it does not host).
     #[error("{0}")]
     Forbidden(String),
+    /// The request conflicts with what exists (an instance index taken, an address in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// No instance with that GUID.
+    #[error("instance {0} not found")]
+    UnknownInstance(String),
     /// The cell holds no lease.
     #[error("cell {0} holds no lease")]
     NoLease(String),
@@ -69,6 +75,19 @@ const MIGRATIONS: &[&str] = &[
         domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
         app_guid TEXT NOT NULL REFERENCES apps(guid) ON DELETE CASCADE,
         PRIMARY KEY (host, domain, app_guid));",
+    // 3: placement is control's: an instance is placed (by a user's token) before a cell may
+    // confirm it with an address; registered cell identities.
+    "ALTER TABLE instances RENAME TO instances_v2;
+     CREATE TABLE instances (guid TEXT PRIMARY KEY,
+        app_guid TEXT NOT NULL REFERENCES apps(guid) ON DELETE CASCADE,
+        idx INTEGER NOT NULL, cell TEXT NOT NULL, ip TEXT,
+        UNIQUE (app_guid, idx));
+     INSERT OR IGNORE INTO instances SELECT guid, app_guid, idx, cell, ip FROM instances_v2;
+     DROP TABLE instances_v2;
+     CREATE INDEX instances_by_cell_v3 ON instances(cell);
+     CREATE UNIQUE INDEX instances_by_ip ON instances(ip) WHERE ip IS NOT NULL;
+     CREATE TABLE cell_identities (name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
+        registered_at INTEGER NOT NULL);",
 ];
 
 fn now() -> i64 {
@@ -290,55 +309,191 @@ impl State {
         })
     }
 
-    /// Registers (or moves) an instance.
-    pub fn register_instance(&mut self, inst: &Instance) -> Result<(), StateError> {
+    /// Places a new instance of `app_guid` on `cell` (the scheduler's call, made with a user's
+    /// token): control generates its GUID. `index` defaults to the lowest free one. The
+    /// instance has no address until its cell confirms it ([`State::confirm_instance`]).
+    pub fn place_instance(
+        &mut self,
+        app_guid: &str,
+        cell: &str,
+        index: Option<u32>,
+    ) -> Result<Placement, StateError> {
+        validate_cell_name(cell)?;
         self.write(|tx| {
             if tx
-                .query_row(
-                    "SELECT 1 FROM apps WHERE guid = ?",
-                    [&inst.app_guid],
-                    |_| Ok(()),
-                )
+                .query_row("SELECT 1 FROM apps WHERE guid = ?", [app_guid], |_| Ok(()))
                 .optional()?
                 .is_none()
             {
-                return Err(StateError::UnknownApp(inst.app_guid.clone()));
+                return Err(StateError::UnknownApp(app_guid.into()));
             }
-            let n = tx.execute(
-                "INSERT INTO instances (guid, app_guid, idx, cell, ip) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (guid) DO UPDATE SET app_guid = ?2, idx = ?3, cell = ?4, ip = ?5
-                 WHERE app_guid != ?2 OR idx != ?3 OR cell != ?4 OR ip != ?5",
-                params![
-                    inst.guid,
-                    inst.app_guid,
-                    inst.index,
-                    inst.cell,
-                    inst.ip.to_string()
-                ],
+            let used: Vec<u32> = tx
+                .prepare("SELECT idx FROM instances WHERE app_guid = ? ORDER BY idx")?
+                .query_map([app_guid], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let index = match index {
+                Some(i) if used.contains(&i) => {
+                    return Err(StateError::Conflict(format!(
+                        "instance index {i} of app {app_guid} is already placed"
+                    )))
+                }
+                Some(i) => i,
+                None => (0..).find(|i| !used.contains(i)).unwrap_or(0),
+            };
+            let p = Placement {
+                guid: new_guid(),
+                app_guid: app_guid.into(),
+                index,
+                cell: cell.into(),
+                ip: None,
+            };
+            tx.execute(
+                "INSERT INTO instances (guid, app_guid, idx, cell, ip) VALUES (?, ?, ?, ?, NULL)",
+                params![p.guid, p.app_guid, p.index, p.cell],
             )?;
-            Ok(((), n > 0))
+            // Nothing a cell routes or resolves changed until the instance is confirmed.
+            Ok((p, false))
         })
     }
 
-    /// Removes an instance; true if it existed.
-    pub fn deregister_instance(&mut self, guid: &str) -> Result<bool, StateError> {
+    /// Removes a placed instance (the scheduler's call); true if it existed.
+    pub fn remove_instance(&mut self, guid: &str) -> Result<bool, StateError> {
         self.write(|tx| {
+            let confirmed: Option<Option<String>> = tx
+                .query_row("SELECT ip FROM instances WHERE guid = ?", [guid], |r| {
+                    r.get(0)
+                })
+                .optional()?;
             let n = tx.execute("DELETE FROM instances WHERE guid = ?", [guid])?;
-            Ok((n > 0, n > 0))
+            // Only a confirmed instance was in any cell's view.
+            Ok((n > 0, confirmed.flatten().is_some()))
         })
     }
 
-    /// Instances, all or those on `cell`.
+    /// `cell` confirms that the instance `guid` runs on it at `ip`. Refused unless control placed
+    /// that instance on that very cell (a cell cannot claim or move another's instance), the
+    /// app and index it reports are the placed ones, and `ip` is a host address of the cell's
+    /// own lease that no other instance holds.
+    pub fn confirm_instance(
+        &mut self,
+        cell: &str,
+        guid: &str,
+        app_guid: &str,
+        index: u32,
+        ip: Ipv4Addr,
+    ) -> Result<(), StateError> {
+        self.write(|tx| {
+            let placed: Option<(String, u32, String, Option<String>)> = tx
+                .query_row(
+                    "SELECT app_guid, idx, cell, ip FROM instances WHERE guid = ?",
+                    [guid],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some((placed_app, placed_index, placed_cell, current)) = placed else {
+                return Err(StateError::Forbidden(format!(
+                    "instance {guid} was not placed by control; nothing runs under that GUID"
+                )));
+            };
+            if placed_cell != cell {
+                return Err(StateError::Forbidden(format!(
+                    "instance {guid} is placed on another cell, not on {cell}"
+                )));
+            }
+            if placed_app != app_guid || placed_index != index {
+                return Err(StateError::Forbidden(format!(
+                    "instance {guid} is index {placed_index} of app {placed_app}, not index {index} of app {app_guid}"
+                )));
+            }
+            let subnet: Option<String> = tx
+                .query_row("SELECT subnet FROM cells WHERE name = ?", [cell], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let subnet = subnet.ok_or_else(|| StateError::NoLease(cell.into()))?;
+            if !host_of(&subnet, ip) {
+                return Err(StateError::Forbidden(format!(
+                    "{ip} is not a container address of {cell}'s lease {subnet}"
+                )));
+            }
+            if current.as_deref() == Some(ip.to_string().as_str()) {
+                return Ok(((), false));
+            }
+            let holder: Option<String> = tx
+                .query_row(
+                    "SELECT guid FROM instances WHERE ip = ? AND guid != ?",
+                    params![ip.to_string(), guid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(other) = holder {
+                return Err(StateError::Conflict(format!(
+                    "{ip} is already the address of instance {other}"
+                )));
+            }
+            tx.execute(
+                "UPDATE instances SET ip = ? WHERE guid = ?",
+                params![ip.to_string(), guid],
+            )?;
+            Ok(((), true))
+        })
+    }
+
+    /// `cell` says the instance `guid` no longer runs on it: its address is withdrawn (it leaves
+    /// DNS and every view) and its placement stays for the scheduler to remove. Only the cell it
+    /// is placed on may say so. True if it was confirmed.
+    pub fn unconfirm_instance(&mut self, cell: &str, guid: &str) -> Result<bool, StateError> {
+        self.write(|tx| {
+            let placed: Option<String> = tx
+                .query_row("SELECT cell FROM instances WHERE guid = ?", [guid], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match placed {
+                None => Ok((false, false)),
+                Some(c) if c != cell => Err(StateError::Forbidden(format!(
+                    "instance {guid} is placed on another cell, not on {cell}"
+                ))),
+                Some(_) => {
+                    let n = tx.execute(
+                        "UPDATE instances SET ip = NULL WHERE guid = ? AND ip IS NOT NULL",
+                        [guid],
+                    )?;
+                    Ok((n > 0, n > 0))
+                }
+            }
+        })
+    }
+
+    /// Confirmed instances (placed, and running at an address), all or those on `cell`: what
+    /// cells route to, resolve and certify.
     pub fn instances(&self, cell: Option<&str>) -> Result<Vec<Instance>, StateError> {
-        let mut st = self.db.prepare("SELECT guid, app_guid, idx, cell, ip FROM instances WHERE ?1 IS NULL OR cell = ?1 ORDER BY app_guid, idx")?;
+        Ok(self
+            .placements(cell)?
+            .into_iter()
+            .filter_map(|p| {
+                Some(Instance {
+                    ip: p.ip?,
+                    guid: p.guid,
+                    app_guid: p.app_guid,
+                    index: p.index,
+                    cell: p.cell,
+                })
+            })
+            .collect())
+    }
+
+    /// Every placed instance, confirmed or not, all or those on `cell`.
+    pub fn placements(&self, cell: Option<&str>) -> Result<Vec<Placement>, StateError> {
+        let mut st = self.db.prepare_cached("SELECT guid, app_guid, idx, cell, ip FROM instances WHERE ?1 IS NULL OR cell = ?1 ORDER BY app_guid, idx")?;
         let rows = st.query_map([cell], |r| {
-            let ip: String = r.get(4)?;
-            Ok(Instance {
+            let ip: Option<String> = r.get(4)?;
+            Ok(Placement {
                 guid: r.get(0)?,
                 app_guid: r.get(1)?,
                 index: r.get(2)?,
                 cell: r.get(3)?,
-                ip: ip.parse().map_err(|e| {
+                ip: ip.map(|ip| ip.parse()).transpose().map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(
                         4,
                         rusqlite::types::Type::Text,
@@ -350,6 +505,51 @@ impl State {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Registers cell `name` with the SHA-256 fingerprint (hex) of the client certificate just
+    /// signed for it, replacing an earlier one (whose certificate is refused from now on).
+    pub fn register_cell(&mut self, name: &str, fingerprint: &str) -> Result<(), StateError> {
+        validate_cell_name(name)?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO cell_identities (name, fingerprint, registered_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET fingerprint = ?2, registered_at = ?3",
+                params![name, fingerprint, now()],
+            )?;
+            Ok(((), false))
+        })
+    }
+
+    /// Whether `name` is a registered cell whose current certificate has `fingerprint`.
+    pub fn cell_identity_ok(&self, name: &str, fingerprint: &str) -> Result<bool, StateError> {
+        Ok(self
+            .db
+            .prepare_cached("SELECT fingerprint FROM cell_identities WHERE name = ?")?
+            .query_row([name], |r| r.get::<_, String>(0))
+            .optional()?
+            .is_some_and(|f| constant_time_eq(f.as_bytes(), fingerprint.as_bytes())))
+    }
+
+    /// Registered cells, by name.
+    pub fn cells(&self) -> Result<Vec<String>, StateError> {
+        let mut st = self
+            .db
+            .prepare("SELECT name FROM cell_identities ORDER BY name")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes cell `name`: its certificate is refused from now on, its lease is freed (the
+    /// other cells drop their routes to it) and its instances are removed. False if it was not
+    /// registered.
+    pub fn remove_cell(&mut self, name: &str) -> Result<bool, StateError> {
+        self.write(|tx| {
+            let n = tx.execute("DELETE FROM cell_identities WHERE name = ?", [name])?;
+            let leases = tx.execute("DELETE FROM cells WHERE name = ?", [name])?;
+            let insts = tx.execute("DELETE FROM instances WHERE cell = ?", [name])?;
+            Ok((n > 0, n + leases + insts > 0))
+        })
+    }
+
     /// Gives `cell` a subnet: the one it holds (renewed), else the lowest free /24, else the
     /// oldest expired lease of another cell.
     pub fn acquire_lease(
@@ -359,8 +559,26 @@ impl State {
     ) -> Result<Lease, StateError> {
         let (net, prefix) = self.overlay;
         let ttl = self.lease_ttl_secs;
+        validate_underlay_ip(underlay_ip, self.overlay)?;
         self.write(|tx| {
             let t = now();
+            // Another live cell's underlay address: taking it would route that cell's overlay
+            // traffic (and the VXLAN that other cells accept from it) to the claimant.
+            let owner: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT name, renewed_at FROM cells WHERE underlay_ip = ? AND name != ?",
+                    params![underlay_ip.to_string(), cell],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((other, renewed)) = owner {
+                if renewed >= t.saturating_sub(ttl as i64) {
+                    return Err(StateError::Conflict(format!(
+                        "underlay address {underlay_ip} belongs to cell {other}'s live lease"
+                    )));
+                }
+                tx.execute("DELETE FROM cells WHERE name = ?", [&other])?;
+            }
             let held: Option<String> = tx.query_row("SELECT subnet FROM cells WHERE name = ?", [cell], |r| r.get(0)).optional()?;
             if let Some(subnet) = held {
                 tx.execute("UPDATE cells SET underlay_ip = ?, renewed_at = ? WHERE name = ?", params![underlay_ip.to_string(), t, cell])?;
@@ -450,9 +668,13 @@ impl State {
     }
 
     /// Adds an internal domain (validated, lower-cased); adding one that exists is a no-op.
+    /// Only names under a top-level domain reserved for private use are internal: the cell DNS
+    /// answers for them in every container and instance certificates carry them, so `com` or
+    /// `example.com` here would let the platform hijack and certify public names.
     pub fn create_domain(&mut self, name: &str) -> Result<String, StateError> {
         let name = c2c_certs::validate_hostname(name)
             .map_err(|e| StateError::Invalid(format!("invalid domain: {e}")))?;
+        validate_internal_domain(&name)?;
         self.write(|tx| {
             let n = tx.execute("INSERT OR IGNORE INTO domains (name) VALUES (?)", [&name])?;
             Ok((name.clone(), n > 0))
@@ -535,20 +757,121 @@ impl State {
     }
 }
 
-fn validate_app_name(name: &str) -> Result<(), StateError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
+/// The record of a placed instance: [`Instance`] with the address its cell confirmed, if any.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Placement {
+    /// Instance GUID, generated by control.
+    pub guid: String,
+    /// Its app.
+    pub app_guid: String,
+    /// Index within the app.
+    pub index: u32,
+    /// The cell it is placed on.
+    pub cell: String,
+    /// Its overlay address, once the cell confirmed it.
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// Top-level domains reserved for private use (RFC 6761, RFC 8375, ICANN's `.internal`) or in
+/// common private use: an internal domain must end in one.
+pub const PRIVATE_TLDS: &[&str] = &[
+    "internal",
+    "test",
+    "local",
+    "lan",
+    "home.arpa",
+    "intranet",
+    "corp",
+    "private",
+];
+
+fn validate_internal_domain(name: &str) -> Result<(), StateError> {
+    let private = PRIVATE_TLDS
+        .iter()
+        .any(|tld| name.ends_with(&format!(".{tld}")) && name.len() > tld.len() + 1);
+    if private {
+        Ok(())
+    } else {
+        Err(StateError::Invalid(format!(
+            "invalid domain {name:?}: an internal domain needs a name under a private top-level domain ({}), e.g. apps.internal",
+            PRIVATE_TLDS.join(", ")
+        )))
+    }
+}
+
+/// App names: what every part of the platform accepts (the CNI plugin's container ids start
+/// with a letter or digit, so an app name must too).
+pub fn validate_app_name(name: &str) -> Result<(), StateError> {
+    let ok = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !name.starts_with('-');
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
         Err(StateError::Invalid(format!(
-            "invalid app name {name:?}: use 1-63 letters, digits, '-' or '_'"
+            "invalid app name {name:?}: use 1-63 letters, digits, '-' or '_', starting with a letter or digit"
         )))
     }
+}
+
+/// Cell names: a DNS label (lower-case letters, digits, '-'), so a name is safe in a path, a
+/// certificate and a log line.
+pub fn validate_cell_name(name: &str) -> Result<(), StateError> {
+    let ok = (1..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::Invalid(format!(
+            "invalid cell name {name:?}: use 1-63 lower-case letters, digits or '-'"
+        )))
+    }
+}
+
+/// A cell's underlay address must be one a host can have: not loopback, unspecified,
+/// multicast, broadcast or link-local, and not inside the overlay.
+fn validate_underlay_ip(ip: Ipv4Addr, (net, prefix): (Ipv4Addr, u8)) -> Result<(), StateError> {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    let in_overlay = u32::from(ip) & mask == u32::from(net) & mask;
+    if ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || ip.is_broadcast()
+        || ip.is_link_local()
+        || in_overlay
+    {
+        return Err(StateError::Invalid(format!(
+            "{ip} cannot be a cell's underlay address (loopback, unspecified, multicast, broadcast, link-local or inside the overlay {net}/{prefix})"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `ip` is a container address of `subnet` (`A.B.C.D/N`): inside it, and neither its
+/// network address (the cell's VTEP) nor its broadcast address.
+fn host_of(subnet: &str, ip: Ipv4Addr) -> bool {
+    let Some((net, len)) = subnet.split_once('/') else {
+        return false;
+    };
+    let (Ok(net), Ok(len)) = (net.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
+        return false;
+    };
+    let Some(mask) = u32::MAX.checked_shl(32u32.saturating_sub(len)) else {
+        return false;
+    };
+    let (ip, net) = (u32::from(ip), u32::from(net) & mask);
+    ip & mask == net && ip != net && ip != net | !mask
+}
+
+/// Compares two secrets without leaking where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -682,17 +1005,169 @@ mod tests {
             end: 9,
         }])
         .unwrap();
-        s.register_instance(&Instance {
-            guid: "i1".into(),
-            app_guid: b.guid.clone(),
-            index: 0,
-            cell: "cell1".into(),
-            ip: "10.255.1.1".parse().unwrap(),
-        })
-        .unwrap();
+        s.acquire_lease("cell1", "192.0.2.1".parse().unwrap())
+            .unwrap();
+        let i = s.place_instance(&b.guid, "cell1", None).unwrap();
+        s.confirm_instance("cell1", &i.guid, &b.guid, 0, "10.255.0.1".parse().unwrap())
+            .unwrap();
+        assert_eq!(s.instances(None).unwrap().len(), 1);
         s.delete_app(&b.guid).unwrap();
         assert!(s.policies(None).unwrap().is_empty());
         assert!(s.instances(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_the_placed_cell_confirms_an_instance_at_a_free_address_of_its_lease() {
+        let (_d, mut s) = open();
+        let a = s.create_app("a").unwrap();
+        let b = s.create_app("b").unwrap();
+        let l1 = s
+            .acquire_lease("cell1", "192.0.2.1".parse().unwrap())
+            .unwrap();
+        s.acquire_lease("cell2", "192.0.2.2".parse().unwrap())
+            .unwrap();
+        assert_eq!(l1.subnet, "10.255.0.0/24");
+        let i = s.place_instance(&a.guid, "cell1", None).unwrap();
+        assert_eq!(i.index, 0);
+        assert!(
+            s.instances(None).unwrap().is_empty(),
+            "placed, not running yet"
+        );
+        let rev = s.revision().unwrap();
+        let ip = |x: &str| x.parse::<Ipv4Addr>().unwrap();
+        // A GUID nobody placed, another cell, another app, another index: all refused.
+        for (cell, guid, app, idx, addr) in [
+            ("cell1", "www.example.com", &a.guid, 0, "10.255.0.5"),
+            ("cell2", i.guid.as_str(), &a.guid, 0, "10.255.1.5"),
+            ("cell1", i.guid.as_str(), &b.guid, 0, "10.255.0.5"),
+            ("cell1", i.guid.as_str(), &a.guid, 3, "10.255.0.5"),
+        ] {
+            let e = s
+                .confirm_instance(cell, guid, app, idx, ip(addr))
+                .unwrap_err();
+            assert!(matches!(e, StateError::Forbidden(_)), "{cell} {guid}: {e}");
+        }
+        // Addresses outside the cell's own lease: another cell's, the VTEP's, the broadcast,
+        // a public one.
+        for addr in [
+            "10.255.1.5",
+            "10.255.0.0",
+            "10.255.0.255",
+            "127.0.0.1",
+            "8.8.8.8",
+        ] {
+            let e = s
+                .confirm_instance("cell1", &i.guid, &a.guid, 0, ip(addr))
+                .unwrap_err();
+            assert!(
+                e.to_string().contains("not a container address"),
+                "{addr}: {e}"
+            );
+        }
+        assert_eq!(s.revision().unwrap(), rev, "refusals change nothing");
+        // Positive control: the placed cell confirms at a free address of its lease.
+        s.confirm_instance("cell1", &i.guid, &a.guid, 0, ip("10.255.0.5"))
+            .unwrap();
+        assert_eq!(s.instances(None).unwrap()[0].ip, ip("10.255.0.5"));
+        // The address is taken now.
+        let j = s.place_instance(&b.guid, "cell1", None).unwrap();
+        assert!(matches!(
+            s.confirm_instance("cell1", &j.guid, &b.guid, 0, ip("10.255.0.5")),
+            Err(StateError::Conflict(_))
+        ));
+        // Another cell can neither withdraw nor take it; its own cell can withdraw it.
+        assert!(matches!(
+            s.unconfirm_instance("cell2", &i.guid),
+            Err(StateError::Forbidden(_))
+        ));
+        assert_eq!(s.instances(None).unwrap().len(), 1);
+        assert!(s.unconfirm_instance("cell1", &i.guid).unwrap());
+        assert!(s.instances(None).unwrap().is_empty());
+        assert_eq!(s.placements(None).unwrap().len(), 2, "placements stay");
+        // Indexes are unique per app.
+        assert!(matches!(
+            s.place_instance(&a.guid, "cell2", Some(0)),
+            Err(StateError::Conflict(_))
+        ));
+        assert!(s.remove_instance(&i.guid).unwrap());
+        assert_eq!(s.place_instance(&a.guid, "cell2", None).unwrap().index, 0);
+    }
+
+    #[test]
+    fn cells_are_registered_by_fingerprint_and_removal_frees_everything() {
+        let (_d, mut s) = open();
+        s.register_cell("cell1", "aa").unwrap();
+        assert!(s.cell_identity_ok("cell1", "aa").unwrap());
+        assert!(!s.cell_identity_ok("cell1", "bb").unwrap());
+        assert!(!s.cell_identity_ok("cell2", "aa").unwrap());
+        s.register_cell("cell1", "bb").unwrap();
+        assert!(
+            !s.cell_identity_ok("cell1", "aa").unwrap(),
+            "a replaced cert is refused"
+        );
+        for bad in ["", "Cell1", "a/b", "..", "-x", &"x".repeat(64)] {
+            assert!(s.register_cell(bad, "cc").is_err(), "{bad:?}");
+        }
+        let a = s.create_app("a").unwrap();
+        s.acquire_lease("cell1", "192.0.2.1".parse().unwrap())
+            .unwrap();
+        let i = s.place_instance(&a.guid, "cell1", None).unwrap();
+        s.confirm_instance("cell1", &i.guid, &a.guid, 0, "10.255.0.1".parse().unwrap())
+            .unwrap();
+        assert!(s.remove_cell("cell1").unwrap());
+        assert!(!s.cell_identity_ok("cell1", "bb").unwrap());
+        assert!(s.leases().unwrap().is_empty());
+        assert!(s.placements(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn leases_need_a_host_address_no_live_cell_holds() {
+        let (_d, mut s) = open();
+        s.acquire_lease("cell1", "192.0.2.1".parse().unwrap())
+            .unwrap();
+        let e = s
+            .acquire_lease("cell2", "192.0.2.1".parse().unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("belongs to cell cell1"), "{e}");
+        for bad in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "169.254.0.1",
+            "10.255.3.3",
+        ] {
+            assert!(
+                s.acquire_lease("cell2", bad.parse().unwrap()).is_err(),
+                "{bad}"
+            );
+        }
+        s.acquire_lease("cell2", "192.0.2.2".parse().unwrap())
+            .unwrap();
+        // The same cell may move to a new address of its own.
+        s.acquire_lease("cell1", "192.0.2.9".parse().unwrap())
+            .unwrap();
+    }
+
+    #[test]
+    fn internal_domains_are_private_and_app_names_start_with_a_letter_or_digit() {
+        let (_d, mut s) = open();
+        for bad in [
+            "com",
+            "localhost",
+            "example.com",
+            "internal",
+            "apps.internal.com",
+        ] {
+            assert!(s.create_domain(bad).is_err(), "{bad}");
+        }
+        for good in ["apps.internal", "svc.corp", "x.home.arpa"] {
+            s.create_domain(good).unwrap();
+        }
+        for bad in ["_x", "-x", "", "a.b", "a/b", ".."] {
+            assert!(s.create_app(bad).is_err(), "{bad:?}");
+        }
+        s.create_app("x_1-y").unwrap();
     }
 
     #[test]
@@ -713,8 +1188,8 @@ mod tests {
             l1.subnet,
             "same cell, same lease"
         );
-        for c in ["cell2", "cell3", "cell4"] {
-            s.acquire_lease(c, ip).unwrap();
+        for (c, n) in [("cell2", 2), ("cell3", 3), ("cell4", 4)] {
+            s.acquire_lease(c, Ipv4Addr::new(192, 0, 2, n)).unwrap();
         }
         // All four taken; with a TTL of 0 they are all expired, so the oldest (cell1) goes.
         s.db.execute(
@@ -722,7 +1197,9 @@ mod tests {
             [],
         )
         .unwrap();
-        let l5 = s.acquire_lease("cell5", ip).unwrap();
+        let l5 = s
+            .acquire_lease("cell5", "192.0.2.5".parse().unwrap())
+            .unwrap();
         assert_eq!(l5.subnet, "10.255.0.0/24");
         assert!(!s.leases().unwrap().iter().any(|l| l.cell == "cell1"));
         assert!(matches!(
@@ -738,12 +1215,14 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            s.acquire_lease("cell6", ip),
+            s.acquire_lease("cell6", "192.0.2.6".parse().unwrap()),
             Err(StateError::NoSubnet(_))
         ));
         assert!(s.release_lease("cell2").unwrap());
         assert_eq!(
-            s.acquire_lease("cell6", ip).unwrap().subnet,
+            s.acquire_lease("cell6", "192.0.2.6".parse().unwrap())
+                .unwrap()
+                .subnet,
             "10.255.1.0/24"
         );
     }

@@ -2,121 +2,13 @@
 //! TLS, real SQLite, the real binary. Requests that must carry a client certificate (or must
 //! not) are made with curl, as an operator would.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-struct Control {
-    child: Child,
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Control {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_c2c"))
-            .args([
-                "--state-dir",
-                dir.path().to_str().unwrap(),
-                "control",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url_file = dir.path().join("control/url");
-        let end = Instant::now() + Duration::from_secs(10);
-        while !url_file.exists() {
-            assert!(Instant::now() < end, "control did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let url = std::fs::read_to_string(url_file).unwrap();
-        Self { child, dir, url }
-    }
-
-    fn c2c(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_c2c"))
-            .args(args)
-            .env("C2C_STATE_DIR", self.dir.path())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.c2c(args);
-        assert!(
-            o.status.success(),
-            "c2c {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca/ca.pem")
-    }
-
-    /// A client cert from the platform CA with CN `cn`.
-    fn cell_cert(&self, cn: &str) -> PathBuf {
-        let out = self.dir.path().join(format!("cell-{cn}"));
-        self.ok(&[
-            "certs",
-            "issue",
-            "--ca-dir",
-            self.dir.path().join("ca").to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--instance-id",
-            cn,
-            "--dns",
-            cn,
-        ]);
-        out
-    }
-
-    /// curl with the platform CA; returns (status, body).
-    fn curl(&self, extra: &[&str], path: &str) -> (u16, Value) {
-        let url = format!("{}{path}", self.url);
-        let mut args = vec![
-            "-s",
-            "--max-time",
-            "20",
-            "--cacert",
-            self.ca().to_str().unwrap().to_owned().leak(),
-            "-w",
-            "\n%{http_code}",
-        ];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        let o = Command::new("curl").args(&args).output().unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (
-            code.trim().parse().unwrap_or(0),
-            serde_json::from_str(body).unwrap_or(Value::Null),
-        )
-    }
-
-    fn as_cell(&self, cert: &Path, extra: &[&str], path: &str) -> (u16, Value) {
-        let c = cert.join("cert.pem");
-        let k = cert.join("key.pem");
-        let mut args = vec!["--cert", c.to_str().unwrap(), "--key", k.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        self.curl(&args, path)
-    }
-}
+mod support;
+use support::Control;
 
 #[test]
 fn the_policy_workflow_through_the_cli() {
@@ -348,6 +240,7 @@ fn cells_lease_register_and_watch() {
             .unwrap()
             .to_string()
     };
+    let inst = ctl.place("appb", "cell1", 0);
     let body = format!(
         r#"{{"app_guid":"{}","index":0,"ip":"10.255.0.1"}}"#,
         guid("appb")
@@ -355,7 +248,7 @@ fn cells_lease_register_and_watch() {
     let (code, _) = ctl.as_cell(
         &cell1,
         &["-X", "PUT", "-d", &body],
-        "/v1/cells/cell1/instances/inst-b0",
+        &format!("/v1/cells/cell1/instances/{inst}"),
     );
     assert_eq!(code, 200);
 

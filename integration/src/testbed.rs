@@ -50,21 +50,7 @@ impl Platform {
             let cell = p.underlay.cell(n);
             let name = format!("cell{n}");
             let certs = p.dir.path().join(format!("{name}-tls"));
-            run(
-                bin("c2c").to_str().unwrap(),
-                &[
-                    "certs",
-                    "issue",
-                    "--ca-dir",
-                    state.join("ca").to_str().unwrap(),
-                    "--out",
-                    certs.to_str().unwrap(),
-                    "--instance-id",
-                    &name,
-                    "--dns",
-                    &name,
-                ],
-            );
+            p.c2c(&["cell", "register", &name, "--out", certs.to_str().unwrap()]);
             p.cells.push(cell);
             p.start_agent(n);
         }
@@ -114,7 +100,9 @@ impl Platform {
             "--control".into(),
             self.url.clone(),
             "--ca".into(),
-            d.join("state/ca/ca.pem").display().to_string(),
+            d.join(format!("cell{n}-tls/control-ca.pem"))
+                .display()
+                .to_string(),
             "--cert-dir".into(),
             d.join(format!("cell{n}-tls")).display().to_string(),
             "--data-dir".into(),
@@ -152,13 +140,41 @@ impl Platform {
         v["guid"].as_str().unwrap().to_string()
     }
 
-    /// A container of `app` on cell `n`, wired by c2c-cni with the agent's config.
+    /// Places instance `index` of `app` on cell `n` through the external API (what a
+    /// scheduler does with a user's token); returns its GUID.
+    pub fn place(&self, n: u8, app: &str, index: u32) -> String {
+        let body = serde_json::json!({ "cell": format!("cell{n}"), "index": index }).to_string();
+        let out = self.c2c(&[
+            "curl",
+            &format!("/v1/apps/{app}/instances"),
+            "-X",
+            "POST",
+            "-d",
+            &body,
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["guid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("placing {app}/{index}: {out}"))
+            .to_string()
+    }
+
+    /// A container of `app` on cell `n`, placed in control and wired by c2c-cni with the
+    /// agent's config, as a runtime would.
     pub fn container(&self, n: u8, app: &str, index: u32) -> (Netns, Ipv4Addr) {
+        let guid = self.place(n, app, index);
+        self.container_as(n, app, index, &guid)
+    }
+
+    /// A container wired by c2c-cni on cell `n` claiming to be instance `guid` of `app` (the
+    /// runtime's word; control decides whether it is).
+    pub fn container_as(&self, n: u8, app: &str, index: u32, guid: &str) -> (Netns, Ipv4Addr) {
         let ctr = Netns::new("ctr");
         let mut conf: serde_json::Value =
             serde_json::from_slice(&std::fs::read(self.cni_conf_path(n)).unwrap()).unwrap();
-        conf["runtimeConfig"] =
-            serde_json::json!({ "app_guid": self.app_guid(app), "instance_index": index });
+        conf["runtimeConfig"] = serde_json::json!({
+            "app_guid": self.app_guid(app), "instance_index": index, "instance_guid": guid,
+        });
         let id = format!("{app}-{index}-{}", ctr.name);
         let ip = add(&self.cells[n as usize - 1].ns, &ctr, &id, &conf.to_string());
         (ctr, ip)

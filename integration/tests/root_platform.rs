@@ -154,13 +154,24 @@ fn root_demo_walks_the_workflow_and_leaves_nothing() {
 
 /// The namespace prefix `c2c` derives from a state dir (FNV-1a of its canonical path), the same
 /// computation as the platform's; checked against platform.json in the other test.
+/// The platform's namespace prefix for `dir`: `c2c` and the first 8 bytes of the SHA-256 of
+/// the canonical path, in hex (computed here with sha256sum, independently of the code).
 fn c2c_control_prefix(dir: &Path) -> String {
     let canon = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mut h: u32 = 0x811c9dc5;
-    for b in canon.as_os_str().as_encoded_bytes() {
-        h = (h ^ u32::from(*b)).wrapping_mul(0x01000193);
-    }
-    format!("c2c{:04x}", h & 0xffff)
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(canon.as_os_str().as_encoded_bytes())
+        .unwrap();
+    let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    format!("c2c{}", &out[..16])
 }
 
 #[test]

@@ -95,9 +95,11 @@ fn root_policy_workflow_across_and_within_cells() {
     p.cells[1]
         .ns
         .exec("nft", &["flush", "chain", "ip", "c2c", "ingress"]);
+    let r = fetch(&c, to_b);
     assert!(
-        fetch(&c, to_b).is_ok(),
-        "with the chain flushed nothing is enforced"
+        r.is_ok(),
+        "with the chain flushed nothing is enforced: {r:?} {}",
+        p.cells[1].ns.exec("nft", &["list", "ruleset"])
     );
     wait("flushed chain restored", || refused(fetch(&c, to_b)));
 

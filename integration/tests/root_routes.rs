@@ -206,5 +206,5 @@ fn root_routes_drive_certificates_and_dns() {
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.trim_end().ends_with("403"), "{out}");
-    assert!(out.contains("not registered on cell cell1"), "{out}");
+    assert!(out.contains("is not placed on cell cell1"), "{out}");
 }

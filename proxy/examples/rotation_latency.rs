@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sans: SanSet::new(names, []).expect("valid names"),
             ttl: Duration::from_secs(3600),
             key: LeafKey::EcdsaP256,
+            usage: Default::default(),
         })
     };
     let p = issue(vec!["appb.apps.internal".into()])?;

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::ipam::Subnet;
 use crate::netlink::Netlink;
-use crate::rules::{self, Allow, Local};
+use crate::rules::{self, Allow, CellRules, Local};
 use crate::store::{ContainerRecord, Store};
 use crate::vtep::{self, Remote, VtepConfig};
 
@@ -129,18 +129,29 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     std::fs::rename(&tmp, path).map_err(err)
 }
 
-/// The inputs of the rules, from control's view and the local store (pure).
+/// The inputs of the rules, from control's view and the local store (pure). A container gets
+/// its app's tag only once control confirmed it as an instance placed on this cell (its app is
+/// control's record, not what the runtime wrote); every wired container, tagged or not, may send
+/// only from its own address.
 pub fn rule_inputs(
+    cell: &str,
+    subnet: Subnet,
     view: &CellView,
     records: &[ContainerRecord],
-) -> (Vec<Local>, BTreeMap<String, u16>, Vec<Allow>) {
-    let locals = records
+) -> (CellRules, Vec<Local>, BTreeMap<String, u16>, Vec<Allow>) {
+    let wired: BTreeMap<Ipv4Addr, &ContainerRecord> = records.iter().map(|r| (r.ip, r)).collect();
+    let locals = view
+        .instances
         .iter()
-        .filter_map(|r| {
-            Some(Local {
-                ip: r.ip,
-                app_guid: r.app_guid.clone()?,
-            })
+        .filter(|i| i.cell == cell)
+        .filter(|i| {
+            wired
+                .get(&i.ip)
+                .is_some_and(|r| r.instance_guid.as_deref() == Some(i.guid.as_str()))
+        })
+        .map(|i| Local {
+            ip: i.ip,
+            app_guid: i.app_guid.clone(),
         })
         .collect();
     let tags = view.apps.iter().map(|a| (a.guid.clone(), a.tag)).collect();
@@ -155,11 +166,20 @@ pub fn rule_inputs(
             end: p.end,
         })
         .collect();
-    (locals, tags, allows)
+    let cell_rules = CellRules {
+        subnet,
+        containers: wired.keys().copied().collect(),
+        peers: remotes(cell, &view.leases)
+            .iter()
+            .map(|r| r.underlay_ip)
+            .collect(),
+    };
+    (cell_rules, locals, tags, allows)
 }
 
-/// What to tell control so its instances on this cell match the store (pure): (register,
-/// deregister). Records without an app GUID are not app instances and are left out.
+/// What to tell control so its instances on this cell match the store (pure): (confirm,
+/// withdraw). Only records that name an instance GUID (one control placed, handed over by the
+/// runtime) are confirmed; control refuses any it did not place on this cell.
 pub fn registration_changes(
     cell: &str,
     view: &CellView,
@@ -169,10 +189,7 @@ pub fn registration_changes(
         .iter()
         .filter_map(|r| {
             let app_guid = r.app_guid.clone()?;
-            let guid = r
-                .instance_guid
-                .clone()
-                .unwrap_or_else(|| r.container_id.clone());
+            let guid = r.instance_guid.clone()?;
             Some((
                 guid.clone(),
                 Instance {
@@ -257,15 +274,14 @@ async fn sync_certs(
         let Some(dir) = rec.cert_dir.as_deref().map(PathBuf::from) else {
             continue;
         };
-        let guid = rec
-            .instance_guid
-            .clone()
-            .unwrap_or_else(|| rec.container_id.clone());
-        // Not registered yet: the next view will have it.
+        let Some(guid) = rec.instance_guid.clone() else {
+            continue;
+        };
+        // Not confirmed yet: the next view will have it.
         let Some(inst) = view
             .instances
             .iter()
-            .find(|i| i.guid == guid && i.cell == cell)
+            .find(|i| i.guid == guid && i.cell == cell && i.ip == rec.ip)
         else {
             continue;
         };
@@ -511,8 +527,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             Err(error) => warn!(%error, "vtep convergence failed"),
         }
         // Rules, applied when they change or on resync.
-        let (locals, tags, allows) = rule_inputs(v, &records);
-        let text = rules::ruleset(subnet, &locals, &tags, &allows);
+        let (cell_rules, locals, tags, allows) = rule_inputs(&cfg.cell, subnet, v, &records);
+        let text = rules::ruleset(&cell_rules, &locals, &tags, &allows);
         let changed = applied.as_deref() != Some(text.as_str());
         // On a resync, re-apply only if the kernel lost our rules (flushed or deleted by hand):
         // checking is cheap, re-loading 10,000 elements is not.
@@ -609,7 +625,7 @@ mod tests {
             ifname: "eth0".into(),
             host_veth: "s-x".into(),
             app_guid: app.map(Into::into),
-            instance_guid: None,
+            instance_guid: app.map(|_| id.into()),
             instance_index: Some(0),
             cert_dir: None,
         }
@@ -693,14 +709,30 @@ mod tests {
         let r = remotes("cell1", &view().leases);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].underlay_ip, "192.0.2.2".parse::<Ipv4Addr>().unwrap());
-        let (locals, tags, allows) = rule_inputs(
+        let (cell, locals, tags, allows) = rule_inputs(
+            "cell1",
+            "10.255.1.0/24".parse().unwrap(),
             &view(),
             &[
                 rec("c1", "10.255.1.1", Some("ga")),
                 rec("infra", "10.255.1.3", None),
+                // The runtime says app ga, but control never confirmed this one: no tag.
+                rec("c9", "10.255.1.4", Some("ga")),
             ],
         );
-        assert_eq!(locals.len(), 1);
+        assert_eq!(
+            locals,
+            [Local {
+                ip: "10.255.1.1".parse().unwrap(),
+                app_guid: "ga".into()
+            }]
+        );
+        assert_eq!(
+            cell.containers.len(),
+            3,
+            "every wired container is a source"
+        );
+        assert_eq!(cell.peers, ["192.0.2.2".parse::<Ipv4Addr>().unwrap()]);
         assert_eq!(tags["ga"], 1);
         assert_eq!(allows.len(), 1);
     }

@@ -2,12 +2,21 @@
 //! nftables table (`ip c2c`) replaced in a single transaction (`nft -f`): at no instant is the
 //! cell without its rules or with half of them.
 //!
-//! - `prerouting`: a packet from a local container gets its app's tag as its mark (a map lookup
-//!   by source address); the VTEP carries the mark to other cells in the VXLAN GBP header.
+//! - `prerouting`: a packet that entered by a container's veth must carry that veth's assigned
+//!   address as its source (the `sources` set of `veth . address`), else it is dropped: a
+//!   container cannot pass as another. Its mark is cleared, then set to its app's tag (a map
+//!   lookup by source address); the VTEP carries the mark to other cells in the VXLAN GBP
+//!   header. A packet that arrived on the VTEP keeps the mark it came with: it is never
+//!   re-marked by its (remote) source address.
 //! - `forward` -> `ingress`, for packets to the cell's subnet: established connections pass; a
 //!   packet passes if `(destination, protocol, port, mark)` is in the `allow` set, a hash set
 //!   with port intervals, so the cost of a new connection does not grow with the number of
 //!   policies; everything else is rejected (a TCP reset: the client sees "connection refused").
+//!   A container's packets for anything outside the overlay are rejected (no egress without a
+//!   security group), and a packet from the VTEP must be for this cell's subnet.
+//! - `input`: VXLAN (UDP 4789) is accepted only from the other cells' underlay addresses (the
+//!   `peers` set, from the leases), so no container or underlay host can inject a packet with a
+//!   forged GBP tag; containers reach the cell itself only for DNS (and ping) at the gateway.
 //!
 //! [`ruleset`] is pure; [`apply`] runs `nft`.
 
@@ -22,7 +31,25 @@ use crate::ipam::Subnet;
 /// The nftables table that holds every rule of ours.
 pub const TABLE: &str = "c2c";
 
-/// A container on this cell.
+/// The VTEP's name (see [`crate::vtep::VtepConfig`]).
+const VTEP: &str = "silk-vtep";
+
+/// What the cell's rules are built from besides apps and policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellRules {
+    /// The cell's overlay subnet.
+    pub subnet: Subnet,
+    /// The address of every container wired on this cell (app instance or not): each may send
+    /// only from its own address, by its own veth.
+    pub containers: Vec<Ipv4Addr>,
+    /// The other cells' underlay addresses: the only sources of VXLAN accepted.
+    pub peers: Vec<Ipv4Addr>,
+}
+
+/// VXLAN's UDP port.
+pub const VXLAN_PORT: u16 = 4789;
+
+/// A container of an app on this cell, confirmed by control.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Local {
     /// Its overlay address.
@@ -82,11 +109,12 @@ pub fn allow_elements(
 /// about a tenth of a second, interval elements some 25 times slower. A `gen` set holds a hash
 /// of the script, so [`in_place`] can tell cheaply whether the kernel still has it.
 pub fn ruleset(
-    subnet: Subnet,
+    cell: &CellRules,
     locals: &[Local],
     tags: &BTreeMap<String, u16>,
     allows: &[Allow],
 ) -> String {
+    let subnet = cell.subnet;
     let marks: BTreeMap<Ipv4Addr, u16> = locals
         .iter()
         .filter_map(|l| Some((l.ip, *tags.get(&l.app_guid)?)))
@@ -125,12 +153,34 @@ pub fn ruleset(
             .collect(),
     );
     body.push_str("  }\n");
-    body.push_str("  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n    meta mark set ip saddr map @marks\n  }\n");
+    let sources: BTreeSet<Ipv4Addr> = cell.containers.iter().copied().collect();
+    body.push_str("  set sources {\n    type ifname . ipv4_addr\n");
+    elements_line(
+        &mut body,
+        sources
+            .iter()
+            .map(|ip| format!("\"{}\" . {ip}", crate::cni::host_veth_name(*ip)))
+            .collect(),
+    );
+    body.push_str("  }\n  set peers {\n    type ipv4_addr\n");
+    let peers: BTreeSet<Ipv4Addr> = cell.peers.iter().copied().collect();
+    elements_line(&mut body, peers.iter().map(|ip| ip.to_string()).collect());
+    body.push_str("  }\n");
+    // Container veths are `s-<hex ip>` (c2c-cni names them); the VTEP is silk-vtep.
     let _ = writeln!(
         body,
-        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip daddr {}/{} jump ingress\n  }}",
-        subnet.network(),
-        subnet.prefix()
+        "  chain prerouting {{\n    type filter hook prerouting priority mangle; policy accept;\n    iifname \"s-*\" jump from_container\n  }}\n  chain from_container {{\n    iifname . ip saddr != @sources drop\n    meta mark set 0\n    meta mark set ip saddr map @marks\n  }}"
+    );
+    let gw = crate::cni::GATEWAY;
+    let _ = writeln!(
+        body,
+        "  chain input {{\n    type filter hook input priority filter; policy accept;\n    udp dport {VXLAN_PORT} ip saddr != @peers drop\n    iifname \"s-*\" jump container_to_cell\n    iifname \"{VTEP}\" ct state established,related accept\n    iifname \"{VTEP}\" drop\n  }}\n  chain container_to_cell {{\n    ct state established,related accept\n    ip daddr {gw} udp dport 53 accept\n    ip daddr {gw} tcp dport 53 accept\n    ip daddr {gw} icmp type echo-request accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}"
+    );
+    let _ = writeln!(
+        body,
+        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip daddr {net}/{len} jump ingress\n    ip daddr != {net}/{len} iifname \"s-*\" oifname != \"{VTEP}\" jump no_egress\n    ip daddr != {net}/{len} iifname \"{VTEP}\" drop\n  }}\n  chain no_egress {{\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}",
+        net = subnet.network(),
+        len = subnet.prefix()
     );
     body.push_str(
         "  chain ingress {\n    ct state established,related accept\n    ip daddr . meta l4proto . th dport . meta mark @allow accept\n    ip daddr . meta l4proto . th dport . meta mark @allow_ranges accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type port-unreachable\n  }\n",
@@ -192,7 +242,9 @@ pub fn in_place(gen: u32) -> bool {
     let chains_ok = [
         ("ingress", "reject with tcp reset"),
         ("forward", "jump ingress"),
-        ("prerouting", "meta mark set"),
+        ("prerouting", "jump from_container"),
+        ("from_container", "meta mark set"),
+        ("input", "@peers drop"),
     ]
     .iter()
     .all(|(chain, needle)| {
@@ -240,6 +292,14 @@ pub fn apply(script: &str) -> Result<(), RulesError> {
 mod tests {
     use super::*;
 
+    fn cell(subnet: Subnet, locals: &[Local]) -> CellRules {
+        CellRules {
+            subnet,
+            containers: locals.iter().map(|l| l.ip).collect(),
+            peers: vec!["192.0.2.2".parse().unwrap()],
+        }
+    }
+
     fn inputs() -> (Subnet, Vec<Local>, BTreeMap<String, u16>) {
         let locals = vec![
             Local {
@@ -277,7 +337,7 @@ mod tests {
     fn marks_allow_set_and_default_reject() {
         let (subnet, locals, tags) = inputs();
         let text = ruleset(
-            subnet,
+            &cell(subnet, &locals),
             &locals,
             &tags,
             &[
@@ -304,9 +364,25 @@ mod tests {
             "policies to apps not on this cell add nothing"
         );
         assert!(text.contains("ip daddr 10.255.1.0/24 jump ingress"));
-        let est = text.find("ct state established").unwrap();
-        let set = text.find("@allow accept").unwrap();
-        let reject = text.find("reject with tcp reset").unwrap();
+        // Each container may send only from its own veth and address; VXLAN only from peers.
+        assert!(
+            text.contains("\"s-0aff0101\" . 10.255.1.1"),
+            "sources by veth: {text}"
+        );
+        assert!(text.contains("iifname . ip saddr != @sources drop"));
+        assert!(text.contains("udp dport 4789 ip saddr != @peers drop"));
+        assert!(text.contains("elements = { 192.0.2.2 }"));
+        let clear = text.find("meta mark set 0").unwrap();
+        let mark = text.find("meta mark set ip saddr map @marks").unwrap();
+        assert!(clear < mark);
+        assert!(
+            text.contains("iifname \"s-*\" jump from_container"),
+            "only container packets are marked, never the VTEP's"
+        );
+        let ingress = &text[text.find("chain ingress").unwrap()..];
+        let est = ingress.find("ct state established").unwrap();
+        let set = ingress.find("@allow accept").unwrap();
+        let reject = ingress.find("reject with tcp reset").unwrap();
         assert!(est < set && set < reject);
         assert!(
             text.starts_with("table ip c2c\ndelete table ip c2c\n"),
@@ -318,7 +394,7 @@ mod tests {
     fn deterministic_and_untagged_or_unknown_protocols_get_nothing() {
         let (subnet, mut locals, tags) = inputs();
         let a = ruleset(
-            subnet,
+            &cell(subnet, &locals),
             &locals,
             &tags,
             &[
@@ -329,7 +405,7 @@ mod tests {
         );
         locals.reverse();
         let b = ruleset(
-            subnet,
+            &cell(subnet, &locals),
             &locals,
             &tags,
             &[
@@ -341,13 +417,15 @@ mod tests {
         assert_eq!(a, b);
         assert!(!a.contains("3-4") && !a.contains(". 5 ."), "{a}");
         assert_eq!(generation(&a), generation(&b));
-        let other = ruleset(subnet, &locals, &tags, &[]);
+        let other = ruleset(&cell(subnet, &locals), &locals, &tags, &[]);
         assert_ne!(
             generation(&a),
             generation(&other),
             "another ruleset, another generation"
         );
-        let empty = ruleset(subnet, &[], &tags, &[]);
+        let mut lonely = cell(subnet, &[]);
+        lonely.peers.clear();
+        let empty = ruleset(&lonely, &[], &tags, &[]);
         assert!(
             empty.matches("elements").count() == 1,
             "only gen has elements; no empty lists (nft rejects them): {empty}"

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use c2c_integration::topo::*;
 use c2c_shim::netns::run_in;
-use c2c_shim::rules::{self, Allow, Local};
+use c2c_shim::rules::{self, Allow, CellRules, Local};
 
 fn apply(cell: &Netns, text: &str) {
     let text = text.to_string();
@@ -47,10 +47,18 @@ fn root_default_deny_then_policy_allows_only_its_source() {
         ("app-c".to_string(), 3),
     ]);
     let subnet = "10.255.1.0/24".parse().unwrap();
+    let cell_rules = |locals: &[Local]| CellRules {
+        subnet,
+        containers: locals.iter().map(|l| l.ip).collect(),
+        peers: vec![],
+    };
     serve(&b, SocketAddr::new(ip_b.into(), 8080), "b");
     let to_b = SocketAddr::new(ip_b.into(), 8080);
 
-    apply(&cell, &rules::ruleset(subnet, &locals, &tags, &[]));
+    apply(
+        &cell,
+        &rules::ruleset(&cell_rules(&locals), &locals, &tags, &[]),
+    );
     let refused = fetch(&a, to_b).unwrap_err();
     assert_eq!(
         refused.kind(),
@@ -67,7 +75,12 @@ fn root_default_deny_then_policy_allows_only_its_source() {
     };
     apply(
         &cell,
-        &rules::ruleset(subnet, &locals, &tags, std::slice::from_ref(&policy)),
+        &rules::ruleset(
+            &cell_rules(&locals),
+            &locals,
+            &tags,
+            std::slice::from_ref(&policy),
+        ),
     );
     assert_eq!(fetch(&a, to_b).unwrap(), format!("b saw {ip_a}"));
     assert_eq!(
@@ -79,13 +92,21 @@ fn root_default_deny_then_policy_allows_only_its_source() {
     // Re-applying is harmless: one table, replaced whole.
     apply(
         &cell,
-        &rules::ruleset(subnet, &locals, &tags, std::slice::from_ref(&policy)),
+        &rules::ruleset(
+            &cell_rules(&locals),
+            &locals,
+            &tags,
+            std::slice::from_ref(&policy),
+        ),
     );
     let tables = cell.exec("nft", &["list", "tables"]);
     assert_eq!(tables.matches("table ip c2c").count(), 1, "{tables}");
 
     // Container b leaves and the policy goes: its elements are gone, a is refused again.
-    apply(&cell, &rules::ruleset(subnet, &locals[..1], &tags, &[]));
+    apply(
+        &cell,
+        &rules::ruleset(&cell_rules(&locals[..1]), &locals[..1], &tags, &[]),
+    );
     let table = cell.exec("nft", &["list", "table", "ip", "c2c"]);
     assert!(!table.contains(&ip_b.to_string()), "{table}");
     assert_eq!(

@@ -85,6 +85,7 @@ pub fn default_hostname(app: &str) -> Option<String> {
 /// Creates the app if needed and starts its instances. Returns them.
 pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
     preflight()?;
+    check_app(&a.app)?;
     let paths = Paths::new(state_dir);
     let info = PlatformInfo::load(&paths)?;
     anyhow::ensure!(
@@ -145,7 +146,18 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
             Some(c) => info.cell(c)?.clone(),
             None => info.cells[(index as usize) % info.cells.len()].clone(),
         };
-        let inst = start_instance(state_dir, &info, &cell, &a.app, &app_guid, index, a)
+        // Placement is control's: the instance exists because we (with the user's token) asked
+        // for it on this cell; control generates its GUID, and the cell may only confirm it.
+        let placed = runtime()?.block_on(client.call(
+            Method::POST,
+            &format!("/v1/apps/{}/instances", c2c_api::path_segment(&a.app)),
+            Some(&serde_json::json!({ "cell": cell.name, "index": index })),
+        ))?;
+        let guid = placed["guid"]
+            .as_str()
+            .context("control placed the instance without a GUID")?
+            .to_string();
+        let inst = start_instance(state_dir, &info, &cell, &a.app, &app_guid, index, &guid, a)
             .with_context(|| format!("starting {}/{index}", a.app))?;
         println!(
             "  {}/{} on {}: {} (netns {})",
@@ -163,6 +175,7 @@ fn start_instance(
     app: &str,
     app_guid: &str,
     index: u32,
+    guid: &str,
     a: &PushArgs,
 ) -> Result<InstanceInfo> {
     let paths = Paths::new(state_dir);
@@ -170,7 +183,7 @@ fn start_instance(
     std::fs::create_dir_all(&dir)?;
     let netns = format!("{}-{app}-{index}", info.prefix);
     let container_id = format!("{app}-{index}");
-    let guid = crate::state::new_guid();
+    let guid = guid.to_string();
     ip(&["netns", "add", &netns])?;
     // From here on, a failure leaves a partial instance that `delete`/`down` clean up.
     let mut rec = InstanceInfo {
@@ -366,8 +379,17 @@ fn cni(
     Ok(json)
 }
 
+/// Refuses a name that is not an app name before it comes near a path: `..`, `.`, `""` or
+/// `a/b` would otherwise name the state dir or every app's instances.
+fn check_app(app: &str) -> Result<()> {
+    crate::state::validate_app_name(app).map_err(anyhow::Error::from)
+}
+
 /// Instances recorded in the state dir, of one app or all, by app then index.
 pub fn instances(state_dir: &Path, app: Option<&str>) -> Result<Vec<InstanceInfo>> {
+    if let Some(a) = app {
+        check_app(a)?;
+    }
     let root = state_dir.join("instances");
     let mut out = vec![];
     let apps: Vec<PathBuf> = match app {
@@ -471,6 +493,19 @@ pub fn remove_instance(state_dir: &Path, inst: &InstanceInfo) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&inst.netns));
     let _ = std::fs::remove_dir_all(&dir);
+    // The placement goes last: until then control still knows the instance it placed.
+    let unplaced = crate::client::from_state_dir(state_dir).and_then(|client| {
+        runtime()?
+            .block_on(client.call(
+                Method::DELETE,
+                &format!("/v1/instances/{}", c2c_api::path_segment(&inst.guid)),
+                None,
+            ))
+            .map_err(anyhow::Error::from)
+    });
+    if let Err(e) = unplaced {
+        problems.push(format!("removing its placement from control: {e:#}"));
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -480,6 +515,7 @@ pub fn remove_instance(state_dir: &Path, inst: &InstanceInfo) -> Result<()> {
 
 /// Stops all of an app's instances and forgets them; goes on past errors, reporting them.
 pub fn remove_app_instances(state_dir: &Path, app: &str) -> Result<()> {
+    check_app(app)?;
     let problems: Vec<String> = instances(state_dir, Some(app))?
         .iter()
         .filter_map(|i| {
@@ -500,6 +536,7 @@ pub fn remove_app_instances(state_dir: &Path, app: &str) -> Result<()> {
 /// `c2c delete APP/INDEX`: that instance only; the app and its policies stay.
 pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
     preflight()?;
+    check_app(target.split_once('/').map_or(target, |(a, _)| a))?;
     if target.contains('/') {
         let inst = find(state_dir, target)?;
         remove_instance(state_dir, &inst)?;

@@ -107,15 +107,17 @@ impl PlatformInfo {
     }
 }
 
-/// A short id of the state dir, so two platforms (two state dirs) never share namespace names.
+/// An id of the state dir, so two platforms (two state dirs) never share namespace names: 64
+/// bits of SHA-256 over the canonical path (a 16-bit id collided between two state dirs about
+/// one time in 65,536, and then one platform's `down` removed the other's namespaces).
 pub fn prefix_for(state_dir: &Path) -> String {
     let canon = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
-    // FNV-1a: stable across runs and Rust versions, unlike DefaultHasher.
-    let mut h: u32 = 0x811c9dc5;
-    for b in canon.as_os_str().as_encoded_bytes() {
-        h = (h ^ u32::from(*b)).wrapping_mul(0x01000193);
-    }
-    format!("c2c{:04x}", h & 0xffff)
+    let d = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        canon.as_os_str().as_encoded_bytes(),
+    );
+    let hex: String = d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("c2c{hex}")
 }
 
 /// Refuses clearly unless running as root with iproute2 and nftables installed.

@@ -30,7 +30,7 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
     // No record of a platform here, yet namespaces or processes of one: its state dir was
     // deleted under it (or a first `up` died half-way). Start clean rather than trip over them.
     if !paths.info().exists() {
-        let swept = sweep(state_dir, &prefix);
+        let swept = sweep(&prefix);
         let said: Vec<String> = (swept.killed.iter().map(|p| format!("process {p} killed")))
             .chain(
                 swept
@@ -153,20 +153,14 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
             ])?;
             ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
         }
-        // The cell's identity: a client cert from the platform CA, CN = cell name.
         let tls = dir.join("tls");
-        if !tls.join("cert.pem").exists() {
-            let ca = c2c_certs::Ca::load(&layout.ca_dir())?;
-            let pair = ca.issue(&c2c_certs::LeafRequest {
-                common_name: name.clone(),
-                sans: c2c_certs::SanSet::new([name.as_str()], [])?,
-                ttl: Duration::from_secs(365 * 24 * 3600),
-                key: Default::default(),
-            })?;
-            c2c_certs::pair::write_pair(&tls, pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())?;
-        }
         let agent_pid = dir.join("agent.pid");
         if super::live_pid(&agent_pid, &netns).is_none() {
+            // The cell's identity, registered with control as any cell joins: its key made
+            // here, its client certificate signed by the cell issuer (CN = cell name). A
+            // re-registration revokes whatever certificate the cell had before.
+            crate::cell_cmd::register(state_dir, &name, &tls)
+                .with_context(|| format!("registering {name} with control"))?;
             let url = std::fs::read_to_string(layout.url())?;
             let args: Vec<String> = [
                 "--cell",
@@ -176,7 +170,9 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
                 "--control",
                 url.trim(),
                 "--ca",
-                &layout.ca_dir().join("ca.pem").display().to_string(),
+                &tls.join(crate::cell_cmd::CONTROL_CA_FILE)
+                    .display()
+                    .to_string(),
                 "--cert-dir",
                 &tls.display().to_string(),
                 "--data-dir",
@@ -245,14 +241,19 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
     Ok(info)
 }
 
-/// PIDs of live processes whose command line names `dir` (an argument that is `dir`, lies
-/// under it, or ends in `=dir`), apart from this process and its ancestors (the shell or
-/// `c2c demo` that runs this command).
-fn processes_naming(dir: &Path) -> Vec<i32> {
-    let needle = dir.display().to_string();
-    let under = format!("{needle}/");
-    let assigned = format!("={needle}");
-    let assigned_under = format!("{assigned}/");
+/// PIDs of live processes that run inside one of the namespaces `<prefix>-*` (the platform's
+/// own: control, agents, sidecars, apps), apart from this process and its ancestors. A process
+/// elsewhere is never ours, whatever its command line says.
+fn processes_in_namespaces(prefix: &str) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let ours: std::collections::BTreeSet<(u64, u64)> = entries_with_prefix("/run/netns", prefix)
+        .iter()
+        .filter_map(|n| std::fs::metadata(Path::new("/run/netns").join(n)).ok())
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
+    if ours.is_empty() {
+        return vec![];
+    }
     let spared = ancestors();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return vec![];
@@ -262,14 +263,8 @@ fn processes_naming(dir: &Path) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| !spared.contains(pid) && !super::is_zombie_pub(*pid))
         .filter(|pid| {
-            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            raw.split(|b| *b == 0).any(|arg| {
-                let arg = String::from_utf8_lossy(arg);
-                arg == needle
-                    || arg.starts_with(&under)
-                    || arg.ends_with(&assigned)
-                    || arg.contains(&assigned_under)
-            })
+            std::fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| ours.contains(&(m.dev(), m.ino())))
         })
         .collect()
 }
@@ -314,11 +309,11 @@ struct Swept {
     failed: Vec<String>,
 }
 
-/// Kills the processes naming `state_dir` and removes the namespaces named `<prefix>-*` with
-/// their `/etc/netns` dirs, whatever the state dir still records.
-fn sweep(state_dir: &Path, prefix: &str) -> Swept {
+/// Kills the processes inside the namespaces named `<prefix>-*` and removes those namespaces
+/// with their `/etc/netns` dirs, whatever the state dir still records.
+fn sweep(prefix: &str) -> Swept {
     let mut done = Swept::default();
-    for pid in processes_naming(state_dir) {
+    for pid in processes_in_namespaces(prefix) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
@@ -376,7 +371,7 @@ pub fn down(state_dir: &Path) -> Result<()> {
     // Every namespace of this platform, including any a failed step left, and anything still
     // running that belongs to it (its command line names the state dir: control, agents,
     // sidecars, apps), say after a step failed half-way.
-    let swept = sweep(state_dir, &prefix);
+    let swept = sweep(&prefix);
     // Leftovers killed are what `down` is for: reported, not a failure.
     for pid in &swept.killed {
         eprintln!("c2c down: process {pid} of this platform was still running; killed it");

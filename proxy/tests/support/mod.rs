@@ -58,6 +58,7 @@ impl Pki {
                 sans: SanSet::new(names.iter().copied(), ["127.0.0.1".parse().unwrap()]).unwrap(),
                 ttl,
                 key,
+                usage: Default::default(),
             })
             .unwrap()
     }

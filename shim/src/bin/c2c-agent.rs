@@ -26,10 +26,11 @@ struct Args {
         default_value = "https://127.0.0.1:4002"
     )]
     control: String,
-    /// The platform CA certificate (PEM).
-    #[arg(long, default_value = "/var/lib/c2c/ca/ca.pem")]
+    /// The control issuer's certificate (PEM): the only anchor trusted for control's server
+    /// certificate (`c2c cell register` writes it as control-ca.pem beside the cell's cert).
+    #[arg(long, default_value = "/var/lib/c2c/cell/tls/control-ca.pem")]
     ca: PathBuf,
-    /// Directory with this cell's client cert.pem and key.pem, issued by the platform CA.
+    /// Directory with this cell's client cert.pem and key.pem (`c2c cell register --out`).
     #[arg(long, default_value = "/var/lib/c2c/cell/tls")]
     cert_dir: PathBuf,
     /// The CNI data dir (IPAM leases and the container metadata store c2c-cni writes).

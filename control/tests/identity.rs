@@ -1,0 +1,309 @@
+//! Attacks on control's identities and budgets, each beside the legitimate path it must leave
+//! working: an instance certificate used as a cell's, a cell choosing the names control signs
+//! or touching another cell's instances, a revoked cell, a lease on another cell's address,
+//! and connections held open to starve the API.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod support;
+use support::Control;
+
+fn lease(ctl: &Control, cell: &Path, name: &str, ip: &str) -> (u16, Value) {
+    ctl.as_cell(
+        cell,
+        &["-X", "POST", "-d", &format!(r#"{{"underlay_ip":"{ip}"}}"#)],
+        &format!("/v1/cells/{name}/lease"),
+    )
+}
+
+fn confirm(ctl: &Control, cell: &Path, name: &str, guid: &str, app: &str, ip: &str) -> u16 {
+    let body = format!(r#"{{"app_guid":"{app}","index":0,"ip":"{ip}"}}"#);
+    ctl.as_cell(
+        cell,
+        &["-X", "PUT", "-d", &body],
+        &format!("/v1/cells/{name}/instances/{guid}"),
+    )
+    .0
+}
+
+/// Has `cell` ask control to sign a fresh key for instance `guid`; returns (status, body, key).
+fn sign(ctl: &Control, cell: &Path, name: &str, guid: &str) -> (u16, Value, String) {
+    let (key, csr) = c2c_certs::ca::new_key_and_csr().unwrap();
+    let body = serde_json::json!({ "csr": csr }).to_string();
+    let (code, v) = ctl.as_cell(
+        cell,
+        &["-X", "POST", "-d", &body],
+        &format!("/v1/cells/{name}/instances/{guid}/certificate"),
+    );
+    (code, v, key)
+}
+
+fn openssl_text(pem: &str) -> String {
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-text"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl (apt-get install -y openssl)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pem.as_bytes())
+        .unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+#[test]
+fn an_instance_certificate_is_not_a_cell_identity() {
+    let ctl = Control::start();
+    let cell1 = ctl.cell_cert("cell1");
+    assert_eq!(lease(&ctl, &cell1, "cell1", "192.0.2.1").0, 200);
+    ctl.ok(&["create-app", "appb"]);
+    ctl.ok(&["map-route", "appb", "apps.internal", "--hostname", "appb"]);
+    let guid = ctl.place("appb", "cell1", 0);
+    let appb = ctl.app_guid("appb");
+    assert_eq!(
+        confirm(&ctl, &cell1, "cell1", &guid, &appb, "10.255.0.1"),
+        200
+    );
+    let (code, signed, key) = sign(&ctl, &cell1, "cell1", &guid);
+    assert_eq!(code, 200, "{signed}");
+    let chain = signed["cert_pem"].as_str().unwrap();
+
+    // What control signed: CN = the GUID it made, the app's routes and the confirmed IP as
+    // SANs (never the GUID), a server certificate only, from the instance issuer.
+    let text = openssl_text(chain);
+    assert!(text.contains(&format!("Subject: CN = {guid}")), "{text}");
+    assert!(
+        text.contains("DNS:0.appb.apps.internal, DNS:appb.apps.internal, IP Address:10.255.0.1"),
+        "{text}"
+    );
+    assert!(!text.contains(&format!("DNS:{guid}")), "{text}");
+    assert!(text.contains("TLS Web Server Authentication"), "{text}");
+    assert!(!text.contains("Client Authentication"), "{text}");
+    assert!(text.contains("Issuer: CN = c2c instance issuer"), "{text}");
+
+    // The attack: the instance's own certificate on the cell API, under its GUID as a cell
+    // name and under the real cell's name. The TLS handshake refuses it (code 0: no HTTP).
+    let inst = ctl.dir.path().join("stolen-instance-cert");
+    c2c_certs::pair::write_pair(&inst, chain.as_bytes(), key.as_bytes()).unwrap();
+    for path in [
+        format!("/v1/cells/{guid}/watch?after=0&timeout=1"),
+        "/v1/cells/cell1/watch?after=0&timeout=1".to_string(),
+    ] {
+        let (code, body) = ctl.as_cell(&inst, &[], &path);
+        assert_eq!(code, 0, "{path}: {body}");
+    }
+    // Positive control: the registered cell reads its own watch.
+    let (code, view) = ctl.as_cell(&cell1, &[], "/v1/cells/cell1/watch?after=0&timeout=1");
+    assert_eq!(code, 200);
+    assert_eq!(view["instances"][0]["guid"], guid.as_str());
+}
+
+#[test]
+fn cells_cannot_choose_names_or_touch_another_cells_instances() {
+    let ctl = Control::start();
+    let cell1 = ctl.cell_cert("cell1");
+    let cell2 = ctl.cell_cert("cell2");
+    assert_eq!(lease(&ctl, &cell1, "cell1", "192.0.2.1").0, 200);
+    assert_eq!(lease(&ctl, &cell2, "cell2", "192.0.2.2").0, 200);
+    ctl.ok(&["create-app", "appb"]);
+    let appb = ctl.app_guid("appb");
+    let guid = ctl.place("appb", "cell1", 0);
+
+    // A GUID nobody placed (it used to become a DNS SAN), and no certificate for it.
+    assert_eq!(
+        confirm(
+            &ctl,
+            &cell1,
+            "cell1",
+            "www.example.com",
+            &appb,
+            "10.255.0.7"
+        ),
+        403
+    );
+    assert_eq!(sign(&ctl, &cell1, "cell1", "www.example.com").0, 403);
+    // Addresses that are not the cell's to give: loopback, another cell's lease, the VTEP's.
+    for ip in ["127.0.0.1", "10.255.1.7", "10.255.0.0"] {
+        assert_eq!(
+            confirm(&ctl, &cell1, "cell1", &guid, &appb, ip),
+            403,
+            "{ip}"
+        );
+    }
+    // Another cell takes the instance over, or signs for it, before and after it is confirmed.
+    assert_eq!(
+        confirm(&ctl, &cell2, "cell2", &guid, &appb, "10.255.1.7"),
+        403
+    );
+    assert_eq!(sign(&ctl, &cell2, "cell2", &guid).0, 403);
+    // Positive control: the cell it is placed on confirms it.
+    assert_eq!(
+        confirm(&ctl, &cell1, "cell1", &guid, &appb, "10.255.0.7"),
+        200
+    );
+    assert_eq!(sign(&ctl, &cell1, "cell1", &guid).0, 200);
+    assert_eq!(
+        confirm(&ctl, &cell2, "cell2", &guid, &appb, "10.255.1.7"),
+        403
+    );
+    assert_eq!(sign(&ctl, &cell2, "cell2", &guid).0, 403);
+    let (code, _) = ctl.as_cell(
+        &cell2,
+        &["-X", "DELETE"],
+        &format!("/v1/cells/cell2/instances/{guid}"),
+    );
+    assert_eq!(code, 403, "a cell cannot withdraw another cell's instance");
+    let (_, view) = ctl.as_cell(&cell2, &[], "/v1/cells/cell2/watch?after=0&timeout=1");
+    assert_eq!(view["instances"][0]["cell"], "cell1");
+    assert_eq!(view["instances"][0]["ip"], "10.255.0.7");
+
+    // A lease on another live cell's underlay address (it would receive that cell's traffic).
+    let cell3 = ctl.cell_cert("cell3");
+    let (code, body) = lease(&ctl, &cell3, "cell3", "192.0.2.1");
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(lease(&ctl, &cell3, "cell3", "192.0.2.3").0, 200);
+}
+
+#[test]
+fn a_replaced_or_removed_cell_certificate_is_refused() {
+    let ctl = Control::start();
+    let first = ctl.cell_cert("cell1");
+    assert_eq!(lease(&ctl, &first, "cell1", "192.0.2.1").0, 200);
+    // Registering the name again (a reinstalled host) revokes the first certificate.
+    let second = ctl.dir.path().join("cell1-again");
+    ctl.ok(&[
+        "cell",
+        "register",
+        "cell1",
+        "--out",
+        second.to_str().unwrap(),
+    ]);
+    let watch = "/v1/cells/cell1/watch?after=0&timeout=1";
+    assert_eq!(ctl.as_cell(&first, &[], watch).0, 403);
+    assert_eq!(ctl.as_cell(&second, &[], watch).0, 200);
+    let cells = ctl.ok(&["cells"]);
+    assert!(
+        cells.contains("cell1") && cells.contains("10.255.0.0/24"),
+        "{cells}"
+    );
+    ctl.ok(&["cell", "remove", "cell1"]);
+    assert_eq!(ctl.as_cell(&second, &[], watch).0, 403);
+    let cells = ctl.ok(&["cells"]);
+    assert!(!cells.contains("cell1"), "lease and identity gone: {cells}");
+    // A name that is no cell name is refused before anything is signed.
+    let o = ctl.c2c(&["cell", "register", "../x", "--out", "/tmp/never"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid cell name"));
+}
+
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// A TLS client that finished its handshake and sent half a request.
+fn half_sent(
+    addr: &str,
+    ca_pem: &[u8],
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+    s.write_all(b"GET /v1/apps HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    s.flush().unwrap();
+    s
+}
+
+#[test]
+fn idle_and_half_sent_connections_do_not_starve_the_api() {
+    // The attacker needs ~1,300 descriptors; so does control, started with the 1,024 soft
+    // limit a service manager commonly gives (it raises it to the hard limit itself).
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    let ctl = Control::start_limited(&["--header-timeout", "3s"], Some(1024));
+    ctl.ok(&["create-app", "appa"]);
+    let addr = ctl.url.trim().trim_start_matches("https://").to_string();
+    let ca = std::fs::read(ctl.ca()).unwrap();
+
+    // The attack: 1,000 connections that never start TLS, 300 that stop mid-headers.
+    let mut idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut half: Vec<_> = (0..300).map(|_| half_sent(&addr, &ca)).collect();
+
+    // Positive control, while they are all open: the CLI is served at once.
+    let started = Instant::now();
+    let apps = ctl.ok(&["apps"]);
+    let took = started.elapsed();
+    assert!(apps.contains("appa"), "{apps}");
+    eprintln!("c2c apps answered in {took:?} with 1,300 attacker connections open");
+    assert!(
+        took < Duration::from_secs(2),
+        "the CLI waited {took:?} behind the attacker's connections"
+    );
+
+    // The budgets end them: no handshake within 5 s, no complete headers within 3 s. Each
+    // read returns end-of-file (or a reset) once control closed its side.
+    for s in idle.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    }
+    let closed_at = Instant::now();
+    for s in idle.iter_mut() {
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if !timed_out(&e) => {}
+            Ok(_) => panic!("control sent bytes to a client that never spoke TLS"),
+            Err(e) => panic!("control kept an idle connection open: {e}"),
+        }
+    }
+    assert!(
+        closed_at.elapsed() < Duration::from_secs(15),
+        "idle connections were kept"
+    );
+    for s in half.iter_mut() {
+        s.sock
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = Vec::new();
+        // hyper answers 408 or just closes; either way the connection ends.
+        if let Err(e) = s.read_to_end(&mut buf) {
+            assert!(!timed_out(&e), "control kept a half-sent request open: {e}");
+        }
+        let text = String::from_utf8_lossy(&buf);
+        assert!(
+            !text.contains("appa"),
+            "a half-sent request was served: {text}"
+        );
+    }
+    assert!(
+        closed_at.elapsed() < Duration::from_secs(15),
+        "half-sent requests were kept"
+    );
+}

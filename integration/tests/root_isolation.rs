@@ -1,0 +1,275 @@
+//! ROOT TEST: the overlay's trust boundary is the cell. Attacks from inside a container (and
+//! from a host on the underlay that is not a cell), each beside the legitimate path:
+//! - a VXLAN-GBP packet crafted with another app's tag and sent to another cell's VTEP;
+//! - a packet with another local container's source address, from a raw socket;
+//! - a container reaching the cell, the underlay and control directly.
+//!
+//! Run as root (CI does); `C2C_SKIP_ROOT_TESTS=1` skips it.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use c2c_integration::testbed::Platform;
+use c2c_integration::topo::*;
+
+/// A UDP server in `ns` on `addr` that reports every payload it receives.
+fn record_udp(ns: &Netns, addr: SocketAddr) -> mpsc::Receiver<String> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (tx, rx) = mpsc::channel();
+    spawn_in(&ns.path(), move || {
+        let s = UdpSocket::bind(addr).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 1500];
+        while let Ok((n, _)) = s.recv_from(&mut buf) {
+            if tx
+                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("recorder did not start");
+    rx
+}
+
+/// Whether `want` arrives at the recorder within `wait`.
+fn arrives(rx: &mpsc::Receiver<String>, want: &str, wait: Duration) -> bool {
+    let end = std::time::Instant::now() + wait;
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(got) if got == want => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An IPv4 + UDP packet (UDP checksum 0: none, as IPv4 allows).
+fn ip_udp(src: Ipv4Addr, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + 8 + payload.len();
+    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0];
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let c = checksum(&p);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(&40000u16.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A VXLAN payload with the Group-Based Policy extension: flags G and I, the group (our app
+/// tag), VNI 1, then an Ethernet frame to `dst_mac` carrying `inner`.
+fn vxlan_gbp(tag: u16, dst_mac: [u8; 6], inner: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x88, 0x00];
+    v.extend_from_slice(&tag.to_be_bytes());
+    v.extend_from_slice(&[0, 0, 1, 0]);
+    v.extend_from_slice(&dst_mac);
+    v.extend_from_slice(&[0xee, 0xee, 0x0a, 0xff, 0x00, 0x00]);
+    v.extend_from_slice(&[0x08, 0x00]);
+    v.extend_from_slice(inner);
+    v
+}
+
+fn vtep_mac(cell: &Netns) -> [u8; 6] {
+    let out = cell.ip(&["link", "show", "silk-vtep"]);
+    let hex = out
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("silk-vtep has a MAC");
+    let mut mac = [0u8; 6];
+    for (i, b) in hex.split(':').enumerate() {
+        mac[i] = u8::from_str_radix(b, 16).unwrap();
+    }
+    mac
+}
+
+/// Sends `payload` over UDP from inside `ns` to `to`; true if the kernel took it.
+fn send_udp(ns: &Netns, to: SocketAddr, payload: Vec<u8>) -> bool {
+    spawn_in(&ns.path(), move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.send_to(&payload, to).is_ok()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Sends a hand-made IPv4 packet from a raw socket inside `ns` (IP_HDRINCL: the source
+/// address is whatever the packet says).
+fn send_raw(ns: &Netns, packet: Vec<u8>, to: Ipv4Addr) {
+    spawn_in(&ns.path(), move || {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255))).unwrap();
+        s.set_header_included_v4(true).unwrap();
+        let _ = s.send_to(&packet, &SocketAddrV4::new(to, 0).into());
+    })
+    .join()
+    .unwrap();
+}
+
+fn connects(ns: &Netns, to: SocketAddr) -> std::io::Result<()> {
+    spawn_in(&ns.path(), move || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(2)).map(drop)
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn root_a_container_cannot_forge_tags_spoof_sources_or_reach_the_underlay() {
+    if !require_root() {
+        return;
+    }
+    let p = Platform::start(2);
+    for app in ["appa", "appb", "appc"] {
+        p.c2c(&["create-app", app]);
+    }
+    let (a, ip_a) = p.container(1, "appa", 0);
+    let (c, ip_c) = p.container(1, "appc", 0);
+    let (b, ip_b) = p.container(2, "appb", 0);
+    let to_b = SocketAddr::new(ip_b.into(), 5005);
+    let inbox = record_udp(&b, to_b);
+    p.c2c(&[
+        "add-network-policy",
+        "appa",
+        "appb",
+        "--protocol",
+        "udp",
+        "--port",
+        "5005",
+    ]);
+    let tag_a = {
+        let v: serde_json::Value =
+            serde_json::from_str(&p.c2c(&["curl", "/v1/apps/appa"])).unwrap();
+        v["tag"].as_u64().unwrap() as u16
+    };
+    let short = Duration::from_millis(700);
+
+    // Positive control: appa's own datagram is delivered once the policy is enforced.
+    let delivered = eventually(Duration::from_secs(10), || {
+        send_udp(&a, to_b, b"from appa".to_vec());
+        arrives(&inbox, "from appa", Duration::from_millis(200)).then_some(())
+    });
+    assert!(
+        delivered.is_some(),
+        "appa -> appb udp 5005 was never delivered"
+    );
+
+    // 1. A VXLAN-GBP packet carrying appa's tag, crafted in appc's container and sent to
+    //    cell2's VTEP. Control check: the same bytes from cell1 (a real peer) are delivered,
+    //    so the packet is well formed and only its sender decides.
+    let mac2 = vtep_mac(&p.cells[1].ns);
+    let cell2_vtep = SocketAddr::new(p.cells[1].underlay_ip.into(), 4789);
+    let forged = |text: &str| vxlan_gbp(tag_a, mac2, &ip_udp(ip_a, ip_b, 5005, text.as_bytes()));
+    send_udp(&c, cell2_vtep, forged("forged in a container"));
+    assert!(
+        !arrives(&inbox, "forged in a container", short),
+        "a container injected VXLAN with another app's tag"
+    );
+    // From a host on the underlay that is not a cell (the underlay namespace, 192.0.2.254).
+    send_udp(&p.underlay.ns, cell2_vtep, forged("forged on the underlay"));
+    assert!(
+        !arrives(&inbox, "forged on the underlay", short),
+        "a non-cell underlay host injected VXLAN"
+    );
+    send_udp(&p.cells[0].ns, cell2_vtep, forged("from a real peer"));
+    assert!(
+        arrives(&inbox, "from a real peer", Duration::from_secs(2)),
+        "control check: the crafted packet from a real cell should be delivered"
+    );
+
+    // 2. appc sends from a raw socket with appa's source address (same cell): it would be
+    //    tagged as appa. Dropped at the veth it entered by.
+    send_raw(&c, ip_udp(ip_a, ip_b, 5005, b"spoofed source"), ip_b);
+    assert!(
+        !arrives(&inbox, "spoofed source", short),
+        "a spoofed source address passed as another app"
+    );
+    // Control check: the same raw packet with appc's own address leaves (appc has no policy,
+    // so it is refused at cell2; with a policy it is delivered).
+    p.c2c(&[
+        "add-network-policy",
+        "appc",
+        "appb",
+        "--protocol",
+        "udp",
+        "--port",
+        "5005",
+    ]);
+    let raw_ok = eventually(Duration::from_secs(10), || {
+        send_raw(&c, ip_udp(ip_c, ip_b, 5005, b"raw, own address"), ip_b);
+        arrives(&inbox, "raw, own address", Duration::from_millis(200)).then_some(())
+    });
+    assert!(
+        raw_ok.is_some(),
+        "a raw packet with the container's own address is delivered"
+    );
+
+    // 3. A container reaches neither control, nor a service of its own cell or another cell
+    //    (on their underlay or VTEP addresses); it reaches its cell's DNS at the gateway.
+    for cell in &p.cells {
+        serve(&cell.ns, "0.0.0.0:9999".parse().unwrap(), "cell service");
+    }
+    let control: SocketAddr = p.url.trim().trim_start_matches("https://").parse().unwrap();
+    // Refused by the container's own cell (a TCP reset, so clients fail fast)...
+    for (what, to) in [
+        ("control's API", control),
+        (
+            "its own cell",
+            SocketAddr::new(p.cells[0].underlay_ip.into(), 9999),
+        ),
+        (
+            "its cell's VTEP address",
+            SocketAddr::new(Ipv4Addr::new(10, 255, 0, 0).into(), 9999),
+        ),
+        (
+            "another cell",
+            SocketAddr::new(p.cells[1].underlay_ip.into(), 9999),
+        ),
+    ] {
+        let e = connects(&a, to).expect_err(what);
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{what}: {e}"
+        );
+    }
+    // ... or, over the overlay, dropped by the other cell (nothing there is for containers).
+    connects(
+        &a,
+        SocketAddr::new(Ipv4Addr::new(10, 255, 1, 0).into(), 9999),
+    )
+    .expect_err("another cell's VTEP address");
+    connects(
+        &a,
+        SocketAddr::new(Ipv4Addr::new(169, 254, 0, 1).into(), 53),
+    )
+    .expect("the cell DNS (TCP) at the gateway");
+    // Control and the cells' services answer on the underlay all along.
+    connects(&p.underlay.ns, control).expect("control answers on the underlay");
+    connects(
+        &p.underlay.ns,
+        SocketAddr::new(p.cells[0].underlay_ip.into(), 9999),
+    )
+    .expect("the cell service answers on the underlay");
+}
