@@ -76,6 +76,10 @@ pub struct Args {
     /// After SIGTERM, how long open connections may run before the process exits [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// Close a forwarded connection after this long with no byte in either direction, so idle
+    /// clients cannot hold every --max-connections slot (Envoy's tcp_proxy default) [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
     /// Safety-net reload period, on top of the directory watch and SIGHUP [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub reload_interval: Option<Duration>,
@@ -110,6 +114,9 @@ pub struct FileConfig {
     /// See [`Args::drain_timeout`].
     #[serde(default, with = "humantime_serde")]
     pub drain_timeout: Option<Duration>,
+    /// See [`Args::idle_timeout`].
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
     /// See [`Args::reload_interval`].
     #[serde(default, with = "humantime_serde")]
     pub reload_interval: Option<Duration>,
@@ -147,6 +154,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Drain deadline after SIGTERM.
     pub drain_timeout: Duration,
+    /// A forwarded connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
     /// Safety-net reload period.
     pub reload_interval: Duration,
     /// Debounce after a cert-dir event.
@@ -216,6 +225,10 @@ impl Config {
                 .drain_timeout
                 .or(file.drain_timeout)
                 .unwrap_or(Duration::from_secs(30)),
+            idle_timeout: args
+                .idle_timeout
+                .or(file.idle_timeout)
+                .unwrap_or(Duration::from_secs(3600)),
             reload_interval: args
                 .reload_interval
                 .or(file.reload_interval)
@@ -229,6 +242,7 @@ impl Config {
         for (name, d) in [
             ("handshake timeout", cfg.handshake_timeout),
             ("connect timeout", cfg.connect_timeout),
+            ("idle timeout", cfg.idle_timeout),
             ("reload interval", cfg.reload_interval),
         ] {
             if d.is_zero() {

@@ -5,9 +5,12 @@
 //!   not an error, so the other direction still finishes;
 //! - no heap buffer is held while a connection is idle: reads go into a stack buffer and only a
 //!   write the peer could not take at once is kept, so memory per idle connection stays small;
-//! - bytes are counted per direction as they pass.
+//! - bytes are counted per direction as they pass;
+//! - a connection with no byte either way for the idle timeout ends ([`ForwardError::Idle`]).
+//!   One timer per connection, never reset on the data path: when it fires, it compares the
+//!   byte totals with those it saw last and re-arms if anything moved.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -33,6 +36,9 @@ pub enum ForwardError {
     /// Reading from or writing to the app failed.
     #[error("upstream (app): {0}")]
     Upstream(io::Error),
+    /// Nothing moved either way for this long.
+    #[error("idle for {0:?}")]
+    Idle(std::time::Duration),
 }
 
 #[derive(Default)]
@@ -61,6 +67,7 @@ pub async fn forward<A, B>(
     b: &mut B,
     a_to_b: &Counter,
     b_to_a: &Counter,
+    idle: std::time::Duration,
 ) -> Result<(u64, u64), ForwardError>
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -68,13 +75,24 @@ where
 {
     let mut ab = Half::default();
     let mut ba = Half::default();
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    let mut seen = 0u64;
     poll_fn(|cx| {
         let r1 = poll_half::<_, _, FROM_TLS_CHUNK>(cx, a, b, &mut ab, a_to_b, Side::A)?;
         let r2 = poll_half::<_, _, FROM_APP_CHUNK>(cx, b, a, &mut ba, b_to_a, Side::B)?;
-        match (r1, r2) {
-            (Poll::Ready(()), Poll::Ready(())) => Poll::Ready(Ok((ab.total, ba.total))),
-            _ => Poll::Pending,
+        if let (Poll::Ready(()), Poll::Ready(())) = (r1, r2) {
+            return Poll::Ready(Ok((ab.total, ba.total)));
         }
+        while timer.as_mut().poll(cx).is_ready() {
+            let moved = ab.total + ba.total;
+            if moved == seen {
+                return Poll::Ready(Err(ForwardError::Idle(idle)));
+            }
+            seen = moved;
+            timer.as_mut().reset(tokio::time::Instant::now() + idle);
+        }
+        Poll::Pending
     })
     .await
 }
@@ -171,9 +189,15 @@ mod tests {
         let (mut b, mut app) = tokio::io::duplex(64);
         let (c1, c2) = (Counter::default(), Counter::default());
         let fwd = tokio::spawn(async move {
-            forward(&mut a, &mut b, &c1, &c2)
-                .await
-                .map(|r| (r, c1.get()))
+            forward(
+                &mut a,
+                &mut b,
+                &c1,
+                &c2,
+                std::time::Duration::from_secs(3600),
+            )
+            .await
+            .map(|r| (r, c1.get()))
         });
 
         let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -194,5 +218,31 @@ mod tests {
         let ((ab, ba), counted) = fwd.await.unwrap().unwrap();
         assert_eq!((ab, ba), (200_000, 22));
         assert_eq!(counted, 200_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_ends_after_the_idle_timeout_and_a_busy_one_does_not() {
+        use std::time::Duration;
+        let (mut client, mut a) = tokio::io::duplex(64);
+        let (mut b, mut app) = tokio::io::duplex(64);
+        let idle = Duration::from_secs(10);
+        let fwd = tokio::spawn(async move {
+            let (c1, c2) = (Counter::default(), Counter::default());
+            forward(&mut a, &mut b, &c1, &c2, idle).await
+        });
+        // Busy: a byte every 6 s for a minute, longer than the timeout in all.
+        for _ in 0..10 {
+            client.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            app.read_exact(&mut one).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            assert!(!fwd.is_finished(), "closed while bytes were moving");
+        }
+        // Then quiet: closed within two timeouts (one to notice the last byte, one quiet).
+        tokio::time::sleep(2 * idle).await;
+        match fwd.await.unwrap() {
+            Err(ForwardError::Idle(d)) => assert_eq!(d, idle),
+            other => panic!("expected an idle close, got {other:?}"),
+        }
     }
 }

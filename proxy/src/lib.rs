@@ -82,6 +82,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         handshake_timeout: cfg.handshake_timeout,
         connect_timeout: cfg.connect_timeout,
+        idle_timeout: cfg.idle_timeout,
         tracker: TaskTracker::new(),
     });
 

@@ -30,6 +30,8 @@ pub struct Shared {
     pub handshake_timeout: Duration,
     /// Upstream connect deadline.
     pub connect_timeout: Duration,
+    /// A forwarded connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
     /// Tracks open connections for the drain on shutdown.
     pub tracker: TaskTracker,
 }
@@ -159,7 +161,15 @@ async fn handle(
             }
         };
     let _ = app.set_nodelay(true);
-    match forward(&mut tls, &mut app, &lm.down_to_up, &lm.up_to_down).await {
+    match forward(
+        &mut tls,
+        &mut app,
+        &lm.down_to_up,
+        &lm.up_to_down,
+        shared.idle_timeout,
+    )
+    .await
+    {
         Ok((up, down)) => {
             debug!(%peer, bytes_to_app = up, bytes_to_client = down, "connection closed")
         }
@@ -168,6 +178,11 @@ async fn handle(
         }
         Err(ForwardError::Upstream(error)) => {
             debug!(%peer, %error, "app connection ended with an error")
+        }
+        Err(ForwardError::Idle(after)) => {
+            shared.metrics.idle_closed.inc();
+            debug!(%peer, ?after, "no traffic either way; closing the connection");
+            close_quickly(&mut tls).await;
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabel, Counter>,
     /// The served leaf's not_after, unix seconds.
     pub cert_not_after: Gauge,
+    /// Forwarded connections closed by the idle timeout.
+    pub idle_closed: Counter,
 }
 
 impl Metrics {
@@ -88,6 +90,11 @@ impl Metrics {
             "cert_reloads",
             "Certificate reloads, by result (ok, unchanged, refused) and refusal reason",
             self.reloads.clone(),
+        );
+        reg.register(
+            "idle_timeouts",
+            "Forwarded connections closed after --idle-timeout without traffic",
+            self.idle_closed.clone(),
         );
         reg.register(
             "cert_not_after_seconds",

@@ -423,6 +423,51 @@ async fn max_connections_holds_extra_clients_until_a_slot_frees() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_cannot_hold_every_slot() {
+    // The attack: a peer a policy allows opens --max-connections TLS connections and sends
+    // nothing, so every other client waits. The idle timeout frees the slots.
+    let (pki, proxy) = appb_sidecar(
+        echo_backend().await,
+        &["--max-connections", "20", "--idle-timeout", "1s"],
+    )
+    .await;
+    let mut idle = vec![];
+    for _ in 0..20 {
+        idle.push(
+            tls_connect(proxy.addr(), "appb.apps.internal", &pki.ca_pem())
+                .await
+                .unwrap(),
+        );
+    }
+    // A busy client's bytes keep its connection (ours checks after each of 4 idle periods).
+    let legit = tokio::spawn({
+        let (addr, ca) = (proxy.addr(), pki.ca_pem());
+        async move {
+            let mut s = tls_connect(addr, "appb.apps.internal", &ca).await.unwrap();
+            assert_eq!(roundtrip(&mut s, b"served").await, b"served");
+            s
+        }
+    });
+    // Positive control: the normal client is served once the idle ones are closed.
+    let mut served = tokio::time::timeout(T, legit)
+        .await
+        .expect("a normal client was locked out by idle connections")
+        .unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(roundtrip(&mut served, b"busy").await, b"busy");
+    }
+    for s in idle.iter_mut() {
+        let mut buf = [0u8; 1];
+        let r = tokio::time::timeout(T, s.read(&mut buf))
+            .await
+            .expect("an idle connection was kept");
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    }
+    assert!(proxy.metric("c2c_proxy_idle_timeouts_total") >= 20.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoint_reports_ready_metrics_and_cert() {
     let pki = Pki::new();
     let pair = pki.rotate(&["appb.apps.internal", "0.appb.apps.internal"]);
