@@ -405,15 +405,18 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         .await
         .map_err(|e| AgentError::Dns(format!("binding {} (tcp): {e}", cfg.dns_listen)))?;
     info!(listen = %cfg.dns_listen, upstreams = ?cfg.dns_upstreams, "dns ready (udp and tcp)");
+    let dns_budget = crate::dns::Budget::default();
+    let upstreams = crate::dns::Upstreams::new(cfg.dns_upstreams.clone(), &dns_budget);
     tokio::spawn(crate::dns::serve(
         dns_socket,
         zone_rx.clone(),
-        cfg.dns_upstreams.clone(),
+        upstreams.clone(),
     ));
     tokio::spawn(crate::dns::serve_tcp(
         dns_listener,
         zone_rx,
-        cfg.dns_upstreams.clone(),
+        upstreams,
+        dns_budget,
     ));
 
     // Containers coming and going wake the loop.

@@ -116,36 +116,68 @@ pub enum Transport {
 /// The EDNS payload size we offer and honour at most over UDP (DNS flag day 2020: no fragments).
 pub const EDNS_PAYLOAD: u16 = 1232;
 
-/// Builds the reply to a query packet, or `None` if it must go upstream (pure apart from the
-/// shuffle). Malformed packets get FORMERR when their id can be read, else nothing.
+/// What to do with a packet that came in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Send this answer back.
+    Answer(Vec<u8>),
+    /// Not an internal name: relay it to an upstream resolver.
+    Upstream,
+    /// Send nothing: a response (QR=1) is never answered, so two resolvers cannot be made to
+    /// bounce packets at each other, and a packet too short to hold an id gets nothing.
+    Ignore,
+}
+
+impl Reply {
+    /// The answer, if there is one to send.
+    pub fn answer(self) -> Option<Vec<u8>> {
+        match self {
+            Reply::Answer(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+fn error_reply(id: u16, op: OpCode, code: ResponseCode) -> Reply {
+    Message::error_msg(id, op, code)
+        .to_vec()
+        .map_or(Reply::Ignore, Reply::Answer)
+}
+
+/// Decides what a packet gets (pure apart from the shuffle). Malformed queries get FORMERR when
+/// their id can be read; opcodes other than QUERY get NOTIMP; responses get nothing.
 pub fn reply(
     z: &Zone,
     packet: &[u8],
     have_upstream: bool,
     salt: u64,
     transport: Transport,
-) -> Option<Vec<u8>> {
+) -> Reply {
+    if packet.len() < 3 || packet[2] & 0x80 != 0 {
+        return Reply::Ignore;
+    }
     let req = match Message::from_vec(packet) {
         Ok(m) => m,
-        Err(_) if packet.len() >= 2 => {
+        Err(_) => {
             let id = u16::from_be_bytes([packet[0], packet[1]]);
-            return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
-                .to_vec()
-                .ok();
+            return error_reply(id, OpCode::Query, ResponseCode::FormErr);
         }
-        Err(_) => return None,
     };
     let id = req.metadata.id;
+    if req.metadata.message_type != MessageType::Query {
+        return Reply::Ignore;
+    }
+    if req.metadata.op_code != OpCode::Query {
+        return error_reply(id, req.metadata.op_code, ResponseCode::NotImp);
+    }
     let Some(q) = req.queries.first().cloned() else {
-        return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
-            .to_vec()
-            .ok();
+        return error_reply(id, OpCode::Query, ResponseCode::FormErr);
     };
     let mut resp = Message::new(id, MessageType::Response, OpCode::Query);
     resp.metadata.recursion_desired = req.metadata.recursion_desired;
     resp.add_query(q.clone());
     match answer(z, &q.name().to_ascii(), q.query_type()) {
-        Answer::NotOurs if have_upstream => return None,
+        Answer::NotOurs if have_upstream => return Reply::Upstream,
         Answer::NotOurs => resp.metadata.response_code = ResponseCode::Refused,
         Answer::NxDomain => {
             resp.metadata.authoritative = true;
@@ -169,7 +201,7 @@ pub fn reply(
         Transport::Udp => usize::from(req.max_payload().min(EDNS_PAYLOAD)),
         Transport::Tcp => usize::from(u16::MAX),
     };
-    fit(resp, limit)
+    fit(resp, limit).map_or(Reply::Ignore, Reply::Answer)
 }
 
 /// Encodes `resp` in at most `limit` bytes: whole if it fits, else with TC set and as many
@@ -199,13 +231,87 @@ fn fit(mut resp: Message, limit: usize) -> Option<Vec<u8>> {
     encoded(&mut resp, lo)
 }
 
+/// What the cell DNS may spend on clients and upstreams.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Queries relayed upstream at once, over UDP and TCP together; past it, SERVFAIL.
+    pub upstream_in_flight: usize,
+    /// How long one upstream may take to answer.
+    pub upstream_timeout: Duration,
+    /// TCP connections served at once; more are closed.
+    pub tcp_connections: usize,
+    /// A TCP connection with no query for this long is closed.
+    pub tcp_idle: Duration,
+    /// A TCP client must take each answer within this long (one that never reads cannot hold
+    /// a slot).
+    pub tcp_write: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            upstream_in_flight: 256,
+            upstream_timeout: Duration::from_secs(2),
+            tcp_connections: 512,
+            tcp_idle: Duration::from_secs(10),
+            tcp_write: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Relays queries for names outside the internal domains to the first answering upstream,
+/// within a [`Budget`].
+#[derive(Clone)]
+pub struct Upstreams {
+    addrs: Arc<Vec<SocketAddr>>,
+    slots: Arc<tokio::sync::Semaphore>,
+    timeout: Duration,
+}
+
+impl Upstreams {
+    /// Relays to `addrs` (none: such queries are refused).
+    pub fn new(addrs: Vec<SocketAddr>, budget: &Budget) -> Self {
+        Self {
+            addrs: Arc::new(addrs),
+            slots: Arc::new(tokio::sync::Semaphore::new(budget.upstream_in_flight)),
+            timeout: budget.upstream_timeout,
+        }
+    }
+
+    fn any(&self) -> bool {
+        !self.addrs.is_empty()
+    }
+
+    /// The upstream's answer to `query`, or SERVFAIL when none answered or too many queries
+    /// are in flight already.
+    async fn relay(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        let servfail = || {
+            let id = u16::from_be_bytes([query[0], query[1]]);
+            Message::error_msg(id, OpCode::Query, ResponseCode::ServFail)
+                .to_vec()
+                .ok()
+        };
+        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+            debug!("dns: upstream budget spent; answering SERVFAIL");
+            return servfail();
+        };
+        for up in self.addrs.iter() {
+            let got = if tcp {
+                forward_tcp(query, *up, self.timeout).await
+            } else {
+                forward_udp(query, *up, self.timeout).await
+            };
+            if got.is_some() {
+                return got;
+            }
+        }
+        servfail()
+    }
+}
+
 /// Serves DNS on `socket` from the zone in `zone` until the task is dropped. Queries for other
 /// names are relayed to the first answering of `upstreams`.
-pub async fn serve(
-    socket: UdpSocket,
-    zone: watch::Receiver<Arc<Zone>>,
-    upstreams: Vec<SocketAddr>,
-) {
+pub async fn serve(socket: UdpSocket, zone: watch::Receiver<Arc<Zone>>, upstreams: Upstreams) {
     let socket = Arc::new(socket);
     let mut buf = vec![0u8; 4096];
     let mut salt: u64 = 0;
@@ -220,14 +326,15 @@ pub async fn serve(
         };
         salt = salt.wrapping_add(1);
         let z = zone.borrow().clone();
-        match reply(&z, &buf[..n], !upstreams.is_empty(), salt, Transport::Udp) {
-            Some(out) => {
+        match reply(&z, &buf[..n], upstreams.any(), salt, Transport::Udp) {
+            Reply::Answer(out) => {
                 let _ = socket.send_to(&out, peer).await;
             }
-            None => {
+            Reply::Ignore => {}
+            Reply::Upstream => {
                 let (sock, query, ups) = (socket.clone(), buf[..n].to_vec(), upstreams.clone());
                 tokio::spawn(async move {
-                    match forward(&query, &ups).await {
+                    match ups.relay(&query, false).await {
                         Some(out) => {
                             let _ = sock.send_to(&out, peer).await;
                         }
@@ -240,14 +347,14 @@ pub async fn serve(
 }
 
 /// Serves DNS over TCP (RFC 7766: two-byte length, several queries per connection) on
-/// `listener`, for clients retrying a truncated UDP answer. Idle connections close after 10 s;
-/// at most 512 are served at once.
+/// `listener`, for clients retrying a truncated UDP answer, within `budget`.
 pub async fn serve_tcp(
     listener: TcpListener,
     zone: watch::Receiver<Arc<Zone>>,
-    upstreams: Vec<SocketAddr>,
+    upstreams: Upstreams,
+    budget: Budget,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(512));
+    let slots = Arc::new(tokio::sync::Semaphore::new(budget.tcp_connections));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -264,37 +371,45 @@ pub async fn serve_tcp(
         let (zone, ups) = (zone.clone(), upstreams.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(error) = tcp_connection(stream, zone, ups).await {
+            if let Err(error) = tcp_connection(stream, zone, ups, budget).await {
                 debug!(%peer, %error, "dns tcp connection ended");
             }
         });
     }
 }
 
-const TCP_IDLE: Duration = Duration::from_secs(10);
-
 async fn tcp_connection(
     mut stream: TcpStream,
     zone: watch::Receiver<Arc<Zone>>,
-    upstreams: Vec<SocketAddr>,
+    upstreams: Upstreams,
+    budget: Budget,
 ) -> std::io::Result<()> {
     let mut salt: u64 = 0;
     loop {
-        let query = match tokio::time::timeout(TCP_IDLE, read_framed(&mut stream)).await {
+        let query = match tokio::time::timeout(budget.tcp_idle, read_framed(&mut stream)).await {
             Ok(Ok(Some(q))) => q,
             Ok(Ok(None)) | Err(_) => return Ok(()),
             Ok(Err(e)) => return Err(e),
         };
         salt = salt.wrapping_add(1);
         let z = zone.borrow().clone();
-        let out = match reply(&z, &query, !upstreams.is_empty(), salt, Transport::Tcp) {
-            Some(out) => out,
-            None => match forward_tcp(&query, &upstreams).await {
+        let out = match reply(&z, &query, upstreams.any(), salt, Transport::Tcp) {
+            Reply::Answer(out) => out,
+            Reply::Ignore => continue,
+            Reply::Upstream => match upstreams.relay(&query, true).await {
                 Some(out) => out,
                 None => return Ok(()),
             },
         };
-        write_framed(&mut stream, &out).await?;
+        match tokio::time::timeout(budget.tcp_write, write_framed(&mut stream, &out)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client took no answer within the write timeout",
+                ))
+            }
+        }
     }
 }
 
@@ -320,42 +435,54 @@ pub async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result
     stream.write_all(&out).await
 }
 
-async fn forward_tcp(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
-    for up in upstreams {
-        let attempt = async {
-            let mut s = TcpStream::connect(up).await.ok()?;
-            write_framed(&mut s, query).await.ok()?;
-            read_framed(&mut s).await.ok().flatten()
-        };
-        if let Ok(Some(out)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
-            return Some(out);
-        }
-    }
-    None
+/// Whether `answer` answers `query`: the same id, a response, and the same question.
+fn answers(query: &[u8], answer: &[u8]) -> bool {
+    let (Ok(q), Ok(a)) = (Message::from_vec(query), Message::from_vec(answer)) else {
+        return false;
+    };
+    a.metadata.id == q.metadata.id
+        && a.metadata.message_type == MessageType::Response
+        && a.queries == q.queries
 }
 
-async fn forward(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
-    for up in upstreams {
-        let bind: SocketAddr = if up.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
-        };
-        let Ok(s) = UdpSocket::bind(bind).await else {
-            continue;
-        };
-        if s.send_to(query, up).await.is_err() {
-            continue;
-        }
-        let mut buf = vec![0u8; 4096];
-        if let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_secs(2), s.recv_from(&mut buf)).await
-        {
+async fn forward_tcp(query: &[u8], up: SocketAddr, timeout: Duration) -> Option<Vec<u8>> {
+    let attempt = async {
+        let mut s = TcpStream::connect(up).await.ok()?;
+        write_framed(&mut s, query).await.ok()?;
+        read_framed(&mut s).await.ok().flatten()
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .ok()
+        .flatten()
+        .filter(|a| answers(query, a))
+}
+
+/// Relays over UDP from a socket connected to `up` (the kernel drops datagrams from any other
+/// source), taking only a reply with the query's id and question: an off-path sender that
+/// guesses the port still has to guess both.
+async fn forward_udp(query: &[u8], up: SocketAddr, timeout: Duration) -> Option<Vec<u8>> {
+    let bind: SocketAddr = if up.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let s = UdpSocket::bind(bind).await.ok()?;
+    s.connect(up).await.ok()?;
+    s.send(query).await.ok()?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = tokio::time::timeout_at(deadline, s.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if answers(query, &buf[..n]) {
             buf.truncate(n);
             return Some(buf);
         }
+        debug!(%up, "dns: dropped an upstream reply that does not answer the query");
     }
-    None
 }
 
 /// A query packet for `name` (for tests and health checks).
@@ -389,7 +516,7 @@ mod tests {
     use c2c_api::{Instance, Route};
 
     fn reply_udp(z: &Zone, packet: &[u8], have_upstream: bool, salt: u64) -> Option<Vec<u8>> {
-        reply(z, packet, have_upstream, salt, Transport::Udp)
+        reply(z, packet, have_upstream, salt, Transport::Udp).answer()
     }
 
     /// A view with one route to an app of `n` instances.
@@ -421,7 +548,7 @@ mod tests {
             (&with_edns, Transport::Udp, usize::from(EDNS_PAYLOAD), false),
             (&plain, Transport::Tcp, 65535, true),
         ] {
-            let out = reply(&z, packet, false, 1, transport).unwrap();
+            let out = reply(&z, packet, false, 1, transport).answer().unwrap();
             assert!(out.len() <= limit, "{transport:?}: {} bytes", out.len());
             let m = Message::from_vec(&out).unwrap();
             assert_eq!(m.metadata.truncation, !whole, "{transport:?}");
@@ -445,7 +572,9 @@ mod tests {
         }
         // Small answers are untouched.
         let small = zone(&big_view(20));
-        let out = reply(&small, &plain, false, 1, Transport::Udp).unwrap();
+        let out = reply(&small, &plain, false, 1, Transport::Udp)
+            .answer()
+            .unwrap();
         let m = Message::from_vec(&out).unwrap();
         assert!(!m.metadata.truncation);
         assert_eq!(m.answers.len(), 20);
@@ -459,8 +588,17 @@ mod tests {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (uaddr, taddr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
         let servers = [
-            tokio::spawn(serve(udp, rx.clone(), vec![])),
-            tokio::spawn(serve_tcp(tcp, rx, vec![])),
+            tokio::spawn(serve(
+                udp,
+                rx.clone(),
+                Upstreams::new(vec![], &Budget::default()),
+            )),
+            tokio::spawn(serve_tcp(
+                tcp,
+                rx,
+                Upstreams::new(vec![], &Budget::default()),
+                Budget::default(),
+            )),
         ];
         let q = query_packet(11, "appb.apps.internal.", RecordType::A);
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -603,5 +741,159 @@ mod tests {
             })
             .collect();
         assert_eq!(firsts.len(), 2, "both instances come first sometimes");
+    }
+
+    #[test]
+    fn responses_are_ignored_and_other_opcodes_get_notimp() {
+        let z = zone(&view());
+        let q = query_packet(21, "appb.apps.internal.", RecordType::A);
+        // Positive control: the query itself is answered.
+        assert!(matches!(
+            reply(&z, &q, true, 1, Transport::Udp),
+            Reply::Answer(_)
+        ));
+        // The same packet with QR=1 (a response, e.g. reflected from another resolver).
+        let mut resp = q.clone();
+        resp[2] |= 0x80;
+        assert_eq!(reply(&z, &resp, true, 1, Transport::Udp), Reply::Ignore);
+        // A NOTIFY (opcode 4) and an UPDATE (5): NOTIMP, not an answer for the name.
+        for op in [4u8, 5] {
+            let mut p = q.clone();
+            p[2] = (p[2] & 0x87) | (op << 3);
+            let out = reply(&z, &p, true, 1, Transport::Udp).answer().unwrap();
+            let m = Message::from_vec(&out).unwrap();
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::NotImp,
+                "opcode {op}"
+            );
+            assert!(m.answers.is_empty());
+        }
+        assert_eq!(reply(&z, &[0, 1], true, 1, Transport::Udp), Reply::Ignore);
+    }
+
+    fn answer_for(query: &[u8], ip: [u8; 4], id: Option<u16>) -> Vec<u8> {
+        let mut m = Message::from_vec(query).unwrap();
+        m.metadata.message_type = MessageType::Response;
+        if let Some(id) = id {
+            m.metadata.id = id;
+        }
+        let name = m.queries[0].name().clone();
+        m.add_answer(Record::from_rdata(name, 60, RData::A(A(ip.into()))));
+        m.to_vec().unwrap()
+    }
+
+    #[tokio::test]
+    async fn upstream_answers_count_only_from_the_upstream_with_the_query_id() {
+        let upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let spoofer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let up_addr = upstream.local_addr().unwrap();
+        let fake = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let (n, client) = upstream.recv_from(&mut buf).unwrap();
+            let q = buf[..n].to_vec();
+            // Off-path: the right id from the wrong address; on-path but the wrong id.
+            spoofer
+                .send_to(&answer_for(&q, [6, 6, 6, 6], None), client)
+                .unwrap();
+            let wrong_id = u16::from_be_bytes([q[0], q[1]]).wrapping_add(1);
+            upstream
+                .send_to(&answer_for(&q, [7, 7, 7, 7], Some(wrong_id)), client)
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            upstream
+                .send_to(&answer_for(&q, [1, 2, 3, 4], None), client)
+                .unwrap();
+        });
+        let ups = Upstreams::new(vec![up_addr], &Budget::default());
+        let q = query_packet(31, "example.org.", RecordType::A);
+        let out = ups.relay(&q, false).await.unwrap();
+        fake.join().unwrap();
+        let (code, ips, _) = parse_reply(&out).unwrap();
+        assert_eq!(code, ResponseCode::NoError);
+        assert_eq!(
+            ips,
+            [Ipv4Addr::new(1, 2, 3, 4)],
+            "only the matching reply counts"
+        );
+    }
+
+    #[tokio::test]
+    async fn relaying_is_bounded_and_a_silent_upstream_costs_one_timeout() {
+        // An upstream that never answers holds the only slot: the next query gets SERVFAIL at
+        // once instead of piling up tasks and sockets.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let budget = Budget {
+            upstream_in_flight: 1,
+            upstream_timeout: Duration::from_millis(500),
+            ..Budget::default()
+        };
+        let ups = Upstreams::new(vec![silent.local_addr().unwrap()], &budget);
+        let first = tokio::spawn({
+            let ups = ups.clone();
+            async move {
+                ups.relay(&query_packet(1, "a.example.", RecordType::A), false)
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = ups
+            .relay(&query_packet(2, "b.example.", RecordType::A), false)
+            .await
+            .unwrap();
+        assert!(
+            !first.is_finished(),
+            "the first is still waiting on its upstream"
+        );
+        assert_eq!(parse_reply(&second).unwrap().0, ResponseCode::ServFail);
+        let first = first.await.unwrap().unwrap();
+        assert_eq!(parse_reply(&first).unwrap().0, ResponseCode::ServFail);
+    }
+
+    #[tokio::test]
+    async fn a_tcp_client_that_never_reads_does_not_keep_its_slot() {
+        let (_tx, rx) = watch::channel(Arc::new(zone(&big_view(100))));
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let budget = Budget {
+            tcp_connections: 1,
+            tcp_write: Duration::from_millis(300),
+            ..Budget::default()
+        };
+        let server = tokio::spawn(serve_tcp(tcp, rx, Upstreams::new(vec![], &budget), budget));
+        // The attacker: a tiny receive window, thousands of queries for a big answer, and
+        // never a read, so the server's writes block.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let attacker = sock.connect(addr).await.unwrap();
+        let (_r, mut w) = attacker.into_split();
+        let flood = tokio::spawn(async move {
+            let q = query_packet(5, "appb.apps.internal.", RecordType::A);
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&q);
+            for _ in 0..5000 {
+                if w.write_all(&framed).await.is_err() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        });
+        // Positive control: another client is served once the write timeout freed the slot.
+        let served = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let q = query_packet(6, "appb.apps.internal.", RecordType::A);
+                write_framed(&mut s, &q).await.unwrap();
+                if let Ok(Some(out)) = read_framed(&mut s).await {
+                    return out;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the slot stayed with a client that never reads");
+        assert_eq!(parse_reply(&served).unwrap().1.len(), 100);
+        flood.abort();
+        server.abort();
     }
 }
