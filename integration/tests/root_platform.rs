@@ -417,3 +417,79 @@ fn root_up_after_a_reboot_keeps_apps_and_policies_and_drops_lost_instances() {
     ok(dir, &["down"]);
     assert_nothing_left(dir, &prefix);
 }
+
+/// The platform harms nothing that is not its own: a name that is no app name never reaches a
+/// path (`c2c delete ..` used to remove the CA, the token and every instance before control
+/// refused it), and a process that merely names the state dir on its command line, outside
+/// the platform's namespaces, survives `up` and `down` (they used to SIGKILL it).
+#[test]
+fn root_the_platform_touches_only_what_is_its_own() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _down = Down(&dir);
+    // A stranger in the root namespace whose command line names a file in the state dir.
+    let watched = dir.join("operator-notes.txt");
+    std::fs::write(&watched, "mine\n").unwrap();
+    /// Ends the stranger (by the handle we hold) even when the test fails.
+    struct Stranger(std::process::Child);
+    impl Drop for Stranger {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut stranger = Stranger(
+        Command::new("tail")
+            .arg("-f")
+            .arg(&watched)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let alive = |c: &mut Stranger| c.0.try_wait().unwrap().is_none();
+
+    ok(&dir, &["up", "--cells", "1"]);
+    assert!(
+        alive(&mut stranger),
+        "up killed a process that is not the platform's"
+    );
+    ok(&dir, &["push", "appA"]);
+
+    for bad in ["..", ".", "", "../x", "../../etc/0", "./appA"] {
+        let o = c2c(&dir, &["delete", bad]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "delete {bad:?} succeeded");
+        assert!(err.contains("invalid app name"), "delete {bad:?}: {err}");
+    }
+    let o = c2c(&dir, &["delete", "appA/../../.."]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("index must be a number"));
+    // Positive control: nothing was removed, and appA is still served.
+    for kept in [
+        "ca/ca.pem",
+        "ca/ca.key",
+        "control/token",
+        "instances/appA/0/instance.json",
+    ] {
+        assert!(dir.join(kept).exists(), "{kept} is gone");
+    }
+    let (code, body) = curl(&dir, "appA", "http://127.0.0.1:8080/");
+    assert_eq!(code, 0, "{body}");
+    assert!(body.contains("app=appA"), "{body}");
+    ok(&dir, &["delete", "appA"]);
+    assert!(!ok(&dir, &["apps"]).contains("appA"));
+
+    let prefix = prefix(&dir);
+    ok(&dir, &["down"]);
+    assert!(
+        alive(&mut stranger),
+        "down killed a process that is not the platform's"
+    );
+    assert_eq!(std::fs::read_to_string(&watched).unwrap(), "mine\n");
+    drop(stranger);
+    assert_nothing_left(&dir, &prefix);
+}
