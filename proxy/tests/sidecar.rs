@@ -120,6 +120,11 @@ async fn sighup_reloads_even_without_a_directory_event() {
         echo_backend().await,
         &["--reload-debounce", "1h"],
     );
+    // The start-up reload (which catches a pair written while the watch was being set up)
+    // runs after ready: wait for it, or it can pick up the rewrite below before SIGHUP does.
+    eventually(T, "the start-up reload", || {
+        proxy.metric("c2c_proxy_cert_reloads_total{result=\"unchanged\"") >= 1.0
+    });
     // Rewritten in place inside the current generation (a subdirectory the watch does not
     // cover), so no event reaches the proxy: only SIGHUP can explain the reload.
     let new = pki.issue(&["appb.apps.internal", "hup.apps.internal"]);
