@@ -307,3 +307,109 @@ fn idle_and_half_sent_connections_do_not_starve_the_api() {
         "half-sent requests were kept"
     );
 }
+
+/// A TLS server on 127.0.0.1 with `chain`/`key`, answering every HTTP request with empty
+/// lists; returns its address and everything it was sent (nothing if no handshake completed).
+fn fake_control(chain: String, key: String) -> (String, Arc<std::sync::Mutex<String>>) {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(std::sync::Mutex::new(String::new()));
+    let log = seen.clone();
+    // Serves until the test process ends (it blocks in accept afterwards).
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let complete = loop {
+                if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break true;
+                }
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break false,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            };
+            log.lock().unwrap().push_str(&String::from_utf8_lossy(&got));
+            if complete {
+                let body = r#"{"apps":[],"instances":[]}"#;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.flush();
+            }
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn the_cli_hands_its_token_only_to_a_certificate_of_the_control_issuer() {
+    // The attack: a certificate from another of the platform's issuers, naming the address the
+    // CLI calls (control no longer signs one; here the instance issuer's key signs it
+    // directly, as if it had), on a server the CLI is pointed at. It must get no token.
+    let ctl = Control::start();
+    let ca_dir = ctl.dir.path().join("ca");
+    let leaf = |role: &str| {
+        let issuer = c2c_certs::Ca::load(&ca_dir.join(role)).unwrap();
+        let pair = issuer
+            .issue(&c2c_certs::LeafRequest {
+                common_name: "c2c-control".into(),
+                sans: c2c_certs::SanSet::new(["localhost"], ["127.0.0.1".parse().unwrap()])
+                    .unwrap(),
+                ttl: Duration::from_secs(600),
+                key: Default::default(),
+                usage: c2c_certs::Usage::Server,
+            })
+            .unwrap();
+        (pair.cert_pem, pair.key_pem)
+    };
+    let token = std::fs::read_to_string(ctl.dir.path().join("control/token")).unwrap();
+    for (role, trusted) in [("instances", false), ("cells", false), ("control", true)] {
+        let (chain, key) = leaf(role);
+        let (addr, server) = fake_control(chain, key);
+        std::fs::write(
+            ctl.dir.path().join("control/url"),
+            format!("https://{addr}"),
+        )
+        .unwrap();
+        let o = ctl.c2c(&["apps"]);
+        let seen = server.lock().unwrap().clone();
+        if trusted {
+            // Positive control: the same fake, with the control issuer's certificate, is
+            // trusted and sent the token (so the refusals above are the issuer's doing).
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            assert!(seen.contains(token.trim()), "{seen}");
+        } else {
+            assert!(
+                !o.status.success(),
+                "the CLI trusted a {role} certificate as control"
+            );
+            assert!(
+                !seen.contains(token.trim()),
+                "{role}: the token leaked: {seen}"
+            );
+            assert!(seen.is_empty(), "{role}: a request was sent: {seen}");
+        }
+    }
+}
