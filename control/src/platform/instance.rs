@@ -157,7 +157,17 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
             .as_str()
             .context("control placed the instance without a GUID")?
             .to_string();
-        let inst = start_instance(state_dir, &info, &cell, &a.app, &app_guid, index, &guid, a)
+        let rec = InstanceInfo {
+            app: a.app.clone(),
+            app_guid: app_guid.clone(),
+            index,
+            guid,
+            cell: cell.name.clone(),
+            netns: format!("{}-{}-{index}", info.prefix, a.app),
+            container_id: format!("{}-{index}", a.app),
+            ip: Ipv4Addr::UNSPECIFIED,
+        };
+        let inst = start_instance(state_dir, &cell, rec, a)
             .with_context(|| format!("starting {}/{index}", a.app))?;
         println!(
             "  {}/{} on {}: {} (netns {})",
@@ -168,34 +178,25 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
     Ok(out)
 }
 
+/// Starts the placed instance `rec` (its address still unknown) on `cell`.
 fn start_instance(
     state_dir: &Path,
-    info: &PlatformInfo,
     cell: &super::CellInfo,
-    app: &str,
-    app_guid: &str,
-    index: u32,
-    guid: &str,
+    mut rec: InstanceInfo,
     a: &PushArgs,
 ) -> Result<InstanceInfo> {
     let paths = Paths::new(state_dir);
-    let dir = paths.instance(app, index);
+    let (app, index, guid, netns) = (
+        rec.app.clone(),
+        rec.index,
+        rec.guid.clone(),
+        rec.netns.clone(),
+    );
+    let app_guid = rec.app_guid.clone();
+    let dir = paths.instance(&app, index);
     std::fs::create_dir_all(&dir)?;
-    let netns = format!("{}-{app}-{index}", info.prefix);
-    let container_id = format!("{app}-{index}");
-    let guid = guid.to_string();
     ip(&["netns", "add", &netns])?;
     // From here on, a failure leaves a partial instance that `delete`/`down` clean up.
-    let mut rec = InstanceInfo {
-        app: app.into(),
-        app_guid: app_guid.into(),
-        index,
-        guid: guid.clone(),
-        cell: cell.name.clone(),
-        netns: netns.clone(),
-        container_id,
-        ip: Ipv4Addr::UNSPECIFIED,
-    };
     std::fs::write(dir.join("instance.json"), serde_json::to_vec_pretty(&rec)?)?;
 
     // CNI STATUS then ADD, exactly as a runtime runs them: STATUS fails (and says why) while
@@ -270,7 +271,7 @@ fn start_instance(
                 state_dir.display().to_string(),
                 "demo-app".into(),
                 "--name".into(),
-                app.into(),
+                app.clone(),
                 "--index".into(),
                 index.to_string(),
             ],
