@@ -6,11 +6,22 @@ use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
+use hyper::Request;
+pub use hyper::{Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
+
+use std::net::Ipv4Addr;
+
+use crate::paths;
+use crate::policy::PolicyList;
+use crate::types::{
+    AppList, CellList, CellRecord, Changed, Confirm, CsrRequest, Empty, LeaseRequest, NewApp,
+    PlaceRequest, Placement, PlacementList, RegisterCell, Removed, RouteList, RouteRequest, Signed,
+};
+use crate::{App, CellView, Instance, Lease, Policy, Route};
 
 /// How the client proves who it is.
 pub enum Auth {
@@ -28,6 +39,24 @@ pub enum Auth {
 /// A request failed before an HTTP answer came back, or the answer was not a success.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// No control plane has run for this state dir (its URL file is missing).
+    #[error("no control plane runs for state dir {0} (no {1}): start a local platform with `c2c up --state-dir {0}`, or control alone with `c2c control serve --state-dir {0}`; or point --state-dir / C2C_STATE_DIR at the platform you mean", .dir.display(), .url_file.display())]
+    NoControl {
+        /// The state dir.
+        dir: std::path::PathBuf,
+        /// The URL file it lacks.
+        url_file: std::path::PathBuf,
+    },
+    /// A file of the state dir could not be read.
+    #[error("reading {what} {}: {source}", .path.display())]
+    Read {
+        /// What the file is.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The URL is not `https://host:port`.
     #[error("control URL {0:?} must look like https://HOST:PORT")]
     BadUrl(String),
@@ -50,6 +79,13 @@ pub enum ClientError {
         /// The API's `error` text, or the body.
         message: String,
     },
+}
+
+impl ClientError {
+    /// Whether the API answered 404 (no such app, instance or cell).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Status { status, .. } if *status == StatusCode::NOT_FOUND)
+    }
 }
 
 /// A client of one control API.
@@ -111,6 +147,44 @@ impl Client {
             token,
             tls: Arc::new(tls),
             netns: None,
+        })
+    }
+
+    /// The client a CLI uses: the URL, the control issuer (the only anchor trusted for
+    /// control: no other certificate of the platform can stand in for it and be handed the
+    /// token) and the token from the state dir `dir`, and the namespace control is reachable
+    /// from when the local platform wrote one.
+    pub fn from_state_dir(dir: &std::path::Path) -> Result<Self, ClientError> {
+        let l = crate::layout::Layout::new(dir);
+        let read = |what: &'static str, path: std::path::PathBuf| {
+            std::fs::read(&path).map_err(|source| ClientError::Read { what, path, source })
+        };
+        let url = match std::fs::read_to_string(l.url()) {
+            Ok(url) => url,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ClientError::NoControl {
+                    dir: dir.to_path_buf(),
+                    url_file: l.url(),
+                })
+            }
+            Err(source) => {
+                return Err(ClientError::Read {
+                    what: "the control URL",
+                    path: l.url(),
+                    source,
+                })
+            }
+        };
+        let token = read("the API token", l.token())?;
+        let ca = read("the control issuer", l.control_issuer())?;
+        let client = Client::new(
+            &url,
+            &ca,
+            Auth::Token(String::from_utf8_lossy(&token).trim().to_string()),
+        )?;
+        Ok(match std::fs::read_to_string(l.netns()) {
+            Ok(ns) => client.in_netns(ns.trim()),
+            Err(_) => client,
         })
     }
 
@@ -236,5 +310,231 @@ impl Client {
             url: self.url.clone(),
             detail: format!("unexpected answer to {path}: {e}"),
         })
+    }
+
+    /// [`call_as`](Self::call_as) with a typed body.
+    async fn send<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_value(body).map_err(|e| ClientError::Transport {
+            url: self.url.clone(),
+            detail: format!("encoding the request to {path}: {e}"),
+        })?;
+        self.call_as(method, path, Some(&body)).await
+    }
+
+    // The external API (a user's token).
+
+    /// An app, by name or GUID.
+    pub async fn app(&self, name: &str) -> Result<App, ClientError> {
+        self.call_as(Method::GET, &paths::app(name), None).await
+    }
+
+    /// Every app.
+    pub async fn apps(&self) -> Result<Vec<App>, ClientError> {
+        Ok(self
+            .call_as::<AppList>(Method::GET, paths::APPS, None)
+            .await?
+            .apps)
+    }
+
+    /// Creates an app.
+    pub async fn create_app(&self, name: &str) -> Result<App, ClientError> {
+        self.send(
+            Method::POST,
+            paths::APPS,
+            &NewApp {
+                name: name.to_string(),
+            },
+        )
+        .await
+    }
+
+    /// Deletes an app with its instances and policies.
+    pub async fn delete_app(&self, name: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &paths::app(name), None)
+            .await
+            .map(drop)
+    }
+
+    /// Adds policies (CF's external API).
+    pub async fn add_policies(&self, policies: &[Policy]) -> Result<(), ClientError> {
+        self.send::<_, Empty>(Method::POST, paths::POLICIES, &PolicyList::of(policies))
+            .await
+            .map(drop)
+    }
+
+    /// Removes policies (CF's external API).
+    pub async fn remove_policies(&self, policies: &[Policy]) -> Result<(), ClientError> {
+        self.send::<_, Empty>(
+            Method::POST,
+            paths::POLICIES_DELETE,
+            &PolicyList::of(policies),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Policies, all or those whose source or destination is one of `ids` (app GUIDs).
+    pub async fn policies(&self, ids: Option<&[String]>) -> Result<Vec<Policy>, ClientError> {
+        let path = match ids {
+            Some(ids) => paths::policies_of(ids),
+            None => paths::POLICIES.to_string(),
+        };
+        let list: PolicyList = self.call_as(Method::GET, &path, None).await?;
+        list.policies
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                crate::policy::validate_listed(p).map_err(|e| ClientError::Transport {
+                    url: self.url.clone(),
+                    detail: format!("unexpected policy in the list: {e}"),
+                })
+            })
+            .collect()
+    }
+
+    /// Maps (or with `unmap`, unmaps) an internal route; true if that changed anything.
+    pub async fn route(&self, r: &RouteRequest, unmap: bool) -> Result<bool, ClientError> {
+        let path = if unmap {
+            paths::ROUTES_DELETE
+        } else {
+            paths::ROUTES
+        };
+        Ok(self
+            .send::<_, Changed>(Method::POST, path, r)
+            .await?
+            .changed)
+    }
+
+    /// Every internal route.
+    pub async fn routes(&self) -> Result<Vec<Route>, ClientError> {
+        Ok(self
+            .call_as::<RouteList>(Method::GET, paths::ROUTES, None)
+            .await?
+            .routes)
+    }
+
+    /// Places an instance of `app` on `cell` (the scheduler's call); control makes its GUID.
+    pub async fn place(
+        &self,
+        app: &str,
+        cell: &str,
+        index: Option<u32>,
+    ) -> Result<Placement, ClientError> {
+        let req = PlaceRequest {
+            cell: cell.to_string(),
+            index,
+        };
+        self.send(Method::POST, &paths::app_instances(app), &req)
+            .await
+    }
+
+    /// Removes a placed instance; true if it existed.
+    pub async fn remove_instance(&self, guid: &str) -> Result<bool, ClientError> {
+        Ok(self
+            .call_as::<Removed>(Method::DELETE, &paths::instance(guid), None)
+            .await?
+            .removed)
+    }
+
+    /// Every placed instance.
+    pub async fn instances(&self) -> Result<Vec<Placement>, ClientError> {
+        Ok(self
+            .call_as::<PlacementList>(Method::GET, paths::INSTANCES, None)
+            .await?
+            .instances)
+    }
+
+    /// Registers cell `name` with a CSR for its key; returns its certificate chain.
+    pub async fn register_cell(&self, name: &str, csr: &str) -> Result<Signed, ClientError> {
+        let req = RegisterCell {
+            name: name.to_string(),
+            csr: csr.to_string(),
+        };
+        self.send(Method::POST, paths::CELLS, &req).await
+    }
+
+    /// Revokes cell `name`.
+    pub async fn remove_cell(&self, name: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &paths::cell(name), None)
+            .await
+            .map(drop)
+    }
+
+    /// Every registered cell.
+    pub async fn cells(&self) -> Result<Vec<CellRecord>, ClientError> {
+        Ok(self
+            .call_as::<CellList>(Method::GET, paths::CELLS, None)
+            .await?
+            .cells)
+    }
+
+    // The cell API (a cell's client certificate).
+
+    /// Acquires (or re-acquires) `cell`'s lease.
+    pub async fn acquire_lease(
+        &self,
+        cell: &str,
+        underlay_ip: Ipv4Addr,
+    ) -> Result<Lease, ClientError> {
+        self.send(
+            Method::POST,
+            &paths::lease(cell),
+            &LeaseRequest { underlay_ip },
+        )
+        .await
+    }
+
+    /// Renews `cell`'s lease.
+    pub async fn renew_lease(&self, cell: &str) -> Result<Lease, ClientError> {
+        self.call_as(Method::PUT, &paths::lease(cell), None).await
+    }
+
+    /// Waits (up to `timeout_secs`) for the state to pass revision `after`; returns `cell`'s view.
+    pub async fn watch(
+        &self,
+        cell: &str,
+        after: u64,
+        timeout_secs: u64,
+    ) -> Result<CellView, ClientError> {
+        self.call_as(Method::GET, &paths::watch(cell, after, timeout_secs), None)
+            .await
+    }
+
+    /// Confirms that placed instance `inst` runs on `cell` at its address.
+    pub async fn confirm_instance(&self, cell: &str, inst: &Instance) -> Result<(), ClientError> {
+        let req = Confirm {
+            app_guid: inst.app_guid.clone(),
+            index: inst.index,
+            ip: inst.ip,
+        };
+        self.send::<_, Empty>(Method::PUT, &paths::cell_instance(cell, &inst.guid), &req)
+            .await
+            .map(drop)
+    }
+
+    /// Withdraws instance `guid` from `cell` (it no longer runs there).
+    pub async fn withdraw_instance(&self, cell: &str, guid: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &paths::cell_instance(cell, guid), None)
+            .await
+            .map(drop)
+    }
+
+    /// Has control sign `csr` for instance `guid` on `cell`.
+    pub async fn sign_instance(
+        &self,
+        cell: &str,
+        guid: &str,
+        csr: &str,
+    ) -> Result<Signed, ClientError> {
+        let req = CsrRequest {
+            csr: csr.to_string(),
+        };
+        self.send(Method::POST, &paths::cell_certificate(cell, guid), &req)
+            .await
     }
 }

@@ -8,6 +8,11 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 pub mod client;
+pub mod layout;
+pub mod names;
+pub mod paths;
+pub mod policy;
+pub mod types;
 
 /// An app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +18,6 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::CertificateDer;
-use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -30,7 +28,12 @@ use tracing::{debug, info, warn};
 pub use c2c_api::CellView;
 
 use crate::state::{State, StateError};
-use crate::wire::{self, PolicyList, WirePolicy};
+use c2c_api::policy::{self as wire, PolicyList, WirePolicy};
+use c2c_api::types::{
+    AppList, CellList, CellRecord, Changed, Confirm, CsrRequest, DomainList, Empty, ErrorBody,
+    LeaseRequest, NewApp, PlaceRequest, PlacementList, RegisterCell, Removed, RouteList,
+    RouteRequest, Signed,
+};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 4 << 20;
@@ -257,8 +260,24 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     r
 }
 
+/// An answer with a typed body.
+fn typed<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_value(body) {
+        Ok(v) => reply(status, v),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the answer: {e}"),
+        ),
+    }
+}
+
 fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
-    reply(status, json!({ "error": msg.to_string() }))
+    typed(
+        status,
+        &ErrorBody {
+            error: msg.to_string(),
+        },
+    )
 }
 
 fn state_error(e: StateError) -> Response<Full<Bytes>> {
@@ -438,7 +457,7 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: Option<&Peer>) -> Respo
             match r {
                 Ok(changed) => {
                     info!(delete, requested = n, changed, "policies updated");
-                    reply(StatusCode::OK, json!({}))
+                    typed(StatusCode::OK, &Empty {})
                 }
                 Err(StateError::UnknownApp(guid)) => error(
                     StatusCode::FORBIDDEN,
@@ -448,26 +467,13 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: Option<&Peer>) -> Respo
             }
         }
         (Method::GET, ["v1", "apps"]) => match ctx.with_state(|s| s.apps()).await {
-            Ok(apps) => reply(StatusCode::OK, json!({ "apps": apps })),
+            Ok(apps) => typed(StatusCode::OK, &AppList { apps }),
             Err(e) => state_error(e),
         },
         (Method::POST, ["v1", "apps"]) => {
-            #[derive(Deserialize)]
-            struct NewApp {
-                name: String,
-            }
-            let b = match body(req).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let new: NewApp = match serde_json::from_slice(&b) {
+            let new: NewApp = match json_body(req, "{\"name\": \"...\"}").await {
                 Ok(n) => n,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("body must be {{\"name\": \"...\"}}: {e}"),
-                    )
-                }
+                Err(r) => return r,
             };
             match ctx.with_state(move |s| s.create_app(&new.name)).await {
                 Ok(app) => {
@@ -499,34 +505,20 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: Option<&Peer>) -> Respo
                 })
                 .await
             {
-                Ok(()) => reply(StatusCode::OK, json!({})),
+                Ok(()) => typed(StatusCode::OK, &Empty {}),
                 Err(e) => state_error(e),
             }
         }
         (Method::GET, ["v1", "routes"]) => match ctx.with_state(|s| s.routes()).await {
-            Ok(r) => reply(StatusCode::OK, json!({ "routes": r })),
+            Ok(routes) => typed(StatusCode::OK, &RouteList { routes }),
             Err(e) => state_error(e),
         },
         (Method::POST, ["v1", "routes", rest @ ..]) if rest.is_empty() || rest == ["delete"] => {
-            #[derive(Deserialize)]
-            struct RouteReq {
-                app: String,
-                domain: String,
-                hostname: String,
-            }
             let unmap = rest == ["delete"];
-            let b = match body(req).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let r: RouteReq = match serde_json::from_slice(&b) {
+            let r: RouteRequest = match json_body(req, "{\"app\", \"domain\", \"hostname\"}").await
+            {
                 Ok(r) => r,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("body must be {{\"app\", \"domain\", \"hostname\"}}: {e}"),
-                    )
-                }
+                Err(r) => return r,
             };
             let res = ctx
                 .with_state(move |s| {
@@ -542,13 +534,13 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: Option<&Peer>) -> Respo
             match res {
                 Ok((app, r, changed)) => {
                     info!(app = %app.name, route = %format!("{}.{}", r.hostname, r.domain), unmap, changed, "route updated");
-                    reply(StatusCode::OK, json!({ "changed": changed }))
+                    typed(StatusCode::OK, &Changed { changed })
                 }
                 Err(e) => state_error(e),
             }
         }
         (Method::GET, ["v1", "domains"]) => match ctx.with_state(|s| s.domains()).await {
-            Ok(d) => reply(StatusCode::OK, json!({ "domains": d })),
+            Ok(domains) => typed(StatusCode::OK, &DomainList { domains }),
             Err(e) => state_error(e),
         },
         (Method::POST, ["v1", "domains"]) => {
@@ -568,18 +560,13 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: Option<&Peer>) -> Respo
             }
         }
         (Method::GET, ["v1", "instances"]) => match ctx.with_state(|s| s.placements(None)).await {
-            Ok(i) => reply(StatusCode::OK, json!({ "instances": i })),
+            Ok(instances) => typed(StatusCode::OK, &PlacementList { instances }),
             Err(e) => state_error(e),
         },
         (Method::POST, ["v1", "apps", app, "instances"]) => {
             // Placement is the scheduler's (here: a user's token): a cell may only confirm an
             // instance placed on it, so it can obtain identities only for what runs on it.
-            #[derive(Deserialize)]
-            struct Place {
-                cell: String,
-                index: Option<u32>,
-            }
-            let p: Place =
+            let p: PlaceRequest =
                 match json_body(req, "{\"cell\": \"...\", \"index\": N (optional)}").await {
                     Ok(p) => p,
                     Err(r) => return r,
@@ -605,33 +592,30 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: Option<&Peer>) -> Respo
         (Method::DELETE, ["v1", "instances", guid]) => {
             let guid = guid.to_string();
             match ctx.with_state(move |s| s.remove_instance(&guid)).await {
-                Ok(existed) => reply(StatusCode::OK, json!({ "removed": existed })),
+                Ok(removed) => typed(StatusCode::OK, &Removed { removed }),
                 Err(e) => state_error(e),
             }
         }
-        (Method::GET, ["v1", "cells"]) => match ctx
-            .with_state(|s| Ok((s.cells()?, s.leases()?)))
-            .await
-        {
-            Ok((cells, leases)) => {
-                let list: Vec<_> = cells
-                    .iter()
-                    .map(|c| json!({ "name": c, "lease": leases.iter().find(|l| &l.cell == c) }))
-                    .collect();
-                reply(StatusCode::OK, json!({ "cells": list }))
+        (Method::GET, ["v1", "cells"]) => {
+            match ctx.with_state(|s| Ok((s.cells()?, s.leases()?))).await {
+                Ok((cells, leases)) => {
+                    let list: Vec<_> = cells
+                        .iter()
+                        .map(|c| CellRecord {
+                            name: c.clone(),
+                            lease: leases.iter().find(|l| &l.cell == c).cloned(),
+                        })
+                        .collect();
+                    typed(StatusCode::OK, &CellList { cells: list })
+                }
+                Err(e) => state_error(e),
             }
-            Err(e) => state_error(e),
-        },
+        }
         (Method::POST, ["v1", "cells"]) => {
             // A cell's identity: its key stays on the cell; control signs its CSR with the cell
             // issuer (CN = the name, clientAuth only) and records the certificate's fingerprint,
             // so a re-registration revokes the previous certificate.
-            #[derive(Deserialize)]
-            struct Register {
-                name: String,
-                csr: String,
-            }
-            let r: Register = match json_body(
+            let r: RegisterCell = match json_body(
                 req,
                 "{\"name\": \"...\", \"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}",
             )
@@ -676,7 +660,13 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: Option<&Peer>) -> Respo
             match ctx.with_state(move |s| s.register_cell(&name, &fp)).await {
                 Ok(()) => {
                     info!(cell = %r.name, "cell registered");
-                    reply(StatusCode::OK, json!({ "cert_pem": chain }))
+                    typed(
+                        StatusCode::OK,
+                        &Signed {
+                            cert_pem: chain,
+                            names: vec![],
+                        },
+                    )
                 }
                 Err(e) => state_error(e),
             }
@@ -687,7 +677,7 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: Option<&Peer>) -> Respo
             match ctx.with_state(move |s| s.remove_cell(&n2)).await {
                 Ok(true) => {
                     info!(cell = %name, "cell removed: certificate revoked, lease and instances freed");
-                    reply(StatusCode::OK, json!({}))
+                    typed(StatusCode::OK, &Empty {})
                 }
                 Ok(false) => error(StatusCode::NOT_FOUND, format!("no registered cell {name}")),
                 Err(e) => state_error(e),
@@ -711,22 +701,9 @@ async fn cell_api(
     let cell_s = cell.to_string();
     match (req.method().clone(), rest.as_slice()) {
         (Method::POST, ["lease"]) => {
-            #[derive(Deserialize)]
-            struct Acquire {
-                underlay_ip: Ipv4Addr,
-            }
-            let b = match body(req).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let a: Acquire = match serde_json::from_slice(&b) {
+            let a: LeaseRequest = match json_body(req, "{\"underlay_ip\": \"A.B.C.D\"}").await {
                 Ok(a) => a,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("body must be {{\"underlay_ip\": \"A.B.C.D\"}}: {e}"),
-                    )
-                }
+                Err(r) => return r,
             };
             match ctx
                 .with_state(move |s| s.acquire_lease(&cell_s, a.underlay_ip))
@@ -745,17 +722,11 @@ async fn cell_api(
         },
         (Method::DELETE, ["lease"]) => {
             match ctx.with_state(move |s| s.release_lease(&cell_s)).await {
-                Ok(_) => reply(StatusCode::OK, json!({})),
+                Ok(_) => typed(StatusCode::OK, &Empty {}),
                 Err(e) => state_error(e),
             }
         }
         (Method::PUT, ["instances", guid]) => {
-            #[derive(Deserialize)]
-            struct Confirm {
-                app_guid: String,
-                index: u32,
-                ip: Ipv4Addr,
-            }
             let guid = guid.to_string();
             let r: Confirm = match json_body(req, "{\"app_guid\", \"index\", \"ip\"}").await {
                 Ok(r) => r,
@@ -765,7 +736,7 @@ async fn cell_api(
                 .with_state(move |s| s.confirm_instance(&cell_s, &guid, &r.app_guid, r.index, r.ip))
                 .await;
             match res {
-                Ok(()) => reply(StatusCode::OK, json!({})),
+                Ok(()) => typed(StatusCode::OK, &Empty {}),
                 Err(e) => {
                     warn!(%cell, error = %e, "instance confirmation refused");
                     state_error(e)
@@ -778,11 +749,7 @@ async fn cell_api(
             // address the cell confirmed inside its own lease. Only the cell the instance is
             // placed on, and only once it confirmed it, gets a certificate.
             let guid = guid.to_string();
-            #[derive(Deserialize)]
-            struct Csr {
-                csr: String,
-            }
-            let Csr { csr } =
+            let CsrRequest { csr } =
                 match json_body(req, "{\"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}").await
                 {
                     Ok(c) => c,
@@ -823,7 +790,13 @@ async fn cell_api(
             {
                 Ok(pem) => {
                     info!(%cell, instance = %inst.guid, names = ?names, "certificate signed");
-                    reply(StatusCode::OK, json!({ "cert_pem": pem, "names": names }))
+                    typed(
+                        StatusCode::OK,
+                        &Signed {
+                            cert_pem: pem,
+                            names,
+                        },
+                    )
                 }
                 Err(e @ c2c_certs::CaError::BadCsr(_)) => error(StatusCode::BAD_REQUEST, e),
                 Err(e) => {
@@ -838,7 +811,7 @@ async fn cell_api(
                 .with_state(move |s| s.unconfirm_instance(&cell_s, &guid))
                 .await
             {
-                Ok(_) => reply(StatusCode::OK, json!({})),
+                Ok(_) => typed(StatusCode::OK, &Empty {}),
                 Err(e) => state_error(e),
             }
         }

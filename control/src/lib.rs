@@ -1,14 +1,8 @@
-//! c2c-control: the platform's state and the `c2c` command line. So far: the `c2c certs`
-//! commands (platform CA and per-instance certificates).
+//! c2c-control: the control plane's server: the platform state (SQLite), the external API
+//! (Cloud Foundry's policy server v1 shapes, apps, routes, placement, cells) and the cell API
+//! (leases, instance confirmation, certificate signing, the watch), and `control serve`.
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod cell_cmd;
-pub mod certs_cmd;
-pub mod client;
-pub mod layout;
-pub mod platform;
-pub mod policy_cmd;
 pub mod serve_cmd;
 pub mod state;
-pub mod wire;

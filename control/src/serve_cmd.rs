@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::api::{self, Ctx};
-use crate::layout::Layout;
 use crate::state::State;
+use c2c_api::layout::Layout;
 
 /// Flags of `c2c control serve`.
 #[derive(Debug, Args)]

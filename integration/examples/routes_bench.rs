@@ -7,9 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use c2c_api::client::{Auth, Client};
+use c2c_api::client::Client;
 use c2c_integration::cli::ok as c2c;
-use hyper::Method;
 
 fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
@@ -94,32 +93,23 @@ fn run(dir: &Path, rounds: usize) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let token = std::fs::read_to_string(dir.join("control/token")).unwrap();
-    let url = std::fs::read_to_string(dir.join("control/url")).unwrap();
-    let netns = std::fs::read_to_string(dir.join("control/netns")).unwrap();
-    let client = Client::new(&url, &ca, Auth::Token(token))
-        .unwrap()
-        .in_netns(netns.trim());
+    let client = Client::from_state_dir(dir).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let route = |host: &str, unmap: bool| {
-        let body =
-            serde_json::json!({ "app": "appB", "domain": "apps.internal", "hostname": host });
-        let path = if unmap {
-            "/v1/routes/delete"
-        } else {
-            "/v1/routes"
+        let r = c2c_api::types::RouteRequest {
+            app: "appB".into(),
+            domain: "apps.internal".into(),
+            hostname: host.into(),
         };
-        rt.block_on(client.call(Method::POST, path, Some(&body)))
-            .unwrap();
+        rt.block_on(client.route(&r, unmap)).unwrap();
     };
 
     // Warm the bench's own client (its first TLS connection costs ~100 ms in this process),
     // so round 0 measures the platform, not the benchmark starting up.
-    rt.block_on(client.call(Method::GET, "/v1/routes", None))
-        .unwrap();
+    rt.block_on(client.routes()).unwrap();
     served(&a_ns, to_b, "appb-warmup.apps.internal", tls.clone());
     let (mut map_ms, mut unmap_ms) = (vec![], vec![]);
     for k in 0..rounds {

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use c2c_api::client::{Auth, Client, ClientError};
 use c2c_api::{CellView, Instance, Lease};
-use hyper::Method;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -259,13 +258,7 @@ pub fn cert_reason(
 /// Keeps each local instance's certificate matching its app's routes: a new key and CSR here
 /// (the key never leaves the cell), signed by control, written atomically into the cert dir
 /// where the sidecar picks it up.
-async fn sync_certs(
-    client: &Client,
-    base: &str,
-    cell: &str,
-    view: &CellView,
-    records: &[ContainerRecord],
-) {
+async fn sync_certs(client: &Client, cell: &str, view: &CellView, records: &[ContainerRecord]) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -301,24 +294,12 @@ async fn sync_certs(
                 continue;
             }
         };
-        let body = serde_json::json!({ "csr": csr_pem });
-        let signed = match client
-            .call(
-                Method::POST,
-                &format!("{base}/instances/{guid}/certificate"),
-                Some(&body),
-            )
-            .await
-        {
-            Ok(v) => v,
+        let cert_pem = match client.sign_instance(cell, &guid, &csr_pem).await {
+            Ok(signed) => signed.cert_pem,
             Err(error) => {
                 warn!(%error, instance = %guid, "certificate signing failed");
                 continue;
             }
-        };
-        let Some(cert_pem) = signed["cert_pem"].as_str().map(str::to_string) else {
-            warn!(instance = %guid, "control answered without a certificate");
-            continue;
         };
         let d = dir.clone();
         match tokio::task::spawn_blocking(move || {
@@ -344,15 +325,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         key_pem: read(&cfg.cert_dir.join("key.pem"))?,
     };
     let client = Client::new(&cfg.control_url, &ca, auth)?;
-    let base = format!("/v1/cells/{}", cfg.cell);
 
     // The lease: retried until control answers, since cells may start before control.
     let lease: Lease = loop {
-        let body = serde_json::json!({ "underlay_ip": cfg.underlay_ip });
-        match client
-            .call_as(Method::POST, &format!("{base}/lease"), Some(&body))
-            .await
-        {
+        match client.acquire_lease(&cfg.cell, cfg.underlay_ip).await {
             Ok(l) => break l,
             Err(e @ ClientError::Status { .. }) => return Err(e.into()),
             Err(error) => {
@@ -463,7 +439,6 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     loop {
         let after = view.as_ref().map_or(0, |v| v.revision);
         let mut force = false;
-        let watch_path = format!("{base}/watch?after={after}&timeout=30");
         tokio::select! {
             _ = shutdown.cancelled() => {
                 info!("agent stopping; rules stay in place");
@@ -471,7 +446,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             }
             // The watch waits up to 30 s on control's side; 45 s here covers a control plane
             // that vanished without closing the connection.
-            r = tokio::time::timeout(Duration::from_secs(45), client.call_as::<CellView>(Method::GET, &watch_path, None)) => match r {
+            r = tokio::time::timeout(Duration::from_secs(45), client.watch(&cfg.cell, after, 30)) => match r {
                 Ok(Ok(v)) => {
                     debug!(revision = v.revision, "watch woke");
                     view = Some(v);
@@ -487,7 +462,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             _ = local_change.notified() => debug!("container store changed"),
             _ = resync.tick() => force = true,
             _ = renew.tick() => {
-                if let Err(error) = client.call(Method::PUT, &format!("{base}/lease"), None).await {
+                if let Err(error) = client.renew_lease(&cfg.cell).await {
                     warn!(%error, "lease renewal failed");
                 }
                 continue;
@@ -567,7 +542,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 Err(error) => warn!(%error, "rules task failed"),
             }
         }
-        sync_certs(&client, &base, &cfg.cell, v, &records).await;
+        sync_certs(&client, &cfg.cell, v, &records).await;
         // Tell control about containers that came or went (this bumps the revision, so the
         // next watch returns at once with the new view).
         let (register, deregister) = registration_changes(&cfg.cell, v, &records);
@@ -584,15 +559,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             .filter(|g| sent.get(g).is_none_or(Option::is_some))
             .collect();
         for i in register {
-            let body = serde_json::json!({ "app_guid": i.app_guid, "index": i.index, "ip": i.ip });
-            match client
-                .call(
-                    Method::PUT,
-                    &format!("{base}/instances/{}", i.guid),
-                    Some(&body),
-                )
-                .await
-            {
+            match client.confirm_instance(&cfg.cell, &i).await {
                 Ok(_) => {
                     info!(instance = %i.guid, app = %i.app_guid, ip = %i.ip, "instance registered");
                     sent.insert(i.guid.clone(), Some(i));
@@ -601,10 +568,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             }
         }
         for g in deregister {
-            match client
-                .call(Method::DELETE, &format!("{base}/instances/{g}"), None)
-                .await
-            {
+            match client.withdraw_instance(&cfg.cell, &g).await {
                 Ok(_) => {
                     info!(instance = %g, "instance deregistered");
                     sent.insert(g, None);

@@ -2,6 +2,9 @@
 //! running the real binaries (`c2c control serve`, `c2c-agent`, `c2c-cni`, `c2c-proxy`) exactly
 //! as a multi-host install would. `up`, `push`, `exec`, `delete`, `down`, `demo`.
 
+#![forbid(unsafe_code)]
+
+pub mod cells;
 pub mod demo;
 pub mod demo_app;
 pub mod instance;

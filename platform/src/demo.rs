@@ -13,7 +13,9 @@ use anyhow::{bail, Context, Result};
 
 use super::instance::{self, http_get, InstanceInfo, PushArgs};
 use super::{in_netns, up};
-use crate::policy_cmd::{self, PolicyArgs};
+use c2c_api::client::Client;
+use c2c_api::types::RouteRequest;
+use c2c_api::Policy;
 
 struct Steps {
     started: Instant,
@@ -149,19 +151,35 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     }
     s.ok(t, &format!("c2c exec appA -- curl http://{}:8080  ->  connection refused (no policy: default deny)", b.ip));
 
-    let route = |host: &str| crate::policy_cmd::RouteArgs {
-        app: "appB".into(),
-        domain: "apps.internal".into(),
-        hostname: host.into(),
-    };
-    let policy = |port: &str| PolicyArgs {
-        source: "appA".into(),
-        destination: "appB".into(),
+    // The API calls the CLI makes for add-network-policy and map-route, through the same client.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let api = Client::from_state_dir(dir)?;
+    let (guid_a, guid_b) = rt.block_on(async {
+        Ok::<_, c2c_api::client::ClientError>((
+            api.app("appA").await?.guid,
+            api.app("appB").await?.guid,
+        ))
+    })?;
+    let policy = |port: u16| Policy {
+        source: guid_a.clone(),
+        destination: guid_b.clone(),
         protocol: "tcp".into(),
-        port: port.into(),
+        start: port,
+        end: port,
+    };
+    let map_route = |host: &str| -> Result<()> {
+        let r = RouteRequest {
+            app: "appB".into(),
+            domain: "apps.internal".into(),
+            hostname: host.into(),
+        };
+        rt.block_on(api.route(&r, false))?;
+        Ok(())
     };
     let t = Instant::now();
-    policy_cmd::add_policy(dir, policy("8080"))?;
+    rt.block_on(api.add_policies(&[policy(8080)]))?;
     let (r, _) = poll(&a, to_b, true)?;
     let body =
         r.map_err(|e| anyhow::anyhow!("appA -> appB:8080 still fails after the policy: {e}"))?;
@@ -209,7 +227,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     s.ok(t, "c2c exec appA -- curl https://appb.apps.internal:61443  ->  could not resolve host (appB has no route yet)");
 
     let t = Instant::now();
-    policy_cmd::add_policy(dir, policy("61443"))?;
+    rt.block_on(api.add_policies(&[policy(61443)]))?;
     s.ok(
         t,
         "c2c add-network-policy appA appB --protocol tcp --port 61443",
@@ -218,7 +236,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
         std::fs::read_to_string(super::Paths::new(dir).instance("appB", 0).join("proxy.pid"))
             .unwrap_or_default();
     let t = Instant::now();
-    policy_cmd::route(dir, route("appb"), false)?;
+    map_route("appb")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
         match curl_b("appb.apps.internal")? {
@@ -233,8 +251,8 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     ));
 
     let t = Instant::now();
-    policy_cmd::route(dir, route("appb-v2"), false)?;
-    let ca = std::fs::read(crate::layout::Layout::new(dir).ca_dir().join("ca.pem"))?;
+    map_route("appb-v2")?;
+    let ca = std::fs::read(c2c_api::layout::Layout::new(dir).ca_dir().join("ca.pem"))?;
     let to_tls = SocketAddr::new(b.ip.into(), 61443);
     let deadline = Instant::now() + Duration::from_secs(10);
     let (_, cert) = loop {
@@ -260,7 +278,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     ));
 
     let t = Instant::now();
-    policy_cmd::remove_policy(dir, policy("8080"))?;
+    rt.block_on(api.remove_policies(&[policy(8080)]))?;
     let (r, _) = poll(&a, to_b, false)?;
     if !refused(&r) {
         bail!("appA -> appB:8080 should be refused again, got {r:?}");

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::Policy;
+use crate::Policy;
 
 /// `{"policies": [...]}` as posted and listed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -84,6 +84,24 @@ impl From<&Policy> for WirePolicy {
             },
         }
     }
+}
+
+impl PolicyList {
+    /// The body that adds or removes `policies`.
+    pub fn of(policies: &[Policy]) -> Self {
+        PolicyList {
+            total_policies: None,
+            policies: Some(policies.iter().map(WirePolicy::from).collect()),
+        }
+    }
+}
+
+/// A policy from a list answer (where tags may be shown), checked as a posted one is.
+pub fn validate_listed(p: &WirePolicy) -> Result<Policy, String> {
+    let mut p = p.clone();
+    p.source.tag = None;
+    p.destination.tag = None;
+    validate(&p)
 }
 
 /// Parses and validates a create/delete body, answering with CF's message on the first problem.

@@ -5,15 +5,19 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use c2c_control::platform::{demo, demo_app, instance, up};
-use c2c_control::{cell_cmd, certs_cmd, policy_cmd, serve_cmd};
+mod cell_cmd;
+mod certs_cmd;
+mod policy_cmd;
+
+use c2c_control::serve_cmd;
+use c2c_platform::{demo, demo_app, instance, up};
 
 /// c2c: container-to-container networking with policies and platform-issued TLS.
 #[derive(Debug, Parser)]
 #[command(name = "c2c", version)]
 struct Cli {
     /// Where control keeps its state and where every command finds the API URL, CA and token.
-    #[arg(long, global = true, env = "C2C_STATE_DIR", default_value = c2c_control::layout::DEFAULT_STATE_DIR)]
+    #[arg(long, global = true, env = "C2C_STATE_DIR", default_value = c2c_api::layout::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -145,9 +149,11 @@ fn main() -> ExitCode {
             )
         }),
         Command::Cells => cell_cmd::list(&dir),
-        Command::AddNetworkPolicy(a) => policy_cmd::add_policy(&dir, a).map(|m| println!("{m}")),
+        Command::AddNetworkPolicy(a) => {
+            policy_cmd::change_policy(&dir, a, false).map(|m| println!("{m}"))
+        }
         Command::RemoveNetworkPolicy(a) => {
-            policy_cmd::remove_policy(&dir, a).map(|m| println!("{m}"))
+            policy_cmd::change_policy(&dir, a, true).map(|m| println!("{m}"))
         }
         Command::NetworkPolicies { app } => policy_cmd::list_policies(&dir, app),
         Command::CreateApp { name } => policy_cmd::create_app(&dir, &name),
@@ -160,8 +166,8 @@ fn main() -> ExitCode {
         Command::Up { cells } => up::up(&dir, cells).map(|info| {
             println!(
                 "platform up: control at https://{}:{} in netns {}",
-                c2c_control::platform::CONTROL_IP,
-                c2c_control::platform::CONTROL_PORT,
+                c2c_platform::CONTROL_IP,
+                c2c_platform::CONTROL_PORT,
                 info.underlay_ns
             );
             for c in &info.cells {

@@ -24,9 +24,14 @@ impl Layout {
     pub fn db(&self) -> PathBuf {
         self.root.join("state.db")
     }
-    /// Platform CA dir (`ca.pem`, `ca.key`).
+    /// Platform CA dir: the root (`ca.pem`, `ca.key`) and one issuer per role beneath
+    /// (`control/`, `cells/`, `instances/`; see `c2c_certs::pki`).
     pub fn ca_dir(&self) -> PathBuf {
         self.root.join("ca")
+    }
+    /// The control issuer's certificate: the only anchor a client trusts for control.
+    pub fn control_issuer(&self) -> PathBuf {
+        self.ca_dir().join("control").join("ca.pem")
     }
     /// The control API's server cert dir.
     pub fn server_tls_dir(&self) -> PathBuf {

@@ -9,7 +9,7 @@ use super::{
     bin, ip, netns_exists, prefix_for, preflight, spawn_in, stop_pidfile, wait_for, CellInfo,
     Paths, PlatformInfo, CONTROL_IP, CONTROL_PORT,
 };
-use crate::layout::Layout;
+use c2c_api::layout::Layout;
 
 /// The underlay bridge's MAC, fixed (locally administered): see `up`.
 const UNDERLAY_BRIDGE_MAC: &str = "02:c2:c0:00:00:fe";
@@ -159,7 +159,7 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
             // The cell's identity, registered with control as any cell joins: its key made
             // here, its client certificate signed by the cell issuer (CN = cell name). A
             // re-registration revokes whatever certificate the cell had before.
-            crate::cell_cmd::register(state_dir, &name, &tls)
+            crate::cells::register(state_dir, &name, &tls)
                 .with_context(|| format!("registering {name} with control"))?;
             let url = std::fs::read_to_string(layout.url())?;
             let args: Vec<String> = [
@@ -170,7 +170,7 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
                 "--control",
                 url.trim(),
                 "--ca",
-                &tls.join(crate::cell_cmd::CONTROL_CA_FILE)
+                &tls.join(crate::cells::CONTROL_CA_FILE)
                     .display()
                     .to_string(),
                 "--cert-dir",

@@ -9,11 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use hyper::Method;
 use serde::{Deserialize, Serialize};
 
 use super::{bin, in_netns, ip, preflight, spawn_in, stop_pidfile, wait_for, Paths, PlatformInfo};
-use crate::layout::Layout;
+use c2c_api::layout::Layout;
 
 /// Internal domain of default routes.
 pub const INTERNAL_DOMAIN: &str = "apps.internal";
@@ -105,36 +104,23 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
             )
         })?)
     };
-    let client = crate::client::from_state_dir(state_dir)?;
-    let app = runtime()?.block_on(async {
-        match client
-            .call(
-                Method::GET,
-                &format!("/v1/apps/{}", c2c_api::path_segment(&a.app)),
-                None,
-            )
-            .await
-        {
-            Ok(app) => Ok(app),
-            Err(c2c_api::client::ClientError::Status { status, .. })
-                if status == hyper::StatusCode::NOT_FOUND =>
-            {
-                client
-                    .call(
-                        Method::POST,
-                        "/v1/apps",
-                        Some(&serde_json::json!({ "name": a.app })),
-                    )
-                    .await
-            }
-            Err(e) => Err(e),
+    let client = c2c_api::client::Client::from_state_dir(state_dir)?;
+    let rt = runtime()?;
+    let app = rt.block_on(async {
+        match client.app(&a.app).await {
+            Err(e) if e.is_not_found() => client.create_app(&a.app).await,
+            r => r,
         }
     })?;
-    let app_guid = app["guid"].as_str().unwrap_or_default().to_string();
+    let app_guid = app.guid;
     if let Some(host) = hostname {
         // CF maps an app's default route at push; here the internal one: <app>.apps.internal.
-        let body = serde_json::json!({ "app": a.app, "domain": INTERNAL_DOMAIN, "hostname": host });
-        runtime()?.block_on(client.call(Method::POST, "/v1/routes", Some(&body)))?;
+        let r = c2c_api::types::RouteRequest {
+            app: a.app.clone(),
+            domain: INTERNAL_DOMAIN.into(),
+            hostname: host.clone(),
+        };
+        rt.block_on(client.route(&r, false))?;
         println!("  route: {host}.{INTERNAL_DOMAIN}");
     }
     let existing = instances(state_dir, Some(&a.app))?;
@@ -148,15 +134,9 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
         };
         // Placement is control's: the instance exists because we (with the user's token) asked
         // for it on this cell; control generates its GUID, and the cell may only confirm it.
-        let placed = runtime()?.block_on(client.call(
-            Method::POST,
-            &format!("/v1/apps/{}/instances", c2c_api::path_segment(&a.app)),
-            Some(&serde_json::json!({ "cell": cell.name, "index": index })),
-        ))?;
-        let guid = placed["guid"]
-            .as_str()
-            .context("control placed the instance without a GUID")?
-            .to_string();
+        let guid = rt
+            .block_on(client.place(&a.app, &cell.name, Some(index)))?
+            .guid;
         let rec = InstanceInfo {
             app: a.app.clone(),
             app_guid: app_guid.clone(),
@@ -383,7 +363,7 @@ fn cni(
 /// Refuses a name that is not an app name before it comes near a path: `..`, `.`, `""` or
 /// `a/b` would otherwise name the state dir or every app's instances.
 fn check_app(app: &str) -> Result<()> {
-    crate::state::validate_app_name(app).map_err(anyhow::Error::from)
+    c2c_api::names::validate_app_name(app).map_err(anyhow::Error::msg)
 }
 
 /// Instances recorded in the state dir, of one app or all, by app then index.
@@ -495,15 +475,9 @@ pub fn remove_instance(state_dir: &Path, inst: &InstanceInfo) -> Result<()> {
     let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&inst.netns));
     let _ = std::fs::remove_dir_all(&dir);
     // The placement goes last: until then control still knows the instance it placed.
-    let unplaced = crate::client::from_state_dir(state_dir).and_then(|client| {
-        runtime()?
-            .block_on(client.call(
-                Method::DELETE,
-                &format!("/v1/instances/{}", c2c_api::path_segment(&inst.guid)),
-                None,
-            ))
-            .map_err(anyhow::Error::from)
-    });
+    let unplaced = c2c_api::client::Client::from_state_dir(state_dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|client| Ok(runtime()?.block_on(client.remove_instance(&inst.guid))?));
     if let Err(e) = unplaced {
         problems.push(format!("removing its placement from control: {e:#}"));
     }
@@ -545,12 +519,8 @@ pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
         return Ok(());
     }
     remove_app_instances(state_dir, target)?;
-    let client = crate::client::from_state_dir(state_dir)?;
-    runtime()?.block_on(client.call(
-        Method::DELETE,
-        &format!("/v1/apps/{}", c2c_api::path_segment(target)),
-        None,
-    ))?;
+    let client = c2c_api::client::Client::from_state_dir(state_dir)?;
+    runtime()?.block_on(client.delete_app(target))?;
     println!("Deleted app {target} with its instances and policies");
     Ok(())
 }

@@ -1,0 +1,69 @@
+//! The control API's paths: spelled here only, with every name percent-encoded as one segment.
+
+use crate::path_segment as seg;
+
+/// CF's external policies (`GET` list, `POST` add).
+pub const POLICIES: &str = "/networking/v1/external/policies";
+/// CF's policy delete.
+pub const POLICIES_DELETE: &str = "/networking/v1/external/policies/delete";
+/// Apps (`GET` list, `POST` create).
+pub const APPS: &str = "/v1/apps";
+/// Routes (`GET` list, `POST` map).
+pub const ROUTES: &str = "/v1/routes";
+/// Route unmap.
+pub const ROUTES_DELETE: &str = "/v1/routes/delete";
+/// Internal domains.
+pub const DOMAINS: &str = "/v1/domains";
+/// Placed instances (`GET`).
+pub const INSTANCES: &str = "/v1/instances";
+/// Registered cells (`GET` list, `POST` register).
+pub const CELLS: &str = "/v1/cells";
+
+/// `GET`/`DELETE` one app, by name or GUID.
+pub fn app(name: &str) -> String {
+    format!("{APPS}/{}", seg(name))
+}
+
+/// `POST`: place an instance of the app.
+pub fn app_instances(app: &str) -> String {
+    format!("{APPS}/{}/instances", seg(app))
+}
+
+/// `DELETE`: remove a placed instance.
+pub fn instance(guid: &str) -> String {
+    format!("{INSTANCES}/{}", seg(guid))
+}
+
+/// `DELETE`: revoke a cell.
+pub fn cell(name: &str) -> String {
+    format!("{CELLS}/{}", seg(name))
+}
+
+/// Policies whose source or destination is one of `ids`.
+pub fn policies_of(ids: &[String]) -> String {
+    let ids: Vec<String> = ids.iter().map(|i| seg(i)).collect();
+    format!("{POLICIES}?id={}", ids.join(","))
+}
+
+/// The cell API: a cell's lease (`POST` acquire, `PUT` renew, `DELETE` release).
+pub fn lease(cell: &str) -> String {
+    format!("{CELLS}/{}/lease", seg(cell))
+}
+
+/// The cell API: confirm (`PUT`) or withdraw (`DELETE`) an instance.
+pub fn cell_instance(cell: &str, guid: &str) -> String {
+    format!("{CELLS}/{}/instances/{}", seg(cell), seg(guid))
+}
+
+/// The cell API: sign an instance's CSR.
+pub fn cell_certificate(cell: &str, guid: &str) -> String {
+    format!("{}/certificate", cell_instance(cell, guid))
+}
+
+/// The cell API: the long-poll watch.
+pub fn watch(cell: &str, after: u64, timeout_secs: u64) -> String {
+    format!(
+        "{CELLS}/{}/watch?after={after}&timeout={timeout_secs}",
+        seg(cell)
+    )
+}
