@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::core::{Action, AgentCore, Event};
 use crate::ipam::Subnet;
 use crate::netlink::Netlink;
 use crate::rules::{self, Allow, CellRules, Local};
@@ -353,7 +354,6 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     // The CNI config is written once the cell enforces (after the first rules apply, below):
     // a runtime that waits for it never wires a container into a cell without rules.
     let cni_conf = cni_config(subnet, &cfg.data_dir, &dns).to_string();
-    let mut cni_conf_written = false;
 
     let nl = Netlink::open().map_err(AgentError::Netlink)?;
     let vcfg = VtepConfig::new(cfg.underlay_ip, subnet);
@@ -374,26 +374,16 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 .map_err(|e| AgentError::Dns(e.to_string()))?;
         }
     }
-    let dns_socket = tokio::net::UdpSocket::bind(cfg.dns_listen)
-        .await
-        .map_err(|e| AgentError::Dns(format!("binding {}: {e}", cfg.dns_listen)))?;
-    let dns_listener = tokio::net::TcpListener::bind(cfg.dns_listen)
-        .await
-        .map_err(|e| AgentError::Dns(format!("binding {} (tcp): {e}", cfg.dns_listen)))?;
-    info!(listen = %cfg.dns_listen, upstreams = ?cfg.dns_upstreams, "dns ready (udp and tcp)");
-    let dns_budget = crate::dns::Budget::default();
-    let upstreams = crate::dns::Upstreams::new(cfg.dns_upstreams.clone(), &dns_budget);
-    tokio::spawn(crate::dns::serve(
-        dns_socket,
-        zone_rx.clone(),
-        upstreams.clone(),
-    ));
-    tokio::spawn(crate::dns::serve_tcp(
-        dns_listener,
+    // DNS runs on a thread and runtime of its own: building and applying a 10,000-policy
+    // ruleset on this loop never delays an answer.
+    crate::dns::spawn(
+        cfg.dns_listen,
         zone_rx,
-        upstreams,
-        dns_budget,
-    ));
+        cfg.dns_upstreams.clone(),
+        crate::dns::Budget::default(),
+    )
+    .map_err(AgentError::Dns)?;
+    info!(listen = %cfg.dns_listen, upstreams = ?cfg.dns_upstreams, "dns ready (udp and tcp, own thread)");
 
     // Containers coming and going wake the loop.
     let store = Store::new(&cfg.data_dir);
@@ -423,158 +413,246 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         w
     };
 
-    let mut view: Option<CellView> = None;
-    let mut applied: Option<String> = None;
+    // The decisions are the core's (see `crate::core`); this loop turns the world into its
+    // events and its actions into the world.
+    let mut core = AgentCore::new(&cfg.cell, subnet);
     // After a failed watch: 100 ms, doubling to 2 s, so a restarted control is seen at once
     // and a gone one is not hammered.
     let mut backoff = Duration::from_millis(100);
-    // Registrations (Some) and deregistrations (None) sent against the view of `sent_rev`: the
-    // same change is not sent again until a newer view still lacks it (the store's events come
-    // in bursts, faster than the watch brings the view that shows the change).
-    let mut sent: BTreeMap<String, Option<Instance>> = BTreeMap::new();
-    let mut sent_rev = 0;
     let mut resync = tokio::time::interval(cfg.resync);
     let mut renew = tokio::time::interval(cfg.renew);
     renew.tick().await;
+    let retry = Arc::new(Notify::new());
+    // The store as it is now (an agent restarted on a cell with containers), and again on each
+    // resync (an inotify event can be lost); in between, inotify says when to read it.
+    let read_store = |store: Store| async move {
+        match tokio::task::spawn_blocking(move || store.list()).await {
+            Ok(Ok((recs, bad))) => {
+                for e in bad {
+                    warn!(error = %e, "skipping unreadable container record");
+                }
+                Some(recs)
+            }
+            Ok(Err(error)) => {
+                warn!(%error, "reading the container store failed");
+                None
+            }
+            Err(error) => {
+                warn!(%error, "store task failed");
+                None
+            }
+        }
+    };
+    if let Some(recs) = read_store(store.clone()).await {
+        core.on(Event::Store(recs));
+    }
     loop {
-        let after = view.as_ref().map_or(0, |v| v.revision);
-        let mut force = false;
-        tokio::select! {
+        let event = tokio::select! {
             _ = shutdown.cancelled() => {
                 info!("agent stopping; rules stay in place");
                 return Ok(());
             }
             // The watch waits up to 30 s on control's side; 45 s here covers a control plane
             // that vanished without closing the connection.
-            r = tokio::time::timeout(Duration::from_secs(45), client.watch(&cfg.cell, after, 30)) => match r {
+            r = tokio::time::timeout(Duration::from_secs(45), client.watch(&cfg.cell, core.revision(), 30)) => match r {
                 Ok(Ok(v)) => {
                     debug!(revision = v.revision, "watch woke");
-                    view = Some(v);
                     backoff = Duration::from_millis(100);
+                    Event::View(v)
                 }
-                Err(_) => warn!("watch timed out; retrying"),
+                Err(_) => {
+                    warn!("watch timed out; retrying");
+                    continue;
+                }
                 Ok(Err(error)) => {
                     warn!(%error, retry_in_ms = backoff.as_millis() as u64, "watch failed; enforcing the last known state and retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
                 }
             },
-            _ = local_change.notified() => debug!("container store changed"),
-            _ = resync.tick() => force = true,
+            _ = local_change.notified() => {
+                debug!("container store changed");
+                match read_store(store.clone()).await {
+                    Some(recs) => Event::Store(recs),
+                    None => continue,
+                }
+            }
+            _ = resync.tick() => {
+                if let Some(recs) = read_store(store.clone()).await {
+                    // Taken in silently: the resync event below reconciles with it.
+                    core.set_records(recs);
+                }
+                Event::Resync
+            }
+            _ = retry.notified() => Event::Resync,
             _ = renew.tick() => {
                 if let Err(error) = client.renew_lease(&cfg.cell).await {
                     warn!(%error, "lease renewal failed");
                 }
                 continue;
             }
-        }
-        let Some(v) = view.as_ref() else { continue };
-        let z = Arc::new(crate::dns::zone(v));
-        zone_tx.send_if_modified(|cur| {
-            let changed = **cur != *z;
-            if changed {
-                *cur = z.clone();
-            }
-            changed
-        });
-        let started = Instant::now();
-        let records = match store.list() {
-            Ok((recs, bad)) => {
-                for e in bad {
-                    warn!(error = %e, "skipping unreadable container record");
-                }
-                recs
-            }
-            Err(error) => {
-                warn!(%error, "reading the container store failed");
-                continue;
-            }
         };
-        // Routes to other cells.
-        if force {
-            if let Err(error) = vtep::ensure(&nl, &vcfg).await {
+        let started = Instant::now();
+        let mut pending = core.on(event);
+        // Actions answered by an event are performed in turn; their events may bring more.
+        while !pending.is_empty() {
+            let mut next = vec![];
+            for action in pending {
+                if let Some(e) = perform(
+                    action,
+                    &mut Ctx {
+                        cfg: &cfg,
+                        core: &core,
+                        client: &client,
+                        nl: &nl,
+                        vcfg: &vcfg,
+                        zone_tx: &zone_tx,
+                        cni_conf: &cni_conf,
+                        retry: &retry,
+                        started,
+                    },
+                )
+                .await
+                {
+                    next.extend(core.on(e));
+                }
+            }
+            pending = next;
+        }
+    }
+}
+
+/// What performing an action needs.
+struct Ctx<'a> {
+    cfg: &'a AgentConfig,
+    core: &'a AgentCore,
+    client: &'a Client,
+    nl: &'a Netlink,
+    vcfg: &'a VtepConfig,
+    zone_tx: &'a tokio::sync::watch::Sender<Arc<crate::dns::Zone>>,
+    cni_conf: &'a str,
+    retry: &'a Arc<Notify>,
+    started: Instant,
+}
+
+/// Performs one action; returns the event that answers it, if it has one.
+async fn perform(action: Action, cx: &mut Ctx<'_>) -> Option<Event> {
+    match action {
+        Action::PublishZone(z) => {
+            cx.zone_tx.send_replace(z);
+            None
+        }
+        Action::EnsureVtep => {
+            if let Err(error) = vtep::ensure(cx.nl, cx.vcfg).await {
                 warn!(%error, "vtep check failed");
             }
+            None
         }
-        match vtep::converge(&nl, &vcfg, &remotes(&cfg.cell, &v.leases)).await {
-            Ok(changes) => {
-                for c in changes {
-                    info!(change = %c, "overlay");
-                }
-            }
-            Err(error) => warn!(%error, "vtep convergence failed"),
-        }
-        // Rules, applied when they change or on resync.
-        let (cell_rules, locals, tags, allows) = rule_inputs(&cfg.cell, subnet, v, &records);
-        let text = rules::ruleset(&cell_rules, &locals, &tags, &allows);
-        let changed = applied.as_deref() != Some(text.as_str());
-        // On a resync, re-apply only if the kernel lost our rules (flushed or deleted by hand):
-        // checking is cheap, re-loading 10,000 elements is not.
-        let lost = !changed && force && {
-            let gen = rules::generation(&text).unwrap_or_default();
-            !tokio::task::spawn_blocking(move || rules::in_place(gen))
-                .await
-                .unwrap_or(false)
-        };
-        if lost {
-            warn!("rules were changed by hand; restoring them");
-        }
-        if changed || lost {
-            let t = text.clone();
-            match tokio::task::spawn_blocking(move || rules::apply(&t)).await {
-                Ok(Ok(())) => {
-                    info!(
-                        revision = v.revision,
-                        containers = locals.len(),
-                        policies = allows.len(),
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        restored = lost,
-                        "rules applied"
-                    );
-                    applied = Some(text);
-                    if !cni_conf_written {
-                        write_atomic(&cfg.cni_config, cni_conf.as_bytes())?;
-                        cni_conf_written = true;
-                        info!(path = %cfg.cni_config.display(), "cell ready: CNI config written");
+        Action::ConvergeVtep(remotes) => {
+            match vtep::converge(cx.nl, cx.vcfg, &remotes).await {
+                Ok(changes) => {
+                    for c in changes {
+                        info!(change = %c, "overlay");
                     }
                 }
-                Ok(Err(error)) => warn!(%error, "applying rules failed"),
-                Err(error) => warn!(%error, "rules task failed"),
+                Err(error) => warn!(%error, "vtep convergence failed"),
             }
+            None
         }
-        sync_certs(&client, &cfg.cell, v, &records).await;
-        // Tell control about containers that came or went (this bumps the revision, so the
-        // next watch returns at once with the new view).
-        let (register, deregister) = registration_changes(&cfg.cell, v, &records);
-        if sent_rev != v.revision {
-            sent.clear();
-            sent_rev = v.revision;
-        }
-        let register: Vec<Instance> = register
-            .into_iter()
-            .filter(|i| sent.get(&i.guid).is_none_or(|s| s.as_ref() != Some(i)))
-            .collect();
-        let deregister: Vec<String> = deregister
-            .into_iter()
-            .filter(|g| sent.get(g).is_none_or(Option::is_some))
-            .collect();
-        for i in register {
-            match client.confirm_instance(&cfg.cell, &i).await {
-                Ok(_) => {
-                    info!(instance = %i.guid, app = %i.app_guid, ip = %i.ip, "instance registered");
-                    sent.insert(i.guid.clone(), Some(i));
+        Action::ApplyRules(text) => {
+            let (revision, containers, policies) = cx.core.view().map_or((0, 0, 0), |v| {
+                (v.revision, cx.core.records().len(), v.policies.len())
+            });
+            let r = match tokio::task::spawn_blocking(move || rules::apply(&text)).await {
+                Ok(Ok(())) => {
+                    info!(
+                        revision,
+                        containers,
+                        policies,
+                        elapsed_ms = cx.started.elapsed().as_millis() as u64,
+                        "rules applied"
+                    );
+                    Ok(())
                 }
-                Err(error) => warn!(%error, instance = %i.guid, "registering instance failed"),
-            }
-        }
-        for g in deregister {
-            match client.withdraw_instance(&cfg.cell, &g).await {
-                Ok(_) => {
-                    info!(instance = %g, "instance deregistered");
-                    sent.insert(g, None);
+                Ok(Err(error)) => {
+                    warn!(%error, "applying rules failed");
+                    Err(error.to_string())
                 }
-                Err(error) => warn!(%error, instance = %g, "deregistering instance failed"),
+                Err(error) => {
+                    warn!(%error, "rules task failed");
+                    Err(error.to_string())
+                }
+            };
+            Some(Event::RulesApplied(r))
+        }
+        Action::CheckRules(gen) => {
+            let in_place = tokio::task::spawn_blocking(move || rules::in_place(gen))
+                .await
+                .unwrap_or(false);
+            if !in_place {
+                warn!("rules were changed by hand; restoring them");
             }
+            Some(Event::RulesInPlace(in_place))
+        }
+        Action::WriteCniConfig => {
+            let (path, conf) = (cx.cfg.cni_config.clone(), cx.cni_conf.to_string());
+            let r = tokio::task::spawn_blocking(move || write_atomic(&path, conf.as_bytes())).await;
+            let ok = match r {
+                Ok(Ok(())) => {
+                    info!(path = %cx.cfg.cni_config.display(), "cell ready: CNI config written");
+                    true
+                }
+                Ok(Err(error)) => {
+                    warn!(%error, "writing the CNI config failed");
+                    false
+                }
+                Err(error) => {
+                    warn!(%error, "CNI config task failed");
+                    false
+                }
+            };
+            Some(Event::CniConfigWritten(ok))
+        }
+        Action::SyncCerts => {
+            if let Some(v) = cx.core.view() {
+                sync_certs(cx.client, &cx.cfg.cell, v, cx.core.records()).await;
+            }
+            None
+        }
+        Action::Confirm(i) => {
+            let ok = match cx.client.confirm_instance(&cx.cfg.cell, &i).await {
+                Ok(()) => {
+                    info!(instance = %i.guid, app = %i.app_guid, ip = %i.ip, "instance confirmed");
+                    true
+                }
+                Err(error) => {
+                    warn!(%error, instance = %i.guid, "confirming instance failed");
+                    false
+                }
+            };
+            Some(Event::Confirmed(i, ok))
+        }
+        Action::Withdraw(g) => {
+            let ok = match cx.client.withdraw_instance(&cx.cfg.cell, &g).await {
+                Ok(()) => {
+                    info!(instance = %g, "instance withdrawn");
+                    true
+                }
+                Err(error) => {
+                    warn!(%error, instance = %g, "withdrawing instance failed");
+                    false
+                }
+            };
+            Some(Event::Withdrawn(g, ok))
+        }
+        Action::RetrySoon => {
+            let retry = cx.retry.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                retry.notify_one();
+            });
+            None
         }
     }
 }

@@ -309,6 +309,51 @@ impl Upstreams {
     }
 }
 
+/// Serves DNS (UDP and TCP) on `listen` from `zone` on a thread with a runtime of its own, so
+/// nothing the agent's loop does delays an answer. Returns once both sockets are bound, or why
+/// they could not be.
+pub fn spawn(
+    listen: SocketAddr,
+    zone: watch::Receiver<Arc<Zone>>,
+    upstreams: Vec<SocketAddr>,
+    budget: Budget,
+) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("dns".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(format!("dns runtime: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let udp = match UdpSocket::bind(listen).await {
+                    Ok(s) => s,
+                    Err(e) => return drop(tx.send(Err(format!("binding {listen}: {e}")))),
+                };
+                let tcp = match TcpListener::bind(listen).await {
+                    Ok(s) => s,
+                    Err(e) => return drop(tx.send(Err(format!("binding {listen} (tcp): {e}")))),
+                };
+                let _ = tx.send(Ok(()));
+                let ups = Upstreams::new(upstreams, &budget);
+                tokio::join!(
+                    serve(udp, zone.clone(), ups.clone()),
+                    serve_tcp(tcp, zone, ups, budget)
+                );
+            });
+        })
+        .map_err(|e| format!("dns thread: {e}"))?;
+    rx.recv()
+        .map_err(|_| "the dns thread ended before binding".to_string())?
+}
+
 /// Serves DNS on `socket` from the zone in `zone` until the task is dropped. Queries for other
 /// names are relayed to the first answering of `upstreams`.
 pub async fn serve(socket: UdpSocket, zone: watch::Receiver<Arc<Zone>>, upstreams: Upstreams) {

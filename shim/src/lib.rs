@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod cni;
+pub mod core;
 pub mod dns;
 pub mod ipam;
 pub mod netlink;
