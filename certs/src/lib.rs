@@ -13,6 +13,12 @@ pub mod pair;
 pub mod pki;
 pub mod rotation;
 
+/// The one crypto provider of the platform (aws-lc-rs), for every rustls config that is not
+/// `c2c-api`'s client (which does not depend on this crate and names the same provider).
+pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
 pub use ca::{Ca, CaError, IssuedPair, LeafRequest, Usage};
 pub use info::{CertInfo, InfoError};
 pub use names::{validate_hostname, NameError, SanSet};

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::CertificateDer;
@@ -126,7 +126,7 @@ impl Ctx {
             (out, s.revision())
         })
         .await
-        .map_err(|e| StateError::Invalid(format!("state task failed: {e}")))?;
+        .map_err(|e| StateError::Internal(format!("state task failed: {e}")))?;
         if let Ok(rev) = rev {
             self.revision.send_if_modified(|r| {
                 let changed = *r != rev;
@@ -147,7 +147,7 @@ pub fn tls_config(
 ) -> Result<rustls::ServerConfig, Box<dyn std::error::Error + Send + Sync>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::PrivateKeyDer;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = c2c_certs::provider();
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
         roots.add(c?)?;
@@ -168,9 +168,19 @@ pub fn tls_config(
 
 /// The client certificate's identity: its CN and the SHA-256 of its DER (hex).
 #[derive(Debug, Clone)]
-struct Peer {
+pub struct Peer {
     cn: String,
     fingerprint: String,
+}
+
+impl Peer {
+    /// The identity of a verified client certificate (DER).
+    pub fn from_der(der: &[u8]) -> Option<Self> {
+        Some(Peer {
+            cn: common_name(&CertificateDer::from(der.to_vec()))?,
+            fingerprint: fingerprint(der),
+        })
+    }
 }
 
 /// Serves the API on `listener` until `shutdown`.
@@ -213,15 +223,21 @@ pub async fn serve(
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|der| {
-                    Some(Peer {
-                        cn: common_name(der)?,
-                        fingerprint: fingerprint(der),
-                    })
-                });
+                .and_then(|der| Peer::from_der(der));
             let svc = hyper::service::service_fn(move |req| {
                 let (ctx, cell) = (ctx.clone(), cell.clone());
-                async move { Ok::<_, Infallible>(handle(req, &ctx, cell.as_ref()).await) }
+                let span = tracing::info_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    cell = cell.as_ref().map(|p| p.cn.as_str()),
+                );
+                async move {
+                    Ok::<_, Infallible>(
+                        tracing::Instrument::instrument(handle(req, &ctx, cell.as_ref()), span)
+                            .await,
+                    )
+                }
             });
             if let Err(error) = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -290,14 +306,28 @@ fn state_error(e: StateError) -> Response<Full<Bytes>> {
         StateError::NoLease(_) => error(StatusCode::NOT_FOUND, e),
         StateError::Forbidden(_) => error(StatusCode::FORBIDDEN, e),
         StateError::TagsExhausted | StateError::NoSubnet(_) => error(StatusCode::CONFLICT, e),
-        StateError::Db(_) => {
+        StateError::Db(_) | StateError::Internal(_) => {
             warn!(error = %e, "state store failure");
             error(StatusCode::INTERNAL_SERVER_ERROR, "state store failure")
         }
     }
 }
 
-fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+/// A request body the API can read: hyper's `Incoming` on the wire, `Full<Bytes>` in tests.
+pub trait ReqBody: hyper::body::Body<Data = Bytes, Error = Self::E> + Send + 'static {
+    /// The body's error.
+    type E: Into<Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl<B> ReqBody for B
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type E = B::Error;
+}
+
+fn query<B>(req: &Request<B>) -> HashMap<String, String> {
     req.uri()
         .query()
         .unwrap_or_default()
@@ -307,14 +337,14 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
         .collect()
 }
 
-async fn body(req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+async fn body<B: ReqBody>(req: Request<B>) -> Result<Bytes, Response<Full<Bytes>>> {
     body_within(req, Budget::default().body_read).await
 }
 
 /// The request body, at most [`MAX_BODY`] bytes, read within `limit` (a client trickling a body
 /// cannot hold a connection and its task forever).
-async fn body_within(
-    req: Request<Incoming>,
+async fn body_within<B: ReqBody>(
+    req: Request<B>,
     limit: Duration,
 ) -> Result<Bytes, Response<Full<Bytes>>> {
     match tokio::time::timeout(limit, Limited::new(req.into_body(), MAX_BODY).collect()).await {
@@ -331,8 +361,8 @@ async fn body_within(
 }
 
 /// Parses a JSON body into `T`, or answers 400 naming the expected shape.
-async fn json_body<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
+async fn json_body<T: serde::de::DeserializeOwned, B: ReqBody>(
+    req: Request<B>,
     shape: &str,
 ) -> Result<T, Response<Full<Bytes>>> {
     let b = body(req).await?;
@@ -344,7 +374,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+fn authorized<B>(req: &Request<B>, token: &str) -> bool {
     let got = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -354,7 +384,13 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
     got.is_some_and(|g| crate::state::constant_time_eq(g.as_bytes(), token.as_bytes()))
 }
 
-async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: Option<&Peer>) -> Response<Full<Bytes>> {
+/// Answers one request as the caller it comes from (`peer`: the verified client certificate,
+/// if any): the whole API, with no TLS or sockets, so it is testable in-process.
+pub async fn handle<B: ReqBody>(
+    req: Request<B>,
+    ctx: &Ctx,
+    peer: Option<&Peer>,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     let decoded: Vec<String> = path
         .split('/')
@@ -456,7 +492,7 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: Option<&Peer>) -> Respo
                 .await;
             match r {
                 Ok(changed) => {
-                    info!(delete, requested = n, changed, "policies updated");
+                    info!(delete, requested = n, changed, revision = *ctx.revision.borrow(), "policies updated");
                     typed(StatusCode::OK, &Empty {})
                 }
                 Err(StateError::UnknownApp(guid)) => error(
@@ -691,8 +727,8 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: Option<&Peer>) -> Respo
     }
 }
 
-async fn cell_api(
-    req: Request<Incoming>,
+async fn cell_api<B: ReqBody>(
+    req: Request<B>,
     ctx: &Ctx,
     cell: &str,
     rest: &[String],

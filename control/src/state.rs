@@ -43,6 +43,9 @@ pub enum StateError {
     /// Invalid input.
     #[error("{0}")]
     Invalid(String),
+    /// A fault of the server, not of the request (a task that died): a 500.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// The store.

@@ -301,12 +301,10 @@ fn tls_get(ns: &str, to: SocketAddr, name: &str, ca: &[u8]) -> Result<(String, S
         roots.add(c?)?;
     }
     let cfg = Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
+        rustls::ClientConfig::builder_with_provider(c2c_certs::provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
     );
     let tcp = in_netns(ns, move || {
         TcpStream::connect_timeout(&to, Duration::from_secs(2))

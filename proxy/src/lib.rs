@@ -53,7 +53,7 @@ pub enum StartError {
 
 /// The crypto provider: aws-lc-rs, TLS 1.2 and 1.3 only (rustls has nothing older).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    c2c_certs::provider()
 }
 
 /// Runs the proxy until `shutdown` is cancelled (the binary cancels it on SIGTERM/SIGINT), then

@@ -14,7 +14,7 @@ use c2c_api::client::{Auth, Client, ClientError};
 use c2c_api::{CellView, Instance, Lease};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::core::{Action, AgentCore, Event};
 use crate::ipam::Subnet;
@@ -124,9 +124,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    // The one atomic write of the tree: a synced temp file, then a rename.
+    c2c_certs::pair::write_file_atomic(path, bytes, 0o644).map_err(err)
 }
 
 /// The inputs of the rules, from control's view and the local store (pure). A container gets
@@ -494,7 +493,15 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             }
         };
         let started = Instant::now();
-        let mut pending = core.on(event);
+        // One span per cycle: with control's span per request, the revision follows a policy
+        // from the API call to the rules in the kernel.
+        let span = tracing::info_span!(
+            "cycle",
+            event = event.kind(),
+            revision = tracing::field::Empty
+        );
+        let mut pending = span.in_scope(|| core.on(event));
+        span.record("revision", core.revision());
         // Actions answered by an event are performed in turn; their events may bring more.
         while !pending.is_empty() {
             let mut next = vec![];
@@ -513,9 +520,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                         started,
                     },
                 )
+                .instrument(span.clone())
                 .await
                 {
-                    next.extend(core.on(e));
+                    next.extend(span.in_scope(|| core.on(e)));
                 }
             }
             pending = next;

@@ -45,6 +45,22 @@ pub enum Event {
     Withdrawn(String, bool),
 }
 
+impl Event {
+    /// A short name, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::View(_) => "view",
+            Event::Store(_) => "store",
+            Event::Resync => "resync",
+            Event::RulesApplied(_) => "rules_applied",
+            Event::RulesInPlace(_) => "rules_in_place",
+            Event::CniConfigWritten(_) => "cni_config_written",
+            Event::Confirmed(..) => "confirmed",
+            Event::Withdrawn(..) => "withdrawn",
+        }
+    }
+}
+
 /// What to do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {

@@ -1,0 +1,286 @@
+//! The API answered in-process: requests go straight to `api::handle` with a real SQLite state
+//! and real issuers, no TLS or sockets, so every status code and message is cheap to check.
+
+use std::sync::Arc;
+
+use c2c_control::api::{self, Ctx, Peer, Signers};
+use c2c_control::state::State;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use serde_json::{json, Value};
+
+const TOKEN: &str = "t0ken";
+
+struct Api {
+    _dir: tempfile::TempDir,
+    ctx: Arc<Ctx>,
+    pki: c2c_certs::Pki,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Api {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(
+            &dir.path().join("state.db"),
+            ("10.255.0.0".parse().unwrap(), 16),
+            60,
+        )
+        .unwrap();
+        let (pki, _) = c2c_certs::Pki::open_or_create(&dir.path().join("ca")).unwrap();
+        let (again, _) = c2c_certs::Pki::open_or_create(&dir.path().join("ca")).unwrap();
+        let ctx = Ctx::new(state, TOKEN.into()).unwrap().with_signers(
+            Signers {
+                cells: again.cells,
+                instances: again.instances,
+            },
+            std::time::Duration::from_secs(3600),
+        );
+        Self {
+            _dir: dir,
+            ctx: Arc::new(ctx),
+            pki,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        peer: Option<&Peer>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(a) = auth {
+            req = req.header(hyper::header::AUTHORIZATION, a);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            )))
+            .unwrap();
+        self.rt.block_on(async {
+            let resp = api::handle(req, &self.ctx, peer).await;
+            let status = resp.status();
+            let raw = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice(&raw).unwrap_or(Value::Null))
+        })
+    }
+
+    fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call(method, path, Some(&format!("Bearer {TOKEN}")), None, body)
+    }
+
+    /// A cell registered through the API, and its identity as the TLS layer would report it.
+    fn cell(&self, name: &str) -> Peer {
+        let (_key, csr) = c2c_certs::ca::new_key_and_csr().unwrap();
+        let (code, signed) = self.admin(
+            Method::POST,
+            "/v1/cells",
+            Some(json!({ "name": name, "csr": csr })),
+        );
+        assert_eq!(code, StatusCode::OK, "{signed}");
+        let pem = signed["cert_pem"].as_str().unwrap();
+        let der = c2c_certs::info::first_der_from_pem(pem.as_bytes()).unwrap();
+        Peer::from_der(&der).unwrap()
+    }
+}
+
+#[test]
+fn the_external_api_needs_the_token_and_speaks_cf() {
+    let api = Api::new();
+    let path = "/networking/v1/external/policies";
+    for auth in [None, Some("Bearer wrong")] {
+        let (code, body) = api.call(Method::GET, path, auth, None, None);
+        assert_eq!(code, StatusCode::UNAUTHORIZED, "{auth:?}: {body}");
+    }
+    assert_eq!(
+        api.admin(Method::GET, path, None),
+        (StatusCode::OK, json!({"total_policies": 0, "policies": []}))
+    );
+    let (code, body) = api.admin(Method::GET, "/networking/v2/external/policies", None);
+    assert_eq!(code, StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(body["error"], "api version 'v2' not supported");
+    let (code, body) = api.admin(Method::GET, "/v1/nope", None);
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no such endpoint: /v1/nope"))
+    );
+
+    // CF's validation messages, as the policy server words them.
+    let post = |dst: Value| {
+        api.admin(
+            Method::POST,
+            path,
+            Some(json!({"policies": [{"source": {"id": "a"}, "destination": dst}]})),
+        )
+    };
+    for (dst, want) in [
+        (
+            json!({"id": "b", "protocol": "icmp", "ports": {"start": 1, "end": 1}}),
+            "mapper: validate policies: invalid destination protocol, specify either udp or tcp",
+        ),
+        (
+            json!({"id": "b", "protocol": "tcp", "ports": {"start": 9, "end": 8}}),
+            "mapper: validate policies: invalid port range 9-8, start must be less than or equal to end",
+        ),
+        (
+            json!({"protocol": "tcp", "ports": {"start": 1, "end": 1}}),
+            "mapper: validate policies: missing destination id",
+        ),
+    ] {
+        let (code, body) = post(dst);
+        assert_eq!(
+            (code, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(want))
+        );
+    }
+    let (code, body) =
+        post(json!({"id": "b", "protocol": "tcp", "ports": {"start": 80, "end": 80}}));
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("one or more applications cannot be found or accessed"));
+
+    // Apps, routes, domains and their errors.
+    let (code, app) = api.admin(Method::POST, "/v1/apps", Some(json!({"name": "appb"})));
+    assert_eq!(code, StatusCode::CREATED);
+    assert_eq!(app["tag"], 1);
+    let again = api.admin(Method::POST, "/v1/apps", Some(json!({"name": "appb"})));
+    assert_eq!(again.0, StatusCode::CONFLICT);
+    let (code, body) = api.admin(Method::POST, "/v1/apps", Some(json!({"nom": "x"})));
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("body must be {\"name\": \"...\"}"),
+        "{body}"
+    );
+    let route = |domain: &str| {
+        api.admin(
+            Method::POST,
+            "/v1/routes",
+            Some(json!({"app": "appb", "domain": domain, "hostname": "appb"})),
+        )
+    };
+    assert_eq!(route("example.com").0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        route("apps.internal"),
+        (StatusCode::OK, json!({"changed": true}))
+    );
+    let (code, body) = api.admin(
+        Method::POST,
+        "/v1/domains",
+        Some(json!({"name": "localhost"})),
+    );
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[test]
+fn the_cell_api_answers_only_the_registered_certificate_of_its_cell() {
+    let api = Api::new();
+    let cell1 = api.cell("cell1");
+    let watch = "/v1/cells/cell1/watch?after=0&timeout=0";
+    let as_cell = |method: Method, path: &str, peer: &Peer, body: Option<Value>| {
+        api.call(method, path, None, Some(peer), body)
+    };
+    // No certificate, the token, another cell's identity: refused.
+    assert_eq!(
+        api.call(Method::GET, watch, None, None, None).0,
+        StatusCode::FORBIDDEN
+    );
+    let token = format!("Bearer {TOKEN}");
+    assert_eq!(
+        api.call(Method::GET, watch, Some(&token), None, None).0,
+        StatusCode::FORBIDDEN
+    );
+    let cell2 = api.cell("cell2");
+    assert_eq!(
+        as_cell(Method::GET, watch, &cell2, None).0,
+        StatusCode::FORBIDDEN
+    );
+    // A certificate with the right name from the cell issuer that control did not register
+    // (an old one, say): refused.
+    let stray = {
+        let pair = api
+            .pki
+            .cells
+            .issue(&c2c_certs::LeafRequest {
+                common_name: "cell1".into(),
+                sans: c2c_certs::SanSet::new(["cell1"], []).unwrap(),
+                ttl: std::time::Duration::from_secs(60),
+                key: Default::default(),
+                usage: c2c_certs::Usage::Client,
+            })
+            .unwrap();
+        let der = c2c_certs::info::first_der_from_pem(pair.cert_pem.as_bytes()).unwrap();
+        Peer::from_der(&der).unwrap()
+    };
+    assert_eq!(
+        as_cell(Method::GET, watch, &stray, None).0,
+        StatusCode::FORBIDDEN
+    );
+    // Positive control.
+    let (code, view) = as_cell(Method::GET, watch, &cell1, None);
+    assert_eq!(code, StatusCode::OK, "{view}");
+    // The lease, then an instance placed with the token and confirmed by its own cell only.
+    let (code, lease) = as_cell(
+        Method::POST,
+        "/v1/cells/cell1/lease",
+        &cell1,
+        Some(json!({"underlay_ip": "192.0.2.1"})),
+    );
+    assert_eq!(
+        (code, lease["subnet"].as_str()),
+        (StatusCode::OK, Some("10.255.0.0/24"))
+    );
+    api.admin(Method::POST, "/v1/apps", Some(json!({"name": "a"})));
+    let (code, placed) = api.admin(
+        Method::POST,
+        "/v1/apps/a/instances",
+        Some(json!({"cell": "cell1"})),
+    );
+    assert_eq!(code, StatusCode::CREATED, "{placed}");
+    let guid = placed["guid"].as_str().unwrap();
+    let confirm = json!({"app_guid": placed["app_guid"], "index": 0, "ip": "10.255.0.3"});
+    let path = format!("/v1/cells/cell1/instances/{guid}");
+    let other = path.replace("cell1", "cell2");
+    assert_eq!(
+        as_cell(Method::PUT, &other, &cell2, Some(confirm.clone())).0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        as_cell(Method::PUT, &path, &cell1, Some(confirm)).0,
+        StatusCode::OK
+    );
+    let (_, view) = as_cell(Method::GET, watch, &cell1, None);
+    assert_eq!(view["instances"][0]["ip"], "10.255.0.3");
+    // A malformed CSR is the caller's fault (400); a revoked cell is refused from then on.
+    let (code, _) = as_cell(
+        Method::POST,
+        &format!("{path}/certificate"),
+        &cell1,
+        Some(json!({"csr": "nope"})),
+    );
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        api.admin(Method::DELETE, "/v1/cells/cell1", None).0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        as_cell(Method::GET, watch, &cell1, None).0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.admin(Method::DELETE, "/v1/cells/cell1", None).0,
+        StatusCode::NOT_FOUND
+    );
+}
