@@ -2,6 +2,7 @@
 //! [`Instance`], [`Policy`], [`Lease`], [`CellView`]) and a small HTTPS client ([`client`])
 //! that the `c2c` CLI (bearer token) and the cell agent (client certificate) share.
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 use std::net::Ipv4Addr;
 

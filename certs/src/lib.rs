@@ -5,6 +5,7 @@
 //! Decisions are plain functions ([`rotation::needs_reissue`], [`names::validate_hostname`]);
 //! file and crypto work sits in [`ca`] and [`pair`].
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod ca;
 pub mod info;

@@ -2,6 +2,7 @@
 //! (Cloud Foundry's policy server v1 shapes, apps, routes, placement, cells) and the cell API
 //! (leases, instance confirmation, certificate signing, the watch), and `control serve`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod api;
 pub mod serve_cmd;

@@ -48,7 +48,8 @@ pub enum StateError {
     Internal(String),
 }
 
-/// The store.
+/// The platform state in one SQLite database (WAL): apps, instances, policies, routes, leases,
+/// cell identities and the revision every change bumps. Writes run in immediate transactions.
 pub struct State {
     db: Connection,
     overlay: (Ipv4Addr, u8),

@@ -3,6 +3,7 @@
 //! as a multi-host install would. `up`, `push`, `exec`, `delete`, `down`, `demo`.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod cells;
 pub mod demo;

@@ -2,6 +2,7 @@
 //! by default in the platform) with a certificate whose SANs are the app's internal routes,
 //! hot-reloaded from the cert dir without a restart, and forwards bytes to the app (L4).
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod admin;
 pub mod config;

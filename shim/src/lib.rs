@@ -2,6 +2,7 @@
 //! ([`cni`], [`plugin`]), container wiring over netlink ([`veth`]), the VXLAN overlay between
 //! cells ([`vtep`]) and the container metadata store the cell agent reads ([`store`]).
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod agent;
 pub mod cni;
