@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod client;
 pub mod layout;
+pub mod logging;
 pub mod names;
 pub mod paths;
 pub mod policy;

@@ -61,23 +61,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // RUST_LOG directives (`info`, `c2c_shim=debug,warn`), parsed as the sidecar does.
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
-        .unwrap_or_else(|| {
-            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
-        });
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
-        .with(filter)
-        .init();
+    c2c_api::logging::init();
     let cfg = c2c_shim::agent::AgentConfig {
         cell: args.cell,
         underlay_ip: args.underlay_ip,
