@@ -313,6 +313,14 @@ pub fn fetch(ns: &Netns, addr: SocketAddr) -> std::io::Result<String> {
     .unwrap()
 }
 
+/// Polls `ok` until it is true; panics naming `what` after `timeout`. Returns how long it took.
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    eventually(timeout, || ok().then_some(()))
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for: {what}"));
+    t.elapsed()
+}
+
 /// Polls `check` until it returns Some or `timeout` passes.
 pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + timeout;

@@ -92,14 +92,12 @@ fn resolve_with(
 /// [`curl`] again until it succeeds or 10 s pass: a policy is enforced asynchronously (in
 /// milliseconds, but a loaded CI machine may take longer than spawning curl does).
 fn curl_allowed(dir: &Path, from: &str, url: &str) -> (i32, String) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (code, body) = curl(dir, from, url);
-        if code == 0 || std::time::Instant::now() > deadline {
-            return (code, body);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let mut last = (-1, String::new());
+    c2c_integration::topo::eventually(std::time::Duration::from_secs(10), || {
+        last = curl(dir, from, url);
+        (last.0 == 0).then_some(())
+    });
+    last
 }
 
 fn ip_of(dir: &Path, target: &str) -> String {

@@ -4,7 +4,7 @@
 //! `C2C_SKIP_ROOT_TESTS=1` skips it.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use c2c_integration::testbed::Platform;
 use c2c_integration::topo::*;
@@ -13,11 +13,8 @@ fn refused(r: std::io::Result<String>) -> bool {
     matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
-fn wait(what: &str, mut ok: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    eventually(Duration::from_secs(15), || ok().then_some(()))
-        .unwrap_or_else(|| panic!("timed out waiting for: {what}"));
-    t.elapsed()
+fn wait(what: &str, ok: impl FnMut() -> bool) -> Duration {
+    wait_until(what, Duration::from_secs(15), ok)
 }
 
 #[test]

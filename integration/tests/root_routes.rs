@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use c2c_integration::cli::*;
 use c2c_integration::topo::require_root;
@@ -21,12 +21,8 @@ fn curl(dir: &Path, url: &str) -> (i32, String) {
     )
 }
 
-fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < end, "timed out: {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn until(what: &str, f: impl FnMut() -> bool) {
+    c2c_integration::topo::wait_until(what, Duration::from_secs(10), f);
 }
 
 fn instance(dir: &Path, app: &str, i: u32) -> serde_json::Value {
