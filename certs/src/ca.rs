@@ -127,7 +127,12 @@ impl Ca {
     /// Makes a new self-signed ECDSA P-256 root CA in memory, valid for [`CA_VALIDITY`]. It may
     /// sign one level of intermediates (the platform's per-role issuers, see [`crate::pki`]).
     pub fn generate(common_name: &str) -> Result<Self, CaError> {
-        let params = ca_params(common_name, 1)?;
+        Self::generate_with_path_len(common_name, 1)
+    }
+
+    /// A self-signed root that may sign `path_len` levels of intermediate CAs.
+    pub fn generate_with_path_len(common_name: &str, path_len: u8) -> Result<Self, CaError> {
+        let params = ca_params(common_name, path_len)?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let cert = params.self_signed(&key)?;
         let key_pem = key.serialize_pem();
@@ -220,6 +225,16 @@ impl Ca {
             cert_pem,
             key_pem,
         })
+    }
+
+    /// The certificate's path length constraint, if it has one.
+    pub fn path_len(&self) -> Option<u32> {
+        use rustls::pki_types::pem::PemObject;
+        let der =
+            rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).ok()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+        let bc = cert.basic_constraints().ok()??;
+        bc.value.path_len_constraint
     }
 
     /// The CA certificate, PEM: the trust root clients need.

@@ -76,7 +76,16 @@ impl Pki {
     pub fn open_or_create(ca_dir: &Path) -> Result<(Self, bool), CaError> {
         let mut created = false;
         let root = if ca_dir.join(CA_CERT_FILE).exists() {
-            Ca::load(ca_dir)?
+            let root = Ca::load(ca_dir)?;
+            // A root made before the per-role issuers (path length 0) cannot sign them: every
+            // instance chain would then fail verification in the apps' clients.
+            if root.path_len() == Some(0) {
+                return Err(CaError::Invalid {
+                    dir: ca_dir.to_path_buf(),
+                    reason: "this platform CA was made by an older c2c and may not sign the per-role issuers (path length 0); make a new platform (c2c down, then c2c up) or move the ca dir away".into(),
+                });
+            }
+            root
         } else {
             created = true;
             Ca::init(ca_dir, false)?
@@ -137,6 +146,19 @@ mod tests {
         r.add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
             .unwrap();
         Arc::new(r)
+    }
+
+    #[test]
+    fn a_root_that_may_not_sign_issuers_is_refused_with_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Ca::generate_with_path_len("old root", 0).unwrap();
+        old.save(dir.path()).unwrap();
+        let e = Pki::open_or_create(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("older c2c") && e.contains("c2c down"), "{e}");
+        assert!(
+            !dir.path().join("cells").exists(),
+            "nothing was made under it"
+        );
     }
 
     #[test]
