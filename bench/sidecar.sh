@@ -14,7 +14,7 @@ mkdir -p "$RESULTS"
 PEERS=${PEERS_SCRIPT:-$ROOT/../shared/bench/tls-peers.sh}
 N_IDLE=${N_IDLE:-1000}
 
-cargo build --release -q -p c2c-proxy -p c2c-control --examples --bins
+cargo build --release -q -p c2c-proxy -p c2c --examples --bins
 BIN=$ROOT/target/release
 
 # ---- 1. throughput, handshakes, bulk: side by side
