@@ -78,21 +78,34 @@ where
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
     let mut seen = 0u64;
+    // Whether the timer holds this task's waker for its current deadline: it is polled once per
+    // deadline, and between deadlines a wake only reads whether it fired (an atomic load), so
+    // the data path pays nothing for the timeout.
+    let mut armed = false;
     poll_fn(|cx| {
         let r1 = poll_half::<_, _, FROM_TLS_CHUNK>(cx, a, b, &mut ab, a_to_b, Side::A)?;
         let r2 = poll_half::<_, _, FROM_APP_CHUNK>(cx, b, a, &mut ba, b_to_a, Side::B)?;
         if let (Poll::Ready(()), Poll::Ready(())) = (r1, r2) {
             return Poll::Ready(Ok((ab.total, ba.total)));
         }
-        while timer.as_mut().poll(cx).is_ready() {
-            let moved = ab.total + ba.total;
-            if moved == seen {
-                return Poll::Ready(Err(ForwardError::Idle(idle)));
+        loop {
+            if timer.is_elapsed() {
+                let moved = ab.total + ba.total;
+                if moved == seen {
+                    return Poll::Ready(Err(ForwardError::Idle(idle)));
+                }
+                seen = moved;
+                timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                armed = false;
             }
-            seen = moved;
-            timer.as_mut().reset(tokio::time::Instant::now() + idle);
+            if armed {
+                return Poll::Pending;
+            }
+            armed = true;
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
         }
-        Poll::Pending
     })
     .await
 }
