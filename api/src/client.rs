@@ -88,6 +88,10 @@ impl ClientError {
     }
 }
 
+/// Makes the TCP connection to control (`host`, `port`) for a client whose control plane is not
+/// reachable from this process's network namespace; blocking is fine.
+pub type Connector = Arc<dyn Fn(&str, u16) -> std::io::Result<std::net::TcpStream> + Send + Sync>;
+
 /// A client of one control API.
 #[derive(Clone)]
 pub struct Client {
@@ -96,7 +100,7 @@ pub struct Client {
     port: u16,
     token: Option<String>,
     tls: Arc<rustls::ClientConfig>,
-    netns: Option<std::path::PathBuf>,
+    connector: Option<Connector>,
 }
 
 impl Client {
@@ -146,14 +150,14 @@ impl Client {
             port,
             token,
             tls: Arc::new(tls),
-            netns: None,
+            connector: None,
         })
     }
 
     /// The client a CLI uses: the URL, the control issuer (the only anchor trusted for
     /// control: no other certificate of the platform can stand in for it and be handed the
-    /// token) and the token from the state dir `dir`, and the namespace control is reachable
-    /// from when the local platform wrote one.
+    /// token) and the token from the state dir `dir`. (The local platform, whose control is
+    /// reachable only inside a namespace, adds its own [`Connector`].)
     pub fn from_state_dir(dir: &std::path::Path) -> Result<Self, ClientError> {
         let l = crate::layout::Layout::new(dir);
         let read = |what: &'static str, path: std::path::PathBuf| {
@@ -182,40 +186,25 @@ impl Client {
             &ca,
             Auth::Token(String::from_utf8_lossy(&token).trim().to_string()),
         )?;
-        Ok(match std::fs::read_to_string(l.netns()) {
-            Ok(ns) => client.in_netns(ns.trim()),
-            Err(_) => client,
-        })
+        Ok(client)
     }
 
-    /// Connects from inside the network namespace at `path` (e.g. `/run/netns/c2c-underlay`),
-    /// for a control plane reachable only there. The socket is made on a short-lived thread that
-    /// entered the namespace; once connected it works from any thread.
-    pub fn in_netns(mut self, path: impl Into<std::path::PathBuf>) -> Self {
-        self.netns = Some(path.into());
+    /// Connects through `connector` instead of from this process's own network namespace.
+    pub fn with_connector(mut self, connector: Connector) -> Self {
+        self.connector = Some(connector);
         self
     }
 
     async fn connect(&self) -> std::io::Result<TcpStream> {
-        let Some(ns) = self.netns.clone() else {
+        let Some(connector) = self.connector.clone() else {
             return TcpStream::connect((self.host.as_str(), self.port)).await;
         };
         let (host, port) = (self.host.clone(), self.port);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let r = (|| -> std::io::Result<std::net::TcpStream> {
-                let f = std::fs::File::open(&ns)?;
-                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)?;
-                let s = std::net::TcpStream::connect((host.as_str(), port))?;
-                s.set_nonblocking(true)?;
-                Ok(s)
-            })();
-            let _ = tx.send(r);
-        });
-        let std = rx
+        // The connector may block (it may enter a namespace on a thread of its own).
+        let std = tokio::task::spawn_blocking(move || connector(&host, port))
             .await
-            .map_err(|_| std::io::Error::other("connect thread died"))??;
+            .map_err(|_| std::io::Error::other("connect task died"))??;
+        std.set_nonblocking(true)?;
         TcpStream::from_std(std)
     }
 

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use anyhow::Result;
-use c2c_api::client::Client;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
@@ -21,14 +20,14 @@ pub fn register(state_dir: &Path, name: &str, out: &Path) -> Result<()> {
 /// Revokes cell `name`: control refuses its certificate, frees its lease and removes its
 /// instances; the other cells drop their routes to it.
 pub fn remove(state_dir: &Path, name: &str) -> Result<()> {
-    let client = Client::from_state_dir(state_dir)?;
+    let client = c2c_platform::client(state_dir)?;
     runtime()?.block_on(client.remove_cell(name))?;
     Ok(())
 }
 
 /// Lists registered cells with their leases.
 pub fn list(state_dir: &Path) -> Result<()> {
-    let client = Client::from_state_dir(state_dir)?;
+    let client = c2c_platform::client(state_dir)?;
     let cells = runtime()?.block_on(client.cells())?;
     println!("{:<16} {:<18} underlay", "name", "subnet");
     for c in cells {

@@ -55,7 +55,7 @@ pub struct RouteArgs {
 
 /// Runs `f` with the state dir's client on a current-thread runtime.
 fn with_client<T>(dir: &Path, f: impl AsyncFnOnce(&Client) -> Result<T>) -> Result<T> {
-    let c = Client::from_state_dir(dir)?;
+    let c = c2c_platform::client(dir)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

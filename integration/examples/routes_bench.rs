@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use c2c_api::client::Client;
 use c2c_integration::cli::ok as c2c;
 
 fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -93,7 +92,7 @@ fn run(dir: &Path, rounds: usize) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let client = Client::from_state_dir(dir).unwrap();
+    let client = c2c_platform::client(dir).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use c2c_api::client::Client;
 use c2c_api::layout::Layout;
 
 /// File (beside the cell's `cert.pem`) holding the issuer its agent trusts for control.
@@ -14,7 +13,7 @@ pub const CONTROL_CA_FILE: &str = "control-ca.pem";
 /// `key.pem` (a pair, written atomically) and [`CONTROL_CA_FILE`]. Registering a name again
 /// replaces its certificate: the previous one is refused from then on.
 pub fn register(state_dir: &Path, name: &str, out: &Path) -> Result<()> {
-    let client = Client::from_state_dir(state_dir)?;
+    let client = crate::client(state_dir)?;
     let (key_pem, csr_pem) = c2c_certs::ca::new_key_and_csr()?;
     let signed = tokio::runtime::Builder::new_current_thread()
         .enable_all()

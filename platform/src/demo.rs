@@ -13,7 +13,6 @@ use anyhow::{bail, Context, Result};
 
 use super::instance::{self, http_get, InstanceInfo, PushArgs};
 use super::{in_netns, up};
-use c2c_api::client::Client;
 use c2c_api::types::RouteRequest;
 use c2c_api::Policy;
 
@@ -155,7 +154,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let api = Client::from_state_dir(dir)?;
+    let api = crate::client(dir)?;
     let (guid_a, guid_b) = rt.block_on(async {
         Ok::<_, c2c_api::client::ClientError>((
             api.app("appA").await?.guid,

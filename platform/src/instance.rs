@@ -104,7 +104,7 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
             )
         })?)
     };
-    let client = c2c_api::client::Client::from_state_dir(state_dir)?;
+    let client = crate::client(state_dir)?;
     let rt = runtime()?;
     let app = rt.block_on(async {
         match client.app(&a.app).await {
@@ -475,8 +475,7 @@ pub fn remove_instance(state_dir: &Path, inst: &InstanceInfo) -> Result<()> {
     let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&inst.netns));
     let _ = std::fs::remove_dir_all(&dir);
     // The placement goes last: until then control still knows the instance it placed.
-    let unplaced = c2c_api::client::Client::from_state_dir(state_dir)
-        .map_err(anyhow::Error::from)
+    let unplaced = crate::client(state_dir)
         .and_then(|client| Ok(runtime()?.block_on(client.remove_instance(&inst.guid))?));
     if let Err(e) = unplaced {
         problems.push(format!("removing its placement from control: {e:#}"));
@@ -519,7 +518,7 @@ pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
         return Ok(());
     }
     remove_app_instances(state_dir, target)?;
-    let client = c2c_api::client::Client::from_state_dir(state_dir)?;
+    let client = crate::client(state_dir)?;
     runtime()?.block_on(client.delete_app(target))?;
     println!("Deleted app {target} with its instances and policies");
     Ok(())

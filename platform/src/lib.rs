@@ -275,6 +275,27 @@ fn is_zombie(pid: i32) -> bool {
     })
 }
 
+/// The API client of the platform at `state_dir` (URL, control issuer and token from it). The
+/// local platform's control listens inside the underlay namespace (`up` wrote its path into
+/// the state dir): then each connection is made from a thread inside it.
+pub fn client(state_dir: &Path) -> Result<c2c_api::client::Client> {
+    let client = c2c_api::client::Client::from_state_dir(state_dir)?;
+    let layout = c2c_api::layout::Layout::new(state_dir);
+    Ok(match std::fs::read_to_string(layout.netns()) {
+        Ok(ns) => {
+            let ns = PathBuf::from(ns.trim());
+            client.with_connector(std::sync::Arc::new(move |host: &str, port: u16| {
+                let host = host.to_string();
+                in_netns_at(&ns, move || {
+                    std::net::TcpStream::connect((host.as_str(), port))
+                })
+                .map_err(std::io::Error::other)?
+            }))
+        }
+        Err(_) => client,
+    })
+}
+
 /// Polls `check` every 20 ms until it is true or `timeout` passes.
 pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
     let end = Instant::now() + timeout;
@@ -292,8 +313,18 @@ pub fn in_netns<T: Send + 'static>(
     ns: &str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T> {
-    let f =
-        File::open(Path::new("/run/netns").join(ns)).with_context(|| format!("namespace {ns}"))?;
+    in_netns_at(&Path::new("/run/netns").join(ns), work)
+}
+
+/// Runs `work` on a fresh thread inside the namespace at `path` (`/run/netns/NAME`): the one
+/// place the platform enters a namespace. Only that thread enters it, so the caller's thread
+/// (a tokio worker, say) never changes namespace.
+pub fn in_netns_at<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let ns = path.display().to_string();
+    let f = File::open(path).with_context(|| format!("namespace {ns}"))?;
     std::thread::spawn(move || {
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map(|()| work())
     })
