@@ -17,12 +17,21 @@ fn wait(what: &str, ok: impl FnMut() -> bool) -> Duration {
     wait_until(what, Duration::from_secs(15), ok)
 }
 
-#[test]
-fn root_policy_workflow_across_and_within_cells() {
-    if !require_root() {
-        return;
-    }
-    let mut p = Platform::start(2);
+/// Two cells: appa on cell1, appb on cell2 and on cell1 (index 1), appc on cell2; each appb
+/// instance serves TCP 8080 and UDP 5005.
+struct Setup {
+    p: Platform,
+    a: Netns,
+    c: Netns,
+    ip_b: std::net::Ipv4Addr,
+    to_b: SocketAddr,
+    to_b1: SocketAddr,
+    /// appb's two containers: removed (by their Drop) when the test ends.
+    _b: (Netns, Netns),
+}
+
+fn setup() -> Setup {
+    let p = Platform::start(2);
     for app in ["appa", "appb", "appc"] {
         p.c2c(&["create-app", app]);
     }
@@ -34,24 +43,41 @@ fn root_policy_workflow_across_and_within_cells() {
         serve(ns, SocketAddr::new(ip.into(), 8080), "appb");
         serve_udp(ns, SocketAddr::new(ip.into(), 5005), "appb");
     }
-    let (to_b, to_b1) = (
-        SocketAddr::new(ip_b.into(), 8080),
-        SocketAddr::new(ip_b1.into(), 8080),
-    );
+    Setup {
+        _b: (b, b1),
+        a,
+        c,
+        ip_b,
+        to_b: SocketAddr::new(ip_b.into(), 8080),
+        to_b1: SocketAddr::new(ip_b1.into(), 8080),
+        p,
+    }
+}
+
+fn policy(p: &Platform, verb: &str, src: &str, proto: &str, port: &str) {
+    p.c2c(&[verb, src, "appb", "--protocol", proto, "--port", port]);
+}
+
+#[test]
+fn root_policy_allows_only_its_source_across_and_within_cells() {
+    if !require_root() {
+        return;
+    }
+    let Setup {
+        p,
+        a,
+        c,
+        ip_b,
+        to_b,
+        to_b1,
+        _b,
+    } = setup();
 
     // Default deny, across cells and on the same cell.
     wait("appa -> appb refused", || refused(fetch(&a, to_b)));
     assert!(refused(fetch(&a, to_b1)), "same cell is denied too");
 
-    p.c2c(&[
-        "add-network-policy",
-        "appa",
-        "appb",
-        "--protocol",
-        "tcp",
-        "--port",
-        "8080",
-    ]);
+    policy(&p, "add-network-policy", "appa", "tcp", "8080");
     let took = wait("appa -> appb allowed", || fetch(&a, to_b).is_ok());
     eprintln!("policy add -> enforced across cells in {took:?}");
     assert!(fetch(&a, to_b).unwrap().starts_with("appb saw 10.255."));
@@ -63,30 +89,39 @@ fn root_policy_workflow_across_and_within_cells() {
     );
 
     // UDP and port ranges.
-    p.c2c(&[
-        "add-network-policy",
-        "appa",
-        "appb",
-        "--protocol",
-        "udp",
-        "--port",
-        "5000-5010",
-    ]);
+    policy(&p, "add-network-policy", "appa", "udp", "5000-5010");
     wait("udp 5005 allowed", || {
         ask_udp(&a, SocketAddr::new(ip_b.into(), 5005)).is_ok()
     });
 
     // Removing the policy blocks again.
-    p.c2c(&[
-        "remove-network-policy",
-        "appa",
-        "appb",
-        "--protocol",
-        "tcp",
-        "--port",
-        "8080",
-    ]);
+    policy(&p, "remove-network-policy", "appa", "tcp", "8080");
     wait("appa -> appb refused again", || refused(fetch(&a, to_b)));
+    assert!(
+        ask_udp(&a, SocketAddr::new(ip_b.into(), 5005)).is_ok(),
+        "the udp policy stays"
+    );
+}
+
+#[test]
+fn root_enforcement_outlives_flushes_agent_and_control_restarts() {
+    if !require_root() {
+        return;
+    }
+    let Setup {
+        mut p,
+        a,
+        c,
+        ip_b,
+        to_b,
+        _b,
+        ..
+    } = setup();
+    policy(&p, "add-network-policy", "appa", "udp", "5000-5010");
+    wait("udp 5005 allowed", || {
+        ask_udp(&a, SocketAddr::new(ip_b.into(), 5005)).is_ok()
+    });
+    assert!(refused(fetch(&c, to_b)));
 
     // Rules flushed by hand come back on the resync.
     p.cells[1]
@@ -108,15 +143,7 @@ fn root_policy_workflow_across_and_within_cells() {
         "still allowed with the agent down"
     );
     p.start_agent(2);
-    p.c2c(&[
-        "add-network-policy",
-        "appc",
-        "appb",
-        "--protocol",
-        "tcp",
-        "--port",
-        "8080",
-    ]);
+    policy(&p, "add-network-policy", "appc", "tcp", "8080");
     wait("appc -> appb allowed by the restarted agent", || {
         fetch(&c, to_b).is_ok()
     });
@@ -130,15 +157,7 @@ fn root_policy_workflow_across_and_within_cells() {
         p.c2c(&["network-policies"]).contains("appc"),
         "policies kept"
     );
-    p.c2c(&[
-        "remove-network-policy",
-        "appc",
-        "appb",
-        "--protocol",
-        "tcp",
-        "--port",
-        "8080",
-    ]);
+    policy(&p, "remove-network-policy", "appc", "tcp", "8080");
     wait("removal after the restart enforced", || {
         refused(fetch(&c, to_b))
     });
