@@ -12,6 +12,7 @@ pub mod client;
 pub mod layout;
 pub mod logging;
 pub mod names;
+pub mod net;
 pub mod paths;
 pub mod policy;
 pub mod types;
@@ -50,7 +51,7 @@ pub struct Policy {
     /// Destination app GUID.
     pub destination: String,
     /// `tcp` or `udp`.
-    pub protocol: String,
+    pub protocol: net::Protocol,
     /// First port.
     pub start: u16,
     /// Last port.
@@ -65,7 +66,7 @@ pub struct Lease {
     /// Its underlay address.
     pub underlay_ip: Ipv4Addr,
     /// Its overlay subnet, e.g. `10.255.7.0/24`.
-    pub subnet: String,
+    pub subnet: net::Subnet,
     /// Unix seconds of the last acquire or renew.
     pub renewed_at: i64,
 }

@@ -76,7 +76,7 @@ impl From<&Policy> for WirePolicy {
             destination: Destination {
                 id: p.destination.clone(),
                 tag: None,
-                protocol: p.protocol.clone(),
+                protocol: p.protocol.to_string(),
                 ports: Ports {
                     start: p.start.into(),
                     end: p.end.into(),
@@ -129,11 +129,11 @@ fn validate(p: &WirePolicy) -> Result<Policy, String> {
     if p.source.tag.is_some() || p.destination.tag.is_some() {
         return Err(invalid("tags may not be specified"));
     }
-    if p.destination.protocol != "tcp" && p.destination.protocol != "udp" {
+    let Ok(protocol) = p.destination.protocol.parse::<crate::net::Protocol>() else {
         return Err(invalid(
             "invalid destination protocol, specify either udp or tcp",
         ));
-    }
+    };
     let Ports { start, end } = p.destination.ports;
     if start == 0 {
         return Err(invalid("missing start port"));
@@ -158,7 +158,7 @@ fn validate(p: &WirePolicy) -> Result<Policy, String> {
     Ok(Policy {
         source: p.source.id.clone(),
         destination: p.destination.id.clone(),
-        protocol: p.destination.protocol.clone(),
+        protocol,
         start: start as u16,
         end: end as u16,
     })

@@ -32,7 +32,7 @@ pub fn list(state_dir: &Path) -> Result<()> {
     println!("{:<16} {:<18} underlay", "name", "subnet");
     for c in cells {
         let (subnet, underlay) = match &c.lease {
-            Some(l) => (l.subnet.clone(), l.underlay_ip.to_string()),
+            Some(l) => (l.subnet.to_string(), l.underlay_ip.to_string()),
             None => ("-".into(), "-".into()),
         };
         println!("{:<16} {:<18} {}", c.name, subnet, underlay);

@@ -63,14 +63,15 @@ fn with_client<T>(dir: &Path, f: impl AsyncFnOnce(&Client) -> Result<T>) -> Resu
 }
 
 async fn policy(c: &Client, a: &PolicyArgs) -> Result<Policy> {
-    if a.protocol != "tcp" && a.protocol != "udp" {
-        bail!("--protocol {}: use tcp or udp", a.protocol);
-    }
+    let protocol: c2c_api::net::Protocol = a
+        .protocol
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--protocol {}: use tcp or udp", a.protocol))?;
     let (start, end) = parse_port_range(&a.port).map_err(anyhow::Error::msg)?;
     Ok(Policy {
         source: c.app(&a.source).await?.guid,
         destination: c.app(&a.destination).await?.guid,
-        protocol: a.protocol.clone(),
+        protocol,
         start,
         end,
     })
@@ -125,7 +126,12 @@ pub fn list_policies(dir: &Path, app: Option<String>) -> Result<()> {
             } else {
                 format!("{}-{}", p.start, p.end)
             };
-            rows.push([name(&p.source), name(&p.destination), p.protocol, ports]);
+            rows.push([
+                name(&p.source),
+                name(&p.destination),
+                p.protocol.to_string(),
+                ports,
+            ]);
         }
         print_table(&rows);
         Ok(())

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use c2c_api::net::{Protocol, Subnet};
 pub use c2c_api::types::Placement;
 pub use c2c_api::{App, Instance, Lease, Policy, Route};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -268,7 +269,7 @@ impl State {
                 }
                 added += tx.execute(
                     "INSERT OR IGNORE INTO policies (source, destination, protocol, start_port, end_port) VALUES (?, ?, ?, ?, ?)",
-                    params![p.source, p.destination, p.protocol, p.start, p.end],
+                    params![p.source, p.destination, p.protocol.as_str(), p.start, p.end],
                 )?;
             }
             Ok((added, added > 0))
@@ -282,7 +283,7 @@ impl State {
             for p in policies {
                 removed += tx.execute(
                     "DELETE FROM policies WHERE source = ? AND destination = ? AND protocol = ? AND start_port = ? AND end_port = ?",
-                    params![p.source, p.destination, p.protocol, p.start, p.end],
+                    params![p.source, p.destination, p.protocol.as_str(), p.start, p.end],
                 )?;
             }
             Ok((removed, removed > 0))
@@ -299,7 +300,7 @@ impl State {
                 Ok(Policy {
                     source: r.get(0)?,
                     destination: r.get(1)?,
-                    protocol: r.get(2)?,
+                    protocol: parsed(r, 2)?,
                     start: r.get(3)?,
                     end: r.get(4)?,
                 })
@@ -410,9 +411,9 @@ impl State {
                     "instance {guid} is index {placed_index} of app {placed_app}, not index {index} of app {app_guid}"
                 )));
             }
-            let subnet: Option<String> = tx
+            let subnet: Option<Subnet> = tx
                 .query_row("SELECT subnet FROM cells WHERE name = ?", [cell], |r| {
-                    r.get(0)
+                    parsed(r, 0)
                 })
                 .optional()?;
             let subnet = subnet.ok_or_else(|| StateError::NoLease(cell.into()))?;
@@ -584,24 +585,26 @@ impl State {
                 }
                 tx.execute("DELETE FROM cells WHERE name = ?", [&other])?;
             }
-            let held: Option<String> = tx.query_row("SELECT subnet FROM cells WHERE name = ?", [cell], |r| r.get(0)).optional()?;
+            let held: Option<Subnet> = tx.query_row("SELECT subnet FROM cells WHERE name = ?", [cell], |r| parsed(r, 0)).optional()?;
             if let Some(subnet) = held {
                 tx.execute("UPDATE cells SET underlay_ip = ?, renewed_at = ? WHERE name = ?", params![underlay_ip.to_string(), t, cell])?;
                 return Ok((Lease { cell: cell.into(), underlay_ip, subnet, renewed_at: t }, true));
             }
-            let taken: std::collections::BTreeSet<String> =
-                tx.prepare("SELECT subnet FROM cells")?.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+            let taken: std::collections::BTreeSet<Subnet> =
+                tx.prepare("SELECT subnet FROM cells")?.query_map([], |r| parsed(r, 0))?.collect::<Result<_, _>>()?;
             let count = 1u32 << (24 - prefix.min(24));
             let base = u32::from(net);
-            let free = (0..count).map(|i| format!("{}/24", Ipv4Addr::from(base + (i << 8)))).find(|s| !taken.contains(s));
+            let free = (0..count)
+                .filter_map(|i| Subnet::new(Ipv4Addr::from(base + (i << 8)), 24).ok())
+                .find(|s| !taken.contains(s));
             let subnet = match free {
                 Some(s) => s,
                 None => {
-                    let expired: Option<(String, String)> = tx
+                    let expired: Option<(String, Subnet)> = tx
                         .query_row(
                             "SELECT name, subnet FROM cells WHERE renewed_at < ? ORDER BY renewed_at LIMIT 1",
                             [t.saturating_sub(ttl as i64)],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
+                            |r| Ok((r.get(0)?, parsed(r, 1)?)),
                         )
                         .optional()?;
                     let (old, s) = expired.ok_or_else(|| StateError::NoSubnet(format!("{net}/{prefix}")))?;
@@ -609,7 +612,7 @@ impl State {
                     s
                 }
             };
-            tx.execute("INSERT INTO cells (name, underlay_ip, subnet, renewed_at) VALUES (?, ?, ?, ?)", params![cell, underlay_ip.to_string(), subnet, t])?;
+            tx.execute("INSERT INTO cells (name, underlay_ip, subnet, renewed_at) VALUES (?, ?, ?, ?)", params![cell, underlay_ip.to_string(), subnet.to_string(), t])?;
             Ok((Lease { cell: cell.into(), underlay_ip, subnet, renewed_at: t }, true))
         })
     }
@@ -656,7 +659,7 @@ impl State {
                         Box::new(e),
                     )
                 })?,
-                subnet: r.get(2)?,
+                subnet: parsed(r, 2)?,
                 renewed_at: r.get(3)?,
             })
         })?;
@@ -820,18 +823,24 @@ fn validate_underlay_ip(ip: Ipv4Addr, (net, prefix): (Ipv4Addr, u8)) -> Result<(
 
 /// Whether `ip` is a container address of `subnet` (`A.B.C.D/N`): inside it, and neither its
 /// network address (the cell's VTEP) nor its broadcast address.
-fn host_of(subnet: &str, ip: Ipv4Addr) -> bool {
-    let Some((net, len)) = subnet.split_once('/') else {
-        return false;
-    };
-    let (Ok(net), Ok(len)) = (net.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
-        return false;
-    };
-    let Some(mask) = u32::MAX.checked_shl(32u32.saturating_sub(len)) else {
-        return false;
-    };
-    let (ip, net) = (u32::from(ip), u32::from(net) & mask);
-    ip & mask == net && ip != net && ip != net | !mask
+fn host_of(subnet: &Subnet, ip: Ipv4Addr) -> bool {
+    subnet.contains(ip) && ip != subnet.network() && ip != subnet.broadcast()
+}
+
+/// Column `i` of `r`, stored as text, parsed into `T` (a subnet, a protocol, an address).
+fn parsed<T>(r: &rusqlite::Row, i: usize) -> rusqlite::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: String = r.get(i)?;
+    text.parse().map_err(|e: T::Err| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            e.to_string().into(),
+        )
+    })
 }
 
 /// Compares two secrets without leaking where they differ.
@@ -928,7 +937,7 @@ mod tests {
         let p = Policy {
             source: a.guid.clone(),
             destination: b.guid.clone(),
-            protocol: "tcp".into(),
+            protocol: Protocol::Tcp,
             start: 8080,
             end: 8080,
         };
@@ -965,7 +974,7 @@ mod tests {
         s.add_policies(&[Policy {
             source: a.guid.clone(),
             destination: b.guid.clone(),
-            protocol: "udp".into(),
+            protocol: Protocol::Udp,
             start: 1,
             end: 9,
         }])
@@ -991,7 +1000,7 @@ mod tests {
             .unwrap();
         s.acquire_lease("cell2", "192.0.2.2".parse().unwrap())
             .unwrap();
-        assert_eq!(l1.subnet, "10.255.0.0/24");
+        assert_eq!(l1.subnet.to_string(), "10.255.0.0/24");
         let i = s.place_instance(&a.guid, "cell1", None).unwrap();
         assert_eq!(i.index, 0);
         assert!(
@@ -1147,7 +1156,7 @@ mod tests {
         .unwrap();
         let ip: Ipv4Addr = "192.0.2.1".parse().unwrap();
         let l1 = s.acquire_lease("cell1", ip).unwrap();
-        assert_eq!(l1.subnet, "10.255.0.0/24");
+        assert_eq!(l1.subnet.to_string(), "10.255.0.0/24");
         assert_eq!(
             s.acquire_lease("cell1", ip).unwrap().subnet,
             l1.subnet,
@@ -1165,7 +1174,7 @@ mod tests {
         let l5 = s
             .acquire_lease("cell5", "192.0.2.5".parse().unwrap())
             .unwrap();
-        assert_eq!(l5.subnet, "10.255.0.0/24");
+        assert_eq!(l5.subnet.to_string(), "10.255.0.0/24");
         assert!(!s.leases().unwrap().iter().any(|l| l.cell == "cell1"));
         assert!(matches!(
             s.renew_lease("cell1"),
@@ -1187,7 +1196,8 @@ mod tests {
         assert_eq!(
             s.acquire_lease("cell6", "192.0.2.6".parse().unwrap())
                 .unwrap()
-                .subnet,
+                .subnet
+                .to_string(),
             "10.255.1.0/24"
         );
     }

@@ -164,7 +164,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     let policy = |port: u16| Policy {
         source: guid_a.clone(),
         destination: guid_b.clone(),
-        protocol: "tcp".into(),
+        protocol: c2c_api::net::Protocol::Tcp,
         start: port,
         end: port,
     };

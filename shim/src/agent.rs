@@ -160,7 +160,7 @@ pub fn rule_inputs(
         .map(|p| Allow {
             source: p.source.clone(),
             destination: p.destination.clone(),
-            protocol: p.protocol.clone(),
+            protocol: p.protocol,
             start: p.start,
             end: p.end,
         })
@@ -220,16 +220,14 @@ pub fn registration_changes(
     (register, deregister)
 }
 
-/// The other cells, as VTEP remotes (pure). Leases with unusable subnets are skipped.
+/// The other cells, as VTEP remotes (pure).
 pub fn remotes(cell: &str, leases: &[Lease]) -> Vec<Remote> {
     leases
         .iter()
         .filter(|l| l.cell != cell)
-        .filter_map(|l| {
-            Some(Remote {
-                underlay_ip: l.underlay_ip,
-                subnet: l.subnet.parse().ok()?,
-            })
+        .map(|l| Remote {
+            underlay_ip: l.underlay_ip,
+            subnet: l.subnet,
         })
         .collect()
 }
@@ -340,10 +338,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             }
         }
     };
-    let subnet: Subnet = lease
-        .subnet
-        .parse()
-        .map_err(|_| AgentError::BadLease(lease.subnet.clone()))?;
+    let subnet: Subnet = lease.subnet;
     info!(cell = %cfg.cell, %subnet, underlay_ip = %cfg.underlay_ip, "lease acquired");
     let dns = if cfg.dns.is_empty() {
         vec![cfg.dns_listen.ip()]
@@ -691,13 +686,13 @@ mod tests {
                 Lease {
                     cell: "cell1".into(),
                     underlay_ip: "192.0.2.1".parse().unwrap(),
-                    subnet: "10.255.1.0/24".into(),
+                    subnet: "10.255.1.0/24".parse().unwrap(),
                     renewed_at: 0,
                 },
                 Lease {
                     cell: "cell2".into(),
                     underlay_ip: "192.0.2.2".parse().unwrap(),
-                    subnet: "10.255.2.0/24".into(),
+                    subnet: "10.255.2.0/24".parse().unwrap(),
                     renewed_at: 0,
                 },
             ],
@@ -732,7 +727,7 @@ mod tests {
             policies: vec![Policy {
                 source: "ga".into(),
                 destination: "ga".into(),
-                protocol: "tcp".into(),
+                protocol: c2c_api::net::Protocol::Tcp,
                 start: 1,
                 end: 2,
             }],

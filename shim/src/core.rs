@@ -288,7 +288,7 @@ mod tests {
             leases: vec![Lease {
                 cell: "cell1".into(),
                 underlay_ip: "192.0.2.1".parse().unwrap(),
-                subnet: "10.255.1.0/24".into(),
+                subnet: "10.255.1.0/24".parse().unwrap(),
                 renewed_at: 0,
             }],
             apps: vec![App {
@@ -310,7 +310,7 @@ mod tests {
                 .map(|i| Policy {
                     source: "ga".into(),
                     destination: "ga".into(),
-                    protocol: "tcp".into(),
+                    protocol: c2c_api::net::Protocol::Tcp,
                     start: 8000 + i as u16,
                     end: 8000 + i as u16,
                 })

@@ -27,6 +27,7 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 use crate::ipam::Subnet;
+use c2c_api::net::Protocol;
 
 /// The nftables table that holds every rule of ours.
 pub const TABLE: &str = "c2c";
@@ -66,7 +67,7 @@ pub struct Allow {
     /// Destination app GUID.
     pub destination: String,
     /// `tcp` or `udp`.
-    pub protocol: String,
+    pub protocol: Protocol,
     /// First port.
     pub start: u16,
     /// Last port.
@@ -87,11 +88,7 @@ pub fn allow_elements(
     }
     let mut out = BTreeSet::new();
     for a in allows {
-        let proto = match a.protocol.as_str() {
-            "tcp" => "tcp",
-            "udp" => "udp",
-            _ => continue,
-        };
+        let proto = a.protocol.as_str();
         let (Some(ips), Some(tag)) = (by_app.get(a.destination.as_str()), tags.get(&a.source))
         else {
             continue;
@@ -327,7 +324,7 @@ mod tests {
         Allow {
             source: s.into(),
             destination: d.into(),
-            protocol: p.into(),
+            protocol: p.parse().unwrap(),
             start,
             end,
         }
@@ -391,31 +388,23 @@ mod tests {
     }
 
     #[test]
-    fn deterministic_and_untagged_or_unknown_protocols_get_nothing() {
+    fn deterministic_and_untagged_apps_get_nothing() {
         let (subnet, mut locals, tags) = inputs();
         let a = ruleset(
             &cell(subnet, &locals),
             &locals,
             &tags,
-            &[
-                allow("a", "b", "tcp", 1, 2),
-                allow("zz", "b", "tcp", 3, 4),
-                allow("a", "b", "icmp", 5, 5),
-            ],
+            &[allow("a", "b", "tcp", 1, 2), allow("zz", "b", "tcp", 3, 4)],
         );
         locals.reverse();
         let b = ruleset(
             &cell(subnet, &locals),
             &locals,
             &tags,
-            &[
-                allow("a", "b", "icmp", 5, 5),
-                allow("zz", "b", "tcp", 3, 4),
-                allow("a", "b", "tcp", 1, 2),
-            ],
+            &[allow("zz", "b", "tcp", 3, 4), allow("a", "b", "tcp", 1, 2)],
         );
         assert_eq!(a, b);
-        assert!(!a.contains("3-4") && !a.contains(". 5 ."), "{a}");
+        assert!(!a.contains("3-4"), "{a}");
         assert_eq!(generation(&a), generation(&b));
         let other = ruleset(&cell(subnet, &locals), &locals, &tags, &[]);
         assert_ne!(

@@ -69,7 +69,7 @@ fn root_default_deny_then_policy_allows_only_its_source() {
     let policy = Allow {
         source: "app-a".into(),
         destination: "app-b".into(),
-        protocol: "tcp".into(),
+        protocol: c2c_api::net::Protocol::Tcp,
         start: 8080,
         end: 8080,
     };
