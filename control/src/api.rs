@@ -333,7 +333,8 @@ fn query<B>(req: &Request<B>) -> HashMap<String, String> {
         .unwrap_or_default()
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        // Values are percent-decoded: the cf CLI sends `id=a%2Cb`.
+        .map(|(k, v)| (c2c_api::decode_segment(k), c2c_api::decode_segment(v)))
         .collect()
 }
 
@@ -379,7 +380,13 @@ fn authorized<B>(req: &Request<B>, token: &str) -> bool {
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        // As Cloud Foundry's policy server: `Bearer T`, `bearer T` (the cf CLI sends UAA's
+        // lower-case token type) or the bare token.
+        .map(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .unwrap_or(v)
+        });
     // Constant-time compare: the token is the only secret between a user and every policy.
     got.is_some_and(|g| crate::state::constant_time_eq(g.as_bytes(), token.as_bytes()))
 }

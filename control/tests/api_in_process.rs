@@ -96,9 +96,20 @@ impl Api {
 fn the_external_api_needs_the_token_and_speaks_cf() {
     let api = Api::new();
     let path = "/networking/v1/external/policies";
-    for auth in [None, Some("Bearer wrong")] {
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("bearer wrong"),
+        Some("Basic t0ken"),
+    ] {
         let (code, body) = api.call(Method::GET, path, auth, None, None);
         assert_eq!(code, StatusCode::UNAUTHORIZED, "{auth:?}: {body}");
+    }
+    // As CF's policy server: the cf CLI's lower-case `bearer` (UAA's token type) and a bare
+    // token are accepted too.
+    for auth in [format!("bearer {TOKEN}"), TOKEN.to_string()] {
+        let (code, body) = api.call(Method::GET, path, Some(&auth), None, None);
+        assert_eq!(code, StatusCode::OK, "{auth}: {body}");
     }
     assert_eq!(
         api.admin(Method::GET, path, None),
