@@ -449,7 +449,7 @@ pub async fn handle<B: ReqBody>(
         );
         return r;
     }
-    match (method, segs.as_slice()) {
+    match (method.clone(), segs.as_slice()) {
         (_, ["networking", v, "external", ..]) if *v != "v1" => error(
             StatusCode::NOT_ACCEPTABLE,
             format!("api version '{v}' not supported"),
@@ -602,6 +602,19 @@ pub async fn handle<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
+        _ => placement_and_cells(req, ctx, method, &segs, &path).await,
+    }
+}
+
+/// The operators' part of the external API: placed instances, registered cells, leases.
+async fn placement_and_cells<B: ReqBody>(
+    req: Request<B>,
+    ctx: &Ctx,
+    method: Method,
+    segs: &[&str],
+    path: &str,
+) -> Response<Full<Bytes>> {
+    match (method, segs) {
         (Method::GET, ["v1", "instances"]) => match ctx.with_state(|s| s.placements(None)).await {
             Ok(instances) => typed(StatusCode::OK, &PlacementList { instances }),
             Err(e) => state_error(e),

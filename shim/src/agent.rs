@@ -324,19 +324,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     };
     let client = Client::new(&cfg.control_url, &ca, auth)?;
 
-    // The lease: retried until control answers, since cells may start before control.
-    let lease: Lease = loop {
-        match client.acquire_lease(&cfg.cell, cfg.underlay_ip).await {
-            Ok(l) => break l,
-            Err(e @ ClientError::Status { .. }) => return Err(e.into()),
-            Err(error) => {
-                warn!(%error, "control not reachable yet; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+    let Some(lease) = acquire_lease(&client, &cfg, &shutdown).await? else {
+        return Ok(());
     };
     let subnet: Subnet = lease.subnet;
     info!(cell = %cfg.cell, %subnet, underlay_ip = %cfg.underlay_ip, "lease acquired");
@@ -354,58 +343,12 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let v = vtep::ensure(&nl, &vcfg).await?;
     info!(vtep = %vcfg.name, mtu = v.mtu, created = v.created, "vtep ready");
 
-    // The cell's DNS: its address goes on the cell's loopback, so it exists before any container.
-    let (zone_tx, zone_rx) = tokio::sync::watch::channel(Arc::new(crate::dns::Zone::default()));
-    if let (IpAddr::V4(ip), Some(lo)) = (
-        cfg.dns_listen.ip(),
-        nl.index("lo")
-            .await
-            .map_err(|e| AgentError::Dns(e.to_string()))?,
-    ) {
-        if !ip.is_unspecified() {
-            nl.add_address(lo, IpAddr::V4(ip), 32, "lo")
-                .await
-                .map_err(|e| AgentError::Dns(e.to_string()))?;
-        }
-    }
-    // DNS runs on a thread and runtime of its own: building and applying a 10,000-policy
-    // ruleset on this loop never delays an answer.
-    crate::dns::spawn(
-        cfg.dns_listen,
-        zone_rx,
-        cfg.dns_upstreams.clone(),
-        crate::dns::Budget::default(),
-    )
-    .map_err(AgentError::Dns)?;
-    info!(listen = %cfg.dns_listen, upstreams = ?cfg.dns_upstreams, "dns ready (udp and tcp, own thread)");
+    let zone_tx = start_dns(&cfg, &nl).await?;
 
     // Containers coming and going wake the loop.
     let store = Store::new(&cfg.data_dir);
     let local_change = Arc::new(Notify::new());
-    let store_dir = cfg.data_dir.join("containers");
-    std::fs::create_dir_all(&store_dir).map_err(|source| AgentError::Write {
-        path: store_dir.clone(),
-        source,
-    })?;
-    let _watcher = {
-        use notify::Watcher;
-        let n = local_change.clone();
-        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok_and(|e| e.kind.is_create() || e.kind.is_remove() || e.kind.is_modify()) {
-                n.notify_one();
-            }
-        })
-        .map_err(|source| AgentError::Watch {
-            path: store_dir.clone(),
-            source,
-        })?;
-        w.watch(&store_dir, notify::RecursiveMode::NonRecursive)
-            .map_err(|source| AgentError::Watch {
-                path: store_dir.clone(),
-                source,
-            })?;
-        w
-    };
+    let _watcher = watch_store(&cfg.data_dir.join("containers"), local_change.clone())?;
 
     // The decisions are the core's (see `crate::core`); this loop turns the world into its
     // events and its actions into the world.
@@ -419,24 +362,6 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let retry = Arc::new(Notify::new());
     // The store as it is now (an agent restarted on a cell with containers), and again on each
     // resync (an inotify event can be lost); in between, inotify says when to read it.
-    let read_store = |store: Store| async move {
-        match tokio::task::spawn_blocking(move || store.list()).await {
-            Ok(Ok((recs, bad))) => {
-                for e in bad {
-                    warn!(error = %e, "skipping unreadable container record");
-                }
-                Some(recs)
-            }
-            Ok(Err(error)) => {
-                warn!(%error, "reading the container store failed");
-                None
-            }
-            Err(error) => {
-                warn!(%error, "store task failed");
-                None
-            }
-        }
-    };
     if let Some(recs) = read_store(store.clone()).await {
         core.on(Event::Store(recs));
     }
@@ -524,6 +449,100 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             pending = next;
         }
     }
+}
+
+/// The CNI store's records, read off the runtime threads; `None` (logged) if it cannot be read.
+async fn read_store(store: Store) -> Option<Vec<ContainerRecord>> {
+    match tokio::task::spawn_blocking(move || store.list()).await {
+        Ok(Ok((recs, bad))) => {
+            for e in bad {
+                warn!(error = %e, "skipping unreadable container record");
+            }
+            Some(recs)
+        }
+        Ok(Err(error)) => {
+            warn!(%error, "reading the container store failed");
+            None
+        }
+        Err(error) => {
+            warn!(%error, "store task failed");
+            None
+        }
+    }
+}
+
+/// The cell's lease, retried until control answers (cells may start before control); `None`
+/// if the agent was stopped meanwhile. A refusal (an HTTP status) is final.
+async fn acquire_lease(
+    client: &Client,
+    cfg: &AgentConfig,
+    shutdown: &CancellationToken,
+) -> Result<Option<Lease>, AgentError> {
+    loop {
+        match client.acquire_lease(&cfg.cell, cfg.underlay_ip).await {
+            Ok(l) => return Ok(Some(l)),
+            Err(e @ ClientError::Status { .. }) => return Err(e.into()),
+            Err(error) => {
+                warn!(%error, "control not reachable yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Puts the DNS address on the cell's loopback (so it exists before any container) and
+/// starts DNS on a thread and runtime of its own: building and applying a 10,000-policy
+/// ruleset on the agent's loop never delays an answer. Returns where to publish the zone.
+async fn start_dns(
+    cfg: &AgentConfig,
+    nl: &Netlink,
+) -> Result<tokio::sync::watch::Sender<Arc<crate::dns::Zone>>, AgentError> {
+    let (zone_tx, zone_rx) = tokio::sync::watch::channel(Arc::new(crate::dns::Zone::default()));
+    let lo = nl
+        .index("lo")
+        .await
+        .map_err(|e| AgentError::Dns(e.to_string()))?;
+    if let (IpAddr::V4(ip), Some(lo)) = (cfg.dns_listen.ip(), lo) {
+        if !ip.is_unspecified() {
+            nl.add_address(lo, IpAddr::V4(ip), 32, "lo")
+                .await
+                .map_err(|e| AgentError::Dns(e.to_string()))?;
+        }
+    }
+    crate::dns::spawn(
+        cfg.dns_listen,
+        zone_rx,
+        cfg.dns_upstreams.clone(),
+        crate::dns::Budget::default(),
+    )
+    .map_err(AgentError::Dns)?;
+    info!(listen = %cfg.dns_listen, upstreams = ?cfg.dns_upstreams, "dns ready (udp and tcp, own thread)");
+    Ok(zone_tx)
+}
+
+/// Watches the CNI store dir: `changed` is notified when a container record comes or goes.
+fn watch_store(dir: &Path, changed: Arc<Notify>) -> Result<notify::RecommendedWatcher, AgentError> {
+    use notify::Watcher;
+    let err = |source| AgentError::Watch {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(|source| AgentError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.is_ok_and(|e| e.kind.is_create() || e.kind.is_remove() || e.kind.is_modify()) {
+            changed.notify_one();
+        }
+    })
+    .map_err(err)?;
+    w.watch(dir, notify::RecursiveMode::NonRecursive)
+        .map_err(err)?;
+    Ok(w)
 }
 
 /// What performing an action needs.
