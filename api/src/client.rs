@@ -21,7 +21,7 @@ use crate::types::{
     AppList, CellList, CellRecord, Changed, Confirm, CsrRequest, Empty, LeaseRequest, NewApp,
     PlaceRequest, Placement, PlacementList, RegisterCell, Removed, RouteList, RouteRequest, Signed,
 };
-use crate::{App, CellView, Instance, Lease, Policy, Route};
+use crate::{App, CellView, Instance, Lease, Policy, Revision, Route};
 
 /// How the client proves who it is.
 pub enum Auth {
@@ -487,7 +487,7 @@ impl Client {
     pub async fn watch(
         &self,
         cell: &str,
-        after: u64,
+        after: Revision,
         timeout_secs: u64,
     ) -> Result<CellView, ClientError> {
         self.call_as(Method::GET, &paths::watch(cell, after, timeout_secs), None)

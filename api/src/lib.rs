@@ -103,11 +103,24 @@ pub fn instance_names(routes: &[Route], inst: &Instance) -> Vec<String> {
     names
 }
 
+/// The platform state's revision: bumped by every change, what a watch waits past.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Revision(pub u64);
+
+impl std::fmt::Display for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// What a cell learns from the watch: everything it needs to route and enforce.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CellView {
     /// The state revision this view is of.
-    pub revision: u64,
+    pub revision: Revision,
     /// Every cell's lease (for VTEP convergence).
     pub leases: Vec<Lease>,
     /// Every app with its tag.

@@ -61,7 +61,7 @@ pub fn cell_certificate(cell: &str, guid: &str) -> String {
 }
 
 /// The cell API: the long-poll watch.
-pub fn watch(cell: &str, after: u64, timeout_secs: u64) -> String {
+pub fn watch(cell: &str, after: crate::Revision, timeout_secs: u64) -> String {
     format!(
         "{CELLS}/{}/watch?after={after}&timeout={timeout_secs}",
         seg(cell)

@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 pub use c2c_api::CellView;
 
-use crate::state::{State, StateError};
+use crate::state::{Revision, State, StateError};
 use c2c_api::policy::{self as wire, PolicyList, WirePolicy};
 use c2c_api::types::{
     AppList, CellList, CellRecord, Changed, Confirm, CsrRequest, DomainList, Empty, ErrorBody,
@@ -78,7 +78,7 @@ pub struct Signers {
 pub struct Ctx {
     state: Arc<Mutex<State>>,
     token: String,
-    revision: watch::Sender<u64>,
+    revision: watch::Sender<Revision>,
     signers: Option<Arc<Signers>>,
     cert_ttl: Duration,
     budget: Budget,
@@ -499,7 +499,7 @@ pub async fn handle<B: ReqBody>(
                 .await;
             match r {
                 Ok(changed) => {
-                    info!(delete, requested = n, changed, revision = *ctx.revision.borrow(), "policies updated");
+                    info!(delete, requested = n, changed, revision = ctx.revision.borrow().0, "policies updated");
                     typed(StatusCode::OK, &Empty {})
                 }
                 Err(StateError::UnknownApp(guid)) => error(
@@ -873,7 +873,7 @@ async fn cell_api<B: ReqBody>(
         }
         (Method::GET, ["watch"]) => {
             let q = query(&req);
-            let after: u64 = q.get("after").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let after = Revision(q.get("after").and_then(|v| v.parse().ok()).unwrap_or(0));
             let timeout = q
                 .get("timeout")
                 .and_then(|v| v.parse().ok())

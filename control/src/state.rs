@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use c2c_api::net::{Protocol, Subnet};
 pub use c2c_api::types::Placement;
-pub use c2c_api::{App, Instance, Lease, Policy, Route};
+pub use c2c_api::{App, Instance, Lease, Policy, Revision, Route};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// A state operation failed.
@@ -162,10 +162,12 @@ impl State {
     }
 
     /// The current revision.
-    pub fn revision(&self) -> Result<u64, StateError> {
-        Ok(self
-            .db
-            .query_row("SELECT rev FROM revision", [], |r| r.get::<_, i64>(0))? as u64)
+    pub fn revision(&self) -> Result<Revision, StateError> {
+        Ok(Revision(
+            self.db
+                .query_row("SELECT rev FROM revision", [], |r| r.get::<_, i64>(0))?
+                as u64,
+        ))
     }
 
     /// Runs `f` in a write transaction and bumps the revision if `f` reports a change.
@@ -878,7 +880,7 @@ mod tests {
             s.map_route(&c.guid, "apps.internal", "appb").unwrap(),
             "several apps per route"
         );
-        assert_eq!(s.revision().unwrap(), r0 + 2);
+        assert_eq!(s.revision().unwrap(), Revision(r0.0 + 2));
         assert!(matches!(
             s.map_route(&b.guid, "apps.internal", "bad_host!"),
             Err(StateError::Invalid(_))
@@ -943,7 +945,7 @@ mod tests {
         };
         assert_eq!(s.add_policies(std::slice::from_ref(&p)).unwrap(), 1);
         let r1 = s.revision().unwrap();
-        assert_eq!(r1, r0 + 3);
+        assert_eq!(r1, Revision(r0.0 + 3));
         assert_eq!(
             s.add_policies(std::slice::from_ref(&p)).unwrap(),
             0,
@@ -955,7 +957,7 @@ mod tests {
             vec![p.clone()]
         );
         assert_eq!(s.delete_policies(std::slice::from_ref(&p)).unwrap(), 1);
-        assert_eq!(s.revision().unwrap(), r1 + 1);
+        assert_eq!(s.revision().unwrap(), Revision(r1.0 + 1));
         let unknown = Policy {
             source: "nope".into(),
             ..p

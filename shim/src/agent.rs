@@ -375,7 +375,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             // that vanished without closing the connection.
             r = tokio::time::timeout(Duration::from_secs(45), client.watch(&cfg.cell, core.revision(), 30)) => match r {
                 Ok(Ok(v)) => {
-                    debug!(revision = v.revision, "watch woke");
+                    debug!(revision = v.revision.0, "watch woke");
                     backoff = Duration::from_millis(100);
                     Event::View(v)
                 }
@@ -421,7 +421,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             revision = tracing::field::Empty
         );
         let mut pending = span.in_scope(|| core.on(event));
-        span.record("revision", core.revision());
+        span.record("revision", core.revision().0);
         // Actions answered by an event are performed in turn; their events may bring more.
         while !pending.is_empty() {
             let mut next = vec![];
@@ -584,7 +584,7 @@ async fn perform(action: Action, cx: &mut Ctx<'_>) -> Option<Event> {
         }
         Action::ApplyRules(text) => {
             let (revision, containers, policies) = cx.core.view().map_or((0, 0, 0), |v| {
-                (v.revision, cx.core.records().len(), v.policies.len())
+                (v.revision.0, cx.core.records().len(), v.policies.len())
             });
             let r = match tokio::task::spawn_blocking(move || rules::apply(&text)).await {
                 Ok(Ok(())) => {
@@ -700,7 +700,7 @@ mod tests {
 
     fn view() -> CellView {
         CellView {
-            revision: 7,
+            revision: c2c_api::Revision(7),
             leases: vec![
                 Lease {
                     cell: "cell1".into(),

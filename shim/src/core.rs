@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use c2c_api::{CellView, Instance};
+use c2c_api::{CellView, Instance, Revision};
 
 use crate::agent::{registration_changes, remotes, rule_inputs};
 use crate::dns::Zone;
@@ -107,7 +107,7 @@ pub struct AgentCore {
     /// Confirmations (Some) and withdrawals (None) control accepted against the view of
     /// `sent_rev`: not sent again until a newer view still lacks them.
     sent: BTreeMap<String, Option<Instance>>,
-    sent_rev: u64,
+    sent_rev: Revision,
 }
 
 impl AgentCore {
@@ -123,13 +123,13 @@ impl AgentCore {
             cni_written: false,
             zone: None,
             sent: BTreeMap::new(),
-            sent_rev: 0,
+            sent_rev: Revision(0),
         }
     }
 
     /// The revision of the newest view (0 before the first): what the next watch waits past.
-    pub fn revision(&self) -> u64 {
-        self.view.as_ref().map_or(0, |v| v.revision)
+    pub fn revision(&self) -> Revision {
+        self.view.as_ref().map_or(Revision(0), |v| v.revision)
     }
 
     /// The newest view, if any.
@@ -284,7 +284,7 @@ mod tests {
 
     fn view(rev: u64, confirmed: &[(&str, &str)], policies: usize) -> CellView {
         CellView {
-            revision: rev,
+            revision: Revision(rev),
             leases: vec![Lease {
                 cell: "cell1".into(),
                 underlay_ip: "192.0.2.1".parse().unwrap(),

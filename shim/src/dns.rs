@@ -675,7 +675,7 @@ mod tests {
             ip: ip.parse().unwrap(),
         };
         CellView {
-            revision: 1,
+            revision: c2c_api::Revision(1),
             leases: vec![],
             apps: vec![],
             policies: vec![],
