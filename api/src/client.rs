@@ -21,7 +21,7 @@ use crate::types::{
     AppList, CellList, CellRecord, Changed, Confirm, CsrRequest, Empty, LeaseRequest, NewApp,
     PlaceRequest, Placement, PlacementList, RegisterCell, Removed, RouteList, RouteRequest, Signed,
 };
-use crate::{App, CellView, Instance, Lease, Policy, Revision, Route};
+use crate::{App, AppGuid, CellName, CellView, Instance, Lease, Policy, Revision, Route};
 
 /// How the client proves who it is.
 pub enum Auth {
@@ -368,7 +368,7 @@ impl Client {
     }
 
     /// Policies, all or those whose source or destination is one of `ids` (app GUIDs).
-    pub async fn policies(&self, ids: Option<&[String]>) -> Result<Vec<Policy>, ClientError> {
+    pub async fn policies(&self, ids: Option<&[AppGuid]>) -> Result<Vec<Policy>, ClientError> {
         let path = match ids {
             Some(ids) => paths::policies_of(ids),
             None => paths::POLICIES.to_string(),
@@ -411,11 +411,11 @@ impl Client {
     pub async fn place(
         &self,
         app: &str,
-        cell: &str,
+        cell: &CellName,
         index: Option<u32>,
     ) -> Result<Placement, ClientError> {
         let req = PlaceRequest {
-            cell: cell.to_string(),
+            cell: cell.clone(),
             index,
         };
         self.send(Method::POST, &paths::app_instances(app), &req)
@@ -439,9 +439,9 @@ impl Client {
     }
 
     /// Registers cell `name` with a CSR for its key; returns its certificate chain.
-    pub async fn register_cell(&self, name: &str, csr: &str) -> Result<Signed, ClientError> {
+    pub async fn register_cell(&self, name: &CellName, csr: &str) -> Result<Signed, ClientError> {
         let req = RegisterCell {
-            name: name.to_string(),
+            name: name.clone(),
             csr: csr.to_string(),
         };
         self.send(Method::POST, paths::CELLS, &req).await

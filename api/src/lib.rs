@@ -9,6 +9,8 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 pub mod client;
+
+pub use names::{AppGuid, CellName};
 pub mod layout;
 pub mod logging;
 pub mod names;
@@ -21,7 +23,7 @@ pub mod types;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct App {
     /// GUID.
-    pub guid: String,
+    pub guid: AppGuid,
     /// Name, unique.
     pub name: String,
     /// Policy tag (1-65535), unique among live apps; carried in the VXLAN GBP header.
@@ -34,11 +36,11 @@ pub struct Instance {
     /// Instance GUID.
     pub guid: String,
     /// Its app.
-    pub app_guid: String,
+    pub app_guid: AppGuid,
     /// Index within the app.
     pub index: u32,
     /// Cell name.
-    pub cell: String,
+    pub cell: CellName,
     /// Overlay address.
     pub ip: Ipv4Addr,
 }
@@ -47,9 +49,9 @@ pub struct Instance {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Policy {
     /// Source app GUID.
-    pub source: String,
+    pub source: AppGuid,
     /// Destination app GUID.
-    pub destination: String,
+    pub destination: AppGuid,
     /// `tcp` or `udp`.
     pub protocol: net::Protocol,
     /// First port.
@@ -62,7 +64,7 @@ pub struct Policy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// Cell name.
-    pub cell: String,
+    pub cell: CellName,
     /// Its underlay address.
     pub underlay_ip: Ipv4Addr,
     /// Its overlay subnet, e.g. `10.255.7.0/24`.
@@ -79,7 +81,7 @@ pub struct Route {
     /// Internal domain, e.g. `apps.internal`.
     pub domain: String,
     /// The app it is mapped to.
-    pub app_guid: String,
+    pub app_guid: AppGuid,
 }
 
 impl Route {
@@ -193,7 +195,7 @@ mod tests {
             guid: "g-1".into(),
             app_guid: "b".into(),
             index: 2,
-            cell: "c".into(),
+            cell: "c".parse().unwrap(),
             ip: Ipv4Addr::new(10, 255, 1, 2),
         };
         let r = |h: &str, app: &str| Route {

@@ -51,3 +51,121 @@ mod tests {
         assert!(validate_cell_name("Cell1").is_err());
     }
 }
+
+/// Implements the string-like traits of a name newtype: it reads as a `str` everywhere, and
+/// only its constructor decides what it may hold.
+macro_rules! string_newtype {
+    ($t:ident) => {
+        impl std::ops::Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl AsRef<str> for $t {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+        impl std::borrow::Borrow<str> for $t {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl PartialEq<str> for $t {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+        impl $t {
+            /// The name as a `&str`.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+/// A cell's name: valid by construction (see [`validate_cell_name`]), also when it arrives in
+/// JSON.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct CellName(String);
+string_newtype!(CellName);
+
+impl CellName {
+    /// `name`, if it is a valid cell name.
+    pub fn new(name: &str) -> Result<Self, String> {
+        validate_cell_name(name).map(|()| CellName(name.to_string()))
+    }
+}
+
+impl std::str::FromStr for CellName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        CellName::new(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CellName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        CellName::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An app's GUID, as control made it. A distinct type so an app GUID is never taken for an
+/// app name, an instance GUID or a cell name; any text parses (Cloud Foundry's clients send
+/// GUIDs control answers unknown ones for, with CF's messages).
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct AppGuid(String);
+string_newtype!(AppGuid);
+
+impl From<String> for AppGuid {
+    fn from(s: String) -> Self {
+        AppGuid(s)
+    }
+}
+
+impl From<&str> for AppGuid {
+    fn from(s: &str) -> Self {
+        AppGuid(s.to_string())
+    }
+}
+
+impl std::str::FromStr for AppGuid {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(AppGuid(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod newtype_tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_name_is_valid_however_it_arrives() {
+        assert!(serde_json::from_str::<CellName>("\"cell-1\"").is_ok());
+        for bad in ["\"../x\"", "\"Cell1\"", "\"\""] {
+            assert!(serde_json::from_str::<CellName>(bad).is_err(), "{bad}");
+        }
+        assert!("a/b".parse::<CellName>().is_err());
+        let g: AppGuid = "52e1395b".into();
+        assert_eq!(serde_json::to_string(&g).unwrap(), "\"52e1395b\"");
+        assert_eq!(g, "52e1395b");
+    }
+}

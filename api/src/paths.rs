@@ -40,7 +40,7 @@ pub fn cell(name: &str) -> String {
 }
 
 /// Policies whose source or destination is one of `ids`.
-pub fn policies_of(ids: &[String]) -> String {
+pub fn policies_of(ids: &[crate::AppGuid]) -> String {
     let ids: Vec<String> = ids.iter().map(|i| seg(i)).collect();
     format!("{POLICIES}?id={}", ids.join(","))
 }

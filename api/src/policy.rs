@@ -70,11 +70,11 @@ impl From<&Policy> for WirePolicy {
     fn from(p: &Policy) -> Self {
         WirePolicy {
             source: Source {
-                id: p.source.clone(),
+                id: p.source.to_string(),
                 tag: None,
             },
             destination: Destination {
-                id: p.destination.clone(),
+                id: p.destination.to_string(),
                 tag: None,
                 protocol: p.protocol.to_string(),
                 ports: Ports {
@@ -156,8 +156,8 @@ fn validate(p: &WirePolicy) -> Result<Policy, String> {
         )));
     }
     Ok(Policy {
-        source: p.source.id.clone(),
-        destination: p.destination.id.clone(),
+        source: p.source.id.as_str().into(),
+        destination: p.destination.id.as_str().into(),
         protocol,
         start: start as u16,
         end: end as u16,

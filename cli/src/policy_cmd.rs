@@ -96,7 +96,7 @@ pub fn change_policy(dir: &Path, a: PolicyArgs, remove: bool) -> Result<String> 
 }
 
 /// App names by GUID.
-async fn app_names(c: &Client) -> Result<HashMap<String, String>> {
+async fn app_names(c: &Client) -> Result<HashMap<c2c_api::AppGuid, String>> {
     Ok(c.apps()
         .await?
         .into_iter()
@@ -187,7 +187,12 @@ pub fn list_apps(dir: &Path) -> Result<()> {
                     None => format!("#{} (starting) on {}", i.index, i.cell),
                 })
                 .collect();
-            rows.push([a.name, a.guid, a.tag.to_string(), ips.join(", ")]);
+            rows.push([
+                a.name,
+                a.guid.to_string(),
+                a.tag.to_string(),
+                ips.join(", "),
+            ]);
         }
         print_table(&rows);
         Ok(())

@@ -901,7 +901,7 @@ pub fn view(s: &State, cell: &str) -> Result<CellView, StateError> {
     let local: Vec<String> = instances
         .iter()
         .filter(|i| i.cell == cell)
-        .map(|i| i.app_guid.clone())
+        .map(|i| i.app_guid.to_string())
         .collect();
     Ok(CellView {
         revision: s.revision()?,

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use c2c_api::net::{Protocol, Subnet};
 pub use c2c_api::types::Placement;
-pub use c2c_api::{App, Instance, Lease, Policy, Revision, Route};
+pub use c2c_api::{App, AppGuid, CellName, Instance, Lease, Policy, Revision, Route};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// A state operation failed.
@@ -203,13 +203,13 @@ impl State {
                 .collect::<Result<_, _>>()?;
             let tag = lowest_free_tag(&used).ok_or(StateError::TagsExhausted)?;
             let app = App {
-                guid: new_guid(),
+                guid: new_guid().into(),
                 name: name.into(),
                 tag,
             };
             tx.execute(
                 "INSERT INTO apps (guid, name, tag) VALUES (?, ?, ?)",
-                params![app.guid, app.name, app.tag],
+                params![app.guid.as_str(), app.name, app.tag],
             )?;
             Ok((app, true))
         })
@@ -233,7 +233,7 @@ impl State {
             .prepare("SELECT guid, name, tag FROM apps ORDER BY name")?;
         let rows = st.query_map([], |r| {
             Ok(App {
-                guid: r.get(0)?,
+                guid: parsed(r, 0)?,
                 name: r.get(1)?,
                 tag: r.get(2)?,
             })
@@ -249,7 +249,7 @@ impl State {
                 [name_or_guid],
                 |r| {
                     Ok(App {
-                        guid: r.get(0)?,
+                        guid: parsed(r, 0)?,
                         name: r.get(1)?,
                         tag: r.get(2)?,
                     })
@@ -265,13 +265,13 @@ impl State {
             let mut added = 0;
             for p in policies {
                 for guid in [&p.source, &p.destination] {
-                    if tx.query_row("SELECT 1 FROM apps WHERE guid = ?", [guid], |_| Ok(())).optional()?.is_none() {
-                        return Err(StateError::UnknownApp(guid.clone()));
+                    if tx.query_row("SELECT 1 FROM apps WHERE guid = ?", [guid.as_str()], |_| Ok(())).optional()?.is_none() {
+                        return Err(StateError::UnknownApp(guid.to_string()));
                     }
                 }
                 added += tx.execute(
                     "INSERT OR IGNORE INTO policies (source, destination, protocol, start_port, end_port) VALUES (?, ?, ?, ?, ?)",
-                    params![p.source, p.destination, p.protocol.as_str(), p.start, p.end],
+                    params![p.source.as_str(), p.destination.as_str(), p.protocol.as_str(), p.start, p.end],
                 )?;
             }
             Ok((added, added > 0))
@@ -285,7 +285,7 @@ impl State {
             for p in policies {
                 removed += tx.execute(
                     "DELETE FROM policies WHERE source = ? AND destination = ? AND protocol = ? AND start_port = ? AND end_port = ?",
-                    params![p.source, p.destination, p.protocol.as_str(), p.start, p.end],
+                    params![p.source.as_str(), p.destination.as_str(), p.protocol.as_str(), p.start, p.end],
                 )?;
             }
             Ok((removed, removed > 0))
@@ -300,8 +300,8 @@ impl State {
         let all: Vec<Policy> = st
             .query_map([], |r| {
                 Ok(Policy {
-                    source: r.get(0)?,
-                    destination: r.get(1)?,
+                    source: parsed(r, 0)?,
+                    destination: parsed(r, 1)?,
                     protocol: parsed(r, 2)?,
                     start: r.get(3)?,
                     end: r.get(4)?,
@@ -312,7 +312,10 @@ impl State {
             None => all,
             Some(ids) => all
                 .into_iter()
-                .filter(|p| ids.contains(&p.source) || ids.contains(&p.destination))
+                .filter(|p| {
+                    ids.iter()
+                        .any(|i| p.source == i.as_str() || p.destination == i.as_str())
+                })
                 .collect(),
         })
     }
@@ -326,7 +329,7 @@ impl State {
         cell: &str,
         index: Option<u32>,
     ) -> Result<Placement, StateError> {
-        validate_cell_name(cell)?;
+        let cell = cell_name(cell)?;
         self.write(|tx| {
             if tx
                 .query_row("SELECT 1 FROM apps WHERE guid = ?", [app_guid], |_| Ok(()))
@@ -352,12 +355,12 @@ impl State {
                 guid: new_guid(),
                 app_guid: app_guid.into(),
                 index,
-                cell: cell.into(),
+                cell: cell.clone(),
                 ip: None,
             };
             tx.execute(
                 "INSERT INTO instances (guid, app_guid, idx, cell, ip) VALUES (?, ?, ?, ?, NULL)",
-                params![p.guid, p.app_guid, p.index, p.cell],
+                params![p.guid, p.app_guid.as_str(), p.index, p.cell.as_str()],
             )?;
             // Nothing a cell routes or resolves changed until the instance is confirmed.
             Ok((p, false))
@@ -498,9 +501,9 @@ impl State {
             let ip: Option<String> = r.get(4)?;
             Ok(Placement {
                 guid: r.get(0)?,
-                app_guid: r.get(1)?,
+                app_guid: parsed(r, 1)?,
                 index: r.get(2)?,
-                cell: r.get(3)?,
+                cell: parsed(r, 3)?,
                 ip: ip.map(|ip| ip.parse()).transpose().map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(
                         4,
@@ -538,11 +541,11 @@ impl State {
     }
 
     /// Registered cells, by name.
-    pub fn cells(&self) -> Result<Vec<String>, StateError> {
+    pub fn cells(&self) -> Result<Vec<CellName>, StateError> {
         let mut st = self
             .db
             .prepare("SELECT name FROM cell_identities ORDER BY name")?;
-        let rows = st.query_map([], |r| r.get(0))?;
+        let rows = st.query_map([], |r| parsed(r, 0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -590,7 +593,7 @@ impl State {
             let held: Option<Subnet> = tx.query_row("SELECT subnet FROM cells WHERE name = ?", [cell], |r| parsed(r, 0)).optional()?;
             if let Some(subnet) = held {
                 tx.execute("UPDATE cells SET underlay_ip = ?, renewed_at = ? WHERE name = ?", params![underlay_ip.to_string(), t, cell])?;
-                return Ok((Lease { cell: cell.into(), underlay_ip, subnet, renewed_at: t }, true));
+                return Ok((Lease { cell: cell_name(cell)?, underlay_ip, subnet, renewed_at: t }, true));
             }
             let taken: std::collections::BTreeSet<Subnet> =
                 tx.prepare("SELECT subnet FROM cells")?.query_map([], |r| parsed(r, 0))?.collect::<Result<_, _>>()?;
@@ -615,7 +618,7 @@ impl State {
                 }
             };
             tx.execute("INSERT INTO cells (name, underlay_ip, subnet, renewed_at) VALUES (?, ?, ?, ?)", params![cell, underlay_ip.to_string(), subnet.to_string(), t])?;
-            Ok((Lease { cell: cell.into(), underlay_ip, subnet, renewed_at: t }, true))
+            Ok((Lease { cell: cell_name(cell)?, underlay_ip, subnet, renewed_at: t }, true))
         })
     }
 
@@ -653,7 +656,7 @@ impl State {
         let rows = st.query_map([], |r| {
             let ip: String = r.get(1)?;
             Ok(Lease {
-                cell: r.get(0)?,
+                cell: parsed(r, 0)?,
                 underlay_ip: ip.parse().map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(
                         1,
@@ -760,7 +763,7 @@ impl State {
             Ok(Route {
                 host: r.get(0)?,
                 domain: r.get(1)?,
-                app_guid: r.get(2)?,
+                app_guid: parsed(r, 2)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -797,6 +800,11 @@ fn validate_internal_domain(name: &str) -> Result<(), StateError> {
 /// App names: see [`c2c_api::names::validate_app_name`].
 pub fn validate_app_name(name: &str) -> Result<(), StateError> {
     c2c_api::names::validate_app_name(name).map_err(StateError::Invalid)
+}
+
+/// `cell` as a [`CellName`], or why it is none.
+fn cell_name(cell: &str) -> Result<CellName, StateError> {
+    CellName::new(cell).map_err(StateError::Invalid)
 }
 
 /// Cell names: see [`c2c_api::names::validate_cell_name`].
@@ -953,7 +961,7 @@ mod tests {
         );
         assert_eq!(s.revision().unwrap(), r1);
         assert_eq!(
-            s.policies(Some(std::slice::from_ref(&b.guid))).unwrap(),
+            s.policies(Some(&[b.guid.to_string()])).unwrap(),
             vec![p.clone()]
         );
         assert_eq!(s.delete_policies(std::slice::from_ref(&p)).unwrap(), 1);

@@ -14,11 +14,12 @@ pub const CONTROL_CA_FILE: &str = "control-ca.pem";
 /// replaces its certificate: the previous one is refused from then on.
 pub fn register(state_dir: &Path, name: &str, out: &Path) -> Result<()> {
     let client = crate::client(state_dir)?;
+    let name: c2c_api::CellName = name.parse().map_err(anyhow::Error::msg)?;
     let (key_pem, csr_pem) = c2c_certs::ca::new_key_and_csr()?;
     let signed = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(client.register_cell(name, &csr_pem))?;
+        .block_on(client.register_cell(&name, &csr_pem))?;
     c2c_certs::pair::write_pair(out, signed.cert_pem.as_bytes(), key_pem.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
     let issuer = Layout::new(state_dir).control_issuer();

@@ -135,11 +135,15 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
         // Placement is control's: the instance exists because we (with the user's token) asked
         // for it on this cell; control generates its GUID, and the cell may only confirm it.
         let guid = rt
-            .block_on(client.place(&a.app, &cell.name, Some(index)))?
+            .block_on(client.place(
+                &a.app,
+                &cell.name.parse().map_err(anyhow::Error::msg)?,
+                Some(index),
+            ))?
             .guid;
         let rec = InstanceInfo {
             app: a.app.clone(),
-            app_guid: app_guid.clone(),
+            app_guid: app_guid.to_string(),
             index,
             guid,
             cell: cell.name.clone(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use c2c_api::client::{Auth, Client, ClientError};
-use c2c_api::{CellView, Instance, Lease};
+use c2c_api::{AppGuid, CellName, CellView, Instance, Lease};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -27,7 +27,7 @@ use crate::vtep::{self, Remote, VtepConfig};
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// Cell name (the CN of its client certificate).
-    pub cell: String,
+    pub cell: CellName,
     /// The cell's underlay address (its VTEP's local address).
     pub underlay_ip: Ipv4Addr,
     /// Control API URL, `https://HOST:PORT`.
@@ -133,16 +133,16 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
 /// control's record, not what the runtime wrote); every wired container, tagged or not, may send
 /// only from its own address.
 pub fn rule_inputs(
-    cell: &str,
+    cell: &CellName,
     subnet: Subnet,
     view: &CellView,
     records: &[ContainerRecord],
-) -> (CellRules, Vec<Local>, BTreeMap<String, u16>, Vec<Allow>) {
+) -> (CellRules, Vec<Local>, BTreeMap<AppGuid, u16>, Vec<Allow>) {
     let wired: BTreeMap<Ipv4Addr, &ContainerRecord> = records.iter().map(|r| (r.ip, r)).collect();
     let locals = view
         .instances
         .iter()
-        .filter(|i| i.cell == cell)
+        .filter(|i| i.cell == *cell)
         .filter(|i| {
             wired
                 .get(&i.ip)
@@ -180,14 +180,14 @@ pub fn rule_inputs(
 /// withdraw). Only records that name an instance GUID (one control placed, handed over by the
 /// runtime) are confirmed; control refuses any it did not place on this cell.
 pub fn registration_changes(
-    cell: &str,
+    cell: &CellName,
     view: &CellView,
     records: &[ContainerRecord],
 ) -> (Vec<Instance>, Vec<String>) {
     let want: BTreeMap<String, Instance> = records
         .iter()
         .filter_map(|r| {
-            let app_guid = r.app_guid.clone()?;
+            let app_guid = AppGuid::from(r.app_guid.clone()?);
             let guid = r.instance_guid.clone()?;
             Some((
                 guid.clone(),
@@ -195,7 +195,7 @@ pub fn registration_changes(
                     guid,
                     app_guid,
                     index: r.instance_index.unwrap_or(0),
-                    cell: cell.to_string(),
+                    cell: cell.clone(),
                     ip: r.ip,
                 },
             ))
@@ -204,7 +204,7 @@ pub fn registration_changes(
     let have: BTreeMap<&str, &Instance> = view
         .instances
         .iter()
-        .filter(|i| i.cell == cell)
+        .filter(|i| i.cell == *cell)
         .map(|i| (i.guid.as_str(), i))
         .collect();
     let register = want
@@ -221,10 +221,10 @@ pub fn registration_changes(
 }
 
 /// The other cells, as VTEP remotes (pure).
-pub fn remotes(cell: &str, leases: &[Lease]) -> Vec<Remote> {
+pub fn remotes(cell: &CellName, leases: &[Lease]) -> Vec<Remote> {
     leases
         .iter()
-        .filter(|l| l.cell != cell)
+        .filter(|l| l.cell != *cell)
         .map(|l| Remote {
             underlay_ip: l.underlay_ip,
             subnet: l.subnet,
@@ -703,13 +703,13 @@ mod tests {
             revision: c2c_api::Revision(7),
             leases: vec![
                 Lease {
-                    cell: "cell1".into(),
+                    cell: "cell1".parse().unwrap(),
                     underlay_ip: "192.0.2.1".parse().unwrap(),
                     subnet: "10.255.1.0/24".parse().unwrap(),
                     renewed_at: 0,
                 },
                 Lease {
-                    cell: "cell2".into(),
+                    cell: "cell2".parse().unwrap(),
                     underlay_ip: "192.0.2.2".parse().unwrap(),
                     subnet: "10.255.2.0/24".parse().unwrap(),
                     renewed_at: 0,
@@ -725,21 +725,21 @@ mod tests {
                     guid: "c-old".into(),
                     app_guid: "ga".into(),
                     index: 0,
-                    cell: "cell1".into(),
+                    cell: "cell1".parse().unwrap(),
                     ip: "10.255.1.9".parse().unwrap(),
                 },
                 Instance {
                     guid: "c1".into(),
                     app_guid: "ga".into(),
                     index: 0,
-                    cell: "cell1".into(),
+                    cell: "cell1".parse().unwrap(),
                     ip: "10.255.1.1".parse().unwrap(),
                 },
                 Instance {
                     guid: "far".into(),
                     app_guid: "ga".into(),
                     index: 1,
-                    cell: "cell2".into(),
+                    cell: "cell2".parse().unwrap(),
                     ip: "10.255.2.1".parse().unwrap(),
                 },
             ],
@@ -762,7 +762,7 @@ mod tests {
             rec("c2", "10.255.1.2", Some("ga")),
             rec("infra", "10.255.1.3", None),
         ];
-        let (reg, dereg) = registration_changes("cell1", &view(), &recs);
+        let (reg, dereg) = registration_changes(&"cell1".parse().unwrap(), &view(), &recs);
         assert_eq!(
             reg.iter().map(|i| i.guid.as_str()).collect::<Vec<_>>(),
             ["c2"],
@@ -773,11 +773,11 @@ mod tests {
 
     #[test]
     fn remotes_are_the_other_cells_and_rules_get_tags() {
-        let r = remotes("cell1", &view().leases);
+        let r = remotes(&"cell1".parse().unwrap(), &view().leases);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].underlay_ip, "192.0.2.2".parse::<Ipv4Addr>().unwrap());
         let (cell, locals, tags, allows) = rule_inputs(
-            "cell1",
+            &"cell1".parse().unwrap(),
             "10.255.1.0/24".parse().unwrap(),
             &view(),
             &[

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use c2c_api::{CellView, Instance, Revision};
+use c2c_api::{CellName, CellView, Instance, Revision};
 
 use crate::agent::{registration_changes, remotes, rule_inputs};
 use crate::dns::Zone;
@@ -93,7 +93,7 @@ pub enum Action {
 /// The agent's state between events.
 #[derive(Debug)]
 pub struct AgentCore {
-    cell: String,
+    cell: CellName,
     subnet: Subnet,
     view: Option<CellView>,
     records: Vec<ContainerRecord>,
@@ -112,9 +112,9 @@ pub struct AgentCore {
 
 impl AgentCore {
     /// A core for `cell`, which leases `subnet`.
-    pub fn new(cell: &str, subnet: Subnet) -> Self {
+    pub fn new(cell: &CellName, subnet: Subnet) -> Self {
         Self {
-            cell: cell.to_string(),
+            cell: cell.clone(),
             subnet,
             view: None,
             records: vec![],
@@ -286,7 +286,7 @@ mod tests {
         CellView {
             revision: Revision(rev),
             leases: vec![Lease {
-                cell: "cell1".into(),
+                cell: "cell1".parse().unwrap(),
                 underlay_ip: "192.0.2.1".parse().unwrap(),
                 subnet: "10.255.1.0/24".parse().unwrap(),
                 renewed_at: 0,
@@ -302,7 +302,7 @@ mod tests {
                     guid: (*g).into(),
                     app_guid: "ga".into(),
                     index: 0,
-                    cell: "cell1".into(),
+                    cell: "cell1".parse().unwrap(),
                     ip: ip.parse().unwrap(),
                 })
                 .collect(),
@@ -321,7 +321,7 @@ mod tests {
     }
 
     fn core() -> AgentCore {
-        AgentCore::new("cell1", "10.255.1.0/24".parse().unwrap())
+        AgentCore::new(&"cell1".parse().unwrap(), "10.255.1.0/24".parse().unwrap())
     }
 
     fn applies(actions: &[Action]) -> Option<&str> {

@@ -572,7 +572,7 @@ mod tests {
                 guid: format!("b{i}"),
                 app_guid: "B".into(),
                 index: i,
-                cell: "c".into(),
+                cell: "c".parse().unwrap(),
                 ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 255, 0, 1)) + i),
             })
             .collect();
@@ -671,7 +671,7 @@ mod tests {
             guid: g.into(),
             app_guid: app.into(),
             index,
-            cell: "c".into(),
+            cell: "c".parse().unwrap(),
             ip: ip.parse().unwrap(),
         };
         CellView {

@@ -28,6 +28,7 @@ use std::process::{Command, Stdio};
 
 use crate::ipam::Subnet;
 use c2c_api::net::Protocol;
+use c2c_api::AppGuid;
 
 /// The nftables table that holds every rule of ours.
 pub const TABLE: &str = "c2c";
@@ -56,16 +57,16 @@ pub struct Local {
     /// Its overlay address.
     pub ip: Ipv4Addr,
     /// Its app.
-    pub app_guid: String,
+    pub app_guid: AppGuid,
 }
 
 /// An allow rule: `source` app may reach `destination` app.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Allow {
     /// Source app GUID.
-    pub source: String,
+    pub source: AppGuid,
     /// Destination app GUID.
-    pub destination: String,
+    pub destination: AppGuid,
     /// `tcp` or `udp`.
     pub protocol: Protocol,
     /// First port.
@@ -79,12 +80,12 @@ pub struct Allow {
 /// Apps without a tag are skipped: their packets carry no mark, so nothing could match.
 pub fn allow_elements(
     locals: &[Local],
-    tags: &BTreeMap<String, u16>,
+    tags: &BTreeMap<AppGuid, u16>,
     allows: &[Allow],
 ) -> BTreeSet<(Ipv4Addr, &'static str, u16, u16, u16)> {
     let mut by_app: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
     for l in locals {
-        by_app.entry(&l.app_guid).or_default().push(l.ip);
+        by_app.entry(l.app_guid.as_str()).or_default().push(l.ip);
     }
     let mut out = BTreeSet::new();
     for a in allows {
@@ -108,7 +109,7 @@ pub fn allow_elements(
 pub fn ruleset(
     cell: &CellRules,
     locals: &[Local],
-    tags: &BTreeMap<String, u16>,
+    tags: &BTreeMap<AppGuid, u16>,
     allows: &[Allow],
 ) -> String {
     let subnet = cell.subnet;
@@ -297,7 +298,7 @@ mod tests {
         }
     }
 
-    fn inputs() -> (Subnet, Vec<Local>, BTreeMap<String, u16>) {
+    fn inputs() -> (Subnet, Vec<Local>, BTreeMap<AppGuid, u16>) {
         let locals = vec![
             Local {
                 ip: "10.255.1.2".parse().unwrap(),
@@ -312,11 +313,7 @@ mod tests {
                 app_guid: "b".into(),
             },
         ];
-        let tags = BTreeMap::from([
-            ("a".to_string(), 1),
-            ("b".to_string(), 2),
-            ("c".to_string(), 0x1234),
-        ]);
+        let tags = BTreeMap::from([("a".into(), 1), ("b".into(), 2), ("c".into(), 0x1234)]);
         ("10.255.1.0/24".parse().unwrap(), locals, tags)
     }
 

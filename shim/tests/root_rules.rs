@@ -42,9 +42,9 @@ fn root_default_deny_then_policy_allows_only_its_source() {
         },
     ];
     let tags = BTreeMap::from([
-        ("app-a".to_string(), 1),
-        ("app-b".to_string(), 2),
-        ("app-c".to_string(), 3),
+        ("app-a".into(), 1),
+        ("app-b".into(), 2),
+        ("app-c".into(), 3),
     ]);
     let subnet = "10.255.1.0/24".parse().unwrap();
     let cell_rules = |locals: &[Local]| CellRules {

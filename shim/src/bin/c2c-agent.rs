@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 struct Args {
     /// Cell name; must be the CN of the client certificate in --cert-dir.
     #[arg(long, env = "C2C_CELL")]
-    cell: String,
+    cell: c2c_api::CellName,
     /// This cell's underlay address (the VTEP's local address; some interface must hold it).
     #[arg(long, env = "C2C_UNDERLAY_IP")]
     underlay_ip: Ipv4Addr,
