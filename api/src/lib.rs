@@ -54,10 +54,9 @@ pub struct Policy {
     pub destination: AppGuid,
     /// `tcp` or `udp`.
     pub protocol: net::Protocol,
-    /// First port.
-    pub start: u16,
-    /// Last port.
-    pub end: u16,
+    /// The destination ports (`start` and `end` in JSON).
+    #[serde(flatten)]
+    pub ports: net::PortRange,
 }
 
 /// A cell's subnet lease.

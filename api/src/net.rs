@@ -154,6 +154,78 @@ impl FromStr for Protocol {
     }
 }
 
+/// A port or range of ports, `start` to `end` inclusive, with 1 <= start <= end: valid by
+/// construction, also when it arrives in JSON (as `"start"` and `"end"` beside the other
+/// fields of a policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct PortRange {
+    start: u16,
+    end: u16,
+}
+
+impl PortRange {
+    /// The range `start`-`end`, if 1 <= start <= end.
+    pub fn new(start: u16, end: u16) -> Result<Self, String> {
+        if start == 0 || start > end {
+            return Err(format!(
+                "invalid port range {start}-{end}: use ports 1-65535, the first not above the last"
+            ));
+        }
+        Ok(PortRange { start, end })
+    }
+
+    /// One port.
+    pub fn single(port: u16) -> Result<Self, String> {
+        Self::new(port, port)
+    }
+
+    /// The first port.
+    pub fn start(&self) -> u16 {
+        self.start
+    }
+
+    /// The last port.
+    pub fn end(&self) -> u16 {
+        self.end
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end)
+        }
+    }
+}
+
+/// `8080` or `8080-8090`, as the cf CLI's `--port` takes it.
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("invalid port {s:?}: use a port (8080) or a range (8080-8090) within 1-65535")
+        };
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let a: u16 = a.trim().parse().map_err(|_| bad())?;
+        let b: u16 = b.trim().parse().map_err(|_| bad())?;
+        PortRange::new(a, b).map_err(|_| bad())
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            start: u16,
+            end: u16,
+        }
+        let r = Raw::deserialize(d)?;
+        PortRange::new(r.start, r.end).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +245,19 @@ mod tests {
         assert_eq!("tcp".parse::<Protocol>().unwrap(), Protocol::Tcp);
         assert!("icmp".parse::<Protocol>().is_err());
         assert!(serde_json::from_str::<Protocol>("\"TCP\"").is_err());
+        let r: PortRange = "8080-8090".parse().unwrap();
+        assert_eq!(
+            (r.start(), r.end(), r.to_string()),
+            (8080, 8090, "8080-8090".into())
+        );
+        assert_eq!("53".parse::<PortRange>().unwrap().to_string(), "53");
+        for bad in ["0", "9-8", "70000", "a", "1-", ""] {
+            assert!(bad.parse::<PortRange>().is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<PortRange>(r#"{"start":9,"end":8}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&PortRange::single(80).unwrap()).unwrap(),
+            r#"{"start":80,"end":80}"#
+        );
     }
 }

@@ -78,8 +78,8 @@ impl From<&Policy> for WirePolicy {
                 tag: None,
                 protocol: p.protocol.to_string(),
                 ports: Ports {
-                    start: p.start.into(),
-                    end: p.end.into(),
+                    start: p.ports.start().into(),
+                    end: p.ports.end().into(),
                 },
             },
         }
@@ -159,25 +159,9 @@ fn validate(p: &WirePolicy) -> Result<Policy, String> {
         source: p.source.id.as_str().into(),
         destination: p.destination.id.as_str().into(),
         protocol,
-        start: start as u16,
-        end: end as u16,
+        // Checked above: 1 <= start <= end <= 65535.
+        ports: crate::net::PortRange::new(start as u16, end as u16).map_err(|e| invalid(&e))?,
     })
-}
-
-/// Parses a CLI port argument: `8080` or `8080-8090`.
-pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let bad =
-        || format!("invalid port {s:?}: use a port (8080) or a range (8080-8090) within 1-65535");
-    let (a, b) = match s.split_once('-') {
-        Some((a, b)) => (a, b),
-        None => (s, s),
-    };
-    let a: u16 = a.trim().parse().map_err(|_| bad())?;
-    let b: u16 = b.trim().parse().map_err(|_| bad())?;
-    if a == 0 || b == 0 || a > b {
-        return Err(bad());
-    }
-    Ok((a, b))
 }
 
 #[cfg(test)]
@@ -210,17 +194,12 @@ mod tests {
             parse_policies(body(r#"{"id":"b","protocol":"udp","ports":{"start":53}}"#).as_bytes())
                 .unwrap();
         assert_eq!(
-            (ok[0].start, ok[0].end, ok[0].protocol.as_str()),
+            (
+                ok[0].ports.start(),
+                ok[0].ports.end(),
+                ok[0].protocol.as_str()
+            ),
             (53, 53, "udp")
         );
-    }
-
-    #[test]
-    fn cli_port_ranges() {
-        assert_eq!(parse_port_range("8080"), Ok((8080, 8080)));
-        assert_eq!(parse_port_range("8080-8090"), Ok((8080, 8090)));
-        for bad in ["0", "8090-8080", "x", "70000", "1-"] {
-            assert!(parse_port_range(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use c2c_api::client::{Client, Method};
-use c2c_api::policy::parse_port_range;
 use c2c_api::types::RouteRequest;
 use c2c_api::Policy;
 use clap::Args;
@@ -67,13 +66,12 @@ async fn policy(c: &Client, a: &PolicyArgs) -> Result<Policy> {
         .protocol
         .parse()
         .map_err(|_| anyhow::anyhow!("--protocol {}: use tcp or udp", a.protocol))?;
-    let (start, end) = parse_port_range(&a.port).map_err(anyhow::Error::msg)?;
+    let ports: c2c_api::net::PortRange = a.port.parse().map_err(anyhow::Error::msg)?;
     Ok(Policy {
         source: c.app(&a.source).await?.guid,
         destination: c.app(&a.destination).await?.guid,
         protocol,
-        start,
-        end,
+        ports,
     })
 }
 
@@ -121,16 +119,11 @@ pub fn list_policies(dir: &Path, app: Option<String>) -> Result<()> {
             "ports".into(),
         ]];
         for p in list {
-            let ports = if p.start == p.end {
-                p.start.to_string()
-            } else {
-                format!("{}-{}", p.start, p.end)
-            };
             rows.push([
                 name(&p.source),
                 name(&p.destination),
                 p.protocol.to_string(),
-                ports,
+                p.ports.to_string(),
             ]);
         }
         print_table(&rows);

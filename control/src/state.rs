@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use c2c_api::net::{Protocol, Subnet};
+pub use c2c_api::net::{PortRange, Protocol, Subnet};
 pub use c2c_api::types::Placement;
 pub use c2c_api::{App, AppGuid, CellName, Instance, Lease, Policy, Revision, Route};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -271,7 +271,7 @@ impl State {
                 }
                 added += tx.execute(
                     "INSERT OR IGNORE INTO policies (source, destination, protocol, start_port, end_port) VALUES (?, ?, ?, ?, ?)",
-                    params![p.source.as_str(), p.destination.as_str(), p.protocol.as_str(), p.start, p.end],
+                    params![p.source.as_str(), p.destination.as_str(), p.protocol.as_str(), p.ports.start(), p.ports.end()],
                 )?;
             }
             Ok((added, added > 0))
@@ -285,7 +285,7 @@ impl State {
             for p in policies {
                 removed += tx.execute(
                     "DELETE FROM policies WHERE source = ? AND destination = ? AND protocol = ? AND start_port = ? AND end_port = ?",
-                    params![p.source.as_str(), p.destination.as_str(), p.protocol.as_str(), p.start, p.end],
+                    params![p.source.as_str(), p.destination.as_str(), p.protocol.as_str(), p.ports.start(), p.ports.end()],
                 )?;
             }
             Ok((removed, removed > 0))
@@ -303,8 +303,13 @@ impl State {
                     source: parsed(r, 0)?,
                     destination: parsed(r, 1)?,
                     protocol: parsed(r, 2)?,
-                    start: r.get(3)?,
-                    end: r.get(4)?,
+                    ports: PortRange::new(r.get(3)?, r.get(4)?).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            3,
+                            rusqlite::types::Type::Integer,
+                            e.into(),
+                        )
+                    })?,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -948,8 +953,7 @@ mod tests {
             source: a.guid.clone(),
             destination: b.guid.clone(),
             protocol: Protocol::Tcp,
-            start: 8080,
-            end: 8080,
+            ports: c2c_api::net::PortRange::new(8080, 8080).unwrap(),
         };
         assert_eq!(s.add_policies(std::slice::from_ref(&p)).unwrap(), 1);
         let r1 = s.revision().unwrap();
@@ -985,8 +989,7 @@ mod tests {
             source: a.guid.clone(),
             destination: b.guid.clone(),
             protocol: Protocol::Udp,
-            start: 1,
-            end: 9,
+            ports: c2c_api::net::PortRange::new(1, 9).unwrap(),
         }])
         .unwrap();
         s.acquire_lease("cell1", "192.0.2.1".parse().unwrap())

@@ -165,8 +165,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
         source: guid_a.clone(),
         destination: guid_b.clone(),
         protocol: c2c_api::net::Protocol::Tcp,
-        start: port,
-        end: port,
+        ports: c2c_api::net::PortRange::single(port).expect("8080 and 61443 are ports"),
     };
     let map_route = |host: &str| -> Result<()> {
         let r = RouteRequest {

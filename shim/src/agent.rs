@@ -161,8 +161,7 @@ pub fn rule_inputs(
             source: p.source.clone(),
             destination: p.destination.clone(),
             protocol: p.protocol,
-            start: p.start,
-            end: p.end,
+            ports: p.ports,
         })
         .collect();
     let cell_rules = CellRules {
@@ -747,8 +746,7 @@ mod tests {
                 source: "ga".into(),
                 destination: "ga".into(),
                 protocol: c2c_api::net::Protocol::Tcp,
-                start: 1,
-                end: 2,
+                ports: c2c_api::net::PortRange::new(1, 2).unwrap(),
             }],
             routes: vec![],
             domains: vec![],

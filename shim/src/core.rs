@@ -311,8 +311,7 @@ mod tests {
                     source: "ga".into(),
                     destination: "ga".into(),
                     protocol: c2c_api::net::Protocol::Tcp,
-                    start: 8000 + i as u16,
-                    end: 8000 + i as u16,
+                    ports: c2c_api::net::PortRange::new(8000 + i as u16, 8000 + i as u16).unwrap(),
                 })
                 .collect(),
             routes: vec![],

@@ -27,7 +27,7 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 use crate::ipam::Subnet;
-use c2c_api::net::Protocol;
+use c2c_api::net::{PortRange, Protocol};
 use c2c_api::AppGuid;
 
 /// The nftables table that holds every rule of ours.
@@ -69,10 +69,8 @@ pub struct Allow {
     pub destination: AppGuid,
     /// `tcp` or `udp`.
     pub protocol: Protocol,
-    /// First port.
-    pub start: u16,
-    /// Last port.
-    pub end: u16,
+    /// The destination ports.
+    pub ports: PortRange,
 }
 
 /// The allow-set elements: (destination IP, protocol, first port, last port, source tag), for
@@ -95,7 +93,7 @@ pub fn allow_elements(
             continue;
         };
         for ip in ips {
-            out.insert((*ip, proto, a.start, a.end, *tag));
+            out.insert((*ip, proto, a.ports.start(), a.ports.end(), *tag));
         }
     }
     out
@@ -322,8 +320,7 @@ mod tests {
             source: s.into(),
             destination: d.into(),
             protocol: p.parse().unwrap(),
-            start,
-            end,
+            ports: PortRange::new(start, end).unwrap(),
         }
     }
 

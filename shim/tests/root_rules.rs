@@ -70,8 +70,7 @@ fn root_default_deny_then_policy_allows_only_its_source() {
         source: "app-a".into(),
         destination: "app-b".into(),
         protocol: c2c_api::net::Protocol::Tcp,
-        start: 8080,
-        end: 8080,
+        ports: c2c_api::net::PortRange::single(8080).unwrap(),
     };
     apply(
         &cell,
