@@ -75,6 +75,11 @@ enum Command {
         /// How many cells.
         #[arg(long, default_value_t = 2)]
         cells: u8,
+        /// A resolver the cells' DNS relays names outside the internal domains to (repeatable;
+        /// it must be reachable from the cells, i.e. on the underlay). Without one, such names
+        /// are refused.
+        #[arg(long = "dns-upstream", value_name = "ADDR:PORT")]
+        dns_upstream: Vec<std::net::SocketAddr>,
     },
     /// Push an app onto the local platform: containers wired by c2c-cni, sidecar and app in each.
     Push(instance::PushArgs),
@@ -163,7 +168,10 @@ fn main() -> ExitCode {
         Command::UnmapRoute(a) => policy_cmd::route(&dir, a, true).map(|m| println!("{m}")),
         Command::Routes => policy_cmd::list_routes(&dir),
         Command::Demo { dir, keep } => demo::run(&dir, keep),
-        Command::Up { cells } => up::up(&dir, cells).map(|info| {
+        Command::Up {
+            cells,
+            dns_upstream,
+        } => up::up(&dir, cells, &dns_upstream).map(|info| {
             println!(
                 "platform up: control at https://{}:{} in netns {}",
                 c2c_platform::CONTROL_IP,

@@ -491,3 +491,79 @@ fn root_the_platform_touches_only_what_is_its_own() {
     drop(stranger);
     assert_nothing_left(&dir, &prefix);
 }
+
+/// `c2c up --dns-upstream`: names outside the internal domains resolve from a container through
+/// the cell DNS and an upstream resolver; the test runs its own, in the platform's underlay
+/// namespace (no query leaves the machine). Internal names are still answered by the cell.
+#[test]
+fn root_names_outside_the_internal_domains_resolve_through_the_upstream() {
+    if !require_root() {
+        return;
+    }
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let _down = Down(dir);
+    ok(
+        dir,
+        &["up", "--cells", "1", "--dns-upstream", "192.0.2.53:53"],
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("platform.json")).unwrap()).unwrap();
+    let underlay = info["underlay_ns"].as_str().unwrap().to_string();
+    assert!(Command::new("ip")
+        .args([
+            "-n",
+            &underlay,
+            "addr",
+            "add",
+            "192.0.2.53/24",
+            "dev",
+            "br0"
+        ])
+        .status()
+        .unwrap()
+        .success());
+    // The upstream: answers every A question with 192.0.2.77, in the underlay namespace.
+    let ns = std::fs::File::open(format!("/run/netns/{underlay}")).unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let s = std::net::UdpSocket::bind("192.0.2.53:53").unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = s.recv_from(&mut buf) {
+            let Ok(mut m) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            m.metadata.message_type = MessageType::Response;
+            m.metadata.recursion_available = true;
+            if let Some(q) = m.queries.first().cloned() {
+                m.add_answer(Record::from_rdata(
+                    q.name().clone(),
+                    60,
+                    RData::A(A(std::net::Ipv4Addr::new(192, 0, 2, 77))),
+                ));
+            }
+            let _ = s.send_to(&m.to_vec().unwrap(), peer);
+        }
+    });
+    ready_rx
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .unwrap();
+    ok(dir, &["push", "appA"]);
+    assert_eq!(
+        resolve(dir, "appA", "outside.example"),
+        std::collections::BTreeSet::from(["192.0.2.77".to_string()]),
+        "relayed to the upstream"
+    );
+    // Positive control: internal names are the cell's, never the upstream's.
+    let a = ip_of(dir, "appA/0");
+    assert_eq!(
+        resolve(dir, "appA", "appa.apps.internal"),
+        std::collections::BTreeSet::from([a])
+    );
+    assert!(resolve(dir, "appA", "nope.apps.internal").is_empty());
+}

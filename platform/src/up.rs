@@ -1,5 +1,6 @@
 //! `c2c up` and `c2c down`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ const UNDERLAY_BRIDGE_MAC: &str = "02:c2:c0:00:00:fe";
 
 /// Brings the platform up: underlay, control, `cells` cells with their agents. Idempotent: an
 /// existing platform in this state dir is reused (missing cells are added).
-pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
+pub fn up(state_dir: &Path, cells: u8, dns_upstreams: &[SocketAddr]) -> Result<PlatformInfo> {
     preflight()?;
     anyhow::ensure!((1..=50).contains(&cells), "--cells must be 1-50");
     std::fs::create_dir_all(state_dir)
@@ -182,6 +183,11 @@ pub fn up(state_dir: &Path, cells: u8) -> Result<PlatformInfo> {
             ]
             .iter()
             .map(|s| s.to_string())
+            .chain(
+                dns_upstreams
+                    .iter()
+                    .flat_map(|u| ["--dns-upstream".to_string(), u.to_string()]),
+            )
             .collect();
             let _ = std::fs::remove_file(dir.join("cni.conf"));
             spawn_in(

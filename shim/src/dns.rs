@@ -175,6 +175,8 @@ pub fn reply(
     };
     let mut resp = Message::new(id, MessageType::Response, OpCode::Query);
     resp.metadata.recursion_desired = req.metadata.recursion_desired;
+    // With an upstream, this server recurses for names outside the internal domains.
+    resp.metadata.recursion_available = have_upstream;
     resp.add_query(q.clone());
     match answer(z, &q.name().to_ascii(), q.query_type()) {
         Answer::NotOurs if have_upstream => return Reply::Upstream,
