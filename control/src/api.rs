@@ -455,13 +455,28 @@ pub async fn handle<B: ReqBody>(
             format!("api version '{v}' not supported"),
         ),
         (Method::GET, ["networking", "v1", "external", "policies"]) => {
-            let ids: Option<Vec<String>> = query(&req).get("id").map(|v| {
-                v.split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
+            // CF's filters: `id` (source or destination), `source_id`, `dest_id`; each a comma
+            // list, all given ones must hold.
+            let q = query(&req);
+            let list = |key: &str| -> Option<Vec<String>> {
+                q.get(key).map(|v| {
+                    v.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+            };
+            let (ids, sources, dests) = (list("id"), list("source_id"), list("dest_id"));
+            let listed = ctx.with_state(move |s| s.policies(ids.as_deref())).await;
+            let within = |set: &Option<Vec<String>>, id: &str| {
+                set.as_ref().is_none_or(|set| set.iter().any(|s| s == id))
+            };
+            let listed = listed.map(|ps| {
+                ps.into_iter()
+                    .filter(|p| within(&sources, &p.source) && within(&dests, &p.destination))
+                    .collect::<Vec<_>>()
             });
-            match ctx.with_state(move |s| s.policies(ids.as_deref())).await {
+            match listed {
                 Ok(ps) => {
                     let list = PolicyList {
                         total_policies: Some(ps.len()),
