@@ -37,6 +37,9 @@ use c2c_api::types::{
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 4 << 20;
+/// How long a client may take to send a request's body.
+const BODY_READ: Duration = Duration::from_secs(10);
+
 /// Longest a watch may wait.
 pub const MAX_WATCH: Duration = Duration::from_secs(60);
 
@@ -48,8 +51,6 @@ pub struct Budget {
     /// To read a request's headers, counted from the connection's start or the end of the
     /// previous answer: also how long a keep-alive connection may sit idle.
     pub header_read: Duration,
-    /// To read a request's body.
-    pub body_read: Duration,
     /// Open connections at most; more are closed at once.
     pub max_connections: usize,
 }
@@ -59,7 +60,6 @@ impl Default for Budget {
         Self {
             handshake: Duration::from_secs(5),
             header_read: Duration::from_secs(10),
-            body_read: Duration::from_secs(10),
             max_connections: 4096,
         }
     }
@@ -339,7 +339,7 @@ fn query<B>(req: &Request<B>) -> HashMap<String, String> {
 }
 
 async fn body<B: ReqBody>(req: Request<B>) -> Result<Bytes, Response<Full<Bytes>>> {
-    body_within(req, Budget::default().body_read).await
+    body_within(req, BODY_READ).await
 }
 
 /// The request body, at most [`MAX_BODY`] bytes, read within `limit` (a client trickling a body
@@ -407,6 +407,8 @@ pub async fn handle<B: ReqBody>(
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
     debug!(%method, %path, cell = ?peer.map(|p| &p.cn), "request");
+    // `/v1/cells/NAME/...` is the cell API; `/v1/cells/NAME` itself is the operators' (below,
+    // with the token).
     if let ["v1", "cells", name, rest @ ..] = segs.as_slice() {
         if !rest.is_empty() {
             let refused = || {
@@ -427,12 +429,6 @@ pub async fn handle<B: ReqBody>(
                 }
                 Err(e) => return state_error(e),
             }
-        }
-    }
-    if let ["v1", "cells", name, rest @ ..] = segs.as_slice() {
-        if rest.is_empty() {
-            // `/v1/cells/NAME` itself is the operators' (below, with the token).
-        } else {
             let name = name.to_string();
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
             return cell_api(req, ctx, &name, &rest).await;

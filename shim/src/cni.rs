@@ -133,7 +133,7 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/c2c/cni")
 }
 fn default_vtep() -> String {
-    "silk-vtep".into()
+    crate::vtep::VTEP_NAME.into()
 }
 
 /// A parsed and checked config: the subnet lies inside the overlay.

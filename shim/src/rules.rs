@@ -33,8 +33,8 @@ use c2c_api::AppGuid;
 /// The nftables table that holds every rule of ours.
 pub const TABLE: &str = "c2c";
 
-/// The VTEP's name (see [`crate::vtep::VtepConfig`]).
-const VTEP: &str = "silk-vtep";
+/// The VTEP's name: packets that entered by it are never re-marked.
+const VTEP: &str = crate::vtep::VTEP_NAME;
 
 /// What the cell's rules are built from besides apps and policies.
 #[derive(Debug, Clone, PartialEq, Eq)]

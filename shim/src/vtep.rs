@@ -27,6 +27,8 @@ use crate::netlink::{
 
 /// First two bytes of a VTEP's MAC (then its overlay address).
 pub const VTEP_MAC_PREFIX: [u8; 2] = [0xee, 0xee];
+/// The VTEP's interface name (silk's).
+pub const VTEP_NAME: &str = "silk-vtep";
 /// Bytes VXLAN adds to each packet (outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
 pub const VXLAN_OVERHEAD: u32 = 50;
 
@@ -49,7 +51,7 @@ impl VtepConfig {
     /// A VTEP with CF's defaults for a cell at `underlay_ip` holding `subnet`.
     pub fn new(underlay_ip: Ipv4Addr, subnet: Subnet) -> Self {
         Self {
-            name: "silk-vtep".into(),
+            name: VTEP_NAME.into(),
             vni: 1,
             port: 4789,
             underlay_ip,
