@@ -163,3 +163,122 @@ pub struct ErrorBody {
 /// An empty answer: `{}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
+
+/// A token's authority, as Cloud Foundry's scopes: `network.admin` reaches every app and the
+/// platform's own endpoints; `network.write` reaches the policies of the apps granted to its user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scope {
+    /// Every app; cleanup, tags, whoami; apps, routes, cells, placement, tokens.
+    #[serde(rename = "network.admin")]
+    Admin,
+    /// Policies between the apps granted to the user, within the per-source-app quota.
+    #[serde(rename = "network.write")]
+    Write,
+}
+
+impl Scope {
+    /// The scope's name, as CF spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "network.admin",
+            Scope::Write => "network.write",
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "network.admin" => Ok(Scope::Admin),
+            "network.write" => Ok(Scope::Write),
+            _ => Err(format!(
+                "unknown scope {s:?}: use network.admin or network.write"
+            )),
+        }
+    }
+}
+
+/// `POST /v1/tokens`: a new token for USER.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// The user the token speaks for (what `whoami` answers).
+    pub user: String,
+    /// Its authority.
+    pub scope: Scope,
+    /// Apps (names or GUIDs) the user may manage, added to what the user was granted before.
+    #[serde(default)]
+    pub apps: Vec<String>,
+}
+
+/// The answer to `POST /v1/tokens`: the token, shown this once (control keeps its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCreated {
+    /// The user.
+    pub user: String,
+    /// Its authority.
+    pub scope: Scope,
+    /// The bearer token.
+    pub token: String,
+    /// Every app the user may manage now.
+    pub apps: Vec<AppGuid>,
+}
+
+/// One user in `GET /v1/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The user.
+    pub user: String,
+    /// The widest scope among the user's tokens.
+    pub scope: Scope,
+    /// How many live tokens the user has.
+    pub tokens: usize,
+    /// Apps the user may manage.
+    pub apps: Vec<AppGuid>,
+}
+
+/// `GET /v1/tokens`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserList {
+    /// Users with tokens, by name.
+    pub users: Vec<UserRecord>,
+}
+
+/// A tag as Cloud Foundry's policy server shows it: `tag` is fixed-width upper-case hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    /// The group's GUID (an app's, or another group's such as the router's).
+    pub id: String,
+    /// The tag, four hex digits (CF's default tag length of two bytes).
+    pub tag: String,
+    /// `app`, or the type a `PUT /internal/tags` named.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl Tag {
+    /// The hex form of a 16-bit tag, as CF prints it (`%04X`).
+    pub fn hex(tag: u16) -> String {
+        format!("{tag:04X}")
+    }
+}
+
+/// `GET /networking/v1/external/tags`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagList {
+    /// Every tag, by tag.
+    pub tags: Vec<Tag>,
+}
+
+/// `GET /networking/v1/external/whoami`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// The user the token speaks for.
+    pub subject: String,
+}

@@ -28,17 +28,21 @@ use tracing::{debug, info, warn};
 pub use c2c_api::CellView;
 
 use crate::state::{Revision, State, StateError};
-use c2c_api::policy::{self as wire, PolicyList, WirePolicy};
+use crate::tokens::Caller;
+use c2c_api::types::Scope;
 use c2c_api::types::{
     AppList, CellList, CellRecord, Changed, Confirm, CsrRequest, DomainList, Empty, ErrorBody,
     LeaseRequest, NewApp, PlaceRequest, PlacementList, RegisterCell, Removed, RouteList,
-    RouteRequest, Signed,
+    RouteRequest, Signed, TokenRequest, UserList,
 };
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 4 << 20;
 /// How long a client may take to send a request's body.
 const BODY_READ: Duration = Duration::from_secs(10);
+
+/// CF's default `max_policies`: a non-admin's app may be the source of this many policies.
+pub const DEFAULT_MAX_POLICIES: usize = 150;
 
 /// Longest a watch may wait.
 pub const MAX_WATCH: Duration = Duration::from_secs(60);
@@ -77,25 +81,38 @@ pub struct Signers {
 /// Shared server state.
 pub struct Ctx {
     state: Arc<Mutex<State>>,
-    token: String,
-    revision: watch::Sender<Revision>,
+    /// SHA-256 (hex) of the state dir's admin token: the token itself is not kept.
+    admin_hash: String,
+    pub(crate) revision: watch::Sender<Revision>,
     signers: Option<Arc<Signers>>,
     cert_ttl: Duration,
     budget: Budget,
+    /// Policies a `network.write` user's app may be the source of (CF's `max_policies`).
+    pub(crate) max_policies: usize,
+    pub(crate) started: std::time::Instant,
 }
 
 impl Ctx {
-    /// Wraps an open state with the bearer token the external API accepts.
-    pub fn new(state: State, token: String) -> Result<Self, StateError> {
+    /// Wraps an open state; `admin_token` (the state dir's) is `network.admin`, and so is
+    /// every token made with that scope; other users' tokens are in the state.
+    pub fn new(state: State, admin_token: String) -> Result<Self, StateError> {
         let rev = state.revision()?;
         Ok(Self {
             state: Arc::new(Mutex::new(state)),
-            token,
+            admin_hash: crate::tokens::sha256_hex(admin_token.as_bytes()),
             revision: watch::Sender::new(rev),
             signers: None,
             cert_ttl: Duration::from_secs(24 * 3600),
             budget: Budget::default(),
+            max_policies: DEFAULT_MAX_POLICIES,
+            started: std::time::Instant::now(),
         })
+    }
+
+    /// Limits each `network.write` user's app to `n` policies as a source.
+    pub fn with_max_policies(mut self, n: usize) -> Self {
+        self.max_policies = n;
+        self
     }
 
     /// Signs cell and instance certificates with `signers`; instance certificates are valid
@@ -113,7 +130,7 @@ impl Ctx {
     }
 
     /// Runs `f` on the state off the async threads, then publishes the revision.
-    async fn with_state<T: Send + 'static>(
+    pub(crate) async fn with_state<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut State) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, StateError> {
@@ -253,11 +270,7 @@ pub async fn serve(
 
 /// SHA-256 of a certificate's DER, lower-case hex.
 pub fn fingerprint(der: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::tokens::sha256_hex(der)
 }
 
 fn common_name(der: &CertificateDer) -> Option<String> {
@@ -266,7 +279,7 @@ fn common_name(der: &CertificateDer) -> Option<String> {
         .and_then(|i| i.common_name)
 }
 
-fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+pub(crate) fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -277,7 +290,7 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
 }
 
 /// An answer with a typed body.
-fn typed<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+pub(crate) fn typed<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
     match serde_json::to_value(body) {
         Ok(v) => reply(status, v),
         Err(e) => error(
@@ -287,7 +300,7 @@ fn typed<T: serde::Serialize>(status: StatusCode, body: &T) -> Response<Full<Byt
     }
 }
 
-fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
+pub(crate) fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response<Full<Bytes>> {
     typed(
         status,
         &ErrorBody {
@@ -296,7 +309,7 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response<Full<Bytes
     )
 }
 
-fn state_error(e: StateError) -> Response<Full<Bytes>> {
+pub(crate) fn state_error(e: StateError) -> Response<Full<Bytes>> {
     match e {
         StateError::UnknownApp(_) | StateError::UnknownInstance(_) => {
             error(StatusCode::NOT_FOUND, e)
@@ -327,7 +340,7 @@ where
     type E = B::Error;
 }
 
-fn query<B>(req: &Request<B>) -> HashMap<String, String> {
+pub(crate) fn query<B>(req: &Request<B>) -> HashMap<String, String> {
     req.uri()
         .query()
         .unwrap_or_default()
@@ -338,7 +351,7 @@ fn query<B>(req: &Request<B>) -> HashMap<String, String> {
         .collect()
 }
 
-async fn body<B: ReqBody>(req: Request<B>) -> Result<Bytes, Response<Full<Bytes>>> {
+pub(crate) async fn body<B: ReqBody>(req: Request<B>) -> Result<Bytes, Response<Full<Bytes>>> {
     body_within(req, BODY_READ).await
 }
 
@@ -362,7 +375,7 @@ async fn body_within<B: ReqBody>(
 }
 
 /// Parses a JSON body into `T`, or answers 400 naming the expected shape.
-async fn json_body<T: serde::de::DeserializeOwned, B: ReqBody>(
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned, B: ReqBody>(
     req: Request<B>,
     shape: &str,
 ) -> Result<T, Response<Full<Bytes>>> {
@@ -375,25 +388,103 @@ async fn json_body<T: serde::de::DeserializeOwned, B: ReqBody>(
     })
 }
 
-fn authorized<B>(req: &Request<B>, token: &str) -> bool {
-    let got = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        // As Cloud Foundry's policy server: `Bearer T`, `bearer T` (the cf CLI sends UAA's
-        // lower-case token type) or the bare token.
-        .map(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-                .unwrap_or(v)
-        });
-    // Constant-time compare: the token is the only secret between a user and every policy.
-    got.is_some_and(|g| crate::state::constant_time_eq(g.as_bytes(), token.as_bytes()))
+/// The caller a request's token speaks for, or CF's 401.
+async fn authenticate<B>(req: &Request<B>, ctx: &Ctx) -> Result<Caller, Response<Full<Bytes>>> {
+    let unauthorized = |msg: &str| {
+        let mut r = error(StatusCode::UNAUTHORIZED, msg);
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+        r
+    };
+    let Some(v) = req.headers().get(hyper::header::AUTHORIZATION) else {
+        return Err(unauthorized("missing authorization header"));
+    };
+    // As Cloud Foundry's policy server: `Bearer T`, `bearer T` (the cf CLI sends UAA's
+    // lower-case token type) or the bare token.
+    let v = v.to_str().unwrap_or_default();
+    let token = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .unwrap_or(v);
+    let hash = crate::tokens::sha256_hex(token.as_bytes());
+    // Constant-time compare: the admin token is the one secret between a user and every app.
+    if crate::state::constant_time_eq(hash.as_bytes(), ctx.admin_hash.as_bytes()) {
+        return Ok(Caller::admin());
+    }
+    match ctx.with_state(move |s| s.caller(&hash)).await {
+        Ok(Some(c)) => Ok(c),
+        // CF's words: its tokens are UAA's.
+        Ok(None) => Err(unauthorized("failed to verify token with uaa")),
+        Err(e) => Err(state_error(e)),
+    }
+}
+
+/// CF's 403 for a token without one of the scopes an endpoint allows.
+pub(crate) fn scope_refused(caller: &Caller, allowed: &[Scope]) -> Response<Full<Bytes>> {
+    let names: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+    error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "provided scopes [{}] do not include allowed scopes [{}]",
+            caller.scope,
+            names.join(" ")
+        ),
+    )
+}
+
+/// The registered cell a verified client certificate belongs to (its CN, and the fingerprint
+/// control signed for that cell last), or a 403 naming what is needed.
+async fn registered_cell(
+    ctx: &Ctx,
+    peer: Option<&Peer>,
+    what: &str,
+) -> Result<String, Response<Full<Bytes>>> {
+    let refused = || {
+        error(
+            StatusCode::FORBIDDEN,
+            format!("{what} needs the client certificate control signed for a registered cell (from the cell issuer)"),
+        )
+    };
+    let Some(peer) = peer else {
+        return Err(refused());
+    };
+    let (cn, fp) = (peer.cn.clone(), peer.fingerprint.clone());
+    match ctx.with_state(move |s| s.cell_identity_ok(&cn, &fp)).await {
+        Ok(true) => Ok(peer.cn.clone()),
+        Ok(false) => {
+            warn!(cell = %peer.cn, "refused a cell certificate that is not the registered one (revoked or replaced)");
+            Err(refused())
+        }
+        Err(e) => Err(state_error(e)),
+    }
 }
 
 /// Answers one request as the caller it comes from (`peer`: the verified client certificate,
-/// if any): the whole API, with no TLS or sockets, so it is testable in-process.
+/// if any): the whole API, with no TLS or sockets, so it is testable in-process. Every answer
+/// carries CF's security headers.
 pub async fn handle<B: ReqBody>(
+    req: Request<B>,
+    ctx: &Ctx,
+    peer: Option<&Peer>,
+) -> Response<Full<Bytes>> {
+    let mut r = route(req, ctx, peer).await;
+    let h = r.headers_mut();
+    use hyper::header::{HeaderValue, STRICT_TRANSPORT_SECURITY, X_CONTENT_TYPE_OPTIONS};
+    h.insert(
+        STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-xss-protection",
+        HeaderValue::from_static("1; mode=block"),
+    );
+    r
+}
+
+async fn route<B: ReqBody>(
     req: Request<B>,
     ctx: &Ctx,
     peer: Option<&Peer>,
@@ -407,123 +498,121 @@ pub async fn handle<B: ReqBody>(
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
     debug!(%method, %path, cell = ?peer.map(|p| &p.cn), "request");
+    // Without a token, as CF's: uptime and health.
+    match (&method, segs.as_slice()) {
+        (&Method::GET, [] | ["networking"]) => return crate::cf_api::uptime(ctx),
+        (&Method::GET, ["health"]) => return crate::cf_api::health(ctx).await,
+        _ => {}
+    }
     // `/v1/cells/NAME/...` is the cell API; `/v1/cells/NAME` itself is the operators' (below,
     // with the token).
     if let ["v1", "cells", name, rest @ ..] = segs.as_slice() {
         if !rest.is_empty() {
-            let refused = || {
-                error(
-                    StatusCode::FORBIDDEN,
-                    format!("the cell API needs the client certificate control signed for registered cell {name} (from the cell issuer)"),
-                )
-            };
-            let Some(peer) = peer.filter(|p| p.cn == *name) else {
-                return refused();
-            };
-            let (cn, fp) = (peer.cn.clone(), peer.fingerprint.clone());
-            match ctx.with_state(move |s| s.cell_identity_ok(&cn, &fp)).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    warn!(cell = %name, "refused a cell certificate that is not the registered one (revoked or replaced)");
-                    return refused();
-                }
-                Err(e) => return state_error(e),
-            }
-            let name = name.to_string();
-            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
-            return cell_api(req, ctx, &name, &rest).await;
-        }
-    }
-    if !authorized(&req, &ctx.token) {
-        let mut r = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or invalid bearer token (the token is in the state dir: control/token)",
-        );
-        r.headers_mut().insert(
-            hyper::header::WWW_AUTHENTICATE,
-            hyper::header::HeaderValue::from_static("Bearer"),
-        );
-        return r;
-    }
-    match (method.clone(), segs.as_slice()) {
-        (_, ["networking", v, "external", ..]) if *v != "v1" => error(
-            StatusCode::NOT_ACCEPTABLE,
-            format!("api version '{v}' not supported"),
-        ),
-        (Method::GET, ["networking", "v1", "external", "policies"]) => {
-            // CF's filters: `id` (source or destination), `source_id`, `dest_id`; each a comma
-            // list, all given ones must hold.
-            let q = query(&req);
-            let list = |key: &str| -> Option<Vec<String>> {
-                q.get(key).map(|v| {
-                    v.split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                })
-            };
-            let (ids, sources, dests) = (list("id"), list("source_id"), list("dest_id"));
-            let listed = ctx.with_state(move |s| s.policies(ids.as_deref())).await;
-            let within = |set: &Option<Vec<String>>, id: &str| {
-                set.as_ref().is_none_or(|set| set.iter().any(|s| s == id))
-            };
-            let listed = listed.map(|ps| {
-                ps.into_iter()
-                    .filter(|p| within(&sources, &p.source) && within(&dests, &p.destination))
-                    .collect::<Vec<_>>()
-            });
-            match listed {
-                Ok(ps) => {
-                    let list = PolicyList {
-                        total_policies: Some(ps.len()),
-                        policies: Some(ps.iter().map(WirePolicy::from).collect()),
-                    };
-                    reply(
-                        StatusCode::OK,
-                        serde_json::to_value(list).unwrap_or_default(),
-                    )
-                }
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::POST, ["networking", "v1", "external", "policies", rest @ ..])
-            if rest.is_empty() || rest == ["delete"] =>
-        {
-            let delete = rest == ["delete"];
-            let b = match body(req).await {
-                Ok(b) => b,
+            let cell = match registered_cell(
+                ctx,
+                peer.filter(|p| p.cn == *name),
+                &format!("the cell API of {name}"),
+            )
+            .await
+            {
+                Ok(c) => c,
                 Err(r) => return r,
             };
-            let policies = match wire::parse_policies(&b) {
-                Ok(p) => p,
-                Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
-            };
-            let n = policies.len();
-            let r = ctx
-                .with_state(move |s| {
-                    if delete {
-                        s.delete_policies(&policies)
-                    } else {
-                        s.add_policies(&policies)
-                    }
-                })
-                .await;
-            match r {
-                Ok(changed) => {
-                    info!(delete, requested = n, changed, revision = ctx.revision.borrow().0, "policies updated");
-                    typed(StatusCode::OK, &Empty {})
-                }
-                Err(StateError::UnknownApp(guid)) => error(
-                    StatusCode::FORBIDDEN,
-                    format!("one or more applications cannot be found or accessed: no app with GUID {guid}"),
-                ),
-                Err(e) => state_error(e),
-            }
+            let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+            return cell_api(req, ctx, &cell, &rest).await;
         }
+    }
+    // CF's internal API (vxlan-policy-agent and other enforcers): on a cell's identity.
+    if let ["networking", version, "internal", rest @ ..] = segs.as_slice() {
+        if let Err(r) = registered_cell(ctx, peer, "the internal API").await {
+            return r;
+        }
+        return crate::cf_api::internal(req, ctx, version, rest).await;
+    }
+    // CF checks the API version before the token.
+    if let ["networking", v, "external", ..] = segs.as_slice() {
+        if *v != "v1" && *v != "v0" {
+            return error(
+                StatusCode::NOT_ACCEPTABLE,
+                format!("api version '{v}' not supported"),
+            );
+        }
+    }
+    let caller = match authenticate(&req, ctx).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let ["networking", version, "external", rest @ ..] = segs.as_slice() {
+        return crate::cf_api::external(req, ctx, &caller, version, rest).await;
+    }
+    // Platform endpoints: the admin's; a `network.write` user may look up the apps it manages
+    // (to name them in policies).
+    if !caller.is_admin() {
+        return match (&method, segs.as_slice()) {
+            (&Method::GET, ["v1", "apps"]) => match ctx.with_state(|s| s.apps()).await {
+                Ok(apps) => {
+                    let apps = apps
+                        .into_iter()
+                        .filter(|a| caller.may_manage(a.guid.as_str()))
+                        .collect();
+                    typed(StatusCode::OK, &AppList { apps })
+                }
+                Err(e) => state_error(e),
+            },
+            (&Method::GET, ["v1", "apps", app]) => {
+                let name = app.to_string();
+                match ctx.with_state(move |s| s.app(&name)).await {
+                    Ok(a) if caller.may_manage(a.guid.as_str()) => typed(StatusCode::OK, &a),
+                    Ok(_) | Err(StateError::UnknownApp(_)) => {
+                        state_error(StateError::UnknownApp(app.to_string()))
+                    }
+                    Err(e) => state_error(e),
+                }
+            }
+            _ => scope_refused(&caller, &[Scope::Admin]),
+        };
+    }
+    match (method.clone(), segs.as_slice()) {
         (Method::GET, ["v1", "apps"]) => match ctx.with_state(|s| s.apps()).await {
             Ok(apps) => typed(StatusCode::OK, &AppList { apps }),
             Err(e) => state_error(e),
         },
+        (Method::POST, ["v1", "tokens"]) => {
+            let t: TokenRequest = match json_body(
+                req,
+                "{\"user\": \"...\", \"scope\": \"network.write\", \"apps\": [\"APP\", ...]}",
+            )
+            .await
+            {
+                Ok(t) => t,
+                Err(r) => return r,
+            };
+            match ctx
+                .with_state(move |s| s.create_token(&t.user, t.scope, &t.apps))
+                .await
+            {
+                Ok(made) => {
+                    info!(user = %made.user, scope = %made.scope, apps = made.apps.len(), "token created");
+                    typed(StatusCode::CREATED, &made)
+                }
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::GET, ["v1", "tokens"]) => match ctx.with_state(|s| s.users()).await {
+            Ok(users) => typed(StatusCode::OK, &UserList { users }),
+            Err(e) => state_error(e),
+        },
+        (Method::DELETE, ["v1", "tokens", user]) => {
+            let u = user.to_string();
+            match ctx.with_state(move |s| s.revoke_user(&u)).await {
+                Ok(0) => error(StatusCode::NOT_FOUND, format!("user {user} has no tokens")),
+                Ok(n) => {
+                    info!(%user, tokens = n, "tokens revoked");
+                    typed(StatusCode::OK, &Removed { removed: true })
+                }
+                Err(e) => state_error(e),
+            }
+        }
         (Method::POST, ["v1", "apps"]) => {
             let new: NewApp = match json_body(req, "{\"name\": \"...\"}").await {
                 Ok(n) => n,

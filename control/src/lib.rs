@@ -5,5 +5,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod api;
+pub mod cf;
+pub mod cf_api;
 pub mod serve_cmd;
 pub mod state;
+pub mod tokens;

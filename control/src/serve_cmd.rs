@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// connection may sit idle).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
+    /// Policies each app may be the source of when a `network.write` user adds them (Cloud
+    /// Foundry's `max_policies`); `network.admin` tokens are not limited.
+    #[arg(long, default_value_t = api::DEFAULT_MAX_POLICIES)]
+    pub max_policies: usize,
 }
 
 fn parse_overlay(s: &str) -> Result<(std::net::Ipv4Addr, u8)> {
@@ -63,10 +67,7 @@ fn ensure_token(path: &Path) -> Result<String> {
             return Ok(t.trim().to_string());
         }
     }
-    let mut b = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut b)
-        .map_err(|_| anyhow::anyhow!("no system randomness for the API token"))?;
-    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let token = crate::tokens::new_secret()?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -143,7 +144,8 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     let ctx = Arc::new(
         Ctx::new(state, token)?
             .with_signers(signers, args.cert_ttl)
-            .with_budget(budget),
+            .with_budget(budget)
+            .with_max_policies(args.max_policies),
     );
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -52,7 +52,7 @@ pub enum StateError {
 /// The platform state in one SQLite database (WAL): apps, instances, policies, routes, leases,
 /// cell identities and the revision every change bumps. Writes run in immediate transactions.
 pub struct State {
-    db: Connection,
+    pub(crate) db: Connection,
     overlay: (Ipv4Addr, u8),
     lease_ttl_secs: u64,
 }
@@ -94,6 +94,27 @@ const MIGRATIONS: &[&str] = &[
      CREATE UNIQUE INDEX instances_by_ip ON instances(ip) WHERE ip IS NOT NULL;
      CREATE TABLE cell_identities (name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
         registered_at INTEGER NOT NULL);",
+    // 4: Cloud Foundry's policy server: users' tokens (hashed) and the apps each may manage;
+    // tags for groups that are not apps (`PUT /internal/tags`, e.g. the router); when the
+    // policies last changed (`policies_last_updated`, Unix nanoseconds, strictly increasing).
+    "CREATE TABLE tokens (hash TEXT PRIMARY KEY, user TEXT NOT NULL, scope TEXT NOT NULL,
+        created_at INTEGER NOT NULL);
+     CREATE INDEX tokens_by_user ON tokens(user);
+     CREATE TABLE grants (user TEXT NOT NULL,
+        app_guid TEXT NOT NULL REFERENCES apps(guid) ON DELETE CASCADE,
+        PRIMARY KEY (user, app_guid));
+     CREATE TABLE tag_groups (guid TEXT NOT NULL, type TEXT NOT NULL, tag INTEGER NOT NULL UNIQUE,
+        PRIMARY KEY (guid, type));
+     CREATE TABLE policies_info (id INTEGER PRIMARY KEY CHECK (id = 1), last_updated INTEGER NOT NULL);
+     INSERT INTO policies_info VALUES (1, 0);
+     CREATE TRIGGER policies_added AFTER INSERT ON policies BEGIN
+        UPDATE policies_info SET last_updated = MAX(last_updated + 1,
+            CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) * 1000000);
+     END;
+     CREATE TRIGGER policies_removed AFTER DELETE ON policies BEGIN
+        UPDATE policies_info SET last_updated = MAX(last_updated + 1,
+            CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) * 1000000);
+     END;",
 ];
 
 fn now() -> i64 {
@@ -171,7 +192,7 @@ impl State {
     }
 
     /// Runs `f` in a write transaction and bumps the revision if `f` reports a change.
-    fn write<T>(
+    pub(crate) fn write<T>(
         &mut self,
         f: impl FnOnce(&rusqlite::Transaction) -> Result<(T, bool), StateError>,
     ) -> Result<T, StateError> {
@@ -197,8 +218,9 @@ impl State {
             {
                 return Err(StateError::AppExists(name.into()));
             }
+            // Apps and other groups (`PUT /internal/tags`) share one tag space.
             let used: Vec<u16> = tx
-                .prepare("SELECT tag FROM apps ORDER BY tag")?
+                .prepare("SELECT tag FROM apps UNION SELECT tag FROM tag_groups ORDER BY 1")?
                 .query_map([], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             let tag = lowest_free_tag(&used).ok_or(StateError::TagsExhausted)?;

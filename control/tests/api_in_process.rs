@@ -1,96 +1,12 @@
 //! The API answered in-process: requests go straight to `api::handle` with a real SQLite state
 //! and real issuers, no TLS or sockets, so every status code and message is cheap to check.
 
-use std::sync::Arc;
+mod support;
 
-use c2c_control::api::{self, Ctx, Peer, Signers};
-use c2c_control::state::State;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
+use c2c_control::api::Peer;
+use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-
-const TOKEN: &str = "t0ken";
-
-struct Api {
-    _dir: tempfile::TempDir,
-    ctx: Arc<Ctx>,
-    pki: c2c_certs::Pki,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Api {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let state = State::open(
-            &dir.path().join("state.db"),
-            ("10.255.0.0".parse().unwrap(), 16),
-            60,
-        )
-        .unwrap();
-        let (pki, _) = c2c_certs::Pki::open_or_create(&dir.path().join("ca")).unwrap();
-        let (again, _) = c2c_certs::Pki::open_or_create(&dir.path().join("ca")).unwrap();
-        let ctx = Ctx::new(state, TOKEN.into()).unwrap().with_signers(
-            Signers {
-                cells: again.cells,
-                instances: again.instances,
-            },
-            std::time::Duration::from_secs(3600),
-        );
-        Self {
-            _dir: dir,
-            ctx: Arc::new(ctx),
-            pki,
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn call(
-        &self,
-        method: Method,
-        path: &str,
-        auth: Option<&str>,
-        peer: Option<&Peer>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(a) = auth {
-            req = req.header(hyper::header::AUTHORIZATION, a);
-        }
-        let req = req
-            .body(Full::new(Bytes::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            )))
-            .unwrap();
-        self.rt.block_on(async {
-            let resp = api::handle(req, &self.ctx, peer).await;
-            let status = resp.status();
-            let raw = resp.into_body().collect().await.unwrap().to_bytes();
-            (status, serde_json::from_slice(&raw).unwrap_or(Value::Null))
-        })
-    }
-
-    fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.call(method, path, Some(&format!("Bearer {TOKEN}")), None, body)
-    }
-
-    /// A cell registered through the API, and its identity as the TLS layer would report it.
-    fn cell(&self, name: &str) -> Peer {
-        let (_key, csr) = c2c_certs::ca::new_key_and_csr().unwrap();
-        let (code, signed) = self.admin(
-            Method::POST,
-            "/v1/cells",
-            Some(json!({ "name": name, "csr": csr })),
-        );
-        assert_eq!(code, StatusCode::OK, "{signed}");
-        let pem = signed["cert_pem"].as_str().unwrap();
-        let der = c2c_certs::info::first_der_from_pem(pem.as_bytes()).unwrap();
-        Peer::from_der(&der).unwrap()
-    }
-}
+use support::{Api, TOKEN};
 
 #[test]
 fn the_external_api_needs_the_token_and_speaks_cf() {

@@ -1,0 +1,210 @@
+//! The parts of the state only Cloud Foundry's policy-server API needs: tags as CF lists and
+//! creates them (`GET /external/tags`, `PUT /internal/tags`), when the policies last changed
+//! (`GET /internal/policies_last_updated`), stale-policy cleanup and the per-source-app counts
+//! the quota is checked against.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::state::{lowest_free_tag, Policy, State, StateError};
+use c2c_api::types::Tag;
+
+/// The group type of apps' tags.
+pub const APP_TYPE: &str = "app";
+
+impl State {
+    /// Every tag, apps' and other groups', by tag.
+    pub fn tags(&self) -> Result<Vec<Tag>, StateError> {
+        let rows = self
+            .db
+            .prepare(
+                "SELECT guid, tag, 'app' FROM apps UNION ALL SELECT guid, tag, type FROM tag_groups ORDER BY 2",
+            )?
+            .query_map([], |r| {
+                Ok(Tag {
+                    id: r.get(0)?,
+                    tag: Tag::hex(r.get(1)?),
+                    kind: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// The tag of the group `guid` of `kind`, made if it has none (CF's `CreateTag`). An app's
+    /// tag is the one it got when it was created.
+    pub fn create_tag(&mut self, guid: &str, kind: &str) -> Result<Tag, StateError> {
+        if guid.is_empty() || kind.is_empty() {
+            return Err(StateError::Invalid(
+                "a tag needs a group id and a type".into(),
+            ));
+        }
+        self.write(|tx| {
+            let tag = |t: u16| Tag {
+                id: guid.into(),
+                tag: Tag::hex(t),
+                kind: kind.into(),
+            };
+            if kind == APP_TYPE {
+                if let Some(t) = tx
+                    .query_row("SELECT tag FROM apps WHERE guid = ?", [guid], |r| r.get(0))
+                    .optional()?
+                {
+                    return Ok((tag(t), false));
+                }
+            }
+            if let Some(t) = tx
+                .query_row(
+                    "SELECT tag FROM tag_groups WHERE guid = ? AND type = ?",
+                    [guid, kind],
+                    |r| r.get(0),
+                )
+                .optional()?
+            {
+                return Ok((tag(t), false));
+            }
+            let used: Vec<u16> = tx
+                .prepare("SELECT tag FROM apps UNION SELECT tag FROM tag_groups ORDER BY 1")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let t = lowest_free_tag(&used).ok_or(StateError::TagsExhausted)?;
+            tx.execute(
+                "INSERT INTO tag_groups (guid, type, tag) VALUES (?, ?, ?)",
+                params![guid, kind, t],
+            )?;
+            Ok((tag(t), true))
+        })
+    }
+
+    /// When a policy was last added or removed: Unix nanoseconds (millisecond resolution),
+    /// strictly increasing with every change; 0 if none ever was.
+    pub fn policies_last_updated(&self) -> Result<i64, StateError> {
+        Ok(self
+            .db
+            .query_row("SELECT last_updated FROM policies_info", [], |r| r.get(0))?)
+    }
+
+    /// Deletes the policies whose source or destination app no longer exists, and returns
+    /// them. Deleting an app deletes its policies in the same transaction, so this finds none
+    /// unless the store was changed behind control's back; it is CF's cleanup endpoint.
+    pub fn delete_stale_policies(&mut self) -> Result<Vec<Policy>, StateError> {
+        let stale: Vec<Policy> = self
+            .policies(None)?
+            .into_iter()
+            .filter(|p| {
+                [&p.source, &p.destination].iter().any(|g| {
+                    self.db
+                        .query_row(
+                            "SELECT 1 FROM apps WHERE guid = ?",
+                            [g.as_str()],
+                            |_| Ok(()),
+                        )
+                        .optional()
+                        .map(|x| x.is_none())
+                        .unwrap_or(false)
+                })
+            })
+            .collect();
+        if !stale.is_empty() {
+            self.delete_policies(&stale)?;
+        }
+        Ok(stale)
+    }
+
+    /// How many policies each of `sources` is the source of.
+    pub fn policy_counts_by_source(
+        &self,
+        sources: &[&str],
+    ) -> Result<HashMap<String, usize>, StateError> {
+        let mut out = HashMap::new();
+        for s in sources {
+            let n: i64 =
+                self.db
+                    .query_row("SELECT COUNT(*) FROM policies WHERE source = ?", [s], |r| {
+                        r.get(0)
+                    })?;
+            out.insert(s.to_string(), n as usize);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use c2c_api::net::PortRange;
+
+    fn open() -> (tempfile::TempDir, State) {
+        let d = tempfile::tempdir().unwrap();
+        let s = State::open(
+            &d.path().join("s.db"),
+            ("10.255.0.0".parse().unwrap(), 16),
+            60,
+        )
+        .unwrap();
+        (d, s)
+    }
+
+    #[test]
+    fn tags_share_one_space_and_print_as_cf_does() {
+        let (_d, mut s) = open();
+        let a = s.create_app("appa").unwrap();
+        let router = s.create_tag("router-guid", "router").unwrap();
+        assert_eq!(router.tag, "0002");
+        // Asking again gives the same tag; an app's tag is its own.
+        assert_eq!(s.create_tag("router-guid", "router").unwrap(), router);
+        assert_eq!(
+            s.create_tag(a.guid.as_str(), "app").unwrap().tag,
+            Tag::hex(a.tag)
+        );
+        // A new app skips the router's tag.
+        let b = s.create_app("appb").unwrap();
+        assert_eq!(b.tag, 3);
+        let listed: Vec<(String, String)> = s
+            .tags()
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.tag, t.kind))
+            .collect();
+        assert_eq!(
+            listed,
+            [("0001", "app"), ("0002", "router"), ("0003", "app")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        assert_eq!(Tag::hex(0xabc), "0ABC");
+    }
+
+    #[test]
+    fn last_updated_moves_on_every_policy_change_only() {
+        let (_d, mut s) = open();
+        let a = s.create_app("appa").unwrap();
+        let b = s.create_app("appb").unwrap();
+        assert_eq!(s.policies_last_updated().unwrap(), 0);
+        let p = Policy {
+            source: a.guid.clone(),
+            destination: b.guid.clone(),
+            protocol: "tcp".parse().unwrap(),
+            ports: PortRange::new(8080, 8080).unwrap(),
+        };
+        s.add_policies(std::slice::from_ref(&p)).unwrap();
+        let t1 = s.policies_last_updated().unwrap();
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        assert!((now_ns - t1).abs() < 60_000_000_000, "{t1} vs {now_ns}");
+        // A no-op add changes nothing; a delete and a cascade do, strictly increasing.
+        s.add_policies(std::slice::from_ref(&p)).unwrap();
+        assert_eq!(s.policies_last_updated().unwrap(), t1);
+        s.delete_policies(std::slice::from_ref(&p)).unwrap();
+        let t2 = s.policies_last_updated().unwrap();
+        assert!(t2 > t1);
+        s.add_policies(std::slice::from_ref(&p)).unwrap();
+        let t3 = s.policies_last_updated().unwrap();
+        s.delete_app(b.guid.as_str()).unwrap();
+        assert!(s.policies_last_updated().unwrap() > t3);
+        s.create_app("appc").unwrap();
+        assert!(s.delete_stale_policies().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,246 @@
+//! Who is calling the external API: the admin token from the state dir, or a user's token made
+//! with `c2c token create`, with CF's two scopes (`network.admin`, `network.write`) and the apps
+//! a `network.write` user may manage. Tokens are kept as SHA-256 hashes only; the admin token
+//! is compared in constant time, users' tokens are found by their hash.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{params, OptionalExtension};
+
+use crate::state::{State, StateError};
+use c2c_api::types::{Scope, TokenCreated, UserRecord};
+use c2c_api::AppGuid;
+
+/// The user the state dir's token speaks for.
+pub const ADMIN_USER: &str = "admin";
+
+/// An authenticated caller of the external API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user (what `whoami` answers).
+    pub user: String,
+    /// Its authority.
+    pub scope: Scope,
+    /// Apps a `network.write` caller may manage (GUIDs); unused for admins.
+    pub apps: BTreeSet<String>,
+}
+
+impl Caller {
+    /// The admin of the state dir's token.
+    pub fn admin() -> Self {
+        Caller {
+            user: ADMIN_USER.into(),
+            scope: Scope::Admin,
+            apps: BTreeSet::new(),
+        }
+    }
+
+    /// Whether the caller is `network.admin`.
+    pub fn is_admin(&self) -> bool {
+        self.scope == Scope::Admin
+    }
+
+    /// Whether the caller may manage the app with this GUID.
+    pub fn may_manage(&self, guid: &str) -> bool {
+        self.is_admin() || self.apps.contains(guid)
+    }
+}
+
+/// SHA-256 of `b`, lower-case hex.
+pub fn sha256_hex(b: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, b)
+        .as_ref()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// A new random secret: 32 bytes, hex.
+pub fn new_secret() -> Result<String, StateError> {
+    let mut b = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut b)
+        .map_err(|_| StateError::Internal("no system randomness for a token".into()))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// A user name: 1-64 of letters, digits, `.`, `_`, `-`, `@`.
+pub fn validate_user(user: &str) -> Result<(), StateError> {
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::Invalid(format!(
+            "invalid user name {user:?}: use 1-64 letters, digits, '.', '_', '-' or '@'"
+        )))
+    }
+}
+
+impl State {
+    /// Makes a token for `user` with `scope`, granting `apps` (names or GUIDs) besides what the
+    /// user was granted before. The token is returned this once; only its hash is kept.
+    pub fn create_token(
+        &mut self,
+        user: &str,
+        scope: Scope,
+        apps: &[String],
+    ) -> Result<TokenCreated, StateError> {
+        validate_user(user)?;
+        if user == ADMIN_USER {
+            return Err(StateError::Invalid(format!(
+                "{ADMIN_USER:?} is the state dir's token; pick another user name"
+            )));
+        }
+        let token = new_secret()?;
+        let hash = sha256_hex(token.as_bytes());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let granted = self.write(|tx| {
+            for a in apps {
+                let guid: String = tx
+                    .query_row(
+                        "SELECT guid FROM apps WHERE name = ?1 OR guid = ?1",
+                        [a],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .ok_or_else(|| StateError::UnknownApp(a.clone()))?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO grants (user, app_guid) VALUES (?, ?)",
+                    params![user, guid],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO tokens (hash, user, scope, created_at) VALUES (?, ?, ?, ?)",
+                params![hash, user, scope.as_str(), now],
+            )?;
+            let granted: Vec<AppGuid> = tx
+                .prepare("SELECT app_guid FROM grants WHERE user = ? ORDER BY app_guid")?
+                .query_map([user], |r| {
+                    Ok(AppGuid::from(r.get::<_, String>(0)?.as_str()))
+                })?
+                .collect::<Result<_, _>>()?;
+            // Tokens are not part of what cells see: no new revision.
+            Ok((granted, false))
+        })?;
+        Ok(TokenCreated {
+            user: user.into(),
+            scope,
+            token,
+            apps: granted,
+        })
+    }
+
+    /// Revokes every token of `user` and its grants. Returns how many tokens were revoked.
+    pub fn revoke_user(&mut self, user: &str) -> Result<usize, StateError> {
+        self.write(|tx| {
+            let n = tx.execute("DELETE FROM tokens WHERE user = ?", [user])?;
+            tx.execute("DELETE FROM grants WHERE user = ?", [user])?;
+            Ok((n, false))
+        })
+    }
+
+    /// The caller a token hash belongs to, with its grants.
+    pub fn caller(&self, hash: &str) -> Result<Option<Caller>, StateError> {
+        let found: Option<(String, String)> = self
+            .db
+            .query_row(
+                "SELECT user, scope FROM tokens WHERE hash = ?",
+                [hash],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((user, scope)) = found else {
+            return Ok(None);
+        };
+        let scope: Scope = scope.parse().map_err(StateError::Internal)?;
+        let apps = self
+            .db
+            .prepare("SELECT app_guid FROM grants WHERE user = ?")?
+            .query_map([&user], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Caller { user, scope, apps }))
+    }
+
+    /// Users with tokens.
+    pub fn users(&self) -> Result<Vec<UserRecord>, StateError> {
+        let rows: Vec<(String, String, i64)> = self
+            .db
+            .prepare("SELECT user, MIN(scope), COUNT(*) FROM tokens GROUP BY user ORDER BY user")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(user, scope, tokens)| {
+                let apps = self
+                    .db
+                    .prepare("SELECT app_guid FROM grants WHERE user = ? ORDER BY app_guid")?
+                    .query_map([&user], |r| {
+                        Ok(AppGuid::from(r.get::<_, String>(0)?.as_str()))
+                    })?
+                    .collect::<Result<_, _>>()?;
+                Ok(UserRecord {
+                    user,
+                    // "network.admin" < "network.write": MIN is the widest.
+                    scope: scope.parse().map_err(StateError::Internal)?,
+                    tokens: tokens as usize,
+                    apps,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_kept_hashed_and_grants_follow_apps() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = State::open(
+            &d.path().join("s.db"),
+            ("10.255.0.0".parse().unwrap(), 16),
+            60,
+        )
+        .unwrap();
+        let a = s.create_app("appa").unwrap();
+        let t = s
+            .create_token("dev", Scope::Write, &["appa".into()])
+            .unwrap();
+        assert_eq!(t.apps, vec![a.guid.clone()]);
+        // Only the hash is stored.
+        let stored: Vec<String> =
+            s.db.prepare("SELECT hash FROM tokens")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        assert_eq!(stored, vec![sha256_hex(t.token.as_bytes())]);
+        assert!(!stored.contains(&t.token));
+        let c = s.caller(&sha256_hex(t.token.as_bytes())).unwrap().unwrap();
+        assert!(c.may_manage(a.guid.as_str()) && !c.is_admin());
+        assert!(s.caller(&sha256_hex(b"guess")).unwrap().is_none());
+        assert!(matches!(
+            s.create_token("dev", Scope::Write, &["nope".into()]),
+            Err(StateError::UnknownApp(_))
+        ));
+        assert!(matches!(
+            s.create_token("admin", Scope::Admin, &[]),
+            Err(StateError::Invalid(_))
+        ));
+        // Deleting the app drops the grant; revoking drops the tokens.
+        s.delete_app(a.guid.as_str()).unwrap();
+        let c = s.caller(&sha256_hex(t.token.as_bytes())).unwrap().unwrap();
+        assert!(c.apps.is_empty());
+        assert_eq!(s.users().unwrap()[0].tokens, 1);
+        assert_eq!(s.revoke_user("dev").unwrap(), 1);
+        assert!(s.caller(&sha256_hex(t.token.as_bytes())).unwrap().is_none());
+        assert!(s.users().unwrap().is_empty());
+    }
+}
