@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+pub use hyper::body::Bytes;
 use hyper::Request;
-pub use hyper::{Method, StatusCode};
+pub use hyper::{HeaderMap, Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -20,6 +20,7 @@ use crate::policy::PolicyList;
 use crate::types::{
     AppList, CellList, CellRecord, Changed, Confirm, CsrRequest, Empty, LeaseRequest, NewApp,
     PlaceRequest, Placement, PlacementList, RegisterCell, Removed, RouteList, RouteRequest, Signed,
+    TokenCreated, TokenRequest, UserList, UserRecord, WhoAmI,
 };
 use crate::{App, AppGuid, CellName, CellView, Instance, Lease, Policy, Revision, Route};
 
@@ -91,6 +92,19 @@ impl ClientError {
 /// Makes the TCP connection to control (`host`, `port`) for a client whose control plane is not
 /// reachable from this process's network namespace; blocking is fine.
 pub type Connector = Arc<dyn Fn(&str, u16) -> std::io::Result<std::net::TcpStream> + Send + Sync>;
+
+/// `GET /v1/whoami`: CF's whoami answer with the token's scope.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WhoAmIScope {
+    /// The user.
+    #[serde(flatten)]
+    pub who: WhoAmI,
+    /// The token's scope.
+    pub scope: crate::types::Scope,
+}
+
+/// The environment variable whose token, when set, the CLI uses instead of the state dir's.
+pub const TOKEN_ENV: &str = "C2C_TOKEN";
 
 /// A client of one control API.
 #[derive(Clone)]
@@ -179,13 +193,15 @@ impl Client {
                 })
             }
         };
-        let token = read("the API token", l.token())?;
+        // A user's token (`c2c token create`) in the environment, else the state dir's admin.
+        let token = match std::env::var(TOKEN_ENV) {
+            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+            _ => String::from_utf8_lossy(&read("the API token", l.token())?)
+                .trim()
+                .to_string(),
+        };
         let ca = read("the control issuer", l.control_issuer())?;
-        let client = Client::new(
-            &url,
-            &ca,
-            Auth::Token(String::from_utf8_lossy(&token).trim().to_string()),
-        )?;
+        let client = Client::new(&url, &ca, Auth::Token(token))?;
         Ok(client)
     }
 
@@ -213,13 +229,15 @@ impl Client {
         &self.url
     }
 
-    /// Sends one request; returns the status and the body as JSON (a JSON string if it is not).
-    pub async fn request(
+    /// Sends one request as given (the token is added unless `headers` has an
+    /// `authorization`); returns the answer's status, headers and body.
+    pub async fn raw(
         &self,
         method: Method,
         path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<(StatusCode, serde_json::Value), ClientError> {
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ClientError> {
         let transport = |detail: String| ClientError::Transport {
             url: self.url.clone(),
             detail,
@@ -241,27 +259,43 @@ impl Client {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port))
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        if let Some(t) = &self.token {
+            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port));
+        let has_auth = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        if let (Some(t), false) = (&self.token, has_auth) {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
         let req = req
-            .body(Full::new(Bytes::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            )))
+            .body(Full::new(body))
             .map_err(|e| transport(e.to_string()))?;
         let resp = send
             .send_request(req)
             .await
             .map_err(|e| transport(e.to_string()))?;
-        let status = resp.status();
+        let (status, headers) = (resp.status(), resp.headers().clone());
         let raw = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| transport(e.to_string()))?
             .to_bytes();
+        Ok((status, headers, raw))
+    }
+
+    /// Sends one request; returns the status and the body as JSON (a JSON string if it is not).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(StatusCode, serde_json::Value), ClientError> {
+        let headers = [("content-type".to_string(), "application/json".to_string())];
+        let body = Bytes::from(body.map(|b| b.to_string()).unwrap_or_default());
+        let (status, _, raw) = self.raw(method, path, &headers, body).await?;
         let json = serde_json::from_slice(&raw).unwrap_or_else(|_| {
             serde_json::Value::String(String::from_utf8_lossy(&raw).into_owned())
         });
@@ -316,6 +350,31 @@ impl Client {
     }
 
     // The external API (a user's token).
+
+    /// Who this client's token speaks for, and its scope.
+    pub async fn whoami(&self) -> Result<WhoAmIScope, ClientError> {
+        self.call_as(Method::GET, paths::WHOAMI, None).await
+    }
+
+    /// Makes a token (admin only); the answer holds it, shown this once.
+    pub async fn create_token(&self, req: &TokenRequest) -> Result<TokenCreated, ClientError> {
+        self.send(Method::POST, paths::TOKENS, req).await
+    }
+
+    /// Revokes every token of `user` (admin only).
+    pub async fn revoke_tokens(&self, user: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &paths::user_tokens(user), None)
+            .await
+            .map(drop)
+    }
+
+    /// Users with tokens (admin only).
+    pub async fn users(&self) -> Result<Vec<UserRecord>, ClientError> {
+        Ok(self
+            .call_as::<UserList>(Method::GET, paths::TOKENS, None)
+            .await?
+            .users)
+    }
 
     /// An app, by name or GUID.
     pub async fn app(&self, name: &str) -> Result<App, ClientError> {

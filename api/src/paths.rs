@@ -18,6 +18,15 @@ pub const DOMAINS: &str = "/v1/domains";
 pub const INSTANCES: &str = "/v1/instances";
 /// Registered cells (`GET` list, `POST` register).
 pub const CELLS: &str = "/v1/cells";
+/// Users' tokens (`GET` list, `POST` create).
+pub const TOKENS: &str = "/v1/tokens";
+/// Who the caller's token speaks for, with its scope (any token).
+pub const WHOAMI: &str = "/v1/whoami";
+
+/// `DELETE`: revoke every token of a user.
+pub fn user_tokens(user: &str) -> String {
+    format!("{TOKENS}/{}", seg(user))
+}
 
 /// `GET`/`DELETE` one app, by name or GUID.
 pub fn app(name: &str) -> String {

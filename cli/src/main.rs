@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod cell_cmd;
 mod certs_cmd;
 mod policy_cmd;
+mod token_cmd;
 
 use c2c_control::serve_cmd;
 use c2c_platform::{demo, demo_app, instance, up};
@@ -37,14 +38,14 @@ enum Command {
     /// List registered cells with their leases.
     Cells,
     /// Allow SOURCE to reach DESTINATION on a protocol and port (range).
-    AddNetworkPolicy(policy_cmd::PolicyArgs),
-    /// Remove a policy added with add-network-policy (same arguments).
-    RemoveNetworkPolicy(policy_cmd::PolicyArgs),
-    /// List policies, all or those involving one app.
+    AddNetworkPolicy(policy_cmd::AddPolicyArgs),
+    /// Remove a policy added with add-network-policy (--protocol and --port required).
+    RemoveNetworkPolicy(policy_cmd::RemovePolicyArgs),
+    /// List policies, all or those of one source app.
     NetworkPolicies {
-        /// Only policies whose source or destination is this app.
+        /// Source app to filter results by.
         #[arg(long)]
-        app: Option<String>,
+        source: Option<String>,
     },
     /// Create an app: policies name apps, and each app gets a GUID and a 16-bit tag.
     CreateApp {
@@ -59,6 +60,12 @@ enum Command {
     UnmapRoute(policy_cmd::RouteArgs),
     /// List internal routes.
     Routes,
+    /// Make a token for a user (admin only): `network.write` reaches the policies of the apps
+    /// granted with --app; `network.admin` reaches everything. Set C2C_TOKEN to use it.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
+    /// List users with tokens, their scope and their apps (admin only).
+    Tokens,
     /// Raw call to the control API, as `cf curl` does.
     Curl(policy_cmd::CurlArgs),
     /// Run the whole workflow on a local platform, then take it down (needs root).
@@ -154,18 +161,16 @@ fn main() -> ExitCode {
             )
         }),
         Command::Cells => cell_cmd::list(&dir),
-        Command::AddNetworkPolicy(a) => {
-            policy_cmd::change_policy(&dir, a, false).map(|m| println!("{m}"))
-        }
-        Command::RemoveNetworkPolicy(a) => {
-            policy_cmd::change_policy(&dir, a, true).map(|m| println!("{m}"))
-        }
-        Command::NetworkPolicies { app } => policy_cmd::list_policies(&dir, app),
+        Command::AddNetworkPolicy(a) => policy_cmd::add_policy(&dir, a),
+        Command::RemoveNetworkPolicy(a) => policy_cmd::remove_policy(&dir, a),
+        Command::NetworkPolicies { source } => policy_cmd::list_policies(&dir, source),
+        Command::Token(t) => token_cmd::run(&dir, t),
+        Command::Tokens => token_cmd::list(&dir),
         Command::CreateApp { name } => policy_cmd::create_app(&dir, &name),
         Command::Apps => policy_cmd::list_apps(&dir),
         Command::Curl(a) => policy_cmd::curl(&dir, a),
-        Command::MapRoute(a) => policy_cmd::route(&dir, a, false).map(|m| println!("{m}")),
-        Command::UnmapRoute(a) => policy_cmd::route(&dir, a, true).map(|m| println!("{m}")),
+        Command::MapRoute(a) => policy_cmd::route(&dir, a, false),
+        Command::UnmapRoute(a) => policy_cmd::route(&dir, a, true),
         Command::Routes => policy_cmd::list_routes(&dir),
         Command::Demo { dir, keep } => demo::run(&dir, keep),
         Command::Up {
@@ -202,6 +207,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("c2c: {e:#}");
+            // As cf curl --fail.
+            if e.downcast_ref::<policy_cmd::CurlFailed>().is_some() {
+                return ExitCode::from(22);
+            }
             ExitCode::FAILURE
         }
     }

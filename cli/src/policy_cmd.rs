@@ -10,34 +10,71 @@ use c2c_api::client::{Client, Method};
 use c2c_api::types::RouteRequest;
 use c2c_api::Policy;
 use clap::Args;
-use serde_json::Value;
 
-/// `add-network-policy` / `remove-network-policy` arguments (the cf CLI's).
+/// `add-network-policy` arguments (the cf CLI's: `--protocol` and `--port` go together; with
+/// neither, tcp 8080).
 #[derive(Debug, Args)]
-pub struct PolicyArgs {
+pub struct AddPolicyArgs {
     /// Source app name.
     pub source: String,
     /// Destination app name.
     pub destination: String,
-    /// tcp or udp.
-    #[arg(long, default_value = "tcp")]
+    /// Protocol to connect apps with: tcp or udp (Default: tcp).
+    #[arg(long)]
+    pub protocol: Option<String>,
+    /// Port or range of ports for connection to destination app, e.g. 8080 or 8080-8090
+    /// (Default: 8080).
+    #[arg(long)]
+    pub port: Option<String>,
+}
+
+/// `remove-network-policy` arguments (the cf CLI's: both flags required).
+#[derive(Debug, Args)]
+pub struct RemovePolicyArgs {
+    /// Source app name.
+    pub source: String,
+    /// Destination app name.
+    pub destination: String,
+    /// Protocol that apps are connected with: tcp or udp.
+    #[arg(long)]
     pub protocol: String,
-    /// Port or range on the destination, e.g. 8080 or 8080-8090.
-    #[arg(long, default_value = "8080")]
+    /// Port or range of ports that destination app is connected with.
+    #[arg(long)]
     pub port: String,
 }
 
-/// `curl` arguments.
+/// `curl` arguments (the cf CLI's).
 #[derive(Debug, Args)]
+#[command(
+    after_help = "By default 'c2c curl' performs a GET to PATH. With -d it performs a POST \
+and sets Content-Type to application/json. -H overrides headers, -X the method.
+
+Examples:
+  c2c curl /networking/v1/external/policies
+  c2c curl /v1/apps -d '{\"name\": \"appc\"}'
+  c2c curl /networking/v1/external/policies/delete -d @policies.json"
+)]
 pub struct CurlArgs {
     /// API path, e.g. /networking/v1/external/policies.
     pub path: String,
-    /// HTTP method.
-    #[arg(short = 'X', long = "method", default_value = "GET")]
-    pub method: String,
-    /// Request body (JSON), or @FILE to read it from a file (as `cf curl -d @file`)
-    #[arg(short = 'd', long = "data")]
+    /// HTTP method (GET, POST, PUT, DELETE, etc.).
+    #[arg(short = 'X')]
+    pub method: Option<String>,
+    /// Custom headers to include in the request; repeatable.
+    #[arg(short = 'H')]
+    pub headers: Vec<String>,
+    /// HTTP data to include in the request body, or '@' followed by a file name to read it from.
+    #[arg(short = 'd')]
     pub data: Option<String>,
+    /// Server errors return exit code 22.
+    #[arg(short = 'f', long = "fail")]
+    pub fail: bool,
+    /// Include response headers in the output.
+    #[arg(short = 'i')]
+    pub include: bool,
+    /// Write the body to FILE instead of stdout.
+    #[arg(long)]
+    pub output: Option<std::path::PathBuf>,
 }
 
 /// `map-route` / `unmap-route` arguments (the cf CLI's).
@@ -61,35 +98,69 @@ fn with_client<T>(dir: &Path, f: impl AsyncFnOnce(&Client) -> Result<T>) -> Resu
         .block_on(f(&c))
 }
 
-async fn policy(c: &Client, a: &PolicyArgs) -> Result<Policy> {
-    let protocol: c2c_api::net::Protocol = a
-        .protocol
+/// The cf CLI's usage error for one of `--protocol` / `--port` without the other.
+pub const PROTOCOL_AND_PORT: &str =
+    "Incorrect Usage: --protocol and --port flags must be specified together";
+
+async fn policy(c: &Client, src: &str, dst: &str, protocol: &str, port: &str) -> Result<Policy> {
+    // The cf CLI lower-cases the protocol (`UDP` is udp); control takes only the lower case.
+    let protocol: c2c_api::net::Protocol = protocol
+        .to_ascii_lowercase()
         .parse()
-        .map_err(|_| anyhow::anyhow!("--protocol {}: use tcp or udp", a.protocol))?;
-    let ports: c2c_api::net::PortRange = a.port.parse().map_err(anyhow::Error::msg)?;
+        .map_err(|_| anyhow::anyhow!("--protocol {protocol}: use tcp or udp"))?;
+    let ports: c2c_api::net::PortRange = port.parse().map_err(anyhow::Error::msg)?;
     Ok(Policy {
-        source: c.app(&a.source).await?.guid,
-        destination: c.app(&a.destination).await?.guid,
+        source: c.app(src).await?.guid,
+        destination: c.app(dst).await?.guid,
         protocol,
         ports,
     })
 }
 
-/// `c2c add-network-policy` (or with `remove`, `remove-network-policy`); returns the line to
-/// print.
-pub fn change_policy(dir: &Path, a: PolicyArgs, remove: bool) -> Result<String> {
+/// The user the client's token speaks for.
+async fn user(c: &Client) -> Result<String> {
+    Ok(c.whoami().await?.who.subject)
+}
+
+/// `c2c add-network-policy`: prints what cf prints.
+pub fn add_policy(dir: &Path, a: AddPolicyArgs) -> Result<()> {
+    let (protocol, port) = match (a.protocol.as_deref(), a.port.as_deref()) {
+        (None, None) => ("tcp", "8080"),
+        (Some(proto), Some(port)) => (proto, port),
+        _ => bail!(PROTOCOL_AND_PORT),
+    };
     with_client(dir, async |c| {
-        let p = policy(c, &a).await?;
-        if remove {
+        println!(
+            "Adding network policy from app {} to app {} as {}...",
+            a.source,
+            a.destination,
+            user(c).await?
+        );
+        let p = policy(c, &a.source, &a.destination, protocol, port).await?;
+        c.add_policies(&[p]).await?;
+        println!("OK");
+        Ok(())
+    })
+}
+
+/// `c2c remove-network-policy`: as cf, a policy that does not exist is said, not an error.
+pub fn remove_policy(dir: &Path, a: RemovePolicyArgs) -> Result<()> {
+    with_client(dir, async |c| {
+        println!(
+            "Removing network policy from app {} to app {} as {}...",
+            a.source,
+            a.destination,
+            user(c).await?
+        );
+        let p = policy(c, &a.source, &a.destination, &a.protocol, &a.port).await?;
+        let existing = c.policies(Some(std::slice::from_ref(&p.source))).await?;
+        if existing.contains(&p) {
             c.remove_policies(&[p]).await?;
         } else {
-            c.add_policies(&[p]).await?;
+            println!("Policy does not exist.");
         }
-        let verb = if remove { "Removing" } else { "Adding" };
-        Ok(format!(
-            "{verb} network policy to app {} from app {}... OK",
-            a.destination, a.source
-        ))
+        println!("OK");
+        Ok(())
     })
 }
 
@@ -102,15 +173,29 @@ async fn app_names(c: &Client) -> Result<HashMap<c2c_api::AppGuid, String>> {
         .collect())
 }
 
-/// `c2c network-policies [--app NAME]`: a table.
-pub fn list_policies(dir: &Path, app: Option<String>) -> Result<()> {
+/// `c2c network-policies [--source APP]`: cf's table (without its space and org columns:
+/// there are none here).
+pub fn list_policies(dir: &Path, source: Option<String>) -> Result<()> {
     with_client(dir, async |c| {
+        let who = user(c).await?;
         let names = app_names(c).await?;
-        let ids = match &app {
-            Some(n) => Some(vec![c.app(n).await?.guid]),
-            None => None,
+        let list = match &source {
+            Some(n) => {
+                println!("Listing network policies of app {n} as {who}...");
+                // As cf: the policies naming the app, then those it is the source of.
+                let guid = c.app(n).await?.guid;
+                c.policies(Some(std::slice::from_ref(&guid)))
+                    .await?
+                    .into_iter()
+                    .filter(|p| p.source == guid)
+                    .collect()
+            }
+            None => {
+                println!("Listing network policies as {who}...");
+                c.policies(None).await?
+            }
         };
-        let list = c.policies(ids.as_deref()).await?;
+        println!();
         let name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
         let mut rows = vec![[
             "source".to_string(),
@@ -192,53 +277,128 @@ pub fn list_apps(dir: &Path) -> Result<()> {
     })
 }
 
-/// `c2c curl PATH [-X METHOD] [-d BODY]`: prints the JSON answer; non-2xx exits 1.
+/// What `c2c curl` ends with: exit code 22 for an HTTP error under `--fail`, as cf's.
+#[derive(Debug)]
+pub struct CurlFailed(pub u16);
+
+impl std::fmt::Display for CurlFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "The requested URL returned error: {}", self.0)
+    }
+}
+
+impl std::error::Error for CurlFailed {}
+
+/// `c2c curl PATH [-X METHOD] [-H HEADER]... [-d DATA] [-i] [--fail] [--output FILE]`, as
+/// `cf curl`: the body as the API sent it; an HTTP error is not a failure unless `--fail`.
 pub fn curl(dir: &Path, a: CurlArgs) -> Result<()> {
-    with_client(dir, async |c| {
-        let method = Method::from_bytes(a.method.to_ascii_uppercase().as_bytes())
-            .with_context(|| format!("-X {}", a.method))?;
-        let body: Option<Value> = match a.data.as_deref() {
-            Some(d) => {
-                let (text, from) = match d.strip_prefix('@') {
-                    Some(file) => (
-                        std::fs::read_to_string(file)
-                            .with_context(|| format!("-d @{file}: reading {file}"))?,
-                        format!("the contents of {file}"),
-                    ),
-                    None => (d.to_string(), "-d".to_string()),
-                };
-                Some(serde_json::from_str(&text).with_context(|| format!("{from} must be JSON"))?)
+    let body = match a.data.as_deref() {
+        Some(d) => {
+            // cf trims quotes around the data and around an @file name.
+            let trimmed = d.trim_matches(['"', '\'']);
+            match trimmed.strip_prefix('@') {
+                Some(file) => {
+                    let file = file.trim_matches(['"', '\'']);
+                    std::fs::read(file).with_context(|| format!("-d @{file}: reading {file}"))?
+                }
+                None => d.as_bytes().to_vec(),
             }
-            None => None,
-        };
-        let (status, json) = c.request(method, &a.path, body.as_ref()).await?;
-        println!("{}", serde_json::to_string_pretty(&json)?);
-        if !status.is_success() {
-            bail!("{status}");
+        }
+        None => vec![],
+    };
+    let method = match (&a.method, &a.data) {
+        (Some(m), _) => m.to_ascii_uppercase(),
+        (None, Some(_)) => "POST".into(),
+        (None, None) => "GET".into(),
+    };
+    let method = Method::from_bytes(method.as_bytes()).with_context(|| format!("-X {method}"))?;
+    let mut headers = vec![];
+    if a.data.is_some() {
+        headers.push(("content-type".to_string(), "application/json".to_string()));
+    }
+    for h in &a.headers {
+        let (k, v) = h
+            .split_once(':')
+            .with_context(|| format!("-H {h:?}: expected 'Name: value'"))?;
+        headers.retain(|(old, _)| !old.eq_ignore_ascii_case(k.trim()));
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let path = format!("/{}", a.path.trim_start_matches('/'));
+    with_client(dir, async |c| {
+        let (status, resp_headers, raw) = c
+            .raw(method, &path, &headers, c2c_api::client::Bytes::from(body))
+            .await?;
+        if a.fail && (status.is_client_error() || status.is_server_error()) {
+            return Err(CurlFailed(status.as_u16()).into());
+        }
+        let mut out = vec![];
+        if a.include {
+            out.extend_from_slice(
+                format!(
+                    "HTTP/1.1 {} {}\r\n",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                )
+                .as_bytes(),
+            );
+            for (k, v) in &resp_headers {
+                out.extend_from_slice(format!("{k}: ").as_bytes());
+                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(&raw);
+        match &a.output {
+            Some(f) => {
+                std::fs::write(f, &out).with_context(|| format!("--output {}", f.display()))?;
+                println!("OK");
+            }
+            None => {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(&out)?;
+                if !out.ends_with(b"\n") {
+                    stdout.write_all(b"\n")?;
+                }
+            }
         }
         Ok(())
     })
 }
 
-/// `c2c map-route` (`unmap = false`) or `c2c unmap-route`; returns the line to print.
-pub fn route(dir: &Path, a: RouteArgs, unmap: bool) -> Result<String> {
+/// `c2c map-route` (`unmap = false`) or `c2c unmap-route`, with cf's texts.
+pub fn route(dir: &Path, a: RouteArgs, unmap: bool) -> Result<()> {
     with_client(dir, async |c| {
         let r = RouteRequest {
             app: a.app.clone(),
             domain: a.domain.clone(),
             hostname: a.hostname.clone(),
         };
-        c.route(&r, unmap).await?;
         let fqdn = format!(
             "{}.{}",
             a.hostname.to_ascii_lowercase(),
             a.domain.to_ascii_lowercase()
         );
-        Ok(if unmap {
-            format!("Removing route {fqdn} from app {}... OK", a.app)
+        let who = user(c).await?;
+        if unmap {
+            println!("Removing route {fqdn} from app {} as {who}...", a.app);
         } else {
-            format!("Mapping route {fqdn} to app {}... OK", a.app)
-        })
+            println!("Mapping route {fqdn} to app {} as {who}...", a.app);
+        }
+        let changed = c.route(&r, unmap).await?;
+        match (changed, unmap) {
+            (false, false) => println!(
+                "App '{}' is already mapped to route '{fqdn}'. Nothing has been updated.",
+                a.app
+            ),
+            (false, true) => {
+                println!("Route to be unmapped is not currently mapped to the application.")
+            }
+            _ => {}
+        }
+        println!("OK");
+        Ok(())
     })
 }
 

@@ -24,9 +24,9 @@ fn the_policy_workflow_through_the_cli() {
         "--port",
         "8080",
     ]);
-    assert!(
-        out.contains("Adding network policy to app appb from app appa... OK"),
-        "{out}"
+    assert_eq!(
+        out,
+        "Adding network policy from app appa to app appb as admin...\nOK\n"
     );
     // Adding it again is a no-op, not an error.
     ctl.ok(&[
@@ -48,8 +48,9 @@ fn the_policy_workflow_through_the_cli() {
         "5000-5010",
     ]);
     let table = ctl.ok(&["network-policies"]);
-    let lines: Vec<&str> = table.lines().collect();
+    let lines: Vec<&str> = table.lines().skip(2).collect();
     assert_eq!(lines.len(), 3, "{table}");
+    assert!(table.starts_with("Listing network policies as admin...\n\nsource "));
     assert!(
         lines[1]
             .split_whitespace()
@@ -69,8 +70,11 @@ fn the_policy_workflow_through_the_cli() {
         "--port",
         "8080",
     ]);
-    let table = ctl.ok(&["network-policies", "--app", "appa"]);
-    assert_eq!(table.lines().count(), 2, "{table}");
+    let table = ctl.ok(&["network-policies", "--source", "appa"]);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    // `--source` is the source only, as cf: appb's policy to appa is appb's.
+    let table = ctl.ok(&["network-policies", "--source", "appb"]);
+    assert!(table.lines().nth(3).unwrap().starts_with("appb"), "{table}");
 
     // One-line errors a user can act on.
     let o = ctl.c2c(&["add-network-policy", "appa", "nope"]);
@@ -80,7 +84,7 @@ fn the_policy_workflow_through_the_cli() {
     assert!(err.contains("app nope not found"), "{err}");
     // Names are path segments: whatever a user types stays one name, and is named back as typed.
     for name in ["no such/app", "a?b#c", "100%"] {
-        let o = ctl.c2c(&["network-policies", "--app", name]);
+        let o = ctl.c2c(&["network-policies", "--source", name]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(&format!("app {name} not found")), "{err}");
     }
@@ -103,6 +107,155 @@ fn the_policy_workflow_through_the_cli() {
     }
     let o = ctl.c2c(&["create-app", "appa"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+}
+
+#[test]
+fn the_cli_speaks_like_cf() {
+    let ctl = Control::start();
+    ctl.ok(&["create-app", "appa"]);
+    ctl.ok(&["create-app", "appb"]);
+    let c2c = |args: &[&str]| {
+        let o = ctl.c2c(args);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // --protocol and --port go together; with neither, tcp 8080; UDP is udp.
+    for half in [["--protocol", "tcp"], ["--port", "8080"]] {
+        let (code, _, err) = c2c(&[&["add-network-policy", "appa", "appb"][..], &half].concat());
+        assert_eq!(code, Some(1));
+        assert!(
+            err.contains("Incorrect Usage: --protocol and --port flags must be specified together"),
+            "{err}"
+        );
+    }
+    ctl.ok(&["add-network-policy", "appa", "appb"]);
+    ctl.ok(&[
+        "add-network-policy",
+        "appa",
+        "appb",
+        "--protocol",
+        "UDP",
+        "--port",
+        "53",
+    ]);
+    let table = ctl.ok(&["network-policies"]);
+    assert!(
+        table.contains("tcp        8080")
+            || table
+                .lines()
+                .any(|l| l.split_whitespace().eq(["appa", "appb", "tcp", "8080"])),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().eq(["appa", "appb", "udp", "53"])),
+        "{table}"
+    );
+    // remove-network-policy needs both flags, and says when there is nothing to remove.
+    let (code, _, err) = c2c(&["remove-network-policy", "appa", "appb", "--port", "8080"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--protocol"), "{err}");
+    let args = [
+        "remove-network-policy",
+        "appa",
+        "appb",
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+    ];
+    assert_eq!(
+        ctl.ok(&args),
+        "Removing network policy from app appa to app appb as admin...\nOK\n"
+    );
+    assert_eq!(
+        ctl.ok(&args),
+        "Removing network policy from app appa to app appb as admin...\nPolicy does not exist.\nOK\n"
+    );
+    // map-route and unmap-route, twice each.
+    let map = ["map-route", "appb", "apps.internal", "--hostname", "appb"];
+    assert_eq!(
+        ctl.ok(&map),
+        "Mapping route appb.apps.internal to app appb as admin...\nOK\n"
+    );
+    assert_eq!(
+        ctl.ok(&map),
+        "Mapping route appb.apps.internal to app appb as admin...\nApp 'appb' is already mapped to route 'appb.apps.internal'. Nothing has been updated.\nOK\n"
+    );
+    let unmap = ["unmap-route", "appb", "apps.internal", "--hostname", "appb"];
+    ctl.ok(&unmap);
+    assert!(ctl
+        .ok(&unmap)
+        .contains("\nRoute to be unmapped is not currently mapped to the application.\nOK\n"));
+
+    // curl: the body as sent; POST with -d; an HTTP error exits 0, or 22 with --fail; -i; -H.
+    let (code, out, _) = c2c(&["curl", "/v1/apps/nope"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        serde_json::json!({"error": "app nope not found"})
+    );
+    let (code, out, err) = c2c(&["curl", "/v1/apps/nope", "--fail"]);
+    assert_eq!((code, out.as_str()), (Some(22), ""));
+    assert!(
+        err.contains("The requested URL returned error: 404"),
+        "{err}"
+    );
+    let (code, out, _) = c2c(&["curl", "v1/apps", "-d", r#"{"name": "appc"}"#]);
+    assert_eq!(code, Some(0));
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["name"], "appc");
+    let (_, out, _) = c2c(&["curl", "-i", "/networking/v1/external/whoami"]);
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("x-content-type-options: nosniff\r\n"), "{out}");
+    assert!(out.ends_with("{\"subject\":\"admin\"}\n"), "{out}");
+    let (_, out, _) = c2c(&[
+        "curl",
+        "-H",
+        "Authorization: bearer wrong",
+        "/networking/v1/external/policies",
+    ]);
+    assert!(out.contains("failed to verify token with uaa"), "{out}");
+
+    // A network.write user, with its token in C2C_TOKEN: its apps only, and cf's texts.
+    let o = ctl.c2c(&["token", "create", "dev", "--app", "appa", "--app", "appc"]);
+    assert!(o.status.success());
+    let token = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let dev = |args: &[&str]| ctl.c2c_as(Some(&token), args);
+    let o = dev(&["add-network-policy", "appa", "appc"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "Adding network policy from app appa to app appc as dev...\nOK\n"
+    );
+    let o = dev(&["add-network-policy", "appa", "appb"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("app appb not found"));
+    let table = String::from_utf8_lossy(&dev(&["network-policies"]).stdout).into_owned();
+    assert!(
+        table.starts_with("Listing network policies as dev..."),
+        "{table}"
+    );
+    assert_eq!(table.lines().count(), 4, "{table}");
+    let o = dev(&["tokens"]);
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("provided scopes [network.write] do not include allowed scopes [network.admin]"));
+    let users = ctl.ok(&["tokens"]);
+    assert!(
+        users.lines().any(|l| l.split_whitespace().eq([
+            "dev",
+            "network.write",
+            "1",
+            "appa,",
+            "appc"
+        ])),
+        "{users}"
+    );
+    ctl.ok(&["token", "revoke", "dev"]);
+    let o = dev(&["network-policies"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("failed to verify token"));
 }
 
 #[test]
@@ -290,7 +443,15 @@ fn cells_lease_register_and_watch() {
         !watch.is_finished(),
         "the watch returned before anything changed"
     );
-    ctl.ok(&["add-network-policy", "appa", "appb", "--port", "8080"]);
+    ctl.ok(&[
+        "add-network-policy",
+        "appa",
+        "appb",
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+    ]);
     let (waited, view) = watch.join().unwrap();
     assert!(
         waited < Duration::from_secs(20),

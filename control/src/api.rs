@@ -481,6 +481,11 @@ pub async fn handle<B: ReqBody>(
         "x-xss-protection",
         HeaderValue::from_static("1; mode=block"),
     );
+    h.insert("x-frame-options", HeaderValue::from_static("deny"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
     r
 }
 
@@ -498,7 +503,13 @@ async fn route<B: ReqBody>(
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
     debug!(%method, %path, cell = ?peer.map(|p| &p.cn), "request");
-    // Without a token, as CF's: uptime and health.
+    // Without a token, as CF's: uptime, health and CORS preflights.
+    if method == Method::OPTIONS {
+        let raw = req.uri().path();
+        if let Some(r) = crate::cf_api::options(if raw.is_empty() { "/" } else { raw }) {
+            return r;
+        }
+    }
     match (&method, segs.as_slice()) {
         (&Method::GET, [] | ["networking"]) => return crate::cf_api::uptime(ctx),
         (&Method::GET, ["health"]) => return crate::cf_api::health(ctx).await,
@@ -547,6 +558,17 @@ async fn route<B: ReqBody>(
     }
     // Platform endpoints: the admin's; a `network.write` user may look up the apps it manages
     // (to name them in policies).
+    if let (&Method::GET, ["v1", "whoami"]) = (&method, segs.as_slice()) {
+        return typed(
+            StatusCode::OK,
+            &c2c_api::client::WhoAmIScope {
+                who: c2c_api::types::WhoAmI {
+                    subject: caller.user.clone(),
+                },
+                scope: caller.scope,
+            },
+        );
+    }
     if !caller.is_admin() {
         return match (&method, segs.as_slice()) {
             (&Method::GET, ["v1", "apps"]) => match ctx.with_state(|s| s.apps()).await {

@@ -42,6 +42,55 @@ pub(crate) async fn health(ctx: &Ctx) -> Response<Full<Bytes>> {
     }
 }
 
+/// The external routes of CF's policy server (`cmd/policy-server/main.go`), in its order.
+const EXTERNAL_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/networking"),
+    ("GET", "/health"),
+    ("GET", "/networking/:version/external/whoami"),
+    ("POST", "/networking/:version/external/policies"),
+    ("POST", "/networking/:version/external/policies/delete"),
+    ("GET", "/networking/:version/external/policies"),
+    ("POST", "/networking/:version/external/policies/cleanup"),
+    ("GET", "/networking/:version/external/tags"),
+];
+
+fn route_matches(pattern: &str, path: &str) -> bool {
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == q.len()
+        && p.iter().zip(&q).all(|(p, q)| match p.strip_prefix(':') {
+            // rata's `:param` as CF's CORS wrapper matches it: `\w+`.
+            Some(_) => !q.is_empty() && q.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            None => p == q,
+        })
+}
+
+/// `OPTIONS` on an external route, as CF's CORS wrapper answers it (with no allowed origins
+/// configured): the route's methods and `authorization` as the allowed header. `None` when
+/// no external route has this path.
+pub(crate) fn options(path: &str) -> Option<Response<Full<Bytes>>> {
+    let mut methods: Vec<&str> = EXTERNAL_ROUTES
+        .iter()
+        .filter(|(_, p)| route_matches(p, path))
+        .map(|(m, _)| *m)
+        .collect();
+    if methods.is_empty() {
+        return None;
+    }
+    methods.push("OPTIONS");
+    let mut r = Response::new(Full::new(Bytes::new()));
+    let h = r.headers_mut();
+    h.insert(
+        "access-control-allow-methods",
+        hyper::header::HeaderValue::from_str(&methods.join(",")).ok()?,
+    );
+    h.insert(
+        "access-control-allow-headers",
+        hyper::header::HeaderValue::from_static("authorization"),
+    );
+    Some(r)
+}
+
 /// A duration as Go's `time.Duration.String` prints it: `1h2m3.5s`, `2.5s`, `350ms`.
 pub fn go_duration(d: std::time::Duration) -> String {
     let ns = d.as_nanos();

@@ -310,6 +310,27 @@ fn the_rest_of_cfs_external_api() {
     }
     let (code, _, raw) = api.raw(Method::GET, "/health", &[], None, b"");
     assert_eq!((code, raw.len()), (StatusCode::OK, 0));
+    // CORS preflight, as CF's wrapper answers it with no allowed origins configured.
+    let (code, h, _) = api.raw(
+        Method::OPTIONS,
+        "/networking/v1/external/policies",
+        &[],
+        None,
+        b"",
+    );
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(h["access-control-allow-methods"], "POST,GET,OPTIONS");
+    assert_eq!(h["access-control-allow-headers"], "authorization");
+    assert_eq!(h["x-frame-options"], "deny");
+    let (_, h, _) = api.raw(
+        Method::OPTIONS,
+        "/networking/v0/external/tags",
+        &[],
+        None,
+        b"",
+    );
+    assert_eq!(h["access-control-allow-methods"], "GET,OPTIONS");
+    assert!(h.get("access-control-allow-origin").is_none());
 
     // whoami, tags (fixed-width upper-case hex) and cleanup, for an admin.
     assert_eq!(

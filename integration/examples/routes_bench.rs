@@ -67,7 +67,15 @@ fn run(dir: &Path, rounds: usize) {
     c2c(dir, &["push", "appB", "--no-route", "--cell", "cell2"]);
     c2c(
         dir,
-        &["add-network-policy", "appA", "appB", "--port", "61443"],
+        &[
+            "add-network-policy",
+            "appA",
+            "appB",
+            "--protocol",
+            "tcp",
+            "--port",
+            "61443",
+        ],
     );
     let inst = |app: &str| -> serde_json::Value {
         serde_json::from_slice(

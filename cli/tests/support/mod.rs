@@ -68,11 +68,19 @@ impl Control {
     }
 
     pub fn c2c(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_c2c"))
-            .args(args)
+        self.c2c_as(None, args)
+    }
+
+    /// `c2c ARGS` with a user's token in C2C_TOKEN (or the state dir's admin token).
+    pub fn c2c_as(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_c2c"));
+        c.args(args)
             .env("C2C_STATE_DIR", self.dir.path())
-            .output()
-            .unwrap()
+            .env_remove("C2C_TOKEN");
+        if let Some(t) = token {
+            c.env("C2C_TOKEN", t);
+        }
+        c.output().unwrap()
     }
 
     pub fn ok(&self, args: &[&str]) -> String {

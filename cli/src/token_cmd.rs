@@ -1,0 +1,94 @@
+//! `c2c token create|revoke` and `c2c tokens`: users' tokens with Cloud Foundry's scopes.
+
+use std::path::Path;
+
+use anyhow::Result;
+use c2c_api::types::{Scope, TokenRequest};
+use clap::Subcommand;
+
+/// `c2c token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token for USER and print it (it is shown this once: control keeps its hash).
+    Create {
+        /// The user the token speaks for.
+        user: String,
+        /// network.write (the policies of the --app apps, within the policy quota) or
+        /// network.admin (everything).
+        #[arg(long, default_value = "network.write")]
+        scope: Scope,
+        /// An app the user may manage (name or GUID); repeatable. Grants add up across tokens.
+        #[arg(long = "app")]
+        apps: Vec<String>,
+    },
+    /// Revoke every token of USER and its app grants.
+    Revoke {
+        /// The user.
+        user: String,
+    },
+}
+
+fn with_client<T>(
+    dir: &Path,
+    f: impl AsyncFnOnce(&c2c_api::client::Client) -> Result<T>,
+) -> Result<T> {
+    let c = c2c_platform::client(dir)?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f(&c))
+}
+
+/// Runs `c2c token ...`.
+pub fn run(dir: &Path, cmd: TokenCommand) -> Result<()> {
+    with_client(dir, async |c| match cmd {
+        TokenCommand::Create { user, scope, apps } => {
+            if scope == Scope::Write && apps.is_empty() {
+                eprintln!("note: no --app given: {user} may manage no app until granted one");
+            }
+            let t = c.create_token(&TokenRequest { user, scope, apps }).await?;
+            eprintln!(
+                "Created a {} token for {} ({} app(s)); use it with C2C_TOKEN=<token> c2c ...:",
+                t.scope,
+                t.user,
+                t.apps.len()
+            );
+            println!("{}", t.token);
+            Ok(())
+        }
+        TokenCommand::Revoke { user } => {
+            c.revoke_tokens(&user).await?;
+            println!("Revoked every token of {user}");
+            Ok(())
+        }
+    })
+}
+
+/// `c2c tokens`: a table.
+pub fn list(dir: &Path) -> Result<()> {
+    with_client(dir, async |c| {
+        let names: std::collections::HashMap<_, _> = c
+            .apps()
+            .await?
+            .into_iter()
+            .map(|a| (a.guid, a.name))
+            .collect();
+        println!("{:<20} {:<14} {:>6}   apps", "user", "scope", "tokens");
+        for u in c.users().await? {
+            let mut apps: Vec<String> = u
+                .apps
+                .iter()
+                .map(|g| names.get(g).cloned().unwrap_or_else(|| g.to_string()))
+                .collect();
+            apps.sort();
+            println!(
+                "{:<20} {:<14} {:>6}   {}",
+                u.user,
+                u.scope,
+                u.tokens,
+                apps.join(", ")
+            );
+        }
+        Ok(())
+    })
+}
