@@ -319,7 +319,7 @@ pub(crate) fn state_error(e: StateError) -> Response<Full<Bytes>> {
         StateError::NoLease(_) => error(StatusCode::NOT_FOUND, e),
         StateError::Forbidden(_) => error(StatusCode::FORBIDDEN, e),
         StateError::TagsExhausted | StateError::NoSubnet(_) => error(StatusCode::CONFLICT, e),
-        StateError::Db(_) | StateError::Internal(_) => {
+        StateError::Db(_) | StateError::Pg(_) | StateError::Internal(_) => {
             warn!(error = %e, "state store failure");
             error(StatusCode::INTERNAL_SERVER_ERROR, "state store failure")
         }

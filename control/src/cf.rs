@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension};
+use crate::db::OptionalExt;
+use crate::params;
 
 use crate::state::{lowest_free_tag, Policy, State, StateError};
 use c2c_api::types::Tag;
@@ -21,7 +22,7 @@ impl State {
             .prepare(
                 "SELECT guid, tag, 'app' FROM apps UNION ALL SELECT guid, tag, type FROM tag_groups ORDER BY 2",
             )?
-            .query_map([], |r| {
+            .query_map((), |r| {
                 Ok(Tag {
                     id: r.get(0)?,
                     tag: Tag::hex(r.get(1)?),
@@ -66,7 +67,7 @@ impl State {
             }
             let used: Vec<u16> = tx
                 .prepare("SELECT tag FROM apps UNION SELECT tag FROM tag_groups ORDER BY 1")?
-                .query_map([], |r| r.get(0))?
+                .query_map((), |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             let t = lowest_free_tag(&used).ok_or(StateError::TagsExhausted)?;
             tx.execute(
@@ -80,9 +81,8 @@ impl State {
     /// When a policy was last added or removed: Unix nanoseconds (millisecond resolution),
     /// strictly increasing with every change; 0 if none ever was.
     pub fn policies_last_updated(&self) -> Result<i64, StateError> {
-        Ok(self
-            .db
-            .query_row("SELECT last_updated FROM policies_info", [], |r| r.get(0))?)
+        self.db
+            .query_row("SELECT last_updated FROM policies_info", (), |r| r.get(0))
     }
 
     /// Deletes the policies whose source or destination app no longer exists, and returns

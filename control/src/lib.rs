@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cf;
 pub mod cf_api;
+pub mod db;
 pub mod serve_cmd;
 pub mod state;
 pub mod tokens;

@@ -6,10 +6,11 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::db::{Db, Engine, OptionalExt, Row};
+use crate::params;
 pub use c2c_api::net::{PortRange, Protocol, Subnet};
 pub use c2c_api::types::Placement;
 pub use c2c_api::{App, AppGuid, CellName, Instance, Lease, Policy, Revision, Route};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 /// A state operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,9 @@ pub enum StateError {
     /// SQLite failed.
     #[error("state store: {0}")]
     Db(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[error("state store: {0}")]
+    Pg(#[from] postgres::Error),
     /// No app of that name or GUID.
     #[error("app {0} not found")]
     UnknownApp(String),
@@ -52,12 +56,13 @@ pub enum StateError {
 /// The platform state in one SQLite database (WAL): apps, instances, policies, routes, leases,
 /// cell identities and the revision every change bumps. Writes run in immediate transactions.
 pub struct State {
-    pub(crate) db: Connection,
+    pub(crate) db: Db,
     overlay: (Ipv4Addr, u8),
     lease_ttl_secs: u64,
 }
 
-const MIGRATIONS: &[&str] = &[
+/// The schema's migrations in SQLite's dialect.
+const SQLITE_MIGRATIONS: &[&str] = &[
     // 1: the first schema.
     "CREATE TABLE revision (id INTEGER PRIMARY KEY CHECK (id = 1), rev INTEGER NOT NULL);
      INSERT INTO revision VALUES (1, 0);
@@ -97,12 +102,12 @@ const MIGRATIONS: &[&str] = &[
     // 4: Cloud Foundry's policy server: users' tokens (hashed) and the apps each may manage;
     // tags for groups that are not apps (`PUT /internal/tags`, e.g. the router); when the
     // policies last changed (`policies_last_updated`, Unix nanoseconds, strictly increasing).
-    "CREATE TABLE tokens (hash TEXT PRIMARY KEY, user TEXT NOT NULL, scope TEXT NOT NULL,
+    "CREATE TABLE tokens (hash TEXT PRIMARY KEY, username TEXT NOT NULL, scope TEXT NOT NULL,
         created_at INTEGER NOT NULL);
-     CREATE INDEX tokens_by_user ON tokens(user);
-     CREATE TABLE grants (user TEXT NOT NULL,
+     CREATE INDEX tokens_by_user ON tokens(username);
+     CREATE TABLE grants (username TEXT NOT NULL,
         app_guid TEXT NOT NULL REFERENCES apps(guid) ON DELETE CASCADE,
-        PRIMARY KEY (user, app_guid));
+        PRIMARY KEY (username, app_guid));
      CREATE TABLE tag_groups (guid TEXT NOT NULL, type TEXT NOT NULL, tag INTEGER NOT NULL UNIQUE,
         PRIMARY KEY (guid, type));
      CREATE TABLE policies_info (id INTEGER PRIMARY KEY CHECK (id = 1), last_updated INTEGER NOT NULL);
@@ -116,6 +121,59 @@ const MIGRATIONS: &[&str] = &[
             CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) * 1000000);
      END;",
 ];
+/// The same migrations in PostgreSQL's dialect, version for version (integers are BIGINT, so
+/// every value binds as one 64-bit type). PostgreSQL starts at today's schema: its step 1 is
+/// what SQLite's steps 1-3 add up to.
+const POSTGRES_MIGRATIONS: &[&str] = &[
+    "CREATE TABLE revision (id BIGINT PRIMARY KEY CHECK (id = 1), rev BIGINT NOT NULL);
+     INSERT INTO revision VALUES (1, 0);
+     CREATE TABLE apps (guid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, tag BIGINT NOT NULL UNIQUE);
+     CREATE TABLE instances (guid TEXT PRIMARY KEY,
+        app_guid TEXT NOT NULL REFERENCES apps(guid) ON DELETE CASCADE,
+        idx BIGINT NOT NULL, cell TEXT NOT NULL, ip TEXT,
+        UNIQUE (app_guid, idx));
+     CREATE INDEX instances_by_cell_v3 ON instances(cell);
+     CREATE UNIQUE INDEX instances_by_ip ON instances(ip) WHERE ip IS NOT NULL;
+     CREATE TABLE policies (id BIGSERIAL PRIMARY KEY,
+        source TEXT NOT NULL REFERENCES apps(guid) ON DELETE CASCADE,
+        destination TEXT NOT NULL REFERENCES apps(guid) ON DELETE CASCADE,
+        protocol TEXT NOT NULL, start_port BIGINT NOT NULL, end_port BIGINT NOT NULL,
+        UNIQUE (source, destination, protocol, start_port, end_port));
+     CREATE INDEX policies_by_destination ON policies(destination);
+     CREATE TABLE cells (name TEXT PRIMARY KEY, underlay_ip TEXT NOT NULL,
+        subnet TEXT NOT NULL UNIQUE, renewed_at BIGINT NOT NULL);
+     CREATE TABLE domains (name TEXT PRIMARY KEY);
+     INSERT INTO domains VALUES ('apps.internal');
+     CREATE TABLE routes (host TEXT NOT NULL,
+        domain TEXT NOT NULL REFERENCES domains(name) ON DELETE CASCADE,
+        app_guid TEXT NOT NULL REFERENCES apps(guid) ON DELETE CASCADE,
+        PRIMARY KEY (host, domain, app_guid));
+     CREATE TABLE cell_identities (name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL,
+        registered_at BIGINT NOT NULL);",
+    "",
+    "",
+    "CREATE TABLE tokens (hash TEXT PRIMARY KEY, username TEXT NOT NULL, scope TEXT NOT NULL,
+        created_at BIGINT NOT NULL);
+     CREATE INDEX tokens_by_user ON tokens(username);
+     CREATE TABLE grants (username TEXT NOT NULL,
+        app_guid TEXT NOT NULL REFERENCES apps(guid) ON DELETE CASCADE,
+        PRIMARY KEY (username, app_guid));
+     CREATE TABLE tag_groups (guid TEXT NOT NULL, type TEXT NOT NULL, tag BIGINT NOT NULL UNIQUE,
+        PRIMARY KEY (guid, type));
+     CREATE TABLE policies_info (id BIGINT PRIMARY KEY CHECK (id = 1), last_updated BIGINT NOT NULL);
+     INSERT INTO policies_info VALUES (1, 0);
+     CREATE FUNCTION c2c_policies_touched() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        UPDATE policies_info SET last_updated = GREATEST(last_updated + 1,
+            (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT * 1000000);
+        RETURN NULL;
+     END $$;
+     CREATE TRIGGER policies_touched AFTER INSERT OR DELETE ON policies
+        FOR EACH ROW EXECUTE FUNCTION c2c_policies_touched();",
+];
+
+/// The channel a PostgreSQL write announces a new revision on (`NOTIFY`, sent at commit).
+pub const REVISION_CHANNEL: &str = "c2c_revision";
 
 fn now() -> i64 {
     SystemTime::now()
@@ -157,22 +215,23 @@ pub fn lowest_free_tag(used: &[u16]) -> Option<u16> {
 }
 
 impl State {
-    /// Opens (creating and migrating) the store at `path`.
+    /// Opens (creating and migrating) the SQLite store at `path`.
     pub fn open(
         path: &Path,
         overlay: (Ipv4Addr, u8),
         lease_ttl_secs: u64,
     ) -> Result<Self, StateError> {
-        let mut db = Connection::open(path)?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
-        db.pragma_update(None, "foreign_keys", "ON")?;
-        db.pragma_update(None, "synchronous", "NORMAL")?;
-        db.busy_timeout(std::time::Duration::from_secs(5))?;
-        let version: i64 = db.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let tx = db.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let db = Db::new(Engine::Sqlite(conn));
+        let tx = db.begin_write()?;
+        let version: i64 = tx.query_row("PRAGMA user_version", (), |r| r.get(0))?;
+        for (i, m) in SQLITE_MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(m)?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         }
         tx.commit()?;
         Ok(Self {
@@ -182,26 +241,89 @@ impl State {
         })
     }
 
+    /// Opens (creating and migrating) the store in the PostgreSQL database at `url`
+    /// (`postgres://USER@HOST:PORT/DB`). Replicas starting together migrate one at a time (the
+    /// migration holds the writers' lock).
+    pub fn open_postgres(
+        url: &str,
+        overlay: (Ipv4Addr, u8),
+        lease_ttl_secs: u64,
+    ) -> Result<Self, StateError> {
+        let client = postgres::Client::connect(url, postgres::NoTls)?;
+        let db = Db::new(Engine::Postgres(client));
+        let tx = db.begin_write()?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS c2c_schema (version BIGINT NOT NULL)")?;
+        let version: i64 = match tx
+            .query_row("SELECT version FROM c2c_schema", (), |r| r.get(0))
+            .optional()?
+        {
+            Some(v) => v,
+            None => {
+                tx.execute("INSERT INTO c2c_schema VALUES (0)", ())?;
+                0
+            }
+        };
+        for (i, m) in POSTGRES_MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(version as usize)
+        {
+            if !m.is_empty() {
+                tx.execute_batch(m)?;
+            }
+            tx.execute("UPDATE c2c_schema SET version = ?", [i as i64 + 1])?;
+        }
+        tx.commit()?;
+        Ok(Self {
+            db,
+            overlay,
+            lease_ttl_secs,
+        })
+    }
+
+    /// Opens `database`: a `postgres://` (or `postgresql://`) URL, else a SQLite file path.
+    pub fn open_any(
+        database: &str,
+        overlay: (Ipv4Addr, u8),
+        lease_ttl_secs: u64,
+    ) -> Result<Self, StateError> {
+        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            Self::open_postgres(database, overlay, lease_ttl_secs)
+        } else {
+            Self::open(
+                Path::new(database.strip_prefix("sqlite:").unwrap_or(database)),
+                overlay,
+                lease_ttl_secs,
+            )
+        }
+    }
+
+    /// Whether the store is PostgreSQL (shared by replicas).
+    pub fn is_postgres(&self) -> bool {
+        self.db.is_postgres()
+    }
+
     /// The current revision.
     pub fn revision(&self) -> Result<Revision, StateError> {
         Ok(Revision(
             self.db
-                .query_row("SELECT rev FROM revision", [], |r| r.get::<_, i64>(0))?
-                as u64,
+                .query_row("SELECT rev FROM revision", (), |r| r.get::<i64>(0))? as u64,
         ))
     }
 
     /// Runs `f` in a write transaction and bumps the revision if `f` reports a change.
     pub(crate) fn write<T>(
         &mut self,
-        f: impl FnOnce(&rusqlite::Transaction) -> Result<(T, bool), StateError>,
+        f: impl FnOnce(&crate::db::Tx) -> Result<(T, bool), StateError>,
     ) -> Result<T, StateError> {
-        let tx = self
-            .db
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.db.begin_write()?;
         let (out, changed) = f(&tx)?;
         if changed {
-            tx.execute("UPDATE revision SET rev = rev + 1", [])?;
+            tx.execute("UPDATE revision SET rev = rev + 1", ())?;
+            if tx.is_postgres() {
+                // Delivered at commit to every replica listening: their watches wake.
+                tx.execute_batch(&format!("NOTIFY {REVISION_CHANNEL}"))?;
+            }
         }
         tx.commit()?;
         Ok(out)
@@ -221,7 +343,7 @@ impl State {
             // Apps and other groups (`PUT /internal/tags`) share one tag space.
             let used: Vec<u16> = tx
                 .prepare("SELECT tag FROM apps UNION SELECT tag FROM tag_groups ORDER BY 1")?
-                .query_map([], |r| r.get(0))?
+                .query_map((), |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             let tag = lowest_free_tag(&used).ok_or(StateError::TagsExhausted)?;
             let app = App {
@@ -231,7 +353,7 @@ impl State {
             };
             tx.execute(
                 "INSERT INTO apps (guid, name, tag) VALUES (?, ?, ?)",
-                params![app.guid.as_str(), app.name, app.tag],
+                params![app.guid.as_str(), &app.name, app.tag],
             )?;
             Ok((app, true))
         })
@@ -253,14 +375,14 @@ impl State {
         let mut st = self
             .db
             .prepare("SELECT guid, name, tag FROM apps ORDER BY name")?;
-        let rows = st.query_map([], |r| {
+        let rows = st.query_map((), |r| {
             Ok(App {
                 guid: parsed(r, 0)?,
                 name: r.get(1)?,
                 tag: r.get(2)?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 
     /// The app named `name` or with GUID `name`.
@@ -292,7 +414,7 @@ impl State {
                     }
                 }
                 added += tx.execute(
-                    "INSERT OR IGNORE INTO policies (source, destination, protocol, start_port, end_port) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO policies (source, destination, protocol, start_port, end_port) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     params![p.source.as_str(), p.destination.as_str(), p.protocol.as_str(), p.ports.start(), p.ports.end()],
                 )?;
             }
@@ -320,18 +442,13 @@ impl State {
             "SELECT source, destination, protocol, start_port, end_port FROM policies ORDER BY source, destination, protocol, start_port",
         )?;
         let all: Vec<Policy> = st
-            .query_map([], |r| {
+            .query_map((), |r| {
                 Ok(Policy {
                     source: parsed(r, 0)?,
                     destination: parsed(r, 1)?,
                     protocol: parsed(r, 2)?,
-                    ports: PortRange::new(r.get(3)?, r.get(4)?).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            3,
-                            rusqlite::types::Type::Integer,
-                            e.into(),
-                        )
-                    })?,
+                    ports: PortRange::new(r.get(3)?, r.get(4)?)
+                        .map_err(|e| StateError::Internal(format!("stored ports: {e}")))?,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -387,7 +504,7 @@ impl State {
             };
             tx.execute(
                 "INSERT INTO instances (guid, app_guid, idx, cell, ip) VALUES (?, ?, ?, ?, NULL)",
-                params![p.guid, p.app_guid.as_str(), p.index, p.cell.as_str()],
+                params![&p.guid, p.app_guid.as_str(), p.index, p.cell.as_str()],
             )?;
             // Nothing a cell routes or resolves changed until the instance is confirmed.
             Ok((p, false))
@@ -531,16 +648,13 @@ impl State {
                 app_guid: parsed(r, 1)?,
                 index: r.get(2)?,
                 cell: parsed(r, 3)?,
-                ip: ip.map(|ip| ip.parse()).transpose().map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        4,
-                        rusqlite::types::Type::Text,
-                        Box::new(e),
-                    )
-                })?,
+                ip: ip
+                    .map(|ip| ip.parse())
+                    .transpose()
+                    .map_err(|e| StateError::Internal(format!("stored address: {e}")))?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 
     /// Registers cell `name` with the SHA-256 fingerprint (hex) of the client certificate just
@@ -562,7 +676,7 @@ impl State {
         Ok(self
             .db
             .prepare_cached("SELECT fingerprint FROM cell_identities WHERE name = ?")?
-            .query_row([name], |r| r.get::<_, String>(0))
+            .query_row([name], |r| r.get::<String>(0))
             .optional()?
             .is_some_and(|f| constant_time_eq(f.as_bytes(), fingerprint.as_bytes())))
     }
@@ -572,8 +686,8 @@ impl State {
         let mut st = self
             .db
             .prepare("SELECT name FROM cell_identities ORDER BY name")?;
-        let rows = st.query_map([], |r| parsed(r, 0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = st.query_map((), |r| parsed(r, 0))?;
+        rows.collect::<Result<_, _>>()
     }
 
     /// Revokes cell `name`: its certificate is refused from now on, its lease is freed (the
@@ -623,7 +737,7 @@ impl State {
                 return Ok((Lease { cell: cell_name(cell)?, underlay_ip, subnet, renewed_at: t }, true));
             }
             let taken: std::collections::BTreeSet<Subnet> =
-                tx.prepare("SELECT subnet FROM cells")?.query_map([], |r| parsed(r, 0))?.collect::<Result<_, _>>()?;
+                tx.prepare("SELECT subnet FROM cells")?.query_map((), |r| parsed(r, 0))?.collect::<Result<_, _>>()?;
             let count = 1u32 << (24 - prefix.min(24));
             let base = u32::from(net);
             let free = (0..count)
@@ -652,7 +766,7 @@ impl State {
     /// Renews `cell`'s lease. Renewal alone does not bump the revision (nothing a cell routes on
     /// changed).
     pub fn renew_lease(&mut self, cell: &str) -> Result<Lease, StateError> {
-        let tx = self.db.transaction()?;
+        let tx = self.db.begin_write()?;
         let n = tx.execute(
             "UPDATE cells SET renewed_at = ? WHERE name = ?",
             params![now(), cell],
@@ -680,22 +794,18 @@ impl State {
         let mut st = self
             .db
             .prepare("SELECT name, underlay_ip, subnet, renewed_at FROM cells ORDER BY name")?;
-        let rows = st.query_map([], |r| {
+        let rows = st.query_map((), |r| {
             let ip: String = r.get(1)?;
             Ok(Lease {
                 cell: parsed(r, 0)?,
-                underlay_ip: ip.parse().map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        1,
-                        rusqlite::types::Type::Text,
-                        Box::new(e),
-                    )
-                })?,
+                underlay_ip: ip
+                    .parse()
+                    .map_err(|e| StateError::Internal(format!("stored address: {e}")))?,
                 subnet: parsed(r, 2)?,
                 renewed_at: r.get(3)?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 }
 
@@ -703,8 +813,8 @@ impl State {
     /// Internal domains.
     pub fn domains(&self) -> Result<Vec<String>, StateError> {
         let mut st = self.db.prepare("SELECT name FROM domains ORDER BY name")?;
-        let rows = st.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = st.query_map((), |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()
     }
 
     /// Adds an internal domain (validated, lower-cased); adding one that exists is a no-op.
@@ -716,7 +826,10 @@ impl State {
             .map_err(|e| StateError::Invalid(format!("invalid domain: {e}")))?;
         validate_internal_domain(&name)?;
         self.write(|tx| {
-            let n = tx.execute("INSERT OR IGNORE INTO domains (name) VALUES (?)", [&name])?;
+            let n = tx.execute(
+                "INSERT INTO domains (name) VALUES (?) ON CONFLICT DO NOTHING",
+                [&name],
+            )?;
             Ok((name.clone(), n > 0))
         })
     }
@@ -757,7 +870,7 @@ impl State {
                 return Err(StateError::UnknownApp(app_guid.into()));
             }
             let n = tx.execute(
-                "INSERT OR IGNORE INTO routes (host, domain, app_guid) VALUES (?, ?, ?)",
+                "INSERT INTO routes (host, domain, app_guid) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 params![host, domain, app_guid],
             )?;
             Ok((n > 0, n > 0))
@@ -786,14 +899,14 @@ impl State {
         let mut st = self
             .db
             .prepare("SELECT host, domain, app_guid FROM routes ORDER BY domain, host, app_guid")?;
-        let rows = st.query_map([], |r| {
+        let rows = st.query_map((), |r| {
             Ok(Route {
                 host: r.get(0)?,
                 domain: r.get(1)?,
                 app_guid: parsed(r, 2)?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.collect::<Result<_, _>>()
     }
 }
 
@@ -865,19 +978,14 @@ fn host_of(subnet: &Subnet, ip: Ipv4Addr) -> bool {
 }
 
 /// Column `i` of `r`, stored as text, parsed into `T` (a subnet, a protocol, an address).
-fn parsed<T>(r: &rusqlite::Row, i: usize) -> rusqlite::Result<T>
+fn parsed<T>(r: &Row, i: usize) -> Result<T, StateError>
 where
     T: std::str::FromStr,
     T::Err: std::fmt::Display,
 {
     let text: String = r.get(i)?;
-    text.parse().map_err(|e: T::Err| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            e.to_string().into(),
-        )
-    })
+    text.parse()
+        .map_err(|e: T::Err| StateError::Internal(format!("column {i}: {text:?}: {e}")))
 }
 
 /// Compares two secrets without leaking where they differ.
@@ -1203,7 +1311,7 @@ mod tests {
         // All four taken; with a TTL of 0 they are all expired, so the oldest (cell1) goes.
         s.db.execute(
             "UPDATE cells SET renewed_at = renewed_at - 100 WHERE name = 'cell1'",
-            [],
+            (),
         )
         .unwrap();
         let l5 = s

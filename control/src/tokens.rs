@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{params, OptionalExtension};
+use crate::db::OptionalExt;
+use crate::params;
 
 use crate::state::{State, StateError};
 use c2c_api::types::{Scope, TokenCreated, UserRecord};
@@ -111,19 +112,17 @@ impl State {
                     .optional()?
                     .ok_or_else(|| StateError::UnknownApp(a.clone()))?;
                 tx.execute(
-                    "INSERT OR IGNORE INTO grants (user, app_guid) VALUES (?, ?)",
+                    "INSERT INTO grants (username, app_guid) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     params![user, guid],
                 )?;
             }
             tx.execute(
-                "INSERT INTO tokens (hash, user, scope, created_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO tokens (hash, username, scope, created_at) VALUES (?, ?, ?, ?)",
                 params![hash, user, scope.as_str(), now],
             )?;
             let granted: Vec<AppGuid> = tx
-                .prepare("SELECT app_guid FROM grants WHERE user = ? ORDER BY app_guid")?
-                .query_map([user], |r| {
-                    Ok(AppGuid::from(r.get::<_, String>(0)?.as_str()))
-                })?
+                .prepare("SELECT app_guid FROM grants WHERE username = ? ORDER BY app_guid")?
+                .query_map([user], |r| Ok(AppGuid::from(r.get::<String>(0)?.as_str())))?
                 .collect::<Result<_, _>>()?;
             // Tokens are not part of what cells see: no new revision.
             Ok((granted, false))
@@ -139,8 +138,8 @@ impl State {
     /// Revokes every token of `user` and its grants. Returns how many tokens were revoked.
     pub fn revoke_user(&mut self, user: &str) -> Result<usize, StateError> {
         self.write(|tx| {
-            let n = tx.execute("DELETE FROM tokens WHERE user = ?", [user])?;
-            tx.execute("DELETE FROM grants WHERE user = ?", [user])?;
+            let n = tx.execute("DELETE FROM tokens WHERE username = ?", [user])?;
+            tx.execute("DELETE FROM grants WHERE username = ?", [user])?;
             Ok((n, false))
         })
     }
@@ -150,7 +149,7 @@ impl State {
         let found: Option<(String, String)> = self
             .db
             .query_row(
-                "SELECT user, scope FROM tokens WHERE hash = ?",
+                "SELECT username, scope FROM tokens WHERE hash = ?",
                 [hash],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -161,7 +160,7 @@ impl State {
         let scope: Scope = scope.parse().map_err(StateError::Internal)?;
         let apps = self
             .db
-            .prepare("SELECT app_guid FROM grants WHERE user = ?")?
+            .prepare("SELECT app_guid FROM grants WHERE username = ?")?
             .query_map([&user], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         Ok(Some(Caller { user, scope, apps }))
@@ -171,17 +170,15 @@ impl State {
     pub fn users(&self) -> Result<Vec<UserRecord>, StateError> {
         let rows: Vec<(String, String, i64)> = self
             .db
-            .prepare("SELECT user, MIN(scope), COUNT(*) FROM tokens GROUP BY user ORDER BY user")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .prepare("SELECT username, MIN(scope), COUNT(*) FROM tokens GROUP BY username ORDER BY username")?
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
         rows.into_iter()
             .map(|(user, scope, tokens)| {
                 let apps = self
                     .db
-                    .prepare("SELECT app_guid FROM grants WHERE user = ? ORDER BY app_guid")?
-                    .query_map([&user], |r| {
-                        Ok(AppGuid::from(r.get::<_, String>(0)?.as_str()))
-                    })?
+                    .prepare("SELECT app_guid FROM grants WHERE username = ? ORDER BY app_guid")?
+                    .query_map([&user], |r| Ok(AppGuid::from(r.get::<String>(0)?.as_str())))?
                     .collect::<Result<_, _>>()?;
                 Ok(UserRecord {
                     user,
@@ -217,7 +214,7 @@ mod tests {
         let stored: Vec<String> =
             s.db.prepare("SELECT hash FROM tokens")
                 .unwrap()
-                .query_map([], |r| r.get(0))
+                .query_map((), |r| r.get(0))
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
