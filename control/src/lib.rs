@@ -7,7 +7,9 @@
 pub mod api;
 pub mod cf;
 pub mod cf_api;
+pub mod conformance;
 pub mod db;
+pub mod pg_cluster;
 pub mod serve_cmd;
 pub mod state;
 pub mod tokens;

@@ -1,0 +1,521 @@
+//! The state layer's conformance suite: every scenario runs against each engine (SQLite always;
+//! PostgreSQL in `tests/state_conformance.rs`, on a cluster the test starts), so both backends
+//! keep one behaviour: revisions, tags, leases, routes, policies, cells, tokens.
+#![allow(missing_docs)]
+
+use std::net::Ipv4Addr;
+
+use crate::state::*;
+use c2c_api::net::PortRange;
+use c2c_api::types::{Scope, Tag};
+
+/// Opens the scenario's store (the same one each call) with an overlay and a lease TTL.
+pub type Opener<'a> = &'a dyn Fn((Ipv4Addr, u8), u64) -> State;
+
+/// The overlay most scenarios use.
+pub const OVERLAY: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 255, 0, 0), 16);
+
+/// A named scenario.
+pub type Scenario = (&'static str, fn(Opener));
+
+/// Every scenario, by name.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        (
+            "routes_are_validated_and_follow_apps",
+            routes_are_validated_and_follow_apps,
+        ),
+        (
+            "tags_are_unique_and_reused_after_delete",
+            tags_are_unique_and_reused_after_delete,
+        ),
+        (
+            "every_change_bumps_the_revision_and_no_ops_do_not",
+            every_change_bumps_the_revision_and_no_ops_do_not,
+        ),
+        (
+            "deleting_an_app_drops_its_policies_and_instances",
+            deleting_an_app_drops_its_policies_and_instances,
+        ),
+        (
+            "only_the_placed_cell_confirms_an_instance_at_a_free_address_of_its_lease",
+            only_the_placed_cell_confirms_an_instance_at_a_free_address_of_its_lease,
+        ),
+        (
+            "cells_are_registered_by_fingerprint_and_removal_frees_everything",
+            cells_are_registered_by_fingerprint_and_removal_frees_everything,
+        ),
+        (
+            "leases_need_a_host_address_no_live_cell_holds",
+            leases_need_a_host_address_no_live_cell_holds,
+        ),
+        (
+            "internal_domains_are_private_and_app_names_start_with_a_letter_or_digit",
+            internal_domains_are_private_and_app_names_start_with_a_letter_or_digit,
+        ),
+        (
+            "leases_are_sticky_and_expired_ones_reclaimed_oldest_first",
+            leases_are_sticky_and_expired_ones_reclaimed_oldest_first,
+        ),
+        (
+            "tags_share_one_space_and_print_as_cf_does",
+            tags_share_one_space_and_print_as_cf_does,
+        ),
+        (
+            "last_updated_moves_on_every_policy_change_only",
+            last_updated_moves_on_every_policy_change_only,
+        ),
+        (
+            "tokens_are_kept_hashed_and_grants_follow_apps",
+            tokens_are_kept_hashed_and_grants_follow_apps,
+        ),
+    ]
+}
+
+#[allow(clippy::module_inception)]
+mod scenarios_impl {
+    use super::*;
+    use crate::tokens::sha256_hex;
+
+    /// A conformance scenario.
+    pub fn routes_are_validated_and_follow_apps(open: Opener) {
+        let mut s = open(OVERLAY, 60);
+        let b = s.create_app("appb").unwrap();
+        let c = s.create_app("appc").unwrap();
+        let r0 = s.revision().unwrap();
+        assert!(s.map_route(&b.guid, "apps.internal", "AppB").unwrap());
+        assert!(
+            !s.map_route(&b.guid, "apps.internal", "appb").unwrap(),
+            "mapping twice is a no-op"
+        );
+        assert!(
+            s.map_route(&c.guid, "apps.internal", "appb").unwrap(),
+            "several apps per route"
+        );
+        assert_eq!(s.revision().unwrap(), Revision(r0.0 + 2));
+        assert!(matches!(
+            s.map_route(&b.guid, "apps.internal", "bad_host!"),
+            Err(StateError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.map_route(&b.guid, "example.com", "x"),
+            Err(StateError::Invalid(_))
+        ));
+        s.create_domain("Other.Internal").unwrap();
+        assert!(s.map_route(&b.guid, "other.internal", "x").unwrap());
+        assert_eq!(s.routes().unwrap().len(), 3);
+        assert!(s.unmap_route(&b.guid, "apps.internal", "appb").unwrap());
+        assert!(!s.unmap_route(&b.guid, "apps.internal", "appb").unwrap());
+        s.delete_app(&c.guid).unwrap();
+        assert_eq!(
+            s.routes().unwrap(),
+            vec![Route {
+                host: "x".into(),
+                domain: "other.internal".into(),
+                app_guid: b.guid.clone()
+            }]
+        );
+    }
+
+    /// A conformance scenario.
+    pub fn tags_are_unique_and_reused_after_delete(open: Opener) {
+        let mut s = open(OVERLAY, 60);
+        let a = s.create_app("appa").unwrap();
+        let b = s.create_app("appb").unwrap();
+        let c = s.create_app("appc").unwrap();
+        assert_eq!((a.tag, b.tag, c.tag), (1, 2, 3));
+        assert!(matches!(
+            s.create_app("appa"),
+            Err(StateError::AppExists(_))
+        ));
+        s.delete_app(&b.guid).unwrap();
+        assert_eq!(
+            s.create_app("appd").unwrap().tag,
+            2,
+            "the freed tag is reused"
+        );
+        assert_eq!(lowest_free_tag(&[]), Some(1));
+        assert_eq!(lowest_free_tag(&(1..=65535).collect::<Vec<_>>()), None);
+        assert!(matches!(
+            s.create_app("bad name"),
+            Err(StateError::Invalid(_))
+        ));
+    }
+
+    /// A conformance scenario.
+    pub fn every_change_bumps_the_revision_and_no_ops_do_not(open: Opener) {
+        let mut s = open(OVERLAY, 60);
+        let r0 = s.revision().unwrap();
+        let a = s.create_app("a").unwrap();
+        let b = s.create_app("b").unwrap();
+        let p = Policy {
+            source: a.guid.clone(),
+            destination: b.guid.clone(),
+            protocol: Protocol::Tcp,
+            ports: c2c_api::net::PortRange::new(8080, 8080).unwrap(),
+        };
+        assert_eq!(s.add_policies(std::slice::from_ref(&p)).unwrap(), 1);
+        let r1 = s.revision().unwrap();
+        assert_eq!(r1, Revision(r0.0 + 3));
+        assert_eq!(
+            s.add_policies(std::slice::from_ref(&p)).unwrap(),
+            0,
+            "creating an existing policy is a no-op"
+        );
+        assert_eq!(s.revision().unwrap(), r1);
+        assert_eq!(
+            s.policies(Some(&[b.guid.to_string()])).unwrap(),
+            vec![p.clone()]
+        );
+        assert_eq!(s.delete_policies(std::slice::from_ref(&p)).unwrap(), 1);
+        assert_eq!(s.revision().unwrap(), Revision(r1.0 + 1));
+        let unknown = Policy {
+            source: "nope".into(),
+            ..p
+        };
+        assert!(matches!(
+            s.add_policies(&[unknown]),
+            Err(StateError::UnknownApp(_))
+        ));
+    }
+
+    /// A conformance scenario.
+    pub fn deleting_an_app_drops_its_policies_and_instances(open: Opener) {
+        let mut s = open(OVERLAY, 60);
+        let a = s.create_app("a").unwrap();
+        let b = s.create_app("b").unwrap();
+        s.add_policies(&[Policy {
+            source: a.guid.clone(),
+            destination: b.guid.clone(),
+            protocol: Protocol::Udp,
+            ports: c2c_api::net::PortRange::new(1, 9).unwrap(),
+        }])
+        .unwrap();
+        s.acquire_lease("cell1", "192.0.2.1".parse().unwrap())
+            .unwrap();
+        let i = s.place_instance(&b.guid, "cell1", None).unwrap();
+        s.confirm_instance("cell1", &i.guid, &b.guid, 0, "10.255.0.1".parse().unwrap())
+            .unwrap();
+        assert_eq!(s.instances(None).unwrap().len(), 1);
+        s.delete_app(&b.guid).unwrap();
+        assert!(s.policies(None).unwrap().is_empty());
+        assert!(s.instances(None).unwrap().is_empty());
+    }
+
+    /// A conformance scenario.
+    pub fn only_the_placed_cell_confirms_an_instance_at_a_free_address_of_its_lease(open: Opener) {
+        let mut s = open(OVERLAY, 60);
+        let a = s.create_app("a").unwrap();
+        let b = s.create_app("b").unwrap();
+        let l1 = s
+            .acquire_lease("cell1", "192.0.2.1".parse().unwrap())
+            .unwrap();
+        s.acquire_lease("cell2", "192.0.2.2".parse().unwrap())
+            .unwrap();
+        assert_eq!(l1.subnet.to_string(), "10.255.0.0/24");
+        let i = s.place_instance(&a.guid, "cell1", None).unwrap();
+        assert_eq!(i.index, 0);
+        assert!(
+            s.instances(None).unwrap().is_empty(),
+            "placed, not running yet"
+        );
+        let rev = s.revision().unwrap();
+        let ip = |x: &str| x.parse::<Ipv4Addr>().unwrap();
+        // A GUID nobody placed, another cell, another app, another index: all refused.
+        for (cell, guid, app, idx, addr) in [
+            ("cell1", "www.example.com", &a.guid, 0, "10.255.0.5"),
+            ("cell2", i.guid.as_str(), &a.guid, 0, "10.255.1.5"),
+            ("cell1", i.guid.as_str(), &b.guid, 0, "10.255.0.5"),
+            ("cell1", i.guid.as_str(), &a.guid, 3, "10.255.0.5"),
+        ] {
+            let e = s
+                .confirm_instance(cell, guid, app, idx, ip(addr))
+                .unwrap_err();
+            assert!(matches!(e, StateError::Forbidden(_)), "{cell} {guid}: {e}");
+        }
+        // Addresses outside the cell's own lease: another cell's, the VTEP's, the broadcast,
+        // a public one.
+        for addr in [
+            "10.255.1.5",
+            "10.255.0.0",
+            "10.255.0.255",
+            "127.0.0.1",
+            "8.8.8.8",
+        ] {
+            let e = s
+                .confirm_instance("cell1", &i.guid, &a.guid, 0, ip(addr))
+                .unwrap_err();
+            assert!(
+                e.to_string().contains("not a container address"),
+                "{addr}: {e}"
+            );
+        }
+        assert_eq!(s.revision().unwrap(), rev, "refusals change nothing");
+        // Positive control: the placed cell confirms at a free address of its lease.
+        s.confirm_instance("cell1", &i.guid, &a.guid, 0, ip("10.255.0.5"))
+            .unwrap();
+        assert_eq!(s.instances(None).unwrap()[0].ip, ip("10.255.0.5"));
+        // The address is taken now.
+        let j = s.place_instance(&b.guid, "cell1", None).unwrap();
+        assert!(matches!(
+            s.confirm_instance("cell1", &j.guid, &b.guid, 0, ip("10.255.0.5")),
+            Err(StateError::Conflict(_))
+        ));
+        // Another cell can neither withdraw nor take it; its own cell can withdraw it.
+        assert!(matches!(
+            s.unconfirm_instance("cell2", &i.guid),
+            Err(StateError::Forbidden(_))
+        ));
+        assert_eq!(s.instances(None).unwrap().len(), 1);
+        assert!(s.unconfirm_instance("cell1", &i.guid).unwrap());
+        assert!(s.instances(None).unwrap().is_empty());
+        assert_eq!(s.placements(None).unwrap().len(), 2, "placements stay");
+        // Indexes are unique per app.
+        assert!(matches!(
+            s.place_instance(&a.guid, "cell2", Some(0)),
+            Err(StateError::Conflict(_))
+        ));
+        assert!(s.remove_instance(&i.guid).unwrap());
+        assert_eq!(s.place_instance(&a.guid, "cell2", None).unwrap().index, 0);
+    }
+
+    /// A conformance scenario.
+    pub fn cells_are_registered_by_fingerprint_and_removal_frees_everything(open: Opener) {
+        let mut s = open(OVERLAY, 60);
+        s.register_cell("cell1", "aa").unwrap();
+        assert!(s.cell_identity_ok("cell1", "aa").unwrap());
+        assert!(!s.cell_identity_ok("cell1", "bb").unwrap());
+        assert!(!s.cell_identity_ok("cell2", "aa").unwrap());
+        s.register_cell("cell1", "bb").unwrap();
+        assert!(
+            !s.cell_identity_ok("cell1", "aa").unwrap(),
+            "a replaced cert is refused"
+        );
+        for bad in ["", "Cell1", "a/b", "..", "-x", &"x".repeat(64)] {
+            assert!(s.register_cell(bad, "cc").is_err(), "{bad:?}");
+        }
+        let a = s.create_app("a").unwrap();
+        s.acquire_lease("cell1", "192.0.2.1".parse().unwrap())
+            .unwrap();
+        let i = s.place_instance(&a.guid, "cell1", None).unwrap();
+        s.confirm_instance("cell1", &i.guid, &a.guid, 0, "10.255.0.1".parse().unwrap())
+            .unwrap();
+        assert!(s.remove_cell("cell1").unwrap());
+        assert!(!s.cell_identity_ok("cell1", "bb").unwrap());
+        assert!(s.leases().unwrap().is_empty());
+        assert!(s.placements(None).unwrap().is_empty());
+    }
+
+    /// A conformance scenario.
+    pub fn leases_need_a_host_address_no_live_cell_holds(open: Opener) {
+        let mut s = open(OVERLAY, 60);
+        s.acquire_lease("cell1", "192.0.2.1".parse().unwrap())
+            .unwrap();
+        let e = s
+            .acquire_lease("cell2", "192.0.2.1".parse().unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("belongs to cell cell1"), "{e}");
+        for bad in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "169.254.0.1",
+            "10.255.3.3",
+        ] {
+            assert!(
+                s.acquire_lease("cell2", bad.parse().unwrap()).is_err(),
+                "{bad}"
+            );
+        }
+        s.acquire_lease("cell2", "192.0.2.2".parse().unwrap())
+            .unwrap();
+        // The same cell may move to a new address of its own.
+        s.acquire_lease("cell1", "192.0.2.9".parse().unwrap())
+            .unwrap();
+    }
+
+    /// A conformance scenario.
+    pub fn internal_domains_are_private_and_app_names_start_with_a_letter_or_digit(open: Opener) {
+        let mut s = open(OVERLAY, 60);
+        for bad in [
+            "com",
+            "localhost",
+            "example.com",
+            "internal",
+            "apps.internal.com",
+        ] {
+            assert!(s.create_domain(bad).is_err(), "{bad}");
+        }
+        for good in ["apps.internal", "svc.corp", "x.home.arpa"] {
+            s.create_domain(good).unwrap();
+        }
+        for bad in ["_x", "-x", "", "a.b", "a/b", ".."] {
+            assert!(s.create_app(bad).is_err(), "{bad:?}");
+        }
+        s.create_app("x_1-y").unwrap();
+    }
+
+    /// A conformance scenario.
+    pub fn leases_are_sticky_and_expired_ones_reclaimed_oldest_first(open: Opener) {
+        // A /22 overlay has 4 subnets.
+        let mut s = open(("10.255.0.0".parse().unwrap(), 22), 0);
+        let ip: Ipv4Addr = "192.0.2.1".parse().unwrap();
+        let l1 = s.acquire_lease("cell1", ip).unwrap();
+        assert_eq!(l1.subnet.to_string(), "10.255.0.0/24");
+        assert_eq!(
+            s.acquire_lease("cell1", ip).unwrap().subnet,
+            l1.subnet,
+            "same cell, same lease"
+        );
+        for (c, n) in [("cell2", 2), ("cell3", 3), ("cell4", 4)] {
+            s.acquire_lease(c, Ipv4Addr::new(192, 0, 2, n)).unwrap();
+        }
+        // All four taken; with a TTL of 0 they are all expired, so the oldest (cell1) goes.
+        s.db.execute(
+            "UPDATE cells SET renewed_at = renewed_at - 100 WHERE name = 'cell1'",
+            (),
+        )
+        .unwrap();
+        let l5 = s
+            .acquire_lease("cell5", "192.0.2.5".parse().unwrap())
+            .unwrap();
+        assert_eq!(l5.subnet.to_string(), "10.255.0.0/24");
+        assert!(!s.leases().unwrap().iter().any(|l| l.cell == "cell1"));
+        assert!(matches!(
+            s.renew_lease("cell1"),
+            Err(StateError::NoLease(_))
+        ));
+        // Reopened with a long TTL, nothing can be reclaimed.
+        drop(s);
+        let mut s = open(("10.255.0.0".parse().unwrap(), 22), 3600);
+        assert!(matches!(
+            s.acquire_lease("cell6", "192.0.2.6".parse().unwrap()),
+            Err(StateError::NoSubnet(_))
+        ));
+        assert!(s.release_lease("cell2").unwrap());
+        assert_eq!(
+            s.acquire_lease("cell6", "192.0.2.6".parse().unwrap())
+                .unwrap()
+                .subnet
+                .to_string(),
+            "10.255.1.0/24"
+        );
+    }
+
+    /// A conformance scenario.
+    pub fn tags_share_one_space_and_print_as_cf_does(open: Opener) {
+        let mut s = open(OVERLAY, 60);
+        let a = s.create_app("appa").unwrap();
+        let router = s.create_tag("router-guid", "router").unwrap();
+        assert_eq!(router.tag, "0002");
+        // Asking again gives the same tag; an app's tag is its own.
+        assert_eq!(s.create_tag("router-guid", "router").unwrap(), router);
+        assert_eq!(
+            s.create_tag(a.guid.as_str(), "app").unwrap().tag,
+            Tag::hex(a.tag)
+        );
+        // A new app skips the router's tag.
+        let b = s.create_app("appb").unwrap();
+        assert_eq!(b.tag, 3);
+        let listed: Vec<(String, String)> = s
+            .tags()
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.tag, t.kind))
+            .collect();
+        assert_eq!(
+            listed,
+            [("0001", "app"), ("0002", "router"), ("0003", "app")]
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        assert_eq!(Tag::hex(0xabc), "0ABC");
+    }
+
+    /// A conformance scenario.
+    pub fn last_updated_moves_on_every_policy_change_only(open: Opener) {
+        let mut s = open(OVERLAY, 60);
+        let a = s.create_app("appa").unwrap();
+        let b = s.create_app("appb").unwrap();
+        assert_eq!(s.policies_last_updated().unwrap(), 0);
+        let p = Policy {
+            source: a.guid.clone(),
+            destination: b.guid.clone(),
+            protocol: "tcp".parse().unwrap(),
+            ports: PortRange::new(8080, 8080).unwrap(),
+        };
+        s.add_policies(std::slice::from_ref(&p)).unwrap();
+        let t1 = s.policies_last_updated().unwrap();
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as i64;
+        assert!((now_ns - t1).abs() < 60_000_000_000, "{t1} vs {now_ns}");
+        // A no-op add changes nothing; a delete and a cascade do, strictly increasing.
+        s.add_policies(std::slice::from_ref(&p)).unwrap();
+        assert_eq!(s.policies_last_updated().unwrap(), t1);
+        s.delete_policies(std::slice::from_ref(&p)).unwrap();
+        let t2 = s.policies_last_updated().unwrap();
+        assert!(t2 > t1);
+        s.add_policies(std::slice::from_ref(&p)).unwrap();
+        let t3 = s.policies_last_updated().unwrap();
+        s.delete_app(b.guid.as_str()).unwrap();
+        assert!(s.policies_last_updated().unwrap() > t3);
+        s.create_app("appc").unwrap();
+        assert!(s.delete_stale_policies().unwrap().is_empty());
+    }
+
+    /// A conformance scenario.
+    pub fn tokens_are_kept_hashed_and_grants_follow_apps(open: Opener) {
+        let mut s = open(OVERLAY, 60);
+        let a = s.create_app("appa").unwrap();
+        let t = s
+            .create_token("dev", Scope::Write, &["appa".into()])
+            .unwrap();
+        assert_eq!(t.apps, vec![a.guid.clone()]);
+        // Only the hash is stored.
+        let stored: Vec<String> =
+            s.db.prepare("SELECT hash FROM tokens")
+                .unwrap()
+                .query_map((), |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        assert_eq!(stored, vec![sha256_hex(t.token.as_bytes())]);
+        assert!(!stored.contains(&t.token));
+        let c = s.caller(&sha256_hex(t.token.as_bytes())).unwrap().unwrap();
+        assert!(c.may_manage(a.guid.as_str()) && !c.is_admin());
+        assert!(s.caller(&sha256_hex(b"guess")).unwrap().is_none());
+        assert!(matches!(
+            s.create_token("dev", Scope::Write, &["nope".into()]),
+            Err(StateError::UnknownApp(_))
+        ));
+        assert!(matches!(
+            s.create_token("admin", Scope::Admin, &[]),
+            Err(StateError::Invalid(_))
+        ));
+        // Deleting the app drops the grant; revoking drops the tokens.
+        s.delete_app(a.guid.as_str()).unwrap();
+        let c = s.caller(&sha256_hex(t.token.as_bytes())).unwrap().unwrap();
+        assert!(c.apps.is_empty());
+        assert_eq!(s.users().unwrap()[0].tokens, 1);
+        assert_eq!(s.revoke_user("dev").unwrap(), 1);
+        assert!(s.caller(&sha256_hex(t.token.as_bytes())).unwrap().is_none());
+        assert!(s.users().unwrap().is_empty());
+    }
+}
+pub use scenarios_impl::*;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_scenario_on_sqlite() {
+        for (name, run) in super::scenarios() {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join("state.db");
+            let open = |overlay, ttl| super::State::open(&path, overlay, ttl).unwrap();
+            eprintln!("sqlite: {name}");
+            run(&open);
+        }
+    }
+}

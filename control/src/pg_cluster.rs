@@ -1,0 +1,178 @@
+//! A throwaway PostgreSQL server for tests and benchmarks: `initdb` into a temporary directory,
+//! `pg_ctl start` on a free port bound to 127.0.0.1 only (and a socket in that directory),
+//! trust authentication, stopped and removed on drop. As root (CI) the server runs as the
+//! `postgres` user the Debian package creates, since PostgreSQL refuses to run as root.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running cluster.
+pub struct PgCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+fn bin_dir() -> Result<PathBuf, String> {
+    if let Ok(o) = Command::new("pg_config").arg("--bindir").output() {
+        let p = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+        if p.join("initdb").exists() {
+            return Ok(p);
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map_err(|e| format!("no PostgreSQL server installed (/usr/lib/postgresql: {e}); install the postgresql package"))?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .ok_or_else(|| "no initdb under /usr/lib/postgresql/*/bin".to_string())
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+impl PgCluster {
+    /// Starts a new cluster.
+    pub fn start() -> Result<Self, String> {
+        let bin = bin_dir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("c2c-pg-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let as_postgres = nix::unistd::geteuid().is_root();
+        if as_postgres {
+            let o = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !o.status.success() {
+                return Err(format!(
+                    "chown postgres {}: {} (is the postgresql package installed?)",
+                    dir.path().display(),
+                    String::from_utf8_lossy(&o.stderr)
+                ));
+            }
+        }
+        let port = free_port()?;
+        let c = PgCluster {
+            dir,
+            bin,
+            port,
+            as_postgres,
+        };
+        let data = c.data();
+        c.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            c.dir.path().display()
+        );
+        let log = c.dir.path().join("log");
+        c.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-l",
+                log.to_str().unwrap_or_default(),
+                "-o",
+                &opts,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )?;
+        Ok(c)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        let exe = self.bin.join(tool);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        // Somewhere the postgres user may stand.
+        cmd.args(args).current_dir(self.dir.path());
+        let o = cmd
+            .output()
+            .map_err(|e| format!("{}: {e}", exe.display()))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{tool} {}: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ))
+        }
+    }
+
+    /// The port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of database `name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Creates database `name`; returns its URL.
+    pub fn create_db(&self, name: &str) -> Result<String, String> {
+        let mut c = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+            .map_err(|e| e.to_string())?;
+        c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .map_err(|e| e.to_string())?;
+        Ok(self.url(name))
+    }
+
+    /// The cluster's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+}
