@@ -109,6 +109,23 @@ impl Ctx {
         })
     }
 
+    /// Publishes `rev` to the watches if it is newer than what they have (a change another
+    /// replica wrote to the shared database).
+    pub fn publish_revision(&self, rev: Revision) {
+        self.revision.send_if_modified(|r| {
+            let newer = rev > *r;
+            if newer {
+                *r = rev;
+            }
+            newer
+        });
+    }
+
+    /// The revision the watches have.
+    pub fn current_revision(&self) -> Revision {
+        *self.revision.borrow()
+    }
+
     /// Limits each `network.write` user's app to `n` policies as a source.
     pub fn with_max_policies(mut self, n: usize) -> Self {
         self.max_policies = n;

@@ -10,6 +10,7 @@ pub mod cf_api;
 pub mod conformance;
 pub mod db;
 pub mod pg_cluster;
+pub mod replicas;
 pub mod serve_cmd;
 pub mod state;
 pub mod tokens;

@@ -42,6 +42,26 @@ pub struct ServeArgs {
     /// Foundry's `max_policies`); `network.admin` tokens are not limited.
     #[arg(long, default_value_t = api::DEFAULT_MAX_POLICIES)]
     pub max_policies: usize,
+    /// Where the state lives: a SQLite file (default: STATE_DIR/state.db), or a PostgreSQL URL
+    /// (`postgres://USER[:PASSWORD]@HOST:PORT/DB`) that any number of control replicas share.
+    /// Each replica also needs the platform's files in its state dir: `ca/` and
+    /// `control/token`, copied from the first.
+    #[arg(long, env = "C2C_DATABASE")]
+    pub database: Option<String>,
+}
+
+/// `url` with any password replaced, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }
 
 fn parse_overlay(s: &str) -> Result<(std::net::Ipv4Addr, u8)> {
@@ -130,8 +150,14 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
     raise_file_limit();
     let token = ensure_token(&layout.token())?;
-    let state = State::open(&layout.db(), overlay, args.lease_ttl.as_secs())
-        .with_context(|| format!("opening {}", layout.db().display()))?;
+    let database = args
+        .database
+        .clone()
+        .unwrap_or_else(|| layout.db().display().to_string());
+    let state = State::open_any(&database, overlay, args.lease_ttl.as_secs())
+        .with_context(|| format!("opening the state at {}", redacted(&database)))?;
+    let shared = state.is_postgres();
+    info!(database = %redacted(&database), shared, "state opened");
     let budget = api::Budget {
         max_connections: args.max_connections.max(1),
         header_read: args.header_timeout,
@@ -159,6 +185,8 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         std::fs::write(layout.url(), &url)?;
         info!(%url, state_dir = %layout.root.display(), "control listening");
         let shutdown = CancellationToken::new();
+        // On a shared database, watches also wake for what other replicas write.
+        let follower = shared.then(|| crate::replicas::follow(database.clone(), ctx.clone(), shutdown.clone()));
         let s2 = shutdown.clone();
         tokio::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -169,6 +197,9 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
             s2.cancel();
         });
         api::serve(listener, tls, ctx, shutdown).await;
+        if let Some(f) = follower {
+            let _ = tokio::task::spawn_blocking(move || f.join()).await;
+        }
         info!("control stopped");
         Ok(())
     })
