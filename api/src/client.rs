@@ -106,20 +106,16 @@ pub struct WhoAmIScope {
 /// The environment variable whose token, when set, the CLI uses instead of the state dir's.
 pub const TOKEN_ENV: &str = "C2C_TOKEN";
 
-/// A client of one control API.
-#[derive(Clone)]
-pub struct Client {
+/// One control replica.
+#[derive(Debug, Clone)]
+struct Endpoint {
     url: String,
     host: String,
     port: u16,
-    token: Option<String>,
-    tls: Arc<rustls::ClientConfig>,
-    connector: Option<Connector>,
 }
 
-impl Client {
-    /// A client of the API at `url` (`https://HOST:PORT`) trusting `ca_pem`.
-    pub fn new(url: &str, ca_pem: &[u8], auth: Auth) -> Result<Self, ClientError> {
+impl Endpoint {
+    fn parse(url: &str) -> Result<Self, ClientError> {
         let bad = || ClientError::BadUrl(url.to_string());
         let hostport = url.trim().strip_prefix("https://").ok_or_else(bad)?;
         let (host, port) = hostport
@@ -127,6 +123,39 @@ impl Client {
             .rsplit_once(':')
             .ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
+        Ok(Endpoint {
+            url: url.trim().trim_end_matches('/').to_string(),
+            host: host.trim_matches(['[', ']']).to_string(),
+            port,
+        })
+    }
+}
+
+/// A client of one control API (one or several replicas of it).
+#[derive(Clone)]
+pub struct Client {
+    /// Every replica's endpoint; requests go to `current` and move on when it cannot be
+    /// reached.
+    endpoints: Arc<Vec<Endpoint>>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
+    token: Option<String>,
+    tls: Arc<rustls::ClientConfig>,
+    connector: Option<Connector>,
+}
+
+impl Client {
+    /// A client of the API at `url` (`https://HOST:PORT`, or several replicas' URLs separated
+    /// by commas: a request goes to the one that answered last, and to the next when that one
+    /// cannot be reached) trusting `ca_pem`.
+    pub fn new(url: &str, ca_pem: &[u8], auth: Auth) -> Result<Self, ClientError> {
+        let endpoints = url
+            .split(',')
+            .filter(|u| !u.trim().is_empty())
+            .map(Endpoint::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(ClientError::BadUrl(url.to_string()));
+        }
         let tls_err = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(ca_pem) {
@@ -159,9 +188,8 @@ impl Client {
             }
         };
         Ok(Self {
-            url: url.trim().trim_end_matches('/').to_string(),
-            host: host.trim_matches(['[', ']']).to_string(),
-            port,
+            endpoints: Arc::new(endpoints),
+            current: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             token,
             tls: Arc::new(tls),
             connector: None,
@@ -211,11 +239,11 @@ impl Client {
         self
     }
 
-    async fn connect(&self) -> std::io::Result<TcpStream> {
+    async fn connect(&self, e: &Endpoint) -> std::io::Result<TcpStream> {
         let Some(connector) = self.connector.clone() else {
-            return TcpStream::connect((self.host.as_str(), self.port)).await;
+            return TcpStream::connect((e.host.as_str(), e.port)).await;
         };
-        let (host, port) = (self.host.clone(), self.port);
+        let (host, port) = (e.host.clone(), e.port);
         // The connector may block (it may enter a namespace on a thread of its own).
         let std = tokio::task::spawn_blocking(move || connector(&host, port))
             .await
@@ -224,9 +252,50 @@ impl Client {
         TcpStream::from_std(std)
     }
 
-    /// The API's URL.
+    /// A TLS connection to the first replica that takes one, starting at the current one.
+    async fn open(
+        &self,
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, Endpoint), ClientError> {
+        use std::sync::atomic::Ordering;
+        let n = self.endpoints.len();
+        let start = self.current.load(Ordering::Relaxed);
+        let mut errors = vec![];
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let e = &self.endpoints[idx];
+            let attempt = async {
+                let tcp = self.connect(e).await.map_err(|e| format!("connect: {e}"))?;
+                let _ = tcp.set_nodelay(true);
+                let name = ServerName::try_from(e.host.clone()).map_err(|e| e.to_string())?;
+                tokio_rustls::TlsConnector::from(self.tls.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))
+            };
+            match attempt.await {
+                Ok(tls) => {
+                    if idx != start {
+                        self.current.store(idx, Ordering::Relaxed);
+                        tracing::info!(url = %e.url, "control replica unreachable; using the next");
+                    }
+                    return Ok((tls, e.clone()));
+                }
+                Err(detail) => errors.push((e.url.clone(), detail)),
+            }
+        }
+        let (url, detail) = if errors.len() == 1 {
+            errors.remove(0)
+        } else {
+            let all: Vec<String> = errors.iter().map(|(u, d)| format!("{u}: {d}")).collect();
+            (self.url().to_string(), all.join("; "))
+        };
+        Err(ClientError::Transport { url, detail })
+    }
+
+    /// The URL of the replica requests go to now.
     pub fn url(&self) -> &str {
-        &self.url
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.endpoints[i % self.endpoints.len()].url
     }
 
     /// Sends one request as given (the token is added unless `headers` has an
@@ -238,28 +307,19 @@ impl Client {
         headers: &[(String, String)],
         body: Bytes,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ClientError> {
+        let (tls, endpoint) = self.open().await?;
         let transport = |detail: String| ClientError::Transport {
-            url: self.url.clone(),
+            url: endpoint.url.clone(),
             detail,
         };
-        let tcp = self
-            .connect()
-            .await
-            .map_err(|e| transport(format!("connect: {e}")))?;
-        let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(self.host.clone()).map_err(|e| transport(e.to_string()))?;
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| transport(format!("TLS: {e}")))?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| transport(e.to_string()))?;
         tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port));
+        let mut req = Request::builder().method(method).uri(path).header(
+            hyper::header::HOST,
+            format!("{}:{}", endpoint.host, endpoint.port),
+        );
         let has_auth = headers
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
@@ -330,7 +390,7 @@ impl Client {
     ) -> Result<T, ClientError> {
         let v = self.call(method, path, body).await?;
         serde_json::from_value(v).map_err(|e| ClientError::Transport {
-            url: self.url.clone(),
+            url: self.url().to_string(),
             detail: format!("unexpected answer to {path}: {e}"),
         })
     }
@@ -343,7 +403,7 @@ impl Client {
         body: &B,
     ) -> Result<T, ClientError> {
         let body = serde_json::to_value(body).map_err(|e| ClientError::Transport {
-            url: self.url.clone(),
+            url: self.url().to_string(),
             detail: format!("encoding the request to {path}: {e}"),
         })?;
         self.call_as(method, path, Some(&body)).await
@@ -438,7 +498,7 @@ impl Client {
             .iter()
             .map(|p| {
                 crate::policy::validate_listed(p).map_err(|e| ClientError::Transport {
-                    url: self.url.clone(),
+                    url: self.url().to_string(),
                     detail: format!("unexpected policy in the list: {e}"),
                 })
             })

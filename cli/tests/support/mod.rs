@@ -34,7 +34,30 @@ impl Control {
     /// Starts control with extra flags and, if given, a soft open-file limit (as a service
     /// manager's default of 1,024 would set it).
     pub fn start_limited(extra: &[&str], soft_nofile: Option<u64>) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), extra, soft_nofile)
+    }
+
+    /// Another replica of `first`'s platform: its own state dir holding copies of the
+    /// platform's files (`ca/`, `control/token`), as an operator gives each replica.
+    pub fn start_replica(first: &Control, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("control")).unwrap();
+        let o = Command::new("cp")
+            .arg("-a")
+            .arg(first.dir.path().join("ca"))
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(o.success());
+        std::fs::copy(
+            first.dir.path().join("control/token"),
+            dir.path().join("control/token"),
+        )
+        .unwrap();
+        Self::start_in(dir, extra, None)
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &[&str], soft_nofile: Option<u64>) -> Self {
         let mut cmd = match soft_nofile {
             Some(n) => {
                 let mut c = Command::new("sh");

@@ -19,7 +19,9 @@ struct Args {
     /// This cell's underlay address (the VTEP's local address; some interface must hold it).
     #[arg(long, env = "C2C_UNDERLAY_IP")]
     underlay_ip: Ipv4Addr,
-    /// Control API URL.
+    /// Control API URL, or several replicas' URLs separated by commas
+    /// (`https://a:4002,https://b:4002`): the agent watches one and moves to the next when it
+    /// cannot be reached; rules stay as they are meanwhile.
     #[arg(
         long,
         env = "C2C_CONTROL_URL",
