@@ -101,7 +101,7 @@ fn two_replicas_serve_one_platform_and_a_cell_fails_over() {
         };
         let after = killed.elapsed();
         assert_eq!(client.url(), b.url);
-        assert!(got.policies.len() >= 1);
+        assert!(!got.policies.is_empty());
         eprintln!("watching B, with the change made after A died, {after:?} after the kill");
         assert!(after < Duration::from_secs(2), "failover took {after:?}");
     });
