@@ -140,8 +140,46 @@ enum CellCommand {
 
 #[derive(Debug, Subcommand)]
 enum ControlCommand {
-    /// Run the control plane: state in SQLite, API over TLS.
+    /// Run the control plane: state in SQLite (or PostgreSQL, shared by replicas), API over TLS.
     Serve(serve_cmd::ServeArgs),
+    /// Move the platform's state into another store (normally the state dir's SQLite file into
+    /// the PostgreSQL database replicas will share), with nothing lost: apps and their GUIDs
+    /// and tags, instances, policies, routes, domains, leases, cells, tokens. Stop control
+    /// first; the destination must be empty.
+    Migrate {
+        /// The store to read: a SQLite path (`sqlite:PATH` or `PATH`; default: the state dir's
+        /// state.db) or a postgres:// URL.
+        #[arg(long)]
+        from: Option<String>,
+        /// The store to fill: a postgres:// URL (or a SQLite path).
+        #[arg(long)]
+        to: String,
+    },
+}
+
+/// `c2c control migrate`.
+fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    anyhow::ensure!(from != to, "--from and --to name the same store");
+    if !from.starts_with("postgres") {
+        let path = from.strip_prefix("sqlite:").unwrap_or(from);
+        anyhow::ensure!(
+            std::path::Path::new(path).exists(),
+            "--from {from}: no such SQLite file"
+        );
+    }
+    // The overlay and lease TTL do not matter for a copy.
+    let overlay = (std::net::Ipv4Addr::new(10, 255, 0, 0), 16);
+    let src = c2c_control::state::State::open_any(from, overlay, 60)
+        .with_context(|| format!("opening --from {from}"))?;
+    let mut dst = c2c_control::state::State::open_any(to, overlay, 60)
+        .with_context(|| "opening --to".to_string())?;
+    let moved = c2c_control::migrate::migrate(&src, &mut dst)?;
+    for (table, n) in moved {
+        println!("{table:<16} {n:>8} rows");
+    }
+    println!("OK: start control with --database pointing at the new store");
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -149,6 +187,15 @@ fn main() -> ExitCode {
     let dir = cli.state_dir;
     let result = match cli.command {
         Command::Certs(cmd) => certs_cmd::run(cmd),
+        Command::Control(ControlCommand::Migrate { from, to }) => {
+            let from = from.unwrap_or_else(|| {
+                c2c_api::layout::Layout::new(&dir)
+                    .db()
+                    .display()
+                    .to_string()
+            });
+            migrate(&from, &to)
+        }
         Command::Control(ControlCommand::Serve(a)) => {
             init_logs();
             serve_cmd::run(&dir, a)

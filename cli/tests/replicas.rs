@@ -106,3 +106,50 @@ fn two_replicas_serve_one_platform_and_a_cell_fails_over() {
         assert!(after < Duration::from_secs(2), "failover took {after:?}");
     });
 }
+
+#[test]
+fn an_embedded_platform_moves_to_postgres_and_keeps_its_identities() {
+    let pg = PgCluster::start().expect("start PostgreSQL");
+    let db = pg.create_db("moved").unwrap();
+    let mut single = Control::start();
+    single.ok(&["create-app", "appa"]);
+    single.ok(&["create-app", "appb"]);
+    single.ok(&["add-network-policy", "appa", "appb"]);
+    let cert = single.cell_cert("cell1");
+    let guid = single.app_guid("appb");
+    let o = single.c2c(&["token", "create", "dev", "--app", "appa"]);
+    let dev_token = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    // Stop control, then move its state.
+    let _ = single.child.kill();
+    let _ = single.child.wait();
+    let out = single.ok(&["control", "migrate", "--to", &db]);
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().eq(["apps", "2", "rows"])),
+        "{out}"
+    );
+    assert!(out.contains("policies"), "{out}");
+    let o = single.c2c(&["control", "migrate", "--to", &db]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds a platform"));
+
+    // A replica on PostgreSQL with the same platform files: same GUIDs, policies, tokens, and
+    // the cell's certificate still accepted.
+    let replica = Control::start_replica(&single, &["--database", &db]);
+    assert_eq!(replica.app_guid("appb"), guid);
+    let table = replica.ok(&["network-policies"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.split_whitespace().eq(["appa", "appb", "tcp", "8080"])),
+        "{table}"
+    );
+    let o = replica.c2c_as(Some(&dev_token), &["network-policies"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("as dev"));
+    let (code, _) = replica.as_cell(
+        &cert,
+        &["-X", "POST", "-d", r#"{"underlay_ip":"192.0.2.9"}"#],
+        "/v1/cells/cell1/lease",
+    );
+    assert_eq!(code, 200);
+}

@@ -132,6 +132,11 @@ impl FromVal for () {
 pub struct Row(Vec<Val>);
 
 impl Row {
+    /// The row's values, as read.
+    pub fn vals(&self) -> &[Val] {
+        &self.0
+    }
+
     /// Column `i` as `T`.
     pub fn get<T: FromVal>(&self, i: usize) -> Result<T, StateError> {
         let v = self

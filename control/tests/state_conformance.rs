@@ -53,3 +53,83 @@ fn two_replicas_share_one_state_and_migrate_once() {
         assert_eq!(tags, (2..=21).collect::<Vec<u16>>());
     });
 }
+
+#[test]
+fn migrate_moves_a_whole_platform_from_sqlite_to_postgres() {
+    use c2c_api::net::PortRange;
+    use c2c_api::types::Scope;
+    use c2c_control::state::Policy;
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = State::open(&dir.path().join("state.db"), OVERLAY, 60).unwrap();
+    let a = src.create_app("appa").unwrap();
+    let b = src.create_app("appb").unwrap();
+    src.create_tag("router-guid", "router").unwrap();
+    src.register_cell("cell1", "ab12").unwrap();
+    let lease = src
+        .acquire_lease("cell1", "192.0.2.1".parse().unwrap())
+        .unwrap();
+    let placed = src.place_instance(b.guid.as_str(), "cell1", None).unwrap();
+    let ip = std::net::Ipv4Addr::from(u32::from(lease.subnet.network()) + 2);
+    src.confirm_instance("cell1", &placed.guid, b.guid.as_str(), 0, ip)
+        .unwrap();
+    src.place_instance(a.guid.as_str(), "cell1", Some(3))
+        .unwrap();
+    for port in [8080, 9000] {
+        src.add_policies(&[Policy {
+            source: a.guid.clone(),
+            destination: b.guid.clone(),
+            protocol: "tcp".parse().unwrap(),
+            ports: PortRange::new(port, port + 5).unwrap(),
+        }])
+        .unwrap();
+    }
+    src.create_domain("corp.internal").unwrap();
+    src.map_route(b.guid.as_str(), "apps.internal", "appb")
+        .unwrap();
+    let token = src
+        .create_token("dev", Scope::Write, &["appa".into()])
+        .unwrap();
+
+    let pg = PgCluster::start().expect("start PostgreSQL");
+    let url = pg.create_db("migrated").unwrap();
+    let mut dst = State::open_postgres(&url, OVERLAY, 60).unwrap();
+    let moved = c2c_control::migrate::migrate(&src, &mut dst).unwrap();
+    let count = |t: &str| moved.iter().find(|(n, _)| *n == t).unwrap().1;
+    assert_eq!(
+        (
+            count("apps"),
+            count("policies"),
+            count("instances"),
+            count("tokens")
+        ),
+        (2, 2, 2, 1)
+    );
+
+    // Everything reads back the same.
+    assert_eq!(dst.apps().unwrap(), src.apps().unwrap());
+    assert_eq!(dst.policies(None).unwrap(), src.policies(None).unwrap());
+    assert_eq!(dst.placements(None).unwrap(), src.placements(None).unwrap());
+    assert_eq!(dst.leases().unwrap(), src.leases().unwrap());
+    assert_eq!(dst.routes().unwrap(), src.routes().unwrap());
+    assert_eq!(dst.domains().unwrap(), src.domains().unwrap());
+    assert_eq!(dst.cells().unwrap(), src.cells().unwrap());
+    assert_eq!(dst.tags().unwrap(), src.tags().unwrap());
+    assert_eq!(dst.users().unwrap(), src.users().unwrap());
+    assert!(dst.cell_identity_ok("cell1", "ab12").unwrap());
+    let hash = c2c_control::tokens::sha256_hex(token.token.as_bytes());
+    assert_eq!(dst.caller(&hash).unwrap(), src.caller(&hash).unwrap());
+    assert_eq!(
+        dst.policies_last_updated().unwrap(),
+        src.policies_last_updated().unwrap()
+    );
+    assert!(dst.revision().unwrap() > src.revision().unwrap());
+    // The platform goes on: a new app gets the next free tag (the router holds 3).
+    assert_eq!(dst.create_app("appc").unwrap().tag, 4);
+    // Into a database that already holds a platform: refused, nothing changed.
+    let again = c2c_control::migrate::migrate(&src, &mut dst);
+    assert!(
+        matches!(again, Err(c2c_control::state::StateError::Conflict(_))),
+        "{again:?}"
+    );
+    assert_eq!(dst.apps().unwrap().len(), 3);
+}
