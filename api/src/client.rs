@@ -18,9 +18,10 @@ use std::net::Ipv4Addr;
 use crate::paths;
 use crate::policy::PolicyList;
 use crate::types::{
-    AppList, CellList, CellRecord, Changed, Confirm, CsrRequest, Empty, LeaseRequest, NewApp,
-    PlaceRequest, Placement, PlacementList, RegisterCell, Removed, RouteList, RouteRequest, Signed,
-    TokenCreated, TokenRequest, UserList, UserRecord, WhoAmI,
+    AppList, CellList, CellRecord, Changed, Confirm, CsrRequest, Empty, JoinRequest,
+    JoinTokenCreated, JoinTokenRequest, Joined, LeaseRequest, NewApp, PlaceRequest, Placement,
+    PlacementList, RegisterCell, Removed, RouteList, RouteRequest, Signed, TokenCreated,
+    TokenRequest, UserList, UserRecord, WhoAmI,
 };
 use crate::{App, AppGuid, CellName, CellView, Instance, Lease, Policy, Revision, Route};
 
@@ -191,6 +192,37 @@ impl Client {
             endpoints: Arc::new(endpoints),
             current: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             token,
+            tls: Arc::new(tls),
+            connector: None,
+        })
+    }
+
+    /// A client with no CA file and no credential, for a host joining the platform: it trusts
+    /// control only if control's chain holds the issuer whose SHA-256 is `issuer_sha256` (the
+    /// pin in a join token).
+    pub fn pinned(url: &str, issuer_sha256: &str) -> Result<Self, ClientError> {
+        let endpoints = url
+            .split(',')
+            .filter(|u| !u.trim().is_empty())
+            .map(Endpoint::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(ClientError::BadUrl(url.to_string()));
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(crate::pin::PinnedIssuer::new(
+                issuer_sha256,
+                provider,
+            )))
+            .with_no_client_auth();
+        Ok(Self {
+            endpoints: Arc::new(endpoints),
+            current: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            token: None,
             tls: Arc::new(tls),
             connector: None,
         })
@@ -419,6 +451,26 @@ impl Client {
     /// Makes a token (admin only); the answer holds it, shown this once.
     pub async fn create_token(&self, req: &TokenRequest) -> Result<TokenCreated, ClientError> {
         self.send(Method::POST, paths::TOKENS, req).await
+    }
+
+    /// A one-time join token for a new cell, valid for `ttl` (admin only).
+    pub async fn create_join_token(
+        &self,
+        ttl: std::time::Duration,
+    ) -> Result<JoinTokenCreated, ClientError> {
+        self.send(
+            Method::POST,
+            paths::JOIN_TOKENS,
+            &JoinTokenRequest {
+                ttl_secs: ttl.as_secs().max(1),
+            },
+        )
+        .await
+    }
+
+    /// Joins the platform as a new cell (a [`Client::pinned`] client, with the token's secret).
+    pub async fn join(&self, req: &JoinRequest) -> Result<Joined, ClientError> {
+        self.send(Method::POST, paths::JOIN, req).await
     }
 
     /// Revokes every token of `user` (admin only).

@@ -16,6 +16,7 @@ pub mod logging;
 pub mod names;
 pub mod net;
 pub mod paths;
+pub mod pin;
 pub mod policy;
 pub mod types;
 

@@ -20,6 +20,10 @@ pub const INSTANCES: &str = "/v1/instances";
 pub const CELLS: &str = "/v1/cells";
 /// Users' tokens (`GET` list, `POST` create).
 pub const TOKENS: &str = "/v1/tokens";
+/// One-time join tokens for new cells (`POST`, admin).
+pub const JOIN_TOKENS: &str = "/v1/join-tokens";
+/// A new cell joins with a join token (`POST`, no other credential).
+pub const JOIN: &str = "/v1/join";
 /// Who the caller's token speaks for, with its scope (any token).
 pub const WHOAMI: &str = "/v1/whoami";
 

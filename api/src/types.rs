@@ -282,3 +282,39 @@ pub struct WhoAmI {
     /// The user the token speaks for.
     pub subject: String,
 }
+
+/// `POST /v1/join-tokens` (admin): a one-time token for a new cell to join with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRequest {
+    /// How long the token may be used, in seconds.
+    pub ttl_secs: u64,
+}
+
+/// The answer to `POST /v1/join-tokens`: the secret part (control keeps only its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenCreated {
+    /// The secret.
+    pub secret: String,
+    /// When it stops being accepted (Unix seconds).
+    pub expires_at: i64,
+}
+
+/// `POST /v1/join`: a new cell's CSR, with the secret of a join token (no other credential).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The join token's secret.
+    pub secret: String,
+    /// The cell's name (its certificate's CN).
+    pub name: String,
+    /// Its CSR (the key stays on the joining host).
+    pub csr: String,
+}
+
+/// The answer to `POST /v1/join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    /// The cell's client certificate chain.
+    pub cert_pem: String,
+    /// The control issuer: what the agent trusts for control from now on.
+    pub control_ca_pem: String,
+}

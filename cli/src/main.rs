@@ -136,6 +136,25 @@ enum CellCommand {
         /// Cell name.
         name: String,
     },
+    /// Make a one-time join token for a new cell host (admin): `c2c cell join` on that host
+    /// uses it once, before it expires. It pins this platform's control issuer.
+    #[command(subcommand)]
+    Token(CellTokenCommand),
+    /// Join this host to a platform as a new cell, with a token from `c2c cell token create`:
+    /// makes the cell's key here (it never leaves the host), checks control against the CA the
+    /// token pins, gets the cell's certificate signed, and writes the identity and the agent's
+    /// settings. Starts nothing: run c2c-agent with them next.
+    Join(cell_cmd::JoinArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum CellTokenCommand {
+    /// Print a new join token.
+    Create {
+        /// How long the token may be used.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +226,10 @@ fn main() -> ExitCode {
                 "Removed cell {name}: its certificate is revoked, its lease and instances freed"
             )
         }),
+        Command::Cell(CellCommand::Token(CellTokenCommand::Create { ttl })) => {
+            cell_cmd::create_join_token(&dir, ttl)
+        }
+        Command::Cell(CellCommand::Join(a)) => cell_cmd::join(&a),
         Command::Cells => cell_cmd::list(&dir),
         Command::AddNetworkPolicy(a) => policy_cmd::add_policy(&dir, a),
         Command::RemoveNetworkPolicy(a) => policy_cmd::remove_policy(&dir, a),

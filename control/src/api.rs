@@ -90,6 +90,8 @@ pub struct Ctx {
     /// Policies a `network.write` user's app may be the source of (CF's `max_policies`).
     pub(crate) max_policies: usize,
     pub(crate) started: std::time::Instant,
+    /// The control issuer (PEM), handed to cells that join.
+    control_ca_pem: Option<String>,
 }
 
 impl Ctx {
@@ -106,6 +108,7 @@ impl Ctx {
             budget: Budget::default(),
             max_policies: DEFAULT_MAX_POLICIES,
             started: std::time::Instant::now(),
+            control_ca_pem: None,
         })
     }
 
@@ -124,6 +127,12 @@ impl Ctx {
     /// The revision the watches have.
     pub fn current_revision(&self) -> Revision {
         *self.revision.borrow()
+    }
+
+    /// Hands `pem` (the control issuer) to cells that join with a token.
+    pub fn with_control_ca(mut self, pem: String) -> Self {
+        self.control_ca_pem = Some(pem);
+        self
     }
 
     /// Limits each `network.write` user's app to `n` policies as a source.
@@ -557,6 +566,10 @@ async fn route<B: ReqBody>(
         }
         return crate::cf_api::internal(req, ctx, version, rest).await;
     }
+    // A new cell joins with a join token's secret, its only credential.
+    if let (&Method::POST, ["v1", "join"]) = (&method, segs.as_slice()) {
+        return join(req, ctx).await;
+    }
     // CF checks the API version before the token.
     if let ["networking", v, "external", ..] = segs.as_slice() {
         if *v != "v1" && *v != "v0" {
@@ -632,6 +645,23 @@ async fn route<B: ReqBody>(
             {
                 Ok(made) => {
                     info!(user = %made.user, scope = %made.scope, apps = made.apps.len(), "token created");
+                    typed(StatusCode::CREATED, &made)
+                }
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::POST, ["v1", "join-tokens"]) => {
+            let t: c2c_api::types::JoinTokenRequest =
+                match json_body(req, "{\"ttl_secs\": N}").await {
+                    Ok(t) => t,
+                    Err(r) => return r,
+                };
+            match ctx
+                .with_state(move |s| s.create_join_token(t.ttl_secs))
+                .await
+            {
+                Ok(made) => {
+                    info!(expires_at = made.expires_at, "join token created");
                     typed(StatusCode::CREATED, &made)
                 }
                 Err(e) => state_error(e),
@@ -745,6 +775,97 @@ async fn route<B: ReqBody>(
     }
 }
 
+/// Signs a cell's CSR with the cell issuer: CN = `name`, clientAuth only. Returns the chain and
+/// the leaf's fingerprint (what the registry records).
+fn sign_cell(
+    ctx: &Ctx,
+    name: &str,
+    csr: &str,
+) -> Result<(String, String), Box<Response<Full<Bytes>>>> {
+    let Some(signers) = ctx.signers.clone() else {
+        return Err(Box::new(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this control plane has no issuers to sign with",
+        )));
+    };
+    let sans = c2c_certs::SanSet::new([name], [])
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e)))?;
+    let chain = match signers.cells.sign_csr(
+        csr,
+        name,
+        &sans,
+        Duration::from_secs(365 * 24 * 3600),
+        c2c_certs::Usage::Client,
+    ) {
+        Ok(c) => c,
+        Err(e @ c2c_certs::CaError::BadCsr(_)) => {
+            return Err(Box::new(error(StatusCode::BAD_REQUEST, e)))
+        }
+        Err(e) => {
+            warn!(error = %e, "signing a cell certificate failed");
+            return Err(Box::new(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "signing failed",
+            )));
+        }
+    };
+    let der = c2c_certs::info::first_der_from_pem(chain.as_bytes())
+        .map_err(|e| Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, e)))?;
+    Ok((chain, fingerprint(&der)))
+}
+
+/// `POST /v1/join`: a new cell with a join token's secret gets its certificate.
+async fn join<B: ReqBody>(req: Request<B>, ctx: &Ctx) -> Response<Full<Bytes>> {
+    let j: c2c_api::types::JoinRequest = match json_body(
+        req,
+        "{\"secret\": \"...\", \"name\": \"...\", \"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}",
+    )
+    .await
+    {
+        Ok(j) => j,
+        Err(r) => return r,
+    };
+    if let Err(e) = crate::state::validate_cell_name(&j.name) {
+        return state_error(e);
+    }
+    let Some(control_ca_pem) = ctx.control_ca_pem.clone() else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this control plane has no control issuer to hand out",
+        );
+    };
+    // A token that cannot be used is refused before anything is signed.
+    let secret = j.secret.clone();
+    if let Err(e) = ctx.with_state(move |s| s.check_join_token(&secret)).await {
+        warn!(cell = %j.name, error = %e, "join refused");
+        return state_error(e);
+    }
+    let (chain, fp) = match sign_cell(ctx, &j.name, &j.csr) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let (secret, name) = (j.secret.clone(), j.name.clone());
+    match ctx
+        .with_state(move |s| s.join_cell(&secret, &name, &fp))
+        .await
+    {
+        Ok(()) => {
+            info!(cell = %j.name, "cell joined with a join token");
+            typed(
+                StatusCode::OK,
+                &c2c_api::types::Joined {
+                    cert_pem: chain,
+                    control_ca_pem,
+                },
+            )
+        }
+        Err(e) => {
+            warn!(cell = %j.name, error = %e, "join refused");
+            state_error(e)
+        }
+    }
+}
+
 /// The operators' part of the external API: placed instances, registered cells, leases.
 async fn placement_and_cells<B: ReqBody>(
     req: Request<B>,
@@ -822,35 +943,10 @@ async fn placement_and_cells<B: ReqBody>(
             if let Err(e) = crate::state::validate_cell_name(&r.name) {
                 return state_error(e);
             }
-            let Some(signers) = ctx.signers.clone() else {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "this control plane has no issuers to sign with",
-                );
+            let (chain, fp) = match sign_cell(ctx, &r.name, &r.csr) {
+                Ok(x) => x,
+                Err(resp) => return *resp,
             };
-            let sans = match c2c_certs::SanSet::new([r.name.as_str()], []) {
-                Ok(s) => s,
-                Err(e) => return error(StatusCode::BAD_REQUEST, e),
-            };
-            let chain = match signers.cells.sign_csr(
-                &r.csr,
-                &r.name,
-                &sans,
-                Duration::from_secs(365 * 24 * 3600),
-                c2c_certs::Usage::Client,
-            ) {
-                Ok(c) => c,
-                Err(e @ c2c_certs::CaError::BadCsr(_)) => return error(StatusCode::BAD_REQUEST, e),
-                Err(e) => {
-                    warn!(error = %e, "signing a cell certificate failed");
-                    return error(StatusCode::INTERNAL_SERVER_ERROR, "signing failed");
-                }
-            };
-            let der = match c2c_certs::info::first_der_from_pem(chain.as_bytes()) {
-                Ok(d) => d,
-                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-            };
-            let fp = fingerprint(&der);
             let name = r.name.clone();
             match ctx.with_state(move |s| s.register_cell(&name, &fp)).await {
                 Ok(()) => {

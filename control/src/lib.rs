@@ -9,6 +9,7 @@ pub mod cf;
 pub mod cf_api;
 pub mod conformance;
 pub mod db;
+pub mod join;
 pub mod migrate;
 pub mod pg_cluster;
 pub mod replicas;

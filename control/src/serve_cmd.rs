@@ -163,6 +163,7 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         header_read: args.header_timeout,
         ..api::Budget::default()
     };
+    let control_ca_pem = pki.control.cert_pem().to_string();
     let signers = api::Signers {
         cells: pki.cells,
         instances: pki.instances,
@@ -171,7 +172,8 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         Ctx::new(state, token)?
             .with_signers(signers, args.cert_ttl)
             .with_budget(budget)
-            .with_max_policies(args.max_policies),
+            .with_max_policies(args.max_policies)
+            .with_control_ca(control_ca_pem),
     );
 
     let rt = tokio::runtime::Builder::new_multi_thread()

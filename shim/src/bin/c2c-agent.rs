@@ -30,10 +30,15 @@ struct Args {
     control: String,
     /// The control issuer's certificate (PEM): the only anchor trusted for control's server
     /// certificate (`c2c cell register` writes it as control-ca.pem beside the cell's cert).
-    #[arg(long, default_value = "/var/lib/c2c/cell/tls/control-ca.pem")]
+    #[arg(
+        long,
+        env = "C2C_CONTROL_CA",
+        default_value = "/var/lib/c2c/cell/tls/control-ca.pem"
+    )]
     ca: PathBuf,
-    /// Directory with this cell's client cert.pem and key.pem (`c2c cell register --out`).
-    #[arg(long, default_value = "/var/lib/c2c/cell/tls")]
+    /// Directory with this cell's client cert.pem and key.pem (`c2c cell register --out` or
+    /// `c2c cell join --out`, whose agent.env sets every C2C_* variable).
+    #[arg(long, env = "C2C_CERT_DIR", default_value = "/var/lib/c2c/cell/tls")]
     cert_dir: PathBuf,
     /// The CNI data dir (IPAM leases and the container metadata store c2c-cni writes).
     #[arg(long, default_value = "/var/lib/c2c/cni")]

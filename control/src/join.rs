@@ -1,0 +1,86 @@
+//! Cells that join over the network: an operator makes a one-time join token (`c2c cell token
+//! create`); a new host presents its secret with its CSR (`c2c cell join`), having checked that
+//! control's issuer is the one pinned in the token. Control keeps only the secret's hash; a
+//! token is used once, and not after it expires.
+
+use crate::db::OptionalExt;
+use crate::params;
+use crate::state::{State, StateError};
+use crate::tokens::{new_secret, sha256_hex};
+use c2c_api::types::JoinTokenCreated;
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl State {
+    /// Makes a join token valid for `ttl_secs`.
+    pub fn create_join_token(&mut self, ttl_secs: u64) -> Result<JoinTokenCreated, StateError> {
+        let secret = new_secret()?;
+        let expires_at = now() + ttl_secs.min(30 * 24 * 3600) as i64;
+        let hash = sha256_hex(secret.as_bytes());
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO join_tokens (hash, expires_at) VALUES (?, ?)",
+                params![hash, expires_at],
+            )?;
+            Ok(((), false))
+        })?;
+        Ok(JoinTokenCreated { secret, expires_at })
+    }
+
+    /// Whether `secret` is a join token that may be used now (nothing is changed).
+    pub fn check_join_token(&self, secret: &str) -> Result<(), StateError> {
+        join_token_state(&self.db, secret)
+    }
+
+    /// Uses the join token `secret` for cell `name` and registers the cell with the fingerprint
+    /// of the certificate just signed for it, in one transaction: two hosts racing with one
+    /// token get one cell.
+    pub fn join_cell(
+        &mut self,
+        secret: &str,
+        name: &str,
+        fingerprint: &str,
+    ) -> Result<(), StateError> {
+        crate::state::validate_cell_name(name)?;
+        let hash = sha256_hex(secret.as_bytes());
+        self.write(|tx| {
+            join_token_state(tx, secret)?;
+            tx.execute(
+                "UPDATE join_tokens SET used_by = ?, used_at = ? WHERE hash = ?",
+                params![name, now(), hash],
+            )?;
+            tx.execute(
+                "INSERT INTO cell_identities (name, fingerprint, registered_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET fingerprint = ?2, registered_at = ?3",
+                params![name, fingerprint, now()],
+            )?;
+            Ok(((), false))
+        })
+    }
+}
+
+fn join_token_state(db: &crate::db::Db, secret: &str) -> Result<(), StateError> {
+    let hash = sha256_hex(secret.as_bytes());
+    let row: Option<(i64, Option<String>)> = db
+        .query_row(
+            "SELECT expires_at, used_by FROM join_tokens WHERE hash = ?",
+            [hash],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        None => Err(StateError::Forbidden("invalid join token".into())),
+        Some((_, Some(cell))) => Err(StateError::Forbidden(format!(
+            "this join token was already used (by cell {cell}); make a new one with `c2c cell token create`"
+        ))),
+        Some((exp, None)) if exp < now() => Err(StateError::Forbidden(
+            "this join token has expired; make a new one with `c2c cell token create`".into(),
+        )),
+        Some(_) => Ok(()),
+    }
+}
