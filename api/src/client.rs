@@ -641,10 +641,23 @@ impl Client {
         cell: &str,
         underlay_ip: Ipv4Addr,
     ) -> Result<Lease, ClientError> {
+        self.acquire_lease_preferring(cell, underlay_ip, None).await
+    }
+
+    /// Acquires `cell`'s lease, asking for `prefer` (the subnet it held) if it is free.
+    pub async fn acquire_lease_preferring(
+        &self,
+        cell: &str,
+        underlay_ip: Ipv4Addr,
+        prefer: Option<crate::net::Subnet>,
+    ) -> Result<Lease, ClientError> {
         self.send(
             Method::POST,
             &paths::lease(cell),
-            &LeaseRequest { underlay_ip },
+            &LeaseRequest {
+                underlay_ip,
+                prefer,
+            },
         )
         .await
     }

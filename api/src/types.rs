@@ -119,6 +119,12 @@ pub struct CellRecord {
     pub name: CellName,
     /// Its lease, if it holds one.
     pub lease: Option<Lease>,
+    /// Instances placed on it.
+    #[serde(default)]
+    pub instances: usize,
+    /// Whether it renewed its lease within the lease TTL.
+    #[serde(default)]
+    pub healthy: bool,
 }
 
 /// `GET /v1/cells`.
@@ -133,6 +139,10 @@ pub struct CellList {
 pub struct LeaseRequest {
     /// The cell's underlay address (its VTEP's).
     pub underlay_ip: Ipv4Addr,
+    /// The subnet the cell held before, if any: given back when still free (a cell whose lease
+    /// expired while it was cut off keeps its containers' addresses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefer: Option<crate::net::Subnet>,
 }
 
 /// `PUT /v1/cells/NAME/instances/GUID`: the cell confirms a placed instance runs on it.

@@ -29,13 +29,32 @@ pub fn remove(state_dir: &Path, name: &str) -> Result<()> {
 pub fn list(state_dir: &Path) -> Result<()> {
     let client = c2c_platform::client(state_dir)?;
     let cells = runtime()?.block_on(client.cells())?;
-    println!("{:<16} {:<18} underlay", "name", "subnet");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    println!(
+        "{:<16} {:<18} {:<16} {:>13} {:>9}   state",
+        "name", "subnet", "underlay", "last renewal", "instances"
+    );
     for c in cells {
-        let (subnet, underlay) = match &c.lease {
-            Some(l) => (l.subnet.to_string(), l.underlay_ip.to_string()),
-            None => ("-".into(), "-".into()),
+        let (subnet, underlay, renewed) = match &c.lease {
+            Some(l) => (
+                l.subnet.to_string(),
+                l.underlay_ip.to_string(),
+                format!("{}s ago", (now - l.renewed_at).max(0)),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
         };
-        println!("{:<16} {:<18} {}", c.name, subnet, underlay);
+        let state = match (&c.lease, c.healthy) {
+            (Some(_), true) => "healthy",
+            (Some(_), false) => "not renewing",
+            (None, _) => "no lease",
+        };
+        println!(
+            "{:<16} {:<18} {:<16} {:>13} {:>9}   {state}",
+            c.name, subnet, underlay, renewed, c.instances
+        );
     }
     Ok(())
 }

@@ -129,6 +129,11 @@ impl Ctx {
         *self.revision.borrow()
     }
 
+    /// Expires the leases not renewed within the TTL (see [`State::expire_leases`]).
+    pub async fn expire_leases(&self) -> Result<Vec<String>, StateError> {
+        self.with_state(|s| s.expire_leases()).await
+    }
+
     /// Hands `pem` (the control issuer) to cells that join with a token.
     pub fn with_control_ca(mut self, pem: String) -> Self {
         self.control_ca_pem = Some(pem);
@@ -913,13 +918,34 @@ async fn placement_and_cells<B: ReqBody>(
             }
         }
         (Method::GET, ["v1", "cells"]) => {
-            match ctx.with_state(|s| Ok((s.cells()?, s.leases()?))).await {
-                Ok((cells, leases)) => {
+            match ctx
+                .with_state(|s| {
+                    Ok((
+                        s.cells()?,
+                        s.leases()?,
+                        s.placements(None)?,
+                        s.lease_ttl_secs(),
+                    ))
+                })
+                .await
+            {
+                Ok((cells, leases, placed, ttl)) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0);
                     let list: Vec<_> = cells
                         .iter()
-                        .map(|c| CellRecord {
-                            name: c.clone(),
-                            lease: leases.iter().find(|l| &l.cell == c).cloned(),
+                        .map(|c| {
+                            let lease = leases.iter().find(|l| &l.cell == c).cloned();
+                            CellRecord {
+                                name: c.clone(),
+                                healthy: lease
+                                    .as_ref()
+                                    .is_some_and(|l| l.renewed_at >= now - ttl as i64),
+                                lease,
+                                instances: placed.iter().filter(|p| &p.cell == c).count(),
+                            }
                         })
                         .collect();
                     typed(StatusCode::OK, &CellList { cells: list })
@@ -997,7 +1023,7 @@ async fn cell_api<B: ReqBody>(
                 Err(r) => return r,
             };
             match ctx
-                .with_state(move |s| s.acquire_lease(&cell_s, a.underlay_ip))
+                .with_state(move |s| s.acquire_lease_preferring(&cell_s, a.underlay_ip, a.prefer))
                 .await
             {
                 Ok(l) => {

@@ -22,6 +22,14 @@ pub type Scenario = (&'static str, fn(Opener));
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         (
+            "leases_expire_unless_renewed_and_come_back_where_they_were",
+            leases_expire_unless_renewed_and_come_back_where_they_were,
+        ),
+        (
+            "join_tokens_are_used_once_and_expire",
+            join_tokens_are_used_once_and_expire,
+        ),
+        (
             "routes_are_validated_and_follow_apps",
             routes_are_validated_and_follow_apps,
         ),
@@ -505,6 +513,104 @@ mod scenarios_impl {
     }
 }
 pub use scenarios_impl::*;
+
+/// A conformance scenario.
+pub fn leases_expire_unless_renewed_and_come_back_where_they_were(open: Opener) {
+    let mut s = open(OVERLAY, 60);
+    let ip = |n: u8| Ipv4Addr::new(192, 0, 2, n);
+    for (c, n) in [("cell1", 1), ("cell2", 2), ("cell3", 3)] {
+        s.acquire_lease(c, ip(n)).unwrap();
+    }
+    let b = s.create_app("appb").unwrap();
+    let p = s.place_instance(b.guid.as_str(), "cell2", None).unwrap();
+    let held = s.leases().unwrap()[1].subnet;
+    let inst_ip = Ipv4Addr::from(u32::from(held.network()) + 2);
+    s.confirm_instance("cell2", &p.guid, b.guid.as_str(), 0, inst_ip)
+        .unwrap();
+    // Nothing is stale: no change, no new revision.
+    let r0 = s.revision().unwrap();
+    assert!(s.expire_leases().unwrap().is_empty());
+    assert_eq!(s.revision().unwrap(), r0);
+    // cell1 and cell2 stopped renewing; cell3 renews.
+    s.db.execute(
+        "UPDATE cells SET renewed_at = renewed_at - 100 WHERE name IN ('cell1', 'cell2')",
+        (),
+    )
+    .unwrap();
+    s.renew_lease("cell3").unwrap();
+    assert_eq!(s.expire_leases().unwrap(), ["cell1", "cell2"]);
+    assert!(s.revision().unwrap() > r0);
+    let left: Vec<String> = s
+        .leases()
+        .unwrap()
+        .iter()
+        .map(|l| l.cell.to_string())
+        .collect();
+    assert_eq!(left, ["cell3"]);
+    // Its instance left every view, but stays placed for the cell to confirm again.
+    assert!(s.instances(None).unwrap().is_empty());
+    assert_eq!(s.placements(None).unwrap().len(), 1);
+    assert!(matches!(
+        s.renew_lease("cell2"),
+        Err(StateError::NoLease(_))
+    ));
+    // Back, asking for the subnet it held: it gets it, though a lower one is free.
+    let again = s
+        .acquire_lease_preferring("cell2", ip(2), Some(held))
+        .unwrap();
+    assert_eq!(again.subnet, held);
+    s.confirm_instance("cell2", &p.guid, b.guid.as_str(), 0, inst_ip)
+        .unwrap();
+    // A preferred subnet another cell holds, or outside the overlay, is not given.
+    let taken = s
+        .leases()
+        .unwrap()
+        .iter()
+        .find(|l| l.cell == "cell3")
+        .unwrap()
+        .subnet;
+    let other = s
+        .acquire_lease_preferring("cell1", ip(1), Some(taken))
+        .unwrap();
+    assert_ne!(other.subnet, taken);
+    let outside: c2c_api::net::Subnet = "192.168.7.0/24".parse().unwrap();
+    let new = s
+        .acquire_lease_preferring("cell9", ip(9), Some(outside))
+        .unwrap();
+    assert_ne!(new.subnet, outside);
+}
+
+/// A conformance scenario.
+pub fn join_tokens_are_used_once_and_expire(open: Opener) {
+    let mut s = open(OVERLAY, 60);
+    let t = s.create_join_token(3600).unwrap();
+    s.check_join_token(&t.secret).unwrap();
+    s.join_cell(&t.secret, "cell7", "fp7").unwrap();
+    assert!(s.cell_identity_ok("cell7", "fp7").unwrap());
+    let again = s.join_cell(&t.secret, "cell8", "fp8");
+    assert!(
+        matches!(again, Err(StateError::Forbidden(m)) if m.contains("already used (by cell cell7)"))
+    );
+    assert!(!s.cell_identity_ok("cell8", "fp8").unwrap());
+    assert!(matches!(
+        s.check_join_token("guess"),
+        Err(StateError::Forbidden(_))
+    ));
+    let old = s.create_join_token(0).unwrap();
+    s.db.execute(
+        "UPDATE join_tokens SET expires_at = expires_at - 10 WHERE used_by IS NULL",
+        (),
+    )
+    .unwrap();
+    assert!(
+        matches!(s.join_cell(&old.secret, "cell9", "fp9"), Err(StateError::Forbidden(m)) if m.contains("expired"))
+    );
+    // Only the hash is kept.
+    let stored: Vec<String> =
+        s.db.query_map("SELECT hash FROM join_tokens", (), |r| r.get(0))
+            .unwrap();
+    assert!(!stored.contains(&t.secret));
+}
 
 #[cfg(test)]
 mod tests {

@@ -25,8 +25,11 @@ pub struct ServeArgs {
     /// The overlay network cells get /24 subnets from.
     #[arg(long, default_value = "10.255.0.0/16")]
     pub overlay: String,
-    /// A cell that has not renewed its lease for this long may lose it to a new cell.
-    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    /// A cell that has not renewed its lease for this long loses it (silk's default: 300 s;
+    /// agents renew every 30 s): its subnet leaves every cell's routes and may go to a new
+    /// cell. Leases are first expired one TTL after control starts, so cells that could not
+    /// renew while control was down are not expired for it.
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
     /// Lifetime of instance certificates; cells renew them at 2/3 of it.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
@@ -113,6 +116,31 @@ fn raise_file_limit() {
     }
 }
 
+/// Expires unrenewed leases every tenth of the TTL (at most every 10 s), starting one TTL after
+/// start.
+async fn expire_leases(ctx: Arc<Ctx>, ttl: Duration, stop: CancellationToken) {
+    tokio::select! {
+        _ = stop.cancelled() => return,
+        _ = tokio::time::sleep(ttl) => {}
+    }
+    let mut every = tokio::time::interval(
+        (ttl / 10).clamp(Duration::from_millis(100), Duration::from_secs(10)),
+    );
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match ctx.expire_leases().await {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::warn!(cells = ?gone, "leases expired: not renewed within the lease TTL")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "expiring leases failed"),
+        }
+    }
+}
+
 /// Runs control until SIGTERM or Ctrl-C.
 pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     let overlay = parse_overlay(&args.overlay)?;
@@ -189,6 +217,7 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         let shutdown = CancellationToken::new();
         // On a shared database, watches also wake for what other replicas write.
         let follower = shared.then(|| crate::replicas::follow(database.clone(), ctx.clone(), shutdown.clone()));
+        tokio::spawn(expire_leases(ctx.clone(), args.lease_ttl, shutdown.clone()));
         let s2 = shutdown.clone();
         tokio::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -714,6 +714,17 @@ impl State {
         cell: &str,
         underlay_ip: Ipv4Addr,
     ) -> Result<Lease, StateError> {
+        self.acquire_lease_preferring(cell, underlay_ip, None)
+    }
+
+    /// [`State::acquire_lease`], giving `prefer` (the subnet the cell held before) when it is a
+    /// subnet of the overlay that no cell holds.
+    pub fn acquire_lease_preferring(
+        &mut self,
+        cell: &str,
+        underlay_ip: Ipv4Addr,
+        prefer: Option<Subnet>,
+    ) -> Result<Lease, StateError> {
         let (net, prefix) = self.overlay;
         let ttl = self.lease_ttl_secs;
         validate_underlay_ip(underlay_ip, self.overlay)?;
@@ -745,9 +756,12 @@ impl State {
                 tx.prepare("SELECT subnet FROM cells")?.query_map((), |r| parsed(r, 0))?.collect::<Result<_, _>>()?;
             let count = 1u32 << (24 - prefix.min(24));
             let base = u32::from(net);
-            let free = (0..count)
-                .filter_map(|i| Subnet::new(Ipv4Addr::from(base + (i << 8)), 24).ok())
-                .find(|s| !taken.contains(s));
+            let candidates = (0..count)
+                .filter_map(|i| Subnet::new(Ipv4Addr::from(base + (i << 8)), 24).ok());
+            let preferred = prefer.filter(|p| {
+                !taken.contains(p) && candidates.clone().any(|c| c == *p)
+            });
+            let free = preferred.or_else(|| candidates.clone().find(|s| !taken.contains(s)));
             let subnet = match free {
                 Some(s) => s,
                 None => {
@@ -784,6 +798,31 @@ impl State {
             .into_iter()
             .find(|l| l.cell == cell)
             .ok_or_else(|| StateError::NoLease(cell.into()))
+    }
+
+    /// Expires the leases not renewed within the lease TTL: they leave every cell's view (the
+    /// other cells drop their routes to them), and the instances on those cells lose their
+    /// addresses until their cell confirms them again. Returns the cells whose lease expired.
+    pub fn expire_leases(&mut self) -> Result<Vec<String>, StateError> {
+        let cutoff = now().saturating_sub(self.lease_ttl_secs as i64);
+        self.write(|tx| {
+            let gone: Vec<String> = tx.query_map(
+                "SELECT name FROM cells WHERE renewed_at < ? ORDER BY name",
+                [cutoff],
+                |r| r.get(0),
+            )?;
+            for c in &gone {
+                tx.execute("DELETE FROM cells WHERE name = ?", [c])?;
+                tx.execute("UPDATE instances SET ip = NULL WHERE cell = ?", [c])?;
+            }
+            let changed = !gone.is_empty();
+            Ok((gone, changed))
+        })
+    }
+
+    /// The lease TTL, in seconds.
+    pub fn lease_ttl_secs(&self) -> u64 {
+        self.lease_ttl_secs
     }
 
     /// Releases `cell`'s lease.

@@ -14,7 +14,7 @@ use c2c_api::client::{Auth, Client, ClientError};
 use c2c_api::{AppGuid, CellName, CellView, Instance, Lease};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::core::{Action, AgentCore, Event};
 use crate::ipam::Subnet;
@@ -405,8 +405,19 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             }
             _ = retry.notified() => Event::Resync,
             _ = renew.tick() => {
-                if let Err(error) = client.renew_lease(&cfg.cell).await {
-                    warn!(%error, "lease renewal failed");
+                match client.renew_lease(&cfg.cell).await {
+                    Ok(_) => {}
+                    // Expired while this cell could not renew: take it again, asking for the
+                    // subnet the containers here have their addresses in.
+                    Err(error) if error.is_not_found() => {
+                        warn!(%error, "lease gone (expired?); acquiring it again");
+                        match client.acquire_lease_preferring(&cfg.cell, cfg.underlay_ip, Some(subnet)).await {
+                            Ok(l) if l.subnet == subnet => info!(%subnet, "lease acquired again"),
+                            Ok(l) => error!(held = %subnet, got = %l.subnet, "control gave another subnet: this cell's containers keep addresses of the old one; restart the agent after moving them"),
+                            Err(error) => warn!(%error, "acquiring the lease again failed"),
+                        }
+                    }
+                    Err(error) => warn!(%error, "lease renewal failed"),
                 }
                 continue;
             }

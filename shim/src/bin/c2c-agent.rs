@@ -61,8 +61,9 @@ struct Args {
     /// Upstream resolver for other names (repeatable, IP:PORT); without one they are refused.
     #[arg(long)]
     dns_upstream: Vec<std::net::SocketAddr>,
-    /// Renew the subnet lease this often.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    /// Renew the subnet lease this often (silk's default; control expires a lease after 300 s
+    /// without renewal).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     renew: Duration,
 }
 
