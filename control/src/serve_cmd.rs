@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// `control/token`, copied from the first.
     #[arg(long, env = "C2C_DATABASE")]
     pub database: Option<String>,
+    /// A name or address cells and users reach this replica by, put in its server
+    /// certificate (repeatable). The listen address is in it already unless it is 0.0.0.0.
+    #[arg(long)]
+    pub san: Vec<String>,
 }
 
 /// `url` with any password replaced, for logs.
@@ -154,13 +158,24 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     }
     // A fresh server cert each start: it names the address we listen on. Its issuer is the
     // control issuer, the only anchor the CLI and the cells trust for control.
-    let mut ips = vec![args.listen.ip()];
+    let mut ips = vec![];
+    if !args.listen.ip().is_unspecified() {
+        ips.push(args.listen.ip());
+    }
     if !args.listen.ip().is_loopback() {
         ips.push(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    let mut names = vec!["localhost".to_string()];
+    for san in &args.san {
+        match san.parse::<std::net::IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => names.push(san.clone()),
+        }
+    }
+    let sans = SanSet::new(&names, ips).context("--san")?;
     let pair = pki.control.issue(&LeafRequest {
         common_name: "c2c-control".into(),
-        sans: SanSet::new(["localhost"], ips)?,
+        sans,
         ttl: Duration::from_secs(30 * 24 * 3600),
         key: LeafKey::EcdsaP256,
         usage: c2c_certs::Usage::Server,
