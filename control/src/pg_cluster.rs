@@ -12,6 +12,8 @@ pub struct PgCluster {
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
+    netns: Option<String>,
+    listen: std::net::Ipv4Addr,
 }
 
 fn bin_dir() -> Result<PathBuf, String> {
@@ -38,8 +40,15 @@ fn free_port() -> Result<u16, String> {
 }
 
 impl PgCluster {
-    /// Starts a new cluster.
+    /// Starts a new cluster on 127.0.0.1.
     pub fn start() -> Result<Self, String> {
+        Self::start_at(None, std::net::Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts a new cluster inside network namespace `netns` (a database host of a test
+    /// topology), listening on `listen` there. The test process reaches it through its socket
+    /// in the cluster's directory ([`PgCluster::create_db`] does).
+    pub fn start_at(netns: Option<&str>, listen: std::net::Ipv4Addr) -> Result<Self, String> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("c2c-pg-")
@@ -66,6 +75,8 @@ impl PgCluster {
             bin,
             port,
             as_postgres,
+            netns: netns.map(str::to_string),
+            listen,
         };
         let data = c.data();
         c.run(
@@ -82,8 +93,18 @@ impl PgCluster {
                 "--no-sync",
             ],
         )?;
+        if !listen.is_loopback() {
+            // Hosts on the test's own network (a namespace's subnet) may connect.
+            use std::io::Write;
+            let hba = data.join("pg_hba.conf");
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&hba)
+                .and_then(|mut f| f.write_all(b"host all all samenet trust\n"))
+                .map_err(|e| format!("{}: {e}", hba.display()))?;
+        }
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            "-p {port} -k {} -c listen_addresses={listen} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
             c.dir.path().display()
         );
         let log = c.dir.path().join("log");
@@ -111,13 +132,16 @@ impl PgCluster {
 
     fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
         let exe = self.bin.join(tool);
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
+        let mut argv: Vec<std::ffi::OsString> = vec![];
+        if let Some(ns) = &self.netns {
+            argv.extend(["ip", "netns", "exec", ns.as_str()].map(Into::into));
+        }
+        if self.as_postgres {
+            argv.extend(["runuser", "-u", "postgres", "--"].map(Into::into));
+        }
+        argv.push(exe.clone().into());
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
         // Somewhere the postgres user may stand.
         cmd.args(args).current_dir(self.dir.path());
         let o = cmd
@@ -140,14 +164,20 @@ impl PgCluster {
         self.port
     }
 
-    /// The URL of database `name`.
+    /// The URL of database `name` (over TCP, from where the cluster listens).
     pub fn url(&self, name: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+        format!("postgres://postgres@{}:{}/{name}", self.listen, self.port)
     }
 
-    /// Creates database `name`; returns its URL.
+    /// Creates database `name` (through the cluster's socket, from any namespace); returns its
+    /// URL.
     pub fn create_db(&self, name: &str) -> Result<String, String> {
-        let mut c = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+        let mut c = postgres::Config::new()
+            .host_path(self.dir.path())
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect(postgres::NoTls)
             .map_err(|e| e.to_string())?;
         c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .map_err(|e| e.to_string())?;

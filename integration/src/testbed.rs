@@ -16,6 +16,12 @@ pub struct Platform {
     control: Proc,
     pub agents: Vec<Proc>,
     pub url: String,
+    /// With replicas: the second control replica and its URL.
+    pub replica_b: Option<(Proc, String)>,
+    /// The control URLs each cell's agent is given, when not just `url`.
+    agent_urls: Vec<String>,
+    /// With replicas: the database, in the underlay namespace (stopped after the replicas).
+    pub pg: Option<c2c_control::pg_cluster::PgCluster>,
 }
 
 impl Platform {
@@ -45,6 +51,9 @@ impl Platform {
             control,
             agents: vec![],
             url,
+            replica_b: None,
+            agent_urls: vec![],
+            pg: None,
         };
         for n in 1..=cells {
             let cell = p.underlay.cell(n);
@@ -66,6 +75,136 @@ impl Platform {
             );
         }
         p
+    }
+
+    /// Three kinds of host on one underlay, as namespaces: PostgreSQL (192.0.2.250), control
+    /// replica A (192.0.2.254) and replica B (192.0.2.253), both on the database, with copies of
+    /// one platform's files; `cells` cells that join with one-time tokens (not registered by
+    /// the test's admin), cell N's agent given both replicas' URLs, odd cells A first and even
+    /// cells B first. Leases expire after `lease_ttl` (agents renew every second).
+    pub fn start_replicated(cells: u8, lease_ttl: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let underlay = Underlay::new();
+        for a in ["192.0.2.254/24", "192.0.2.253/24", "192.0.2.250/24"] {
+            underlay.ns.ip(&["addr", "add", a, "dev", "br0"]);
+        }
+        let pg = c2c_control::pg_cluster::PgCluster::start_at(
+            Some(&underlay.ns.name),
+            Ipv4Addr::new(192, 0, 2, 250),
+        )
+        .expect("start PostgreSQL in the underlay");
+        let db = pg.create_db("c2c").unwrap();
+        let replica = |state: &std::path::Path, listen: &str, log: &str| {
+            Proc::start_in(
+                &underlay.ns,
+                &bin("c2c"),
+                &[
+                    "--state-dir",
+                    state.to_str().unwrap(),
+                    "control",
+                    "serve",
+                    "--listen",
+                    listen,
+                    "--database",
+                    &db,
+                    "--lease-ttl",
+                    lease_ttl,
+                ],
+                dir.path().join(log),
+            )
+        };
+        let wait_url = |state: &std::path::Path, proc: &Proc| {
+            let url_file = state.join("control/url");
+            eventually(Duration::from_secs(20), || url_file.exists().then_some(()))
+                .unwrap_or_else(|| panic!("control did not start: {}", proc.log()));
+            std::fs::read_to_string(url_file).unwrap()
+        };
+        let state = dir.path().join("state");
+        let control = replica(&state, "192.0.2.254:0", "control.log");
+        let url = wait_url(&state, &control);
+        // Replica B: the platform's files copied from A, as an operator does.
+        let state_b = dir.path().join("state-b");
+        std::fs::create_dir_all(state_b.join("control")).unwrap();
+        run(
+            "cp",
+            &[
+                "-a",
+                state.join("ca").to_str().unwrap(),
+                state_b.to_str().unwrap(),
+            ],
+        );
+        std::fs::copy(state.join("control/token"), state_b.join("control/token")).unwrap();
+        let b = replica(&state_b, "192.0.2.253:0", "control-b.log");
+        let url_b = wait_url(&state_b, &b);
+        let mut p = Self {
+            dir,
+            underlay,
+            cells: vec![],
+            control,
+            agents: vec![],
+            url: url.clone(),
+            replica_b: Some((b, url_b.clone())),
+            agent_urls: vec![],
+            pg: Some(pg),
+        };
+        for n in 1..=cells {
+            let cell = p.underlay.cell(n);
+            let name = format!("cell{n}");
+            let token = p.c2c(&["cell", "token", "create"]).trim().to_string();
+            let urls = if n % 2 == 1 {
+                format!("{url},{url_b}")
+            } else {
+                format!("{url_b},{url}")
+            };
+            let certs = p.dir.path().join(format!("{name}-tls"));
+            cell.ns.exec(
+                bin("c2c").to_str().unwrap(),
+                &[
+                    "--state-dir",
+                    "/nonexistent",
+                    "cell",
+                    "join",
+                    "--control",
+                    &urls,
+                    "--token",
+                    &token,
+                    "--name",
+                    &name,
+                    "--underlay-ip",
+                    &format!("192.0.2.{n}"),
+                    "--out",
+                    certs.to_str().unwrap(),
+                ],
+            );
+            p.cells.push(cell);
+            p.agent_urls.push(urls);
+            p.start_agent(n);
+        }
+        for n in 1..=cells {
+            let conf = p.cni_conf_path(n);
+            eventually(Duration::from_secs(10), || conf.exists().then_some(())).unwrap_or_else(
+                || {
+                    panic!(
+                        "agent {n} wrote no CNI config: {}",
+                        p.agents[n as usize - 1].log()
+                    )
+                },
+            );
+        }
+        p
+    }
+
+    /// Kills replica A with SIGKILL.
+    pub fn kill_replica_a(&mut self) {
+        self.control.kill9();
+    }
+
+    /// The `c2c` CLI against replica B (its own state dir).
+    pub fn c2c_b(&self, args: &[&str]) -> String {
+        let state = self.dir.path().join("state-b");
+        let mut a = vec!["--state-dir", state.to_str().unwrap()];
+        a.extend_from_slice(args);
+        self.underlay.ns.exec(bin("c2c").to_str().unwrap(), &a)
     }
 
     /// Stops control and starts it again on the same state dir and address, as after a crash
@@ -98,7 +237,10 @@ impl Platform {
             "--underlay-ip".into(),
             format!("192.0.2.{n}"),
             "--control".into(),
-            self.url.clone(),
+            self.agent_urls
+                .get(n as usize - 1)
+                .cloned()
+                .unwrap_or_else(|| self.url.clone()),
             "--ca".into(),
             d.join(format!("cell{n}-tls/control-ca.pem"))
                 .display()
@@ -110,6 +252,8 @@ impl Platform {
             "--cni-config".into(),
             self.cni_conf_path(n).display().to_string(),
             "--resync".into(),
+            "1s".into(),
+            "--renew".into(),
             "1s".into(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

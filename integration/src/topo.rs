@@ -398,6 +398,12 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Kills it with SIGKILL, as a crash would, and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// What it logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
