@@ -131,10 +131,14 @@ impl PgCluster {
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        self.run_in(self.netns.as_deref(), tool, args)
+    }
+
+    fn run_in(&self, netns: Option<&str>, tool: &str, args: &[&str]) -> Result<(), String> {
         let exe = self.bin.join(tool);
         let mut argv: Vec<std::ffi::OsString> = vec![];
-        if let Some(ns) = &self.netns {
-            argv.extend(["ip", "netns", "exec", ns.as_str()].map(Into::into));
+        if let Some(ns) = netns {
+            argv.extend(["ip", "netns", "exec", ns].map(Into::into));
         }
         if self.as_postgres {
             argv.extend(["runuser", "-u", "postgres", "--"].map(Into::into));
@@ -193,7 +197,10 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let data = self.data();
-        let _ = self.run(
+        // Outside any namespace: stopping goes by the PID file and a signal, and the
+        // namespace the server listens in may be gone already.
+        let _ = self.run_in(
+            None,
             "pg_ctl",
             &[
                 "-D",
