@@ -116,6 +116,19 @@ struct Endpoint {
 }
 
 impl Endpoint {
+    /// One URL, or several separated by commas.
+    fn list(urls: &str) -> Result<Vec<Self>, ClientError> {
+        let endpoints = urls
+            .split(',')
+            .filter(|u| !u.trim().is_empty())
+            .map(Endpoint::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(ClientError::BadUrl(urls.to_string()));
+        }
+        Ok(endpoints)
+    }
+
     fn parse(url: &str) -> Result<Self, ClientError> {
         let bad = || ClientError::BadUrl(url.to_string());
         let hostport = url.trim().strip_prefix("https://").ok_or_else(bad)?;
@@ -149,14 +162,7 @@ impl Client {
     /// by commas: a request goes to the one that answered last, and to the next when that one
     /// cannot be reached) trusting `ca_pem`.
     pub fn new(url: &str, ca_pem: &[u8], auth: Auth) -> Result<Self, ClientError> {
-        let endpoints = url
-            .split(',')
-            .filter(|u| !u.trim().is_empty())
-            .map(Endpoint::parse)
-            .collect::<Result<Vec<_>, _>>()?;
-        if endpoints.is_empty() {
-            return Err(ClientError::BadUrl(url.to_string()));
-        }
+        let endpoints = Endpoint::list(url)?;
         let tls_err = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(ca_pem) {
@@ -201,14 +207,7 @@ impl Client {
     /// control only if control's chain holds the issuer whose SHA-256 is `issuer_sha256` (the
     /// pin in a join token).
     pub fn pinned(url: &str, issuer_sha256: &str) -> Result<Self, ClientError> {
-        let endpoints = url
-            .split(',')
-            .filter(|u| !u.trim().is_empty())
-            .map(Endpoint::parse)
-            .collect::<Result<Vec<_>, _>>()?;
-        if endpoints.is_empty() {
-            return Err(ClientError::BadUrl(url.to_string()));
-        }
+        let endpoints = Endpoint::list(url)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()

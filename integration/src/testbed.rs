@@ -63,17 +63,7 @@ impl Platform {
             p.cells.push(cell);
             p.start_agent(n);
         }
-        for n in 1..=cells {
-            let conf = p.cni_conf_path(n);
-            eventually(Duration::from_secs(10), || conf.exists().then_some(())).unwrap_or_else(
-                || {
-                    panic!(
-                        "agent {n} wrote no CNI config: {}",
-                        p.agents[n as usize - 1].log()
-                    )
-                },
-            );
-        }
+        p.wait_for_agents();
         p
     }
 
@@ -180,18 +170,23 @@ impl Platform {
             p.agent_urls.push(urls);
             p.start_agent(n);
         }
-        for n in 1..=cells {
-            let conf = p.cni_conf_path(n);
+        p.wait_for_agents();
+        p
+    }
+
+    /// Waits until every agent wrote its CNI config (it holds a lease and enforces).
+    fn wait_for_agents(&self) {
+        for n in 1..=self.cells.len() as u8 {
+            let conf = self.cni_conf_path(n);
             eventually(Duration::from_secs(10), || conf.exists().then_some(())).unwrap_or_else(
                 || {
                     panic!(
                         "agent {n} wrote no CNI config: {}",
-                        p.agents[n as usize - 1].log()
+                        self.agents[n as usize - 1].log()
                     )
                 },
             );
         }
-        p
     }
 
     /// Kills replica A with SIGKILL.
