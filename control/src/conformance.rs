@@ -521,6 +521,14 @@ pub fn leases_expire_unless_renewed_and_come_back_where_they_were(open: Opener) 
     for (c, n) in [("cell1", 1), ("cell2", 2), ("cell3", 3)] {
         s.acquire_lease(c, ip(n)).unwrap();
     }
+    // An agent restarting takes the lease it holds again: no new revision, unless its
+    // underlay address moved (what other cells route to).
+    let r = s.revision().unwrap();
+    s.acquire_lease("cell3", ip(3)).unwrap();
+    assert_eq!(s.revision().unwrap(), r);
+    s.acquire_lease("cell3", ip(33)).unwrap();
+    assert!(s.revision().unwrap() > r);
+    s.acquire_lease("cell3", ip(3)).unwrap();
     let b = s.create_app("appb").unwrap();
     let p = s.place_instance(b.guid.as_str(), "cell2", None).unwrap();
     let held = s.leases().unwrap()[1].subnet;

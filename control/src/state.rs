@@ -747,10 +747,17 @@ impl State {
                 }
                 tx.execute("DELETE FROM cells WHERE name = ?", [&other])?;
             }
-            let held: Option<Subnet> = tx.query_row("SELECT subnet FROM cells WHERE name = ?", [cell], |r| parsed(r, 0)).optional()?;
-            if let Some(subnet) = held {
+            let held: Option<(Subnet, String)> = tx
+                .query_row("SELECT subnet, underlay_ip FROM cells WHERE name = ?", [cell], |r| {
+                    Ok((parsed(r, 0)?, r.get(1)?))
+                })
+                .optional()?;
+            if let Some((subnet, was)) = held {
                 tx.execute("UPDATE cells SET underlay_ip = ?, renewed_at = ? WHERE name = ?", params![underlay_ip.to_string(), t, cell])?;
-                return Ok((Lease { cell: cell_name(cell)?, underlay_ip, subnet, renewed_at: t }, true));
+                // Taking the lease it holds again (an agent restart) changes what other cells
+                // route only if the underlay address moved: no wake-up for every cell otherwise.
+                let moved = was != underlay_ip.to_string();
+                return Ok((Lease { cell: cell_name(cell)?, underlay_ip, subnet, renewed_at: t }, moved));
             }
             let taken: std::collections::BTreeSet<Subnet> =
                 tx.prepare("SELECT subnet FROM cells")?.query_map((), |r| parsed(r, 0))?.collect::<Result<_, _>>()?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use c2c_api::client::{Auth, Client, ClientError};
+use c2c_api::client::{Auth, Client, ClientError, StatusCode};
 use c2c_api::{AppGuid, CellName, CellView, Instance, Lease};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -491,6 +491,16 @@ async fn acquire_lease(
     loop {
         match client.acquire_lease(&cfg.cell, cfg.underlay_ip).await {
             Ok(l) => return Ok(Some(l)),
+            // Every subnet is leased to a live cell: one may expire or be removed; wait.
+            Err(ClientError::Status { status, message })
+                if status == StatusCode::CONFLICT && message.contains("no free subnet") =>
+            {
+                warn!(%message, "no subnet for this cell yet; waiting for one to be freed (c2c cell remove, or an expired lease)");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
             Err(e @ ClientError::Status { .. }) => return Err(e.into()),
             Err(error) => {
                 warn!(%error, "control not reachable yet; retrying");
