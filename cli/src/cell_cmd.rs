@@ -59,27 +59,17 @@ pub fn list(state_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The prefix of a join token: `c2cjoin.<secret>.<sha256 of the control issuer>`.
-const JOIN_PREFIX: &str = "c2cjoin";
-
 /// `c2c cell token create`: prints a join token.
 pub fn create_join_token(state_dir: &Path, ttl: std::time::Duration) -> Result<()> {
-    use anyhow::Context;
     let client = c2c_platform::client(state_dir)?;
     let made = runtime()?.block_on(client.create_join_token(ttl))?;
-    let issuer = c2c_api::layout::Layout::new(state_dir).control_issuer();
-    let pem = std::fs::read(&issuer).with_context(|| format!("reading {}", issuer.display()))?;
-    let der = c2c_certs::info::first_der_from_pem(&pem)?;
+    let pin = c2c_platform::cells::control_pin(state_dir)?;
     eprintln!(
         "Join token for one cell, valid for {} (on the new host: c2c cell join --control {} --token <token> --name NAME --underlay-ip IP):",
         humantime::format_duration(ttl),
         client.url()
     );
-    println!(
-        "{JOIN_PREFIX}.{}.{}",
-        made.secret,
-        c2c_api::pin::sha256_hex(&der)
-    );
+    println!("{}.{}.{pin}", c2c_platform::cells::JOIN_PREFIX, made.secret);
     Ok(())
 }
 
@@ -105,35 +95,14 @@ pub struct JoinArgs {
 
 /// `c2c cell join`.
 pub fn join(a: &JoinArgs) -> Result<()> {
-    use anyhow::{bail, Context};
+    use anyhow::Context;
     let name: c2c_api::CellName = a.name.parse().map_err(anyhow::Error::msg)?;
-    let parts: Vec<&str> = a.token.trim().split('.').collect();
-    let [JOIN_PREFIX, secret, pin] = parts.as_slice() else {
-        bail!("--token: expected {JOIN_PREFIX}.<secret>.<fingerprint>, as `c2c cell token create` prints it");
-    };
-    if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
-        bail!("--token: the fingerprint part must be 64 hex digits");
-    }
-    let client = c2c_api::client::Client::pinned(&a.control, pin)?;
-    let (key_pem, csr) = c2c_certs::ca::new_key_and_csr()?;
-    let joined = runtime()?
-        .block_on(client.join(&c2c_api::types::JoinRequest {
-            secret: secret.to_string(),
-            name: name.to_string(),
-            csr,
-        }))
-        .context("joining")?;
-    // What control handed over must be the CA the token pins (it is what the TLS session was
-    // verified against): the agent trusts exactly that from now on.
-    let der = c2c_certs::info::first_der_from_pem(joined.control_ca_pem.as_bytes())?;
-    if c2c_api::pin::sha256_hex(&der) != pin.to_ascii_lowercase() {
-        bail!("control handed over a CA other than the one the token pins; refusing it");
-    }
-    c2c_certs::pair::write_pair(&a.out, joined.cert_pem.as_bytes(), key_pem.as_bytes())
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    let (secret, pin) = c2c_platform::cells::parse_join_token(&a.token)?;
+    let client = c2c_api::client::Client::pinned(&a.control, &pin)?;
+    runtime()?.block_on(c2c_platform::cells::join_with(
+        &client, &secret, &pin, &name, &a.out,
+    ))?;
     let ca = a.out.join(c2c_platform::cells::CONTROL_CA_FILE);
-    c2c_certs::pair::write_file_atomic(&ca, joined.control_ca_pem.as_bytes(), 0o644)
-        .with_context(|| format!("writing {}", ca.display()))?;
     let env = format!(
         "# c2c-agent settings written by `c2c cell join` (a systemd EnvironmentFile)\nC2C_CELL={name}\nC2C_UNDERLAY_IP={}\nC2C_CONTROL_URL={}\nC2C_CONTROL_CA={}\nC2C_CERT_DIR={}\n",
         a.underlay_ip,

@@ -1,30 +1,92 @@
-//! A cell's identity, registered with control as any cell joins: its key made here (it never
-//! leaves the host), its client certificate signed by control's cell issuer.
+//! A cell's identity, obtained as any cell joins: with a one-time join token, its key made
+//! here (it never leaves the host), control verified against the CA the token pins, its client
+//! certificate signed by control's cell issuer.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use c2c_api::client::Client;
 use c2c_api::layout::Layout;
+use c2c_api::CellName;
 
 /// File (beside the cell's `cert.pem`) holding the issuer its agent trusts for control.
 pub const CONTROL_CA_FILE: &str = "control-ca.pem";
 
-/// Registers cell `name` with control and writes its identity into `out`: `cert.pem` and
-/// `key.pem` (a pair, written atomically) and [`CONTROL_CA_FILE`]. Registering a name again
-/// replaces its certificate: the previous one is refused from then on.
-pub fn register(state_dir: &Path, name: &str, out: &Path) -> Result<()> {
-    let client = crate::client(state_dir)?;
-    let name: c2c_api::CellName = name.parse().map_err(anyhow::Error::msg)?;
-    let (key_pem, csr_pem) = c2c_certs::ca::new_key_and_csr()?;
-    let signed = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(client.register_cell(&name, &csr_pem))?;
-    c2c_certs::pair::write_pair(out, signed.cert_pem.as_bytes(), key_pem.as_bytes())
+/// The prefix of a join token: `c2cjoin.<secret>.<sha256 of the control issuer>`.
+pub const JOIN_PREFIX: &str = "c2cjoin";
+
+/// The two parts of a join token: (secret, pinned fingerprint).
+pub fn parse_join_token(token: &str) -> Result<(String, String)> {
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    let [JOIN_PREFIX, secret, pin] = parts.as_slice() else {
+        bail!("join token: expected {JOIN_PREFIX}.<secret>.<fingerprint>, as `c2c cell token create` prints it");
+    };
+    if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("join token: the fingerprint part must be 64 hex digits");
+    }
+    Ok((secret.to_string(), pin.to_ascii_lowercase()))
+}
+
+/// Joins as cell `name` through `client` (a [`Client::pinned`] one) with the token's `secret`,
+/// and writes the identity into `out`: `cert.pem` and `key.pem` (a pair, written atomically)
+/// and [`CONTROL_CA_FILE`], which must be the CA `pin` names.
+pub async fn join_with(
+    client: &Client,
+    secret: &str,
+    pin: &str,
+    name: &CellName,
+    out: &Path,
+) -> Result<()> {
+    let (key_pem, csr) = c2c_certs::ca::new_key_and_csr()?;
+    let joined = client
+        .join(&c2c_api::types::JoinRequest {
+            secret: secret.to_string(),
+            name: name.to_string(),
+            csr,
+        })
+        .await
+        .context("joining")?;
+    // What control handed over must be the CA the token pins (what the TLS session was
+    // verified against): the agent trusts exactly that from now on.
+    let der = c2c_certs::info::first_der_from_pem(joined.control_ca_pem.as_bytes())?;
+    if c2c_api::pin::sha256_hex(&der) != pin {
+        bail!("control handed over a CA other than the one the token pins; refusing it");
+    }
+    c2c_certs::pair::write_pair(out, joined.cert_pem.as_bytes(), key_pem.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
+    let ca = out.join(CONTROL_CA_FILE);
+    c2c_certs::pair::write_file_atomic(&ca, joined.control_ca_pem.as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", ca.display()))?;
+    Ok(())
+}
+
+/// The fingerprint a join token of the platform at `state_dir` pins: its control issuer's.
+pub fn control_pin(state_dir: &Path) -> Result<String> {
     let issuer = Layout::new(state_dir).control_issuer();
     let pem = std::fs::read(&issuer).with_context(|| format!("reading {}", issuer.display()))?;
-    c2c_certs::pair::write_file_atomic(&out.join(CONTROL_CA_FILE), &pem, 0o644)
-        .with_context(|| format!("writing {}", out.join(CONTROL_CA_FILE).display()))?;
-    Ok(())
+    Ok(c2c_api::pin::sha256_hex(
+        &c2c_certs::info::first_der_from_pem(&pem)?,
+    ))
+}
+
+/// Registers cell `name` of the platform at `state_dir` the way every cell joins (a join token
+/// made with the admin token, then [`join_with`]) and writes its identity into `out`. Joining
+/// a name again revokes the certificate it had.
+pub fn register(state_dir: &Path, name: &str, out: &Path) -> Result<()> {
+    let name: CellName = name.parse().map_err(anyhow::Error::msg)?;
+    let admin = crate::client(state_dir)?;
+    let pin = control_pin(state_dir)?;
+    let mut pinned = Client::pinned(admin.url(), &pin)?;
+    if let Some(c) = crate::connector(state_dir) {
+        pinned = pinned.with_connector(c);
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let token = admin
+                .create_join_token(std::time::Duration::from_secs(60))
+                .await?;
+            join_with(&pinned, &token.secret, &pin, &name, out).await
+        })
 }

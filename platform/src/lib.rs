@@ -280,20 +280,24 @@ fn is_zombie(pid: i32) -> bool {
 /// the state dir): then each connection is made from a thread inside it.
 pub fn client(state_dir: &Path) -> Result<c2c_api::client::Client> {
     let client = c2c_api::client::Client::from_state_dir(state_dir)?;
-    let layout = c2c_api::layout::Layout::new(state_dir);
-    Ok(match std::fs::read_to_string(layout.netns()) {
-        Ok(ns) => {
-            let ns = PathBuf::from(ns.trim());
-            client.with_connector(std::sync::Arc::new(move |host: &str, port: u16| {
-                let host = host.to_string();
-                in_netns_at(&ns, move || {
-                    std::net::TcpStream::connect((host.as_str(), port))
-                })
-                .map_err(std::io::Error::other)?
-            }))
-        }
-        Err(_) => client,
+    Ok(match connector(state_dir) {
+        Some(c) => client.with_connector(c),
+        None => client,
     })
+}
+
+/// How to reach the local platform's control: from inside the namespace `c2c up` recorded, if
+/// it recorded one.
+pub fn connector(state_dir: &Path) -> Option<c2c_api::client::Connector> {
+    let layout = c2c_api::layout::Layout::new(state_dir);
+    let ns = PathBuf::from(std::fs::read_to_string(layout.netns()).ok()?.trim());
+    Some(std::sync::Arc::new(move |host: &str, port: u16| {
+        let host = host.to_string();
+        in_netns_at(&ns, move || {
+            std::net::TcpStream::connect((host.as_str(), port))
+        })
+        .map_err(std::io::Error::other)?
+    }))
 }
 
 /// Polls `check` every 20 ms until it is true or `timeout` passes.
