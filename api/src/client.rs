@@ -107,6 +107,9 @@ pub struct WhoAmIScope {
 /// The environment variable whose token, when set, the CLI uses instead of the state dir's.
 pub const TOKEN_ENV: &str = "C2C_TOKEN";
 
+/// A connection's sending half.
+type Idle = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
 /// One control replica.
 #[derive(Debug, Clone)]
 struct Endpoint {
@@ -152,6 +155,8 @@ pub struct Client {
     /// reached.
     endpoints: Arc<Vec<Endpoint>>,
     current: Arc<std::sync::atomic::AtomicUsize>,
+    /// A kept-alive connection and the replica it goes to.
+    idle: Arc<std::sync::Mutex<Option<(Idle, Endpoint)>>>,
     token: Option<String>,
     tls: Arc<rustls::ClientConfig>,
     connector: Option<Connector>,
@@ -197,6 +202,7 @@ impl Client {
         Ok(Self {
             endpoints: Arc::new(endpoints),
             current: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            idle: Arc::default(),
             token,
             tls: Arc::new(tls),
             connector: None,
@@ -221,6 +227,7 @@ impl Client {
         Ok(Self {
             endpoints: Arc::new(endpoints),
             current: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            idle: Arc::default(),
             token: None,
             tls: Arc::new(tls),
             connector: None,
@@ -338,43 +345,76 @@ impl Client {
         headers: &[(String, String)],
         body: Bytes,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes), ClientError> {
-        let (tls, endpoint) = self.open().await?;
-        let transport = |detail: String| ClientError::Transport {
-            url: endpoint.url.clone(),
-            detail,
+        let build = |endpoint: &Endpoint| {
+            let mut req = Request::builder().method(method.clone()).uri(path).header(
+                hyper::header::HOST,
+                format!("{}:{}", endpoint.host, endpoint.port),
+            );
+            let has_auth = headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+            if let (Some(t), false) = (&self.token, has_auth) {
+                req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            for (k, v) in headers {
+                req = req.header(k.as_str(), v.as_str());
+            }
+            req.body(Full::new(body.clone()))
+                .map_err(|e| ClientError::Transport {
+                    url: endpoint.url.clone(),
+                    detail: e.to_string(),
+                })
         };
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| transport(e.to_string()))?;
-        tokio::spawn(conn);
-        let mut req = Request::builder().method(method).uri(path).header(
-            hyper::header::HOST,
-            format!("{}:{}", endpoint.host, endpoint.port),
-        );
-        let has_auth = headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
-        if let (Some(t), false) = (&self.token, has_auth) {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        for (k, v) in headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| transport(e.to_string()))?;
-        let resp = send
-            .send_request(req)
-            .await
-            .map_err(|e| transport(e.to_string()))?;
-        let (status, headers) = (resp.status(), resp.headers().clone());
+        // A kept-alive connection first (a watch a second after the last one should not cost a
+        // TLS handshake); if it turns out closed before the request went out, a new one.
+        let kept = self.idle.lock().ok().and_then(|mut i| i.take());
+        let (mut send, endpoint, resp) = 'sent: {
+            if let Some((mut send, endpoint)) = kept {
+                if send.ready().await.is_ok() {
+                    match send.try_send_request(build(&endpoint)?).await {
+                        Ok(resp) => break 'sent (send, endpoint, resp),
+                        // Not sent: safe to send on a fresh connection.
+                        Err(e) if e.message().is_some() => {}
+                        Err(e) => {
+                            return Err(ClientError::Transport {
+                                url: endpoint.url.clone(),
+                                detail: e.into_error().to_string(),
+                            })
+                        }
+                    }
+                }
+            }
+            let (tls, endpoint) = self.open().await?;
+            let transport = |detail: String| ClientError::Transport {
+                url: endpoint.url.clone(),
+                detail,
+            };
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| transport(e.to_string()))?;
+            tokio::spawn(conn);
+            let resp = send
+                .send_request(build(&endpoint)?)
+                .await
+                .map_err(|e| transport(e.to_string()))?;
+            (send, endpoint, resp)
+        };
+        let (status, resp_headers) = (resp.status(), resp.headers().clone());
         let raw = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| transport(e.to_string()))?
+            .map_err(|e| ClientError::Transport {
+                url: endpoint.url.clone(),
+                detail: e.to_string(),
+            })?
             .to_bytes();
-        Ok((status, headers, raw))
+        if send.ready().await.is_ok() {
+            if let Ok(mut i) = self.idle.lock() {
+                *i = Some((send, endpoint));
+            }
+        }
+        Ok((status, resp_headers, raw))
     }
 
     /// Sends one request; returns the status and the body as JSON (a JSON string if it is not).

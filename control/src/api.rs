@@ -92,6 +92,11 @@ pub struct Ctx {
     pub(crate) started: std::time::Instant,
     /// The control issuer (PEM), handed to cells that join.
     control_ca_pem: Option<String>,
+    /// The last revision's view parts every cell shares.
+    views: crate::views::Cache,
+    /// Build each watcher's view on its own instead (`C2C_VIEW_CACHE=0`: the reference of
+    /// `bench/scale.sh`).
+    per_watcher_views: bool,
 }
 
 impl Ctx {
@@ -109,6 +114,8 @@ impl Ctx {
             max_policies: DEFAULT_MAX_POLICIES,
             started: std::time::Instant::now(),
             control_ca_pem: None,
+            views: crate::views::Cache::default(),
+            per_watcher_views: std::env::var("C2C_VIEW_CACHE").is_ok_and(|v| v == "0"),
         })
     }
 
@@ -1144,8 +1151,28 @@ async fn cell_api<B: ReqBody>(
             let mut rx = ctx.revision.subscribe();
             // Returns at once if the state is already past `after`; else on the next change.
             let _ = tokio::time::timeout(timeout, rx.wait_for(|rev| *rev > after)).await;
-            match ctx.with_state(move |s| view(s, &cell_s)).await {
-                Ok(v) => reply(StatusCode::OK, serde_json::to_value(v).unwrap_or_default()),
+            if ctx.per_watcher_views {
+                return match ctx.with_state(move |s| view(s, &cell_s)).await {
+                    Ok(v) => reply(StatusCode::OK, serde_json::to_value(v).unwrap_or_default()),
+                    Err(e) => state_error(e),
+                };
+            }
+            let current = *ctx.revision.borrow();
+            let shared = ctx
+                .views
+                .at_least(current, || {
+                    ctx.with_state(|s| crate::views::Shared::read(s))
+                })
+                .await;
+            match shared.and_then(|s| s.view_json(&cell_s)) {
+                Ok(json) => {
+                    let mut r = Response::new(Full::new(Bytes::from(json)));
+                    r.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/json"),
+                    );
+                    r
+                }
                 Err(e) => state_error(e),
             }
         }

@@ -22,6 +22,10 @@ pub type Scenario = (&'static str, fn(Opener));
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         (
+            "a_shared_view_gives_each_cell_what_its_own_would",
+            a_shared_view_gives_each_cell_what_its_own_would,
+        ),
+        (
             "leases_expire_unless_renewed_and_come_back_where_they_were",
             leases_expire_unless_renewed_and_come_back_where_they_were,
         ),
@@ -513,6 +517,51 @@ mod scenarios_impl {
     }
 }
 pub use scenarios_impl::*;
+
+/// A conformance scenario.
+pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
+    let mut s = open(OVERLAY, 60);
+    let ip = |n: u8| Ipv4Addr::new(192, 0, 2, n);
+    let apps: Vec<_> = ["appa", "appb", "appc"]
+        .iter()
+        .map(|n| s.create_app(n).unwrap())
+        .collect();
+    for (c, n) in [("cell1", 1), ("cell2", 2), ("cell3", 3)] {
+        s.acquire_lease(c, ip(n)).unwrap();
+    }
+    let leases = s.leases().unwrap();
+    for (k, (app, cell)) in [(0, "cell1"), (1, "cell2"), (1, "cell1"), (2, "cell2")]
+        .iter()
+        .enumerate()
+    {
+        let a = &apps[*app];
+        let p = s.place_instance(a.guid.as_str(), cell, None).unwrap();
+        let l = leases.iter().find(|l| l.cell == *cell).unwrap();
+        let addr = Ipv4Addr::from(u32::from(l.subnet.network()) + 2 + k as u32);
+        s.confirm_instance(cell, &p.guid, a.guid.as_str(), p.index, addr)
+            .unwrap();
+    }
+    for (src, dst, port) in [(0, 1, 8080), (2, 1, 9000), (2, 0, 53)] {
+        s.add_policies(&[Policy {
+            source: apps[src].guid.clone(),
+            destination: apps[dst].guid.clone(),
+            protocol: "tcp".parse().unwrap(),
+            ports: PortRange::new(port, port).unwrap(),
+        }])
+        .unwrap();
+    }
+    s.map_route(apps[1].guid.as_str(), "apps.internal", "appb")
+        .unwrap();
+    let shared = crate::views::Shared::read(&s).unwrap();
+    for cell in ["cell1", "cell2", "cell3", "nocell"] {
+        let from_shared: c2c_api::CellView =
+            serde_json::from_str(&shared.view_json(cell).unwrap()).unwrap();
+        assert_eq!(from_shared, crate::api::view(&s, cell).unwrap(), "{cell}");
+    }
+    // cell3 runs nothing: no policies; cell2 runs appb and appc: all three touch it.
+    let v3: c2c_api::CellView = serde_json::from_str(&shared.view_json("cell3").unwrap()).unwrap();
+    assert!(v3.policies.is_empty() && v3.instances.len() == 4);
+}
 
 /// A conformance scenario.
 pub fn leases_expire_unless_renewed_and_come_back_where_they_were(open: Opener) {

@@ -347,6 +347,20 @@ impl Db {
         self.prepare(sql)
     }
 
+    /// Starts a read-only transaction: every query in it sees one snapshot (on PostgreSQL,
+    /// also while other replicas write).
+    pub fn begin_read(&self) -> Result<Tx<'_>, StateError> {
+        if self.is_postgres() {
+            self.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        } else {
+            self.execute_batch("BEGIN")?;
+        }
+        Ok(Tx {
+            db: self,
+            done: false,
+        })
+    }
+
     /// Starts a transaction that excludes every other writer until it ends.
     pub fn begin_write(&self) -> Result<Tx<'_>, StateError> {
         if self.is_postgres() {

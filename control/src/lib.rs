@@ -16,3 +16,4 @@ pub mod replicas;
 pub mod serve_cmd;
 pub mod state;
 pub mod tokens;
+pub mod views;

@@ -308,6 +308,17 @@ impl State {
         self.db.is_postgres()
     }
 
+    /// Runs `f` on one consistent snapshot of the state (a read transaction).
+    pub fn snapshot<T>(
+        &self,
+        f: impl FnOnce(&State) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let tx = self.db.begin_read()?;
+        let out = f(self);
+        drop(tx);
+        out
+    }
+
     /// The current revision.
     pub fn revision(&self) -> Result<Revision, StateError> {
         Ok(Revision(
