@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Watch fan-out at scale: N simulated cells (real mTLS identities, long-polling as the agent does;
+# no namespaces) against control, one policy change every 0.5 s. Three setups in one run: the
+# reference (each watcher builds its own view, C2C_VIEW_CACHE=0, SQLite), shared views on SQLite,
+# and shared views on PostgreSQL (a server the run starts in a temp dir) with two replicas.
+# Reports per change: p50/p99 per watcher and the time until all N have it (medians over the
+# changes), control's CPU per change and RSS per parked watch; ratios against the reference.
+#
+#   bash bench/scale.sh [N...]      (default: 100 1000; root or a user that can run PostgreSQL)
+#   CHANGES=10 APPS=1000 POLICIES=10000 bash bench/scale.sh 100 1000 5000
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+cargo build --release -q -p c2c --bins
+cargo build --release -q -p c2c-integration --example scale_bench
+ns=("$@"); [ ${#ns[@]} -gt 0 ] || ns=(100 1000)
+for n in "${ns[@]}"; do
+  "$ROOT/target/release/examples/scale_bench" "$n" "${CHANGES:-10}" "${APPS:-1000}" "${POLICIES:-10000}"
+  echo
+done

@@ -1,0 +1,351 @@
+//! Watch fan-out at scale (run by bench/scale.sh): N simulated cells, each with its own
+//! registered mTLS identity holding a long-poll watch as the agent does, against control; one
+//! policy change every 0.5 s; for each change, how long until each watcher has it (p50, p99,
+//! and until all N have it), control's CPU per change and its RSS per parked watch. Runs three
+//! setups in one run: the reference (each watcher builds its own view: `C2C_VIEW_CACHE=0`,
+//! SQLite, one control), shared views on SQLite, and shared views on PostgreSQL with two
+//! replicas (watchers split between them, the changes written through the first).
+//!
+//!   scale_bench N [CHANGES] [APPS] [POLICIES]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use c2c_api::client::{Auth, Client};
+use c2c_api::Revision;
+use c2c_control::pg_cluster::PgCluster;
+use c2c_integration::bin;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+struct Control {
+    child: Child,
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_control(copy_from: Option<&Control>, database: Option<&str>, cache: bool) -> Control {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(first) = copy_from {
+        std::fs::create_dir_all(dir.path().join("control")).unwrap();
+        Command::new("cp")
+            .arg("-a")
+            .arg(first.dir.path().join("ca"))
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        std::fs::copy(
+            first.dir.path().join("control/token"),
+            dir.path().join("control/token"),
+        )
+        .unwrap();
+    }
+    let mut cmd = Command::new(bin("c2c"));
+    cmd.args([
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+        "control",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    if let Some(db) = database {
+        cmd.args(["--database", db]);
+    }
+    if !cache {
+        cmd.env("C2C_VIEW_CACHE", "0");
+    }
+    let child = cmd.stderr(Stdio::null()).spawn().unwrap();
+    let url_file = dir.path().join("control/url");
+    let end = Instant::now() + Duration::from_secs(20);
+    while !url_file.exists() {
+        assert!(Instant::now() < end, "control did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = std::fs::read_to_string(url_file).unwrap();
+    Control { child, dir, url }
+}
+
+/// (CPU seconds, RSS bytes) of a process.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    (ticks as f64 / hz, rss_kb * 1024)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Figures {
+    p50_ms: f64,
+    p99_ms: f64,
+    all_ms: f64,
+    cpu_ms_per_change: f64,
+    rss_kib_per_watch: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    name: &str,
+    n: usize,
+    changes: usize,
+    apps: usize,
+    policies: usize,
+    replicas: usize,
+    db: Option<String>,
+    cache: bool,
+) -> Figures {
+    let first = start_control(None, db.as_deref(), cache);
+    let mut controls = vec![];
+    for _ in 1..replicas {
+        controls.push(start_control(Some(&first), db.as_deref(), cache));
+    }
+    controls.insert(0, first);
+    let token = std::fs::read_to_string(controls[0].dir.path().join("control/token")).unwrap();
+    let issuer = std::fs::read(controls[0].dir.path().join("ca/control/ca.pem")).unwrap();
+    let admin = Client::new(&controls[0].url, &issuer, Auth::Token(token.trim().into())).unwrap();
+
+    // The platform: APPS apps, POLICIES policies between them.
+    let mut guids = vec![];
+    for chunk in (0..apps).collect::<Vec<_>>().chunks(64) {
+        let made = futures::future::join_all(chunk.iter().map(|i| {
+            let (admin, name) = (admin.clone(), format!("app{i}"));
+            async move { admin.create_app(&name).await }
+        }))
+        .await;
+        guids.extend(made.into_iter().map(|a| a.unwrap().guid));
+    }
+    let mut batch = vec![];
+    for i in 0..policies {
+        let port = 1 + (i / apps) as u16;
+        batch.push(json!({"source": {"id": guids[i % apps]}, "destination": {"id": guids[(i * 7 + 1) % apps]}, "protocol": "tcp", "ports": {"start": port, "end": port}}));
+    }
+    for chunk in batch.chunks(1000) {
+        let body = json!({"policies": chunk.iter().map(|p| json!({"source": p["source"], "destination": {"id": p["destination"]["id"], "protocol": "tcp", "ports": p["ports"]}})).collect::<Vec<_>>()});
+        admin
+            .call(
+                hyper::Method::POST,
+                "/networking/v1/external/policies",
+                Some(&body),
+            )
+            .await
+            .unwrap();
+    }
+    // N cells with their own identities; the first 250 hold a lease and run one instance each,
+    // so their views carry policies.
+    let mut cells = vec![];
+    for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
+        let made = futures::future::join_all(chunk.iter().map(|i| {
+            let admin = admin.clone();
+            async move {
+                let name: c2c_api::CellName = format!("cell{i}").parse().unwrap();
+                let (key, csr) = c2c_certs::ca::new_key_and_csr().unwrap();
+                let signed = admin.register_cell(&name, &csr).await.unwrap();
+                (name, signed.cert_pem, key)
+            }
+        }))
+        .await;
+        cells.extend(made);
+    }
+    let mut clients = vec![];
+    for (i, (name, cert, key)) in cells.iter().enumerate() {
+        let c = Client::new(
+            &controls[i % replicas].url,
+            &issuer,
+            Auth::ClientCert {
+                cert_pem: cert.clone().into_bytes(),
+                key_pem: key.clone().into_bytes(),
+            },
+        )
+        .unwrap();
+        if i < 250 {
+            let lease = c
+                .acquire_lease(
+                    name.as_str(),
+                    std::net::Ipv4Addr::new(192, 0, 2 + (i / 250) as u8, 1 + (i % 250) as u8),
+                )
+                .await
+                .unwrap();
+            let placed = admin
+                .place(guids[i % apps].as_str(), name, None)
+                .await
+                .unwrap();
+            let inst = c2c_api::Instance {
+                guid: placed.guid,
+                app_guid: placed.app_guid,
+                index: placed.index,
+                cell: name.clone(),
+                ip: std::net::Ipv4Addr::from(u32::from(lease.subnet.network()) + 2),
+            };
+            c.confirm_instance(name.as_str(), &inst).await.unwrap();
+        }
+        clients.push((name.to_string(), c));
+    }
+    let (_, rss_base): (f64, u64) = controls
+        .iter()
+        .map(|c| usage(c.child.id()))
+        .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+
+    // Every cell watches.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, u64, Instant)>();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for (i, (name, c)) in clients.into_iter().enumerate() {
+        let (tx, stop) = (tx.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut rev = Revision(0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.watch(&name, rev, 30).await {
+                    Ok(v) => {
+                        rev = v.revision;
+                        let _ = tx.send((i, rev.0, Instant::now()));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+    }
+    let mut latest = vec![0u64; n];
+    let mut seen = 0;
+    while seen < n {
+        let (i, r, _) = rx.recv().await.unwrap();
+        if latest[i] == 0 {
+            seen += 1;
+        }
+        latest[i] = r;
+    }
+    // Let the watchers park (their second watch is in flight).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok((i, r, _)) = rx.try_recv() {
+        latest[i] = r;
+    }
+    let (cpu0, rss_parked): (f64, u64) = controls
+        .iter()
+        .map(|c| usage(c.child.id()))
+        .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+
+    let (mut p50s, mut p99s, mut alls) = (vec![], vec![], vec![]);
+    for k in 0..changes {
+        let target = latest.iter().max().copied().unwrap_or(0) + 1;
+        let t0 = Instant::now();
+        let body = json!({"policies": [{"source": {"id": guids[k % apps]}, "destination": {"id": guids[(k + 3) % apps], "protocol": "udp", "ports": {"start": 7000 + k, "end": 7000 + k}}}]});
+        admin
+            .call(
+                hyper::Method::POST,
+                "/networking/v1/external/policies",
+                Some(&body),
+            )
+            .await
+            .unwrap();
+        let mut lat = vec![None; n];
+        let mut have = 0;
+        let deadline = t0 + Duration::from_secs(20);
+        while have < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some((i, r, at))) = tokio::time::timeout(left, rx.recv()).await else {
+                break;
+            };
+            latest[i] = r;
+            if r >= target && lat[i].is_none() {
+                lat[i] = Some(at.duration_since(t0).as_secs_f64() * 1000.0);
+                have += 1;
+            }
+        }
+        let mut l: Vec<f64> = lat.iter().map(|x| x.unwrap_or(20_000.0)).collect();
+        l.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        p50s.push(pct(&l, 0.5));
+        p99s.push(pct(&l, 0.99));
+        alls.push(*l.last().unwrap());
+        tokio::time::sleep(Duration::from_millis(500).saturating_sub(t0.elapsed())).await;
+    }
+    let (cpu1, _): (f64, u64) = controls
+        .iter()
+        .map(|c| usage(c.child.id()))
+        .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let f = Figures {
+        p50_ms: med(p50s),
+        p99_ms: med(p99s),
+        all_ms: med(alls),
+        cpu_ms_per_change: (cpu1 - cpu0) * 1000.0 / changes as f64,
+        rss_kib_per_watch: (rss_parked.saturating_sub(rss_base)) as f64 / 1024.0 / n as f64,
+    };
+    println!(
+        "{name:<44} {n:>6} {:>9.1} {:>9.1} {:>10.1} {:>12.1} {:>10.1}",
+        f.p50_ms, f.p99_ms, f.all_ms, f.cpu_ms_per_change, f.rss_kib_per_watch
+    );
+    f
+}
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("numbers"))
+        .collect();
+    let n = args.first().copied().unwrap_or(100);
+    let changes = args.get(1).copied().unwrap_or(10);
+    let apps = args.get(2).copied().unwrap_or(1000);
+    let policies = args.get(3).copied().unwrap_or(10_000);
+    // Each watch holds a socket here and in control.
+    if let Ok((_, hard)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
+        let _ =
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "{apps} apps, {policies} policies, {changes} changes 0.5 s apart; medians over the changes"
+    );
+    println!(
+        "{:<44} {:>6} {:>9} {:>9} {:>10} {:>12} {:>10}",
+        "setup", "cells", "p50 ms", "p99 ms", "all ms", "CPU ms/chg", "KiB/watch"
+    );
+    let pg = PgCluster::start().expect("start PostgreSQL");
+    let db = pg.create_db("scale").unwrap();
+    rt.block_on(async {
+        let reference = run("reference: per-watcher views, SQLite", n, changes, apps, policies, 1, None, false).await;
+        let shared = run("shared views, SQLite", n, changes, apps, policies, 1, None, true).await;
+        let replicated = run("shared views, PostgreSQL, 2 replicas", n, changes, apps, policies, 2, Some(db), true).await;
+        println!(
+            "ratios against the reference: all-cells time {:.2}x (SQLite) {:.2}x (PostgreSQL x2); CPU per change {:.2}x (SQLite) {:.2}x (PostgreSQL x2)",
+            shared.all_ms / reference.all_ms,
+            replicated.all_ms / reference.all_ms,
+            shared.cpu_ms_per_change / reference.cpu_ms_per_change,
+            replicated.cpu_ms_per_change / reference.cpu_ms_per_change,
+        );
+    });
+}
