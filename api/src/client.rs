@@ -496,12 +496,14 @@ impl Client {
     pub async fn create_join_token(
         &self,
         ttl: std::time::Duration,
+        cell: Option<&str>,
     ) -> Result<JoinTokenCreated, ClientError> {
         self.send(
             Method::POST,
             paths::JOIN_TOKENS,
             &JoinTokenRequest {
                 ttl_secs: ttl.as_secs().max(1),
+                cell: cell.map(str::to_string),
             },
         )
         .await

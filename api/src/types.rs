@@ -298,6 +298,10 @@ pub struct WhoAmI {
 pub struct JoinTokenRequest {
     /// How long the token may be used, in seconds.
     pub ttl_secs: u64,
+    /// The one cell name it joins (and may then replace that cell's identity); without it,
+    /// it joins any name no cell has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<String>,
 }
 
 /// The answer to `POST /v1/join-tokens`: the secret part (control keeps only its hash).

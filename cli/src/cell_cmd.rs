@@ -60,9 +60,13 @@ pub fn list(state_dir: &Path) -> Result<()> {
 }
 
 /// `c2c cell token create`: prints a join token.
-pub fn create_join_token(state_dir: &Path, ttl: std::time::Duration) -> Result<()> {
+pub fn create_join_token(
+    state_dir: &Path,
+    ttl: std::time::Duration,
+    cell: Option<&str>,
+) -> Result<()> {
     let client = c2c_platform::client(state_dir)?;
-    let made = runtime()?.block_on(client.create_join_token(ttl))?;
+    let made = runtime()?.block_on(client.create_join_token(ttl, cell))?;
     let pin = c2c_platform::cells::control_pin(state_dir)?;
     eprintln!(
         "Join token for one cell, valid for {} (on the new host: c2c cell join --control {} --token <token> --name NAME --underlay-ip IP):",

@@ -154,6 +154,10 @@ enum CellTokenCommand {
         /// How long the token may be used.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
+        /// Only for this cell name, which may be registered already (the join then replaces
+        /// its identity: a reinstalled host). Without it, the token joins a new name only.
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -226,8 +230,8 @@ fn main() -> ExitCode {
                 "Removed cell {name}: its certificate is revoked, its lease and instances freed"
             )
         }),
-        Command::Cell(CellCommand::Token(CellTokenCommand::Create { ttl })) => {
-            cell_cmd::create_join_token(&dir, ttl)
+        Command::Cell(CellCommand::Token(CellTokenCommand::Create { ttl, name })) => {
+            cell_cmd::create_join_token(&dir, ttl, name.as_deref())
         }
         Command::Cell(CellCommand::Join(a)) => cell_cmd::join(&a),
         Command::Cells => cell_cmd::list(&dir),

@@ -87,6 +87,33 @@ fn a_cell_joins_once_with_a_token_that_pins_controls_ca() {
         "{}",
         err(&o)
     );
+    // The attack: a (leaked) token for a new cell used to take over cell7's name. Refused; the
+    // real cell7 keeps working. A token made for that name replaces its identity (a
+    // reinstalled host), and the old certificate is refused from then on.
+    let loose = ctl.ok(&["cell", "token", "create"]).trim().to_string();
+    let o = join(&ctl, &loose, "cell7", &host.path().join("evil"));
+    assert!(err(&o).contains("registered already"), "{}", err(&o));
+    let lease = |dir: &Path| {
+        ctl.as_cell(
+            dir,
+            &["-X", "POST", "-d", r#"{"underlay_ip":"192.0.2.7"}"#],
+            "/v1/cells/cell7/lease",
+        )
+        .0
+    };
+    assert_eq!(lease(&out), 200);
+    let bound = ctl
+        .ok(&["cell", "token", "create", "--name", "cell7"])
+        .trim()
+        .to_string();
+    let o = join(&ctl, &bound, "cell8", &host.path().join("y"));
+    assert!(err(&o).contains("for cell cell7, not cell8"), "{}", err(&o));
+    let out2 = host.path().join("tls2");
+    let o = join(&ctl, &bound, "cell7", &out2);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(lease(&out2), 200);
+    assert_eq!(lease(&out), 403);
+
     // A guessed secret.
     let parts: Vec<&str> = token.split('.').collect();
     let guessed = format!("c2cjoin.{}.{}", "0".repeat(64), parts[2]);

@@ -669,7 +669,7 @@ async fn route<B: ReqBody>(
                     Err(r) => return r,
                 };
             match ctx
-                .with_state(move |s| s.create_join_token(t.ttl_secs))
+                .with_state(move |s| s.create_join_token(t.ttl_secs, t.cell.as_deref()))
                 .await
             {
                 Ok(made) => {
@@ -847,8 +847,11 @@ async fn join<B: ReqBody>(req: Request<B>, ctx: &Ctx) -> Response<Full<Bytes>> {
         );
     };
     // A token that cannot be used is refused before anything is signed.
-    let secret = j.secret.clone();
-    if let Err(e) = ctx.with_state(move |s| s.check_join_token(&secret)).await {
+    let (secret, name) = (j.secret.clone(), j.name.clone());
+    if let Err(e) = ctx
+        .with_state(move |s| s.check_join_token(&secret, &name))
+        .await
+    {
         warn!(cell = %j.name, error = %e, "join refused");
         return state_error(e);
     }

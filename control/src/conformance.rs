@@ -640,8 +640,8 @@ pub fn leases_expire_unless_renewed_and_come_back_where_they_were(open: Opener) 
 /// A conformance scenario.
 pub fn join_tokens_are_used_once_and_expire(open: Opener) {
     let mut s = open(OVERLAY, 60);
-    let t = s.create_join_token(3600).unwrap();
-    s.check_join_token(&t.secret).unwrap();
+    let t = s.create_join_token(3600, None).unwrap();
+    s.check_join_token(&t.secret, "cell7").unwrap();
     s.join_cell(&t.secret, "cell7", "fp7").unwrap();
     assert!(s.cell_identity_ok("cell7", "fp7").unwrap());
     let again = s.join_cell(&t.secret, "cell8", "fp8");
@@ -650,10 +650,27 @@ pub fn join_tokens_are_used_once_and_expire(open: Opener) {
     );
     assert!(!s.cell_identity_ok("cell8", "fp8").unwrap());
     assert!(matches!(
-        s.check_join_token("guess"),
+        s.check_join_token("guess", "cell8"),
         Err(StateError::Forbidden(_))
     ));
-    let old = s.create_join_token(0).unwrap();
+    // An unbound token joins a new name only: a leaked one cannot take over a cell; a token
+    // bound to a name joins that name, replacing its identity, and no other.
+    let loose = s.create_join_token(3600, None).unwrap();
+    assert!(matches!(
+        s.join_cell(&loose.secret, "cell7", "evil"),
+        Err(StateError::Conflict(_))
+    ));
+    assert!(s.cell_identity_ok("cell7", "fp7").unwrap());
+    let bound = s.create_join_token(3600, Some("cell7")).unwrap();
+    assert!(
+        matches!(s.join_cell(&bound.secret, "cell9", "fp9"), Err(StateError::Forbidden(m)) if m.contains("for cell cell7"))
+    );
+    s.join_cell(&bound.secret, "cell7", "fp7b").unwrap();
+    assert!(
+        s.cell_identity_ok("cell7", "fp7b").unwrap()
+            && !s.cell_identity_ok("cell7", "fp7").unwrap()
+    );
+    let old = s.create_join_token(0, None).unwrap();
     s.db.execute(
         "UPDATE join_tokens SET expires_at = expires_at - 10 WHERE used_by IS NULL",
         (),

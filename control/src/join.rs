@@ -17,24 +17,32 @@ fn now() -> i64 {
 }
 
 impl State {
-    /// Makes a join token valid for `ttl_secs`.
-    pub fn create_join_token(&mut self, ttl_secs: u64) -> Result<JoinTokenCreated, StateError> {
+    /// Makes a join token valid for `ttl_secs`: for a new cell name, or, bound to `cell`, for
+    /// that name only (which may replace the identity of a registered cell of that name).
+    pub fn create_join_token(
+        &mut self,
+        ttl_secs: u64,
+        cell: Option<&str>,
+    ) -> Result<JoinTokenCreated, StateError> {
+        if let Some(c) = cell {
+            crate::state::validate_cell_name(c)?;
+        }
         let secret = new_secret()?;
         let expires_at = now() + ttl_secs.min(30 * 24 * 3600) as i64;
         let hash = sha256_hex(secret.as_bytes());
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO join_tokens (hash, expires_at) VALUES (?, ?)",
-                params![hash, expires_at],
+                "INSERT INTO join_tokens (hash, expires_at, cell) VALUES (?, ?, ?)",
+                params![hash, expires_at, cell],
             )?;
             Ok(((), false))
         })?;
         Ok(JoinTokenCreated { secret, expires_at })
     }
 
-    /// Whether `secret` is a join token that may be used now (nothing is changed).
-    pub fn check_join_token(&self, secret: &str) -> Result<(), StateError> {
-        join_token_state(&self.db, secret)
+    /// Whether `secret` is a join token that cell `name` may use now (nothing is changed).
+    pub fn check_join_token(&self, secret: &str, name: &str) -> Result<(), StateError> {
+        join_token_state(&self.db, secret, name)
     }
 
     /// Uses the join token `secret` for cell `name` and registers the cell with the fingerprint
@@ -49,7 +57,7 @@ impl State {
         crate::state::validate_cell_name(name)?;
         let hash = sha256_hex(secret.as_bytes());
         self.write(|tx| {
-            join_token_state(tx, secret)?;
+            join_token_state(tx, secret, name)?;
             tx.execute(
                 "UPDATE join_tokens SET used_by = ?, used_at = ? WHERE hash = ?",
                 params![name, now(), hash],
@@ -64,23 +72,52 @@ impl State {
     }
 }
 
-fn join_token_state(db: &crate::db::Db, secret: &str) -> Result<(), StateError> {
+fn join_token_state(db: &crate::db::Db, secret: &str, name: &str) -> Result<(), StateError> {
     let hash = sha256_hex(secret.as_bytes());
-    let row: Option<(i64, Option<String>)> = db
+    let row: Option<(i64, Option<String>, Option<String>)> = db
         .query_row(
-            "SELECT expires_at, used_by FROM join_tokens WHERE hash = ?",
+            "SELECT expires_at, cell, used_by FROM join_tokens WHERE hash = ?",
             [hash],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    match row {
-        None => Err(StateError::Forbidden("invalid join token".into())),
-        Some((_, Some(cell))) => Err(StateError::Forbidden(format!(
-            "this join token was already used (by cell {cell}); make a new one with `c2c cell token create`"
-        ))),
-        Some((exp, None)) if exp < now() => Err(StateError::Forbidden(
+    let (expires_at, bound) = match row {
+        None => return Err(StateError::Forbidden("invalid join token".into())),
+        Some((_, _, Some(cell))) => {
+            return Err(StateError::Forbidden(format!(
+                "this join token was already used (by cell {cell}); make a new one with `c2c cell token create`"
+            )))
+        }
+        Some((exp, bound, None)) => (exp, bound),
+    };
+    if expires_at < now() {
+        return Err(StateError::Forbidden(
             "this join token has expired; make a new one with `c2c cell token create`".into(),
-        )),
+        ));
+    }
+    match bound {
+        // A token for one name joins that name, replacing whatever identity it had.
+        Some(b) if b != name => Err(StateError::Forbidden(format!(
+            "this join token is for cell {b}, not {name}"
+        ))),
         Some(_) => Ok(()),
+        // Any other token joins a new name only: a leaked token cannot take over a cell.
+        None => {
+            let taken = db
+                .query_row(
+                    "SELECT 1 FROM cell_identities WHERE name = ?",
+                    [name],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if taken {
+                Err(StateError::Conflict(format!(
+                    "cell {name} is registered already; a join token for it replaces its identity: `c2c cell token create --name {name}` (or `c2c cell remove {name}` first)"
+                )))
+            } else {
+                Ok(())
+            }
+        }
     }
 }

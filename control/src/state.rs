@@ -120,9 +120,10 @@ const SQLITE_MIGRATIONS: &[&str] = &[
         UPDATE policies_info SET last_updated = MAX(last_updated + 1,
             CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) * 1000000);
      END;",
-    // 5: one-time join tokens for cells joining over the network (hashed; used once).
+    // 5: one-time join tokens for cells joining over the network (hashed; used once; bound to
+    // a cell name when they may replace that cell's identity).
     "CREATE TABLE join_tokens (hash TEXT PRIMARY KEY, expires_at INTEGER NOT NULL,
-        used_by TEXT, used_at INTEGER);",
+        cell TEXT, used_by TEXT, used_at INTEGER);",
 ];
 /// The same migrations in PostgreSQL's dialect, version for version (integers are BIGINT, so
 /// every value binds as one 64-bit type). PostgreSQL starts at today's schema: its step 1 is
@@ -174,7 +175,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
      CREATE TRIGGER policies_touched AFTER INSERT OR DELETE ON policies
         FOR EACH ROW EXECUTE FUNCTION c2c_policies_touched();",
     "CREATE TABLE join_tokens (hash TEXT PRIMARY KEY, expires_at BIGINT NOT NULL,
-        used_by TEXT, used_at BIGINT);",
+        cell TEXT, used_by TEXT, used_at BIGINT);",
 ];
 
 /// The channel a PostgreSQL write announces a new revision on (`NOTIFY`, sent at commit).

@@ -70,8 +70,8 @@ pub fn control_pin(state_dir: &Path) -> Result<String> {
 }
 
 /// Registers cell `name` of the platform at `state_dir` the way every cell joins (a join token
-/// made with the admin token, then [`join_with`]) and writes its identity into `out`. Joining
-/// a name again revokes the certificate it had.
+/// for that name made with the admin token, then [`join_with`]) and writes its identity into
+/// `out`. Registering a name again revokes the certificate it had.
 pub fn register(state_dir: &Path, name: &str, out: &Path) -> Result<()> {
     let name: CellName = name.parse().map_err(anyhow::Error::msg)?;
     let admin = crate::client(state_dir)?;
@@ -85,7 +85,7 @@ pub fn register(state_dir: &Path, name: &str, out: &Path) -> Result<()> {
         .build()?
         .block_on(async {
             let token = admin
-                .create_join_token(std::time::Duration::from_secs(60))
+                .create_join_token(std::time::Duration::from_secs(60), Some(name.as_str()))
                 .await?;
             join_with(&pinned, &token.secret, &pin, &name, out).await
         })
