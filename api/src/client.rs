@@ -719,6 +719,30 @@ impl Client {
             .await
     }
 
+    /// Waits for a view newer than `prev` (the whole view this cell has, if any), asking control
+    /// only for what changed since it; returns the whole new view.
+    pub async fn watch_since(
+        &self,
+        cell: &str,
+        prev: Option<&CellView>,
+        timeout_secs: u64,
+    ) -> Result<CellView, ClientError> {
+        let Some(prev) = prev else {
+            return self.watch(cell, Revision(0), timeout_secs).await;
+        };
+        let v: CellView = self
+            .call_as(
+                Method::GET,
+                &paths::watch_delta(cell, prev.revision, timeout_secs),
+                None,
+            )
+            .await?;
+        match v.merged(prev) {
+            Some(v) => Ok(v),
+            None => self.watch(cell, prev.revision, timeout_secs).await,
+        }
+    }
+
     /// Confirms that placed instance `inst` runs on `cell` at its address.
     pub async fn confirm_instance(&self, cell: &str, inst: &Instance) -> Result<(), ClientError> {
         let req = Confirm {

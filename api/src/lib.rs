@@ -124,10 +124,13 @@ pub struct CellView {
     /// The state revision this view is of.
     pub revision: Revision,
     /// Every cell's lease (for VTEP convergence).
+    #[serde(default)]
     pub leases: Vec<Lease>,
     /// Every app with its tag.
+    #[serde(default)]
     pub apps: Vec<App>,
     /// Every instance (for DNS and certificates).
+    #[serde(default)]
     pub instances: Vec<Instance>,
     /// Policies whose source or destination app has an instance on this cell.
     pub policies: Vec<Policy>,
@@ -137,6 +140,30 @@ pub struct CellView {
     /// The internal domains (the cell's DNS answers for these).
     #[serde(default)]
     pub domains: Vec<String>,
+    /// In an answer to a watch that asked for changes only (`delta=1`): the parts left out
+    /// because they are as they were at the revision the watch named (`leases`, `apps`,
+    /// `instances`, `routes`, `domains`). Empty in a whole view.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchanged: Vec<String>,
+}
+
+impl CellView {
+    /// Fills the parts a delta answer left out from `prev`, the view at the revision the watch
+    /// named; the result is a whole view. `None` if a part was left out that `prev` cannot
+    /// supply (an unknown part name).
+    pub fn merged(mut self, prev: &CellView) -> Option<CellView> {
+        for part in std::mem::take(&mut self.unchanged) {
+            match part.as_str() {
+                "leases" => self.leases = prev.leases.clone(),
+                "apps" => self.apps = prev.apps.clone(),
+                "instances" => self.instances = prev.instances.clone(),
+                "routes" => self.routes = prev.routes.clone(),
+                "domains" => self.domains = prev.domains.clone(),
+                _ => return None,
+            }
+        }
+        Some(self)
+    }
 }
 
 /// Decodes a path segment made by [`path_segment`] (or any percent-encoding); malformed

@@ -80,3 +80,9 @@ pub fn watch(cell: &str, after: crate::Revision, timeout_secs: u64) -> String {
         seg(cell)
     )
 }
+
+/// The cell API: the long-poll watch, answering only what changed since `after` (the parts as
+/// they were at `after` are named in `unchanged`).
+pub fn watch_delta(cell: &str, after: crate::Revision, timeout_secs: u64) -> String {
+    format!("{}&delta=1", watch(cell, after, timeout_secs))
+}

@@ -1167,7 +1167,14 @@ async fn cell_api<B: ReqBody>(
                     ctx.with_state(|s| crate::views::Shared::read(s))
                 })
                 .await;
-            match shared.and_then(|s| s.view_json(&cell_s)) {
+            // Changes only, when the cell asked for them and this replica built the revision it
+            // has (else the whole view).
+            let since = q
+                .get("delta")
+                .is_some_and(|d| d == "1")
+                .then(|| ctx.views.hashes_at(after))
+                .flatten();
+            match shared.and_then(|s| s.view_json(&cell_s, since)) {
                 Ok(json) => {
                     let mut r = Response::new(Full::new(Bytes::from(json)));
                     r.headers_mut().insert(
@@ -1202,5 +1209,6 @@ pub fn view(s: &State, cell: &str) -> Result<CellView, StateError> {
         instances,
         routes: s.routes()?,
         domains: s.domains()?,
+        unchanged: vec![],
     })
 }

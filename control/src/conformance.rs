@@ -555,12 +555,49 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     let shared = crate::views::Shared::read(&s).unwrap();
     for cell in ["cell1", "cell2", "cell3", "nocell"] {
         let from_shared: c2c_api::CellView =
-            serde_json::from_str(&shared.view_json(cell).unwrap()).unwrap();
+            serde_json::from_str(&shared.view_json(cell, None).unwrap()).unwrap();
         assert_eq!(from_shared, crate::api::view(&s, cell).unwrap(), "{cell}");
     }
     // cell3 runs nothing: no policies; cell2 runs appb and appc: all three touch it.
-    let v3: c2c_api::CellView = serde_json::from_str(&shared.view_json("cell3").unwrap()).unwrap();
+    let v3: c2c_api::CellView =
+        serde_json::from_str(&shared.view_json("cell3", None).unwrap()).unwrap();
     assert!(v3.policies.is_empty() && v3.instances.len() == 4);
+    // A delta against the previous revision after a policy change: only policies come, and
+    // merged with the previous whole view it is the new whole view.
+    let before: c2c_api::CellView =
+        serde_json::from_str(&shared.view_json("cell1", None).unwrap()).unwrap();
+    s.add_policies(&[Policy {
+        source: apps[1].guid.clone(),
+        destination: apps[0].guid.clone(),
+        protocol: "udp".parse().unwrap(),
+        ports: PortRange::new(5000, 5010).unwrap(),
+    }])
+    .unwrap();
+    let next = crate::views::Shared::read(&s).unwrap();
+    let delta_json = next.view_json("cell1", Some(shared.hashes())).unwrap();
+    let delta: c2c_api::CellView = serde_json::from_str(&delta_json).unwrap();
+    assert_eq!(
+        delta.unchanged,
+        ["leases", "apps", "instances", "routes", "domains"]
+    );
+    assert!(delta_json.len() < 1000, "{delta_json}");
+    assert_eq!(
+        delta.merged(&before).unwrap(),
+        crate::api::view(&s, "cell1").unwrap()
+    );
+    // A route change sends routes (and what else changed), never a stale part.
+    s.map_route(apps[0].guid.as_str(), "apps.internal", "appa")
+        .unwrap();
+    let third = crate::views::Shared::read(&s).unwrap();
+    let d: c2c_api::CellView =
+        serde_json::from_str(&third.view_json("cell1", Some(next.hashes())).unwrap()).unwrap();
+    assert!(!d.unchanged.contains(&"routes".to_string()));
+    let whole_next: c2c_api::CellView =
+        serde_json::from_str(&next.view_json("cell1", None).unwrap()).unwrap();
+    assert_eq!(
+        d.merged(&whole_next).unwrap(),
+        crate::api::view(&s, "cell1").unwrap()
+    );
 }
 
 /// A conformance scenario.

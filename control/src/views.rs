@@ -3,9 +3,11 @@
 //! read from one snapshot and serialized once per revision; each cell's answer is that text
 //! plus the policies touching its own instances, filtered in memory. Many cells woken by one
 //! change cost one read of the state, not one each, and none holds the state's lock while its
-//! answer is built.
+//! answer is built. A watch that asks for changes only (`delta=1`, what agents send) gets the
+//! parts that differ from the revision it named; the rest it already has (`unchanged`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::state::{Policy, Revision, State, StateError};
@@ -14,8 +16,8 @@ use crate::state::{Policy, Revision, State, StateError};
 pub struct Shared {
     /// The revision.
     pub revision: Revision,
-    /// `"leases":[...],"apps":[...],"instances":[...],"routes":[...],"domains":[...]`.
-    json: String,
+    /// Each part's name, JSON and a hash of it.
+    parts: [(&'static str, String, u64); 5],
     /// App GUIDs with an instance on each cell.
     local_apps: HashMap<String, BTreeSet<String>>,
     /// Every policy.
@@ -36,25 +38,38 @@ impl Shared {
                     .insert(i.app_guid.to_string());
             }
             let enc = |e: serde_json::Error| StateError::Internal(format!("encoding a view: {e}"));
-            let json = format!(
-                "\"leases\":{},\"apps\":{},\"instances\":{},\"routes\":{},\"domains\":{}",
-                serde_json::to_string(&s.leases()?).map_err(enc)?,
-                serde_json::to_string(&s.apps()?).map_err(enc)?,
-                serde_json::to_string(&instances).map_err(enc)?,
-                serde_json::to_string(&s.routes()?).map_err(enc)?,
-                serde_json::to_string(&s.domains()?).map_err(enc)?,
-            );
+            let part = |name: &'static str, json: String| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                json.hash(&mut h);
+                (name, json, h.finish())
+            };
+            let parts = [
+                part("leases", serde_json::to_string(&s.leases()?).map_err(enc)?),
+                part("apps", serde_json::to_string(&s.apps()?).map_err(enc)?),
+                part("instances", serde_json::to_string(&instances).map_err(enc)?),
+                part("routes", serde_json::to_string(&s.routes()?).map_err(enc)?),
+                part(
+                    "domains",
+                    serde_json::to_string(&s.domains()?).map_err(enc)?,
+                ),
+            ];
             Ok(Shared {
                 revision,
-                json,
+                parts,
                 local_apps,
                 policies: s.policies(None)?,
             })
         })
     }
 
-    /// `cell`'s view, as JSON (a `CellView`).
-    pub fn view_json(&self, cell: &str) -> Result<String, StateError> {
+    /// The parts' hashes.
+    pub fn hashes(&self) -> [u64; 5] {
+        self.parts.clone().map(|p| p.2)
+    }
+
+    /// `cell`'s view, as JSON (a `CellView`): whole, or without the parts whose hash is the
+    /// one in `since` (the hashes at the revision the cell has), named in `unchanged`.
+    pub fn view_json(&self, cell: &str, since: Option<[u64; 5]>) -> Result<String, StateError> {
         let empty = BTreeSet::new();
         let local = self.local_apps.get(cell).unwrap_or(&empty);
         let mine: Vec<&Policy> = self
@@ -64,10 +79,20 @@ impl Shared {
             .collect();
         let policies = serde_json::to_string(&mine)
             .map_err(|e| StateError::Internal(format!("encoding a view: {e}")))?;
-        Ok(format!(
-            "{{\"revision\":{},{},\"policies\":{policies}}}",
-            self.revision.0, self.json
-        ))
+        let mut out = format!("{{\"revision\":{},\"policies\":{policies}", self.revision.0);
+        let mut unchanged = vec![];
+        for (i, (name, json, hash)) in self.parts.iter().enumerate() {
+            if since.is_some_and(|h| h[i] == *hash) {
+                unchanged.push(format!("\"{name}\""));
+            } else {
+                out.push_str(&format!(",\"{name}\":{json}"));
+            }
+        }
+        if !unchanged.is_empty() {
+            out.push_str(&format!(",\"unchanged\":[{}]", unchanged.join(",")));
+        }
+        out.push('}');
+        Ok(out)
     }
 }
 
@@ -76,7 +101,12 @@ impl Shared {
 #[derive(Default)]
 pub struct Cache {
     last: tokio::sync::Mutex<Option<Arc<Shared>>>,
+    /// The parts' hashes at the last revisions built here, newest last.
+    history: std::sync::Mutex<VecDeque<(Revision, [u64; 5])>>,
 }
+
+/// How many revisions' hashes are kept for deltas.
+const HISTORY: usize = 256;
 
 impl Cache {
     /// The shared view at `revision` or later, read with `read` when the cached one is older.
@@ -95,6 +125,23 @@ impl Cache {
         }
         let fresh = Arc::new(read().await?);
         *last = Some(fresh.clone());
+        if let Ok(mut h) = self.history.lock() {
+            if h.back().is_none_or(|(r, _)| *r < fresh.revision) {
+                h.push_back((fresh.revision, fresh.hashes()));
+                if h.len() > HISTORY {
+                    h.pop_front();
+                }
+            }
+        }
         Ok(fresh)
+    }
+
+    /// The parts' hashes at `revision`, if a view of it was built here lately.
+    pub fn hashes_at(&self, revision: Revision) -> Option<[u64; 5]> {
+        let h = self.history.lock().ok()?;
+        h.iter()
+            .rev()
+            .find(|(r, _)| *r == revision)
+            .map(|(_, x)| *x)
     }
 }

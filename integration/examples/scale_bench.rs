@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use c2c_api::client::{Auth, Client};
-use c2c_api::Revision;
 use c2c_control::pg_cluster::PgCluster;
 use c2c_integration::bin;
 use serde_json::json;
@@ -218,12 +217,13 @@ async fn run(
     for (i, (name, c)) in clients.into_iter().enumerate() {
         let (tx, stop) = (tx.clone(), stop.clone());
         tokio::spawn(async move {
-            let mut rev = Revision(0);
+            // As the agent watches: changes only, merged into the view it has.
+            let mut last: Option<c2c_api::CellView> = None;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match c.watch(&name, rev, 30).await {
+                match c.watch_since(&name, last.as_ref(), 30).await {
                     Ok(v) => {
-                        rev = v.revision;
-                        let _ = tx.send((i, rev.0, Instant::now()));
+                        let _ = tx.send((i, v.revision.0, Instant::now()));
+                        last = Some(v);
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }

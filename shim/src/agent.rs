@@ -352,6 +352,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     // The decisions are the core's (see `crate::core`); this loop turns the world into its
     // events and its actions into the world.
     let mut core = AgentCore::new(&cfg.cell, subnet);
+    let mut last_view: Option<CellView> = None;
     // After a failed watch: 100 ms, doubling to 2 s, so a restarted control is seen at once
     // and a gone one is not hammered.
     let mut backoff = Duration::from_millis(100);
@@ -372,10 +373,13 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             }
             // The watch waits up to 30 s on control's side; 45 s here covers a control plane
             // that vanished without closing the connection.
-            r = tokio::time::timeout(Duration::from_secs(45), client.watch(&cfg.cell, core.revision(), 30)) => match r {
+            // Only what changed since the view it has (control leaves out the parts as they
+            // were, and the client fills them in from that view).
+            r = tokio::time::timeout(Duration::from_secs(45), client.watch_since(&cfg.cell, last_view.as_ref(), 30)) => match r {
                 Ok(Ok(v)) => {
                     debug!(revision = v.revision.0, "watch woke");
                     backoff = Duration::from_millis(100);
+                    last_view = Some(v.clone());
                     Event::View(v)
                 }
                 Err(_) => {
@@ -721,6 +725,7 @@ mod tests {
     fn view() -> CellView {
         CellView {
             revision: c2c_api::Revision(7),
+            unchanged: vec![],
             leases: vec![
                 Lease {
                     cell: "cell1".parse().unwrap(),

@@ -285,6 +285,7 @@ mod tests {
     fn view(rev: u64, confirmed: &[(&str, &str)], policies: usize) -> CellView {
         CellView {
             revision: Revision(rev),
+            unchanged: vec![],
             leases: vec![Lease {
                 cell: "cell1".parse().unwrap(),
                 underlay_ip: "192.0.2.1".parse().unwrap(),
