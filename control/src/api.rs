@@ -94,6 +94,8 @@ pub struct Ctx {
     control_ca_pem: Option<String>,
     /// The last revision's view parts every cell shares.
     views: crate::views::Cache,
+    /// Cell certificates (CN -> fingerprint) found registered at a revision.
+    registry: Mutex<(Revision, HashMap<String, String>)>,
     /// Build each watcher's view on its own instead (`C2C_VIEW_CACHE=0`: the reference of
     /// `bench/scale.sh`).
     per_watcher_views: bool,
@@ -115,6 +117,7 @@ impl Ctx {
             started: std::time::Instant::now(),
             control_ca_pem: None,
             views: crate::views::Cache::default(),
+            registry: Mutex::new((Revision(0), HashMap::new())),
             per_watcher_views: std::env::var("C2C_VIEW_CACHE").is_ok_and(|v| v == "0"),
         })
     }
@@ -488,9 +491,28 @@ async fn registered_cell(
     let Some(peer) = peer else {
         return Err(refused());
     };
+    // Verified before at this revision: every registration and revocation makes a new one
+    // (on every replica, through the database's notification), so no lookup is needed.
+    let rev = ctx.current_revision();
+    if ctx.registry.lock().is_ok_and(|c| {
+        c.0 == rev
+            && c.1.get(&peer.cn).is_some_and(|f| {
+                crate::state::constant_time_eq(f.as_bytes(), peer.fingerprint.as_bytes())
+            })
+    }) {
+        return Ok(peer.cn.clone());
+    }
     let (cn, fp) = (peer.cn.clone(), peer.fingerprint.clone());
     match ctx.with_state(move |s| s.cell_identity_ok(&cn, &fp)).await {
-        Ok(true) => Ok(peer.cn.clone()),
+        Ok(true) => {
+            if let Ok(mut c) = ctx.registry.lock() {
+                if c.0 != rev {
+                    *c = (rev, HashMap::new());
+                }
+                c.1.insert(peer.cn.clone(), peer.fingerprint.clone());
+            }
+            Ok(peer.cn.clone())
+        }
         Ok(false) => {
             warn!(cell = %peer.cn, "refused a cell certificate that is not the registered one (revoked or replaced)");
             Err(refused())

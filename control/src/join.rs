@@ -67,7 +67,7 @@ impl State {
                  ON CONFLICT (name) DO UPDATE SET fingerprint = ?2, registered_at = ?3",
                 params![name, fingerprint, now()],
             )?;
-            Ok(((), false))
+            Ok(((), true))
         })
     }
 }

@@ -684,7 +684,9 @@ impl State {
                  ON CONFLICT (name) DO UPDATE SET fingerprint = ?2, registered_at = ?3",
                 params![name, fingerprint, now()],
             )?;
-            Ok(((), false))
+            // A new revision: every replica's cache of verified cell certificates is keyed by
+            // it, so a replaced certificate is refused everywhere from now on.
+            Ok(((), true))
         })
     }
 
@@ -715,6 +717,7 @@ impl State {
             let n = tx.execute("DELETE FROM cell_identities WHERE name = ?", [name])?;
             let leases = tx.execute("DELETE FROM cells WHERE name = ?", [name])?;
             let insts = tx.execute("DELETE FROM instances WHERE cell = ?", [name])?;
+            // Any revocation is a new revision (see `register_cell`).
             Ok((n > 0, n + leases + insts > 0))
         })
     }
