@@ -22,6 +22,8 @@ pub struct Shared {
     local_apps: HashMap<String, BTreeSet<String>>,
     /// Every policy.
     policies: Vec<Policy>,
+    /// For each app, the indices of the policies it is the source or destination of.
+    by_app: HashMap<String, Vec<usize>>,
 }
 
 impl Shared {
@@ -53,11 +55,20 @@ impl Shared {
                     serde_json::to_string(&s.domains()?).map_err(enc)?,
                 ),
             ];
+            let policies = s.policies(None)?;
+            let mut by_app: HashMap<String, Vec<usize>> = HashMap::new();
+            for (i, p) in policies.iter().enumerate() {
+                by_app.entry(p.source.to_string()).or_default().push(i);
+                if p.destination != p.source {
+                    by_app.entry(p.destination.to_string()).or_default().push(i);
+                }
+            }
             Ok(Shared {
                 revision,
                 parts,
                 local_apps,
-                policies: s.policies(None)?,
+                policies,
+                by_app,
             })
         })
     }
@@ -70,13 +81,19 @@ impl Shared {
     /// `cell`'s view, as JSON (a `CellView`): whole, or without the parts whose hash is the
     /// one in `since` (the hashes at the revision the cell has), named in `unchanged`.
     pub fn view_json(&self, cell: &str, since: Option<[u64; 5]>) -> Result<String, StateError> {
-        let empty = BTreeSet::new();
-        let local = self.local_apps.get(cell).unwrap_or(&empty);
-        let mine: Vec<&Policy> = self
-            .policies
-            .iter()
-            .filter(|p| local.contains(p.source.as_str()) || local.contains(p.destination.as_str()))
+        // The policies of the apps running here, in the store's order, each once.
+        let mut idx: Vec<usize> = self
+            .local_apps
+            .get(cell)
+            .into_iter()
+            .flatten()
+            .filter_map(|app| self.by_app.get(app))
+            .flatten()
+            .copied()
             .collect();
+        idx.sort_unstable();
+        idx.dedup();
+        let mine: Vec<&Policy> = idx.iter().map(|&i| &self.policies[i]).collect();
         let policies = serde_json::to_string(&mine)
             .map_err(|e| StateError::Internal(format!("encoding a view: {e}")))?;
         let mut out = format!("{{\"revision\":{},\"policies\":{policies}", self.revision.0);
