@@ -22,6 +22,10 @@ pub type Scenario = (&'static str, fn(Opener));
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         (
+            "cell_subnets_have_the_configured_size_and_never_overlap",
+            cell_subnets_have_the_configured_size_and_never_overlap,
+        ),
+        (
             "a_shared_view_gives_each_cell_what_its_own_would",
             a_shared_view_gives_each_cell_what_its_own_would,
         ),
@@ -517,6 +521,51 @@ mod scenarios_impl {
     }
 }
 pub use scenarios_impl::*;
+
+/// A conformance scenario.
+pub fn cell_subnets_have_the_configured_size_and_never_overlap(open: Opener) {
+    let mut s = open(("10.255.0.0".parse().unwrap(), 22), 60);
+    let ip = |n: u8| Ipv4Addr::new(192, 0, 2, n);
+    // One /24 from before the size changed.
+    let first = s.acquire_lease("cell0", ip(100)).unwrap();
+    assert_eq!(first.subnet.to_string(), "10.255.0.0/24");
+    assert!(s.set_cell_prefix(22).is_err() && s.set_cell_prefix(31).is_err());
+    s.set_cell_prefix(26).unwrap();
+    // /26s: 16 in the /22, 4 of them inside the old /24, so 12 are free.
+    let mut got = vec![];
+    for n in 1..=12u8 {
+        got.push(s.acquire_lease(&format!("cell{n}"), ip(n)).unwrap().subnet);
+    }
+    assert!(got.iter().all(|g| g.prefix() == 26));
+    assert_eq!(got[0].to_string(), "10.255.1.0/26");
+    assert_eq!(got[11].to_string(), "10.255.3.192/26");
+    for g in &got {
+        assert!(
+            !first.subnet.contains(g.network()),
+            "{g} overlaps {}",
+            first.subnet
+        );
+    }
+    assert!(matches!(
+        s.acquire_lease("cell13", ip(13)),
+        Err(StateError::NoSubnet(m)) if m.contains("/26")
+    ));
+    // A container address of a /26 lease: inside it, not its first or last address.
+    let b = s.create_app("appb").unwrap();
+    let p = s.place_instance(b.guid.as_str(), "cell1", None).unwrap();
+    let last = Ipv4Addr::new(10, 255, 1, 63);
+    assert!(s
+        .confirm_instance("cell1", &p.guid, b.guid.as_str(), 0, last)
+        .is_err());
+    s.confirm_instance(
+        "cell1",
+        &p.guid,
+        b.guid.as_str(),
+        0,
+        Ipv4Addr::new(10, 255, 1, 62),
+    )
+    .unwrap();
+}
 
 /// A conformance scenario.
 pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {

@@ -22,9 +22,14 @@ pub struct ServeArgs {
     /// Address of the API (TLS). Cells must reach it; users' CLIs too.
     #[arg(long, default_value = "127.0.0.1:4002")]
     pub listen: SocketAddr,
-    /// The overlay network cells get /24 subnets from.
+    /// The overlay network cells get subnets from.
     #[arg(long, default_value = "10.255.0.0/16")]
     pub overlay: String,
+    /// The size of each cell's subnet (silk's subnet_prefix_length): /24 gives 256 cells of up
+    /// to 253 containers in a /16; /26 gives 1,024 cells of up to 61. Existing leases keep
+    /// their size; new ones never overlap them.
+    #[arg(long, default_value_t = crate::state::DEFAULT_CELL_PREFIX)]
+    pub subnet_prefix_length: u8,
     /// A cell that has not renewed its lease for this long loses it (silk's default: 300 s;
     /// agents renew every 30 s): its subnet leaves every cell's routes and may go to a new
     /// cell. Leases are first expired one TTL after control starts, so cells that could not
@@ -78,8 +83,8 @@ fn parse_overlay(s: &str) -> Result<(std::net::Ipv4Addr, u8)> {
     let ip: std::net::Ipv4Addr = ip.parse().with_context(|| format!("--overlay {s}"))?;
     let len: u8 = len.parse().with_context(|| format!("--overlay {s}"))?;
     anyhow::ensure!(
-        (8..=24).contains(&len),
-        "--overlay {s}: prefix must be 8-24 (cells get /24s)"
+        (8..=29).contains(&len),
+        "--overlay {s}: prefix must be 8-29"
     );
     Ok((ip, len))
 }
@@ -199,6 +204,10 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         .unwrap_or_else(|| layout.db().display().to_string());
     let state = State::open_any(&database, overlay, args.lease_ttl.as_secs())
         .with_context(|| format!("opening the state at {}", redacted(&database)))?;
+    let mut state = state;
+    state
+        .set_cell_prefix(args.subnet_prefix_length)
+        .context("--subnet-prefix-length")?;
     let shared = state.is_postgres();
     info!(database = %redacted(&database), shared, "state opened");
     let budget = api::Budget {

@@ -31,7 +31,7 @@ pub enum StateError {
     #[error("no free app tag: 65535 apps exist")]
     TagsExhausted,
     /// Every subnet of the overlay is leased and none has expired.
-    #[error("no free subnet in {0}: every /24 is leased to a live cell")]
+    #[error("no free subnet in {0}: every one is leased to a live cell")]
     NoSubnet(String),
     /// The caller may not do this (a cell asking about an instance it does not host).
     #[error("{0}")]
@@ -59,6 +59,8 @@ pub struct State {
     pub(crate) db: Db,
     overlay: (Ipv4Addr, u8),
     lease_ttl_secs: u64,
+    /// The size of each cell's subnet (silk's `subnet_prefix_length`).
+    cell_prefix: u8,
 }
 
 /// The schema's migrations in SQLite's dialect.
@@ -178,6 +180,9 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
         cell TEXT, used_by TEXT, used_at BIGINT);",
 ];
 
+/// Each cell's subnet size by default (silk's `subnet_prefix_length`).
+pub const DEFAULT_CELL_PREFIX: u8 = 24;
+
 /// The channel a PostgreSQL write announces a new revision on (`NOTIFY`, sent at commit).
 pub const REVISION_CHANNEL: &str = "c2c_revision";
 
@@ -244,6 +249,7 @@ impl State {
             db,
             overlay,
             lease_ttl_secs,
+            cell_prefix: DEFAULT_CELL_PREFIX.max(overlay.1 + 1),
         })
     }
 
@@ -284,6 +290,7 @@ impl State {
             db,
             overlay,
             lease_ttl_secs,
+            cell_prefix: DEFAULT_CELL_PREFIX.max(overlay.1 + 1),
         })
     }
 
@@ -742,6 +749,7 @@ impl State {
     ) -> Result<Lease, StateError> {
         let (net, prefix) = self.overlay;
         let ttl = self.lease_ttl_secs;
+        let cell_prefix = self.cell_prefix;
         validate_underlay_ip(underlay_ip, self.overlay)?;
         self.write(|tx| {
             let t = now();
@@ -774,16 +782,22 @@ impl State {
                 let moved = was != underlay_ip.to_string();
                 return Ok((Lease { cell: cell_name(cell)?, underlay_ip, subnet, renewed_at: t }, moved));
             }
-            let taken: std::collections::BTreeSet<Subnet> =
+            let taken: Vec<Subnet> =
                 tx.prepare("SELECT subnet FROM cells")?.query_map((), |r| parsed(r, 0))?.collect::<Result<_, _>>()?;
-            let count = 1u32 << (24 - prefix.min(24));
+            // Subnets of the cell size, in order; one that overlaps a held lease (of this or,
+            // after a change of size, another size) is not free.
+            let count = 1u32 << (cell_prefix - prefix);
+            let step = 1u32 << (32 - cell_prefix);
             let base = u32::from(net);
             let candidates = (0..count)
-                .filter_map(|i| Subnet::new(Ipv4Addr::from(base + (i << 8)), 24).ok());
+                .filter_map(|i| Subnet::new(Ipv4Addr::from(base + i * step), cell_prefix).ok());
+            let overlaps = |s: &Subnet| {
+                taken.iter().any(|t| t.contains(s.network()) || s.contains(t.network()))
+            };
             let preferred = prefer.filter(|p| {
-                !taken.contains(p) && candidates.clone().any(|c| c == *p)
+                !overlaps(p) && candidates.clone().any(|c| c == *p)
             });
-            let free = preferred.or_else(|| candidates.clone().find(|s| !taken.contains(s)));
+            let free = preferred.or_else(|| candidates.clone().find(|s| !overlaps(s)));
             let subnet = match free {
                 Some(s) => s,
                 None => {
@@ -794,7 +808,7 @@ impl State {
                             |r| Ok((r.get(0)?, parsed(r, 1)?)),
                         )
                         .optional()?;
-                    let (old, s) = expired.ok_or_else(|| StateError::NoSubnet(format!("{net}/{prefix}")))?;
+                    let (old, s) = expired.ok_or_else(|| StateError::NoSubnet(format!("{net}/{prefix} (cells get /{cell_prefix}s)")))?;
                     tx.execute("DELETE FROM cells WHERE name = ?", [old])?;
                     s
                 }
@@ -840,6 +854,20 @@ impl State {
             let changed = !gone.is_empty();
             Ok((gone, changed))
         })
+    }
+
+    /// Gives each new lease a /`n` (silk's `subnet_prefix_length`; default /24): more than the
+    /// overlay's prefix, at most /30 (a VTEP address, two containers and a broadcast address).
+    pub fn set_cell_prefix(&mut self, n: u8) -> Result<(), StateError> {
+        let overlay = self.overlay.1;
+        if n <= overlay || n > 30 {
+            return Err(StateError::Invalid(format!(
+                "cell subnets of /{n} do not fit the overlay /{overlay}: use /{} to /30",
+                overlay + 1
+            )));
+        }
+        self.cell_prefix = n;
+        Ok(())
     }
 
     /// The lease TTL, in seconds.

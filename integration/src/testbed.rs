@@ -71,7 +71,7 @@ impl Platform {
     /// replica A (192.0.2.254) and replica B (192.0.2.253), both on the database, with copies of
     /// one platform's files; `cells` cells that join with one-time tokens (not registered by
     /// the test's admin), cell N's agent given both replicas' URLs, odd cells A first and even
-    /// cells B first. Leases expire after `lease_ttl` (agents renew every second).
+    /// cells B first. Leases are /26s and expire after `lease_ttl` (agents renew every second).
     pub fn start_replicated(cells: u8, lease_ttl: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let underlay = Underlay::new();
@@ -99,6 +99,10 @@ impl Platform {
                     &db,
                     "--lease-ttl",
                     lease_ttl,
+                    // Cells get /26s here (the rest of the tests use the default /24s), so
+                    // the agents, c2c-cni and the VTEPs run on another lease size.
+                    "--subnet-prefix-length",
+                    "26",
                 ],
                 dir.path().join(log),
             )

@@ -124,6 +124,7 @@ fn root_two_replicas_on_postgres_with_joined_cells() {
     // A lease left to expire (cell2's agent stopped) leaves cell1's routes; the container
     // addresses stay enforced as they were on cell1.
     let cells = p.c2c_b(&["cells"]);
+    assert!(cells.contains("/26"), "cells lease /26s here: {cells}");
     let subnet2 = cells
         .lines()
         .find(|l| l.starts_with("cell2 "))
