@@ -217,14 +217,24 @@ async fn run(
     for (i, (name, c)) in clients.into_iter().enumerate() {
         let (tx, stop) = (tx.clone(), stop.clone());
         tokio::spawn(async move {
-            // As the agent watches: changes only, merged into the view it has.
-            let mut last: Option<c2c_api::CellView> = None;
+            // As the agent watches (changes only since the revision it has), reading only the
+            // revision: the agents run on their own hosts, so the load generator keeps its own
+            // work per answer small and measures control.
+            let mut rev = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match c.watch_since(&name, last.as_ref(), 30).await {
-                    Ok(v) => {
-                        let _ = tx.send((i, v.revision.0, Instant::now()));
-                        last = Some(v);
+                let path = c2c_api::paths::watch_delta(&name, c2c_api::Revision(rev), 30);
+                match c
+                    .raw(hyper::Method::GET, &path, &[], Default::default())
+                    .await
+                {
+                    Ok((status, _, body)) if status.is_success() => {
+                        rev = serde_json::from_slice::<serde_json::Value>(&body)
+                            .ok()
+                            .and_then(|v| v["revision"].as_u64())
+                            .unwrap_or(rev);
+                        let _ = tx.send((i, rev, Instant::now()));
                     }
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             }
