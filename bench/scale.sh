@@ -7,7 +7,8 @@
 # changes), control's CPU per change and RSS per parked watch; ratios against the reference.
 #
 #   bash bench/scale.sh [N...]      (default: 100 1000; root or a user that can run PostgreSQL)
-#   CHANGES=10 APPS=1000 POLICIES=10000 bash bench/scale.sh 100 1000 5000
+#   CHANGES=10 APPS=1000 POLICIES=10000 bash bench/scale.sh 100 1000
+#   REFERENCE=0 bash bench/scale.sh 5000    (without the reference: its first views take minutes)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
