@@ -31,7 +31,12 @@ impl Drop for Control {
     }
 }
 
-fn start_control(copy_from: Option<&Control>, database: Option<&str>, cache: bool) -> Control {
+fn start_control(
+    copy_from: Option<&Control>,
+    database: Option<&str>,
+    cache: bool,
+    max_connections: usize,
+) -> Control {
     let dir = tempfile::tempdir().unwrap();
     if let Some(first) = copy_from {
         std::fs::create_dir_all(dir.path().join("control")).unwrap();
@@ -120,10 +125,11 @@ async fn run(
     db: Option<String>,
     cache: bool,
 ) -> Figures {
-    let first = start_control(None, db.as_deref(), cache);
+    let cap = n + 1000;
+    let first = start_control(None, db.as_deref(), cache, cap);
     let mut controls = vec![];
     for _ in 1..replicas {
-        controls.push(start_control(Some(&first), db.as_deref(), cache));
+        controls.push(start_control(Some(&first), db.as_deref(), cache, cap));
     }
     controls.insert(0, first);
     let token = std::fs::read_to_string(controls[0].dir.path().join("control/token")).unwrap();
@@ -242,8 +248,12 @@ async fn run(
     }
     let mut latest = vec![0u64; n];
     let mut seen = 0;
+    let parked_by = Instant::now() + Duration::from_secs(600);
     while seen < n {
-        let (i, r, _) = rx.recv().await.unwrap();
+        let left = parked_by.saturating_duration_since(Instant::now());
+        let Ok(Some((i, r, _))) = tokio::time::timeout(left, rx.recv()).await else {
+            panic!("only {seen} of {n} watchers got a first view within 10 minutes");
+        };
         if latest[i] == 0 {
             seen += 1;
         }
