@@ -61,6 +61,8 @@ fn start_control(
         "--listen",
         "127.0.0.1:0",
     ]);
+    // Every watcher holds a connection; control closes any past its cap (4,096 by default).
+    cmd.args(["--max-connections", &max_connections.to_string()]);
     if let Some(db) = database {
         cmd.args(["--database", db]);
     }
