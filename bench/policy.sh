@@ -7,6 +7,8 @@
 #     between two destinations on two cells, one holding the 10,000 (which one swaps each round).
 #
 #   bash bench/policy.sh [ROUNDS] [CONNECTS]        (root; default 100 2000: 100 repetitions, as BENCHMARKS.md asks)
+#   REPLICAS=2 bash bench/policy.sh ...              (two control replicas on PostgreSQL: the
+#                                                     destination cell watches the replica not written to)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 [ "$(id -u)" = 0 ] || { echo "bench/policy.sh needs root (network namespaces)" >&2; exit 1; }

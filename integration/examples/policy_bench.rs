@@ -112,7 +112,14 @@ fn main() {
         .unwrap_or(2000);
     // Release builds abort on panic, skipping drop guards: clean up from the panic hook.
     clean_up_on_panic();
-    let p = Platform::start(3);
+    // REPLICAS=2: two control replicas on PostgreSQL; the destination cell (cell2) watches
+    // replica B while the policies are written through A, so add -> enforced crosses replicas.
+    let p = if std::env::var("REPLICAS").is_ok_and(|r| r == "2") {
+        println!("two control replicas on PostgreSQL; writes through A, cell2 watches B");
+        Platform::start_replicated(3, "300s")
+    } else {
+        Platform::start(3)
+    };
     for app in ["appa", "appb", "appd"] {
         p.c2c(&["create-app", app]);
     }
