@@ -22,6 +22,10 @@ pub type Scenario = (&'static str, fn(Opener));
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         (
+            "many_policies_go_in_batches_and_count_right",
+            many_policies_go_in_batches_and_count_right,
+        ),
+        (
             "cell_subnets_have_the_configured_size_and_never_overlap",
             cell_subnets_have_the_configured_size_and_never_overlap,
         ),
@@ -521,6 +525,48 @@ mod scenarios_impl {
     }
 }
 pub use scenarios_impl::*;
+
+/// A conformance scenario.
+pub fn many_policies_go_in_batches_and_count_right(open: Opener) {
+    let mut s = open(OVERLAY, 60);
+    let a = s.create_app("appa").unwrap();
+    let b = s.create_app("appb").unwrap();
+    let pol = |port: u16| Policy {
+        source: a.guid.clone(),
+        destination: b.guid.clone(),
+        protocol: "tcp".parse().unwrap(),
+        ports: PortRange::new(port, port).unwrap(),
+    };
+    // 1,200 distinct across three batches, with repeats inside a batch and across them.
+    let mut many: Vec<Policy> = (1..=1200).map(pol).collect();
+    many.extend((1..=300).map(pol));
+    many.insert(10, pol(5));
+    assert_eq!(s.add_policies(&many).unwrap(), 1200);
+    assert_eq!(s.add_policies(&many).unwrap(), 0);
+    assert_eq!(s.policies(None).unwrap().len(), 1200);
+    // An unknown app anywhere in the batch: nothing is added.
+    let mut bad: Vec<Policy> = (2000..2100).map(pol).collect();
+    bad.push(Policy {
+        source: "nope".into(),
+        ..pol(9)
+    });
+    assert!(matches!(
+        s.add_policies(&bad),
+        Err(StateError::UnknownApp(_))
+    ));
+    assert_eq!(s.policies(None).unwrap().len(), 1200);
+    // Deleting 1,000 of them plus 100 that do not exist.
+    let del: Vec<Policy> = (201..=1300).map(pol).collect();
+    assert_eq!(s.delete_policies(&del).unwrap(), 1000);
+    let left: Vec<u16> = s
+        .policies(None)
+        .unwrap()
+        .iter()
+        .map(|p| p.ports.start())
+        .collect();
+    assert_eq!(left.len(), 200);
+    assert!(left.iter().all(|p| *p <= 200));
+}
 
 /// A conformance scenario.
 pub fn cell_subnets_have_the_configured_size_and_never_overlap(open: Opener) {

@@ -180,6 +180,25 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
         cell TEXT, used_by TEXT, used_at BIGINT);",
 ];
 
+/// Policies per statement when adding or deleting many.
+const POLICY_BATCH: usize = 500;
+
+/// The values of `policies` for a batched statement, five per policy.
+fn policy_vals(policies: &[Policy]) -> Vec<crate::db::Val> {
+    policies
+        .iter()
+        .flat_map(|p| {
+            params![
+                p.source.as_str(),
+                p.destination.as_str(),
+                p.protocol.as_str(),
+                p.ports.start(),
+                p.ports.end()
+            ]
+        })
+        .collect()
+}
+
 /// Each cell's subnet size by default (silk's `subnet_prefix_length`).
 pub const DEFAULT_CELL_PREFIX: u8 = 24;
 
@@ -430,16 +449,27 @@ impl State {
     /// Adds policies; existing ones are left as they are. Returns how many were new.
     pub fn add_policies(&mut self, policies: &[Policy]) -> Result<usize, StateError> {
         self.write(|tx| {
-            let mut added = 0;
-            for p in policies {
-                for guid in [&p.source, &p.destination] {
-                    if tx.query_row("SELECT 1 FROM apps WHERE guid = ?", [guid.as_str()], |_| Ok(())).optional()?.is_none() {
-                        return Err(StateError::UnknownApp(guid.to_string()));
-                    }
+            // Each app named is looked up once, and the rows go in batches: 10,000 policies are
+            // a few statements, not 30,000 round trips (which PostgreSQL makes expensive).
+            let named: std::collections::BTreeSet<&str> = policies
+                .iter()
+                .flat_map(|p| [p.source.as_str(), p.destination.as_str()])
+                .collect();
+            for guid in named {
+                if tx
+                    .query_row("SELECT 1 FROM apps WHERE guid = ?", [guid], |_| Ok(()))
+                    .optional()?
+                    .is_none()
+                {
+                    return Err(StateError::UnknownApp(guid.to_string()));
                 }
+            }
+            let mut added = 0;
+            for chunk in policies.chunks(POLICY_BATCH) {
+                let rows = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ");
                 added += tx.execute(
-                    "INSERT INTO policies (source, destination, protocol, start_port, end_port) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    params![p.source.as_str(), p.destination.as_str(), p.protocol.as_str(), p.ports.start(), p.ports.end()],
+                    &format!("INSERT INTO policies (source, destination, protocol, start_port, end_port) VALUES {rows} ON CONFLICT DO NOTHING"),
+                    policy_vals(chunk),
                 )?;
             }
             Ok((added, added > 0))
@@ -450,10 +480,12 @@ impl State {
     pub fn delete_policies(&mut self, policies: &[Policy]) -> Result<usize, StateError> {
         self.write(|tx| {
             let mut removed = 0;
-            for p in policies {
+            for chunk in policies.chunks(POLICY_BATCH) {
+                let rows =
+                    vec!["(?, ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT))"; chunk.len()].join(", ");
                 removed += tx.execute(
-                    "DELETE FROM policies WHERE source = ? AND destination = ? AND protocol = ? AND start_port = ? AND end_port = ?",
-                    params![p.source.as_str(), p.destination.as_str(), p.protocol.as_str(), p.ports.start(), p.ports.end()],
+                    &format!("DELETE FROM policies WHERE (source, destination, protocol, start_port, end_port) IN (VALUES {rows})"),
+                    policy_vals(chunk),
                 )?;
             }
             Ok((removed, removed > 0))
