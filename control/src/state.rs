@@ -170,12 +170,18 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
      INSERT INTO policies_info VALUES (1, 0);
      CREATE FUNCTION c2c_policies_touched() RETURNS trigger LANGUAGE plpgsql AS $$
      BEGIN
-        UPDATE policies_info SET last_updated = GREATEST(last_updated + 1,
-            (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT * 1000000);
+        -- Once per statement that changed a row (10,000 rows inserted at once are one
+        -- update here, not 10,000 versions of this row).
+        IF EXISTS (SELECT 1 FROM changed) THEN
+            UPDATE policies_info SET last_updated = GREATEST(last_updated + 1,
+                (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT * 1000000);
+        END IF;
         RETURN NULL;
      END $$;
-     CREATE TRIGGER policies_touched AFTER INSERT OR DELETE ON policies
-        FOR EACH ROW EXECUTE FUNCTION c2c_policies_touched();",
+     CREATE TRIGGER policies_added AFTER INSERT ON policies REFERENCING NEW TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION c2c_policies_touched();
+     CREATE TRIGGER policies_removed AFTER DELETE ON policies REFERENCING OLD TABLE AS changed
+        FOR EACH STATEMENT EXECUTE FUNCTION c2c_policies_touched();",
     "CREATE TABLE join_tokens (hash TEXT PRIMARY KEY, expires_at BIGINT NOT NULL,
         cell TEXT, used_by TEXT, used_at BIGINT);",
 ];
