@@ -270,12 +270,7 @@ impl State {
             tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         }
         tx.commit()?;
-        Ok(Self {
-            db,
-            overlay,
-            lease_ttl_secs,
-            cell_prefix: DEFAULT_CELL_PREFIX.max(overlay.1 + 1),
-        })
+        Ok(Self::on(db, overlay, lease_ttl_secs))
     }
 
     /// Opens (creating and migrating) the store in the PostgreSQL database at `url`
@@ -311,12 +306,17 @@ impl State {
             tx.execute("UPDATE c2c_schema SET version = ?", [i as i64 + 1])?;
         }
         tx.commit()?;
-        Ok(Self {
+        Ok(Self::on(db, overlay, lease_ttl_secs))
+    }
+
+    /// The state on a migrated database.
+    fn on(db: Db, overlay: (Ipv4Addr, u8), lease_ttl_secs: u64) -> Self {
+        Self {
             db,
             overlay,
             lease_ttl_secs,
             cell_prefix: DEFAULT_CELL_PREFIX.max(overlay.1 + 1),
-        })
+        }
     }
 
     /// Opens `database`: a `postgres://` (or `postgresql://`) URL, else a SQLite file path.

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use c2c_api::client::{Auth, Client};
 use c2c_control::pg_cluster::PgCluster;
 use c2c_integration::bin;
-use serde_json::json;
 use tokio::sync::mpsc;
 
 struct Control {
@@ -148,21 +147,17 @@ async fn run(
         .await;
         guids.extend(made.into_iter().map(|a| a.unwrap().guid));
     }
-    let mut batch = vec![];
-    for i in 0..policies {
-        let port = 1 + (i / apps) as u16;
-        batch.push(json!({"source": {"id": guids[i % apps]}, "destination": {"id": guids[(i * 7 + 1) % apps]}, "protocol": "tcp", "ports": {"start": port, "end": port}}));
-    }
+    let policy = |src: usize, dst: usize, proto: &str, port: u16| c2c_api::Policy {
+        source: guids[src % apps].clone(),
+        destination: guids[dst % apps].clone(),
+        protocol: proto.parse().unwrap(),
+        ports: c2c_api::net::PortRange::new(port, port).unwrap(),
+    };
+    let batch: Vec<c2c_api::Policy> = (0..policies)
+        .map(|i| policy(i, i * 7 + 1, "tcp", 1 + (i / apps) as u16))
+        .collect();
     for chunk in batch.chunks(1000) {
-        let body = json!({"policies": chunk.iter().map(|p| json!({"source": p["source"], "destination": {"id": p["destination"]["id"], "protocol": "tcp", "ports": p["ports"]}})).collect::<Vec<_>>()});
-        admin
-            .call(
-                hyper::Method::POST,
-                "/networking/v1/external/policies",
-                Some(&body),
-            )
-            .await
-            .unwrap();
+        admin.add_policies(chunk).await.unwrap();
     }
     // N cells with their own identities; the first 250 hold a lease and run one instance each,
     // so their views carry policies.
@@ -275,13 +270,8 @@ async fn run(
     for k in 0..changes {
         let target = latest.iter().max().copied().unwrap_or(0) + 1;
         let t0 = Instant::now();
-        let body = json!({"policies": [{"source": {"id": guids[k % apps]}, "destination": {"id": guids[(k + 3) % apps], "protocol": "udp", "ports": {"start": 7000 + k, "end": 7000 + k}}}]});
         admin
-            .call(
-                hyper::Method::POST,
-                "/networking/v1/external/policies",
-                Some(&body),
-            )
+            .add_policies(&[policy(k, k + 3, "udp", 7000 + k as u16)])
             .await
             .unwrap();
         let mut lat = vec![None; n];

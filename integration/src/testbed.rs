@@ -39,6 +39,7 @@ impl Platform {
             &state,
             "192.0.2.254:0",
             dir.path().join("control.log"),
+            &[],
         );
         let url_file = state.join("control/url");
         eventually(Duration::from_secs(10), || url_file.exists().then_some(()))
@@ -85,16 +86,12 @@ impl Platform {
         .expect("start PostgreSQL in the underlay");
         let db = pg.create_db("c2c").unwrap();
         let replica = |state: &std::path::Path, listen: &str, log: &str| {
-            Proc::start_in(
+            start_control(
                 &underlay.ns,
-                &bin("c2c"),
+                state,
+                listen,
+                dir.path().join(log),
                 &[
-                    "--state-dir",
-                    state.to_str().unwrap(),
-                    "control",
-                    "serve",
-                    "--listen",
-                    listen,
                     "--database",
                     &db,
                     "--lease-ttl",
@@ -104,7 +101,6 @@ impl Platform {
                     "--subnet-prefix-length",
                     "26",
                 ],
-                dir.path().join(log),
             )
         };
         let wait_url = |state: &std::path::Path, proc: &Proc| {
@@ -219,6 +215,7 @@ impl Platform {
             &state,
             &addr,
             self.dir.path().join("control-2.log"),
+            &[],
         );
         eventually(Duration::from_secs(10), || url_file.exists().then_some(()))
             .unwrap_or_else(|| panic!("control did not restart: {}", self.control.log()));
@@ -324,19 +321,22 @@ impl Platform {
     }
 }
 
-/// `c2c control serve` on `listen`, inside `ns`, its log to `log`.
-fn start_control(ns: &Netns, state: &std::path::Path, listen: &str, log: PathBuf) -> Proc {
-    Proc::start_in(
-        ns,
-        &bin("c2c"),
-        &[
-            "--state-dir",
-            state.to_str().unwrap(),
-            "control",
-            "serve",
-            "--listen",
-            listen,
-        ],
-        log,
-    )
+/// `c2c control serve` on `listen` with `extra` flags, inside `ns`, its log to `log`.
+fn start_control(
+    ns: &Netns,
+    state: &std::path::Path,
+    listen: &str,
+    log: PathBuf,
+    extra: &[&str],
+) -> Proc {
+    let mut args = vec![
+        "--state-dir",
+        state.to_str().unwrap(),
+        "control",
+        "serve",
+        "--listen",
+        listen,
+    ];
+    args.extend_from_slice(extra);
+    Proc::start_in(ns, &bin("c2c"), &args, log)
 }
