@@ -81,6 +81,10 @@ pub struct Signers {
 /// Shared server state.
 pub struct Ctx {
     state: Arc<Mutex<State>>,
+    /// A second connection to the same database, for the watches' views: they read a snapshot
+    /// of their own and never wait for, or hold back, a writer. `None`: views read through
+    /// `state` (an in-memory database has no second connection).
+    reader: Option<Arc<Mutex<State>>>,
     /// SHA-256 (hex) of the state dir's admin token: the token itself is not kept.
     admin_hash: String,
     pub(crate) revision: watch::Sender<Revision>,
@@ -108,6 +112,7 @@ impl Ctx {
         let rev = state.revision()?;
         Ok(Self {
             state: Arc::new(Mutex::new(state)),
+            reader: None,
             admin_hash: crate::tokens::sha256_hex(admin_token.as_bytes()),
             revision: watch::Sender::new(rev),
             signers: None,
@@ -162,6 +167,26 @@ impl Ctx {
         self.signers = Some(Arc::new(signers));
         self.cert_ttl = ttl;
         self
+    }
+
+    /// Reads the watches' views through `reader`, a second connection to the same database.
+    pub fn with_reader(mut self, reader: State) -> Self {
+        self.reader = Some(Arc::new(Mutex::new(reader)));
+        self
+    }
+
+    /// Reads the shared part of the views at the database's current revision, through the
+    /// reader connection when there is one.
+    async fn read_shared(&self) -> Result<crate::views::Shared, StateError> {
+        let Some(reader) = self.reader.clone() else {
+            return self.with_state(|s| crate::views::Shared::read(s)).await;
+        };
+        tokio::task::spawn_blocking(move || {
+            let s = reader.lock().unwrap_or_else(|p| p.into_inner());
+            crate::views::Shared::read(&s)
+        })
+        .await
+        .map_err(|e| StateError::Internal(format!("view task failed: {e}")))?
     }
 
     /// Serves connections within `budget`.
@@ -1173,6 +1198,10 @@ async fn cell_api<B: ReqBody>(
                 .map(Duration::from_secs)
                 .unwrap_or(Duration::from_secs(30))
                 .min(MAX_WATCH);
+            let delta = q.get("delta").is_some_and(|d| d == "1");
+            // The request's head points into the connection's read buffer: holding it while
+            // parked would make the connection allocate another for its next read.
+            drop((q, req));
             let mut rx = ctx.revision.subscribe();
             // Returns at once if the state is already past `after`; else on the next change.
             let _ = tokio::time::timeout(timeout, rx.wait_for(|rev| *rev > after)).await;
@@ -1183,19 +1212,10 @@ async fn cell_api<B: ReqBody>(
                 };
             }
             let current = *ctx.revision.borrow();
-            let shared = ctx
-                .views
-                .at_least(current, || {
-                    ctx.with_state(|s| crate::views::Shared::read(s))
-                })
-                .await;
+            let shared = ctx.views.at_least(current, || ctx.read_shared()).await;
             // Changes only, when the cell asked for them and this replica built the revision it
             // has (else the whole view).
-            let since = q
-                .get("delta")
-                .is_some_and(|d| d == "1")
-                .then(|| ctx.views.hashes_at(after))
-                .flatten();
+            let since = delta.then(|| ctx.views.hashes_at(after)).flatten();
             match shared.and_then(|s| s.view_json(&cell_s, since)) {
                 Ok(json) => {
                     let mut r = Response::new(Full::new(Bytes::from(json)));

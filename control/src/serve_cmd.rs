@@ -215,6 +215,9 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         header_read: args.header_timeout,
         ..api::Budget::default()
     };
+    // The watches read their views through a connection of their own.
+    let reader = State::open_any(&database, overlay, args.lease_ttl.as_secs())
+        .with_context(|| format!("opening a reader on {}", redacted(&database)))?;
     let control_ca_pem = pki.control.cert_pem().to_string();
     let signers = api::Signers {
         cells: pki.cells,
@@ -224,6 +227,7 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         Ctx::new(state, token)?
             .with_signers(signers, args.cert_ttl)
             .with_budget(budget)
+            .with_reader(reader)
             .with_max_policies(args.max_policies)
             .with_control_ca(control_ca_pem),
     );
