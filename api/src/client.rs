@@ -542,16 +542,152 @@ impl Client {
             .apps)
     }
 
-    /// Creates an app.
+    /// Creates an app in the default space.
     pub async fn create_app(&self, name: &str) -> Result<App, ClientError> {
+        self.create_app_in(name, None).await
+    }
+
+    /// Creates an app in `(org, space)`, or the default space.
+    pub async fn create_app_in(
+        &self,
+        name: &str,
+        space: Option<(&str, &str)>,
+    ) -> Result<App, ClientError> {
         self.send(
             Method::POST,
             paths::APPS,
             &NewApp {
                 name: name.to_string(),
+                org: space.map(|s| s.0.to_string()),
+                space: space.map(|s| s.1.to_string()),
             },
         )
         .await
+    }
+
+    /// Creates an org.
+    pub async fn create_org(&self, name: &str) -> Result<crate::asg::Org, ClientError> {
+        self.send(
+            Method::POST,
+            paths::ORGS,
+            &crate::types::NewOrg { name: name.into() },
+        )
+        .await
+    }
+
+    /// Every org.
+    pub async fn orgs(&self) -> Result<Vec<crate::asg::Org>, ClientError> {
+        Ok(self
+            .call_as::<crate::types::OrgList>(Method::GET, paths::ORGS, None)
+            .await?
+            .orgs)
+    }
+
+    /// Creates a space in an org.
+    pub async fn create_space(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<crate::asg::Space, ClientError> {
+        self.send(
+            Method::POST,
+            paths::SPACES,
+            &crate::types::NewSpace {
+                org: org.into(),
+                name: name.into(),
+            },
+        )
+        .await
+    }
+
+    /// Every space (of one org).
+    pub async fn spaces(&self, org: Option<&str>) -> Result<Vec<crate::asg::Space>, ClientError> {
+        let path = match org {
+            Some(o) => format!("{}?org={}", paths::SPACES, crate::path_segment(o)),
+            None => paths::SPACES.to_string(),
+        };
+        Ok(self
+            .call_as::<crate::types::SpaceList>(Method::GET, &path, None)
+            .await?
+            .spaces)
+    }
+
+    /// Creates a security group; `rules` is CF's JSON, validated by control.
+    pub async fn create_security_group(
+        &self,
+        name: &str,
+        rules: serde_json::Value,
+    ) -> Result<crate::asg::SecurityGroup, ClientError> {
+        self.send(
+            Method::POST,
+            paths::SECURITY_GROUPS,
+            &crate::types::NewSecurityGroup {
+                name: name.into(),
+                rules,
+            },
+        )
+        .await
+    }
+
+    /// Replaces a security group's rules.
+    pub async fn update_security_group(
+        &self,
+        name: &str,
+        rules: serde_json::Value,
+    ) -> Result<crate::asg::SecurityGroup, ClientError> {
+        self.send(
+            Method::PUT,
+            &paths::security_group(name),
+            &crate::types::NewSecurityGroup {
+                name: name.into(),
+                rules,
+            },
+        )
+        .await
+    }
+
+    /// Deletes a security group; `Ok(false)` if there was none.
+    pub async fn delete_security_group(&self, name: &str) -> Result<bool, ClientError> {
+        match self
+            .call(Method::DELETE, &paths::security_group(name), None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One security group with its bindings.
+    pub async fn security_group(
+        &self,
+        name: &str,
+    ) -> Result<crate::asg::SecurityGroup, ClientError> {
+        self.call_as(Method::GET, &paths::security_group(name), None)
+            .await
+    }
+
+    /// Every security group with its bindings.
+    pub async fn security_groups(&self) -> Result<Vec<crate::asg::SecurityGroup>, ClientError> {
+        Ok(self
+            .call_as::<crate::types::SecurityGroupList>(Method::GET, paths::SECURITY_GROUPS, None)
+            .await?
+            .security_groups)
+    }
+
+    /// Binds (`bind` true) or unbinds a security group.
+    pub async fn bind_security_group(
+        &self,
+        name: &str,
+        request: &crate::types::BindingRequest,
+        bind: bool,
+    ) -> Result<crate::types::BindingChanged, ClientError> {
+        let path = if bind {
+            paths::security_group_bindings(name)
+        } else {
+            format!("{}/delete", paths::security_group_bindings(name))
+        };
+        self.send(Method::POST, &path, request).await
     }
 
     /// Deletes an app with its instances and policies.

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod asg;
 pub mod client;
 
 pub use names::{AppGuid, CellName};
@@ -29,6 +30,9 @@ pub struct App {
     pub name: String,
     /// Policy tag (1-65535), unique among live apps; carried in the VXLAN GBP header.
     pub tag: u16,
+    /// The GUID of its space (see [`asg::Space`]): which security groups apply to it.
+    #[serde(default)]
+    pub space: String,
 }
 
 /// An app instance placed on a cell.
@@ -140,9 +144,12 @@ pub struct CellView {
     /// The internal domains (the cell's DNS answers for these).
     #[serde(default)]
     pub domains: Vec<String>,
+    /// The security groups' egress rules for running apps.
+    #[serde(default)]
+    pub egress: asg::Egress,
     /// In an answer to a watch that asked for changes only (`delta=1`): the parts left out
     /// because they are as they were at the revision the watch named (`leases`, `apps`,
-    /// `instances`, `routes`, `domains`). Empty in a whole view.
+    /// `instances`, `routes`, `domains`, `egress`). Empty in a whole view.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unchanged: Vec<String>,
 }
@@ -159,6 +166,7 @@ impl CellView {
                 "instances" => self.instances = prev.instances.clone(),
                 "routes" => self.routes = prev.routes.clone(),
                 "domains" => self.domains = prev.domains.clone(),
+                "egress" => self.egress = prev.egress.clone(),
                 _ => return None,
             }
         }

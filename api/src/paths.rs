@@ -24,6 +24,23 @@ pub const TOKENS: &str = "/v1/tokens";
 pub const JOIN_TOKENS: &str = "/v1/join-tokens";
 /// A new cell joins with a join token (`POST`, no other credential).
 pub const JOIN: &str = "/v1/join";
+/// Orgs (`GET` list, `POST` create).
+pub const ORGS: &str = "/v1/orgs";
+/// Spaces (`GET` list `[?org=ORG]`, `POST` create).
+pub const SPACES: &str = "/v1/spaces";
+/// Security groups (`GET` list, `POST` create).
+pub const SECURITY_GROUPS: &str = "/v1/security_groups";
+
+/// One security group (`GET`, `PUT` its rules, `DELETE`).
+pub fn security_group(name: &str) -> String {
+    format!("{SECURITY_GROUPS}/{}", seg(name))
+}
+
+/// A security group's bindings (`POST` bind; `.../delete` unbind).
+pub fn security_group_bindings(name: &str) -> String {
+    format!("{}/bindings", security_group(name))
+}
+
 /// Who the caller's token speaks for, with its scope (any token).
 pub const WHOAMI: &str = "/v1/whoami";
 

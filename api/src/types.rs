@@ -12,6 +12,84 @@ use crate::{App, AppGuid, CellName, Lease, Route};
 pub struct NewApp {
     /// App name (see [`crate::names::validate_app_name`]).
     pub name: String,
+    /// Its org (name); with `space`. Both absent: the default org and space.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// Its space (name) in `org`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
+}
+
+/// `POST /v1/orgs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrg {
+    /// Org name.
+    pub name: String,
+}
+
+/// `GET /v1/orgs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgList {
+    /// Every org, by name.
+    pub orgs: Vec<crate::asg::Org>,
+}
+
+/// `POST /v1/spaces`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewSpace {
+    /// The org (name).
+    pub org: String,
+    /// Space name.
+    pub name: String,
+}
+
+/// `GET /v1/spaces[?org=ORG]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceList {
+    /// Spaces, by org and name.
+    pub spaces: Vec<crate::asg::Space>,
+}
+
+/// `POST /v1/security_groups` (create) and `PUT /v1/security_groups/NAME` (update; `name`
+/// ignored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewSecurityGroup {
+    /// Group name.
+    #[serde(default)]
+    pub name: String,
+    /// The rules, as CF's JSON (validated by control, with CF's messages).
+    pub rules: serde_json::Value,
+}
+
+/// `GET /v1/security_groups`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroupList {
+    /// Every group with its bindings.
+    pub security_groups: Vec<crate::asg::SecurityGroup>,
+}
+
+/// `POST /v1/security_groups/NAME/bindings` (bind) and `.../bindings/delete` (unbind): to every
+/// space (no org), to every space of an org that exists now (org, no space), or to one space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRequest {
+    /// Running or staging.
+    pub lifecycle: crate::asg::Lifecycle,
+    /// Org name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// Space name in `org`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
+}
+
+/// The answer to a binding request: the spaces (`org/space`) whose binding changed; for a
+/// binding to every space, `["*"]` if it changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingChanged {
+    /// What changed.
+    pub changed: Vec<String>,
+    /// What was named (the spaces bound or unbound, changed or not).
+    pub named: Vec<String>,
 }
 
 /// `GET /v1/apps`.

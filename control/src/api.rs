@@ -382,7 +382,7 @@ pub(crate) fn state_error(e: StateError) -> Response<Full<Bytes>> {
         }
         StateError::AppExists(_) | StateError::Conflict(_) => error(StatusCode::CONFLICT, e),
         StateError::Invalid(_) => error(StatusCode::BAD_REQUEST, e),
-        StateError::NoLease(_) => error(StatusCode::NOT_FOUND, e),
+        StateError::NoLease(_) | StateError::NotFound(_) => error(StatusCode::NOT_FOUND, e),
         StateError::Forbidden(_) => error(StatusCode::FORBIDDEN, e),
         StateError::TagsExhausted | StateError::NoSubnet(_) => error(StatusCode::CONFLICT, e),
         StateError::Db(_) | StateError::Pg(_) | StateError::Internal(_) => {
@@ -683,6 +683,10 @@ async fn route<B: ReqBody>(
             _ => scope_refused(&caller, &[Scope::Admin]),
         };
     }
+    let req = match crate::asg_api::route(req, ctx, &method, &segs).await {
+        Ok(r) => return r,
+        Err(req) => req,
+    };
     match (method.clone(), segs.as_slice()) {
         (Method::GET, ["v1", "apps"]) => match ctx.with_state(|s| s.apps()).await {
             Ok(apps) => typed(StatusCode::OK, &AppList { apps }),
@@ -746,7 +750,19 @@ async fn route<B: ReqBody>(
                 Ok(n) => n,
                 Err(r) => return r,
             };
-            match ctx.with_state(move |s| s.create_app(&new.name)).await {
+            let made = ctx
+                .with_state(move |s| match (&new.org, &new.space) {
+                    (None, None) => s.create_app(&new.name),
+                    (Some(org), Some(space)) => {
+                        let sp = s.space(org, space)?;
+                        s.create_app_in(&new.name, &sp.guid)
+                    }
+                    _ => Err(StateError::Invalid(
+                        "give both org and space, or neither (the default space)".into(),
+                    )),
+                })
+                .await;
+            match made {
                 Ok(app) => {
                     info!(name = %app.name, guid = %app.guid, tag = app.tag, "app created");
                     reply(
@@ -1251,6 +1267,7 @@ pub fn view(s: &State, cell: &str) -> Result<CellView, StateError> {
         instances,
         routes: s.routes()?,
         domains: s.domains()?,
+        egress: s.egress()?,
         unchanged: vec![],
     })
 }

@@ -22,6 +22,10 @@ pub type Scenario = (&'static str, fn(Opener));
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         (
+            "security_groups_bind_to_spaces_and_reach_the_cells_view",
+            security_groups_bind_to_spaces_and_reach_the_cells_view,
+        ),
+        (
             "many_policies_go_in_batches_and_count_right",
             many_policies_go_in_batches_and_count_right,
         ),
@@ -673,7 +677,7 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     let delta: c2c_api::CellView = serde_json::from_str(&delta_json).unwrap();
     assert_eq!(
         delta.unchanged,
-        ["leases", "apps", "instances", "routes", "domains"]
+        ["leases", "apps", "instances", "routes", "domains", "egress"]
     );
     assert!(delta_json.len() < 1000, "{delta_json}");
     assert_eq!(
@@ -816,6 +820,109 @@ pub fn join_tokens_are_used_once_and_expire(open: Opener) {
         s.db.query_map("SELECT hash FROM join_tokens", (), |r| r.get(0))
             .unwrap();
     assert!(!stored.contains(&t.secret));
+}
+
+/// A conformance scenario.
+pub fn security_groups_bind_to_spaces_and_reach_the_cells_view(open: Opener) {
+    use c2c_api::asg::{validate, Lifecycle};
+    let mut s = open(OVERLAY, 60);
+    // Every platform has the default org and space; apps land there unless told otherwise.
+    let a = s.create_app("a").unwrap();
+    assert_eq!(a.space, DEFAULT_SPACE_GUID);
+    let org = s.create_org("o1").unwrap();
+    assert!(matches!(s.create_org("o1"), Err(StateError::Conflict(_))));
+    let dev = s.create_space("o1", "dev").unwrap();
+    let prod = s.create_space(&org.guid, "prod").unwrap();
+    assert!(matches!(
+        s.create_space("o1", "dev"),
+        Err(StateError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.create_space("nope", "dev"),
+        Err(StateError::NotFound(_))
+    ));
+    assert_eq!(s.spaces(Some("o1")).unwrap().len(), 2);
+    assert_eq!(s.space("o1", "dev").unwrap(), dev);
+    let b = s.create_app_in("b", &dev.guid).unwrap();
+    assert_eq!(s.app("b").unwrap().space, dev.guid);
+    assert!(matches!(
+        s.create_app_in("c", "no-such-space"),
+        Err(StateError::NotFound(_))
+    ));
+
+    let web = validate(&serde_json::json!([
+        {"protocol": "tcp", "destination": "192.0.2.0/24", "ports": "80,443", "log": true}
+    ]))
+    .unwrap();
+    let dns = validate(
+        &serde_json::json!([{"protocol": "udp", "destination": "8.8.8.8", "ports": "53"}]),
+    )
+    .unwrap();
+    s.create_security_group("web", &web).unwrap();
+    s.create_security_group("dns", &dns).unwrap();
+    assert!(matches!(
+        s.create_security_group("web", &web),
+        Err(StateError::Conflict(_))
+    ));
+    let r0 = s.revision().unwrap();
+    assert!(s
+        .bind_security_group("web", Some(&dev.guid), Lifecycle::Running)
+        .unwrap());
+    assert!(!s
+        .bind_security_group("web", Some(&dev.guid), Lifecycle::Running)
+        .unwrap());
+    assert!(s
+        .bind_security_group("web", Some(&prod.guid), Lifecycle::Staging)
+        .unwrap());
+    assert!(s
+        .bind_security_group("dns", None, Lifecycle::Running)
+        .unwrap());
+    let r1 = s.revision().unwrap();
+    assert!(r1 > r0);
+    let g = s.security_group("web").unwrap();
+    assert!(!g.running_default && !g.staging_default);
+    assert_eq!(
+        g.spaces
+            .iter()
+            .map(|b| (b.space.as_str(), b.lifecycle))
+            .collect::<Vec<_>>(),
+        [
+            ("o1/dev", Lifecycle::Running),
+            ("o1/prod", Lifecycle::Staging)
+        ]
+    );
+    assert!(s.security_group("dns").unwrap().running_default);
+    // The cells' view: running bindings only, with the group's name.
+    let e = s.egress().unwrap();
+    assert_eq!(e.everywhere.len(), 1);
+    assert_eq!(e.everywhere[0].group, "dns");
+    assert_eq!(e.by_space.len(), 1, "staging bindings are not enforced");
+    let for_b: Vec<&str> = e.for_space(&b.space).map(|r| r.group.as_str()).collect();
+    assert_eq!(for_b, ["dns", "web"]);
+    let for_a: Vec<&str> = e.for_space(&a.space).map(|r| r.group.as_str()).collect();
+    assert_eq!(for_a, ["dns"]);
+    // Updates: the same rules are no change; new ones are.
+    assert!(!s.update_security_group("web", &web).unwrap());
+    assert_eq!(s.revision().unwrap(), r1);
+    assert!(s.update_security_group("web", &dns).unwrap());
+    assert_eq!(s.egress().unwrap().by_space[&dev.guid][0].rule, dns[0]);
+    assert!(matches!(
+        s.update_security_group("nope", &dns),
+        Err(StateError::NotFound(_))
+    ));
+    // Unbinding and deleting.
+    assert!(s
+        .unbind_security_group("web", Some(&dev.guid), Lifecycle::Running)
+        .unwrap());
+    assert!(!s
+        .unbind_security_group("web", Some(&dev.guid), Lifecycle::Running)
+        .unwrap());
+    assert!(s.egress().unwrap().by_space.is_empty());
+    assert!(s.delete_security_group("dns").unwrap());
+    assert!(!s.delete_security_group("dns").unwrap());
+    assert!(s.egress().unwrap().everywhere.is_empty());
+    assert_eq!(s.security_groups().unwrap().len(), 1);
+    assert_eq!(s.apps_by_space().unwrap()[&dev.guid], [b.guid.to_string()]);
 }
 
 #[cfg(test)]

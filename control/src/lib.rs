@@ -5,6 +5,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod api;
+mod asg_api;
+pub mod asg_state;
 pub mod cf;
 pub mod cf_api;
 pub mod conformance;

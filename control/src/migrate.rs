@@ -9,7 +9,9 @@ use crate::state::{State, StateError};
 /// is the destination's own).
 const TABLES: &[(&str, &[&str])] = &[
     ("domains", &["name"]),
-    ("apps", &["guid", "name", "tag"]),
+    ("orgs", &["guid", "name"]),
+    ("spaces", &["guid", "name", "org_guid"]),
+    ("apps", &["guid", "name", "tag", "space_guid"]),
     ("instances", &["guid", "app_guid", "idx", "cell", "ip"]),
     (
         "policies",
@@ -27,6 +29,12 @@ const TABLES: &[(&str, &[&str])] = &[
     ("tokens", &["hash", "username", "scope", "created_at"]),
     ("grants", &["username", "app_guid"]),
     ("tag_groups", &["guid", "type", "tag"]),
+    ("security_groups", &["guid", "name", "rules"]),
+    ("security_group_defaults", &["sg_guid", "lifecycle"]),
+    (
+        "security_group_spaces",
+        &["sg_guid", "space_guid", "lifecycle"],
+    ),
 ];
 
 /// What was moved: rows per table.
@@ -48,8 +56,10 @@ pub fn migrate(from: &State, to: &mut State) -> Result<Moved, StateError> {
                 )));
             }
         }
-        // The default domain the destination's first migration made.
+        // The default domain, org and space the destination's migrations made.
         tx.execute("DELETE FROM domains", ())?;
+        tx.execute("DELETE FROM spaces", ())?;
+        tx.execute("DELETE FROM orgs", ())?;
         for (table, cols) in TABLES {
             let list = cols.join(", ");
             let rows = from.db.rows(&format!("SELECT {list} FROM {table}"), ())?;

@@ -48,6 +48,9 @@ pub enum StateError {
     /// Invalid input.
     #[error("{0}")]
     Invalid(String),
+    /// Something named does not exist (an org, a space, a security group).
+    #[error("{0}")]
+    NotFound(String),
     /// A fault of the server, not of the request (a task that died): a 500.
     #[error("{0}")]
     Internal(String),
@@ -126,7 +129,33 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     // a cell name when they may replace that cell's identity).
     "CREATE TABLE join_tokens (hash TEXT PRIMARY KEY, expires_at INTEGER NOT NULL,
         cell TEXT, used_by TEXT, used_at INTEGER);",
+    // 6: orgs and spaces (every app in one; existing apps go to the default space), security
+    // groups (rules as CF's JSON) and where they are bound: to every space (`defaults`) or to
+    // one, for running or staging.
+    ASG_MIGRATION,
 ];
+
+/// Step 6 of both dialects (nothing in it differs).
+const ASG_MIGRATION: &str = "CREATE TABLE orgs (guid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+     CREATE TABLE spaces (guid TEXT PRIMARY KEY, name TEXT NOT NULL,
+        org_guid TEXT NOT NULL REFERENCES orgs(guid), UNIQUE (org_guid, name));
+     INSERT INTO orgs VALUES ('00000000-0000-4000-8000-00000000c2c1', 'default');
+     INSERT INTO spaces VALUES ('00000000-0000-4000-8000-00000000c2c2', 'default',
+        '00000000-0000-4000-8000-00000000c2c1');
+     ALTER TABLE apps ADD COLUMN space_guid TEXT NOT NULL
+        DEFAULT '00000000-0000-4000-8000-00000000c2c2';
+     CREATE TABLE security_groups (guid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+        rules TEXT NOT NULL);
+     CREATE TABLE security_group_defaults (
+        sg_guid TEXT NOT NULL REFERENCES security_groups(guid) ON DELETE CASCADE,
+        lifecycle TEXT NOT NULL, PRIMARY KEY (sg_guid, lifecycle));
+     CREATE TABLE security_group_spaces (
+        sg_guid TEXT NOT NULL REFERENCES security_groups(guid) ON DELETE CASCADE,
+        space_guid TEXT NOT NULL REFERENCES spaces(guid) ON DELETE CASCADE,
+        lifecycle TEXT NOT NULL, PRIMARY KEY (sg_guid, space_guid, lifecycle));";
+
+/// The default space's GUID (made by migration 6).
+pub const DEFAULT_SPACE_GUID: &str = "00000000-0000-4000-8000-00000000c2c2";
 /// The same migrations in PostgreSQL's dialect, version for version (integers are BIGINT, so
 /// every value binds as one 64-bit type). PostgreSQL starts at today's schema: its step 1 is
 /// what SQLite's steps 1-3 add up to.
@@ -184,6 +213,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
         FOR EACH STATEMENT EXECUTE FUNCTION c2c_policies_touched();",
     "CREATE TABLE join_tokens (hash TEXT PRIMARY KEY, expires_at BIGINT NOT NULL,
         cell TEXT, used_by TEXT, used_at BIGINT);",
+    ASG_MIGRATION,
 ];
 
 /// Policies per statement when adding or deleting many.
@@ -378,10 +408,22 @@ impl State {
         Ok(out)
     }
 
-    /// Creates an app with the lowest free tag.
+    /// Creates an app with the lowest free tag, in the default space.
     pub fn create_app(&mut self, name: &str) -> Result<App, StateError> {
+        self.create_app_in(name, DEFAULT_SPACE_GUID)
+    }
+
+    /// Creates an app with the lowest free tag in the space with GUID `space`.
+    pub fn create_app_in(&mut self, name: &str, space: &str) -> Result<App, StateError> {
         validate_app_name(name)?;
         self.write(|tx| {
+            if tx
+                .query_row("SELECT 1 FROM spaces WHERE guid = ?", [space], |_| Ok(()))
+                .optional()?
+                .is_none()
+            {
+                return Err(StateError::NotFound(format!("no such space: {space}")));
+            }
             if tx
                 .query_row("SELECT 1 FROM apps WHERE name = ?", [name], |_| Ok(()))
                 .optional()?
@@ -399,10 +441,11 @@ impl State {
                 guid: new_guid().into(),
                 name: name.into(),
                 tag,
+                space: space.to_string(),
             };
             tx.execute(
-                "INSERT INTO apps (guid, name, tag) VALUES (?, ?, ?)",
-                params![app.guid.as_str(), &app.name, app.tag],
+                "INSERT INTO apps (guid, name, tag, space_guid) VALUES (?, ?, ?, ?)",
+                params![app.guid.as_str(), &app.name, app.tag, &app.space],
             )?;
             Ok((app, true))
         })
@@ -423,12 +466,13 @@ impl State {
     pub fn apps(&self) -> Result<Vec<App>, StateError> {
         let mut st = self
             .db
-            .prepare("SELECT guid, name, tag FROM apps ORDER BY name")?;
+            .prepare("SELECT guid, name, tag, space_guid FROM apps ORDER BY name")?;
         let rows = st.query_map((), |r| {
             Ok(App {
                 guid: parsed(r, 0)?,
                 name: r.get(1)?,
                 tag: r.get(2)?,
+                space: r.get(3)?,
             })
         })?;
         rows.collect::<Result<_, _>>()
@@ -438,13 +482,14 @@ impl State {
     pub fn app(&self, name_or_guid: &str) -> Result<App, StateError> {
         self.db
             .query_row(
-                "SELECT guid, name, tag FROM apps WHERE name = ?1 OR guid = ?1",
+                "SELECT guid, name, tag, space_guid FROM apps WHERE name = ?1 OR guid = ?1",
                 [name_or_guid],
                 |r| {
                     Ok(App {
                         guid: parsed(r, 0)?,
                         name: r.get(1)?,
                         tag: r.get(2)?,
+                        space: r.get(3)?,
                     })
                 },
             )

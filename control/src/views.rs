@@ -17,7 +17,7 @@ pub struct Shared {
     /// The revision.
     pub revision: Revision,
     /// Each part's name, JSON and a hash of it.
-    parts: [(&'static str, String, u64); 5],
+    parts: [(&'static str, String, u64); 6],
     /// App GUIDs with an instance on each cell.
     local_apps: HashMap<String, BTreeSet<String>>,
     /// Every policy.
@@ -54,6 +54,7 @@ impl Shared {
                     "domains",
                     serde_json::to_string(&s.domains()?).map_err(enc)?,
                 ),
+                part("egress", serde_json::to_string(&s.egress()?).map_err(enc)?),
             ];
             let policies = s.policies(None)?;
             let mut by_app: HashMap<String, Vec<usize>> = HashMap::new();
@@ -74,13 +75,13 @@ impl Shared {
     }
 
     /// The parts' hashes.
-    pub fn hashes(&self) -> [u64; 5] {
+    pub fn hashes(&self) -> [u64; 6] {
         self.parts.clone().map(|p| p.2)
     }
 
     /// `cell`'s view, as JSON (a `CellView`): whole, or without the parts whose hash is the
     /// one in `since` (the hashes at the revision the cell has), named in `unchanged`.
-    pub fn view_json(&self, cell: &str, since: Option<[u64; 5]>) -> Result<String, StateError> {
+    pub fn view_json(&self, cell: &str, since: Option<[u64; 6]>) -> Result<String, StateError> {
         // The policies of the apps running here, in the store's order, each once.
         let mut idx: Vec<usize> = self
             .local_apps
@@ -119,7 +120,7 @@ impl Shared {
 pub struct Cache {
     last: tokio::sync::Mutex<Option<Arc<Shared>>>,
     /// The parts' hashes at the last revisions built here, newest last.
-    history: std::sync::Mutex<VecDeque<(Revision, [u64; 5])>>,
+    history: std::sync::Mutex<VecDeque<(Revision, [u64; 6])>>,
 }
 
 /// How many revisions' hashes are kept for deltas.
@@ -154,7 +155,7 @@ impl Cache {
     }
 
     /// The parts' hashes at `revision`, if a view of it was built here lately.
-    pub fn hashes_at(&self, revision: Revision) -> Option<[u64; 5]> {
+    pub fn hashes_at(&self, revision: Revision) -> Option<[u64; 6]> {
         let h = self.history.lock().ok()?;
         h.iter()
             .rev()

@@ -139,7 +139,7 @@ pub fn rule_inputs(
     records: &[ContainerRecord],
 ) -> (CellRules, Vec<Local>, BTreeMap<AppGuid, u16>, Vec<Allow>) {
     let wired: BTreeMap<Ipv4Addr, &ContainerRecord> = records.iter().map(|r| (r.ip, r)).collect();
-    let locals = view
+    let locals: Vec<Local> = view
         .instances
         .iter()
         .filter(|i| i.cell == *cell)
@@ -154,6 +154,7 @@ pub fn rule_inputs(
         })
         .collect();
     let tags = view.apps.iter().map(|a| (a.guid.clone(), a.tag)).collect();
+    let egress = egress_rules(&locals, view);
     let allows = view
         .policies
         .iter()
@@ -171,8 +172,33 @@ pub fn rule_inputs(
             .iter()
             .map(|r| r.underlay_ip)
             .collect(),
+        egress,
     };
     (cell_rules, locals, tags, allows)
+}
+
+/// Each local container's security-group rules: those bound to every space and to its app's
+/// space, for running apps (pure).
+pub fn egress_rules(locals: &[Local], view: &CellView) -> Vec<crate::rules::EgressRule> {
+    let spaces: BTreeMap<&str, &str> = view
+        .apps
+        .iter()
+        .map(|a| (a.guid.as_str(), a.space.as_str()))
+        .collect();
+    let mut out = vec![];
+    for l in locals {
+        let Some(space) = spaces.get(l.app_guid.as_str()) else {
+            continue;
+        };
+        for r in view.egress.for_space(space) {
+            out.push(crate::rules::EgressRule {
+                source: l.ip,
+                destinations: r.rule.destinations(),
+                allowed: r.rule.allowed(),
+            });
+        }
+    }
+    out
 }
 
 /// What to tell control so its instances on this cell match the store (pure): (confirm,
@@ -725,6 +751,7 @@ mod tests {
     fn view() -> CellView {
         CellView {
             revision: c2c_api::Revision(7),
+            egress: Default::default(),
             unchanged: vec![],
             leases: vec![
                 Lease {
@@ -744,6 +771,7 @@ mod tests {
                 guid: "ga".into(),
                 name: "a".into(),
                 tag: 1,
+                space: String::new(),
             }],
             instances: vec![
                 Instance {

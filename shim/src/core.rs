@@ -285,6 +285,7 @@ mod tests {
     fn view(rev: u64, confirmed: &[(&str, &str)], policies: usize) -> CellView {
         CellView {
             revision: Revision(rev),
+            egress: Default::default(),
             unchanged: vec![],
             leases: vec![Lease {
                 cell: "cell1".parse().unwrap(),
@@ -296,6 +297,7 @@ mod tests {
                 guid: "ga".into(),
                 name: "a".into(),
                 tag: 1,
+                space: String::new(),
             }],
             instances: confirmed
                 .iter()

@@ -678,6 +678,7 @@ mod tests {
         };
         CellView {
             revision: c2c_api::Revision(1),
+            egress: Default::default(),
             unchanged: vec![],
             leases: vec![],
             apps: vec![],

@@ -46,6 +46,149 @@ pub struct CellRules {
     pub containers: Vec<Ipv4Addr>,
     /// The other cells' underlay addresses: the only sources of VXLAN accepted.
     pub peers: Vec<Ipv4Addr>,
+    /// What each local container may reach outside the overlay (its app's security groups);
+    /// everything else leaving the overlay is rejected.
+    pub egress: Vec<EgressRule>,
+}
+
+/// One security-group rule as it applies to one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRule {
+    /// The container's address.
+    pub source: Ipv4Addr,
+    /// Destination ranges (first, last).
+    pub destinations: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// What may go to them.
+    pub allowed: Vec<c2c_api::asg::Allowed>,
+}
+
+/// A box of inclusive ranges, one per dimension.
+type Box_ = Vec<(u32, u32)>;
+
+/// The union of `boxes` as boxes that do not overlap (nftables refuses overlapping elements
+/// in an interval set of concatenations): split along the first dimension at every boundary,
+/// make the rest disjoint for each piece, and join neighbouring pieces that ended up alike.
+fn disjoint(boxes: Vec<Box_>) -> Vec<Box_> {
+    let Some(dims) = boxes.first().map(Vec::len) else {
+        return vec![];
+    };
+    if dims == 1 {
+        let mut iv: Vec<(u32, u32)> = boxes.into_iter().map(|b| b[0]).collect();
+        iv.sort_unstable();
+        let mut out: Vec<(u32, u32)> = vec![];
+        for (a, b) in iv {
+            match out.last_mut() {
+                Some(last) if u64::from(a) <= u64::from(last.1) + 1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        return out.into_iter().map(|r| vec![r]).collect();
+    }
+    let mut cuts: Vec<u64> = boxes
+        .iter()
+        .flat_map(|b| [u64::from(b[0].0), u64::from(b[0].1) + 1])
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut pieces: Vec<((u32, u32), Vec<Box_>)> = vec![];
+    for w in cuts.windows(2) {
+        let (a, b) = (w[0] as u32, (w[1] - 1) as u32);
+        let rest: Vec<Box_> = boxes
+            .iter()
+            .filter(|x| x[0].0 <= a && b <= x[0].1)
+            .map(|x| x[1..].to_vec())
+            .collect();
+        if rest.is_empty() {
+            continue;
+        }
+        let rest = disjoint(rest);
+        match pieces.last_mut() {
+            Some((r, last)) if u64::from(r.1) + 1 == u64::from(a) && *last == rest => r.1 = b,
+            _ => pieces.push(((a, b), rest)),
+        }
+    }
+    pieces
+        .into_iter()
+        .flat_map(|(r, rest)| {
+            rest.into_iter().map(move |mut x| {
+                x.insert(0, r);
+                x
+            })
+        })
+        .collect()
+}
+
+/// The egress set elements, disjoint: (`source . destination-range . proto . port-range`),
+/// (`source . destination-range`) for `all`, (`source . destination-range . type . code`).
+fn egress_elements(rules: &[EgressRule]) -> [Vec<String>; 3] {
+    use c2c_api::asg::Allowed;
+    // Per source and kind: the boxes.
+    let mut ports: BTreeMap<(Ipv4Addr, &'static str), Vec<Box_>> = BTreeMap::new();
+    let mut all: BTreeMap<Ipv4Addr, Vec<Box_>> = BTreeMap::new();
+    let mut icmp: BTreeMap<Ipv4Addr, Vec<Box_>> = BTreeMap::new();
+    for r in rules {
+        for &(first, last) in &r.destinations {
+            let d = (u32::from(first), u32::from(last));
+            for a in &r.allowed {
+                match *a {
+                    Allowed::All => all.entry(r.source).or_default().push(vec![d]),
+                    Allowed::Tcp(p, q) => ports
+                        .entry((r.source, "tcp"))
+                        .or_default()
+                        .push(vec![d, (p.into(), q.into())]),
+                    Allowed::Udp(p, q) => ports
+                        .entry((r.source, "udp"))
+                        .or_default()
+                        .push(vec![d, (p.into(), q.into())]),
+                    Allowed::Icmp((t0, t1), (c0, c1)) => icmp
+                        .entry(r.source)
+                        .or_default()
+                        .push(vec![d, (t0.into(), t1.into()), (c0.into(), c1.into())]),
+                }
+            }
+        }
+    }
+    let ip = |v: u32| Ipv4Addr::from(v);
+    let range = |(a, b): (u32, u32)| {
+        if a == b {
+            a.to_string()
+        } else {
+            format!("{a}-{b}")
+        }
+    };
+    let iprange = |(a, b): (u32, u32)| {
+        if a == b {
+            ip(a).to_string()
+        } else {
+            format!("{}-{}", ip(a), ip(b))
+        }
+    };
+    let mut out: [Vec<String>; 3] = Default::default();
+    for ((src, proto), boxes) in ports {
+        for b in disjoint(boxes) {
+            out[0].push(format!(
+                "{src} . {} . {proto} . {}",
+                iprange(b[0]),
+                range(b[1])
+            ));
+        }
+    }
+    for (src, boxes) in all {
+        for b in disjoint(boxes) {
+            out[1].push(format!("{src} . {}", iprange(b[0])));
+        }
+    }
+    for (src, boxes) in icmp {
+        for b in disjoint(boxes) {
+            out[2].push(format!(
+                "{src} . {} . {} . {}",
+                iprange(b[0]),
+                range(b[1]),
+                range(b[2])
+            ));
+        }
+    }
+    out
 }
 
 /// VXLAN's UDP port.
@@ -172,9 +315,19 @@ pub fn ruleset(
         body,
         "  chain input {{\n    type filter hook input priority filter; policy accept;\n    udp dport {VXLAN_PORT} ip saddr != @peers drop\n    iifname \"s-*\" jump container_to_cell\n    iifname \"{VTEP}\" ct state established,related accept\n    iifname \"{VTEP}\" drop\n  }}\n  chain container_to_cell {{\n    ct state established,related accept\n    ip daddr {gw} udp dport 53 accept\n    ip daddr {gw} tcp dport 53 accept\n    ip daddr {gw} icmp type echo-request accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}"
     );
+    // Security groups: what each container may reach outside the overlay, three interval sets
+    // of concatenations (the cost of a lookup does not grow with the number of rules).
+    let [ports, all, icmp] = egress_elements(&cell.egress);
+    body.push_str("  set asg_ports {\n    type ipv4_addr . ipv4_addr . inet_proto . inet_service\n    flags interval\n");
+    elements_line(&mut body, ports);
+    body.push_str("  }\n  set asg_all {\n    type ipv4_addr . ipv4_addr\n    flags interval\n");
+    elements_line(&mut body, all);
+    body.push_str("  }\n  set asg_icmp {\n    type ipv4_addr . ipv4_addr . icmp_type . icmp_code\n    flags interval\n");
+    elements_line(&mut body, icmp);
+    body.push_str("  }\n");
     let _ = writeln!(
         body,
-        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip daddr {net}/{len} jump ingress\n    ip daddr != {net}/{len} iifname \"s-*\" oifname != \"{VTEP}\" jump no_egress\n    ip daddr != {net}/{len} iifname \"{VTEP}\" drop\n  }}\n  chain no_egress {{\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}",
+        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip daddr {net}/{len} jump ingress\n    ip daddr != {net}/{len} iifname \"s-*\" oifname != \"{VTEP}\" jump egress\n    ip daddr != {net}/{len} iifname \"{VTEP}\" drop\n  }}\n  chain egress {{\n    ip saddr . ip daddr . meta l4proto . th dport @asg_ports accept\n    ip saddr . ip daddr @asg_all accept\n    ip saddr . ip daddr . icmp type . icmp code @asg_icmp accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {net}/{len} ip daddr != {net}/{len} oifname != \"{VTEP}\" masquerade\n  }}",
         net = subnet.network(),
         len = subnet.prefix()
     );
@@ -293,6 +446,7 @@ mod tests {
             subnet,
             containers: locals.iter().map(|l| l.ip).collect(),
             peers: vec!["192.0.2.2".parse().unwrap()],
+            egress: vec![],
         }
     }
 
@@ -322,6 +476,95 @@ mod tests {
             protocol: p.parse().unwrap(),
             ports: PortRange::new(start, end).unwrap(),
         }
+    }
+
+    #[test]
+    fn disjoint_boxes_cover_exactly_the_union() {
+        // Small grids, every point checked against the input boxes.
+        let mut seed = 7u64;
+        let mut rnd = |n: u32| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) % u64::from(n)) as u32
+        };
+        for _ in 0..200 {
+            let dims = 1 + rnd(3) as usize;
+            let boxes: Vec<Box_> = (0..1 + rnd(6))
+                .map(|_| {
+                    (0..dims)
+                        .map(|_| {
+                            let a = rnd(8);
+                            (a, a + rnd(4))
+                        })
+                        .collect()
+                })
+                .collect();
+            let out = disjoint(boxes.clone());
+            let inside = |b: &Box_, p: &[u32]| b.iter().zip(p).all(|(r, v)| r.0 <= *v && *v <= r.1);
+            let mut p = vec![0u32; dims];
+            loop {
+                let want = boxes.iter().any(|b| inside(b, &p));
+                let n = out.iter().filter(|b| inside(b, &p)).count();
+                assert_eq!(n, usize::from(want), "{boxes:?} -> {out:?} at {p:?}");
+                let mut i = 0;
+                while i < dims {
+                    p[i] += 1;
+                    if p[i] <= 12 {
+                        break;
+                    }
+                    p[i] = 0;
+                    i += 1;
+                }
+                if i == dims {
+                    break;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn security_groups_compile_to_disjoint_set_elements() {
+        use c2c_api::asg::Allowed;
+        let (subnet, locals, tags) = inputs();
+        let mut c = cell(subnet, &locals);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let src = ip("10.255.1.2");
+        c.egress = vec![
+            EgressRule {
+                source: src,
+                destinations: vec![(ip("192.0.2.0"), ip("192.0.2.255"))],
+                allowed: vec![Allowed::Tcp(80, 80), Allowed::Tcp(443, 443)],
+            },
+            // Overlaps the first: one element must not overlap another.
+            EgressRule {
+                source: src,
+                destinations: vec![(ip("192.0.2.10"), ip("192.0.2.10"))],
+                allowed: vec![Allowed::Tcp(1, 1000), Allowed::All],
+            },
+            EgressRule {
+                source: src,
+                destinations: vec![(ip("0.0.0.0"), ip("255.255.255.255"))],
+                allowed: vec![Allowed::Icmp((8, 8), (0, 255))],
+            },
+        ];
+        let text = ruleset(&c, &locals, &tags, &[]);
+        for want in [
+            "10.255.1.2 . 192.0.2.0-192.0.2.9 . tcp . 80",
+            "10.255.1.2 . 192.0.2.0-192.0.2.9 . tcp . 443",
+            "10.255.1.2 . 192.0.2.10 . tcp . 1-1000",
+            "10.255.1.2 . 192.0.2.11-192.0.2.255 . tcp . 80",
+            "elements = { 10.255.1.2 . 192.0.2.10 }",
+            "10.255.1.2 . 0.0.0.0-255.255.255.255 . 8 . 0-255",
+            "ip saddr 10.255.1.0/24 ip daddr != 10.255.1.0/24 oifname != \"silk-vtep\" masquerade",
+            "oifname != \"silk-vtep\" jump egress",
+        ] {
+            assert!(text.contains(want), "{want} missing: {text}");
+        }
+        assert!(
+            !text.contains("10.255.1.2 . 192.0.2.0-192.0.2.255 . tcp"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,0 +1,199 @@
+//! The admin's endpoints for orgs, spaces and security groups (`/v1/orgs`, `/v1/spaces`,
+//! `/v1/security_groups`). A change to a group or a binding bumps the revision: every cell's
+//! watch wakes and enforces it on running containers without a restart.
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use tracing::info;
+
+use c2c_api::asg::{validate, Lifecycle};
+use c2c_api::types::{
+    BindingChanged, BindingRequest, NewOrg, NewSecurityGroup, NewSpace, OrgList, SecurityGroupList,
+    SpaceList,
+};
+
+use crate::api::{error, json_body, query, state_error, typed, Ctx, ReqBody};
+use crate::state::StateError;
+
+/// Answers `segs` if it is one of these endpoints (the caller is the admin).
+pub(crate) async fn route<B: ReqBody>(
+    req: Request<B>,
+    ctx: &Ctx,
+    method: &Method,
+    segs: &[&str],
+) -> Result<Response<Full<Bytes>>, Request<B>> {
+    let r = match (method.clone(), segs) {
+        (Method::GET, ["v1", "orgs"]) => match ctx.with_state(|s| s.orgs()).await {
+            Ok(orgs) => typed(StatusCode::OK, &OrgList { orgs }),
+            Err(e) => state_error(e),
+        },
+        (Method::POST, ["v1", "orgs"]) => {
+            let n: NewOrg = match json_body(req, "{\"name\": \"...\"}").await {
+                Ok(n) => n,
+                Err(r) => return Ok(r),
+            };
+            match ctx.with_state(move |s| s.create_org(&n.name)).await {
+                Ok(o) => {
+                    info!(org = %o.name, guid = %o.guid, "org created");
+                    typed(StatusCode::CREATED, &o)
+                }
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::GET, ["v1", "spaces"]) => {
+            let org = query(&req).get("org").cloned();
+            match ctx.with_state(move |s| s.spaces(org.as_deref())).await {
+                Ok(spaces) => typed(StatusCode::OK, &SpaceList { spaces }),
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::POST, ["v1", "spaces"]) => {
+            let n: NewSpace = match json_body(req, "{\"org\": \"...\", \"name\": \"...\"}").await {
+                Ok(n) => n,
+                Err(r) => return Ok(r),
+            };
+            match ctx
+                .with_state(move |s| s.create_space(&n.org, &n.name))
+                .await
+            {
+                Ok(sp) => {
+                    info!(org = %sp.org, space = %sp.name, guid = %sp.guid, "space created");
+                    typed(StatusCode::CREATED, &sp)
+                }
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::GET, ["v1", "security_groups"]) => {
+            match ctx.with_state(|s| s.security_groups()).await {
+                Ok(security_groups) => {
+                    typed(StatusCode::OK, &SecurityGroupList { security_groups })
+                }
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::GET, ["v1", "security_groups", name]) => {
+            let name = name.to_string();
+            match ctx.with_state(move |s| s.security_group(&name)).await {
+                Ok(g) => typed(StatusCode::OK, &g),
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::POST, ["v1", "security_groups"]) | (Method::PUT, ["v1", "security_groups", _]) => {
+            let create = *method == Method::POST;
+            let path_name = segs.get(2).map(|s| s.to_string());
+            let n: NewSecurityGroup =
+                match json_body(req, "{\"name\": \"...\", \"rules\": [...]}").await {
+                    Ok(n) => n,
+                    Err(r) => return Ok(r),
+                };
+            let rules = match validate(&n.rules) {
+                Ok(r) => r,
+                // CF answers 422 with every message.
+                Err(msgs) => return Ok(error(StatusCode::UNPROCESSABLE_ENTITY, msgs.join(", "))),
+            };
+            let name = path_name.unwrap_or(n.name);
+            let result = ctx
+                .with_state(move |s| {
+                    if create {
+                        s.create_security_group(&name, &rules)
+                    } else {
+                        s.update_security_group(&name, &rules)?;
+                        s.security_group(&name)
+                    }
+                })
+                .await;
+            match result {
+                Ok(g) => {
+                    info!(group = %g.name, rules = g.rules.len(), create, "security group written");
+                    typed(
+                        if create {
+                            StatusCode::CREATED
+                        } else {
+                            StatusCode::OK
+                        },
+                        &g,
+                    )
+                }
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::DELETE, ["v1", "security_groups", name]) => {
+            let n = name.to_string();
+            match ctx.with_state(move |s| s.delete_security_group(&n)).await {
+                Ok(true) => {
+                    info!(group = %name, "security group deleted");
+                    typed(StatusCode::OK, &c2c_api::types::Empty {})
+                }
+                Ok(false) => state_error(StateError::NotFound(format!(
+                    "Security group '{name}' not found."
+                ))),
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::POST, ["v1", "security_groups", name, "bindings", rest @ ..])
+            if rest.is_empty() || rest == ["delete"] =>
+        {
+            let bind = rest.is_empty();
+            let b: BindingRequest = match json_body(
+                req,
+                "{\"lifecycle\": \"running\", \"org\": \"...\", \"space\": \"...\"}",
+            )
+            .await
+            {
+                Ok(b) => b,
+                Err(r) => return Ok(r),
+            };
+            if b.space.is_some() && b.org.is_none() {
+                return Ok(error(StatusCode::BAD_REQUEST, "a space needs its org"));
+            }
+            let name = name.to_string();
+            match ctx.with_state(move |s| binding(s, &name, &b, bind)).await {
+                Ok(c) => {
+                    info!(changed = ?c.changed, bind, "security group bindings");
+                    typed(StatusCode::OK, &c)
+                }
+                Err(e) => state_error(e),
+            }
+        }
+        _ => return Err(req),
+    };
+    Ok(r)
+}
+
+/// Binds or unbinds `name` where `b` says, in one write per space.
+fn binding(
+    s: &mut crate::state::State,
+    name: &str,
+    b: &BindingRequest,
+    bind: bool,
+) -> Result<BindingChanged, StateError> {
+    let mut out = BindingChanged::default();
+    let lifecycle: Lifecycle = b.lifecycle;
+    let spaces: Vec<(Option<String>, String)> = match (&b.org, &b.space) {
+        (None, _) => vec![(None, "*".into())],
+        (Some(org), Some(space)) => {
+            let sp = s.space(org, space)?;
+            vec![(Some(sp.guid), format!("{}/{}", sp.org, sp.name))]
+        }
+        (Some(org), None) => s
+            .spaces(Some(org))?
+            .into_iter()
+            .map(|sp| (Some(sp.guid), format!("{}/{}", sp.org, sp.name)))
+            .collect(),
+    };
+    // The group must exist even when an org has no spaces.
+    s.security_group(name)?;
+    for (guid, label) in spaces {
+        let changed = if bind {
+            s.bind_security_group(name, guid.as_deref(), lifecycle)?
+        } else {
+            s.unbind_security_group(name, guid.as_deref(), lifecycle)?
+        };
+        if changed {
+            out.changed.push(label.clone());
+        }
+        out.named.push(label);
+    }
+    Ok(out)
+}
