@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod asg_cmd;
 mod cell_cmd;
 mod certs_cmd;
 mod policy_cmd;
@@ -51,7 +52,15 @@ enum Command {
     CreateApp {
         /// App name.
         name: String,
+        /// Org of its space (with -s; default: the default org).
+        #[arg(short = 'o', long = "org", requires = "space")]
+        org: Option<String>,
+        /// Its space (with -o; default: the default space).
+        #[arg(short = 's', long = "space", requires = "org")]
+        space: Option<String>,
     },
+    #[command(flatten)]
+    Asg(asg_cmd::AsgCommand),
     /// List apps with their tags and instances.
     Apps,
     /// Map an internal route HOST.DOMAIN to an app: it enters the app's certificates and DNS.
@@ -240,7 +249,10 @@ fn main() -> ExitCode {
         Command::NetworkPolicies { source } => policy_cmd::list_policies(&dir, source),
         Command::Token(t) => token_cmd::run(&dir, t),
         Command::Tokens => token_cmd::list(&dir),
-        Command::CreateApp { name } => policy_cmd::create_app(&dir, &name),
+        Command::CreateApp { name, org, space } => {
+            policy_cmd::create_app(&dir, &name, org.as_deref().zip(space.as_deref()))
+        }
+        Command::Asg(a) => asg_cmd::run(&dir, a),
         Command::Apps => policy_cmd::list_apps(&dir),
         Command::Curl(a) => policy_cmd::curl(&dir, a),
         Command::MapRoute(a) => policy_cmd::route(&dir, a, false),

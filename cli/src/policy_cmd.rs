@@ -90,7 +90,7 @@ pub struct RouteArgs {
 }
 
 /// Runs `f` with the state dir's client on a current-thread runtime.
-fn with_client<T>(dir: &Path, f: impl AsyncFnOnce(&Client) -> Result<T>) -> Result<T> {
+pub(crate) fn with_client<T>(dir: &Path, f: impl AsyncFnOnce(&Client) -> Result<T>) -> Result<T> {
     let c = c2c_platform::client(dir)?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -216,7 +216,7 @@ pub fn list_policies(dir: &Path, source: Option<String>) -> Result<()> {
     })
 }
 
-fn print_table<const N: usize>(rows: &[[String; N]]) {
+pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
     let mut w = [0usize; N];
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -234,9 +234,9 @@ fn print_table<const N: usize>(rows: &[[String; N]]) {
 }
 
 /// `c2c create-app NAME`.
-pub fn create_app(dir: &Path, name: &str) -> Result<()> {
+pub fn create_app(dir: &Path, name: &str, space: Option<(&str, &str)>) -> Result<()> {
     with_client(dir, async |c| {
-        let app = c.create_app(name).await?;
+        let app = c.create_app_in(name, space).await?;
         println!(
             "Created app {} (guid {}, tag {})",
             app.name, app.guid, app.tag

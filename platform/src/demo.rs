@@ -133,6 +133,8 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
             no_route,
             cell: Some(cell.into()),
             command: None,
+            org: None,
+            space: None,
         };
         Ok(instance::push(dir, &args)?.remove(0))
     };

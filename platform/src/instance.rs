@@ -56,6 +56,13 @@ pub struct PushArgs {
     /// $PORT (8080).
     #[arg(long)]
     pub command: Option<String>,
+    /// Org of the app's space, for a new app (with -s; default: the default org).
+    #[arg(short = 'o', long = "org", requires = "space")]
+    pub org: Option<String>,
+    /// The app's space, for a new app (with -o; default: the default space). Its security
+    /// groups decide what the app may reach outside the overlay.
+    #[arg(short = 's', long = "space", requires = "org")]
+    pub space: Option<String>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -108,7 +115,11 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
     let rt = runtime()?;
     let app = rt.block_on(async {
         match client.app(&a.app).await {
-            Err(e) if e.is_not_found() => client.create_app(&a.app).await,
+            Err(e) if e.is_not_found() => {
+                client
+                    .create_app_in(&a.app, a.org.as_deref().zip(a.space.as_deref()))
+                    .await
+            }
             r => r,
         }
     })?;

@@ -1,0 +1,358 @@
+//! Orgs, spaces and security groups, with the cf CLI's verbs, arguments and texts
+//! (`create-security-group NAME FILE`, `bind-security-group NAME ORG [--space SPACE]
+//! [--lifecycle running|staging]`, ...). The admin's commands.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use c2c_api::asg::{Lifecycle, SecurityGroup};
+use c2c_api::types::BindingRequest;
+use clap::{Args, Subcommand};
+
+use crate::policy_cmd::{print_table, with_client};
+
+/// The verbs, each a top-level `c2c` command.
+#[derive(Debug, Subcommand)]
+pub enum AsgCommand {
+    /// Create an org.
+    CreateOrg {
+        /// Org name.
+        name: String,
+    },
+    /// List orgs.
+    Orgs,
+    /// Create a space in an org.
+    CreateSpace {
+        /// Space name.
+        name: String,
+        /// Org of the space.
+        #[arg(short = 'o', long = "org")]
+        org: String,
+    },
+    /// List spaces (of one org with -o).
+    Spaces {
+        /// Only this org's spaces.
+        #[arg(short = 'o', long = "org")]
+        org: Option<String>,
+    },
+    /// Create a security group from a JSON file of rules (Cloud Foundry's format: protocol,
+    /// destination, ports, type, code, log, description).
+    CreateSecurityGroup(GroupFile),
+    /// Replace a security group's rules with those of a JSON file; enforced at once on every
+    /// running app it is bound to.
+    UpdateSecurityGroup(GroupFile),
+    /// Delete a security group and its bindings.
+    DeleteSecurityGroup {
+        /// Security group name.
+        name: String,
+        /// Force deletion without confirmation (there is no prompt here; accepted for cf's
+        /// scripts).
+        #[arg(short = 'f')]
+        force: bool,
+    },
+    /// Bind a security group to a space, or to every space of an org (without --space).
+    BindSecurityGroup(BindArgs),
+    /// Unbind a security group from a space.
+    UnbindSecurityGroup(UnbindArgs),
+    /// Bind a security group to every space, for running apps.
+    BindRunningSecurityGroup {
+        /// Security group name.
+        name: String,
+    },
+    /// Bind a security group to every space, for staging.
+    BindStagingSecurityGroup {
+        /// Security group name.
+        name: String,
+    },
+    /// Unbind a security group from the running defaults.
+    UnbindRunningSecurityGroup {
+        /// Security group name.
+        name: String,
+    },
+    /// Unbind a security group from the staging defaults.
+    UnbindStagingSecurityGroup {
+        /// Security group name.
+        name: String,
+    },
+    /// List security groups with where they are bound.
+    SecurityGroups,
+    /// Show one security group: its rules and where it is bound.
+    SecurityGroup {
+        /// Security group name.
+        name: String,
+    },
+    /// List the security groups bound to every space for running apps.
+    RunningSecurityGroups,
+    /// List the security groups bound to every space for staging.
+    StagingSecurityGroups,
+}
+
+/// `create-security-group` / `update-security-group` arguments.
+#[derive(Debug, Args)]
+pub struct GroupFile {
+    /// Security group name.
+    pub name: String,
+    /// Path to a JSON file of rules, e.g. [{"protocol":"tcp","destination":"10.0.0.0/24","ports":"443"}].
+    pub path: PathBuf,
+}
+
+/// `bind-security-group` arguments.
+#[derive(Debug, Args)]
+pub struct BindArgs {
+    /// Security group name.
+    pub name: String,
+    /// Org name.
+    pub org: String,
+    /// Space name (default: every space of the org).
+    #[arg(long)]
+    pub space: Option<String>,
+    /// Lifecycle phase the group applies to: running or staging.
+    #[arg(long, default_value = "running")]
+    pub lifecycle: Lifecycle,
+}
+
+/// `unbind-security-group` arguments.
+#[derive(Debug, Args)]
+pub struct UnbindArgs {
+    /// Security group name.
+    pub name: String,
+    /// Org name.
+    pub org: String,
+    /// Space name.
+    pub space: String,
+    /// Lifecycle phase the group applies to: running or staging.
+    #[arg(long, default_value = "running")]
+    pub lifecycle: Lifecycle,
+}
+
+fn read_rules(path: &Path) -> Result<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!(
+            "Incorrect Usage: Invalid JSON in {}; expected an array of rules",
+            path.display()
+        )
+    })
+}
+
+/// Runs one verb.
+pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
+    let user = "admin";
+    with_client(dir, async |c| {
+        match cmd {
+            AsgCommand::CreateOrg { name } => {
+                println!("Creating org {name} as {user}...");
+                c.create_org(&name).await?;
+                println!("OK");
+            }
+            AsgCommand::Orgs => {
+                println!("Getting orgs as {user}...\n");
+                println!("name");
+                for o in c.orgs().await? {
+                    println!("{}", o.name);
+                }
+            }
+            AsgCommand::CreateSpace { name, org } => {
+                println!("Creating space {name} in org {org} as {user}...");
+                c.create_space(&org, &name).await?;
+                println!("OK");
+            }
+            AsgCommand::Spaces { org } => {
+                println!("Getting spaces as {user}...\n");
+                let mut rows = vec![["org".to_string(), "name".into()]];
+                for s in c.spaces(org.as_deref()).await? {
+                    rows.push([s.org, s.name]);
+                }
+                print_table(&rows);
+            }
+            AsgCommand::CreateSecurityGroup(a) => {
+                let rules = read_rules(&a.path)?;
+                println!("Creating security group {} as {user}...", a.name);
+                c.create_security_group(&a.name, rules).await?;
+                println!("OK");
+            }
+            AsgCommand::UpdateSecurityGroup(a) => {
+                let rules = read_rules(&a.path)?;
+                println!("Updating security group {} as {user}...", a.name);
+                c.update_security_group(&a.name, rules).await?;
+                println!("OK\n\nTIP: Changes are enforced on running apps at once; no restart is needed.");
+            }
+            AsgCommand::DeleteSecurityGroup { name, force: _ } => {
+                println!("Deleting security group {name} as {user}...");
+                if !c.delete_security_group(&name).await? {
+                    println!("OK\n\nSecurity group '{name}' does not exist.");
+                    return Ok(());
+                }
+                println!("OK");
+            }
+            AsgCommand::BindSecurityGroup(a) => {
+                let lc = a.lifecycle.as_str();
+                match &a.space {
+                    Some(s) => println!(
+                        "Assigning {lc} security group {} to space {s} in org {} as {user}...",
+                        a.name, a.org
+                    ),
+                    None => println!(
+                        "Assigning {lc} security group {} to all spaces in org {} as {user}...",
+                        a.name, a.org
+                    ),
+                }
+                let r = c
+                    .bind_security_group(
+                        &a.name,
+                        &BindingRequest {
+                            lifecycle: a.lifecycle,
+                            org: Some(a.org.clone()),
+                            space: a.space.clone(),
+                        },
+                        true,
+                    )
+                    .await?;
+                if r.named.is_empty() {
+                    println!("No spaces in org {}.", a.org);
+                }
+                println!("OK\n\nTIP: Changes are enforced on running apps at once; no restart is needed.");
+            }
+            AsgCommand::UnbindSecurityGroup(a) => {
+                let lc = a.lifecycle.as_str();
+                println!(
+                    "Removing {lc} security group {} from org {} / space {} as {user}...",
+                    a.name, a.org, a.space
+                );
+                let r = c
+                    .bind_security_group(
+                        &a.name,
+                        &BindingRequest {
+                            lifecycle: a.lifecycle,
+                            org: Some(a.org.clone()),
+                            space: Some(a.space.clone()),
+                        },
+                        false,
+                    )
+                    .await?;
+                if r.changed.is_empty() {
+                    println!(
+                        "Security group {} not bound to space {} for lifecycle phase '{lc}'.",
+                        a.name, a.space
+                    );
+                }
+                println!("OK\n\nTIP: Changes are enforced on running apps at once; no restart is needed.");
+            }
+            AsgCommand::BindRunningSecurityGroup { name } => {
+                global(c, &name, Lifecycle::Running, true).await?
+            }
+            AsgCommand::BindStagingSecurityGroup { name } => {
+                global(c, &name, Lifecycle::Staging, true).await?
+            }
+            AsgCommand::UnbindRunningSecurityGroup { name } => {
+                global(c, &name, Lifecycle::Running, false).await?
+            }
+            AsgCommand::UnbindStagingSecurityGroup { name } => {
+                global(c, &name, Lifecycle::Staging, false).await?
+            }
+            AsgCommand::SecurityGroups => {
+                println!("Getting security groups as {user}...\n");
+                let mut rows = vec![[
+                    "name".to_string(),
+                    "organization".into(),
+                    "space".into(),
+                    "lifecycle".into(),
+                ]];
+                for g in c.security_groups().await? {
+                    rows.extend(bindings(&g));
+                }
+                print_table(&rows);
+            }
+            AsgCommand::SecurityGroup { name } => {
+                println!("Getting info for security group {name} as {user}...\n");
+                let g = c.security_group(&name).await?;
+                println!("name:    {}", g.name);
+                println!("rules:");
+                println!("{}", serde_json::to_string_pretty(&g.rules)?);
+                println!();
+                let mut rows = vec![[
+                    "name".to_string(),
+                    "organization".into(),
+                    "space".into(),
+                    "lifecycle".into(),
+                ]];
+                rows.extend(bindings(&g));
+                if rows.len() == 1 {
+                    println!("No spaces assigned");
+                } else {
+                    print_table(&rows);
+                }
+            }
+            AsgCommand::RunningSecurityGroups | AsgCommand::StagingSecurityGroups => {
+                let running = matches!(cmd, AsgCommand::RunningSecurityGroups);
+                let which = if running { "running" } else { "staging" };
+                println!("Getting global {which} security groups as {user}...\n");
+                println!("name");
+                for g in c.security_groups().await? {
+                    if (running && g.running_default) || (!running && g.staging_default) {
+                        println!("{}", g.name);
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `bind-running-security-group` and its three siblings: the defaults for every space.
+async fn global(
+    c: &c2c_api::client::Client,
+    name: &str,
+    lifecycle: Lifecycle,
+    bind: bool,
+) -> Result<()> {
+    let lc = lifecycle.as_str();
+    if bind {
+        println!("Binding security group {name} to {lc} as admin...");
+    } else {
+        println!("Unbinding security group {name} from defaults for {lc} as admin...");
+    }
+    let r = c
+        .bind_security_group(
+            name,
+            &BindingRequest {
+                lifecycle,
+                org: None,
+                space: None,
+            },
+            bind,
+        )
+        .await?;
+    if !bind && r.changed.is_empty() {
+        println!("Security group {name} not bound as a {lc} default.");
+    }
+    println!("OK\n\nTIP: Changes are enforced on running apps at once; no restart is needed.");
+    Ok(())
+}
+
+/// A group's binding rows: `<all>` for the defaults, else one per space.
+fn bindings(g: &SecurityGroup) -> Vec<[String; 4]> {
+    let mut rows = vec![];
+    for (on, lc) in [
+        (g.running_default, "running"),
+        (g.staging_default, "staging"),
+    ] {
+        if on {
+            rows.push([g.name.clone(), "<all>".into(), "<all>".into(), lc.into()]);
+        }
+    }
+    for b in &g.spaces {
+        let (org, space) = b.space.split_once('/').unwrap_or(("", &b.space));
+        rows.push([
+            g.name.clone(),
+            org.into(),
+            space.into(),
+            b.lifecycle.as_str().into(),
+        ]);
+    }
+    if rows.is_empty() {
+        rows.push([g.name.clone(), String::new(), String::new(), String::new()]);
+    }
+    rows
+}
