@@ -110,6 +110,8 @@ pub fn cni_config(subnet: Subnet, data_dir: &Path, dns: &[IpAddr]) -> serde_json
         "cniVersion": "1.1.0",
         "name": "c2c",
         "type": "c2c-cni",
+        // Runtimes pass `-p` host ports only to plugins that declare the capability.
+        "capabilities": {"portMappings": true},
         "subnet": subnet.to_string(),
         "data_dir": data_dir,
         "dns": dns,
@@ -173,6 +175,10 @@ pub fn rule_inputs(
             .map(|r| r.underlay_ip)
             .collect(),
         egress,
+        host_ports: records
+            .iter()
+            .flat_map(|r| r.port_mappings.iter().map(|m| (r.ip, m.clone())))
+            .collect(),
     };
     (cell_rules, locals, tags, allows)
 }
@@ -745,6 +751,7 @@ mod tests {
             instance_guid: app.map(|_| id.into()),
             instance_index: Some(0),
             cert_dir: None,
+            port_mappings: vec![],
         }
     }
 

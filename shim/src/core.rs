@@ -279,6 +279,7 @@ mod tests {
             instance_guid: Some(id.into()),
             instance_index: Some(0),
             cert_dir: None,
+            port_mappings: vec![],
         }
     }
 

@@ -156,6 +156,75 @@ pub fn parse_env(get: impl Fn(&str) -> Option<String>, version: &str) -> Result<
     })
 }
 
+/// The `portMappings` capability from `runtimeConfig` (what the standard portmap plugin
+/// takes), checked: ports 1-65535, tcp or udp, an IPv4 `hostIP` or none (`""` and `0.0.0.0`
+/// mean every address of the cell), and no host port another container on this cell holds.
+pub fn port_mappings(
+    conf: &Checked,
+    data_dir: &Path,
+    container_id: &str,
+) -> Result<Vec<crate::store::PortMapping>, String> {
+    let Some(list) = conf
+        .conf
+        .runtime_config
+        .as_ref()
+        .and_then(|rc| rc.get("portMappings"))
+    else {
+        return Ok(vec![]);
+    };
+    let list = list
+        .as_array()
+        .ok_or("runtimeConfig.portMappings must be an array")?;
+    let mut out: Vec<crate::store::PortMapping> = vec![];
+    for (i, m) in list.iter().enumerate() {
+        let port = |k: &str| -> Result<u16, String> {
+            m.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("portMappings[{i}].{k} must be a port 1-65535"))
+        };
+        let protocol = match m.get("protocol").and_then(Value::as_str).unwrap_or("tcp") {
+            p if p.eq_ignore_ascii_case("tcp") => c2c_api::net::Protocol::Tcp,
+            p if p.eq_ignore_ascii_case("udp") => c2c_api::net::Protocol::Udp,
+            p => {
+                return Err(format!(
+                    "portMappings[{i}].protocol {p:?}: c2c forwards tcp and udp"
+                ))
+            }
+        };
+        let host_ip =
+            match m.get("hostIP").and_then(Value::as_str).unwrap_or("") {
+                "" | "0.0.0.0" => None,
+                ip => Some(ip.parse::<Ipv4Addr>().map_err(|_| {
+                    format!("portMappings[{i}].hostIP {ip:?} is not an IPv4 address")
+                })?),
+            };
+        let pm = crate::store::PortMapping {
+            host_port: port("hostPort")?,
+            container_port: port("containerPort")?,
+            protocol,
+            host_ip,
+        };
+        if out.iter().any(|o| o.clashes(&pm)) {
+            return Err(format!("host port {pm} is given twice"));
+        }
+        out.push(pm);
+    }
+    let (records, _) = Store::new(data_dir).list().map_err(|e| e.to_string())?;
+    for r in records.iter().filter(|r| r.container_id != container_id) {
+        for theirs in &r.port_mappings {
+            if let Some(mine) = out.iter().find(|m| m.clashes(theirs)) {
+                return Err(format!(
+                    "host port {mine} is taken on this cell (by container {}: {theirs})",
+                    r.container_id
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// App metadata from `runtimeConfig`, then `args.cni`, then CNI_ARGS (first found wins).
 pub fn app_meta(conf: &Checked, env: &Env) -> AppMeta {
     let from_json = |v: Option<&Value>| -> AppMeta {
@@ -335,6 +404,18 @@ async fn add(host: &Netlink, conf: &Checked, env: &Env) -> Result<Value, CniErro
         .map_err(|e| ipam_error(version, e))?;
     let plan = Plan::new(ip, &env.ifname, mtu(host, conf).await);
     let meta = app_meta(conf, env);
+    let port_mappings = match port_mappings(conf, data_dir, &env.container_id) {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = ipam.release(&env.container_id);
+            return Err(CniError::new(
+                version,
+                code::INVALID_CONFIG,
+                "invalid portMappings",
+                e,
+            ));
+        }
+    };
     let record = ContainerRecord {
         container_id: env.container_id.clone(),
         ip,
@@ -345,6 +426,7 @@ async fn add(host: &Netlink, conf: &Checked, env: &Env) -> Result<Value, CniErro
         instance_guid: meta.instance_guid,
         instance_index: meta.instance_index,
         cert_dir: meta.cert_dir,
+        port_mappings,
     };
     let wired = async {
         veth::add(host, Path::new(netns), &plan)
@@ -576,7 +658,16 @@ async fn check(host: &Netlink, conf: &Checked, env: &Env) -> Result<(), CniError
     let plan = Plan::new(rec.ip, &env.ifname, 0);
     veth::check(host, Path::new(netns), &plan)
         .await
-        .map_err(|e| wire_error(version, e))
+        .map_err(|e| wire_error(version, e))?;
+    let missing = crate::rules::missing_host_ports(rec.ip, &rec.port_mappings);
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        return Err(failed(format!(
+            "host ports not forwarded (is c2c-agent running?): {}",
+            list.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

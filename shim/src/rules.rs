@@ -49,6 +49,8 @@ pub struct CellRules {
     /// What each local container may reach outside the overlay (its app's security groups);
     /// everything else leaving the overlay is rejected.
     pub egress: Vec<EgressRule>,
+    /// Host ports forwarded to containers (their address, the mapping).
+    pub host_ports: Vec<(Ipv4Addr, crate::store::PortMapping)>,
 }
 
 /// One security-group rule as it applies to one container.
@@ -325,14 +327,65 @@ pub fn ruleset(
     body.push_str("  }\n  set asg_icmp {\n    type ipv4_addr . ipv4_addr . icmp_type . icmp_code\n    flags interval\n");
     elements_line(&mut body, icmp);
     body.push_str("  }\n");
+    // Host ports: DNAT from the cell's own addresses to the container; only such traffic, to
+    // exactly the mapped container port, passes default deny (`mapped`).
+    let (any_ip, at_ip): (Vec<_>, Vec<_>) = cell
+        .host_ports
+        .iter()
+        .partition(|(_, m)| m.host_ip.is_none());
+    body.push_str(
+        "  map hostports {\n    type inet_proto . inet_service : ipv4_addr . inet_service\n",
+    );
+    elements_line(
+        &mut body,
+        any_ip
+            .iter()
+            .map(|(ip, m)| {
+                format!(
+                    "{} . {} : {ip} . {}",
+                    m.protocol, m.host_port, m.container_port
+                )
+            })
+            .collect(),
+    );
+    body.push_str("  }\n  map hostports_at {\n    type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service\n");
+    elements_line(
+        &mut body,
+        at_ip
+            .iter()
+            .filter_map(|(ip, m)| {
+                Some(format!(
+                    "{} . {} . {} : {ip} . {}",
+                    m.host_ip?, m.protocol, m.host_port, m.container_port
+                ))
+            })
+            .collect(),
+    );
+    body.push_str("  }\n  set mapped {\n    type ipv4_addr . inet_proto . inet_service\n");
+    let mapped: BTreeSet<String> = cell
+        .host_ports
+        .iter()
+        .map(|(ip, m)| format!("{ip} . {} . {}", m.protocol, m.container_port))
+        .collect();
+    elements_line(&mut body, mapped.into_iter().collect());
+    body.push_str("  }\n");
+    for (name, hook) in [
+        ("host_ports_in", "prerouting"),
+        ("host_ports_out", "output"),
+    ] {
+        let _ = writeln!(
+            body,
+            "  chain {name} {{\n    type nat hook {hook} priority -100; policy accept;\n    fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostports_at\n    fib daddr type local dnat ip to meta l4proto . th dport map @hostports\n  }}"
+        );
+    }
     let _ = writeln!(
         body,
-        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip daddr {net}/{len} jump ingress\n    ip daddr != {net}/{len} iifname \"s-*\" oifname != \"{VTEP}\" jump egress\n    ip daddr != {net}/{len} iifname \"{VTEP}\" drop\n  }}\n  chain egress {{\n    ip saddr . ip daddr . meta l4proto . th dport @asg_ports accept\n    ip saddr . ip daddr @asg_all accept\n    ip saddr . ip daddr . icmp type . icmp code @asg_icmp accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {net}/{len} ip daddr != {net}/{len} oifname != \"{VTEP}\" masquerade\n  }}",
+        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip daddr {net}/{len} jump ingress\n    ip daddr != {net}/{len} iifname \"s-*\" oifname != \"{VTEP}\" jump egress\n    ip daddr != {net}/{len} iifname \"{VTEP}\" drop\n  }}\n  chain egress {{\n    ct state established,related accept\n    ip saddr . ip daddr . meta l4proto . th dport @asg_ports accept\n    ip saddr . ip daddr @asg_all accept\n    ip saddr . ip daddr . icmp type . icmp code @asg_icmp accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {net}/{len} ip daddr != {net}/{len} oifname != \"{VTEP}\" masquerade\n  }}",
         net = subnet.network(),
         len = subnet.prefix()
     );
     body.push_str(
-        "  chain ingress {\n    ct state established,related accept\n    ip daddr . meta l4proto . th dport . meta mark @allow accept\n    ip daddr . meta l4proto . th dport . meta mark @allow_ranges accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type port-unreachable\n  }\n",
+        "  chain ingress {\n    ct state established,related accept\n    ct status dnat ip daddr . meta l4proto . th dport @mapped accept\n    ip daddr . meta l4proto . th dport . meta mark @allow accept\n    ip daddr . meta l4proto . th dport . meta mark @allow_ranges accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type port-unreachable\n  }\n",
     );
     let gen = generation_of(&body);
     let mut out = String::with_capacity(body.len() + 200);
@@ -402,6 +455,51 @@ pub fn in_place(gen: u32) -> bool {
     chains_ok
 }
 
+/// The mappings of `ip` that the kernel's ruleset does not forward (CNI CHECK): each must be
+/// in the `mapped` set and in its host-port map.
+pub fn missing_host_ports(
+    ip: Ipv4Addr,
+    mappings: &[crate::store::PortMapping],
+) -> Vec<crate::store::PortMapping> {
+    if mappings.is_empty() {
+        return vec![];
+    }
+    let list = |what: &str, name: &str| {
+        Command::new("nft")
+            .args(["list", what, "ip", TABLE, name])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    let (mapped, any, at) = (
+        list("set", "mapped"),
+        list("map", "hostports"),
+        list("map", "hostports_at"),
+    );
+    mappings
+        .iter()
+        .filter(|m| {
+            let target = format!("{ip} . {}", m.container_port);
+            let in_map = match m.host_ip {
+                None => any.contains(&format!("{} . {} : {target}", m.protocol, m.host_port)),
+                Some(h) => at.contains(&format!(
+                    "{h} . {} . {} : {target}",
+                    m.protocol, m.host_port
+                )),
+            };
+            !in_map || !mapped.contains(&format!("{ip} . {} . {}", m.protocol, m.container_port))
+        })
+        .cloned()
+        .collect()
+}
+
 /// Applying rules failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
@@ -447,6 +545,7 @@ mod tests {
             containers: locals.iter().map(|l| l.ip).collect(),
             peers: vec!["192.0.2.2".parse().unwrap()],
             egress: vec![],
+            host_ports: vec![],
         }
     }
 

@@ -33,6 +33,45 @@ pub struct ContainerRecord {
     /// Where the instance's sidecar reads its certificate; the cell agent keeps it issued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_dir: Option<String>,
+    /// Host ports forwarded to the container (CNI's `portMappings` capability).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// A host port forwarded to a container port, as CNI's `portMappings` capability gives it
+/// (`{"hostPort": 18080, "containerPort": 8080, "protocol": "tcp", "hostIP": ""}`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// The port on the cell.
+    #[serde(rename = "hostPort")]
+    pub host_port: u16,
+    /// The port in the container.
+    #[serde(rename = "containerPort")]
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: c2c_api::net::Protocol,
+    /// Only on this address of the cell (absent: every address of the cell).
+    #[serde(rename = "hostIP", default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<std::net::Ipv4Addr>,
+}
+
+impl PortMapping {
+    /// Whether two mappings would take the same packets.
+    pub fn clashes(&self, other: &PortMapping) -> bool {
+        self.protocol == other.protocol
+            && self.host_port == other.host_port
+            && (self.host_ip.is_none() || other.host_ip.is_none() || self.host_ip == other.host_ip)
+    }
+}
+
+impl std::fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.host_ip {
+            Some(ip) => write!(f, "{ip}:{}", self.host_port)?,
+            None => write!(f, "{}", self.host_port)?,
+        }
+        write!(f, "->{}/{}", self.container_port, self.protocol)
+    }
 }
 
 /// Reading or writing the store failed.
@@ -162,6 +201,7 @@ mod tests {
             instance_guid: None,
             instance_index: Some(0),
             cert_dir: None,
+            port_mappings: vec![],
         };
         store.put(&rec).unwrap();
         assert_eq!(store.get("c1").unwrap(), Some(rec.clone()));

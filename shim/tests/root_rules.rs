@@ -52,6 +52,7 @@ fn root_default_deny_then_policy_allows_only_its_source() {
         containers: locals.iter().map(|l| l.ip).collect(),
         peers: vec![],
         egress: vec![],
+        host_ports: vec![],
     };
     serve(&b, SocketAddr::new(ip_b.into(), 8080), "b");
     let to_b = SocketAddr::new(ip_b.into(), 8080);
