@@ -63,6 +63,12 @@ enum Command {
     Asg(asg_cmd::AsgCommand),
     /// List apps with their tags and instances.
     Apps,
+    /// Show an app: its GUID, tag and space, each instance's cell and address, and the host
+    /// ports that reach it from the underlay (`curl http://CELL-IP:PORT/`).
+    App {
+        /// App name or GUID.
+        name: String,
+    },
     /// Map an internal route HOST.DOMAIN to an app: it enters the app's certificates and DNS.
     MapRoute(policy_cmd::RouteArgs),
     /// Unmap an internal route from an app.
@@ -254,6 +260,7 @@ fn main() -> ExitCode {
         }
         Command::Asg(a) => asg_cmd::run(&dir, a),
         Command::Apps => policy_cmd::list_apps(&dir),
+        Command::App { name } => policy_cmd::show_app(&dir, &name),
         Command::Curl(a) => policy_cmd::curl(&dir, a),
         Command::MapRoute(a) => policy_cmd::route(&dir, a, false),
         Command::UnmapRoute(a) => policy_cmd::route(&dir, a, true),

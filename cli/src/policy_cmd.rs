@@ -277,6 +277,68 @@ pub fn list_apps(dir: &Path) -> Result<()> {
     })
 }
 
+/// `c2c app APP`: the app (GUID, tag, space) and each instance: its cell, overlay address and,
+/// for instances this platform pushed, the host ports that reach it from the underlay.
+pub fn show_app(dir: &Path, name: &str) -> Result<()> {
+    with_client(dir, async |c| {
+        let app = c.app(name).await?;
+        let space = c
+            .spaces(None)
+            .await?
+            .into_iter()
+            .find(|s| s.guid == app.space)
+            .map(|s| format!("{}/{}", s.org, s.name))
+            .unwrap_or_else(|| app.space.clone());
+        println!(
+            "name:    {}\nguid:    {}\ntag:     {}\nspace:   {space}\n",
+            app.name, app.guid, app.tag
+        );
+        let cells: HashMap<String, std::net::Ipv4Addr> = c
+            .cells()
+            .await?
+            .into_iter()
+            .filter_map(|cell| Some((cell.name.to_string(), cell.lease?.underlay_ip)))
+            .collect();
+        // Host ports are the local platform's (its push mapped them); other runtimes' are not
+        // known here.
+        let local = c2c_platform::instance::instances(dir, Some(&app.name)).unwrap_or_default();
+        let mut rows = vec![[
+            "#".to_string(),
+            "cell".into(),
+            "ip".into(),
+            "http (-> 8080)".into(),
+            "https (-> 61443, sidecar)".into(),
+        ]];
+        let mut placed: Vec<_> = c
+            .instances()
+            .await?
+            .into_iter()
+            .filter(|i| i.app_guid == app.guid)
+            .collect();
+        placed.sort_by_key(|i| i.index);
+        for i in placed {
+            let ports = local
+                .iter()
+                .find(|l| l.guid == i.guid)
+                .and_then(|l| l.host_ports);
+            let at = |p: u16, scheme: &str| match cells.get(i.cell.as_str()) {
+                Some(u) => format!("{scheme}://{u}:{p}"),
+                None => p.to_string(),
+            };
+            rows.push([
+                i.index.to_string(),
+                i.cell.to_string(),
+                i.ip.map(|ip| ip.to_string())
+                    .unwrap_or_else(|| "(starting)".into()),
+                ports.map(|h| at(h.app, "http")).unwrap_or_default(),
+                ports.map(|h| at(h.tls, "https")).unwrap_or_default(),
+            ]);
+        }
+        print_table(&rows);
+        Ok(())
+    })
+}
+
 /// What `c2c curl` ends with: exit code 22 for an HTTP error under `--fail`, as cf's.
 #[derive(Debug)]
 pub struct CurlFailed(pub u16);

@@ -221,6 +221,53 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     let (code, _) = curl(dir, "appC", &format!("http://{b0}:8080/"));
     assert_eq!(code, 7, "appC has no policy");
 
+    // Host ports: `c2c app` lists them; from the underlay (control's host) they reach appC's
+    // app and, verified against the platform CA by its route's name, its sidecar.
+    let shown = ok(dir, &["app", "appC"]);
+    let url = |scheme: &str| -> String {
+        shown
+            .split_whitespace()
+            .find(|w| w.starts_with(&format!("{scheme}://")))
+            .unwrap_or_else(|| panic!("no {scheme} host port in: {shown}"))
+            .to_string()
+    };
+    let (http, https) = (url("http"), url("https"));
+    assert!(shown.contains("space:   default/default"), "{shown}");
+    let c0 = ip_of(dir, "appC/0");
+    let underlay = format!("{}u", prefix(dir));
+    let from_underlay = |args: &[&str]| {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &underlay, "curl", "-s", "--max-time", "5"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, body) = from_underlay(&[&format!("{http}/")]);
+    assert_eq!(
+        (code, body.trim()),
+        (0, format!("app=appC index=0 ip={c0}").as_str()),
+        "{http}"
+    );
+    let hostport = https.trim_start_matches("https://");
+    let (cell_ip, port) = hostport.split_once(':').unwrap();
+    let ca = dir.join("ca/ca.pem");
+    let (code, body) = from_underlay(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "--resolve",
+        &format!("appc.apps.internal:{port}:{cell_ip}"),
+        &format!("https://appc.apps.internal:{port}/"),
+    ]);
+    assert_eq!(
+        (code, body.trim()),
+        (0, format!("app=appC index=0 ip={c0}").as_str()),
+        "{https}"
+    );
+
     // DNS from inside appA (the cell's resolver, as resolv.conf names it): the app route answers
     // with every instance, and `<index>.appb.apps.internal` with that one instance.
     let all: std::collections::BTreeSet<String> =

@@ -135,6 +135,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
             command: None,
             org: None,
             space: None,
+            host_ports: instance::DEFAULT_HOST_PORTS,
         };
         Ok(instance::push(dir, &args)?.remove(0))
     };

@@ -36,6 +36,58 @@ pub struct InstanceInfo {
     pub container_id: String,
     /// Overlay address.
     pub ip: Ipv4Addr,
+    /// Host ports on its cell: the app's 8080 and the sidecar's 61443 (absent on instances
+    /// pushed before host ports existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ports: Option<HostPorts>,
+}
+
+/// An instance's host ports on its cell's underlay address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPorts {
+    /// -> the app's 8080.
+    pub app: u16,
+    /// -> the sidecar's 61443 (TLS).
+    pub tls: u16,
+}
+
+/// Where `c2c push` takes host ports from by default (CF's: above 61000).
+pub const DEFAULT_HOST_PORTS: (u16, u16) = (61000, 65534);
+
+/// The app's port in each container.
+pub const APP_PORT: u16 = 8080;
+/// The sidecar's TLS port in each container.
+pub const TLS_PORT: u16 = 61443;
+
+/// Parses `START-END`, the range host ports are taken from.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("invalid host port range {s:?}: use START-END, e.g. 61000-65534"))?;
+    let (a, b): (u16, u16) = (
+        a.trim()
+            .parse()
+            .map_err(|_| format!("invalid port {a:?}"))?,
+        b.trim()
+            .parse()
+            .map_err(|_| format!("invalid port {b:?}"))?,
+    );
+    if a == 0 || a >= b {
+        return Err(format!(
+            "invalid host port range {s:?}: the first port must be 1 or more and below the last"
+        ));
+    }
+    Ok((a, b))
+}
+
+/// The two lowest ports of `range` that no instance in `taken` holds.
+fn free_host_ports(range: (u16, u16), taken: &[HostPorts]) -> Option<HostPorts> {
+    let used: std::collections::BTreeSet<u16> = taken.iter().flat_map(|h| [h.app, h.tls]).collect();
+    let mut free = (range.0..=range.1).filter(|p| !used.contains(p));
+    Some(HostPorts {
+        app: free.next()?,
+        tls: free.next()?,
+    })
 }
 
 /// `c2c push` options.
@@ -63,6 +115,10 @@ pub struct PushArgs {
     /// groups decide what the app may reach outside the overlay.
     #[arg(short = 's', long = "space", requires = "org")]
     pub space: Option<String>,
+    /// Host ports on each instance's cell are taken from this range, two per instance: one to
+    /// the app's 8080, one to the sidecar's 61443 (`c2c app APP` lists them).
+    #[arg(long, default_value = "61000-65534", value_parser = parse_port_range)]
+    pub host_ports: (u16, u16),
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -161,11 +217,23 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
             netns: format!("{}-{}-{index}", info.prefix, a.app),
             container_id: format!("{}-{index}", a.app),
             ip: Ipv4Addr::UNSPECIFIED,
+            host_ports: None,
         };
         let inst = start_instance(state_dir, &cell, rec, a)
             .with_context(|| format!("starting {}/{index}", a.app))?;
+        let ports = inst
+            .host_ports
+            .map(|h| {
+                format!(
+                    ", http://{u}:{} https://{u}:{}",
+                    h.app,
+                    h.tls,
+                    u = cell.underlay_ip
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "  {}/{} on {}: {} (netns {})",
+            "  {}/{} on {}: {} (netns {}{ports})",
             inst.app, inst.index, inst.cell, inst.ip, inst.netns
         );
         out.push(inst);
@@ -204,9 +272,26 @@ fn start_instance(
             .with_context(|| format!("{} is not ready for containers", cell.name))?;
     }
     let certs = dir.join("certs");
+    // Two host ports on the cell, as a runtime's `-p` gives them.
+    let taken: Vec<HostPorts> = instances(state_dir, None)?
+        .iter()
+        .filter(|i| i.cell == cell.name)
+        .filter_map(|i| i.host_ports)
+        .collect();
+    let ports = free_host_ports(a.host_ports, &taken).with_context(|| {
+        format!(
+            "no two free host ports left on {} in {}-{}",
+            cell.name, a.host_ports.0, a.host_ports.1
+        )
+    })?;
     conf["runtimeConfig"] = serde_json::json!({
         "app_guid": app_guid, "instance_guid": guid, "instance_index": index, "cert_dir": certs,
+        "portMappings": [
+            {"hostPort": ports.app, "containerPort": APP_PORT, "protocol": "tcp"},
+            {"hostPort": ports.tls, "containerPort": TLS_PORT, "protocol": "tcp"},
+        ],
     });
+    rec.host_ports = Some(ports);
     let result = cni(&cell.netns, "ADD", &rec.container_id, &netns, &conf)?;
     rec.ip = result["ips"][0]["address"]
         .as_str()
