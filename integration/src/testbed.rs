@@ -22,12 +22,19 @@ pub struct Platform {
     agent_urls: Vec<String>,
     /// With replicas: the database, in the underlay namespace (stopped after the replicas).
     pub pg: Option<c2c_control::pg_cluster::PgCluster>,
+    /// Flags every agent gets besides the usual ones.
+    agent_flags: Vec<String>,
 }
 
 impl Platform {
     /// Starts control and `cells` cells, each with its agent; returns once every agent wrote
     /// its CNI config (it holds a lease).
     pub fn start(cells: u8) -> Self {
+        Self::start_with(cells, &[])
+    }
+
+    /// [`Platform::start`] with `agent_flags` given to every agent (e.g. `--log-c2c`).
+    pub fn start_with(cells: u8, agent_flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let underlay = Underlay::new();
         underlay
@@ -55,6 +62,7 @@ impl Platform {
             replica_b: None,
             agent_urls: vec![],
             pg: None,
+            agent_flags: agent_flags.iter().map(|f| f.to_string()).collect(),
         };
         for n in 1..=cells {
             let cell = p.underlay.cell(n);
@@ -136,6 +144,7 @@ impl Platform {
             replica_b: Some((b, url_b.clone())),
             agent_urls: vec![],
             pg: Some(pg),
+            agent_flags: vec![],
         };
         for n in 1..=cells {
             let cell = p.underlay.cell(n);
@@ -221,6 +230,11 @@ impl Platform {
             .unwrap_or_else(|| panic!("control did not restart: {}", self.control.log()));
     }
 
+    /// Cell `n`'s traffic log (the agent's default, in its data dir).
+    pub fn network_log(&self, n: u8) -> PathBuf {
+        self.dir.path().join(format!("cell{n}-cni/network.log"))
+    }
+
     pub fn cni_conf_path(&self, n: u8) -> PathBuf {
         self.dir.path().join(format!("cell{n}-cni.conf"))
     }
@@ -251,7 +265,10 @@ impl Platform {
             "1s".into(),
             "--renew".into(),
             "1s".into(),
-        ];
+        ]
+        .into_iter()
+        .chain(self.agent_flags.iter().cloned())
+        .collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let agent = Proc::start_in(
             &self.cells[n as usize - 1].ns,

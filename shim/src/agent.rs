@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use c2c_api::client::{Auth, Client, ClientError, StatusCode};
-use c2c_api::{AppGuid, CellName, CellView, Instance, Lease};
+use c2c_api::{AppGuid, CellName, CellView, Instance, Lease, Revision};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
@@ -51,6 +51,11 @@ pub struct AgentConfig {
     pub dns_listen: std::net::SocketAddr,
     /// Resolvers for names outside the internal domains (none: such queries are refused).
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// Log c2c accepts (first packet of each flow) and denies, and egress denies.
+    pub log_c2c: bool,
+    /// Where logged traffic goes, one JSON line per packet (security groups' `"log": true`
+    /// accepts always; the rest with `log_c2c`).
+    pub network_log: PathBuf,
 }
 
 /// The agent could not start or hit a fatal error.
@@ -179,6 +184,7 @@ pub fn rule_inputs(
             .iter()
             .flat_map(|r| r.port_mappings.iter().map(|m| (r.ip, m.clone())))
             .collect(),
+        log_c2c: false,
     };
     (cell_rules, locals, tags, allows)
 }
@@ -201,6 +207,8 @@ pub fn egress_rules(locals: &[Local], view: &CellView) -> Vec<crate::rules::Egre
                 source: l.ip,
                 destinations: r.rule.destinations(),
                 allowed: r.rule.allowed(),
+                group: r.group.clone(),
+                log: r.rule.log,
             });
         }
     }
@@ -383,7 +391,14 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
 
     // The decisions are the core's (see `crate::core`); this loop turns the world into its
     // events and its actions into the world.
-    let mut core = AgentCore::new(&cfg.cell, subnet);
+    let mut core = AgentCore::new(&cfg.cell, subnet).with_log_c2c(cfg.log_c2c);
+    // The traffic log: the kernel's NFLOG group read on a thread of its own, each line naming
+    // apps from the newest view.
+    let directory = Arc::new(std::sync::RwLock::new(crate::netlog::Directory::default()));
+    if let Err(error) = crate::netlog::spawn(cfg.network_log.clone(), directory.clone()) {
+        warn!(%error, path = %cfg.network_log.display(), "traffic log unavailable (nfnetlink_log?); rules still log nothing else");
+    }
+    let mut directory_rev = Revision(0);
     let mut last_view: Option<CellView> = None;
     // After a failed watch: 100 ms, doubling to 2 s, so a restarted control is seen at once
     // and a gone one is not hammered.
@@ -466,7 +481,19 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             event = event.kind(),
             revision = tracing::field::Empty
         );
+        let store_event = matches!(event, Event::Store(_));
         let mut pending = span.in_scope(|| core.on(event));
+        if let Some(v) = core
+            .view()
+            .filter(|v| v.revision != directory_rev || store_event)
+        {
+            let (rules, ..) = rule_inputs(&cfg.cell, subnet, v, core.records());
+            let d = crate::netlog::Directory::new(v, rules.egress);
+            if let Ok(mut w) = directory.write() {
+                *w = d;
+            }
+            directory_rev = v.revision;
+        }
         span.record("revision", core.revision().0);
         // Actions answered by an event are performed in turn; their events may bring more.
         while !pending.is_empty() {

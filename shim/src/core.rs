@@ -108,6 +108,8 @@ pub struct AgentCore {
     /// `sent_rev`: not sent again until a newer view still lacks them.
     sent: BTreeMap<String, Option<Instance>>,
     sent_rev: Revision,
+    /// Whether the rules log c2c traffic.
+    log_c2c: bool,
 }
 
 impl AgentCore {
@@ -124,7 +126,14 @@ impl AgentCore {
             zone: None,
             sent: BTreeMap::new(),
             sent_rev: Revision(0),
+            log_c2c: false,
         }
+    }
+
+    /// Log c2c accepts and denies and egress denies (the agent's `--log-c2c`).
+    pub fn with_log_c2c(mut self, on: bool) -> Self {
+        self.log_c2c = on;
+        self
     }
 
     /// The revision of the newest view (0 before the first): what the next watch waits past.
@@ -224,8 +233,9 @@ impl AgentCore {
             out.push(Action::EnsureVtep);
         }
         out.push(Action::ConvergeVtep(remotes(&self.cell, &v.leases)));
-        let (cell_rules, locals, tags, allows) =
+        let (mut cell_rules, locals, tags, allows) =
             rule_inputs(&self.cell, self.subnet, v, &self.records);
+        cell_rules.log_c2c = self.log_c2c;
         let text = rules::ruleset(&cell_rules, &locals, &tags, &allows);
         if self.applied.as_deref() != Some(text.as_str()) {
             if self.applying.as_deref() != Some(text.as_str()) {

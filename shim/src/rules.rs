@@ -30,6 +30,9 @@ use crate::ipam::Subnet;
 use c2c_api::net::{PortRange, Protocol};
 use c2c_api::AppGuid;
 
+/// Log lines a second each source may cause (CF logs a few a second).
+pub const LOG_RATE: u32 = 5;
+
 /// The nftables table that holds every rule of ours.
 pub const TABLE: &str = "c2c";
 
@@ -51,6 +54,9 @@ pub struct CellRules {
     pub egress: Vec<EgressRule>,
     /// Host ports forwarded to containers (their address, the mapping).
     pub host_ports: Vec<(Ipv4Addr, crate::store::PortMapping)>,
+    /// Log c2c accepts (the first packet of each flow), c2c denies and egress denies to NFLOG
+    /// group [`crate::nflog::GROUP`] (CF's `iptables_c2c_logging_enabled`).
+    pub log_c2c: bool,
 }
 
 /// One security-group rule as it applies to one container.
@@ -62,6 +68,10 @@ pub struct EgressRule {
     pub destinations: Vec<(Ipv4Addr, Ipv4Addr)>,
     /// What may go to them.
     pub allowed: Vec<c2c_api::asg::Allowed>,
+    /// The security group it comes from.
+    pub group: String,
+    /// Log what it accepts (the rule's `"log": true`).
+    pub log: bool,
 }
 
 /// A box of inclusive ranges, one per dimension.
@@ -319,14 +329,47 @@ pub fn ruleset(
     );
     // Security groups: what each container may reach outside the overlay, three interval sets
     // of concatenations (the cost of a lookup does not grow with the number of rules).
-    let [ports, all, icmp] = egress_elements(&cell.egress);
-    body.push_str("  set asg_ports {\n    type ipv4_addr . ipv4_addr . inet_proto . inet_service\n    flags interval\n");
-    elements_line(&mut body, ports);
-    body.push_str("  }\n  set asg_all {\n    type ipv4_addr . ipv4_addr\n    flags interval\n");
-    elements_line(&mut body, all);
-    body.push_str("  }\n  set asg_icmp {\n    type ipv4_addr . ipv4_addr . icmp_type . icmp_code\n    flags interval\n");
-    elements_line(&mut body, icmp);
-    body.push_str("  }\n");
+    let logged: Vec<EgressRule> = cell.egress.iter().filter(|r| r.log).cloned().collect();
+    for (suffix, rules) in [("", &cell.egress), ("_log", &logged)] {
+        let [ports, all, icmp] = egress_elements(rules);
+        let _ = writeln!(body, "  set asg_ports{suffix} {{\n    type ipv4_addr . ipv4_addr . inet_proto . inet_service\n    flags interval");
+        elements_line(&mut body, ports);
+        let _ = writeln!(
+            body,
+            "  }}\n  set asg_all{suffix} {{\n    type ipv4_addr . ipv4_addr\n    flags interval"
+        );
+        elements_line(&mut body, all);
+        let _ = writeln!(body, "  }}\n  set asg_icmp{suffix} {{\n    type ipv4_addr . ipv4_addr . icmp_type . icmp_code\n    flags interval");
+        elements_line(&mut body, icmp);
+        body.push_str("  }\n");
+    }
+    // Logging is rate-limited per source address, so a flood is logged at a few lines a
+    // second (CF's rate), not turned into a full disk.
+    body.push_str("  set log_budget {\n    type ipv4_addr\n    size 65535\n    flags dynamic,timeout\n    timeout 60s\n  }\n");
+    let group = crate::nflog::GROUP;
+    let log = |what: &str| {
+        format!("add @log_budget {{ ip saddr limit rate {LOG_RATE}/second burst {LOG_RATE} packets }} log prefix \"{what}\" group {group}")
+    };
+    let asg_log = if logged.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "    ct state new ip saddr . ip daddr . meta l4proto . th dport @asg_ports_log {l}\n    ct state new ip saddr . ip daddr @asg_all_log {l}\n    ct state new ip saddr . ip daddr . icmp type . icmp code @asg_icmp_log {l}\n",
+            l = log("asg-accept")
+        )
+    };
+    let (egress_deny, c2c_accept, c2c_deny) = if cell.log_c2c {
+        (
+            format!("    {}\n", log("egress-deny")),
+            format!(
+                "    ct state new ip daddr . meta l4proto . th dport . meta mark @allow {l}\n    ct state new ip daddr . meta l4proto . th dport . meta mark @allow_ranges {l}\n",
+                l = log("c2c-accept")
+            ),
+            format!("    {}\n", log("c2c-deny")),
+        )
+    } else {
+        Default::default()
+    };
     // Host ports: DNAT from the cell's own addresses to the container; only such traffic, to
     // exactly the mapped container port, passes default deny (`mapped`).
     let (any_ip, at_ip): (Vec<_>, Vec<_>) = cell
@@ -380,12 +423,13 @@ pub fn ruleset(
     }
     let _ = writeln!(
         body,
-        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip daddr {net}/{len} jump ingress\n    ip daddr != {net}/{len} iifname \"s-*\" oifname != \"{VTEP}\" jump egress\n    ip daddr != {net}/{len} iifname \"{VTEP}\" drop\n  }}\n  chain egress {{\n    ct state established,related accept\n    ip saddr . ip daddr . meta l4proto . th dport @asg_ports accept\n    ip saddr . ip daddr @asg_all accept\n    ip saddr . ip daddr . icmp type . icmp code @asg_icmp accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {net}/{len} ip daddr != {net}/{len} oifname != \"{VTEP}\" masquerade\n  }}",
+        "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip daddr {net}/{len} jump ingress\n    ip daddr != {net}/{len} iifname \"s-*\" oifname != \"{VTEP}\" jump egress\n    ip daddr != {net}/{len} iifname \"{VTEP}\" drop\n  }}\n  chain egress {{\n    ct state established,related accept\n{asg_log}    ip saddr . ip daddr . meta l4proto . th dport @asg_ports accept\n    ip saddr . ip daddr @asg_all accept\n    ip saddr . ip daddr . icmp type . icmp code @asg_icmp accept\n{egress_deny}    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {net}/{len} ip daddr != {net}/{len} oifname != \"{VTEP}\" masquerade\n  }}",
         net = subnet.network(),
         len = subnet.prefix()
     );
-    body.push_str(
-        "  chain ingress {\n    ct state established,related accept\n    ct status dnat ip daddr . meta l4proto . th dport @mapped accept\n    ip daddr . meta l4proto . th dport . meta mark @allow accept\n    ip daddr . meta l4proto . th dport . meta mark @allow_ranges accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type port-unreachable\n  }\n",
+    let _ = write!(
+        body,
+        "  chain ingress {{\n    ct state established,related accept\n    ct status dnat ip daddr . meta l4proto . th dport @mapped accept\n{c2c_accept}    ip daddr . meta l4proto . th dport . meta mark @allow accept\n    ip daddr . meta l4proto . th dport . meta mark @allow_ranges accept\n{c2c_deny}    meta l4proto tcp reject with tcp reset\n    reject with icmp type port-unreachable\n  }}\n",
     );
     let gen = generation_of(&body);
     let mut out = String::with_capacity(body.len() + 200);
@@ -546,6 +590,7 @@ mod tests {
             peers: vec!["192.0.2.2".parse().unwrap()],
             egress: vec![],
             host_ports: vec![],
+            log_c2c: false,
         }
     }
 
@@ -634,17 +679,23 @@ mod tests {
                 source: src,
                 destinations: vec![(ip("192.0.2.0"), ip("192.0.2.255"))],
                 allowed: vec![Allowed::Tcp(80, 80), Allowed::Tcp(443, 443)],
+                group: "g1".into(),
+                log: true,
             },
             // Overlaps the first: one element must not overlap another.
             EgressRule {
                 source: src,
                 destinations: vec![(ip("192.0.2.10"), ip("192.0.2.10"))],
                 allowed: vec![Allowed::Tcp(1, 1000), Allowed::All],
+                group: "g2".into(),
+                log: false,
             },
             EgressRule {
                 source: src,
                 destinations: vec![(ip("0.0.0.0"), ip("255.255.255.255"))],
                 allowed: vec![Allowed::Icmp((8, 8), (0, 255))],
+                group: "g3".into(),
+                log: false,
             },
         ];
         let text = ruleset(&c, &locals, &tags, &[]);
@@ -657,11 +708,19 @@ mod tests {
             "10.255.1.2 . 0.0.0.0-255.255.255.255 . 8 . 0-255",
             "ip saddr 10.255.1.0/24 ip daddr != 10.255.1.0/24 oifname != \"silk-vtep\" masquerade",
             "oifname != \"silk-vtep\" jump egress",
+            // Only the logged rule's elements are in the log set; c2c logging is off.
+            "set asg_ports_log {\n    type ipv4_addr . ipv4_addr . inet_proto . inet_service\n    flags interval\n    elements = { 10.255.1.2 . 192.0.2.0-192.0.2.255 . tcp . 80,\n      10.255.1.2 . 192.0.2.0-192.0.2.255 . tcp . 443 }",
+            "@asg_ports_log add @log_budget { ip saddr limit rate 5/second burst 5 packets } log prefix \"asg-accept\" group 4789",
         ] {
             assert!(text.contains(want), "{want} missing: {text}");
         }
+        let accept_set = text
+            .split("set asg_ports {")
+            .nth(1)
+            .and_then(|t| t.split('}').next())
+            .unwrap_or_default();
         assert!(
-            !text.contains("10.255.1.2 . 192.0.2.0-192.0.2.255 . tcp"),
+            !accept_set.contains("10.255.1.2 . 192.0.2.0-192.0.2.255 . tcp"),
             "{text}"
         );
     }

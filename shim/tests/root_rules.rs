@@ -53,6 +53,7 @@ fn root_default_deny_then_policy_allows_only_its_source() {
         peers: vec![],
         egress: vec![],
         host_ports: vec![],
+        log_c2c: false,
     };
     serve(&b, SocketAddr::new(ip_b.into(), 8080), "b");
     let to_b = SocketAddr::new(ip_b.into(), 8080);

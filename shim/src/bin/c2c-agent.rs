@@ -65,6 +65,16 @@ struct Args {
     /// without renewal).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     renew: Duration,
+    /// Log c2c traffic: the first packet of each flow a policy accepts, each packet it denies,
+    /// and each packet leaving the overlay that no security group allows (CF's
+    /// iptables_c2c_logging_enabled). Rate-limited to 5 lines a second per source address.
+    #[arg(long)]
+    log_c2c: bool,
+    /// The traffic log: one JSON line per logged packet, naming both apps (security groups
+    /// with "log": true log their accepts whatever --log-c2c says). Default:
+    /// DATA_DIR/network.log.
+    #[arg(long)]
+    network_log: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -76,13 +86,17 @@ fn main() -> ExitCode {
         control_url: args.control,
         ca_file: args.ca,
         cert_dir: args.cert_dir,
-        data_dir: args.data_dir,
+        data_dir: args.data_dir.clone(),
         cni_config: args.cni_config,
         dns: args.dns,
         resync: args.resync,
         renew: args.renew,
         dns_listen: args.dns_listen,
         dns_upstreams: args.dns_upstream,
+        log_c2c: args.log_c2c,
+        network_log: args
+            .network_log
+            .unwrap_or_else(|| args.data_dir.join("network.log")),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
