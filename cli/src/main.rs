@@ -102,6 +102,20 @@ enum Command {
         /// are refused.
         #[arg(long = "dns-upstream", value_name = "ADDR:PORT")]
         dns_upstream: Vec<std::net::SocketAddr>,
+        /// Cells log c2c traffic (accepts, denies) and egress denies; see `c2c network-logs`.
+        /// Security groups with "log": true log their accepts either way.
+        #[arg(long)]
+        log_c2c: bool,
+    },
+    /// Show the local platform's traffic logs: one JSON line per logged packet, naming both
+    /// apps (the cells write them; see `up --log-c2c` and security groups' "log": true).
+    NetworkLogs {
+        /// Only lines whose source or destination is this app.
+        #[arg(long)]
+        app: Option<String>,
+        /// Keep printing lines as they come.
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Push an app onto the local platform: containers wired by c2c-cni, sidecar and app in each.
     Push(instance::PushArgs),
@@ -266,10 +280,14 @@ fn main() -> ExitCode {
         Command::UnmapRoute(a) => policy_cmd::route(&dir, a, true),
         Command::Routes => policy_cmd::list_routes(&dir),
         Command::Demo { dir, keep } => demo::run(&dir, keep),
+        Command::NetworkLogs { app, follow } => {
+            c2c_platform::netlogs::show(&dir, app.as_deref(), follow)
+        }
         Command::Up {
             cells,
             dns_upstream,
-        } => up::up(&dir, cells, &dns_upstream).map(|info| {
+            log_c2c,
+        } => up::up(&dir, cells, &dns_upstream, log_c2c).map(|info| {
             println!(
                 "platform up: control at https://{}:{} in netns {}",
                 c2c_platform::CONTROL_IP,

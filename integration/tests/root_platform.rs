@@ -614,3 +614,39 @@ fn root_names_outside_the_internal_domains_resolve_through_the_upstream() {
     );
     assert!(resolve(dir, "appA", "nope.apps.internal").is_empty());
 }
+
+/// `c2c up --log-c2c`, then `c2c network-logs --app`: a refused connect between two pushed apps
+/// shows up naming both, and only under the apps it names.
+#[test]
+fn root_network_logs_of_the_local_platform() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let _down = Down(dir);
+    ok(dir, &["up", "--cells", "1", "--log-c2c"]);
+    ok(dir, &["push", "appA"]);
+    ok(dir, &["push", "appB"]);
+    ok(dir, &["push", "appC"]);
+    let b0 = ip_of(dir, "appB/0");
+    let (code, _) = curl(dir, "appA", &format!("http://{b0}:8080/"));
+    assert_eq!(code, 7, "no policy");
+    let found = c2c_integration::topo::eventually(std::time::Duration::from_secs(10), || {
+        let out = ok(dir, &["network-logs", "--app", "appB"]);
+        out.lines()
+            .find(|l| l.contains("\"verdict\":\"deny\"") && l.contains("\"app\":\"appA\""))
+            .map(str::to_string)
+    })
+    .expect("a deny line naming appA under --app appB");
+    assert!(
+        found.contains("\"app\":\"appB\"") && found.contains("\"port\":8080"),
+        "{found}"
+    );
+    assert!(ok(dir, &["network-logs", "--app", "appC"])
+        .trim()
+        .is_empty());
+    let prefix = prefix(dir);
+    ok(dir, &["down"]);
+    assert_nothing_left(dir, &prefix);
+}

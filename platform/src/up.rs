@@ -17,7 +17,12 @@ const UNDERLAY_BRIDGE_MAC: &str = "02:c2:c0:00:00:fe";
 
 /// Brings the platform up: underlay, control, `cells` cells with their agents. Idempotent: an
 /// existing platform in this state dir is reused (missing cells are added).
-pub fn up(state_dir: &Path, cells: u8, dns_upstreams: &[SocketAddr]) -> Result<PlatformInfo> {
+pub fn up(
+    state_dir: &Path,
+    cells: u8,
+    dns_upstreams: &[SocketAddr],
+    log_c2c: bool,
+) -> Result<PlatformInfo> {
     preflight()?;
     anyhow::ensure!((1..=50).contains(&cells), "--cells must be 1-50");
     std::fs::create_dir_all(state_dir)
@@ -188,6 +193,7 @@ pub fn up(state_dir: &Path, cells: u8, dns_upstreams: &[SocketAddr]) -> Result<P
                     .iter()
                     .flat_map(|u| ["--dns-upstream".to_string(), u.to_string()]),
             )
+            .chain(log_c2c.then(|| "--log-c2c".to_string()))
             .collect();
             let _ = std::fs::remove_file(dir.join("cni.conf"));
             spawn_in(
