@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod benchkit;
 pub mod cli;
 pub mod testbed;
 pub mod topo;

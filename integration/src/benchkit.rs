@@ -1,0 +1,92 @@
+//! What the benchmarks (`examples/`, run by `bench/*.sh` as root) share: API calls from the
+//! underlay namespace, percentiles, waiting for enforcement, and paired connect timing.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use c2c_api::client::{Auth, Client};
+use hyper::Method;
+use serde_json::Value;
+
+use crate::testbed::Platform;
+use crate::topo::{spawn_in, Netns};
+
+/// Runs an API call from inside the underlay namespace (where control listens).
+pub fn api(p: &Platform, method: Method, path: &str, body: Option<Value>) -> Value {
+    let state = p.dir.path().join("state");
+    let (url, path) = (p.url.clone(), path.to_string());
+    spawn_in(&p.underlay.ns.path(), move || {
+        let token = std::fs::read_to_string(state.join("control/token")).unwrap();
+        let ca = std::fs::read(state.join("ca/ca.pem")).unwrap();
+        let c = Client::new(&url, &ca, Auth::Token(token)).unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(c.call(method, &path, body.as_ref()))
+            .unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+/// The `p` quantile (0-1) of `v` (sorted in place).
+pub fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Polls a connect every 0.5 ms until `want` (true: accepted) holds; returns the wait.
+pub fn until(ns: &Netns, to: SocketAddr, want: bool) -> Duration {
+    spawn_in(&ns.path(), move || {
+        let t = Instant::now();
+        loop {
+            let ok = TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok();
+            if ok == want {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "not enforced within 10 s"
+            );
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    })
+    .join()
+    .unwrap()
+}
+
+/// One connect to `to` (from the calling thread's namespace), in µs.
+pub fn connect_us(to: SocketAddr) -> f64 {
+    let t = Instant::now();
+    let s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).expect("connect");
+    let us = t.elapsed().as_secs_f64() * 1e6;
+    drop(s);
+    us
+}
+
+/// Connect latencies (µs) from inside `ns`, alternating between `x` and `y` (`n` each, the
+/// order flipping every pair), in steady state: it first lets the platform settle for a second
+/// and warms up with 100 unmeasured connects to each.
+pub fn paired_connects(ns: &Netns, x: SocketAddr, y: SocketAddr, n: usize) -> (Vec<f64>, Vec<f64>) {
+    std::thread::sleep(Duration::from_secs(1));
+    spawn_in(&ns.path(), move || {
+        for _ in 0..100 {
+            connect_us(x);
+            connect_us(y);
+        }
+        let (mut xs, mut ys) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for i in 0..n {
+            if i % 2 == 0 {
+                xs.push(connect_us(x));
+                ys.push(connect_us(y));
+            } else {
+                ys.push(connect_us(y));
+                xs.push(connect_us(x));
+            }
+        }
+        (xs, ys)
+    })
+    .join()
+    .unwrap()
+}
