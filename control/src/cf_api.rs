@@ -305,6 +305,69 @@ async fn change_policies<B: ReqBody>(
 }
 
 /// `/networking/:version/internal/...` for a registered cell.
+/// CF's internal security-group listing (`AsgsPayload`): the groups bound to any of
+/// `space_guids` (running or staging) and the defaults, `per_page` (or `limit`) at a time from
+/// position `from` (1-based; CF's is a row id, opaque to its clients), `next` the position after
+/// the page or 0 at the end; `rules` as a JSON string, as CF's.
+fn internal_security_groups(
+    groups: Vec<c2c_api::asg::SecurityGroup>,
+    q: &HashMap<String, String>,
+) -> serde_json::Value {
+    let spaces: Option<BTreeSet<&str>> = q
+        .get("space_guids")
+        .filter(|v| !v.is_empty())
+        .map(|v| v.split(',').collect());
+    let matching: Vec<_> = groups
+        .into_iter()
+        .filter(|g| {
+            spaces.as_ref().is_none_or(|want| {
+                g.running_default
+                    || g.staging_default
+                    || g.spaces
+                        .iter()
+                        .any(|b| want.contains(b.space_guid.as_str()))
+            })
+        })
+        .collect();
+    let per_page = q
+        .get("per_page")
+        .or_else(|| q.get("limit"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(usize::MAX);
+    let from = q
+        .get("from")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let page: Vec<serde_json::Value> = matching
+        .iter()
+        .skip(from - 1)
+        .take(per_page)
+        .map(|g| {
+            let on = |l: c2c_api::asg::Lifecycle| -> Vec<&str> {
+                g.spaces
+                    .iter()
+                    .filter(|b| b.lifecycle == l)
+                    .map(|b| b.space_guid.as_str())
+                    .collect()
+            };
+            serde_json::json!({
+                "guid": g.guid,
+                "name": g.name,
+                "rules": serde_json::to_string(&g.rules).unwrap_or_default(),
+                "staging_default": g.staging_default,
+                "running_default": g.running_default,
+                "staging_space_guids": on(c2c_api::asg::Lifecycle::Staging),
+                "running_space_guids": on(c2c_api::asg::Lifecycle::Running),
+            })
+        })
+        .collect();
+    let end = (from - 1).saturating_add(page.len());
+    let next = if end < matching.len() { end + 1 } else { 0 };
+    serde_json::json!({ "next": next, "security_groups": page })
+}
+
 pub(crate) async fn internal<B: ReqBody>(
     req: Request<B>,
     ctx: &Ctx,
@@ -354,6 +417,13 @@ pub(crate) async fn internal<B: ReqBody>(
         (Method::GET, ["policies_last_updated"]) => {
             match ctx.with_state(|s| s.policies_last_updated()).await {
                 Ok(t) => Response::new(Full::new(Bytes::from(t.to_string()))),
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::GET, ["security_groups"]) => {
+            let q = query(&req);
+            match ctx.with_state(|s| s.security_groups()).await {
+                Ok(groups) => typed(StatusCode::OK, &internal_security_groups(groups, &q)),
                 Err(e) => state_error(e),
             }
         }

@@ -548,3 +548,144 @@ fn a_network_write_user_reaches_only_its_apps_within_cfs_quota() {
         )
     );
 }
+
+/// CF's vxlan-policy-agent lists security groups as `GetSecurityGroupsForSpace` asks:
+/// `per_page`, `space_guids` joined with a bare comma, then `from=<next>` until `next` is 0;
+/// `rules` is a JSON string. Only a cell's identity opens it; a user's token does not create or
+/// bind groups.
+#[test]
+fn cfs_internal_security_groups_listing_pages_as_its_client_reads_it() {
+    let api = Api::new();
+    let (code, _) = api.admin(Method::POST, "/v1/orgs", Some(json!({"name": "o"})));
+    assert_eq!(code, StatusCode::CREATED);
+    let mut spaces = vec![];
+    for s in ["dev", "prod", "other"] {
+        let (_, sp) = api.admin(
+            Method::POST,
+            "/v1/spaces",
+            Some(json!({"org": "o", "name": s})),
+        );
+        spaces.push(sp["guid"].as_str().unwrap().to_string());
+    }
+    let rule =
+        json!([{"protocol": "tcp", "destination": "10.0.11.0/24", "ports": "80,443", "log": true}]);
+    for g in ["a-global", "b-dev", "c-prod", "d-other"] {
+        let (code, v) = api.admin(
+            Method::POST,
+            "/v1/security_groups",
+            Some(json!({"name": g, "rules": rule})),
+        );
+        assert_eq!(code, StatusCode::CREATED, "{v}");
+    }
+    // CC's validation messages, all of them, as a 422.
+    let (code, v) = api.admin(
+        Method::POST,
+        "/v1/security_groups",
+        Some(json!({"name": "bad", "rules": [{"protocol": "all", "destination": "1.2.3.4", "ports": "80"}]})),
+    );
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        v["error"],
+        "Rules[0]: ports are not allowed for protocols of type all"
+    );
+    let bind = |g: &str, body: Value| {
+        let (code, v) = api.admin(
+            Method::POST,
+            &format!("/v1/security_groups/{g}/bindings"),
+            Some(body),
+        );
+        assert_eq!(code, StatusCode::OK, "{v}");
+        v
+    };
+    bind("a-global", json!({"lifecycle": "running"}));
+    bind(
+        "b-dev",
+        json!({"lifecycle": "running", "org": "o", "space": "dev"}),
+    );
+    bind(
+        "c-prod",
+        json!({"lifecycle": "staging", "org": "o", "space": "prod"}),
+    );
+    bind(
+        "d-other",
+        json!({"lifecycle": "running", "org": "o", "space": "other"}),
+    );
+
+    let cell = api.cell("cell1");
+    let page = |q: &str| {
+        let (code, _, raw) = api.raw(
+            Method::GET,
+            &format!("/networking/v1/internal/security_groups?{q}"),
+            &[],
+            Some(&cell),
+            b"",
+        );
+        assert_eq!(code, StatusCode::OK);
+        serde_json::from_slice::<Value>(&raw).unwrap()
+    };
+    let want = format!("per_page=2&space_guids={},{}", spaces[0], spaces[1]);
+    let first = page(&want);
+    assert_eq!(first["next"], 3, "{first}");
+    let names: Vec<&str> = first["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a-global", "b-dev"]);
+    let g = &first["security_groups"][1];
+    assert_eq!(g["running_space_guids"], json!([spaces[0]]));
+    assert_eq!(g["staging_space_guids"], json!([]));
+    assert_eq!(
+        (
+            g["running_default"].as_bool(),
+            g["staging_default"].as_bool()
+        ),
+        (Some(false), Some(false))
+    );
+    let rules: Value = serde_json::from_str(g["rules"].as_str().unwrap()).unwrap();
+    assert_eq!(rules, rule);
+    assert_eq!(first["security_groups"][0]["running_default"], true);
+    let second = page(&format!("{want}&from=3"));
+    assert_eq!(second["next"], 0);
+    let names: Vec<&str> = second["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["c-prod"],
+        "d-other is bound to a space not asked for"
+    );
+    assert_eq!(
+        second["security_groups"][0]["staging_space_guids"],
+        json!([spaces[1]])
+    );
+
+    // Not without a cell identity; not for a user's token.
+    let (code, _, _) = api.raw(
+        Method::GET,
+        "/networking/v1/internal/security_groups",
+        &[],
+        None,
+        b"",
+    );
+    assert_ne!(code, StatusCode::OK);
+    let a = api.app("appa");
+    let user = api.token("alice", "network.write", &[&a]);
+    let (code, _) = api.call(
+        Method::POST,
+        "/v1/security_groups/a-global/bindings/delete",
+        Some(&format!("Bearer {user}")),
+        None,
+        Some(json!({"lifecycle": "running"})),
+    );
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(
+        api.admin(Method::GET, "/v1/security_groups/a-global", None)
+            .1["running_default"]
+            == true
+    );
+}
