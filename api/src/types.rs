@@ -303,6 +303,10 @@ pub struct TokenRequest {
     /// Apps (names or GUIDs) the user may manage, added to what the user was granted before.
     #[serde(default)]
     pub apps: Vec<String>,
+    /// Spaces (`org/space`) whose apps the user may manage, now and later (CF's
+    /// SpaceDeveloper with `network.write`), added to what the user was granted before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spaces: Vec<String>,
 }
 
 /// The answer to `POST /v1/tokens`: the token, shown this once (control keeps its hash).
@@ -316,6 +320,9 @@ pub struct TokenCreated {
     pub token: String,
     /// Every app the user may manage now.
     pub apps: Vec<AppGuid>,
+    /// The spaces (`org/space`) granted to the user.
+    #[serde(default)]
+    pub spaces: Vec<String>,
 }
 
 /// One user in `GET /v1/tokens`.
@@ -329,6 +336,9 @@ pub struct UserRecord {
     pub tokens: usize,
     /// Apps the user may manage.
     pub apps: Vec<AppGuid>,
+    /// Spaces (`org/space`) whose apps the user may manage.
+    #[serde(default)]
+    pub spaces: Vec<String>,
 }
 
 /// `GET /v1/tokens`.

@@ -20,6 +20,10 @@ pub enum TokenCommand {
         /// An app the user may manage (name or GUID); repeatable. Grants add up across tokens.
         #[arg(long = "app")]
         apps: Vec<String>,
+        /// A space, as ORG/SPACE, whose apps the user may manage, those pushed later too (CF's
+        /// SpaceDeveloper with network.write); repeatable.
+        #[arg(long = "space")]
+        spaces: Vec<String>,
     },
     /// Revoke every token of USER and its app grants.
     Revoke {
@@ -42,16 +46,31 @@ fn with_client<T>(
 /// Runs `c2c token ...`.
 pub fn run(dir: &Path, cmd: TokenCommand) -> Result<()> {
     with_client(dir, async |c| match cmd {
-        TokenCommand::Create { user, scope, apps } => {
-            if scope == Scope::Write && apps.is_empty() {
-                eprintln!("note: no --app given: {user} may manage no app until granted one");
+        TokenCommand::Create {
+            user,
+            scope,
+            apps,
+            spaces,
+        } => {
+            if scope == Scope::Write && apps.is_empty() && spaces.is_empty() {
+                eprintln!(
+                    "note: no --app or --space given: {user} may manage no app until granted one"
+                );
             }
-            let t = c.create_token(&TokenRequest { user, scope, apps }).await?;
+            let t = c
+                .create_token(&TokenRequest {
+                    user,
+                    scope,
+                    apps,
+                    spaces,
+                })
+                .await?;
             eprintln!(
-                "Created a {} token for {} ({} app(s)); use it with C2C_TOKEN=<token> c2c ...:",
+                "Created a {} token for {} ({} app(s), space(s): {}); use it with C2C_TOKEN=<token> c2c ...:",
                 t.scope,
                 t.user,
-                t.apps.len()
+                t.apps.len(),
+                if t.spaces.is_empty() { "none".to_string() } else { t.spaces.join(", ") }
             );
             println!("{}", t.token);
             Ok(())
@@ -73,7 +92,10 @@ pub fn list(dir: &Path) -> Result<()> {
             .into_iter()
             .map(|a| (a.guid, a.name))
             .collect();
-        println!("{:<20} {:<14} {:>6}   apps", "user", "scope", "tokens");
+        println!(
+            "{:<20} {:<14} {:>6}   apps / spaces",
+            "user", "scope", "tokens"
+        );
         for u in c.users().await? {
             let mut apps: Vec<String> = u
                 .apps
@@ -81,6 +103,7 @@ pub fn list(dir: &Path) -> Result<()> {
                 .map(|g| names.get(g).cloned().unwrap_or_else(|| g.to_string()))
                 .collect();
             apps.sort();
+            apps.extend(u.spaces.iter().map(|s| format!("space {s}")));
             println!(
                 "{:<20} {:<14} {:>6}   {}",
                 u.user,

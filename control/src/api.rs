@@ -703,7 +703,11 @@ async fn route<B: ReqBody>(
                 Err(r) => return r,
             };
             match ctx
-                .with_state(move |s| s.create_token(&t.user, t.scope, &t.apps))
+                .with_state(move |s| {
+                    // Spaces first: an unknown one refuses the request before a token exists.
+                    s.grant_spaces(&t.user, &t.spaces)?;
+                    s.create_token(&t.user, t.scope, &t.apps)
+                })
                 .await
             {
                 Ok(made) => {

@@ -923,6 +923,28 @@ pub fn security_groups_bind_to_spaces_and_reach_the_cells_view(open: Opener) {
     assert!(s.egress().unwrap().everywhere.is_empty());
     assert_eq!(s.security_groups().unwrap().len(), 1);
     assert_eq!(s.apps_by_space().unwrap()[&dev.guid], [b.guid.to_string()]);
+    // A user granted a space manages its apps, those made later too, and no other.
+    s.grant_spaces("dev", &["o1/dev".into()]).unwrap();
+    assert!(matches!(
+        s.grant_spaces("dev", &["o1/nope".into()]),
+        Err(StateError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.grant_spaces("dev", &["nospace".into()]),
+        Err(StateError::Invalid(_))
+    ));
+    let t = s.create_token("dev", Scope::Write, &[]).unwrap();
+    assert_eq!(t.spaces, ["o1/dev"]);
+    let later = s.create_app_in("later", &dev.guid).unwrap();
+    let who = s
+        .caller(&crate::tokens::sha256_hex(t.token.as_bytes()))
+        .unwrap()
+        .unwrap();
+    assert!(who.may_manage(b.guid.as_str()) && who.may_manage(later.guid.as_str()));
+    assert!(!who.may_manage(a.guid.as_str()));
+    assert_eq!(s.users().unwrap()[0].spaces, ["o1/dev"]);
+    s.revoke_user("dev").unwrap();
+    assert!(s.users().unwrap().is_empty());
 }
 
 #[cfg(test)]

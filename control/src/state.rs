@@ -133,7 +133,14 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     // groups (rules as CF's JSON) and where they are bound: to every space (`defaults`) or to
     // one, for running or staging.
     ASG_MIGRATION,
+    // 7: spaces granted to users (their apps, now and later, are the user's to manage).
+    SPACE_GRANTS_MIGRATION,
 ];
+
+/// Step 7 of both dialects.
+const SPACE_GRANTS_MIGRATION: &str = "CREATE TABLE space_grants (username TEXT NOT NULL,
+        space_guid TEXT NOT NULL REFERENCES spaces(guid) ON DELETE CASCADE,
+        PRIMARY KEY (username, space_guid));";
 
 /// Step 6 of both dialects (nothing in it differs).
 const ASG_MIGRATION: &str = "CREATE TABLE orgs (guid TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE);
@@ -214,6 +221,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     "CREATE TABLE join_tokens (hash TEXT PRIMARY KEY, expires_at BIGINT NOT NULL,
         cell TEXT, used_by TEXT, used_at BIGINT);",
     ASG_MIGRATION,
+    SPACE_GRANTS_MIGRATION,
 ];
 
 /// Policies per statement when adding or deleting many.

@@ -127,12 +127,46 @@ impl State {
             // Tokens are not part of what cells see: no new revision.
             Ok((granted, false))
         })?;
+        let spaces = self.granted_spaces(user)?;
         Ok(TokenCreated {
             user: user.into(),
             scope,
             token,
             apps: granted,
+            spaces,
         })
+    }
+
+    /// Grants `user` the apps of `spaces` (`org/space` each), now and later. All or nothing:
+    /// an unknown space grants none.
+    pub fn grant_spaces(&mut self, user: &str, spaces: &[String]) -> Result<(), StateError> {
+        validate_user(user)?;
+        let mut guids = vec![];
+        for sp in spaces {
+            let (org, space) = sp.split_once('/').ok_or_else(|| {
+                StateError::Invalid(format!("space {sp:?}: give it as ORG/SPACE"))
+            })?;
+            guids.push(self.space(org, space)?.guid);
+        }
+        self.write(|tx| {
+            for g in &guids {
+                tx.execute(
+                    "INSERT INTO space_grants (username, space_guid) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    params![user, g.as_str()],
+                )?;
+            }
+            Ok(((), false))
+        })
+    }
+
+    /// The spaces granted to `user`, as `org/space`.
+    fn granted_spaces(&self, user: &str) -> Result<Vec<String>, StateError> {
+        self.db.query_map(
+            "SELECT o.name || '/' || s.name FROM space_grants g JOIN spaces s ON s.guid = g.space_guid
+             JOIN orgs o ON o.guid = s.org_guid WHERE g.username = ? ORDER BY 1",
+            [user],
+            |r| r.get(0),
+        )
     }
 
     /// Revokes every token of `user` and its grants. Returns how many tokens were revoked.
@@ -140,6 +174,7 @@ impl State {
         self.write(|tx| {
             let n = tx.execute("DELETE FROM tokens WHERE username = ?", [user])?;
             tx.execute("DELETE FROM grants WHERE username = ?", [user])?;
+            tx.execute("DELETE FROM space_grants WHERE username = ?", [user])?;
             Ok((n, false))
         })
     }
@@ -158,9 +193,15 @@ impl State {
             return Ok(None);
         };
         let scope: Scope = scope.parse().map_err(StateError::Internal)?;
+        // The apps granted one by one and those of granted spaces, as they are now: an app
+        // pushed into a granted space later is the user's at its next request.
         let apps = self
             .db
-            .prepare("SELECT app_guid FROM grants WHERE username = ?")?
+            .prepare(
+                "SELECT app_guid FROM grants WHERE username = ?1
+                 UNION SELECT a.guid FROM apps a JOIN space_grants g ON g.space_guid = a.space_guid
+                 WHERE g.username = ?1",
+            )?
             .query_map([&user], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         Ok(Some(Caller { user, scope, apps }))
@@ -180,7 +221,9 @@ impl State {
                     .prepare("SELECT app_guid FROM grants WHERE username = ? ORDER BY app_guid")?
                     .query_map([&user], |r| Ok(AppGuid::from(r.get::<String>(0)?.as_str())))?
                     .collect::<Result<_, _>>()?;
+                let spaces = self.granted_spaces(&user)?;
                 Ok(UserRecord {
+                    spaces,
                     user,
                     // "network.admin" < "network.write": MIN is the widest.
                     scope: scope.parse().map_err(StateError::Internal)?,

@@ -689,3 +689,77 @@ fn cfs_internal_security_groups_listing_pages_as_its_client_reads_it() {
             == true
     );
 }
+
+/// Spaces as the tenancy of `network.write` (CF: the user's spaces as SpaceDeveloper): a user
+/// granted o/dev adds policies between dev's apps, one pushed after the token too, and gets
+/// CF's 403 for an app of another space.
+#[test]
+fn a_space_grant_covers_the_spaces_apps_and_no_other() {
+    let api = Api::new();
+    api.admin(Method::POST, "/v1/orgs", Some(json!({"name": "o"})));
+    for s in ["dev", "prod"] {
+        api.admin(
+            Method::POST,
+            "/v1/spaces",
+            Some(json!({"org": "o", "name": s})),
+        );
+    }
+    let app_in = |name: &str, space: &str| {
+        let (code, v) = api.admin(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"name": name, "org": "o", "space": space})),
+        );
+        assert_eq!(code, StatusCode::CREATED, "{v}");
+        v["guid"].as_str().unwrap().to_string()
+    };
+    let a = app_in("a", "dev");
+    let (code, t) = api.admin(
+        Method::POST,
+        "/v1/tokens",
+        Some(json!({"user": "dev1", "scope": "network.write", "spaces": ["o/dev"]})),
+    );
+    assert_eq!(code, StatusCode::CREATED, "{t}");
+    assert_eq!(t["spaces"], json!(["o/dev"]));
+    let token = format!("Bearer {}", t["token"].as_str().unwrap());
+    let b = app_in("b", "dev");
+    let p = app_in("p", "prod");
+    let add = |src: &str, dst: &str| {
+        api.call(
+            Method::POST,
+            "/networking/v1/external/policies",
+            Some(&token),
+            None,
+            Some(json!({"policies": [{"source": {"id": src}, "destination": {"id": dst, "protocol": "tcp", "ports": {"start": 8080, "end": 8080}}}]})),
+        )
+    };
+    assert_eq!(
+        add(&a, &b).0,
+        StatusCode::OK,
+        "an app pushed after the token is covered"
+    );
+    let (code, v) = add(&a, &p);
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert_eq!(
+        v["error"],
+        "one or more applications cannot be found or accessed"
+    );
+    let (code, v) = api.call(Method::GET, "/v1/apps", Some(&token), None, None);
+    assert_eq!(code, StatusCode::OK);
+    let names: Vec<&str> = v["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    // An unknown space grants nothing and makes no token.
+    let (code, _) = api.admin(
+        Method::POST,
+        "/v1/tokens",
+        Some(json!({"user": "dev2", "scope": "network.write", "spaces": ["o/nope"]})),
+    );
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (_, users) = api.admin(Method::GET, "/v1/tokens", None);
+    assert!(!users.to_string().contains("dev2"), "{users}");
+}
