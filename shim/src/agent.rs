@@ -119,7 +119,8 @@ pub fn cni_config(subnet: Subnet, data_dir: &Path, dns: &[IpAddr]) -> serde_json
         "capabilities": {"portMappings": true},
         "subnet": subnet.to_string(),
         "data_dir": data_dir,
-        "dns": dns,
+        // The spec's shape, which libcni's NetConf (podman, CRI-O) parses.
+        "dns": {"nameservers": dns},
     })
 }
 

@@ -96,8 +96,9 @@ pub struct NetConf {
     /// Name of the cell's VTEP.
     #[serde(default = "default_vtep")]
     pub vtep_name: String,
-    /// Nameservers for containers (the cell's DNS).
-    #[serde(default)]
+    /// Nameservers for containers (the cell's DNS): the spec's `{"nameservers": [...]}` (what
+    /// libcni's `NetConf` parses, so runtimes such as podman load the config), or a bare list.
+    #[serde(default, deserialize_with = "nameservers")]
     pub dns: Vec<IpAddr>,
     /// Per-attachment values from the runtime (capabilities); we read app metadata here.
     #[serde(rename = "runtimeConfig", default)]
@@ -114,6 +115,23 @@ pub struct NetConf {
     /// The same list under an earlier spelling, which libcni sends alongside.
     #[serde(rename = "cni.dev/attachments", default)]
     pub attachments: Option<Vec<Attachment>>,
+}
+
+/// `dns` as the spec's object (`{"nameservers": ["169.254.0.1"]}`) or a bare list of addresses.
+fn nameservers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Dns {
+        Spec {
+            #[serde(default)]
+            nameservers: Vec<IpAddr>,
+        },
+        List(Vec<IpAddr>),
+    }
+    Ok(match Dns::deserialize(d)? {
+        Dns::Spec { nameservers } => nameservers,
+        Dns::List(l) => l,
+    })
 }
 
 /// One attachment named in a GC request.
@@ -247,7 +265,7 @@ pub fn host_veth_name(ip: Ipv4Addr) -> String {
 mod tests {
     use super::*;
 
-    const GOOD: &str = r#"{"cniVersion":"1.0.0","name":"c2c","type":"c2c-cni","subnet":"10.255.7.0/24","dns":["10.255.7.0"]}"#;
+    const GOOD: &str = r#"{"cniVersion":"1.0.0","name":"c2c","type":"c2c-cni","subnet":"10.255.7.0/24","dns":{"nameservers":["10.255.7.0"]}}"#;
 
     #[test]
     fn parses_config_with_cf_defaults() {
@@ -269,6 +287,11 @@ mod tests {
         assert_eq!(c.subnet.to_string(), "10.255.7.0/24");
         assert_eq!(c.conf.vtep_name, "silk-vtep");
         assert_eq!(c.conf.mtu, None);
+        // The spec's dns object and a bare list both give the nameservers.
+        let want: Vec<IpAddr> = vec!["10.255.7.0".parse().unwrap()];
+        assert_eq!(c.conf.dns, want);
+        let bare = GOOD.replace(r#"{"nameservers":["10.255.7.0"]}"#, r#"["10.255.7.0"]"#);
+        assert_eq!(parse_config(bare.as_bytes()).unwrap().conf.dns, want);
     }
 
     #[test]
