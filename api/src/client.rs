@@ -25,6 +25,47 @@ use crate::types::{
 };
 use crate::{App, AppGuid, CellName, CellView, Instance, Lease, Policy, Revision, Route};
 
+/// A streamed watch (see [`Client::watch_stream`]).
+pub struct WatchStream {
+    lines: tokio::io::BufReader<TokioIo<hyper::upgrade::Upgraded>>,
+    url: String,
+    line: String,
+}
+
+impl WatchStream {
+    /// The next view: `Ok(None)` for a heartbeat (nothing changed), `Ok(Some(view))` for a
+    /// change, which may leave out parts (`unchanged`) to fill in from the previous view
+    /// ([`CellView::merged`]); an error when the stream ended. Not cancellation-safe: read it
+    /// from a task of its own.
+    pub async fn next(&mut self) -> Result<Option<CellView>, ClientError> {
+        use tokio::io::AsyncBufReadExt;
+        self.line.clear();
+        let n = self
+            .lines
+            .read_line(&mut self.line)
+            .await
+            .map_err(|e| ClientError::Transport {
+                url: self.url.clone(),
+                detail: format!("watch stream: {e}"),
+            })?;
+        if n == 0 {
+            return Err(ClientError::Transport {
+                url: self.url.clone(),
+                detail: "watch stream ended".into(),
+            });
+        }
+        if self.line.trim().is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(&self.line)
+            .map(Some)
+            .map_err(|e| ClientError::Transport {
+                url: self.url.clone(),
+                detail: format!("watch stream line is not a view: {e}"),
+            })
+    }
+}
+
 /// How the client proves who it is.
 pub enum Auth {
     /// `Authorization: Bearer <token>` (the external API).
@@ -877,6 +918,62 @@ impl Client {
             Some(v) => Ok(v),
             None => self.watch(cell, prev.revision, timeout_secs).await,
         }
+    }
+
+    /// Opens a streamed watch for `cell` from revision `after` on a connection of its own
+    /// (`Upgrade: c2c-watch`): control writes a line per change (see
+    /// [`paths::WATCH_PROTOCOL`]). Read it with [`WatchStream::next`].
+    pub async fn watch_stream(
+        &self,
+        cell: &str,
+        after: Revision,
+    ) -> Result<WatchStream, ClientError> {
+        let (tls, endpoint) = self.open().await?;
+        let transport = |detail: String| ClientError::Transport {
+            url: endpoint.url.clone(),
+            detail,
+        };
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        tokio::spawn(conn.with_upgrades());
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(paths::watch_stream(cell, after))
+            .header(
+                hyper::header::HOST,
+                format!("{}:{}", endpoint.host, endpoint.port),
+            )
+            .header(hyper::header::UPGRADE, paths::WATCH_PROTOCOL)
+            .header(hyper::header::CONNECTION, "upgrade")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| transport(e.to_string()))?;
+        let resp = send
+            .send_request(req)
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let status = resp.status();
+            let raw = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let message = serde_json::from_slice::<serde_json::Value>(&raw)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&raw).into_owned());
+            return Err(ClientError::Status { status, message });
+        }
+        let io = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| transport(e.to_string()))?;
+        Ok(WatchStream {
+            lines: tokio::io::BufReader::new(TokioIo::new(io)),
+            url: endpoint.url.clone(),
+            line: String::new(),
+        })
     }
 
     /// Confirms that placed instance `inst` runs on `cell` at its address.

@@ -90,6 +90,16 @@ pub fn cell_certificate(cell: &str, guid: &str) -> String {
     format!("{}/certificate", cell_instance(cell, guid))
 }
 
+/// The protocol a streamed watch upgrades to: after the 101, control writes one line per
+/// change, each a view as JSON (changes only since the previous line), and an empty line as a
+/// heartbeat when nothing changed for a while.
+pub const WATCH_PROTOCOL: &str = "c2c-watch";
+
+/// The cell API: a streamed watch from revision `after` (0: from nothing).
+pub fn watch_stream(cell: &str, after: crate::Revision) -> String {
+    format!("{CELLS}/{}/watch?after={after}&delta=1", seg(cell))
+}
+
 /// The cell API: the long-poll watch.
 pub fn watch(cell: &str, after: crate::Revision, timeout_secs: u64) -> String {
     format!(

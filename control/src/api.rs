@@ -44,6 +44,9 @@ const BODY_READ: Duration = Duration::from_secs(10);
 /// CF's default `max_policies`: a non-admin's app may be the source of this many policies.
 pub const DEFAULT_MAX_POLICIES: usize = 150;
 
+/// The protocol a streamed watch upgrades to (`Upgrade: c2c-watch`).
+pub const WATCH_PROTOCOL: &str = c2c_api::paths::WATCH_PROTOCOL;
+
 /// Longest a watch may wait.
 pub const MAX_WATCH: Duration = Duration::from_secs(60);
 
@@ -97,12 +100,12 @@ pub struct Ctx {
     /// The control issuer (PEM), handed to cells that join.
     control_ca_pem: Option<String>,
     /// The last revision's view parts every cell shares.
-    views: crate::views::Cache,
+    pub(crate) views: crate::views::Cache,
     /// Cell certificates (CN -> fingerprint) found registered at a revision.
     registry: Mutex<(Revision, HashMap<String, String>)>,
     /// Build each watcher's view on its own instead (`C2C_VIEW_CACHE=0`: the reference of
     /// `bench/scale.sh`).
-    per_watcher_views: bool,
+    pub(crate) per_watcher_views: bool,
 }
 
 impl Ctx {
@@ -177,7 +180,7 @@ impl Ctx {
 
     /// Reads the shared part of the views at the database's current revision, through the
     /// reader connection when there is one.
-    async fn read_shared(&self) -> Result<crate::views::Shared, StateError> {
+    pub(crate) async fn read_shared(&self) -> Result<crate::views::Shared, StateError> {
         let Some(reader) = self.reader.clone() else {
             return self.with_state(|s| crate::views::Shared::read(s)).await;
         };
@@ -326,6 +329,7 @@ pub async fn serve(
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(budget.header_read)
                 .serve_connection(TokioIo::new(tls), svc)
+                .with_upgrades()
                 .await
             {
                 debug!(%error, %peer, "api connection error");
@@ -502,7 +506,7 @@ pub(crate) fn scope_refused(caller: &Caller, allowed: &[Scope]) -> Response<Full
 
 /// The registered cell a verified client certificate belongs to (its CN, and the fingerprint
 /// control signed for that cell last), or a 403 naming what is needed.
-async fn registered_cell(
+pub(crate) async fn registered_cell(
     ctx: &Ctx,
     peer: Option<&Peer>,
     what: &str,
@@ -551,7 +555,7 @@ async fn registered_cell(
 /// carries CF's security headers.
 pub async fn handle<B: ReqBody>(
     req: Request<B>,
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     peer: Option<&Peer>,
 ) -> Response<Full<Bytes>> {
     let mut r = route(req, ctx, peer).await;
@@ -576,7 +580,7 @@ pub async fn handle<B: ReqBody>(
 
 async fn route<B: ReqBody>(
     req: Request<B>,
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     peer: Option<&Peer>,
 ) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/').to_string();
@@ -615,7 +619,7 @@ async fn route<B: ReqBody>(
                 Err(r) => return r,
             };
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
-            return cell_api(req, ctx, &cell, &rest).await;
+            return cell_api(req, ctx, &cell, peer, &rest).await;
         }
     }
     // CF's internal API (vxlan-policy-agent and other enforcers): on a cell's identity.
@@ -1086,9 +1090,10 @@ async fn placement_and_cells<B: ReqBody>(
 }
 
 async fn cell_api<B: ReqBody>(
-    req: Request<B>,
-    ctx: &Ctx,
+    mut req: Request<B>,
+    ctx: &Arc<Ctx>,
     cell: &str,
+    peer: Option<&Peer>,
     rest: &[String],
 ) -> Response<Full<Bytes>> {
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
@@ -1219,6 +1224,37 @@ async fn cell_api<B: ReqBody>(
                 .unwrap_or(Duration::from_secs(30))
                 .min(MAX_WATCH);
             let delta = q.get("delta").is_some_and(|d| d == "1");
+            // A stream (`Upgrade: c2c-watch`): the connection leaves HTTP after the 101, and a
+            // task of its own writes a line per change until the cell goes (or is revoked).
+            if req
+                .headers()
+                .get(hyper::header::UPGRADE)
+                .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(WATCH_PROTOCOL.as_bytes()))
+            {
+                let Some(peer) = peer.cloned() else {
+                    return error(StatusCode::FORBIDDEN, "a watch needs a cell certificate");
+                };
+                let upgrade = hyper::upgrade::on(&mut req);
+                drop((q, req));
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    match upgrade.await {
+                        Ok(io) => crate::watch_stream::run(io, ctx, peer, after).await,
+                        Err(error) => debug!(%error, "watch upgrade failed"),
+                    }
+                });
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                r.headers_mut().insert(
+                    hyper::header::UPGRADE,
+                    hyper::header::HeaderValue::from_static(WATCH_PROTOCOL),
+                );
+                r.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("upgrade"),
+                );
+                return r;
+            }
             // The request's head points into the connection's read buffer: holding it while
             // parked would make the connection allocate another for its next read.
             drop((q, req));

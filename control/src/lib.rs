@@ -19,3 +19,4 @@ pub mod serve_cmd;
 pub mod state;
 pub mod tokens;
 pub mod views;
+pub mod watch_stream;

@@ -31,7 +31,7 @@ fn replica(url: &str, pki_dir: &std::path::Path) -> Arc<Ctx> {
 }
 
 async fn call(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     m: Method,
     path: &str,
     peer: Option<&Peer>,

@@ -1,5 +1,5 @@
 //! Watch fan-out at scale (run by bench/scale.sh): N simulated cells, each with its own
-//! registered mTLS identity holding a long-poll watch as the agent does, against control; one
+//! registered mTLS identity holding a streamed watch as the agent does, against control; one
 //! policy change every 0.5 s; for each change, how long until each watcher has it (p50, p99,
 //! and until all N have it), control's CPU per change and its RSS per parked watch. Runs three
 //! setups in one run: the reference (each watcher builds its own view: `C2C_VIEW_CACHE=0`,
@@ -220,25 +220,24 @@ async fn run(
     for (i, (name, c)) in clients.into_iter().enumerate() {
         let (tx, stop) = (tx.clone(), stop.clone());
         tokio::spawn(async move {
-            // As the agent watches (changes only since the revision it has), reading only the
-            // revision: the agents run on their own hosts, so the load generator keeps its own
-            // work per answer small and measures control.
+            // As the agent watches: a streamed watch, a line per change (changes only since the
+            // line before), read here for its revision only: the agents run on their own
+            // hosts, so the load generator keeps its own work per line small and measures
+            // control. A stream that ends is opened again from the revision it had.
             let mut rev = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let path = c2c_api::paths::watch_delta(&name, c2c_api::Revision(rev), 30);
-                match c
-                    .raw(hyper::Method::GET, &path, &[], Default::default())
-                    .await
-                {
-                    Ok((status, _, body)) if status.is_success() => {
-                        rev = serde_json::from_slice::<serde_json::Value>(&body)
-                            .ok()
-                            .and_then(|v| v["revision"].as_u64())
-                            .unwrap_or(rev);
+                let Ok(mut s) = c.watch_stream(&name, c2c_api::Revision(rev)).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                while let Ok(line) = s.next().await {
+                    if let Some(v) = line {
+                        rev = v.revision.0;
                         let _ = tx.send((i, rev, Instant::now()));
                     }
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
                 }
             }
         });
@@ -256,7 +255,7 @@ async fn run(
         }
         latest[i] = r;
     }
-    // Let the watchers park (their second watch is in flight).
+    // Let the watchers park (each stream waits for the next change).
     tokio::time::sleep(Duration::from_millis(500)).await;
     while let Ok((i, r, _)) = rx.try_recv() {
         latest[i] = r;

@@ -216,6 +216,78 @@ pub fn egress_rules(locals: &[Local], view: &CellView) -> Vec<crate::rules::Egre
     out
 }
 
+/// How long a watch stream may stay silent (control sends a heartbeat line every 15 s) before
+/// it is taken for dead and opened again.
+const STREAM_SILENCE: Duration = Duration::from_secs(45);
+
+/// Keeps a streamed watch open on a task of its own and sends each whole view: a line that
+/// carries only changes is merged into the view before it. A stream that ends, fails or goes
+/// silent is opened again (100 ms, doubling to 2 s), on the next replica when this one cannot
+/// be reached, from the revision the cell has; meanwhile the cell keeps enforcing what it has.
+fn spawn_watch(
+    client: Client,
+    cell: CellName,
+    shutdown: CancellationToken,
+) -> tokio::sync::mpsc::Receiver<CellView> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut last: Option<CellView> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let after = last.as_ref().map_or(Revision(0), |v| v.revision);
+            let opened = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = client.watch_stream(cell.as_str(), after) => r,
+            };
+            let mut stream = match opened {
+                Ok(s) => {
+                    debug!(url = %client.url(), after = after.0, "watch stream open");
+                    backoff = Duration::from_millis(100);
+                    s
+                }
+                Err(error) => {
+                    warn!(%error, retry_in_ms = backoff.as_millis() as u64, "watch failed; enforcing the last known state and retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = tokio::time::timeout(STREAM_SILENCE, stream.next()) => r,
+                };
+                let v = match next {
+                    Ok(Ok(Some(v))) => v,
+                    Ok(Ok(None)) => continue,
+                    Ok(Err(error)) => {
+                        warn!(%error, "watch stream ended; opening it again");
+                        break;
+                    }
+                    Err(_) => {
+                        warn!("watch stream silent; opening it again");
+                        break;
+                    }
+                };
+                let whole = match &last {
+                    Some(prev) => v.merged(prev),
+                    None => v.unchanged.is_empty().then_some(v),
+                };
+                let Some(whole) = whole else {
+                    warn!("watch stream sent changes to a view this cell does not have; starting over");
+                    last = None;
+                    break;
+                };
+                last = Some(whole.clone());
+                if tx.send(whole).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
 /// What to tell control so its instances on this cell match the store (pure): (confirm,
 /// withdraw). Only records that name an instance GUID (one control placed, handed over by the
 /// runtime) are confirmed; control refuses any it did not place on this cell.
@@ -400,10 +472,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         warn!(%error, path = %cfg.network_log.display(), "traffic log unavailable (nfnetlink_log?); rules still log nothing else");
     }
     let mut directory_rev = Revision(0);
-    let mut last_view: Option<CellView> = None;
-    // After a failed watch: 100 ms, doubling to 2 s, so a restarted control is seen at once
-    // and a gone one is not hammered.
-    let mut backoff = Duration::from_millis(100);
+    // Control's views, from a streamed watch kept open by a task of its own.
+    let mut views = spawn_watch(client.clone(), cfg.cell.clone(), shutdown.clone());
     let mut resync = tokio::time::interval(cfg.resync);
     let mut renew = tokio::time::interval(cfg.renew);
     renew.tick().await;
@@ -419,26 +489,14 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 info!("agent stopping; rules stay in place");
                 return Ok(());
             }
-            // The watch waits up to 30 s on control's side; 45 s here covers a control plane
-            // that vanished without closing the connection.
-            // Only what changed since the view it has (control leaves out the parts as they
-            // were, and the client fills them in from that view).
-            r = tokio::time::timeout(Duration::from_secs(45), client.watch_since(&cfg.cell, last_view.as_ref(), 30)) => match r {
-                Ok(Ok(v)) => {
-                    debug!(revision = v.revision.0, "watch woke");
-                    backoff = Duration::from_millis(100);
-                    last_view = Some(v.clone());
+            v = views.recv() => match v {
+                Some(v) => {
+                    debug!(revision = v.revision.0, "view");
                     Event::View(v)
                 }
-                Err(_) => {
-                    warn!("watch timed out; retrying");
-                    continue;
-                }
-                Ok(Err(error)) => {
-                    warn!(%error, retry_in_ms = backoff.as_millis() as u64, "watch failed; enforcing the last known state and retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    continue;
+                None => {
+                    info!("agent stopping; rules stay in place");
+                    return Ok(());
                 }
             },
             _ = local_change.notified() => {
