@@ -253,12 +253,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
             }
             AsgCommand::SecurityGroups => {
                 println!("Getting security groups as {user}...\n");
-                let mut rows = vec![[
-                    "name".to_string(),
-                    "organization".into(),
-                    "space".into(),
-                    "lifecycle".into(),
-                ]];
+                let mut rows = vec![binding_header()];
                 for g in c.security_groups().await? {
                     rows.extend(bindings(&g));
                 }
@@ -271,12 +266,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                 println!("rules:");
                 println!("{}", serde_json::to_string_pretty(&g.rules)?);
                 println!();
-                let mut rows = vec![[
-                    "name".to_string(),
-                    "organization".into(),
-                    "space".into(),
-                    "lifecycle".into(),
-                ]];
+                let mut rows = vec![binding_header()];
                 rows.extend(bindings(&g));
                 if rows.len() == 1 {
                     println!("No spaces assigned");
@@ -329,6 +319,11 @@ async fn global(
     }
     println!("OK\n\nTIP: Changes are enforced on running apps at once; no restart is needed.");
     Ok(())
+}
+
+/// The header of the binding tables (cf's columns).
+fn binding_header() -> [String; 4] {
+    ["name", "organization", "space", "lifecycle"].map(String::from)
 }
 
 /// A group's binding rows: `<all>` for the defaults, else one per space.

@@ -19,16 +19,27 @@ fn validate_name(kind: &str, name: &str) -> Result<(), StateError> {
     Ok(())
 }
 
+/// Whether `sql` (a `SELECT 1 ...`) finds a row.
+fn exists(tx: &crate::db::Db, sql: &str, params: &[&str]) -> Result<bool, StateError> {
+    Ok(tx
+        .query_row(
+            sql,
+            params
+                .iter()
+                .map(|p| crate::db::Val::from(*p))
+                .collect::<Vec<_>>(),
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
 impl State {
     /// Creates an org.
     pub fn create_org(&mut self, name: &str) -> Result<Org, StateError> {
         validate_name("org", name)?;
         self.write(|tx| {
-            if tx
-                .query_row("SELECT 1 FROM orgs WHERE name = ?", [name], |_| Ok(()))
-                .optional()?
-                .is_some()
-            {
+            if exists(tx, "SELECT 1 FROM orgs WHERE name = ?", &[name])? {
                 return Err(StateError::Conflict(format!(
                     "Organization '{name}' already exists."
                 )));
@@ -71,15 +82,11 @@ impl State {
         validate_name("space", name)?;
         self.write(|tx| {
             let org_guid = Self::org_guid(tx, org)?;
-            if tx
-                .query_row(
-                    "SELECT 1 FROM spaces WHERE org_guid = ? AND name = ?",
-                    [&org_guid, name],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some()
-            {
+            if exists(
+                tx,
+                "SELECT 1 FROM spaces WHERE org_guid = ? AND name = ?",
+                &[&org_guid, name],
+            )? {
                 return Err(StateError::Conflict(format!(
                     "Space '{name}' already exists."
                 )));
@@ -142,15 +149,7 @@ impl State {
         validate_name("security group", name)?;
         let json = encode(rules)?;
         self.write(|tx| {
-            if tx
-                .query_row(
-                    "SELECT 1 FROM security_groups WHERE name = ?",
-                    [name],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some()
-            {
+            if exists(tx, "SELECT 1 FROM security_groups WHERE name = ?", &[name])? {
                 return Err(StateError::Conflict(format!(
                     "Security group '{name}' already exists."
                 )));
@@ -210,21 +209,19 @@ impl State {
     ) -> Result<bool, StateError> {
         self.write(|tx| {
             let guid = group_guid(tx, name)?;
-            let exists = match space {
-                None => tx.query_row(
+            let bound = match space {
+                None => exists(
+                    tx,
                     "SELECT 1 FROM security_group_defaults WHERE sg_guid = ? AND lifecycle = ?",
-                    [&guid, lifecycle.as_str()],
-                    |_| Ok(()),
-                ),
-                Some(s) => tx.query_row(
+                    &[&guid, lifecycle.as_str()],
+                )?,
+                Some(s) => exists(
+                    tx,
                     "SELECT 1 FROM security_group_spaces WHERE sg_guid = ? AND space_guid = ? AND lifecycle = ?",
-                    [&guid, s, lifecycle.as_str()],
-                    |_| Ok(()),
-                ),
-            }
-            .optional()?
-            .is_some();
-            if exists {
+                    &[&guid, s, lifecycle.as_str()],
+                )?,
+            };
+            if bound {
                 return Ok((false, false));
             }
             match space {
