@@ -22,10 +22,30 @@ use c2c_api::Revision;
 /// An empty line after this long without a change.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
-/// Writes `peer`'s views from revision `after` on `io` until the cell goes away, is revoked,
-/// or a write fails.
-pub async fn run(io: Upgraded, ctx: Arc<Ctx>, peer: Peer, mut after: Revision) {
-    let mut io = TokioIo::new(io);
+/// The connection under an upgrade, as `api::serve` hands it to hyper.
+type Wire = TokioIo<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+
+/// Writes `peer`'s views from revision `after` on the upgraded connection until the cell goes
+/// away, is revoked, or a write fails. The TLS stream is taken out of hyper's wrapper, so
+/// hyper's read buffer (8 KiB, empty: a cell sends nothing after its request) is not kept for
+/// the life of the stream.
+pub async fn run(io: Upgraded, ctx: Arc<Ctx>, peer: Peer, after: Revision) {
+    match io.downcast::<Wire>() {
+        Ok(parts) if parts.read_buf.is_empty() => {
+            write_views(parts.io.into_inner(), ctx, peer, after).await
+        }
+        Ok(_) => debug!("a cell sent bytes after its watch request; closing the stream"),
+        // Another transport (in-process tests): as it is.
+        Err(io) => write_views(TokioIo::new(io), ctx, peer, after).await,
+    }
+}
+
+async fn write_views<W: tokio::io::AsyncWrite + Unpin>(
+    mut io: W,
+    ctx: Arc<Ctx>,
+    peer: Peer,
+    mut after: Revision,
+) {
     let mut rx = ctx.revision.subscribe();
     // Deltas only against a revision this replica built (else the whole view).
     let mut known = after.0 > 0;

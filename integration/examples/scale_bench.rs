@@ -209,6 +209,9 @@ async fn run(
         }
         clients.push((name.to_string(), c));
     }
+    // The setup's kept-alive connections are closed by control after its idle limit (10 s), as
+    // an agent's are between its renewals: the base holds none of them.
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let (_, rss_base): (f64, u64) = controls
         .iter()
         .map(|c| usage(c.child.id()))
