@@ -101,6 +101,8 @@ pub struct Ctx {
     control_ca_pem: Option<String>,
     /// The last revision's view parts every cell shares.
     pub(crate) views: crate::views::Cache,
+    /// One refresh of `registry` at a time.
+    registry_refresh: tokio::sync::Mutex<()>,
     /// Cell certificates (CN -> fingerprint) found registered at a revision.
     registry: Mutex<(Revision, HashMap<String, String>)>,
     /// Build each watcher's view on its own instead (`C2C_VIEW_CACHE=0`: the reference of
@@ -126,6 +128,7 @@ impl Ctx {
             control_ca_pem: None,
             views: crate::views::Cache::default(),
             registry: Mutex::new((Revision(0), HashMap::new())),
+            registry_refresh: tokio::sync::Mutex::new(()),
             per_watcher_views: std::env::var("C2C_VIEW_CACHE").is_ok_and(|v| v == "0"),
         })
     }
@@ -523,22 +526,49 @@ pub(crate) async fn registered_cell(
     // Verified before at this revision: every registration and revocation makes a new one
     // (on every replica, through the database's notification), so no lookup is needed.
     let rev = ctx.current_revision();
-    if ctx.registry.lock().is_ok_and(|c| {
-        c.0 == rev
-            && c.1.get(&peer.cn).is_some_and(|f| {
+    // The whole registry as of a revision: `Some(true)` for a cell found there at the current
+    // one, `Some(false)` not found, `None` not read at this revision.
+    let cached = |ctx: &Ctx| -> Option<bool> {
+        let c = ctx.registry.lock().ok()?;
+        (c.0 == rev).then(|| {
+            c.1.get(&peer.cn).is_some_and(|f| {
                 crate::state::constant_time_eq(f.as_bytes(), peer.fingerprint.as_bytes())
             })
-    }) {
+        })
+    };
+    if cached(ctx) == Some(true) {
         return Ok(peer.cn.clone());
     }
+    if cached(ctx).is_none() {
+        // Not read at this revision yet: the whole registry in one read, by one task (a change
+        // wakes every cell's stream at once; a read each would queue a thousand behind the
+        // state's lock).
+        let _one = ctx.registry_refresh.lock().await;
+        if cached(ctx).is_none() {
+            match ctx.with_state(|s| s.cell_identities()).await {
+                Ok(all) => {
+                    if let Ok(mut c) = ctx.registry.lock() {
+                        if c.0 <= rev {
+                            *c = (rev, all);
+                        }
+                    }
+                }
+                Err(e) => return Err(state_error(e)),
+            }
+        }
+        if cached(ctx) == Some(true) {
+            return Ok(peer.cn.clone());
+        }
+    }
+    // Not in the registry as read: read this one cell (registered through another replica
+    // since, and this replica not yet notified; or refused).
     let (cn, fp) = (peer.cn.clone(), peer.fingerprint.clone());
     match ctx.with_state(move |s| s.cell_identity_ok(&cn, &fp)).await {
         Ok(true) => {
             if let Ok(mut c) = ctx.registry.lock() {
-                if c.0 != rev {
-                    *c = (rev, HashMap::new());
+                if c.0 == rev {
+                    c.1.insert(peer.cn.clone(), peer.fingerprint.clone());
                 }
-                c.1.insert(peer.cn.clone(), peer.fingerprint.clone());
             }
             Ok(peer.cn.clone())
         }

@@ -2,6 +2,7 @@
 //! cell subnet leases. Every change bumps one revision number in the same transaction, which is
 //! what cells watch.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -796,6 +797,15 @@ impl State {
             .query_row([name], |r| r.get::<String>(0))
             .optional()?
             .is_some_and(|f| constant_time_eq(f.as_bytes(), fingerprint.as_bytes())))
+    }
+
+    /// Every registered cell's certificate fingerprint, by name (one read for a whole fan-out).
+    pub fn cell_identities(&self) -> Result<HashMap<String, String>, StateError> {
+        self.db
+            .query_map("SELECT name, fingerprint FROM cell_identities", (), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map(|v: Vec<(String, String)>| v.into_iter().collect())
     }
 
     /// Registered cells, by name.
