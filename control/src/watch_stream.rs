@@ -92,11 +92,16 @@ async fn write_views<W: tokio::io::AsyncWrite + Unpin>(
             }
         };
         let since = known.then(|| ctx.views.hashes_at(after)).flatten();
-        let Ok(mut json) = shared.view_json(&cell, since) else {
+        let Ok(pieces) = shared.view_pieces(&cell, since) else {
             return;
         };
-        json.push('\n');
-        if io.write_all(json.as_bytes()).await.is_err() || io.flush().await.is_err() {
+        // Piece by piece: the shared parts go out from the one copy every cell shares.
+        for piece in pieces.iter().map(|p| p.as_bytes()).chain([&b"\n"[..]]) {
+            if io.write_all(piece).await.is_err() {
+                return debug!(cell = %cell, "watch stream closed");
+            }
+        }
+        if io.flush().await.is_err() {
             return debug!(cell = %cell, "watch stream closed");
         }
         after = shared.revision;
