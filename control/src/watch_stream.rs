@@ -19,6 +19,9 @@ use tracing::{debug, info};
 use crate::api::{registered_cell, Ctx, Peer};
 use c2c_api::Revision;
 
+/// Bytes of TLS records a stream may hold in user space beyond what its socket took.
+const STREAM_TLS_BUFFER: usize = 16 * 1024;
+
 /// An empty line after this long without a change.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -32,7 +35,13 @@ type Wire = TokioIo<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
 pub async fn run(io: Upgraded, ctx: Arc<Ctx>, peer: Peer, after: Revision) {
     match io.downcast::<Wire>() {
         Ok(parts) if parts.read_buf.is_empty() => {
-            write_views(parts.io.into_inner(), ctx, peer, after).await
+            let mut tls = parts.io.into_inner();
+            // A whole first view is large (every lease and app); what the socket does not take
+            // at once waits in rustls' buffer. Kept small, a thousand cells' first views wait in
+            // the kernel's socket buffers and in the one shared copy, not in a thousand
+            // transient buffers that the allocator then keeps.
+            tls.get_mut().1.set_buffer_limit(Some(STREAM_TLS_BUFFER));
+            write_views(tls, ctx, peer, after).await
         }
         Ok(_) => debug!("a cell sent bytes after its watch request; closing the stream"),
         // Another transport (in-process tests): as it is.
