@@ -35,7 +35,11 @@ type Wire = TokioIo<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
 pub async fn run(io: Upgraded, ctx: Arc<Ctx>, peer: Peer, after: Revision) {
     match io.downcast::<Wire>() {
         Ok(parts) if parts.read_buf.is_empty() => {
-            let mut tls = parts.io.into_inner();
+            // Taken apart here: `parts` kept whole would keep its (empty) read buffer, which
+            // still holds hyper's 8 KiB allocation, for the life of the stream.
+            let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+            drop(read_buf);
+            let mut tls = io.into_inner();
             // A whole first view is large (every lease and app); what the socket does not take
             // at once waits in rustls' buffer. Kept small, a thousand cells' first views wait in
             // the kernel's socket buffers and in the one shared copy, not in a thousand
@@ -74,14 +78,16 @@ async fn write_views<W: tokio::io::AsyncWrite + Unpin>(
             Ok(false) => return,
             Ok(true) => {}
         }
-        let cell = match registered_cell(&ctx, Some(&peer), "a watch").await {
+        // The large futures a wake awaits are boxed, so a parked stream's task holds only what
+        // waiting takes (its timer and its revision receiver), not the largest of these.
+        let cell = match Box::pin(registered_cell(&ctx, Some(&peer), "a watch")).await {
             Ok(c) => c,
             Err(_) => return info!("watch stream of a revoked cell closed"),
         };
         if ctx.per_watcher_views {
             // The reference of bench/scale.sh: each watcher's whole view built on its own.
             let c = cell.clone();
-            let Ok(v) = ctx.with_state(move |s| crate::api::view(s, &c)).await else {
+            let Ok(v) = Box::pin(ctx.with_state(move |s| crate::api::view(s, &c))).await else {
                 return;
             };
             let mut json = serde_json::to_string(&v).unwrap_or_default();
@@ -93,7 +99,7 @@ async fn write_views<W: tokio::io::AsyncWrite + Unpin>(
             continue;
         }
         let current = ctx.current_revision();
-        let shared = match ctx.views.at_least(current, || ctx.read_shared()).await {
+        let shared = match Box::pin(ctx.views.at_least(current, || ctx.read_shared())).await {
             Ok(s) => s,
             Err(error) => {
                 debug!(%error, "view for a watch stream failed; closing it");
