@@ -76,10 +76,11 @@ enum Command {
     /// List internal routes.
     Routes,
     /// Make a token for a user (admin only): `network.write` reaches the policies of the apps
-    /// granted with --app; `network.admin` reaches everything. Set C2C_TOKEN to use it.
+    /// granted with --app and of the spaces granted with --space; `network.admin` reaches
+    /// everything. Set C2C_TOKEN to use it.
     #[command(subcommand)]
     Token(token_cmd::TokenCommand),
-    /// List users with tokens, their scope and their apps (admin only).
+    /// List users with tokens, their scope, their apps and spaces (admin only).
     Tokens,
     /// Raw call to the control API, as `cf curl` does.
     Curl(policy_cmd::CurlArgs),
