@@ -129,6 +129,29 @@ fn root_host_ports_reach_only_what_is_mapped() {
         "{}",
         clash.json
     );
+    // The cell's own ports cannot be taken: VXLAN from the other cells, the containers' DNS.
+    for (port, proto) in [(4789, "udp"), (53, "udp"), (53, "tcp")] {
+        let own = conf(
+            &p,
+            "other",
+            &guid2,
+            serde_json::json!([{"hostPort": port, "containerPort": 8080, "protocol": proto}]),
+        );
+        let r = cni(
+            &p.cells[0].ns,
+            &cni_env("ADD", "other-0", p2.to_str().unwrap()),
+            &own,
+        );
+        assert!(!r.ok, "{port}/{proto} was taken");
+        assert!(
+            r.json["details"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("is the cell's own"),
+            "{}",
+            r.json
+        );
+    }
     let bad = conf(
         &p,
         "other",
@@ -141,6 +164,17 @@ fn root_host_ports_reach_only_what_is_mapped() {
         &bad,
     );
     assert!(!bad.ok && bad.json["code"] == 7, "{}", bad.json);
+
+    // A container of the cell does not get in through a host port (no way around policy).
+    let guid3 = p.place(1, "other", 1);
+    let ctr3 = Netns::new("ctr");
+    let mut plain: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.cni_conf_path(1)).unwrap()).unwrap();
+    plain["runtimeConfig"] = serde_json::json!({
+        "app_guid": p.app_guid("other"), "instance_index": 1, "instance_guid": guid3,
+    });
+    add(&p.cells[0].ns, &ctr3, "other-1", &plain.to_string());
+    assert!(refused(fetch(&ctr3, SocketAddr::new(CELL1.into(), 18080))));
 
     // DEL removes the mappings.
     let del = cni(&p.cells[0].ns, &cni_env("DEL", "web-0", netns), &web_conf);

@@ -206,6 +206,19 @@ pub fn port_mappings(
             protocol,
             host_ip,
         };
+        // The cell's own: VXLAN from the other cells and the containers' DNS.
+        if (pm.protocol == c2c_api::net::Protocol::Udp && pm.host_port == crate::rules::VXLAN_PORT)
+            || pm.host_port == 53
+        {
+            return Err(format!(
+                "host port {pm} is the cell's own ({}); pick another",
+                if pm.host_port == 53 {
+                    "its DNS"
+                } else {
+                    "VXLAN between cells"
+                }
+            ));
+        }
         if out.iter().any(|o| o.clashes(&pm)) {
             return Err(format!("host port {pm} is given twice"));
         }

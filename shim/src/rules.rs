@@ -418,7 +418,14 @@ pub fn ruleset(
     ] {
         let _ = writeln!(
             body,
-            "  chain {name} {{\n    type nat hook {hook} priority -100; policy accept;\n    fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostports_at\n    fib daddr type local dnat ip to meta l4proto . th dport map @hostports\n  }}"
+            "  chain {name} {{\n    type nat hook {hook} priority -100; policy accept;\n{guard}    fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostports_at\n    fib daddr type local dnat ip to meta l4proto . th dport map @hostports\n  }}",
+            // Not for containers: a host port is for what reaches the cell from outside, and a
+            // mapping must never capture a container's packets to its gateway (the cell's DNS).
+            guard = if hook == "prerouting" {
+                format!("    iifname \"s-*\" return\n    ip daddr {gw} return\n")
+            } else {
+                String::new()
+            }
         );
     }
     let _ = writeln!(
