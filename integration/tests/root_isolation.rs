@@ -186,6 +186,36 @@ fn root_a_container_cannot_forge_tags_spoof_sources_or_reach_the_underlay() {
         !arrives(&inbox, "forged in a container", short),
         "a container injected VXLAN with another app's tag"
     );
+    // The same under a security group that opens everything: leaving through NAT, the packet
+    // would come from cell1's underlay address, a peer's; the peers' VXLAN port stays closed to
+    // containers whatever the groups say.
+    let all = p.dir.path().join("all.json");
+    std::fs::write(&all, r#"[{"protocol":"all","destination":"0.0.0.0/0"}]"#).unwrap();
+    p.c2c(&["create-security-group", "everything", all.to_str().unwrap()]);
+    p.c2c(&["bind-running-security-group", "everything"]);
+    // Positive control: the group is in force (appc now reaches the underlay host's port).
+    let probe = record_udp(
+        &p.underlay.ns,
+        SocketAddr::new([192, 0, 2, 254].into(), 5099),
+    );
+    let opened = eventually(Duration::from_secs(10), || {
+        send_udp(
+            &c,
+            SocketAddr::new([192, 0, 2, 254].into(), 5099),
+            b"egress".to_vec(),
+        );
+        arrives(&probe, "egress", Duration::from_millis(200)).then_some(())
+    });
+    assert!(
+        opened.is_some(),
+        "the allow-everything group was never enforced"
+    );
+    send_udp(&c, cell2_vtep, forged("forged through NAT"));
+    assert!(
+        !arrives(&inbox, "forged through NAT", short),
+        "a container injected VXLAN through the cell's NAT"
+    );
+    p.c2c(&["unbind-running-security-group", "everything"]);
     // From a host on the underlay that is not a cell (the underlay namespace, 192.0.2.254).
     send_udp(&p.underlay.ns, cell2_vtep, forged("forged on the underlay"));
     assert!(
