@@ -11,6 +11,18 @@ use clap::{Args, Subcommand};
 
 use crate::policy_cmd::{print_table, with_client};
 
+/// What a binding or an update ends with (cf says a restart may be needed; here none is).
+const TIP: &str = "TIP: Changes are enforced on running apps at once; no restart is needed.";
+
+/// A binding request.
+fn binding(lifecycle: Lifecycle, org: Option<&str>, space: Option<&str>) -> BindingRequest {
+    BindingRequest {
+        lifecycle,
+        org: org.map(str::to_string),
+        space: space.map(str::to_string),
+    }
+}
+
 /// The verbs, each a top-level `c2c` command.
 #[derive(Debug, Subcommand)]
 pub enum AsgCommand {
@@ -176,7 +188,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                 let rules = read_rules(&a.path)?;
                 println!("Updating security group {} as {user}...", a.name);
                 c.update_security_group(&a.name, rules).await?;
-                println!("OK\n\nTIP: Changes are enforced on running apps at once; no restart is needed.");
+                println!("OK\n\n{TIP}");
             }
             AsgCommand::DeleteSecurityGroup { name, force: _ } => {
                 println!("Deleting security group {name} as {user}...");
@@ -201,18 +213,14 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                 let r = c
                     .bind_security_group(
                         &a.name,
-                        &BindingRequest {
-                            lifecycle: a.lifecycle,
-                            org: Some(a.org.clone()),
-                            space: a.space.clone(),
-                        },
+                        &binding(a.lifecycle, Some(&a.org), a.space.as_deref()),
                         true,
                     )
                     .await?;
                 if r.named.is_empty() {
                     println!("No spaces in org {}.", a.org);
                 }
-                println!("OK\n\nTIP: Changes are enforced on running apps at once; no restart is needed.");
+                println!("OK\n\n{TIP}");
             }
             AsgCommand::UnbindSecurityGroup(a) => {
                 let lc = a.lifecycle.as_str();
@@ -223,11 +231,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                 let r = c
                     .bind_security_group(
                         &a.name,
-                        &BindingRequest {
-                            lifecycle: a.lifecycle,
-                            org: Some(a.org.clone()),
-                            space: Some(a.space.clone()),
-                        },
+                        &binding(a.lifecycle, Some(&a.org), Some(&a.space)),
                         false,
                     )
                     .await?;
@@ -237,7 +241,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                         a.name, a.space
                     );
                 }
-                println!("OK\n\nTIP: Changes are enforced on running apps at once; no restart is needed.");
+                println!("OK\n\n{TIP}");
             }
             AsgCommand::BindRunningSecurityGroup { name } => {
                 global(c, &name, Lifecycle::Running, true).await?
@@ -304,20 +308,12 @@ async fn global(
         println!("Unbinding security group {name} from defaults for {lc} as admin...");
     }
     let r = c
-        .bind_security_group(
-            name,
-            &BindingRequest {
-                lifecycle,
-                org: None,
-                space: None,
-            },
-            bind,
-        )
+        .bind_security_group(name, &binding(lifecycle, None, None), bind)
         .await?;
     if !bind && r.changed.is_empty() {
         println!("Security group {name} not bound as a {lc} default.");
     }
-    println!("OK\n\nTIP: Changes are enforced on running apps at once; no restart is needed.");
+    println!("OK\n\n{TIP}");
     Ok(())
 }
 
