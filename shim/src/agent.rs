@@ -4,7 +4,7 @@
 //! changes), on a container coming or going (inotify on the store), and on a resync timer that
 //! puts back rules flushed by hand. The process runs inside the cell's network namespace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,21 +146,8 @@ pub fn rule_inputs(
     view: &CellView,
     records: &[ContainerRecord],
 ) -> (CellRules, Vec<Local>, BTreeMap<AppGuid, u16>, Vec<Allow>) {
-    let wired: BTreeMap<Ipv4Addr, &ContainerRecord> = records.iter().map(|r| (r.ip, r)).collect();
-    let locals: Vec<Local> = view
-        .instances
-        .iter()
-        .filter(|i| i.cell == *cell)
-        .filter(|i| {
-            wired
-                .get(&i.ip)
-                .is_some_and(|r| r.instance_guid.as_deref() == Some(i.guid.as_str()))
-        })
-        .map(|i| Local {
-            ip: i.ip,
-            app_guid: i.app_guid.clone(),
-        })
-        .collect();
+    let wired: BTreeSet<Ipv4Addr> = records.iter().map(|r| r.ip).collect();
+    let locals = local_instances(cell, view, records);
     let tags = view.apps.iter().map(|a| (a.guid.clone(), a.tag)).collect();
     let egress = egress_rules(&locals, view);
     let allows = view
@@ -175,7 +162,7 @@ pub fn rule_inputs(
         .collect();
     let cell_rules = CellRules {
         subnet,
-        containers: wired.keys().copied().collect(),
+        containers: wired.into_iter().collect(),
         peers: remotes(cell, &view.leases)
             .iter()
             .map(|r| r.underlay_ip)
@@ -188,6 +175,29 @@ pub fn rule_inputs(
         log_c2c: false,
     };
     (cell_rules, locals, tags, allows)
+}
+
+/// The instances of this cell that run in a wired container holding the GUID control placed
+/// (pure): the only ones that get their app's tag and rules.
+pub fn local_instances(
+    cell: &CellName,
+    view: &CellView,
+    records: &[ContainerRecord],
+) -> Vec<Local> {
+    let wired: BTreeMap<Ipv4Addr, &ContainerRecord> = records.iter().map(|r| (r.ip, r)).collect();
+    view.instances
+        .iter()
+        .filter(|i| i.cell == *cell)
+        .filter(|i| {
+            wired
+                .get(&i.ip)
+                .is_some_and(|r| r.instance_guid.as_deref() == Some(i.guid.as_str()))
+        })
+        .map(|i| Local {
+            ip: i.ip,
+            app_guid: i.app_guid.clone(),
+        })
+        .collect()
 }
 
 /// Each local container's security-group rules: those bound to every space and to its app's
@@ -467,7 +477,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let mut core = AgentCore::new(&cfg.cell, subnet).with_log_c2c(cfg.log_c2c);
     // The traffic log: the kernel's NFLOG group read on a thread of its own, each line naming
     // apps from the newest view.
-    let directory = Arc::new(std::sync::RwLock::new(crate::netlog::Directory::default()));
+    let directory: crate::netlog::SharedDirectory = Arc::default();
     if let Err(error) = crate::netlog::spawn(cfg.network_log.clone(), directory.clone()) {
         warn!(%error, path = %cfg.network_log.display(), "traffic log unavailable (nfnetlink_log?); rules still log nothing else");
     }
@@ -546,10 +556,12 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             .view()
             .filter(|v| v.revision != directory_rev || store_event)
         {
-            let (rules, ..) = rule_inputs(&cfg.cell, subnet, v, core.records());
-            let d = crate::netlog::Directory::new(v, rules.egress);
+            // Only what a log line names: apps by address and tag, and the groups' rules (not the
+            // whole rule inputs, which the core already built for this cycle).
+            let locals = local_instances(&cfg.cell, v, core.records());
+            let d = crate::netlog::Directory::new(v, egress_rules(&locals, v));
             if let Ok(mut w) = directory.write() {
-                *w = d;
+                *w = Arc::new(d);
             }
             directory_rev = v.revision;
         }

@@ -17,6 +17,9 @@ use tracing::{info, warn};
 use crate::nflog::Logged;
 use crate::rules::EgressRule;
 
+/// The newest [`Directory`], swapped whole by the agent; the reader takes its `Arc` per batch.
+pub type SharedDirectory = Arc<RwLock<Arc<Directory>>>;
+
 /// What a log line needs to name the ends: apps by address and by tag, and the cell's
 /// security-group rules.
 #[derive(Debug, Default, Clone)]
@@ -144,7 +147,7 @@ pub fn line(p: &Logged, dir: &Directory) -> Value {
 
 /// Reads the cell's NFLOG group on a thread of its own (in the calling thread's network
 /// namespace) and appends a line per packet to `path`. Returns once bound, or why not.
-pub fn spawn(path: PathBuf, dir: Arc<RwLock<Directory>>) -> std::io::Result<()> {
+pub fn spawn(path: PathBuf, dir: SharedDirectory) -> std::io::Result<()> {
     let reader = crate::nflog::Reader::bind(crate::nflog::GROUP)?;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -156,7 +159,8 @@ pub fn spawn(path: PathBuf, dir: Arc<RwLock<Directory>>) -> std::io::Result<()> 
         .spawn(move || loop {
             match reader.next() {
                 Ok(packets) => {
-                    let d = dir.read().map(|d| d.clone()).unwrap_or_default();
+                    // The Arc, not the maps: a burst of lines costs no copy of every instance.
+                    let d = dir.read().map(|d| Arc::clone(&d)).unwrap_or_default();
                     let mut buf = Vec::new();
                     for p in &packets {
                         let _ = writeln!(buf, "{}", line(p, &d));
