@@ -18,6 +18,23 @@ pub fn validate_app_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The hostname of an app's default internal route, as CF derives one from an app name: lower
+/// case, `_` and other characters a DNS label cannot hold become `-`, no `-` at either end.
+pub fn default_hostname(app: &str) -> Option<String> {
+    let host: String = app
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let host = host.trim_matches('-');
+    (!host.is_empty() && host.len() <= 63).then(|| host.to_string())
+}
+
 /// Cell names: a DNS label (lower-case letters, digits, `-`), so a name is safe in a path, a
 /// certificate and a log line.
 pub fn validate_cell_name(name: &str) -> Result<(), String> {
@@ -38,6 +55,19 @@ pub fn validate_cell_name(name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn default_hostnames_are_dns_labels() {
+        for (app, host) in [
+            ("appB", Some("appb")),
+            ("my_app", Some("my-app")),
+            ("_x_", Some("x")),
+            ("a--b", Some("a--b")),
+            ("___", None),
+        ] {
+            assert_eq!(super::default_hostname(app).as_deref(), host, "{app}");
+        }
+    }
+
     use super::*;
 
     #[test]

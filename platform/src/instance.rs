@@ -127,22 +127,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// The hostname of an app's default internal route, as CF derives one from an app name: lower
-/// case, `_` and other characters a DNS label cannot hold become `-`, no `-` at either end.
-pub fn default_hostname(app: &str) -> Option<String> {
-    let host: String = app
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let host = host.trim_matches('-');
-    (!host.is_empty() && host.len() <= 63).then(|| host.to_string())
-}
+pub use c2c_api::names::default_hostname;
 
 /// Creates the app if needed and starts its instances. Returns them.
 pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
@@ -629,22 +614,4 @@ pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
 pub fn http_get(ns: &str, to: SocketAddr, path: &str) -> Result<std::io::Result<String>> {
     let path = path.to_string();
     in_netns(ns, move || super::demo_app::get(to, &path))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::default_hostname;
-
-    #[test]
-    fn default_hostnames_are_dns_labels() {
-        for (app, host) in [
-            ("appB", Some("appb")),
-            ("my_app", Some("my-app")),
-            ("_x_", Some("x")),
-            ("a--b", Some("a--b")),
-            ("___", None),
-        ] {
-            assert_eq!(default_hostname(app).as_deref(), host, "{app}");
-        }
-    }
 }

@@ -56,6 +56,9 @@ pub struct AgentConfig {
     /// Where logged traffic goes, one JSON line per packet (security groups' `"log": true`
     /// accepts always; the rest with `log_c2c`).
     pub network_log: PathBuf,
+    /// `c2c-proxy`, run as the sidecar of containers whose records ask for one (`c2c-hook`);
+    /// `None`: such containers get none (logged).
+    pub sidecar_bin: Option<PathBuf>,
 }
 
 /// The agent could not start or hit a fatal error.
@@ -493,6 +496,9 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     if let Some(recs) = read_store(store.clone()).await {
         core.on(Event::Store(recs));
     }
+    // Sidecars of containers a runtime started (c2c-hook), each supervised by a task.
+    let mut sidecars = crate::sidecars::Sidecars::new(cfg.sidecar_bin.clone());
+    sidecars.reconcile(core.records());
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -552,6 +558,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         );
         let store_event = matches!(event, Event::Store(_));
         let mut pending = span.in_scope(|| core.on(event));
+        sidecars.reconcile(core.records());
         if let Some(v) = core
             .view()
             .filter(|v| v.revision != directory_rev || store_event)
@@ -850,6 +857,7 @@ mod tests {
             instance_index: Some(0),
             cert_dir: None,
             port_mappings: vec![],
+            sidecar: false,
         }
     }
 

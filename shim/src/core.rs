@@ -290,6 +290,7 @@ mod tests {
             instance_index: Some(0),
             cert_dir: None,
             port_mappings: vec![],
+            sidecar: false,
         }
     }
 

@@ -440,6 +440,7 @@ async fn add(host: &Netlink, conf: &Checked, env: &Env) -> Result<Value, CniErro
         instance_index: meta.instance_index,
         cert_dir: meta.cert_dir,
         port_mappings,
+        sidecar: false,
     };
     let wired = async {
         veth::add(host, Path::new(netns), &plan)

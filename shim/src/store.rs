@@ -36,6 +36,11 @@ pub struct ContainerRecord {
     /// Host ports forwarded to the container (CNI's `portMappings` capability).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_mappings: Vec<PortMapping>,
+    /// The cell agent runs the instance's sidecar in the container's network namespace
+    /// (61443 -> 8080, certificate from `cert_dir`): set by `c2c-hook` for containers a runtime
+    /// started with the `c2c.app` annotation. Runtimes that run their own sidecar leave it off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sidecar: bool,
 }
 
 /// A host port forwarded to a container port, as CNI's `portMappings` capability gives it
@@ -202,6 +207,7 @@ mod tests {
             instance_index: Some(0),
             cert_dir: None,
             port_mappings: vec![],
+            sidecar: false,
         };
         store.put(&rec).unwrap();
         assert_eq!(store.get("c1").unwrap(), Some(rec.clone()));

@@ -75,6 +75,10 @@ struct Args {
     /// DATA_DIR/network.log.
     #[arg(long)]
     network_log: Option<std::path::PathBuf>,
+    /// The sidecar the agent runs in each container a runtime started with the `c2c.app`
+    /// annotation (`c2c-hook`). Default: `c2c-proxy` beside this program.
+    #[arg(long)]
+    sidecar_bin: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -97,6 +101,10 @@ fn main() -> ExitCode {
         network_log: args
             .network_log
             .unwrap_or_else(|| args.data_dir.join("network.log")),
+        sidecar_bin: args.sidecar_bin.or_else(|| {
+            let beside = std::env::current_exe().ok()?.with_file_name("c2c-proxy");
+            beside.exists().then_some(beside)
+        }),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

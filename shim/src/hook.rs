@@ -1,0 +1,464 @@
+//! `c2c-hook`: the OCI hook that gives a container a runtime started with the `c2c.app`
+//! annotation what `c2c push` gives an instance. podman and CRI-O run it from their hooks
+//! directory (selected by the annotation): at `createRuntime`, after `c2c-cni` ADD put the
+//! container on the overlay, it places the container in control as an instance of the app (with
+//! the runtime's credential on this host: a user's token, the authority of `c2c push`, never
+//! the cell's certificate), makes the container's sidecar directory, and hands the instance to
+//! the cell agent through the container's CNI record; the agent confirms it, keeps its
+//! certificate issued and runs its sidecar. At `poststop` it removes the placement, the sidecar
+//! and the directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use c2c_api::client::{Auth, Client, ClientError, StatusCode};
+use c2c_api::CellName;
+use serde::{Deserialize, Serialize};
+
+use crate::sidecars;
+use crate::store::Store;
+
+/// The annotation that names the container's app.
+pub const APP: &str = "c2c.app";
+/// The annotation that asks for one instance index (default: the app's lowest free one).
+pub const INDEX: &str = "c2c.index";
+
+/// The hook's configuration on one cell host (JSON, written by the operator; `c2c-hook
+/// install` checks it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// Control's URL, or several replicas' separated by commas.
+    pub control: String,
+    /// The control issuer's certificate (PEM) that control's server certificate chains to.
+    pub ca_file: PathBuf,
+    /// The runtime's credential: a file holding a token from `c2c token create` (scope
+    /// network.write with `--space`, or network.admin). Only root should read it.
+    pub token_file: PathBuf,
+    /// This cell's name (where control places the instances).
+    pub cell: CellName,
+    /// The cell's CNI data dir (as in the agent's `--data-dir`).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The space (`ORG/SPACE`) an app the annotation names is created in when it does not
+    /// exist yet (default: the default space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
+    /// How long `createRuntime` waits for the agent to confirm the instance and issue its
+    /// certificate before it fails the container's start.
+    #[serde(default = "default_wait", with = "secs")]
+    pub wait: Duration,
+}
+
+fn default_data_dir() -> PathBuf {
+    "/var/lib/c2c/cni".into()
+}
+
+fn default_wait() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// `wait` as a number of seconds.
+mod secs {
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Duration, D::Error> {
+        let secs: f64 = serde::Deserialize::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+impl HookConfig {
+    /// Reads and checks the config at `path`.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let raw = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let c: HookConfig =
+            serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(s) = &c.space {
+            if s.split_once('/')
+                .is_none_or(|(o, s)| o.is_empty() || s.is_empty())
+            {
+                return Err(format!("{}: space {s:?} is not ORG/SPACE", path.display()));
+            }
+        }
+        Ok(c)
+    }
+
+    fn client(&self) -> Result<Client, String> {
+        let read = |what: &str, p: &Path| {
+            std::fs::read(p).map_err(|e| format!("reading {what} {}: {e}", p.display()))
+        };
+        let ca = read("the control issuer", &self.ca_file)?;
+        let token = String::from_utf8_lossy(&read("the runtime's token", &self.token_file)?)
+            .trim()
+            .to_string();
+        Client::new(&self.control, &ca, Auth::Token(token)).map_err(|e| e.to_string())
+    }
+
+    /// The directory of one container's sidecar: `certs/`, the pidfile, its log, the hook's
+    /// record of the placement.
+    pub fn container_dir(&self, container_id: &str) -> PathBuf {
+        self.data_dir.join("sidecars").join(container_id)
+    }
+}
+
+/// The OCI state a runtime gives a hook on stdin (runtime-spec `state`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct OciState {
+    /// Container id (podman's is also its CNI_CONTAINERID).
+    pub id: String,
+    /// The bundle (its config.json holds the annotations when the state does not).
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+    /// The container's annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl OciState {
+    /// Parses the state, taking the annotations from the bundle's config.json when the state
+    /// carries none (runtimes differ in whether they copy them).
+    pub fn parse(raw: &[u8]) -> Result<Self, String> {
+        let mut s: OciState =
+            serde_json::from_slice(raw).map_err(|e| format!("reading the OCI state: {e}"))?;
+        if s.annotations.is_empty() {
+            if let Some(b) = &s.bundle {
+                #[derive(Deserialize)]
+                struct Spec {
+                    #[serde(default)]
+                    annotations: BTreeMap<String, String>,
+                }
+                if let Ok(raw) = std::fs::read(b.join("config.json")) {
+                    if let Ok(spec) = serde_json::from_slice::<Spec>(&raw) {
+                        s.annotations = spec.annotations;
+                    }
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// What the hook asked of control for one container, kept for `poststop`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placed {
+    /// App name.
+    pub app: String,
+    /// Instance GUID.
+    pub guid: String,
+    /// Instance index.
+    pub index: u32,
+}
+
+/// The app and index a container's annotations ask for; `None`: not a c2c instance.
+pub fn wanted(
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<(String, Option<u32>)>, String> {
+    let Some(app) = annotations.get(APP) else {
+        return Ok(None);
+    };
+    c2c_api::names::validate_app_name(app).map_err(|e| format!("annotation {APP}: {e}"))?;
+    let index = annotations
+        .get(INDEX)
+        .map(|i| {
+            i.parse::<u32>().map_err(|_| {
+                format!("annotation {INDEX}: {i:?} is not an instance index (0, 1, ...)")
+            })
+        })
+        .transpose()?;
+    Ok(Some((app.clone(), index)))
+}
+
+fn log(cfg: &HookConfig, line: &str) {
+    use std::io::Write;
+    let _ = std::fs::create_dir_all(&cfg.data_dir);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.data_dir.join("hook.log"))
+    {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let _ = writeln!(f, "{now} {line}");
+    }
+}
+
+fn refused(app: &str, e: ClientError) -> String {
+    match &e {
+        ClientError::Status { status, message }
+            if *status == StatusCode::FORBIDDEN || *status == StatusCode::UNAUTHORIZED =>
+        {
+            format!("the runtime's credential may not place instances of app {app:?} on this cell: control said {message}")
+        }
+        _ => format!("placing an instance of app {app:?}: {e}"),
+    }
+}
+
+/// `createRuntime`: the container (already on the overlay) becomes an instance of its app.
+pub async fn attach(cfg: &HookConfig, state: &OciState) -> Result<(), String> {
+    let Some((app, index)) = wanted(&state.annotations)? else {
+        return Ok(());
+    };
+    let store = Store::new(&cfg.data_dir);
+    let mut rec = store
+        .get(&state.id)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "container {} has no c2c-cni attachment on cell {} (run it with --network c2c)",
+                state.id, cfg.cell
+            )
+        })?;
+    let client = cfg.client()?;
+    let dir = cfg.container_dir(&state.id);
+    // A restarted container keeps its placement.
+    let before: Option<Placed> = std::fs::read(dir.join("placed.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|p: &Placed| p.app == app);
+    let a = match client.app(&app).await {
+        Ok(a) => a,
+        Err(e) if e.is_not_found() => {
+            let space = cfg.space.as_deref().and_then(|s| s.split_once('/'));
+            let a = client
+                .create_app_in(&app, space)
+                .await
+                .map_err(|e| refused(&app, e))?;
+            // As `c2c push` does for a new app: its default internal route.
+            if let Some(host) = c2c_api::names::default_hostname(&app) {
+                let r = c2c_api::types::RouteRequest {
+                    app: app.clone(),
+                    domain: "apps.internal".into(),
+                    hostname: host,
+                };
+                client
+                    .route(&r, false)
+                    .await
+                    .map_err(|e| format!("mapping {app}'s default route: {e}"))?;
+            }
+            log(cfg, &format!("created app {app} ({})", a.guid));
+            a
+        }
+        Err(e) => return Err(refused(&app, e)),
+    };
+    let placed = match before {
+        Some(p)
+            if client
+                .instances()
+                .await
+                .map_err(|e| refused(&app, e))?
+                .iter()
+                .any(|i| i.guid == p.guid) =>
+        {
+            p
+        }
+        _ => {
+            let p = client
+                .place(&app, &cfg.cell, index)
+                .await
+                .map_err(|e| refused(&app, e))?;
+            Placed {
+                app: app.clone(),
+                guid: p.guid,
+                index: p.index,
+            }
+        }
+    };
+    let certs = dir.join("certs");
+    let prepared = (|| -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        // Only root (the agent, the sidecar) reads the key; the container never sees the dir.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&certs)?;
+        c2c_certs::pair::write_file_atomic(
+            &dir.join("placed.json"),
+            &serde_json::to_vec(&placed).map_err(std::io::Error::other)?,
+            0o600,
+        )
+    })();
+    if let Err(e) = prepared {
+        let _ = client.remove_instance(&placed.guid).await;
+        return Err(format!("preparing {}: {e}", dir.display()));
+    }
+    rec.app_guid = Some(a.guid.to_string());
+    rec.instance_guid = Some(placed.guid.clone());
+    rec.instance_index = Some(placed.index);
+    rec.cert_dir = Some(certs.display().to_string());
+    rec.sidecar = true;
+    store.put(&rec).map_err(|e| e.to_string())?;
+    log(
+        cfg,
+        &format!(
+            "container {} is {app}/{} ({}), {}; waiting for its certificate",
+            state.id, placed.index, placed.guid, rec.ip
+        ),
+    );
+    // The agent confirms the instance, has its certificate signed and starts its sidecar: the
+    // container starts with its identity in place, as a pushed instance does.
+    let end = Instant::now() + cfg.wait;
+    while !certs.join("cert.pem").exists() {
+        if Instant::now() > end {
+            return Err(format!(
+                "the cell agent did not issue {app}/{}'s certificate within {:?}: is c2c-agent running on cell {} with --data-dir {}? (see its log)",
+                placed.index,
+                cfg.wait,
+                cfg.cell,
+                cfg.data_dir.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    log(cfg, &format!("container {} has its certificate", state.id));
+    Ok(())
+}
+
+/// `poststop`: the placement, the sidecar and the directory go.
+pub async fn detach(cfg: &HookConfig, state: &OciState) -> Result<(), String> {
+    let dir = cfg.container_dir(&state.id);
+    let Some(placed) = std::fs::read(dir.join("placed.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Placed>(&b).ok())
+    else {
+        // Not one of ours (or already cleaned up).
+        return Ok(());
+    };
+    // The record is normally gone already (CNI DEL at stop); if not, it no longer asks for a
+    // sidecar, so the agent does not restart the one stopped below.
+    let store = Store::new(&cfg.data_dir);
+    if let Ok(Some(mut rec)) = store.get(&state.id) {
+        rec.sidecar = false;
+        rec.instance_guid = None;
+        rec.app_guid = None;
+        rec.cert_dir = None;
+        let _ = store.put(&rec);
+    }
+    let certs = dir.join("certs");
+    sidecars::stop_by_pidfile(&dir.join("proxy.pid"), &certs, Duration::from_secs(3));
+    let removed = match cfg.client()?.remove_instance(&placed.guid).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(format!(
+            "removing {}/{} ({}) from control: {e}",
+            placed.app, placed.index, placed.guid
+        )),
+    };
+    std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+    log(
+        cfg,
+        &format!(
+            "container {} ({}/{}) removed{}",
+            state.id,
+            placed.app,
+            placed.index,
+            removed
+                .as_ref()
+                .err()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
+    );
+    removed
+}
+
+/// The hooks directory entries (OCI hooks 1.0.0, as podman and CRI-O read them) that run
+/// `hook_bin` for containers with the `c2c.app` annotation: (file name, JSON).
+pub fn hook_files(hook_bin: &Path, config: &Path) -> Vec<(&'static str, serde_json::Value)> {
+    let entry = |stage: &str, verb: &str| {
+        serde_json::json!({
+            "version": "1.0.0",
+            "hook": {
+                "path": hook_bin,
+                "args": ["c2c-hook", "--config", config, verb],
+            },
+            "when": {"annotations": {"^c2c\\.app$": ".+"}},
+            "stages": [stage],
+        })
+    };
+    vec![
+        ("c2c-attach.json", entry("createRuntime", "attach")),
+        ("c2c-detach.json", entry("poststop", "detach")),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotations_name_the_app_and_maybe_the_index() {
+        let a = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(wanted(&a(&[])).unwrap(), None);
+        assert_eq!(wanted(&a(&[("other", "x")])).unwrap(), None);
+        assert_eq!(
+            wanted(&a(&[(APP, "appb")])).unwrap(),
+            Some(("appb".into(), None))
+        );
+        assert_eq!(
+            wanted(&a(&[(APP, "appb"), (INDEX, "2")])).unwrap(),
+            Some(("appb".into(), Some(2)))
+        );
+        assert!(wanted(&a(&[(APP, "../x")])).unwrap_err().contains(APP));
+        assert!(wanted(&a(&[(APP, "appb"), (INDEX, "-1")]))
+            .unwrap_err()
+            .contains(INDEX));
+    }
+
+    #[test]
+    fn state_annotations_come_from_the_bundle_when_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"ociVersion":"1.0.2","annotations":{"c2c.app":"appb"}}"#,
+        )
+        .unwrap();
+        let raw = serde_json::json!({"ociVersion":"1.0.2","id":"abc","status":"creating","pid":1,"bundle":dir.path()});
+        let s = OciState::parse(raw.to_string().as_bytes()).unwrap();
+        assert_eq!(s.id, "abc");
+        assert_eq!(s.annotations.get(APP).map(String::as_str), Some("appb"));
+        assert!(OciState::parse(b"{}").is_err(), "no id");
+    }
+
+    #[test]
+    fn config_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hook.json");
+        std::fs::write(
+            &p,
+            r#"{"control":"https://c:4002","ca_file":"/ca.pem","token_file":"/t","cell":"cell1"}"#,
+        )
+        .unwrap();
+        let c = HookConfig::load(&p).unwrap();
+        assert_eq!(c.data_dir, Path::new("/var/lib/c2c/cni"));
+        assert_eq!(c.wait, Duration::from_secs(15));
+        std::fs::write(&p, r#"{"control":"https://c:4002","ca_file":"/ca.pem","token_file":"/t","cell":"cell1","space":"nospace"}"#).unwrap();
+        assert!(HookConfig::load(&p).unwrap_err().contains("ORG/SPACE"));
+        std::fs::write(
+            &p,
+            r#"{"control":"https://c:4002","ca_file":"/ca.pem","token_file":"/t","cell":"Cell 1"}"#,
+        )
+        .unwrap();
+        assert!(HookConfig::load(&p).is_err(), "cell names are checked");
+        std::fs::write(
+            &p,
+            r#"{"control":"x","ca_file":"/ca.pem","token_file":"/t","cell":"cell1","tokn":"x"}"#,
+        )
+        .unwrap();
+        assert!(HookConfig::load(&p).unwrap_err().contains("tokn"));
+    }
+}
