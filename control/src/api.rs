@@ -494,6 +494,24 @@ async fn authenticate<B>(req: &Request<B>, ctx: &Ctx) -> Result<Caller, Response
     }
 }
 
+/// App `name` (or GUID), if `caller` may manage it; a 403 naming the app if it exists but
+/// belongs to a space the caller does not hold.
+fn managed_app(
+    s: &crate::state::State,
+    caller: &Caller,
+    name: &str,
+) -> Result<c2c_api::App, StateError> {
+    let app = s.app(name)?;
+    if caller.may_manage(app.guid.as_str()) {
+        Ok(app)
+    } else {
+        Err(StateError::Forbidden(format!(
+            "{} may not manage app {name}: it is in a space {} holds no grant for",
+            caller.user, caller.user
+        )))
+    }
+}
+
 /// CF's 403 for a token without one of the scopes an endpoint allows.
 pub(crate) fn scope_refused(caller: &Caller, allowed: &[Scope]) -> Response<Full<Bytes>> {
     let names: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
@@ -680,7 +698,9 @@ async fn route<B: ReqBody>(
         return crate::cf_api::external(req, ctx, &caller, version, rest).await;
     }
     // Platform endpoints: the admin's; a `network.write` user may look up the apps it manages
-    // (to name them in policies).
+    // (to name them in policies), and one granted spaces may do in them what pushing an app
+    // takes: create apps, place and remove their instances, map their routes (each checked
+    // below, where the app or space is known).
     if let (&Method::GET, ["v1", "whoami"]) = (&method, segs.as_slice()) {
         return typed(
             StatusCode::OK,
@@ -692,7 +712,15 @@ async fn route<B: ReqBody>(
             },
         );
     }
-    if !caller.is_admin() {
+    let space_developer = matches!(
+        (&method, segs.as_slice()),
+        (&Method::POST, ["v1", "apps"])
+            | (&Method::POST, ["v1", "apps", _, "instances"])
+            | (&Method::GET, ["v1", "instances"])
+            | (&Method::DELETE, ["v1", "instances", _])
+            | (&Method::POST, ["v1", "routes", ..])
+    );
+    if !caller.is_admin() && !space_developer {
         return match (&method, segs.as_slice()) {
             (&Method::GET, ["v1", "apps"]) => match ctx.with_state(|s| s.apps()).await {
                 Ok(apps) => {
@@ -788,16 +816,25 @@ async fn route<B: ReqBody>(
                 Ok(n) => n,
                 Err(r) => return r,
             };
+            let who = caller.clone();
             let made = ctx
-                .with_state(move |s| match (&new.org, &new.space) {
-                    (None, None) => s.create_app(&new.name),
-                    (Some(org), Some(space)) => {
-                        let sp = s.space(org, space)?;
-                        s.create_app_in(&new.name, &sp.guid)
+                .with_state(move |s| {
+                    let space = match (&new.org, &new.space) {
+                        (None, None) => crate::state::DEFAULT_SPACE_GUID.to_string(),
+                        (Some(org), Some(space)) => s.space(org, space)?.guid,
+                        _ => {
+                            return Err(StateError::Invalid(
+                                "give both org and space, or neither (the default space)".into(),
+                            ))
+                        }
+                    };
+                    if !who.may_develop_in(&space) {
+                        return Err(StateError::Forbidden(format!(
+                            "{} may not create apps in that space (grant it with `c2c token create {} --space ORG/SPACE`)",
+                            who.user, who.user
+                        )));
                     }
-                    _ => Err(StateError::Invalid(
-                        "give both org and space, or neither (the default space)".into(),
-                    )),
+                    s.create_app_in(&new.name, &space)
                 })
                 .await;
             match made {
@@ -845,9 +882,23 @@ async fn route<B: ReqBody>(
                 Ok(r) => r,
                 Err(r) => return r,
             };
+            let who = caller.clone();
             let res = ctx
                 .with_state(move |s| {
-                    let app = s.app(&r.app)?;
+                    let app = managed_app(s, &who, &r.app)?;
+                    // A route another space's app holds is not the caller's to take or drop.
+                    if !who.is_admin()
+                        && s.routes()?.iter().any(|x| {
+                            x.domain == r.domain
+                                && x.host == r.hostname
+                                && !who.may_manage(x.app_guid.as_str())
+                        })
+                    {
+                        return Err(StateError::Forbidden(format!(
+                            "route {}.{} is mapped to an app {} may not manage",
+                            r.hostname, r.domain, who.user
+                        )));
+                    }
                     let changed = if unmap {
                         s.unmap_route(&app.guid, &r.domain, &r.hostname)?
                     } else {
@@ -884,7 +935,7 @@ async fn route<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
-        _ => placement_and_cells(req, ctx, method, &segs, &path).await,
+        _ => placement_and_cells(req, ctx, &caller, method, &segs, &path).await,
     }
 }
 
@@ -986,13 +1037,17 @@ async fn join<B: ReqBody>(req: Request<B>, ctx: &Ctx) -> Response<Full<Bytes>> {
 async fn placement_and_cells<B: ReqBody>(
     req: Request<B>,
     ctx: &Ctx,
+    caller: &Caller,
     method: Method,
     segs: &[&str],
     path: &str,
 ) -> Response<Full<Bytes>> {
     match (method, segs) {
         (Method::GET, ["v1", "instances"]) => match ctx.with_state(|s| s.placements(None)).await {
-            Ok(instances) => typed(StatusCode::OK, &PlacementList { instances }),
+            Ok(mut instances) => {
+                instances.retain(|i| caller.may_manage(i.app_guid.as_str()));
+                typed(StatusCode::OK, &PlacementList { instances })
+            }
             Err(e) => state_error(e),
         },
         (Method::POST, ["v1", "apps", app, "instances"]) => {
@@ -1004,9 +1059,10 @@ async fn placement_and_cells<B: ReqBody>(
                     Err(r) => return r,
                 };
             let app = app.to_string();
+            let who = caller.clone();
             match ctx
                 .with_state(move |s| {
-                    let a = s.app(&app)?;
+                    let a = managed_app(s, &who, &app)?;
                     s.place_instance(&a.guid, &p.cell, p.index)
                 })
                 .await
@@ -1023,7 +1079,22 @@ async fn placement_and_cells<B: ReqBody>(
         }
         (Method::DELETE, ["v1", "instances", guid]) => {
             let guid = guid.to_string();
-            match ctx.with_state(move |s| s.remove_instance(&guid)).await {
+            let who = caller.clone();
+            match ctx
+                .with_state(move |s| {
+                    // Another space's instance is, to this caller, one that does not exist.
+                    if !who.is_admin()
+                        && !s
+                            .placements(None)?
+                            .iter()
+                            .any(|p| p.guid == guid && who.may_manage(p.app_guid.as_str()))
+                    {
+                        return Ok(false);
+                    }
+                    s.remove_instance(&guid)
+                })
+                .await
+            {
                 Ok(removed) => typed(StatusCode::OK, &Removed { removed }),
                 Err(e) => state_error(e),
             }

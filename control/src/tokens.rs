@@ -24,6 +24,10 @@ pub struct Caller {
     pub scope: Scope,
     /// Apps a `network.write` caller may manage (GUIDs); unused for admins.
     pub apps: BTreeSet<String>,
+    /// Spaces (GUIDs) granted to a `network.write` caller: it may create apps in them, place
+    /// and remove their instances and map their routes (CF's SpaceDeveloper, what `c2c push`
+    /// and a runtime's `c2c-hook` need); unused for admins.
+    pub spaces: BTreeSet<String>,
 }
 
 impl Caller {
@@ -33,6 +37,7 @@ impl Caller {
             user: ADMIN_USER.into(),
             scope: Scope::Admin,
             apps: BTreeSet::new(),
+            spaces: BTreeSet::new(),
         }
     }
 
@@ -44,6 +49,11 @@ impl Caller {
     /// Whether the caller may manage the app with this GUID.
     pub fn may_manage(&self, guid: &str) -> bool {
         self.is_admin() || self.apps.contains(guid)
+    }
+
+    /// Whether the caller may create apps in the space with this GUID.
+    pub fn may_develop_in(&self, space_guid: &str) -> bool {
+        self.is_admin() || self.spaces.contains(space_guid)
     }
 }
 
@@ -204,7 +214,17 @@ impl State {
             )?
             .query_map([&user], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
-        Ok(Some(Caller { user, scope, apps }))
+        let spaces = self
+            .db
+            .prepare("SELECT space_guid FROM space_grants WHERE username = ?")?
+            .query_map([&user], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Caller {
+            user,
+            scope,
+            apps,
+            spaces,
+        }))
     }
 
     /// Users with tokens.

@@ -763,3 +763,142 @@ fn a_space_grant_covers_the_spaces_apps_and_no_other() {
     let (_, users) = api.admin(Method::GET, "/v1/tokens", None);
     assert!(!users.to_string().contains("dev2"), "{users}");
 }
+
+/// What pushing takes, within a space grant (CF's SpaceDeveloper; what a runtime's `c2c-hook`
+/// does with its token): create apps in the granted spaces, place and remove their instances,
+/// map their routes. The attacks beside it: an app in another space or the default one, another
+/// space's app placed, listed, removed, or its route taken over.
+#[test]
+fn a_space_developer_pushes_into_its_spaces_only() {
+    let api = Api::new();
+    api.admin(Method::POST, "/v1/orgs", Some(json!({"name": "o"})));
+    for s in ["dev", "prod"] {
+        api.admin(
+            Method::POST,
+            "/v1/spaces",
+            Some(json!({"org": "o", "name": s})),
+        );
+    }
+    let (_, p) = api.admin(
+        Method::POST,
+        "/v1/apps",
+        Some(json!({"name": "p", "org": "o", "space": "prod"})),
+    );
+    let p_guid = p["guid"].as_str().unwrap().to_string();
+    api.admin(
+        Method::POST,
+        "/v1/routes",
+        Some(json!({"app": "p", "domain": "apps.internal", "hostname": "p"})),
+    );
+    let (_, placed_p) = api.admin(
+        Method::POST,
+        "/v1/apps/p/instances",
+        Some(json!({"cell": "cell1"})),
+    );
+    let p_instance = placed_p["guid"].as_str().unwrap().to_string();
+    let (_, t) = api.admin(
+        Method::POST,
+        "/v1/tokens",
+        Some(json!({"user": "runtime1", "scope": "network.write", "spaces": ["o/dev"]})),
+    );
+    let token = format!("Bearer {}", t["token"].as_str().unwrap());
+    let call =
+        |m: Method, path: &str, body: Option<Value>| api.call(m, path, Some(&token), None, body);
+
+    // Positive: an app in its space, its instance, its route, its instance removed.
+    let (code, v) = call(
+        Method::POST,
+        "/v1/apps",
+        Some(json!({"name": "n", "org": "o", "space": "dev"})),
+    );
+    assert_eq!(code, StatusCode::CREATED, "{v}");
+    let (code, placed) = call(
+        Method::POST,
+        "/v1/apps/n/instances",
+        Some(json!({"cell": "cell1"})),
+    );
+    assert_eq!(code, StatusCode::CREATED, "{placed}");
+    let n_instance = placed["guid"].as_str().unwrap().to_string();
+    let (code, v) = call(
+        Method::POST,
+        "/v1/routes",
+        Some(json!({"app": "n", "domain": "apps.internal", "hostname": "n"})),
+    );
+    assert_eq!(code, StatusCode::OK, "{v}");
+    let (code, v) = call(Method::GET, "/v1/instances", None);
+    assert_eq!(code, StatusCode::OK);
+    let listed: Vec<&str> = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["guid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [n_instance.as_str()],
+        "another space's instances are not listed"
+    );
+
+    // Attacks.
+    for (space, why) in [
+        (
+            json!({"name": "x", "org": "o", "space": "prod"}),
+            "another space",
+        ),
+        (json!({"name": "y"}), "the default space"),
+    ] {
+        let (code, v) = call(Method::POST, "/v1/apps", Some(space));
+        assert_eq!(code, StatusCode::FORBIDDEN, "{why}: {v}");
+    }
+    let (code, v) = call(
+        Method::POST,
+        "/v1/apps/p/instances",
+        Some(json!({"cell": "cell1"})),
+    );
+    assert_eq!(code, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("may not manage app p"),
+        "{v}"
+    );
+    let (code, v) = call(Method::DELETE, &format!("/v1/instances/{p_instance}"), None);
+    assert_eq!(
+        (code, v["removed"].as_bool()),
+        (StatusCode::OK, Some(false))
+    );
+    for (body, why) in [
+        (
+            json!({"app": "n", "domain": "apps.internal", "hostname": "p"}),
+            "another space's route",
+        ),
+        (
+            json!({"app": "p", "domain": "apps.internal", "hostname": "p2"}),
+            "another space's app",
+        ),
+    ] {
+        let (code, v) = call(Method::POST, "/v1/routes", Some(body));
+        assert_eq!(code, StatusCode::FORBIDDEN, "{why}: {v}");
+    }
+    let (code, _) = call(
+        Method::POST,
+        "/v1/routes/delete",
+        Some(json!({"app": "p", "domain": "apps.internal", "hostname": "p"})),
+    );
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    // Nothing of prod's changed.
+    let (_, all) = api.admin(Method::GET, "/v1/instances", None);
+    assert!(all.to_string().contains(&p_instance));
+    let (_, routes) = api.admin(Method::GET, "/v1/routes", None);
+    let p_hosts: Vec<&str> = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["app_guid"] == p_guid.as_str())
+        .map(|r| r["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(p_hosts, ["p"]);
+    let (code, v) = call(Method::DELETE, &format!("/v1/instances/{n_instance}"), None);
+    assert_eq!((code, v["removed"].as_bool()), (StatusCode::OK, Some(true)));
+}

@@ -229,10 +229,14 @@ pub async fn attach(cfg: &HookConfig, state: &OciState) -> Result<(), String> {
         Ok(a) => a,
         Err(e) if e.is_not_found() => {
             let space = cfg.space.as_deref().and_then(|s| s.split_once('/'));
-            let a = client
-                .create_app_in(&app, space)
-                .await
-                .map_err(|e| refused(&app, e))?;
+            let a = match client.create_app_in(&app, space).await {
+                Ok(a) => a,
+                // Invisible to this credential, yet the name is taken: another space's app.
+                Err(ClientError::Status { status, message }) if status == StatusCode::CONFLICT => {
+                    return Err(format!("the runtime's credential may not place instances of app {app:?} on this cell: no app of that name is in its spaces, and another space has one (control said {message})"));
+                }
+                Err(e) => return Err(refused(&app, e)),
+            };
             // As `c2c push` does for a new app: its default internal route.
             if let Some(host) = c2c_api::names::default_hostname(&app) {
                 let r = c2c_api::types::RouteRequest {

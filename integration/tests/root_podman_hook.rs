@@ -1,0 +1,291 @@
+//! ROOT TEST: the sidecar injected into containers a real runtime starts. podman (CNI backend,
+//! runc, a busybox rootfs) on a platform's cell with `c2c-hook` installed in its hooks
+//! directory: `podman run --network c2c --annotation c2c.app=APP` gives the container what
+//! `c2c push` gives an instance (placement in control by the runtime's token, a certificate
+//! with the app's routes, the sidecar on 61443 in its namespace, the cell DNS, policies by app);
+//! `podman rm` takes all of it away. Attacks beside the positive controls: a container of an
+//! app the runtime's token may not place is refused; a container without the annotation gets an
+//! address and nothing else; default deny holds between podman's apps until a policy names them.
+//! Run as root (CI installs podman, runc and busybox-static); `C2C_SKIP_ROOT_TESTS=1` skips it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use c2c_api::layout::Layout;
+use c2c_integration::podman::Podman;
+use c2c_integration::testbed::Platform;
+use c2c_integration::topo::*;
+
+/// Control's placements: (app guid, index, cell, ip) by instance GUID.
+fn placements(p: &Platform) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&p.c2c(&["curl", "/v1/instances"])).unwrap();
+    v["instances"].as_array().unwrap().clone()
+}
+
+fn ip_of(p: &Platform, app: &str) -> Option<String> {
+    let guid = p.app_guid(app);
+    placements(p)
+        .iter()
+        .find(|i| i["app_guid"] == guid.as_str())
+        .and_then(|i| i["ip"].as_str().map(str::to_string))
+}
+
+/// curl in the network namespace at `netns` (the first container's), trusting only the
+/// platform CA, to `https://NAME:61443/` with NAME resolved to `ip`: (exit code, body).
+fn tls_get(netns: &str, ca: &Path, name: &str, ip: &str) -> (i32, String) {
+    let o = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["curl", "-s", "--max-time", "3", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{name}:61443:{ip}"))
+        .arg(format!("https://{name}:61443/"))
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+fn pid_in(pidfile: &Path) -> Option<i32> {
+    std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
+}
+
+fn running(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+}
+
+#[test]
+fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_policy() {
+    if !require_root() {
+        return;
+    }
+    let p = Platform::start(1);
+    let state = p.dir.path().join("state");
+    let layout = Layout::new(&state);
+    let ca = layout.ca_dir().join("ca.pem");
+
+    // The runtime's credential on this host: a user's token for one space (what `c2c push`
+    // needs), not the cell's certificate. An app of another space exists too.
+    p.c2c(&["create-org", "o1"]);
+    p.c2c(&["create-space", "dev", "-o", "o1"]);
+    p.c2c(&["create-app", "other"]);
+    let hook_dir = tempfile::tempdir().unwrap();
+    let h = hook_dir.path();
+    let token = p.c2c(&["token", "create", "podman-cell1", "--space", "o1/dev"]);
+    std::fs::write(h.join("token"), token.trim()).unwrap();
+    let data_dir = p.dir.path().join("cell1-cni");
+    std::fs::write(
+        h.join("hook.json"),
+        serde_json::json!({
+            "control": p.url.trim(),
+            "ca_file": layout.control_issuer(),
+            "token_file": h.join("token"),
+            "cell": "cell1",
+            "data_dir": data_dir,
+            "space": "o1/dev",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let hooks = h.join("hooks.d");
+    let out = Command::new(c2c_integration::bin("c2c-hook"))
+        .arg("--config")
+        .arg(h.join("hook.json"))
+        .args(["install", "--hooks-dir"])
+        .arg(&hooks)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let podman = Podman::new(&p, 1, Some(&hooks));
+    let httpd = ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"];
+
+    let id_a = podman
+        .start("a", &["--annotation", "c2c.app=appa"], &httpd)
+        .expect("podman run appa");
+    let id_b = podman
+        .start("b", &["--annotation", "c2c.app=appb"], &httpd)
+        .expect("podman run appb");
+    let ip_b = ip_of(&p, "appb").expect("appb confirmed with its address");
+    assert!(ip_of(&p, "appa").is_some());
+    let apps = p.c2c(&["apps"]);
+    for app in ["appa", "appb"] {
+        let row = apps
+            .lines()
+            .find(|l| l.starts_with(app))
+            .unwrap_or_else(|| panic!("{app} in:\n{apps}"));
+        assert!(row.contains("on cell1"), "{row}");
+    }
+    let rec_a: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data_dir.join(format!("containers/{id_a}.json"))).unwrap(),
+    )
+    .unwrap();
+    let netns_a = rec_a["netns"].as_str().unwrap().to_string();
+
+    // The cell DNS is the container's resolver, and knows podman's instances by app name.
+    let (_, resolv) = podman.exec("a", &["cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("169.254.0.1"), "resolv.conf: {resolv}");
+    let (code, answer) = podman.exec("a", &["nslookup", "appb.apps.internal"]);
+    assert!(
+        code == 0 && answer.contains(&ip_b),
+        "nslookup: {code} {answer}"
+    );
+
+    // Default deny between the two apps, then a policy by app name opens 8080 (and 61443).
+    // (busybox's own wget crashes when static; nc speaks the HTTP/1.0 request instead.)
+    let http_get = |ip: &str| {
+        let req = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 8080");
+        let (code, out) = podman.exec("a", &["sh", "-c", &req]);
+        code == 0 && out.ends_with("hello from podman\n")
+    };
+    assert!(!http_get(&ip_b), "default deny");
+    assert_ne!(tls_get(&netns_a, &ca, "appb.apps.internal", &ip_b).0, 0);
+    p.c2c(&[
+        "add-network-policy",
+        "appa",
+        "appb",
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080",
+    ]);
+    p.c2c(&[
+        "add-network-policy",
+        "appa",
+        "appb",
+        "--protocol",
+        "tcp",
+        "--port",
+        "61443",
+    ]);
+    wait_until("appa reaches appb:8080", Duration::from_secs(10), || {
+        http_get(&ip_b)
+    });
+
+    // TLS to the sidecar, verified against the platform CA under appb's internal name.
+    wait_until(
+        "appb's sidecar answers TLS",
+        Duration::from_secs(10),
+        || tls_get(&netns_a, &ca, "appb.apps.internal", &ip_b) == (0, "hello from podman\n".into()),
+    );
+    let sidecar_b = data_dir.join(format!("sidecars/{id_b}"));
+    let pid = pid_in(&sidecar_b.join("proxy.pid")).expect("sidecar pidfile");
+
+    // map-route: the running sidecar serves the new name, without a restart.
+    assert_ne!(
+        tls_get(&netns_a, &ca, "appb-alias.apps.internal", &ip_b).0,
+        0
+    );
+    p.c2c(&[
+        "map-route",
+        "appb",
+        "apps.internal",
+        "--hostname",
+        "appb-alias",
+    ]);
+    wait_until(
+        "the new route is in appb's certificate",
+        Duration::from_secs(10),
+        || tls_get(&netns_a, &ca, "appb-alias.apps.internal", &ip_b).0 == 0,
+    );
+    assert_eq!(
+        pid_in(&sidecar_b.join("proxy.pid")),
+        Some(pid),
+        "not restarted"
+    );
+    assert!(running(pid));
+
+    // A sidecar that dies is restarted by the cell agent.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("the sidecar is back", Duration::from_secs(10), || {
+        pid_in(&sidecar_b.join("proxy.pid")).is_some_and(|p| p != pid && running(p))
+            && tls_get(&netns_a, &ca, "appb.apps.internal", &ip_b).0 == 0
+    });
+
+    // A container without the annotation: an address, default deny, and nothing else.
+    let before = placements(&p).len();
+    let id_plain = podman
+        .start("plain", &[], &httpd)
+        .expect("podman run without c2c.app");
+    let rec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data_dir.join(format!("containers/{id_plain}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert!(rec["ip"].is_string());
+    assert!(
+        rec.get("instance_guid").is_none() && rec.get("sidecar").is_none(),
+        "{rec}"
+    );
+    assert_eq!(placements(&p).len(), before);
+    assert!(!data_dir.join(format!("sidecars/{id_plain}")).exists());
+
+    // The attack: an annotation naming an app of a space the runtime's token does not hold.
+    let err = podman
+        .start("forged", &["--annotation", "c2c.app=other"], &httpd)
+        .expect_err("a container of an app the token may not place must not start");
+    assert!(
+        err.contains("may not place instances of app \"other\""),
+        "podman said: {err}"
+    );
+    assert_eq!(placements(&p).len(), before, "nothing placed");
+    let other = p.app_guid("other");
+    assert!(!placements(&p)
+        .iter()
+        .any(|i| i["app_guid"] == other.as_str()));
+
+    // podman rm: instance, sidecar, certificate dir and DNS name go.
+    let pid = pid_in(&sidecar_b.join("proxy.pid")).unwrap();
+    let out = podman.run(&["rm", "-f", "-t", "0", "b"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let appb = p.app_guid("appb");
+    wait_until(
+        "appb's instance is gone from control",
+        Duration::from_secs(10),
+        || {
+            !placements(&p)
+                .iter()
+                .any(|i| i["app_guid"] == appb.as_str())
+        },
+    );
+    wait_until("appb's sidecar stopped", Duration::from_secs(10), || {
+        !running(pid)
+    });
+    assert!(!sidecar_b.exists(), "{} left", sidecar_b.display());
+    wait_until(
+        "appb's name is gone from the cell DNS",
+        Duration::from_secs(10),
+        || {
+            !podman
+                .exec("a", &["nslookup", "appb.apps.internal"])
+                .1
+                .contains(&ip_b)
+        },
+    );
+    let left: Vec<PathBuf> = std::fs::read_dir(data_dir.join("sidecars"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(left.len(), 1, "only appa's: {left:?}");
+}
