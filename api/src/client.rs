@@ -803,9 +803,21 @@ impl Client {
         cell: &CellName,
         index: Option<u32>,
     ) -> Result<Placement, ClientError> {
+        self.place_by(app, cell, index, None).await
+    }
+
+    /// [`Client::place`], saying what will run the instance (`c2c apps` shows it).
+    pub async fn place_by(
+        &self,
+        app: &str,
+        cell: &CellName,
+        index: Option<u32>,
+        runtime: Option<&str>,
+    ) -> Result<Placement, ClientError> {
         let req = PlaceRequest {
             cell: cell.clone(),
             index,
+            runtime: runtime.map(str::to_string),
         };
         self.send(Method::POST, &paths::app_instances(app), &req)
             .await

@@ -139,6 +139,9 @@ pub struct PlaceRequest {
     /// Its index; the lowest free one when absent.
     #[serde(default)]
     pub index: Option<u32>,
+    /// What runs it (`c2c push`, `podman 3f2a9c1b0d2e`): shown by `c2c apps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 /// A placed instance: what control made when the scheduler asked, with the address its cell
@@ -155,6 +158,9 @@ pub struct Placement {
     pub cell: CellName,
     /// Its overlay address, once the cell confirmed it.
     pub ip: Option<Ipv4Addr>,
+    /// What runs it, as its placer said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 /// `GET /v1/instances`.

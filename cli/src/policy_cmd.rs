@@ -260,9 +260,16 @@ pub fn list_apps(dir: &Path) -> Result<()> {
             let ips: Vec<String> = insts
                 .iter()
                 .filter(|i| i.app_guid == a.guid)
-                .map(|i| match i.ip {
-                    Some(ip) => format!("#{} {ip} on {}", i.index, i.cell),
-                    None => format!("#{} (starting) on {}", i.index, i.cell),
+                .map(|i| {
+                    let by = i
+                        .runtime
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default();
+                    match i.ip {
+                        Some(ip) => format!("#{} {ip} on {}{by}", i.index, i.cell),
+                        None => format!("#{} (starting) on {}{by}", i.index, i.cell),
+                    }
                 })
                 .collect();
             rows.push([
@@ -308,6 +315,7 @@ pub fn show_app(dir: &Path, name: &str) -> Result<()> {
             "ip".into(),
             "http (-> 8080)".into(),
             "https (-> 61443, sidecar)".into(),
+            "runtime".into(),
         ]];
         let mut placed: Vec<_> = c
             .instances()
@@ -332,6 +340,7 @@ pub fn show_app(dir: &Path, name: &str) -> Result<()> {
                     .unwrap_or_else(|| "(starting)".into()),
                 ports.map(|h| at(h.app, "http")).unwrap_or_default(),
                 ports.map(|h| at(h.tls, "https")).unwrap_or_default(),
+                i.runtime.clone().unwrap_or_default(),
             ]);
         }
         print_table(&rows);

@@ -1063,7 +1063,7 @@ async fn placement_and_cells<B: ReqBody>(
             match ctx
                 .with_state(move |s| {
                     let a = managed_app(s, &who, &app)?;
-                    s.place_instance(&a.guid, &p.cell, p.index)
+                    s.place_instance_by(&a.guid, &p.cell, p.index, p.runtime.as_deref())
                 })
                 .await
             {

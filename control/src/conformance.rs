@@ -301,6 +301,19 @@ mod scenarios_impl {
         ));
         assert!(s.remove_instance(&i.guid).unwrap());
         assert_eq!(s.place_instance(&a.guid, "cell2", None).unwrap().index, 0);
+        // What runs an instance is kept as its placer said, within bounds.
+        let r = s
+            .place_instance_by(&a.guid, "cell2", None, Some("podman 3f2a9c1b0d2e"))
+            .unwrap();
+        let listed = s.placements(Some("cell2")).unwrap();
+        let got = listed.iter().find(|p| p.guid == r.guid).unwrap();
+        assert_eq!(got.runtime.as_deref(), Some("podman 3f2a9c1b0d2e"));
+        for bad in ["", "a\nb", &"x".repeat(101)] {
+            assert!(matches!(
+                s.place_instance_by(&a.guid, "cell2", None, Some(bad)),
+                Err(StateError::Invalid(_))
+            ));
+        }
     }
 
     /// A conformance scenario.

@@ -12,7 +12,10 @@ const TABLES: &[(&str, &[&str])] = &[
     ("orgs", &["guid", "name"]),
     ("spaces", &["guid", "name", "org_guid"]),
     ("apps", &["guid", "name", "tag", "space_guid"]),
-    ("instances", &["guid", "app_guid", "idx", "cell", "ip"]),
+    (
+        "instances",
+        &["guid", "app_guid", "idx", "cell", "ip", "runtime"],
+    ),
     (
         "policies",
         &[

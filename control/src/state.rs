@@ -136,7 +136,12 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     ASG_MIGRATION,
     // 7: spaces granted to users (their apps, now and later, are the user's to manage).
     SPACE_GRANTS_MIGRATION,
+    // 8: what runs each instance (`c2c push`, `podman 3f2a9c1b0d2e`), as its placer said.
+    RUNTIME_MIGRATION,
 ];
+
+/// Step 8 of both dialects.
+const RUNTIME_MIGRATION: &str = "ALTER TABLE instances ADD COLUMN runtime TEXT;";
 
 /// Step 7 of both dialects.
 const SPACE_GRANTS_MIGRATION: &str = "CREATE TABLE space_grants (username TEXT NOT NULL,
@@ -223,6 +228,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
         cell TEXT, used_by TEXT, used_at BIGINT);",
     ASG_MIGRATION,
     SPACE_GRANTS_MIGRATION,
+    RUNTIME_MIGRATION,
 ];
 
 /// Policies per statement when adding or deleting many.
@@ -589,7 +595,26 @@ impl State {
         cell: &str,
         index: Option<u32>,
     ) -> Result<Placement, StateError> {
+        self.place_instance_by(app_guid, cell, index, None)
+    }
+
+    /// [`State::place_instance`], recording what runs the instance (`runtime`: free text from
+    /// the placer, at most 100 printable characters).
+    pub fn place_instance_by(
+        &mut self,
+        app_guid: &str,
+        cell: &str,
+        index: Option<u32>,
+        runtime: Option<&str>,
+    ) -> Result<Placement, StateError> {
         let cell = cell_name(cell)?;
+        if let Some(r) = runtime {
+            if r.is_empty() || r.len() > 100 || r.chars().any(|c| c.is_control()) {
+                return Err(StateError::Invalid(
+                    "runtime: 1-100 printable characters (e.g. \"podman 3f2a9c1b0d2e\")".into(),
+                ));
+            }
+        }
         self.write(|tx| {
             if tx
                 .query_row("SELECT 1 FROM apps WHERE guid = ?", [app_guid], |_| Ok(()))
@@ -617,10 +642,11 @@ impl State {
                 index,
                 cell: cell.clone(),
                 ip: None,
+                runtime: runtime.map(str::to_string),
             };
             tx.execute(
-                "INSERT INTO instances (guid, app_guid, idx, cell, ip) VALUES (?, ?, ?, ?, NULL)",
-                params![&p.guid, p.app_guid.as_str(), p.index, p.cell.as_str()],
+                "INSERT INTO instances (guid, app_guid, idx, cell, ip, runtime) VALUES (?, ?, ?, ?, NULL, ?)",
+                params![&p.guid, p.app_guid.as_str(), p.index, p.cell.as_str(), p.runtime.as_deref()],
             )?;
             // Nothing a cell routes or resolves changed until the instance is confirmed.
             Ok((p, false))
@@ -756,7 +782,7 @@ impl State {
 
     /// Every placed instance, confirmed or not, all or those on `cell`.
     pub fn placements(&self, cell: Option<&str>) -> Result<Vec<Placement>, StateError> {
-        let mut st = self.db.prepare_cached("SELECT guid, app_guid, idx, cell, ip FROM instances WHERE CAST(?1 AS TEXT) IS NULL OR cell = ?1 ORDER BY app_guid, idx")?;
+        let mut st = self.db.prepare_cached("SELECT guid, app_guid, idx, cell, ip, runtime FROM instances WHERE CAST(?1 AS TEXT) IS NULL OR cell = ?1 ORDER BY app_guid, idx")?;
         let rows = st.query_map([cell], |r| {
             let ip: Option<String> = r.get(4)?;
             Ok(Placement {
@@ -768,6 +794,7 @@ impl State {
                     .map(|ip| ip.parse())
                     .transpose()
                     .map_err(|e| StateError::Internal(format!("stored address: {e}")))?,
+                runtime: r.get(5)?,
             })
         })?;
         rows.collect::<Result<_, _>>()

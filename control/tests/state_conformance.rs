@@ -72,8 +72,13 @@ fn migrate_moves_a_whole_platform_from_sqlite_to_postgres() {
     let ip = std::net::Ipv4Addr::from(u32::from(lease.subnet.network()) + 2);
     src.confirm_instance("cell1", &placed.guid, b.guid.as_str(), 0, ip)
         .unwrap();
-    src.place_instance(a.guid.as_str(), "cell1", Some(3))
-        .unwrap();
+    src.place_instance_by(
+        a.guid.as_str(),
+        "cell1",
+        Some(3),
+        Some("podman 3f2a9c1b0d2e"),
+    )
+    .unwrap();
     for port in [8080, 9000] {
         src.add_policies(&[Policy {
             source: a.guid.clone(),
@@ -109,6 +114,11 @@ fn migrate_moves_a_whole_platform_from_sqlite_to_postgres() {
     assert_eq!(dst.apps().unwrap(), src.apps().unwrap());
     assert_eq!(dst.policies(None).unwrap(), src.policies(None).unwrap());
     assert_eq!(dst.placements(None).unwrap(), src.placements(None).unwrap());
+    assert!(dst
+        .placements(None)
+        .unwrap()
+        .iter()
+        .any(|p| p.runtime.as_deref() == Some("podman 3f2a9c1b0d2e")));
     assert_eq!(dst.leases().unwrap(), src.leases().unwrap());
     assert_eq!(dst.routes().unwrap(), src.routes().unwrap());
     assert_eq!(dst.domains().unwrap(), src.domains().unwrap());

@@ -17,6 +17,42 @@ use c2c_integration::podman::Podman;
 use c2c_integration::testbed::Platform;
 use c2c_integration::topo::*;
 
+/// c2c-hook's config for cell `n` (its data dir, the runtime's `token`, new apps in o1/dev),
+/// installed by `c2c-hook install` into a hooks directory of its own, which is returned.
+fn install_hook(p: &Platform, n: u8, token: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let h = dir.path();
+    std::fs::write(h.join("token"), token).unwrap();
+    let layout = Layout::new(&p.dir.path().join("state"));
+    std::fs::write(
+        h.join("hook.json"),
+        serde_json::json!({
+            "control": p.url.trim(),
+            "ca_file": layout.control_issuer(),
+            "token_file": h.join("token"),
+            "cell": format!("cell{n}"),
+            "data_dir": p.dir.path().join(format!("cell{n}-cni")),
+            "space": "o1/dev",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let hooks = h.join("hooks.d");
+    let out = Command::new(c2c_integration::bin("c2c-hook"))
+        .arg("--config")
+        .arg(h.join("hook.json"))
+        .args(["install", "--hooks-dir"])
+        .arg(&hooks)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir, hooks)
+}
+
 /// Control's placements: (app guid, index, cell, ip) by instance GUID.
 fn placements(p: &Platform) -> Vec<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_str(&p.c2c(&["curl", "/v1/instances"])).unwrap();
@@ -69,7 +105,7 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     if !require_root() {
         return;
     }
-    let p = Platform::start(1);
+    let mut p = Platform::start(2);
     let state = p.dir.path().join("state");
     let layout = Layout::new(&state);
     let ca = layout.ca_dir().join("ca.pem");
@@ -79,38 +115,12 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     p.c2c(&["create-org", "o1"]);
     p.c2c(&["create-space", "dev", "-o", "o1"]);
     p.c2c(&["create-app", "other"]);
-    let hook_dir = tempfile::tempdir().unwrap();
-    let h = hook_dir.path();
-    let token = p.c2c(&["token", "create", "podman-cell1", "--space", "o1/dev"]);
-    std::fs::write(h.join("token"), token.trim()).unwrap();
+    let token = p.c2c(&["token", "create", "podman", "--space", "o1/dev"]);
+    let (_h1, hooks1) = install_hook(&p, 1, token.trim());
+    let (_h2, hooks2) = install_hook(&p, 2, token.trim());
     let data_dir = p.dir.path().join("cell1-cni");
-    std::fs::write(
-        h.join("hook.json"),
-        serde_json::json!({
-            "control": p.url.trim(),
-            "ca_file": layout.control_issuer(),
-            "token_file": h.join("token"),
-            "cell": "cell1",
-            "data_dir": data_dir,
-            "space": "o1/dev",
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let hooks = h.join("hooks.d");
-    let out = Command::new(c2c_integration::bin("c2c-hook"))
-        .arg("--config")
-        .arg(h.join("hook.json"))
-        .args(["install", "--hooks-dir"])
-        .arg(&hooks)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let podman = Podman::new(&p, 1, Some(&hooks));
+    let podman = Podman::new(&p, 1, Some(&hooks1));
+    let podman2 = Podman::new(&p, 2, Some(&hooks2));
     let httpd = ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"];
 
     let id_a = podman
@@ -119,7 +129,26 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     let id_b = podman
         .start("b", &["--annotation", "c2c.app=appb"], &httpd)
         .expect("podman run appb");
-    let ip_b = ip_of(&p, "appb").expect("appb confirmed with its address");
+    // A second instance of appb, on the other cell.
+    podman2
+        .start("b2", &["--annotation", "c2c.app=appb"], &httpd)
+        .expect("podman run appb on cell2");
+    let ips_b: Vec<String> = {
+        let g = p.app_guid("appb");
+        placements(&p)
+            .iter()
+            .filter(|i| i["app_guid"] == g.as_str())
+            .map(|i| {
+                i["ip"]
+                    .as_str()
+                    .expect("confirmed with its address")
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(ips_b.len(), 2);
+    let ip_b = ip_of(&p, "appb").unwrap();
+    assert_eq!(ip_b, ips_b[0], "index 0 is the first container's");
     assert!(ip_of(&p, "appa").is_some());
     let apps = p.c2c(&["apps"]);
     for app in ["appa", "appb"] {
@@ -127,7 +156,10 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
             .lines()
             .find(|l| l.starts_with(app))
             .unwrap_or_else(|| panic!("{app} in:\n{apps}"));
-        assert!(row.contains("on cell1"), "{row}");
+        assert!(
+            row.contains("#0") && row.contains("on cell1 (podman "),
+            "{row}"
+        );
     }
     let rec_a: serde_json::Value = serde_json::from_slice(
         &std::fs::read(data_dir.join(format!("containers/{id_a}.json"))).unwrap(),
@@ -140,8 +172,13 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     assert!(resolv.contains("169.254.0.1"), "resolv.conf: {resolv}");
     let (code, answer) = podman.exec("a", &["nslookup", "appb.apps.internal"]);
     assert!(
-        code == 0 && answer.contains(&ip_b),
-        "nslookup: {code} {answer}"
+        code == 0 && ips_b.iter().all(|ip| answer.contains(ip.as_str())),
+        "the route names both instances: {code} {answer}"
+    );
+    let (_, answer) = podman.exec("a", &["nslookup", "1.appb.apps.internal"]);
+    assert!(
+        answer.contains(&ips_b[1]) && !answer.contains(&ips_b[0]),
+        "{answer}"
     );
 
     // Default deny between the two apps, then a policy by app name opens 8080 (and 61443).
@@ -181,8 +218,27 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
         Duration::from_secs(10),
         || tls_get(&netns_a, &ca, "appb.apps.internal", &ip_b) == (0, "hello from podman\n".into()),
     );
+    // The second instance, on the other cell, by its own name.
+    wait_until(
+        "appb/1's sidecar answers as 1.appb.apps.internal",
+        Duration::from_secs(10),
+        || tls_get(&netns_a, &ca, "1.appb.apps.internal", &ips_b[1]).0 == 0,
+    );
     let sidecar_b = data_dir.join(format!("sidecars/{id_b}"));
     let pid = pid_in(&sidecar_b.join("proxy.pid")).expect("sidecar pidfile");
+    // The key is root's, on the host: not in the container's filesystem.
+    let certs = sidecar_b.join("certs");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&certs).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_ne!(
+        podman
+            .exec("b", &["cat", certs.join("key.pem").to_str().unwrap()])
+            .0,
+        0
+    );
 
     // map-route: the running sidecar serves the new name, without a restart.
     assert_ne!(
@@ -208,7 +264,13 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     );
     assert!(running(pid));
 
-    // A sidecar that dies is restarted by the cell agent.
+    // An agent restart leaves the sidecar serving; the new agent adopts it and restarts it
+    // when it dies.
+    p.start_agent(1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pid_in(&sidecar_b.join("proxy.pid")), Some(pid));
+    assert!(running(pid));
+    assert_eq!(tls_get(&netns_a, &ca, "appb.apps.internal", &ip_b).0, 0);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
@@ -245,6 +307,13 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
         "podman said: {err}"
     );
     assert_eq!(placements(&p).len(), before, "nothing placed");
+    let records = std::fs::read_dir(data_dir.join("containers"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        records, 3,
+        "a, b and plain: the refused container's address went back"
+    );
     let other = p.app_guid("other");
     assert!(!placements(&p)
         .iter()
@@ -258,14 +327,14 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let appb = p.app_guid("appb");
     wait_until(
-        "appb's instance is gone from control",
+        "appb/0's instance is gone from control",
         Duration::from_secs(10),
         || {
-            !placements(&p)
-                .iter()
-                .any(|i| i["app_guid"] == appb.as_str())
+            !placements(&p).iter().any(|i| {
+                i["ip"] == ip_b.as_str()
+                    || i["index"] == 0 && i["app_guid"] == p.app_guid("appb").as_str()
+            })
         },
     );
     wait_until("appb's sidecar stopped", Duration::from_secs(10), || {
@@ -273,14 +342,17 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     });
     assert!(!sidecar_b.exists(), "{} left", sidecar_b.display());
     wait_until(
-        "appb's name is gone from the cell DNS",
+        "appb/0's address is gone from the cell DNS",
         Duration::from_secs(10),
         || {
-            !podman
-                .exec("a", &["nslookup", "appb.apps.internal"])
-                .1
-                .contains(&ip_b)
+            let answer = podman.exec("a", &["nslookup", "appb.apps.internal"]).1;
+            !answer.contains(&ip_b) && answer.contains(&ips_b[1])
         },
+    );
+    assert_ne!(
+        podman.exec("a", &["nslookup", "0.appb.apps.internal"]).0,
+        0,
+        "its own name too"
     );
     let left: Vec<PathBuf> = std::fs::read_dir(data_dir.join("sidecars"))
         .unwrap()

@@ -187,10 +187,11 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
         // Placement is control's: the instance exists because we (with the user's token) asked
         // for it on this cell; control generates its GUID, and the cell may only confirm it.
         let guid = rt
-            .block_on(client.place(
+            .block_on(client.place_by(
                 &a.app,
                 &cell.name.parse().map_err(anyhow::Error::msg)?,
                 Some(index),
+                Some("c2c push"),
             ))?
             .guid;
         let rec = InstanceInfo {

@@ -176,6 +176,20 @@ pub fn wanted(
     Ok(Some((app.clone(), index)))
 }
 
+/// What runs the container, for `c2c apps`: podman says so in an annotation of its own.
+pub fn runtime_of(state: &OciState) -> String {
+    let runtime = match state
+        .annotations
+        .get("io.container.manager")
+        .map(String::as_str)
+    {
+        Some("libpod") => "podman",
+        _ => "oci",
+    };
+    let short: String = state.id.chars().take(12).collect();
+    format!("{runtime} {short}")
+}
+
 fn log(cfg: &HookConfig, line: &str) {
     use std::io::Write;
     let _ = std::fs::create_dir_all(&cfg.data_dir);
@@ -267,7 +281,7 @@ pub async fn attach(cfg: &HookConfig, state: &OciState) -> Result<(), String> {
         }
         _ => {
             let p = client
-                .place(&app, &cfg.cell, index)
+                .place_by(&app, &cfg.cell, index, Some(&runtime_of(state)))
                 .await
                 .map_err(|e| refused(&app, e))?;
             Placed {
