@@ -33,6 +33,7 @@ fn install_hook(p: &Platform, n: u8, token: &str) -> (tempfile::TempDir, PathBuf
             "cell": format!("cell{n}"),
             "data_dir": p.dir.path().join(format!("cell{n}-cni")),
             "space": "o1/dev",
+            "wait": 5,
         })
         .to_string(),
     )
@@ -360,4 +361,18 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
         .map(|e| e.path())
         .collect();
     assert_eq!(left.len(), 1, "only appa's: {left:?}");
+
+    // With cell2's agent gone, an annotated container cannot get its certificate: it does not
+    // start, and the hook takes back its placement and directory.
+    let before = placements(&p).len();
+    drop(p.agents.remove(1));
+    let err = podman2
+        .start("late", &["--annotation", "c2c.app=appb"], &httpd)
+        .expect_err("no agent, no certificate, no start");
+    assert!(err.contains("did not issue"), "podman said: {err}");
+    assert_eq!(placements(&p).len(), before);
+    let cell2_sidecars = std::fs::read_dir(p.dir.path().join("cell2-cni/sidecars"))
+        .unwrap()
+        .count();
+    assert_eq!(cell2_sidecars, 1, "b2's only");
 }

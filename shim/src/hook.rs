@@ -223,7 +223,7 @@ pub async fn attach(cfg: &HookConfig, state: &OciState) -> Result<(), String> {
         return Ok(());
     };
     let store = Store::new(&cfg.data_dir);
-    let mut rec = store
+    let rec = store
         .get(&state.id)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| {
@@ -307,9 +307,34 @@ pub async fn attach(cfg: &HookConfig, state: &OciState) -> Result<(), String> {
     })();
     if let Err(e) = prepared {
         let _ = client.remove_instance(&placed.guid).await;
+        let _ = std::fs::remove_dir_all(&dir);
         return Err(format!("preparing {}: {e}", dir.display()));
     }
-    rec.app_guid = Some(a.guid.to_string());
+    // From here a failure takes back everything this hook did: the runtime does not run
+    // poststop for a container that never started.
+    if let Err(e) = hand_over(cfg, state, &store, rec, &a.guid, &placed, &certs).await {
+        if let Err(undo) = detach(cfg, state).await {
+            log(cfg, &format!("container {}: undoing: {undo}", state.id));
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Marks the container's record with its instance (the agent confirms it, has its certificate
+/// signed and starts its sidecar) and waits for the certificate: the container starts with its
+/// identity in place, as a pushed instance does.
+async fn hand_over(
+    cfg: &HookConfig,
+    state: &OciState,
+    store: &Store,
+    mut rec: crate::store::ContainerRecord,
+    app_guid: &c2c_api::AppGuid,
+    placed: &Placed,
+    certs: &Path,
+) -> Result<(), String> {
+    let app = &placed.app;
+    rec.app_guid = Some(app_guid.to_string());
     rec.instance_guid = Some(placed.guid.clone());
     rec.instance_index = Some(placed.index);
     rec.cert_dir = Some(certs.display().to_string());
@@ -322,8 +347,6 @@ pub async fn attach(cfg: &HookConfig, state: &OciState) -> Result<(), String> {
             state.id, placed.index, placed.guid, rec.ip
         ),
     );
-    // The agent confirms the instance, has its certificate signed and starts its sidecar: the
-    // container starts with its identity in place, as a pushed instance does.
     let end = Instant::now() + cfg.wait;
     while !certs.join("cert.pem").exists() {
         if Instant::now() > end {
