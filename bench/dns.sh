@@ -28,7 +28,7 @@ done
 [ "$(id -u)" = 0 ] || { echo "run as root (it makes a network namespace)" >&2; exit 1; }
 
 cargo build --release -q -p c2c-shim --example dns_bench
-BIN=$ROOT/target/release/examples/dns_bench
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/dns_bench
 
 NS=c2cdns-$$
 WORK=$(mktemp -d /tmp/c2c-bench-dns.XXXXXX)
