@@ -81,10 +81,10 @@ start_server() { # name -> sets SERVER_PID
   echo "$1 did not answer; its log:" >&2; cat "$WORK/$1.log" >&2; exit 1
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }  # user, system
 
 CSV=$RESULTS/dns-$(date -u +%Y%m%dT%H%M%SZ).csv
-echo "server,load,round,qps,completed,lost,avg_latency_ms,cpu_us_per_query" >"$CSV"
+echo "server,load,round,qps,completed,lost,avg_latency_ms,cpu_us_per_query,user_us_per_query,sys_us_per_query" >"$CSV"
 HZ=$(getconf CLK_TCK)
 LOADS=("flight100:-q 100" "flight4x64:-c 4 -q 256" "fixed50k:-q 500 -Q 50000" "flight1:-q 1")
 for round in $(seq "$ROUNDS"); do
@@ -100,9 +100,12 @@ for round in $(seq "$ROUNDS"); do
       lost=$(awk '/Queries lost:/{print $3}' <<<"$out")
       qps=$(awk '/Queries per second:/{print $4}' <<<"$out")
       lat=$(awk '/Average Latency/{print $4}' <<<"$out")
-      cpu=$(python3 -c "print(round(($after-$before)/$HZ*1e6/max($completed,1), 2))")
-      echo "$server,$name,$round,$qps,$completed,$lost,$(python3 -c "print(round($lat*1000,3))"),$cpu" >>"$CSV"
-      printf '%-8s %-10s round %s: %9s qps, avg %6.3f ms, %6s us CPU/query\n' "$server" "$name" "$round" "$qps" "$(python3 -c "print($lat*1000)")" "$cpu"
+      read -r cpu usr sys < <(python3 -c "
+b, a, n = '$before'.split(), '$after'.split(), max($completed, 1)
+u, s = (int(a[0]) - int(b[0])) / $HZ * 1e6 / n, (int(a[1]) - int(b[1])) / $HZ * 1e6 / n
+print(round(u + s, 2), round(u, 2), round(s, 2))")
+      echo "$server,$name,$round,$qps,$completed,$lost,$(python3 -c "print(round($lat*1000,3))"),$cpu,$usr,$sys" >>"$CSV"
+      printf '%-8s %-10s round %s: %9s qps, avg %6.3f ms, %6s us CPU/query (user %s, sys %s)\n' "$server" "$name" "$round" "$qps" "$(python3 -c "print($lat*1000)")" "$cpu" "$usr" "$sys"
     done
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
   done
@@ -120,7 +123,7 @@ print("|---" * (2 * len(servers) + 2) + "|")
 for l in loads:
     cells = []
     for s in servers:
-        cells += [f"{med(s, l, 'qps'):,.0f}", f"{med(s, l, 'cpu_us_per_query'):.2f}"]
+        cells += [f"{med(s, l, 'qps'):,.0f}", f"{med(s, l, 'cpu_us_per_query'):.2f} ({med(s, l, 'user_us_per_query'):.2f} user)"]
     peers = [med(s, l, "cpu_us_per_query") for s in servers if s not in ("c2c", "before")]
     ratio = f"{med('c2c', l, 'cpu_us_per_query') / min(peers):.2f}x" if "c2c" in servers and peers else "-"
     print(f"| {l} | " + " | ".join(cells) + f" | {ratio} |")

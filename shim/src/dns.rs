@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
+use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +20,9 @@ use c2c_api::CellView;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use nix::sys::socket::{
+    recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
@@ -499,49 +504,158 @@ pub fn spawn(
         .map_err(|_| "the dns thread ended before binding".to_string())?
 }
 
+/// Datagrams taken per receive call when queries queue up (recvmmsg), and answered per send
+/// call (sendmmsg): under load one pair of syscalls serves up to this many queries.
+const BATCH: usize = 32;
+
+thread_local! {
+    /// The message headers of one receive and one send call (kept per thread: they hold raw
+    /// pointers, so a future holding them could not move between threads).
+    static HEADERS: std::cell::RefCell<Option<(MultiHeaders<SockaddrStorage>, MultiHeaders<SockaddrStorage>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn with_headers<T>(
+    f: impl FnOnce(&mut MultiHeaders<SockaddrStorage>, &mut MultiHeaders<SockaddrStorage>) -> T,
+) -> T {
+    HEADERS.with(|h| {
+        let mut h = h.borrow_mut();
+        let (rx, tx) = h.get_or_insert_with(|| {
+            (
+                MultiHeaders::preallocate(BATCH, None),
+                MultiHeaders::preallocate(BATCH, None),
+            )
+        });
+        f(rx, tx)
+    })
+}
+
+fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+/// Receives what is queued, up to [`BATCH`] datagrams in one call, into `bufs`; `got` says each
+/// one's length and sender (none if the kernel gave no address).
+async fn recv_batch(
+    socket: &UdpSocket,
+    bufs: &mut [[u8; 4096]],
+    got: &mut Vec<(usize, Option<SocketAddr>)>,
+) -> std::io::Result<()> {
+    loop {
+        socket.readable().await?;
+        let r = socket.try_io(tokio::io::Interest::READABLE, || {
+            with_headers(|rx, _| {
+                let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+                    bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+                let res = recvmmsg(
+                    socket.as_raw_fd(),
+                    rx,
+                    iovs.iter_mut(),
+                    MsgFlags::MSG_DONTWAIT,
+                    None,
+                )
+                .map_err(std::io::Error::from)?;
+                got.clear();
+                got.extend(res.map(|m| (m.bytes, m.address.as_ref().and_then(socket_addr))));
+                Ok(())
+            })
+        });
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Sends `outs[k]` to each `(k, peer)` of `replies`: as many as the socket takes in one call,
+/// the rest one by one as it takes them.
+async fn send_batch(socket: &UdpSocket, outs: &[Vec<u8>], replies: &[(usize, SocketAddr)]) {
+    if replies.is_empty() {
+        return;
+    }
+    let sent = socket
+        .try_io(tokio::io::Interest::WRITABLE, || {
+            with_headers(|_, tx| {
+                let iovs: Vec<[IoSlice<'_>; 1]> = replies
+                    .iter()
+                    .map(|(k, _)| [IoSlice::new(&outs[*k])])
+                    .collect();
+                let addrs: Vec<Option<SockaddrStorage>> = replies
+                    .iter()
+                    .map(|(_, a)| Some(SockaddrStorage::from(*a)))
+                    .collect();
+                let no_cmsgs: [ControlMessage<'_>; 0] = [];
+                sendmmsg(
+                    socket.as_raw_fd(),
+                    tx,
+                    iovs.iter(),
+                    &addrs,
+                    no_cmsgs,
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map(|r| r.count())
+                .map_err(std::io::Error::from)
+            })
+        })
+        .unwrap_or(0);
+    for (k, peer) in &replies[sent.min(replies.len())..] {
+        let _ = socket.send_to(&outs[*k], peer).await;
+    }
+}
+
 /// Serves DNS on `socket` from the zone in `zone` until the task is dropped. Queries for other
-/// names are relayed to the first answering of `upstreams`.
+/// names are relayed to the first answering of `upstreams`. Queries that queue up while one
+/// batch is answered are taken and answered together ([`BATCH`]).
 pub async fn serve(socket: UdpSocket, zone: watch::Receiver<Arc<Zone>>, upstreams: Upstreams) {
     let socket = Arc::new(socket);
-    let mut buf = vec![0u8; 4096];
-    let mut out = Vec::with_capacity(1232);
+    let mut bufs = vec![[0u8; 4096]; BATCH];
+    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
+    let mut got = Vec::with_capacity(BATCH);
+    let mut replies = Vec::with_capacity(BATCH);
     let mut salt: u64 = 0;
     loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(error) => {
-                warn!(%error, "dns receive failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        salt = salt.wrapping_add(1);
+        if let Err(error) = recv_batch(&socket, &mut bufs, &mut got).await {
+            warn!(%error, "dns receive failed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
         let z = zone.borrow().clone();
-        let reply = match reply_fast(&z, &buf[..n], upstreams.any(), salt, &mut out) {
-            Fast::Answered => {
-                let _ = socket.send_to(&out, peer).await;
-                continue;
-            }
-            Fast::Upstream => Reply::Upstream,
-            Fast::Slow => reply(&z, &buf[..n], upstreams.any(), salt, Transport::Udp),
-        };
-        match reply {
-            Reply::Answer(out) => {
-                let _ = socket.send_to(&out, peer).await;
-            }
-            Reply::Ignore => {}
-            Reply::Upstream => {
-                let (sock, query, ups) = (socket.clone(), buf[..n].to_vec(), upstreams.clone());
-                tokio::spawn(async move {
-                    match ups.relay(&query, false).await {
-                        Some(out) => {
-                            let _ = sock.send_to(&out, peer).await;
+        replies.clear();
+        for (k, &(n, peer)) in got.iter().enumerate() {
+            let Some(peer) = peer else { continue };
+            salt = salt.wrapping_add(1);
+            let query = &bufs[k][..n];
+            let reply = match reply_fast(&z, query, upstreams.any(), salt, &mut outs[k]) {
+                Fast::Answered => {
+                    replies.push((k, peer));
+                    continue;
+                }
+                Fast::Upstream => Reply::Upstream,
+                Fast::Slow => reply(&z, query, upstreams.any(), salt, Transport::Udp),
+            };
+            match reply {
+                Reply::Answer(out) => {
+                    outs[k] = out;
+                    replies.push((k, peer));
+                }
+                Reply::Ignore => {}
+                Reply::Upstream => {
+                    let (sock, query, ups) = (socket.clone(), query.to_vec(), upstreams.clone());
+                    tokio::spawn(async move {
+                        match ups.relay(&query, false).await {
+                            Some(out) => {
+                                let _ = sock.send_to(&out, peer).await;
+                            }
+                            None => debug!(%peer, "no upstream answered"),
                         }
-                        None => debug!(%peer, "no upstream answered"),
-                    }
-                });
+                    });
+                }
             }
         }
+        send_batch(&socket, &outs, &replies).await;
     }
 }
 
