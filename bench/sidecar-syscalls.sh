@@ -60,7 +60,10 @@ taskset -c 0 wrk -t1 -c"$KA_CONNS" -d"${DURATION}s" "$URL" >"$WORK/wrk-perf.txt"
 wait "$PR" 2>/dev/null || true
 N=$(requests "$WORK/wrk-perf.txt")
 echo
-echo "proxy CPU by symbol while serving $N requests (perf, cpu-clock, self time):"
+echo "proxy CPU by object while serving $N requests (perf, cpu-clock):"
+perf report -q -i "$WORK/perf.data" --no-children --sort dso --stdio 2>/dev/null \
+  | grep -E '^ +[0-9.]+%' | head -8
+echo "by symbol (self time):"
 perf report -q -i "$WORK/perf.data" --no-children --sort dso,symbol --percent-limit 1.5 --stdio 2>/dev/null \
-  | grep -E '^ +[0-9.]+%' | head -30
+  | grep -E '^ +[0-9.]+%' | sed -E 's/ +- +- +$//' | head -30
 cp "$WORK/strace.txt" "$RESULTS/sidecar-strace-$(date -u +%Y%m%dT%H%M%SZ).txt"
