@@ -90,3 +90,42 @@ pub fn paired_connects(ns: &Netns, x: SocketAddr, y: SocketAddr, n: usize) -> (V
     .join()
     .unwrap()
 }
+
+/// Queries the cell DNS (169.254.0.1:53) from inside `ns`, one at a time every millisecond,
+/// until `stop`; returns each answer's latency in µs (a query unanswered within 1 s counts as
+/// 1 s). The name is one the cell answers from memory (NXDOMAIN in apps.internal).
+pub fn dns_probe(
+    ns: &Netns,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<f64>> {
+    spawn_in(&ns.path(), move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        sock.connect("169.254.0.1:53").unwrap();
+        let mut lat = vec![];
+        let mut buf = [0u8; 512];
+        let mut id: u16 = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            id = id.wrapping_add(1);
+            // Header (id, RD, one question), then probe.apps.internal A IN.
+            let mut q = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            for label in ["probe", "apps", "internal"] {
+                q.push(label.len() as u8);
+                q.extend_from_slice(label.as_bytes());
+            }
+            q.extend_from_slice(&[0, 0, 1, 0, 1]);
+            let t = Instant::now();
+            sock.send(&q).unwrap();
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) if n >= 2 && buf[..2] == q[..2] => break,
+                    Ok(_) => continue,
+                    Err(_) => break,
+                }
+            }
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        lat
+    })
+}
