@@ -128,6 +128,13 @@ impl OciState {
     pub fn parse(raw: &[u8]) -> Result<Self, String> {
         let mut s: OciState =
             serde_json::from_slice(raw).map_err(|e| format!("reading the OCI state: {e}"))?;
+        // The id names a directory and a record: CNI's rule, so it can never climb out.
+        if !crate::plugin::valid_container_id(&s.id) {
+            return Err(format!(
+                "the OCI state's container id {:?} is not a container id",
+                s.id
+            ));
+        }
         if s.annotations.is_empty() {
             if let Some(b) = &s.bundle {
                 #[derive(Deserialize)]
@@ -473,6 +480,13 @@ mod tests {
         assert_eq!(s.id, "abc");
         assert_eq!(s.annotations.get(APP).map(String::as_str), Some("appb"));
         assert!(OciState::parse(b"{}").is_err(), "no id");
+        for bad in ["../x", ".", "", "a/b"] {
+            let raw = serde_json::json!({"id": bad});
+            assert!(
+                OciState::parse(raw.to_string().as_bytes()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -68,7 +68,7 @@ fn newest() -> &'static str {
 }
 
 /// CNI's container id rule (SPEC.md): alphanumeric first, then alphanumerics, `_`, `.`, `-`.
-fn valid_container_id(id: &str) -> bool {
+pub fn valid_container_id(id: &str) -> bool {
     let mut chars = id.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
