@@ -197,13 +197,21 @@ pub fn runtime_of(state: &OciState) -> String {
     format!("{runtime} {short}")
 }
 
+/// The hook's log stays near this size: past it, the file becomes `hook.log.1` (replacing the
+/// one before) and a new one starts.
+const LOG_LIMIT: u64 = 1 << 20;
+
 fn log(cfg: &HookConfig, line: &str) {
     use std::io::Write;
     let _ = std::fs::create_dir_all(&cfg.data_dir);
+    let path = cfg.data_dir.join("hook.log");
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_LIMIT) {
+        let _ = std::fs::rename(&path, cfg.data_dir.join("hook.log.1"));
+    }
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(cfg.data_dir.join("hook.log"))
+        .open(&path)
     {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -487,6 +495,34 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn the_log_is_rotated_past_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg: HookConfig = serde_json::from_value(serde_json::json!({
+            "control": "https://c:4002", "ca_file": "/ca", "token_file": "/t", "cell": "cell1",
+            "data_dir": dir.path(),
+        }))
+        .unwrap();
+        log(&cfg, "first");
+        std::fs::write(
+            dir.path().join("hook.log"),
+            vec![b'x'; LOG_LIMIT as usize + 1],
+        )
+        .unwrap();
+        log(&cfg, "after the limit");
+        let now = std::fs::read_to_string(dir.path().join("hook.log")).unwrap();
+        assert!(
+            now.ends_with("after the limit\n") && now.len() < 100,
+            "{now}"
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("hook.log.1"))
+                .unwrap()
+                .len(),
+            LOG_LIMIT + 1
+        );
     }
 
     #[test]
