@@ -69,6 +69,8 @@ impl Spec {
 pub struct Sidecars {
     bin: Option<PathBuf>,
     running: BTreeMap<String, (Spec, CancellationToken)>,
+    /// Containers already logged as wanting a sidecar that cannot run (said once each).
+    warned: std::collections::BTreeSet<String>,
 }
 
 impl Sidecars {
@@ -77,6 +79,7 @@ impl Sidecars {
         Sidecars {
             bin,
             running: BTreeMap::new(),
+            warned: Default::default(),
         }
     }
 
@@ -99,7 +102,9 @@ impl Sidecars {
                 continue;
             }
             let Some(bin) = self.bin.clone() else {
-                warn!(container = %id, "a sidecar is wanted but no c2c-proxy was found (--sidecar-bin)");
+                if self.warned.insert(id.to_string()) {
+                    warn!(container = %id, "a sidecar is wanted but no c2c-proxy was found (--sidecar-bin)");
+                }
                 continue;
             };
             let stop = CancellationToken::new();
