@@ -690,11 +690,8 @@ fn cfs_internal_security_groups_listing_pages_as_its_client_reads_it() {
     );
 }
 
-/// Spaces as the tenancy of `network.write` (CF: the user's spaces as SpaceDeveloper): a user
-/// granted o/dev adds policies between dev's apps, one pushed after the token too, and gets
-/// CF's 403 for an app of another space.
-#[test]
-fn a_space_grant_covers_the_spaces_apps_and_no_other() {
+/// A control with org `o` and its spaces `dev` and `prod`.
+fn org_with_dev_and_prod() -> Api {
     let api = Api::new();
     api.admin(Method::POST, "/v1/orgs", Some(json!({"name": "o"})));
     for s in ["dev", "prod"] {
@@ -704,6 +701,15 @@ fn a_space_grant_covers_the_spaces_apps_and_no_other() {
             Some(json!({"org": "o", "name": s})),
         );
     }
+    api
+}
+
+/// Spaces as the tenancy of `network.write` (CF: the user's spaces as SpaceDeveloper): a user
+/// granted o/dev adds policies between dev's apps, one pushed after the token too, and gets
+/// CF's 403 for an app of another space.
+#[test]
+fn a_space_grant_covers_the_spaces_apps_and_no_other() {
+    let api = org_with_dev_and_prod();
     let app_in = |name: &str, space: &str| {
         let (code, v) = api.admin(
             Method::POST,
@@ -770,15 +776,7 @@ fn a_space_grant_covers_the_spaces_apps_and_no_other() {
 /// space's app placed, listed, removed, or its route taken over.
 #[test]
 fn a_space_developer_pushes_into_its_spaces_only() {
-    let api = Api::new();
-    api.admin(Method::POST, "/v1/orgs", Some(json!({"name": "o"})));
-    for s in ["dev", "prod"] {
-        api.admin(
-            Method::POST,
-            "/v1/spaces",
-            Some(json!({"org": "o", "name": s})),
-        );
-    }
+    let api = org_with_dev_and_prod();
     let (_, p) = api.admin(
         Method::POST,
         "/v1/apps",
