@@ -483,7 +483,7 @@ pub fn spawn(
                 }
             };
             rt.block_on(async move {
-                let udp = match std::net::UdpSocket::bind(listen) {
+                let udp = match UdpSocket::bind(listen).await {
                     Ok(s) => s,
                     Err(e) => return drop(tx.send(Err(format!("binding {listen}: {e}")))),
                 };
@@ -491,17 +491,12 @@ pub fn spawn(
                     Ok(s) => s,
                     Err(e) => return drop(tx.send(Err(format!("binding {listen} (tcp): {e}")))),
                 };
-                let ups = Upstreams::new(upstreams, &budget);
-                // UDP on a thread of its own (see `serve_blocking`); TCP and relays here.
-                let (z, u, handle) = (zone.clone(), ups.clone(), tokio::runtime::Handle::current());
-                if let Err(e) = std::thread::Builder::new()
-                    .name("dns-udp".into())
-                    .spawn(move || serve_blocking(udp, z, u, handle))
-                {
-                    return drop(tx.send(Err(format!("dns udp thread: {e}"))));
-                }
                 let _ = tx.send(Ok(()));
-                serve_tcp(tcp, zone, ups, budget).await;
+                let ups = Upstreams::new(upstreams, &budget);
+                tokio::join!(
+                    serve(udp, zone.clone(), ups.clone()),
+                    serve_tcp(tcp, zone, ups, budget)
+                );
             });
         })
         .map_err(|e| format!("dns thread: {e}"))?;
@@ -542,93 +537,89 @@ fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
     a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
-/// Waits for at least one datagram, then takes what else is queued, up to [`BATCH`] in one
-/// call, into `bufs`; `got` says each one's length and sender (none if the kernel gave no
-/// address). The socket is blocking, with a read timeout.
-fn recv_batch(
-    fd: std::os::fd::RawFd,
+/// Receives what is queued, up to [`BATCH`] datagrams in one call, into `bufs`; `got` says each
+/// one's length and sender (none if the kernel gave no address).
+async fn recv_batch(
+    socket: &UdpSocket,
     bufs: &mut [[u8; 4096]],
     got: &mut Vec<(usize, Option<SocketAddr>)>,
 ) -> std::io::Result<()> {
-    with_headers(|rx, _| {
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
-            bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
-        let res = recvmmsg(fd, rx, iovs.iter_mut(), MsgFlags::MSG_WAITFORONE, None)
-            .map_err(std::io::Error::from)?;
-        got.clear();
-        got.extend(res.map(|m| (m.bytes, m.address.as_ref().and_then(socket_addr))));
-        Ok(())
-    })
-}
-
-/// Sends `outs[k]` to each `(k, peer)` of `replies`, as many per call as the socket takes.
-fn send_batch(fd: std::os::fd::RawFd, outs: &[Vec<u8>], mut replies: &[(usize, SocketAddr)]) {
-    while !replies.is_empty() {
-        let sent = with_headers(|_, tx| {
-            let iovs: Vec<[IoSlice<'_>; 1]> = replies
-                .iter()
-                .map(|(k, _)| [IoSlice::new(&outs[*k])])
-                .collect();
-            let addrs: Vec<Option<SockaddrStorage>> = replies
-                .iter()
-                .map(|(_, a)| Some(SockaddrStorage::from(*a)))
-                .collect();
-            let no_cmsgs: [ControlMessage<'_>; 0] = [];
-            sendmmsg(fd, tx, iovs.iter(), &addrs, no_cmsgs, MsgFlags::empty()).map(|r| r.count())
+    loop {
+        socket.readable().await?;
+        let r = socket.try_io(tokio::io::Interest::READABLE, || {
+            with_headers(|rx, _| {
+                let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+                    bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+                let res = recvmmsg(
+                    socket.as_raw_fd(),
+                    rx,
+                    iovs.iter_mut(),
+                    MsgFlags::MSG_DONTWAIT,
+                    None,
+                )
+                .map_err(std::io::Error::from)?;
+                got.clear();
+                got.extend(res.map(|m| (m.bytes, m.address.as_ref().and_then(socket_addr))));
+                Ok(())
+            })
         });
-        match sent {
-            Ok(n) if n > 0 => replies = &replies[n.min(replies.len())..],
-            Ok(_) => return,
-            // One bad destination: skip it, send the rest.
-            Err(error) => {
-                debug!(%error, peer = %replies[0].1, "dns send failed");
-                replies = &replies[1..];
-            }
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
         }
     }
 }
 
-/// Serves DNS on `socket` from the zone in `zone` until the zone's sender is gone. Queries for
-/// other names are relayed to the first answering of `upstreams`, on the runtime `rt`.
-///
-/// A plain blocking loop on a thread of its own: it sleeps in `recvmmsg` until a query comes
-/// and then takes every query queued behind it (up to [`BATCH`]), answers them all and sends
-/// the answers with one `sendmmsg`. No readiness polling: at one query in flight that is two
-/// syscalls per query, not four (epoll_wait, receive, send, and a receive that finds nothing).
-pub fn serve_blocking(
-    socket: std::net::UdpSocket,
-    zone: watch::Receiver<Arc<Zone>>,
-    upstreams: Upstreams,
-    rt: tokio::runtime::Handle,
-) {
-    let socket = Arc::new(socket);
-    // Wakes once a second when idle, to notice the zone's sender is gone.
-    if let Err(error) = socket
-        .set_nonblocking(false)
-        .and_then(|()| socket.set_read_timeout(Some(Duration::from_secs(1))))
-    {
-        warn!(%error, "dns socket setup failed");
+/// Sends `outs[k]` to each `(k, peer)` of `replies`: as many as the socket takes in one call,
+/// the rest one by one as it takes them.
+async fn send_batch(socket: &UdpSocket, outs: &[Vec<u8>], replies: &[(usize, SocketAddr)]) {
+    if replies.is_empty() {
+        return;
     }
-    let fd = socket.as_raw_fd();
+    let sent = socket
+        .try_io(tokio::io::Interest::WRITABLE, || {
+            with_headers(|_, tx| {
+                let iovs: Vec<[IoSlice<'_>; 1]> = replies
+                    .iter()
+                    .map(|(k, _)| [IoSlice::new(&outs[*k])])
+                    .collect();
+                let addrs: Vec<Option<SockaddrStorage>> = replies
+                    .iter()
+                    .map(|(_, a)| Some(SockaddrStorage::from(*a)))
+                    .collect();
+                let no_cmsgs: [ControlMessage<'_>; 0] = [];
+                sendmmsg(
+                    socket.as_raw_fd(),
+                    tx,
+                    iovs.iter(),
+                    &addrs,
+                    no_cmsgs,
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map(|r| r.count())
+                .map_err(std::io::Error::from)
+            })
+        })
+        .unwrap_or(0);
+    for (k, peer) in &replies[sent.min(replies.len())..] {
+        let _ = socket.send_to(&outs[*k], peer).await;
+    }
+}
+
+/// Serves DNS on `socket` from the zone in `zone` until the task is dropped. Queries for other
+/// names are relayed to the first answering of `upstreams`. Queries that queue up while one
+/// batch is answered are taken and answered together ([`BATCH`]).
+pub async fn serve(socket: UdpSocket, zone: watch::Receiver<Arc<Zone>>, upstreams: Upstreams) {
+    let socket = Arc::new(socket);
     let mut bufs = vec![[0u8; 4096]; BATCH];
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
     let mut got = Vec::with_capacity(BATCH);
     let mut replies = Vec::with_capacity(BATCH);
     let mut salt: u64 = 0;
     loop {
-        if let Err(error) = recv_batch(fd, &mut bufs, &mut got) {
-            if !matches!(
-                error.kind(),
-                std::io::ErrorKind::WouldBlock
-                    | std::io::ErrorKind::TimedOut
-                    | std::io::ErrorKind::Interrupted
-            ) {
-                warn!(%error, "dns receive failed");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if zone.has_changed().is_err() {
-                return;
-            }
+        if let Err(error) = recv_batch(&socket, &mut bufs, &mut got).await {
+            warn!(%error, "dns receive failed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
         let z = zone.borrow().clone();
@@ -653,10 +644,10 @@ pub fn serve_blocking(
                 Reply::Ignore => {}
                 Reply::Upstream => {
                     let (sock, query, ups) = (socket.clone(), query.to_vec(), upstreams.clone());
-                    rt.spawn(async move {
+                    tokio::spawn(async move {
                         match ups.relay(&query, false).await {
                             Some(out) => {
-                                let _ = sock.send_to(&out, peer);
+                                let _ = sock.send_to(&out, peer).await;
                             }
                             None => debug!(%peer, "no upstream answered"),
                         }
@@ -664,19 +655,8 @@ pub fn serve_blocking(
                 }
             }
         }
-        send_batch(fd, &outs, &replies);
+        send_batch(&socket, &outs, &replies).await;
     }
-}
-
-/// [`serve_blocking`] for a caller on a runtime: on a blocking thread of the runtime, relays
-/// on the runtime; returns when the zone's sender is gone.
-pub async fn serve(socket: UdpSocket, zone: watch::Receiver<Arc<Zone>>, upstreams: Upstreams) {
-    let socket = match socket.into_std() {
-        Ok(s) => s,
-        Err(error) => return warn!(%error, "dns socket"),
-    };
-    let rt = tokio::runtime::Handle::current();
-    let _ = tokio::task::spawn_blocking(move || serve_blocking(socket, zone, upstreams, rt)).await;
 }
 
 /// Serves DNS over TCP (RFC 7766: two-byte length, several queries per connection) on
