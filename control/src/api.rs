@@ -698,9 +698,9 @@ async fn route<B: ReqBody>(
         return crate::cf_api::external(req, ctx, &caller, version, rest).await;
     }
     // Platform endpoints: the admin's; a `network.write` user may look up the apps it manages
-    // (to name them in policies), and one granted spaces may do in them what pushing an app
-    // takes: create apps, place and remove their instances, map their routes (each checked
-    // below, where the app or space is known).
+    // (to name them in policies), and one granted spaces may do in them what pushing and
+    // deleting an app take: create and delete apps, place and remove their instances, map
+    // their routes (each checked below, where the app or space is known).
     if let (&Method::GET, ["v1", "whoami"]) = (&method, segs.as_slice()) {
         return typed(
             StatusCode::OK,
@@ -715,6 +715,7 @@ async fn route<B: ReqBody>(
     let space_developer = matches!(
         (&method, segs.as_slice()),
         (&Method::POST, ["v1", "apps"])
+            | (&Method::DELETE, ["v1", "apps", _])
             | (&Method::POST, ["v1", "apps", _, "instances"])
             | (&Method::GET, ["v1", "instances"])
             | (&Method::DELETE, ["v1", "instances", _])
@@ -860,9 +861,10 @@ async fn route<B: ReqBody>(
         }
         (Method::DELETE, ["v1", "apps", app]) => {
             let app = app.to_string();
+            let who = caller.clone();
             match ctx
                 .with_state(move |s| {
-                    let a = s.app(&app)?;
+                    let a = managed_app(s, &who, &app)?;
                     s.delete_app(&a.guid)
                 })
                 .await

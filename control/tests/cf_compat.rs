@@ -899,4 +899,14 @@ fn a_space_developer_pushes_into_its_spaces_only() {
     assert_eq!(p_hosts, ["p"]);
     let (code, v) = call(Method::DELETE, &format!("/v1/instances/{n_instance}"), None);
     assert_eq!((code, v["removed"].as_bool()), (StatusCode::OK, Some(true)));
+    // Deleting: its own app, not another space's.
+    let (code, _) = call(Method::DELETE, "/v1/apps/p", None);
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert_eq!(api.admin(Method::GET, "/v1/apps/p", None).0, StatusCode::OK);
+    let (code, v) = call(Method::DELETE, "/v1/apps/n", None);
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(
+        api.admin(Method::GET, "/v1/apps/n", None).0,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -650,3 +650,66 @@ fn root_network_logs_of_the_local_platform() {
     ok(dir, &["down"]);
     assert_nothing_left(dir, &prefix);
 }
+
+/// A user's token for one space pushes, curls and deletes there, as CF's SpaceDeveloper does:
+/// `C2C_TOKEN=<token> c2c push APP -o o -s dev`; the same token cannot push into the default
+/// space or delete an app of another space (the admin's app stays).
+#[test]
+fn root_a_space_token_pushes_and_deletes_in_its_space_only() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let _down = Down(dir);
+    ok(dir, &["up", "--cells", "1"]);
+    ok(dir, &["create-org", "o"]);
+    ok(dir, &["create-space", "dev", "-o", "o"]);
+    ok(dir, &["push", "adminapp"]);
+    let token = ok(dir, &["token", "create", "dev1", "--space", "o/dev"]);
+    let as_dev = |args: &[&str]| {
+        Command::new(bin("c2c"))
+            .arg("--state-dir")
+            .arg(dir)
+            .args(args)
+            .env("C2C_TOKEN", token.trim())
+            .output()
+            .unwrap()
+    };
+    let o = as_dev(&["push", "devapp", "-o", "o", "-s", "dev"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let apps = String::from_utf8_lossy(&as_dev(&["apps"]).stdout).into_owned();
+    assert!(
+        apps.contains("devapp") && apps.contains("(c2c push)") && !apps.contains("adminapp"),
+        "{apps}"
+    );
+    assert_eq!(
+        curl(dir, "devapp", "http://devapp.apps.internal:8080/").0,
+        0
+    );
+    // The attacks: the default space, and the admin's app.
+    let o = as_dev(&["push", "elsewhere"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("may not create apps in that space"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for target in ["adminapp", "adminapp/0"] {
+        let o = as_dev(&["delete", target]);
+        assert!(!o.status.success(), "{target}");
+    }
+    assert!(ok(dir, &["apps"]).contains("adminapp"));
+    assert_eq!(
+        curl(dir, "adminapp", "http://adminapp.apps.internal:8080/").0,
+        0,
+        "its instance still runs"
+    );
+    // Its own app goes, instances and all.
+    let o = as_dev(&["delete", "devapp"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!ok(dir, &["apps"]).contains("devapp"));
+    let prefix = prefix(dir);
+    ok(dir, &["down"]);
+    assert_nothing_left(dir, &prefix);
+}

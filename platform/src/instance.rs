@@ -596,7 +596,13 @@ pub fn remove_app_instances(state_dir: &Path, app: &str) -> Result<()> {
 /// `c2c delete APP/INDEX`: that instance only; the app and its policies stay.
 pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
     preflight()?;
-    check_app(target.split_once('/').map_or(target, |(a, _)| a))?;
+    let app = target.split_once('/').map_or(target, |(a, _)| a);
+    check_app(app)?;
+    // Control first: a token that may not manage the app touches none of its instances here.
+    let client = crate::client(state_dir)?;
+    runtime()?
+        .block_on(client.app(app))
+        .with_context(|| format!("{app}: the caller's token does not reach this app"))?;
     if target.contains('/') {
         let inst = find(state_dir, target)?;
         remove_instance(state_dir, &inst)?;
@@ -604,7 +610,6 @@ pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
         return Ok(());
     }
     remove_app_instances(state_dir, target)?;
-    let client = crate::client(state_dir)?;
     runtime()?.block_on(client.delete_app(target))?;
     println!("Deleted app {target} with its instances and policies");
     Ok(())
