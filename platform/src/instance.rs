@@ -600,9 +600,9 @@ pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
     check_app(app)?;
     // Control first: a token that may not manage the app touches none of its instances here.
     let client = crate::client(state_dir)?;
-    runtime()?
-        .block_on(client.app(app))
-        .with_context(|| format!("{app}: the caller's token does not reach this app"))?;
+    runtime()?.block_on(client.app(app)).with_context(|| {
+        format!("{app}: no such app, or not one this token may manage (see `c2c apps`)")
+    })?;
     if target.contains('/') {
         let inst = find(state_dir, target)?;
         remove_instance(state_dir, &inst)?;
