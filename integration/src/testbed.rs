@@ -291,6 +291,19 @@ impl Platform {
         self.underlay.ns.exec(bin("c2c").to_str().unwrap(), &a)
     }
 
+    /// `c2c add-network-policy SRC DST --protocol PROTO --port PORT` (through replica A).
+    pub fn allow(&self, src: &str, dst: &str, proto: &str, port: &str) -> String {
+        self.c2c(&[
+            "add-network-policy",
+            src,
+            dst,
+            "--protocol",
+            proto,
+            "--port",
+            port,
+        ])
+    }
+
     pub fn app_guid(&self, name: &str) -> String {
         let out = self.c2c(&["curl", &format!("/v1/apps/{name}")]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -149,15 +149,7 @@ fn root_a_container_cannot_forge_tags_spoof_sources_or_reach_the_underlay() {
     let (b, ip_b) = p.container(2, "appb", 0);
     let to_b = SocketAddr::new(ip_b.into(), 5005);
     let inbox = record_udp(&b, to_b);
-    p.c2c(&[
-        "add-network-policy",
-        "appa",
-        "appb",
-        "--protocol",
-        "udp",
-        "--port",
-        "5005",
-    ]);
+    p.allow("appa", "appb", "udp", "5005");
     let tag_a = {
         let v: serde_json::Value =
             serde_json::from_str(&p.c2c(&["curl", "/v1/apps/appa"])).unwrap();
@@ -237,15 +229,7 @@ fn root_a_container_cannot_forge_tags_spoof_sources_or_reach_the_underlay() {
     );
     // Control check: the same raw packet with appc's own address leaves (appc has no policy,
     // so it is refused at cell2; with a policy it is delivered).
-    p.c2c(&[
-        "add-network-policy",
-        "appc",
-        "appb",
-        "--protocol",
-        "udp",
-        "--port",
-        "5005",
-    ]);
+    p.allow("appc", "appb", "udp", "5005");
     let raw_ok = eventually(Duration::from_secs(10), || {
         send_raw(&c, ip_udp(ip_c, ip_b, 5005, b"raw, own address"), ip_b);
         arrives(&inbox, "raw, own address", Duration::from_millis(200)).then_some(())

@@ -191,24 +191,8 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     };
     assert!(!http_get(&ip_b), "default deny");
     assert_ne!(tls_get(&netns_a, &ca, "appb.apps.internal", &ip_b).0, 0);
-    p.c2c(&[
-        "add-network-policy",
-        "appa",
-        "appb",
-        "--protocol",
-        "tcp",
-        "--port",
-        "8080",
-    ]);
-    p.c2c(&[
-        "add-network-policy",
-        "appa",
-        "appb",
-        "--protocol",
-        "tcp",
-        "--port",
-        "61443",
-    ]);
+    p.allow("appa", "appb", "tcp", "8080");
+    p.allow("appa", "appb", "tcp", "61443");
     wait_until("appa reaches appb:8080", Duration::from_secs(10), || {
         http_get(&ip_b)
     });

@@ -45,15 +45,7 @@ fn root_two_replicas_on_postgres_with_joined_cells() {
 
     // The seed workflow, written through A, enforced by both cells.
     wait("appa -> appb refused", || refused(fetch(&a, to_b)));
-    p.c2c(&[
-        "add-network-policy",
-        "appa",
-        "appb",
-        "--protocol",
-        "tcp",
-        "--port",
-        "8080",
-    ]);
+    p.allow("appa", "appb", "tcp", "8080");
     wait("appa -> appb allowed across cells", || {
         fetch(&a, to_b).is_ok()
     });

@@ -58,15 +58,7 @@ fn root_traffic_is_logged_with_apps_and_rate_limited() {
     assert_eq!(deny["destination"]["app"], "appb");
     assert_eq!(deny["destination"]["app_guid"], p.app_guid("appb"));
 
-    p.c2c(&[
-        "add-network-policy",
-        "appa",
-        "appb",
-        "--protocol",
-        "tcp",
-        "--port",
-        "8080",
-    ]);
+    p.allow("appa", "appb", "tcp", "8080");
     wait_until("the policy", Duration::from_secs(15), || {
         fetch(&a, to_b).is_ok()
     });
