@@ -1,10 +1,13 @@
 //! Bytes both ways between the client's TLS stream and the app, as Envoy's tcp_proxy does.
 //!
 //! Differences from `tokio::io::copy_bidirectional` that a sidecar needs:
-//! - a peer that closes TCP without TLS close_notify (`UnexpectedEof`) counts as a half-close,
-//!   not an error, so the other direction still finishes;
-//! - no heap buffer is held while a connection is idle: reads go into a stack buffer and only a
-//!   write the peer could not take at once is kept, so memory per idle connection stays small;
+//! - a peer that closes TCP without TLS close_notify counts as a half-close, not an error, so
+//!   the other direction still finishes;
+//! - no heap buffer is held while a connection is idle: reads land in the worker thread's
+//!   [`Scratch`] and only what a peer could not take at once (or the start of a record whose rest
+//!   is in flight) is kept, so memory per idle connection stays small;
+//! - records from the client are opened and their plaintext written to the app straight from
+//!   there; the app's bytes are sealed into records in one buffer and written with one syscall;
 //! - bytes are counted per direction as they pass;
 //! - a connection with no byte either way for the idle timeout ends ([`ForwardError::Idle`]).
 //!   One timer per connection, never reset on the data path: when it fires, it compares the
@@ -12,18 +15,14 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Read size from the client's TLS stream: one TLS record carries at most 16 KiB of plaintext.
-const FROM_TLS_CHUNK: usize = 16 * 1024;
-/// Read size from the app: four full records, so rustls encrypts them and hands all four to one
-/// vectored write, instead of one syscall per 16 KiB record (2x bulk throughput measured).
-const FROM_APP_CHUNK: usize = 64 * 1024;
+use crate::tls::{poll_read_into, tls_error, try_write_now, Scratch, TlsStream, SCRATCH};
+
 /// Reads per direction per poll before yielding to other connections.
 const BUDGET: usize = 32;
 
@@ -41,40 +40,43 @@ pub enum ForwardError {
     Idle(std::time::Duration),
 }
 
+/// Client to app: plaintext the app has not taken yet.
 #[derive(Default)]
-struct Half {
-    /// Bytes read but not yet taken by the writer, and how far the writer got.
+struct ToApp {
     pending: Vec<u8>,
     pos: usize,
     read_eof: bool,
     shut_down: bool,
-    need_flush: bool,
     total: u64,
 }
 
-/// Wraps an I/O error with the side it happened on.
-type ErrSide = fn(io::Error) -> ForwardError;
-
-enum Side {
-    A,
-    B,
+/// App to client (sealed bytes the client has not taken wait in the [`TlsStream`]).
+#[derive(Default)]
+struct ToClient {
+    read_eof: bool,
+    shut_down: bool,
+    total: u64,
 }
 
-/// Copies `a -> b` and `b -> a` (`a` is the client's TLS stream, `b` the app) until both directions reach EOF and are shut down.
-/// Returns the bytes moved each way: (a to b, b to a).
-pub async fn forward<A, B>(
-    a: &mut A,
-    b: &mut B,
+/// Copies client -> app and app -> client until both directions reach EOF and are shut down.
+/// Returns the plaintext bytes moved each way: (client to app, app to client).
+pub async fn forward<B>(
+    tls: &mut TlsStream,
+    app: &mut B,
     a_to_b: &Counter,
     b_to_a: &Counter,
     idle: std::time::Duration,
 ) -> Result<(u64, u64), ForwardError>
 where
-    A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut ab = Half::default();
-    let mut ba = Half::default();
+    let mut up = ToApp {
+        pending: std::mem::take(&mut tls.early_plaintext),
+        ..ToApp::default()
+    };
+    up.total = up.pending.len() as u64;
+    a_to_b.inc_by(up.total);
+    let mut down = ToClient::default();
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
     let mut seen = 0u64;
@@ -83,14 +85,18 @@ where
     // the data path pays nothing for the timeout.
     let mut armed = false;
     poll_fn(|cx| {
-        let r1 = poll_half::<_, _, FROM_TLS_CHUNK>(cx, a, b, &mut ab, a_to_b, Side::A)?;
-        let r2 = poll_half::<_, _, FROM_APP_CHUNK>(cx, b, a, &mut ba, b_to_a, Side::B)?;
+        let mut r1 = poll_to_app(cx, tls, app, &mut up, a_to_b)?;
+        let r2 = poll_to_client(cx, tls, app, &mut down, b_to_a)?;
+        if r1.is_pending() && tls.peer_closed {
+            // close_notify was taken while sealing: pass the half-close on now.
+            r1 = poll_to_app(cx, tls, app, &mut up, a_to_b)?;
+        }
         if let (Poll::Ready(()), Poll::Ready(())) = (r1, r2) {
-            return Poll::Ready(Ok((ab.total, ba.total)));
+            return Poll::Ready(Ok((up.total, down.total)));
         }
         loop {
             if timer.is_elapsed() {
-                let moved = ab.total + ba.total;
+                let moved = up.total + down.total;
                 if moved == seen {
                     return Poll::Ready(Err(ForwardError::Idle(idle)));
                 }
@@ -110,150 +116,355 @@ where
     .await
 }
 
-fn poll_half<R, W, const CHUNK: usize>(
+fn poll_to_app<B: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
-    r: &mut R,
-    w: &mut W,
-    st: &mut Half,
+    tls: &mut TlsStream,
+    app: &mut B,
+    st: &mut ToApp,
     counter: &Counter,
-    reader_side: Side,
-) -> Poll<Result<(), ForwardError>>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let (read_err, write_err): (ErrSide, ErrSide) = match reader_side {
-        Side::A => (ForwardError::Downstream, ForwardError::Upstream),
-        Side::B => (ForwardError::Upstream, ForwardError::Downstream),
-    };
+) -> Poll<Result<(), ForwardError>> {
     if st.shut_down {
         return Poll::Ready(Ok(()));
     }
     for _ in 0..BUDGET {
-        // 1. Finish what the writer has not taken yet.
+        // 1. Finish what the app has not taken yet.
         while st.pos < st.pending.len() {
-            let n = ready!(Pin::new(&mut *w).poll_write(cx, &st.pending[st.pos..]))
-                .map_err(write_err)?;
+            let n = ready!(Pin::new(&mut *app).poll_write(cx, &st.pending[st.pos..]))
+                .map_err(ForwardError::Upstream)?;
             if n == 0 {
-                return Poll::Ready(Err(write_err(io::ErrorKind::WriteZero.into())));
+                return Poll::Ready(Err(ForwardError::Upstream(io::ErrorKind::WriteZero.into())));
             }
             st.pos += n;
-            st.need_flush = true;
         }
-        if !st.pending.is_empty() {
+        if st.pending.capacity() > 0 {
             // Drained: free it, so an idle connection holds no buffer.
             st.pending = Vec::new();
             st.pos = 0;
         }
-        // 2. Reader done: pass the half-close on.
-        if st.read_eof {
-            ready!(Pin::new(&mut *w).poll_shutdown(cx)).map_err(write_err)?;
+        // 2. The client is done sending (close_notify, or a FIN without one): pass it on.
+        if st.read_eof || tls.peer_closed {
+            ready!(Pin::new(&mut *app).poll_shutdown(cx)).map_err(ForwardError::Upstream)?;
             st.shut_down = true;
             return Poll::Ready(Ok(()));
         }
-        // 3. Read more.
-        // Uninitialised: a plain TCP read fills it without zeroing 64 KiB per call first.
-        let mut chunk = [MaybeUninit::<u8>::uninit(); CHUNK];
-        let mut buf = ReadBuf::uninit(&mut chunk);
-        match Pin::new(&mut *r).poll_read(cx, &mut buf) {
-            Poll::Pending => {
-                if st.need_flush {
-                    ready!(Pin::new(&mut *w).poll_flush(cx)).map_err(write_err)?;
-                    st.need_flush = false;
-                }
-                return Poll::Pending;
-            }
-            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => st.read_eof = true,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(read_err(e))),
-            Poll::Ready(Ok(())) if buf.filled().is_empty() => st.read_eof = true,
-            Poll::Ready(Ok(())) => {
-                let data = buf.filled();
-                counter.inc_by(data.len() as u64);
-                st.total += data.len() as u64;
-                // Try to hand it over at once; keep only what the writer could not take.
-                let taken = match Pin::new(&mut *w).poll_write(cx, data) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(write_err(io::ErrorKind::WriteZero.into())))
-                    }
-                    Poll::Ready(Ok(n)) => n,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(write_err(e))),
-                    Poll::Pending => 0,
-                };
-                st.need_flush = true;
-                if taken < data.len() {
-                    st.pending.extend_from_slice(&data[taken..]);
-                }
-            }
-        }
+        // 3. Read records, open them, hand the plaintext over.
+        ready!(SCRATCH.with(|s| read_records(cx, tls, app, st, counter, &mut s.borrow_mut())))?;
     }
     // Used the budget with data still flowing: let other connections run.
     cx.waker().wake_by_ref();
     Poll::Pending
 }
 
+/// One read from the client into the thread's buffer, behind the partial record carried over;
+/// every whole record's plaintext is written to the app at once, what it does not take is kept.
+fn read_records<B: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    tls: &mut TlsStream,
+    app: &mut B,
+    st: &mut ToApp,
+    counter: &Counter,
+    scratch: &mut Scratch,
+) -> Poll<Result<(), ForwardError>> {
+    let buf = &mut scratch.tls_in;
+    let carry = tls.incoming.len();
+    buf[..carry].copy_from_slice(&tls.incoming);
+    let n = match ready!(tls.poll_read_tcp(cx, &mut buf[carry..carry + crate::tls::TLS_READ])) {
+        Err(e) => return Poll::Ready(Err(ForwardError::Downstream(e))),
+        Ok(0) => {
+            st.read_eof = true;
+            return Poll::Ready(Ok(()));
+        }
+        Ok(n) => n,
+    };
+    let mut write_err = None;
+    let (used, _) = tls
+        .process(&mut buf[..carry + n], &mut |data| {
+            counter.inc_by(data.len() as u64);
+            st.total += data.len() as u64;
+            let taken = if st.pos < st.pending.len() || write_err.is_some() {
+                0
+            } else {
+                match try_write_now(app, cx, data) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        write_err = Some(e);
+                        0
+                    }
+                }
+            };
+            if taken < data.len() {
+                st.pending.extend_from_slice(&data[taken..]);
+            }
+        })
+        .map_err(|e| ForwardError::Downstream(tls_error(e)))?;
+    if let Some(e) = write_err {
+        return Poll::Ready(Err(ForwardError::Upstream(e)));
+    }
+    let rest = &buf[used..carry + n];
+    if rest.is_empty() {
+        if tls.incoming.capacity() > 0 {
+            tls.incoming = Vec::new();
+        }
+    } else {
+        tls.incoming.clear();
+        tls.incoming.extend_from_slice(rest);
+    }
+    Poll::Ready(Ok(()))
+}
+
+fn poll_to_client<B: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    tls: &mut TlsStream,
+    app: &mut B,
+    st: &mut ToClient,
+    counter: &Counter,
+) -> Poll<Result<(), ForwardError>> {
+    if st.shut_down {
+        return Poll::Ready(Ok(()));
+    }
+    for _ in 0..BUDGET {
+        // 1. Finish what the client has not taken yet.
+        ready!(tls.poll_flush_tls(cx)).map_err(ForwardError::Downstream)?;
+        // 2. The app is done: close_notify, then FIN.
+        if st.read_eof {
+            ready!(tls.poll_shutdown(cx)).map_err(ForwardError::Downstream)?;
+            st.shut_down = true;
+            return Poll::Ready(Ok(()));
+        }
+        // 3. Read from the app, seal, write.
+        ready!(SCRATCH.with(|s| seal_and_send(cx, tls, app, st, counter, &mut s.borrow_mut())))?;
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+/// One read from the app; its bytes sealed into records in one buffer and written with one
+/// syscall, what the client does not take at once kept.
+fn seal_and_send<B: AsyncRead + Unpin>(
+    cx: &mut Context<'_>,
+    tls: &mut TlsStream,
+    app: &mut B,
+    st: &mut ToClient,
+    counter: &Counter,
+    scratch: &mut Scratch,
+) -> Poll<Result<(), ForwardError>> {
+    let Scratch { plain, tls_out, .. } = scratch;
+    let n = match ready!(poll_read_into(app, cx, plain)) {
+        Err(e) => return Poll::Ready(Err(ForwardError::Upstream(e))),
+        Ok(0) => {
+            st.read_eof = true;
+            return Poll::Ready(Ok(()));
+        }
+        Ok(n) => n,
+    };
+    counter.inc_by(n as u64);
+    st.total += n as u64;
+    let len = tls
+        .seal(&plain[..n], tls_out)
+        .map_err(ForwardError::Downstream)?;
+    let sealed = &tls_out[..len];
+    if tls.has_queued() {
+        tls.queue(sealed);
+    } else {
+        let taken = try_write_now(&mut tls.tcp, cx, sealed).map_err(ForwardError::Downstream)?;
+        if taken < len {
+            tls.queue(&sealed[taken..]);
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use c2c_certs::ca::LeafKey;
+    use c2c_certs::{Ca, LeafRequest, SanSet};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
 
-    #[tokio::test]
-    async fn copies_both_ways_and_propagates_half_close() {
-        let (mut client, mut a) = tokio::io::duplex(64);
-        let (mut b, mut app) = tokio::io::duplex(64);
-        let (c1, c2) = (Counter::default(), Counter::default());
-        let fwd = tokio::spawn(async move {
-            forward(
-                &mut a,
-                &mut b,
-                &c1,
-                &c2,
-                std::time::Duration::from_secs(3600),
-            )
-            .await
-            .map(|r| (r, c1.get()))
-        });
+    type Client = tokio_rustls::client::TlsStream<TcpStream>;
 
-        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let sent = big.clone();
-        let writer = tokio::spawn(async move {
-            client.write_all(&sent).await.unwrap();
-            client.shutdown().await.unwrap(); // half-close
-            let mut back = Vec::new();
-            client.read_to_end(&mut back).await.unwrap();
-            back
-        });
-        let mut got = Vec::new();
-        app.read_to_end(&mut got).await.unwrap(); // ends: half-close reached the app
-        assert_eq!(got, big, "nothing lost or reordered");
-        app.write_all(b"reply after half-close").await.unwrap();
-        app.shutdown().await.unwrap();
-        assert_eq!(writer.await.unwrap(), b"reply after half-close");
-        let ((ab, ba), counted) = fwd.await.unwrap().unwrap();
-        assert_eq!((ab, ba), (200_000, 22));
-        assert_eq!(counted, 200_000);
+    /// A real TLS connection over loopback: the client's end, and the proxy's end with the app's
+    /// socket and a task forwarding between them.
+    struct Rig {
+        client: Client,
+        app: TcpStream,
+        fwd: tokio::task::JoinHandle<Result<(u64, u64), ForwardError>>,
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_quiet_connection_ends_after_the_idle_timeout_and_a_busy_one_does_not() {
-        use std::time::Duration;
-        let (mut client, mut a) = tokio::io::duplex(64);
-        let (mut b, mut app) = tokio::io::duplex(64);
-        let idle = Duration::from_secs(10);
+    async fn rig(versions: &[&'static rustls::SupportedProtocolVersion], idle: Duration) -> Rig {
+        let ca = Ca::generate("forward test CA").unwrap();
+        let pair = ca
+            .issue(&LeafRequest {
+                common_name: "instance-0".into(),
+                sans: SanSet::new(["appb.apps.internal"], []).unwrap(),
+                ttl: Duration::from_secs(600),
+                key: LeafKey::EcdsaP256,
+                usage: Default::default(),
+            })
+            .unwrap();
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+                .map(|c| c.unwrap())
+                .collect();
+        let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes()).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(crate::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(chain[1].clone()).unwrap();
+        let client_cfg = rustls::ClientConfig::builder_with_provider(crate::provider())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let back = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (front_addr, back_addr) = (front.local_addr().unwrap(), back.local_addr().unwrap());
         let fwd = tokio::spawn(async move {
+            let (tcp, _) = front.accept().await.unwrap();
+            let mut tls = TlsStream::accept(tcp, Arc::new(server)).await.unwrap();
+            let mut app = TcpStream::connect(back_addr).await.unwrap();
             let (c1, c2) = (Counter::default(), Counter::default());
-            forward(&mut a, &mut b, &c1, &c2, idle).await
+            forward(&mut tls, &mut app, &c1, &c2, idle).await
         });
-        // Busy: a byte every 6 s for a minute, longer than the timeout in all.
-        for _ in 0..10 {
+        let tcp = TcpStream::connect(front_addr).await.unwrap();
+        let client = tokio_rustls::TlsConnector::from(Arc::new(client_cfg))
+            .connect(ServerName::try_from("appb.apps.internal").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (app, _) = back.accept().await.unwrap();
+        Rig { client, app, fwd }
+    }
+
+    fn pattern(n: usize, seed: u32) -> Vec<u8> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(seed) % 251) as u8)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn copies_both_ways_over_tls13_and_tls12_and_propagates_half_close() {
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let Rig {
+                mut client,
+                mut app,
+                fwd,
+            } = rig(&[version], Duration::from_secs(3600)).await;
+            // More than the thread's read buffers in both directions, so records split across
+            // reads and the writers fall behind.
+            let up = pattern(1_000_000, 7);
+            let down = pattern(3_000_000, 13);
+            let sent = up.clone();
+            let writer = tokio::spawn(async move {
+                client.write_all(&sent).await.unwrap();
+                client.shutdown().await.unwrap(); // close_notify + FIN: a half-close
+                let mut back = Vec::new();
+                client.read_to_end(&mut back).await.unwrap();
+                back
+            });
+            let mut got = Vec::new();
+            app.read_to_end(&mut got).await.unwrap(); // ends: the half-close reached the app
+            assert_eq!(got.len(), up.len(), "{version:?}");
+            assert!(
+                got == up,
+                "{version:?}: bytes lost or reordered on the way up"
+            );
+            app.write_all(&down).await.unwrap();
+            app.shutdown().await.unwrap();
+            let back = writer.await.unwrap();
+            assert_eq!(back.len(), down.len(), "{version:?}");
+            assert!(
+                back == down,
+                "{version:?}: bytes lost or reordered on the way down"
+            );
+            let (a, b) = fwd.await.unwrap().unwrap();
+            assert_eq!((a, b), (up.len() as u64, down.len() as u64));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_key_update_mid_stream_is_answered_and_traffic_goes_on() {
+        let Rig {
+            mut client,
+            mut app,
+            fwd,
+        } = rig(&[&rustls::version::TLS13], Duration::from_secs(3600)).await;
+        for round in 0..3u8 {
+            // The client asks for new keys both ways (update_requested); the proxy must answer
+            // with its own key_update before any record sealed under the new keys.
+            client.get_mut().1.refresh_traffic_keys().unwrap();
+            client.write_all(&[round; 100]).await.unwrap();
+            client.flush().await.unwrap();
+            let mut buf = [0u8; 100];
+            app.read_exact(&mut buf).await.unwrap();
+            assert_eq!(buf, [round; 100]);
+            app.write_all(&[round + 10; 50_000]).await.unwrap();
+            let mut back = vec![0u8; 50_000];
+            client.read_exact(&mut back).await.unwrap();
+            assert!(back.iter().all(|&b| b == round + 10));
+        }
+        drop(client);
+        drop(app);
+        let _ = fwd.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_stops_the_app_and_loses_nothing() {
+        // The app sends far more than the client reads: the forwarder stops reading the app
+        // (backpressure reaches the app's writes) instead of queueing it all; once the client
+        // reads, every byte arrives.
+        let Rig {
+            mut client,
+            mut app,
+            fwd,
+        } = rig(&[&rustls::version::TLS13], Duration::from_secs(3600)).await;
+        let chunk = pattern(1 << 20, 3);
+        let mut written = 0usize;
+        while let Ok(r) = tokio::time::timeout(Duration::from_millis(500), app.write(&chunk)).await
+        {
+            written += r.unwrap();
+            assert!(written < 256 << 20, "the forwarder took everything");
+        }
+        assert!(written > 0);
+        app.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), written, "bytes lost under backpressure");
+        drop(client);
+        drop(app);
+        let _ = fwd.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_quiet_connection_ends_after_the_idle_timeout_and_a_busy_one_does_not() {
+        let idle = Duration::from_millis(300);
+        let Rig {
+            mut client,
+            mut app,
+            fwd,
+        } = rig(&[&rustls::version::TLS13], idle).await;
+        // Busy: a byte every 100 ms for 1.2 s, four times the timeout in all.
+        for _ in 0..12 {
             client.write_all(b"x").await.unwrap();
+            client.flush().await.unwrap();
             let mut one = [0u8; 1];
             app.read_exact(&mut one).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(6)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             assert!(!fwd.is_finished(), "closed while bytes were moving");
         }
         // Then quiet: closed within two timeouts (one to notice the last byte, one quiet).
-        tokio::time::sleep(2 * idle).await;
-        match fwd.await.unwrap() {
+        let r = tokio::time::timeout(Duration::from_secs(5), fwd).await;
+        match r.expect("no idle close").unwrap() {
             Err(ForwardError::Idle(d)) => assert_eq!(d, idle),
             other => panic!("expected an idle close, got {other:?}"),
         }

@@ -10,6 +10,7 @@ pub mod forward;
 pub mod listener;
 pub mod metrics;
 pub mod reload;
+pub mod tls;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use rustls::crypto::CryptoProvider;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -78,7 +78,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(reload::Resolver(store.clone())));
     let shared = Arc::new(listener::Shared {
-        acceptor: TlsAcceptor::from(Arc::new(tls)),
+        tls: Arc::new(tls),
         metrics: metrics.clone(),
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         handshake_timeout: cfg.handshake_timeout,

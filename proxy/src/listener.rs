@@ -7,21 +7,21 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::io::AsyncWriteExt;
+use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::forward::{forward, ForwardError};
 use crate::metrics::{DirectionLabel, ListenerLabel, Metrics};
+use crate::tls::TlsStream;
 
 /// What every connection of every listener shares.
 pub struct Shared {
     /// TLS server config (its resolver reads the hot-reloaded pair).
-    pub acceptor: TlsAcceptor,
+    pub tls: Arc<ServerConfig>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Permits for open connections (`--max-connections`).
@@ -123,7 +123,7 @@ async fn handle(
     let _ = stream.set_nodelay(true);
     let mut tls = match tokio::time::timeout(
         shared.handshake_timeout,
-        shared.acceptor.accept(stream),
+        TlsStream::accept(stream, shared.tls.clone()),
     )
     .await
     {
@@ -188,7 +188,7 @@ async fn handle(
 }
 
 /// Sends close_notify and FIN, but never waits long on a client that does not read.
-async fn close_quickly<S: AsyncWriteExt + Unpin>(s: &mut S) {
+async fn close_quickly(s: &mut TlsStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), s.shutdown()).await;
 }
 
