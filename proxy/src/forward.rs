@@ -21,10 +21,15 @@ use std::task::{ready, Context, Poll};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::tls::{poll_read_into, tls_error, try_write_now, Scratch, TlsStream, SCRATCH};
+use crate::tls::{
+    poll_read_into, tls_error, try_write_now, Scratch, TlsStream, MAX_RECORD, SCRATCH, TLS_READ,
+};
 
 /// Reads per direction per poll before yielding to other connections.
 const BUDGET: usize = 32;
+/// TLS bytes for the client (key updates, alerts) past which the client's records are not read
+/// until it takes them: a client that writes but never reads cannot grow the queue.
+const MAX_BACKLOG: usize = 128 * 1024;
 
 /// Where a forwarding failed: the side decides which metric and log line it is.
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +75,7 @@ pub async fn forward<B>(
 where
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut up = ToApp {
-        pending: std::mem::take(&mut tls.early_plaintext),
-        ..ToApp::default()
-    };
-    up.total = up.pending.len() as u64;
-    a_to_b.inc_by(up.total);
+    let mut up = ToApp::default();
     let mut down = ToClient::default();
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
@@ -127,7 +127,13 @@ fn poll_to_app<B: AsyncWrite + Unpin>(
         return Poll::Ready(Ok(()));
     }
     for _ in 0..BUDGET {
-        // 1. Finish what the app has not taken yet.
+        // 1. Finish what the app has not taken yet (first what was decrypted before forwarding).
+        if !tls.stash.is_empty() {
+            let stash = std::mem::take(&mut tls.stash);
+            counter.inc_by(stash.len() as u64);
+            st.total += stash.len() as u64;
+            st.pending.extend_from_slice(&stash);
+        }
         while st.pos < st.pending.len() {
             let n = ready!(Pin::new(&mut *app).poll_write(cx, &st.pending[st.pos..]))
                 .map_err(ForwardError::Upstream)?;
@@ -143,11 +149,17 @@ fn poll_to_app<B: AsyncWrite + Unpin>(
         }
         // 2. The client is done sending (close_notify, or a FIN without one): pass it on.
         if st.read_eof || tls.peer_closed {
+            // Bytes after close_notify are ignored; they need not be held.
+            tls.incoming = Vec::new();
             ready!(Pin::new(&mut *app).poll_shutdown(cx)).map_err(ForwardError::Upstream)?;
             st.shut_down = true;
             return Poll::Ready(Ok(()));
         }
-        // 3. Read records, open them, hand the plaintext over.
+        // 3. Read records, open them, hand the plaintext over; not while the client leaves
+        //    what we send it unread past the limit (the writer's flush wakes this task).
+        if tls.backlog() > MAX_BACKLOG {
+            return Poll::Pending;
+        }
         ready!(SCRATCH.with(|s| read_records(cx, tls, app, st, counter, &mut s.borrow_mut())))?;
     }
     // Used the budget with data still flowing: let other connections run.
@@ -167,8 +179,16 @@ fn read_records<B: AsyncWrite + Unpin>(
 ) -> Poll<Result<(), ForwardError>> {
     let buf = &mut scratch.tls_in;
     let carry = tls.incoming.len();
+    if carry > MAX_RECORD {
+        // Never so: what is carried over is the start of one record, and longer records are
+        // refused by rustls. Refuse rather than index past the buffer.
+        return Poll::Ready(Err(ForwardError::Downstream(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "carried-over TLS bytes exceed a record",
+        ))));
+    }
     buf[..carry].copy_from_slice(&tls.incoming);
-    let n = match ready!(tls.poll_read_tcp(cx, &mut buf[carry..carry + crate::tls::TLS_READ])) {
+    let n = match ready!(tls.poll_read_tcp(cx, &mut buf[carry..carry + TLS_READ])) {
         Err(e) => return Poll::Ready(Err(ForwardError::Downstream(e))),
         Ok(0) => {
             st.read_eof = true;
@@ -443,6 +463,69 @@ mod tests {
         drop(client);
         drop(app);
         let _ = fwd.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn forged_records_after_the_handshake_end_that_connection_only() {
+        // The attack: after a valid handshake, the client writes raw bytes no TLS stack would:
+        // a record claiming 65,535 bytes, a record that fails authentication, a record cut off
+        // by FIN. Each ends its connection with an error for the client's side; none may reach
+        // the app or bring the forwarder down. Positive control: a fresh connection on the same
+        // thread still forwards.
+        let cases: [&[u8]; 3] = [
+            &[0x17, 0x03, 0x03, 0xff, 0xff, 1, 2, 3],
+            &[
+                0x17, 0x03, 0x03, 0x00, 0x20, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55,
+                0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55,
+                0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55, 0x55,
+            ],
+            &[0x17, 0x03, 0x03, 0x40, 0x00, 9, 9, 9],
+        ];
+        for (i, forged) in cases.iter().enumerate() {
+            let Rig {
+                mut client,
+                mut app,
+                fwd,
+            } = rig(&[&rustls::version::TLS13], Duration::from_secs(3600)).await;
+            let tcp = client.get_mut().0;
+            tcp.write_all(forged).await.unwrap();
+            if i == 2 {
+                tcp.shutdown().await.unwrap(); // FIN in the middle of the record
+            }
+            // The app sees EOF: the connection ended (0, 1) or was half-closed (2).
+            let mut got = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), app.read_to_end(&mut got))
+                .await
+                .unwrap_or_else(|_| panic!("case {i}: the forged record was not noticed"))
+                .unwrap();
+            assert!(
+                got.is_empty(),
+                "case {i}: forged bytes reached the app: {got:?}"
+            );
+            app.shutdown().await.unwrap();
+            let r = tokio::time::timeout(Duration::from_secs(5), fwd)
+                .await
+                .unwrap_or_else(|_| panic!("case {i}: the forwarder did not end"))
+                .unwrap();
+            match (i, r) {
+                // A FIN without close_notify is a half-close: the app sees EOF, nothing else.
+                (2, Ok((0, _))) => {}
+                (0 | 1, Err(ForwardError::Downstream(e))) => {
+                    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "case {i}: {e}")
+                }
+                (_, other) => panic!("case {i}: {other:?}"),
+            }
+        }
+        let Rig {
+            mut client,
+            mut app,
+            ..
+        } = rig(&[&rustls::version::TLS13], Duration::from_secs(3600)).await;
+        client.write_all(b"still served").await.unwrap();
+        client.flush().await.unwrap();
+        let mut buf = [0u8; 12];
+        app.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"still served");
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 pub(crate) const TLS_READ: usize = 32 * 1024;
 /// The longest record on the wire (TLS 1.2's ciphertext limit plus the header): at most this
 /// much of a record can be carried over between reads.
-const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
+pub(crate) const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
 /// Plaintext read from the app at once: four full records, encrypted into one buffer and
 /// written with one syscall (2x bulk throughput against one write per record, measured).
 pub(crate) const APP_READ: usize = 64 * 1024;
@@ -84,9 +84,9 @@ pub struct TlsStream {
     pub(crate) peer_closed: bool,
     /// We sent close_notify.
     close_queued: bool,
-    /// Application data decrypted during the handshake (sent right behind the client's Finished),
-    /// for the app before anything else.
-    pub(crate) early_plaintext: Vec<u8>,
+    /// Application data decrypted outside the forwarding loop (sent right behind the client's
+    /// Finished), for the app before anything read after it.
+    pub(crate) stash: Vec<u8>,
 }
 
 /// A rustls error as an I/O error (kind `InvalidData`), as tokio-rustls reported it.
@@ -164,7 +164,7 @@ impl TlsStream {
             sent: 0,
             peer_closed: false,
             close_queued: false,
-            early_plaintext: Vec::new(),
+            stash: Vec::new(),
         };
         loop {
             s.incoming.reserve(MAX_RECORD);
@@ -172,9 +172,9 @@ impl TlsStream {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
             let mut input = std::mem::take(&mut s.incoming);
-            let mut early = std::mem::take(&mut s.early_plaintext);
+            let mut early = std::mem::take(&mut s.stash);
             let r = s.process(&mut input, &mut |d| early.extend_from_slice(d));
-            s.early_plaintext = early;
+            s.stash = early;
             let stop = match r {
                 Ok((used, stop)) => {
                     input.drain(..used);
@@ -233,24 +233,29 @@ impl TlsStream {
         &mut self,
         f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> io::Result<T>,
     ) -> io::Result<T> {
-        // Application data never waits inside rustls here (every record is taken as it is
-        // decrypted), so nothing reaches this sink.
-        let mut none = |_: &[u8]| {};
-        loop {
+        // Application data never waits inside rustls here (the forwarder takes every record as
+        // it is decrypted); should any, it is kept for the app, not dropped.
+        let mut stash = std::mem::take(&mut self.stash);
+        let r = loop {
             let status = self.conn.process_tls_records(&mut []);
-            let stop = step(
-                status.state.map_err(tls_error)?,
-                &mut self.outgoing,
-                &mut self.peer_closed,
-                &mut none,
-            )
-            .map_err(tls_error)?;
+            let state = match status.state {
+                Ok(state) => state,
+                Err(e) => break Err(tls_error(e)),
+            };
+            let stop = match step(state, &mut self.outgoing, &mut self.peer_closed, &mut |d| {
+                stash.extend_from_slice(d)
+            }) {
+                Ok(stop) => stop,
+                Err(e) => break Err(tls_error(e)),
+            };
             match stop {
                 None => continue,
-                Some(Halt::Writable(mut w)) => return f(&mut w, &mut self.outgoing),
-                Some(_) => return Err(io::ErrorKind::NotConnected.into()),
+                Some(Halt::Writable(mut w)) => break f(&mut w, &mut self.outgoing),
+                Some(_) => break Err(io::ErrorKind::NotConnected.into()),
             }
-        }
+        };
+        self.stash = stash;
+        r
     }
 
     /// Seals `plain` into `sealed` (records with headers, grown if too small), returning their
@@ -272,6 +277,11 @@ impl TlsStream {
     /// Whether TLS bytes wait to be written to the client.
     pub(crate) fn has_queued(&self) -> bool {
         self.sent < self.outgoing.len()
+    }
+
+    /// How many TLS bytes wait to be written to the client.
+    pub(crate) fn backlog(&self) -> usize {
+        self.outgoing.len() - self.sent
     }
 
     /// Queues `bytes` (sealed records) behind what waits already.
