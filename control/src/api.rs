@@ -60,6 +60,12 @@ pub struct Budget {
     pub header_read: Duration,
     /// Open connections at most; more are closed at once.
     pub max_connections: usize,
+    /// A watch stream's line (or heartbeat) must be taken by the cell within this, else the
+    /// stream is closed: a cell that stops reading holds no task, view or socket buffer longer.
+    pub watch_write: Duration,
+    /// Streamed watches one cell may hold at once; a newer one closes the oldest (a cell that
+    /// reconnects while its old stream is half-open gets the new one at once).
+    pub watch_streams_per_cell: usize,
 }
 
 impl Default for Budget {
@@ -68,6 +74,8 @@ impl Default for Budget {
             handshake: Duration::from_secs(5),
             header_read: Duration::from_secs(10),
             max_connections: 4096,
+            watch_write: Duration::from_secs(60),
+            watch_streams_per_cell: 2,
         }
     }
 }
@@ -108,6 +116,8 @@ pub struct Ctx {
     /// Build each watcher's view on its own instead (`C2C_VIEW_CACHE=0`: the reference of
     /// `bench/scale.sh`).
     pub(crate) per_watcher_views: bool,
+    /// Open watch streams by cell, oldest first (see [`Budget::watch_streams_per_cell`]).
+    pub(crate) streams: crate::watch_stream::Streams,
 }
 
 impl Ctx {
@@ -130,6 +140,7 @@ impl Ctx {
             registry: Mutex::new((Revision(0), HashMap::new())),
             registry_refresh: tokio::sync::Mutex::new(()),
             per_watcher_views: std::env::var("C2C_VIEW_CACHE").is_ok_and(|v| v == "0"),
+            streams: Default::default(),
         })
     }
 
@@ -201,6 +212,16 @@ impl Ctx {
         self
     }
 
+    /// The limits connections are served within.
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// How many watch streams `cell` holds open.
+    pub fn open_watch_streams(&self, cell: &str) -> usize {
+        self.streams.open_for(cell)
+    }
+
     /// Runs `f` on the state off the async threads, then publishes the revision.
     pub(crate) async fn with_state<T: Send + 'static>(
         &self,
@@ -258,7 +279,7 @@ pub fn tls_config(
 /// The client certificate's identity: its CN and the SHA-256 of its DER (hex).
 #[derive(Debug, Clone)]
 pub struct Peer {
-    cn: String,
+    pub(crate) cn: String,
     fingerprint: String,
 }
 

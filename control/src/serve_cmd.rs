@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// connection may sit idle).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
+    /// How long a cell may take to read one line of its watch stream (or a heartbeat) before
+    /// the stream is closed (the cell reconnects and gets a whole view). A cell holds at most
+    /// two streams; a newer one closes the oldest.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub watch_write_timeout: Duration,
     /// Policies each app may be the source of when a `network.write` user adds them (Cloud
     /// Foundry's `max_policies`); `network.admin` tokens are not limited.
     #[arg(long, default_value_t = api::DEFAULT_MAX_POLICIES)]
@@ -240,6 +245,7 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     let budget = api::Budget {
         max_connections: args.max_connections.max(1),
         header_read: args.header_timeout,
+        watch_write: args.watch_write_timeout,
         ..api::Budget::default()
     };
     // The watches read their views through a connection of their own.

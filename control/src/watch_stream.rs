@@ -6,14 +6,20 @@
 //! cheapest way for thousands of cells to wait.
 //!
 //! The cell's certificate is checked again before every line: a cell revoked while it streams
-//! gets no further line and its stream is closed.
+//! gets no further line and its stream is closed. What a cell can hold open is bounded: each
+//! line must be taken within [`Budget::watch_write`](crate::api::Budget), and a cell holds at
+//! most [`Budget::watch_streams_per_cell`](crate::api::Budget) streams (a newer one closes the
+//! oldest).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::api::{registered_cell, Ctx, Peer};
@@ -24,6 +30,89 @@ const STREAM_TLS_BUFFER: usize = 16 * 1024;
 
 /// An empty line after this long without a change.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// The open streams of each cell, oldest first, so a newer one can close the oldest.
+#[derive(Default)]
+pub struct Streams {
+    next: AtomicU64,
+    by_cell: Mutex<HashMap<String, Vec<(u64, CancellationToken)>>>,
+}
+
+/// A stream's place in [`Streams`]; leaves it when dropped.
+struct Slot<'a> {
+    streams: &'a Streams,
+    cell: String,
+    id: u64,
+    closed: CancellationToken,
+}
+
+impl Streams {
+    /// Registers a stream of `cell`, closing its oldest beyond `limit`.
+    fn open(&self, cell: &str, limit: usize) -> Slot<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let closed = CancellationToken::new();
+        let mut by_cell = self.by_cell.lock().unwrap_or_else(|p| p.into_inner());
+        let open = by_cell.entry(cell.to_string()).or_default();
+        open.push((id, closed.clone()));
+        while open.len() > limit.max(1) {
+            let (_, oldest) = open.remove(0);
+            oldest.cancel();
+        }
+        Slot {
+            streams: self,
+            cell: cell.to_string(),
+            id,
+            closed,
+        }
+    }
+
+    /// How many streams `cell` holds.
+    pub fn open_for(&self, cell: &str) -> usize {
+        let by_cell = self.by_cell.lock().unwrap_or_else(|p| p.into_inner());
+        by_cell.get(cell).map_or(0, Vec::len)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut by_cell = self
+            .streams
+            .by_cell
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = by_cell.get_mut(&self.cell) {
+            open.retain(|(id, _)| *id != self.id);
+            if open.is_empty() {
+                by_cell.remove(&self.cell);
+            }
+        }
+    }
+}
+
+/// Writes `parts` and flushes, within `limit`; false if the cell did not take them in time
+/// or the connection failed.
+async fn send<W: tokio::io::AsyncWrite + Unpin>(
+    io: &mut W,
+    parts: &[&[u8]],
+    limit: Duration,
+) -> bool {
+    let write = async {
+        for p in parts {
+            io.write_all(p).await?;
+        }
+        io.flush().await
+    };
+    match tokio::time::timeout(limit, write).await {
+        Ok(r) => r.is_ok(),
+        Err(_) => {
+            info!(
+                ?limit,
+                "a cell took no watch line within the limit; closing its stream"
+            );
+            false
+        }
+    }
+}
 
 /// The connection under an upgrade, as `api::serve` hands it to hyper.
 type Wire = TokioIo<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
@@ -53,12 +142,35 @@ pub async fn run(io: Upgraded, ctx: Arc<Ctx>, peer: Peer, after: Revision) {
     }
 }
 
-async fn write_views<W: tokio::io::AsyncWrite + Unpin>(
-    mut io: W,
+/// Writes `peer`'s views to `io` from revision `after` on, one line per change, until the cell
+/// goes away, is revoked, stops reading, or opens streams past its limit. (The transport of
+/// [`run`]; public for tests that drive it over an in-memory pipe.)
+pub async fn write_views<W: tokio::io::AsyncWrite + Unpin>(
+    io: W,
     ctx: Arc<Ctx>,
     peer: Peer,
-    mut after: Revision,
+    after: Revision,
 ) {
+    let budget = ctx.budget();
+    let cell = peer.cn.clone();
+    let slot = ctx.streams.open(&cell, budget.watch_streams_per_cell);
+    tokio::select! {
+        _ = slot.closed.cancelled() => {
+            info!(%cell, "a newer watch stream of the cell replaced this one; closed")
+        }
+        _ = lines(io, &ctx, peer, after, budget.watch_write) => {}
+    }
+    drop(slot);
+}
+
+async fn lines<W: tokio::io::AsyncWrite + Unpin>(
+    mut io: W,
+    ctx: &Arc<Ctx>,
+    peer: Peer,
+    mut after: Revision,
+    limit: Duration,
+) {
+    let ctx = ctx.clone();
     let mut rx = ctx.revision.subscribe();
     // Deltas only against a revision this replica built (else the whole view).
     let mut known = after.0 > 0;
@@ -69,7 +181,7 @@ async fn write_views<W: tokio::io::AsyncWrite + Unpin>(
             .map(|r| r.is_ok());
         match woke {
             Err(_) => {
-                if io.write_all(b"\n").await.is_err() || io.flush().await.is_err() {
+                if !send(&mut io, &[b"\n"], limit).await {
                     return debug!("watch stream closed (heartbeat)");
                 }
                 continue;
@@ -92,7 +204,7 @@ async fn write_views<W: tokio::io::AsyncWrite + Unpin>(
             };
             let mut json = serde_json::to_string(&v).unwrap_or_default();
             json.push('\n');
-            if io.write_all(json.as_bytes()).await.is_err() || io.flush().await.is_err() {
+            if !send(&mut io, &[json.as_bytes()], limit).await {
                 return;
             }
             after = v.revision;
@@ -111,12 +223,12 @@ async fn write_views<W: tokio::io::AsyncWrite + Unpin>(
             return;
         };
         // Piece by piece: the shared parts go out from the one copy every cell shares.
-        for piece in pieces.iter().map(|p| p.as_bytes()).chain([&b"\n"[..]]) {
-            if io.write_all(piece).await.is_err() {
-                return debug!(cell = %cell, "watch stream closed");
-            }
-        }
-        if io.flush().await.is_err() {
+        let parts: Vec<&[u8]> = pieces
+            .iter()
+            .map(|p| p.as_bytes())
+            .chain([&b"\n"[..]])
+            .collect();
+        if !send(&mut io, &parts, limit).await {
             return debug!(cell = %cell, "watch stream closed");
         }
         after = shared.revision;

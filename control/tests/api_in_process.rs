@@ -211,3 +211,118 @@ fn the_cell_api_answers_only_the_registered_certificate_of_its_cell() {
         StatusCode::NOT_FOUND
     );
 }
+
+/// Reads `r` line by line onto a channel, on `rt`.
+fn forward_lines(
+    rt: &tokio::runtime::Runtime,
+    r: tokio::io::DuplexStream,
+) -> std::sync::mpsc::Receiver<String> {
+    use tokio::io::AsyncBufReadExt;
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let mut lines = tokio::io::BufReader::new(r).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line that is not a heartbeat, within 5 s.
+fn next_view(rx: &std::sync::mpsc::Receiver<String>) -> String {
+    loop {
+        let l = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("no watch line within 5 s");
+        if !l.is_empty() {
+            return l;
+        }
+    }
+}
+
+fn ended_within(task: &tokio::task::JoinHandle<()>, within: std::time::Duration) -> bool {
+    let end = std::time::Instant::now() + within;
+    while std::time::Instant::now() < end {
+        if task.is_finished() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn a_cell_cannot_hold_watch_streams_open_by_not_reading_or_by_opening_many() {
+    use c2c_control::api::Budget;
+    use c2c_control::watch_stream::write_views;
+    use std::time::{Duration, Instant};
+    let limit = Duration::from_millis(300);
+    let api = Api::with(|ctx| {
+        ctx.with_budget(Budget {
+            watch_write: limit,
+            ..Budget::default()
+        })
+    });
+    let (cell1, cell2) = (api.cell("cell1"), api.cell("cell2"));
+    api.app("appa");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stream = |peer: &Peer, pipe: usize| {
+        let (r, w) = tokio::io::duplex(pipe);
+        let task = rt.spawn(write_views(
+            w,
+            api.ctx.clone(),
+            peer.clone(),
+            c2c_api::Revision(0),
+        ));
+        (r, task)
+    };
+
+    // The attack: a cell opens a stream and never reads it. Its first view does not fit the
+    // pipe, so the write waits; the stream is closed at the limit, not held for ever.
+    let started = Instant::now();
+    let (_unread, stuck) = stream(&cell1, 64);
+    // Positive control: a cell that reads keeps its stream past the limit and gets changes.
+    let (r, live) = stream(&cell2, 1 << 20);
+    let live_lines = forward_lines(&rt, r);
+    assert!(next_view(&live_lines).contains("appa"));
+    assert!(
+        ended_within(&stuck, Duration::from_secs(5)),
+        "a stream nobody reads was kept"
+    );
+    assert!(started.elapsed() >= limit, "closed before the limit");
+    std::thread::sleep(3 * limit);
+    assert!(!live.is_finished(), "a reading cell lost its stream");
+    api.app("appb");
+    assert!(next_view(&live_lines).contains("appb"));
+
+    // The attack: one cell opens stream after stream (each parked, each reading). It holds
+    // two at most; each newer one closes the oldest.
+    let (r3, s3) = stream(&cell2, 1 << 20);
+    let l3 = forward_lines(&rt, r3);
+    next_view(&l3);
+    assert!(!live.is_finished(), "two streams of a cell are allowed");
+    let (r4, s4) = stream(&cell2, 1 << 20);
+    let l4 = forward_lines(&rt, r4);
+    next_view(&l4);
+    assert!(
+        ended_within(&live, Duration::from_secs(5)),
+        "a third stream of one cell left the oldest open"
+    );
+    assert_eq!(api.ctx.open_watch_streams("cell2"), 2);
+    // The two newest still get changes; the other cell's streams are not touched by any of it.
+    let (r5, s5) = stream(&cell1, 1 << 20);
+    let l5 = forward_lines(&rt, r5);
+    next_view(&l5);
+    api.app("appc");
+    for l in [&l3, &l4, &l5] {
+        assert!(next_view(l).contains("appc"));
+    }
+    assert!(!s3.is_finished() && !s4.is_finished() && !s5.is_finished());
+    assert_eq!(api.ctx.open_watch_streams("cell1"), 1);
+}

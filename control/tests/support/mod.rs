@@ -22,6 +22,11 @@ pub struct Api {
 
 impl Api {
     pub fn new() -> Self {
+        Self::with(|ctx| ctx)
+    }
+
+    /// As [`Api::new`], with `f` applied to the context (a budget, say).
+    pub fn with(f: impl FnOnce(Ctx) -> Ctx) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let state = State::open(
             &dir.path().join("state.db"),
@@ -40,7 +45,7 @@ impl Api {
         );
         Self {
             _dir: dir,
-            ctx: Arc::new(ctx),
+            ctx: Arc::new(f(ctx)),
             pki,
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
