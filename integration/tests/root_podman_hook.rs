@@ -3,7 +3,7 @@
 //! directory: `podman run --network c2c --annotation c2c.app=APP` gives the container what
 //! `c2c push` gives an instance (placement in control by the runtime's token, a certificate
 //! with the app's routes, the sidecar on 61443 in its namespace, the cell DNS, policies by app);
-//! `podman rm` takes all of it away. Attacks beside the positive controls: a container of an
+//! `podman stop` takes all of it away and `podman start` gives it back; so does `podman rm`. Attacks beside the positive controls: a container of an
 //! app the runtime's token may not place is refused; a container without the annotation gets an
 //! address and nothing else; default deny holds between podman's apps until a policy names them.
 //! Run as root (CI installs podman, runc and busybox-static); `C2C_SKIP_ROOT_TESTS=1` skips it.
@@ -303,6 +303,49 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     assert!(!placements(&p)
         .iter()
         .any(|i| i["app_guid"] == other.as_str()));
+
+    // podman stop: the runtime deletes the container (poststop), so the instance, its sidecar
+    // and its certificate dir go at once, not at `podman rm`; podman start places it again
+    // (the same index, a new address) with a new sidecar serving its names.
+    let stopped_pid = pid_in(&sidecar_b.join("proxy.pid")).unwrap();
+    let out = podman.run(&["stop", "-t", "0", "b"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let appb = p.app_guid("appb");
+    let is_b0 = |i: &serde_json::Value| i["index"] == 0 && i["app_guid"] == appb.as_str();
+    wait_until(
+        "a stopped container's instance is gone from control",
+        Duration::from_secs(10),
+        || !placements(&p).iter().any(is_b0),
+    );
+    wait_until("its sidecar stopped", Duration::from_secs(10), || {
+        !running(stopped_pid)
+    });
+    assert!(!sidecar_b.exists(), "{} left", sidecar_b.display());
+    let out = podman.run(&["start", "b"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(
+        "the started container is appb/0 again",
+        Duration::from_secs(10),
+        || placements(&p).iter().any(is_b0),
+    );
+    let ip_b = ip_of(&p, "appb").unwrap();
+    wait_until(
+        "its new sidecar answers TLS as 0.appb.apps.internal",
+        Duration::from_secs(10),
+        || {
+            tls_get(&netns_a, &ca, "0.appb.apps.internal", &ip_b)
+                == (0, "hello from podman\n".into())
+        },
+    );
+    assert_ne!(pid_in(&sidecar_b.join("proxy.pid")), Some(stopped_pid));
 
     // podman rm: instance, sidecar, certificate dir and DNS name go.
     let pid = pid_in(&sidecar_b.join("proxy.pid")).unwrap();
