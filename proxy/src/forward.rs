@@ -318,6 +318,14 @@ mod tests {
     }
 
     async fn rig(versions: &[&'static rustls::SupportedProtocolVersion], idle: Duration) -> Rig {
+        rig_with(versions, idle, |_| {}).await
+    }
+
+    async fn rig_with(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        idle: Duration,
+        tweak: impl FnOnce(&mut rustls::ClientConfig),
+    ) -> Rig {
         let ca = Ca::generate("forward test CA").unwrap();
         let pair = ca
             .issue(&LeafRequest {
@@ -341,11 +349,12 @@ mod tests {
             .unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(chain[1].clone()).unwrap();
-        let client_cfg = rustls::ClientConfig::builder_with_provider(crate::provider())
+        let mut client_cfg = rustls::ClientConfig::builder_with_provider(crate::provider())
             .with_protocol_versions(versions)
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
+        tweak(&mut client_cfg);
 
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let back = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -410,6 +419,25 @@ mod tests {
             let (a, b) = fwd.await.unwrap().unwrap();
             assert_eq!((a, b), (up.len() as u64, down.len() as u64));
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_hello_larger_than_the_first_read_completes_the_handshake() {
+        // 60 ALPN names of 200 bytes: a ClientHello of ~12 KiB, three times the room the
+        // handshake reads into at first.
+        let Rig {
+            mut client,
+            mut app,
+            ..
+        } = rig_with(&[&rustls::version::TLS13], Duration::from_secs(3600), |c| {
+            c.alpn_protocols = (0..60u8).map(|i| vec![b'a' + i % 26; 200]).collect();
+        })
+        .await;
+        client.write_all(b"big hello").await.unwrap();
+        client.flush().await.unwrap();
+        let mut buf = [0u8; 9];
+        app.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"big hello");
     }
 
     #[tokio::test]
