@@ -75,6 +75,17 @@ impl Podman {
             .unwrap()
     }
 
+    /// Runs `podman ARGS` in the cell; panics with podman's error output if it fails.
+    pub fn ok(&self, args: &[&str]) {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `podman run -d --network c2c [EXTRA...] --rootfs ROOTFS CMD...`; the container id, or
     /// podman's error output.
     pub fn start(&self, name: &str, extra: &[&str], cmd: &[&str]) -> Result<String, String> {

@@ -53,12 +53,7 @@ fn root_podman_run_with_host_ports_on_c2c_cni() {
     let records = p.dir.path().join("cell1-cni/containers");
     assert_eq!(std::fs::read_dir(&records).unwrap().count(), 1);
 
-    let out = podman.run(&["rm", "-f", "-t", "0", "web"]);
-    assert!(
-        out.status.success(),
-        "podman rm: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    podman.ok(&["rm", "-f", "-t", "0", "web"]);
     assert_eq!(
         std::fs::read_dir(&records).unwrap().count(),
         0,

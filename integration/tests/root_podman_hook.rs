@@ -308,12 +308,7 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     // and its certificate dir go at once, not at `podman rm`; podman start places it again
     // (the same index, a new address) with a new sidecar serving its names.
     let stopped_pid = pid_in(&sidecar_b.join("proxy.pid")).unwrap();
-    let out = podman.run(&["stop", "-t", "0", "b"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    podman.ok(&["stop", "-t", "0", "b"]);
     let appb = p.app_guid("appb");
     let is_b0 = |i: &serde_json::Value| i["index"] == 0 && i["app_guid"] == appb.as_str();
     wait_until(
@@ -325,12 +320,7 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
         !running(stopped_pid)
     });
     assert!(!sidecar_b.exists(), "{} left", sidecar_b.display());
-    let out = podman.run(&["start", "b"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    podman.ok(&["start", "b"]);
     wait_until(
         "the started container is appb/0 again",
         Duration::from_secs(10),
@@ -349,12 +339,7 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
 
     // podman rm: instance, sidecar, certificate dir and DNS name go.
     let pid = pid_in(&sidecar_b.join("proxy.pid")).unwrap();
-    let out = podman.run(&["rm", "-f", "-t", "0", "b"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    podman.ok(&["rm", "-f", "-t", "0", "b"]);
     wait_until(
         "appb/0's instance is gone from control",
         Duration::from_secs(10),
