@@ -95,6 +95,7 @@ async fn send<W: tokio::io::AsyncWrite + Unpin>(
     io: &mut W,
     parts: &[&[u8]],
     limit: Duration,
+    cell: &str,
 ) -> bool {
     let write = async {
         for p in parts {
@@ -106,8 +107,9 @@ async fn send<W: tokio::io::AsyncWrite + Unpin>(
         Ok(r) => r.is_ok(),
         Err(_) => {
             info!(
+                %cell,
                 ?limit,
-                "a cell took no watch line within the limit; closing its stream"
+                "the cell took no watch line within the limit; closing its stream"
             );
             false
         }
@@ -158,19 +160,18 @@ pub async fn write_views<W: tokio::io::AsyncWrite + Unpin>(
         _ = slot.closed.cancelled() => {
             info!(%cell, "a newer watch stream of the cell replaced this one; closed")
         }
-        _ = lines(io, &ctx, peer, after, budget.watch_write) => {}
+        _ = lines(io, ctx.clone(), peer, after, budget.watch_write) => {}
     }
     drop(slot);
 }
 
 async fn lines<W: tokio::io::AsyncWrite + Unpin>(
     mut io: W,
-    ctx: &Arc<Ctx>,
+    ctx: Arc<Ctx>,
     peer: Peer,
     mut after: Revision,
     limit: Duration,
 ) {
-    let ctx = ctx.clone();
     let mut rx = ctx.revision.subscribe();
     // Deltas only against a revision this replica built (else the whole view).
     let mut known = after.0 > 0;
@@ -181,7 +182,7 @@ async fn lines<W: tokio::io::AsyncWrite + Unpin>(
             .map(|r| r.is_ok());
         match woke {
             Err(_) => {
-                if !send(&mut io, &[b"\n"], limit).await {
+                if !send(&mut io, &[b"\n"], limit, &peer.cn).await {
                     return debug!("watch stream closed (heartbeat)");
                 }
                 continue;
@@ -204,7 +205,7 @@ async fn lines<W: tokio::io::AsyncWrite + Unpin>(
             };
             let mut json = serde_json::to_string(&v).unwrap_or_default();
             json.push('\n');
-            if !send(&mut io, &[json.as_bytes()], limit).await {
+            if !send(&mut io, &[json.as_bytes()], limit, &peer.cn).await {
                 return;
             }
             after = v.revision;
@@ -228,7 +229,7 @@ async fn lines<W: tokio::io::AsyncWrite + Unpin>(
             .map(|p| p.as_bytes())
             .chain([&b"\n"[..]])
             .collect();
-        if !send(&mut io, &parts, limit).await {
+        if !send(&mut io, &parts, limit, &cell).await {
             return debug!(cell = %cell, "watch stream closed");
         }
         after = shared.revision;
