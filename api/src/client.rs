@@ -38,31 +38,86 @@ impl WatchStream {
     /// ([`CellView::merged`]); an error when the stream ended. Not cancellation-safe: read it
     /// from a task of its own.
     pub async fn next(&mut self) -> Result<Option<CellView>, ClientError> {
-        use tokio::io::AsyncBufReadExt;
-        self.line.clear();
-        let n = self
-            .lines
-            .read_line(&mut self.line)
+        let transport = |detail: String| ClientError::Transport {
+            url: self.url.clone(),
+            detail,
+        };
+        let line = read_line_capped(&mut self.lines, &mut self.line, MAX_WATCH_LINE)
             .await
-            .map_err(|e| ClientError::Transport {
-                url: self.url.clone(),
-                detail: format!("watch stream: {e}"),
-            })?;
-        if n == 0 {
-            return Err(ClientError::Transport {
-                url: self.url.clone(),
-                detail: "watch stream ended".into(),
-            });
+            .map_err(|e| transport(format!("watch stream: {e}")))?;
+        let view = match line {
+            None => return Err(transport("watch stream ended".into())),
+            Some(l) if l.trim().is_empty() => return Ok(None),
+            Some(l) => serde_json::from_str(l)
+                .map(Some)
+                .map_err(|e| transport(format!("watch stream line is not a view: {e}"))),
+        };
+        // The first line is a whole view: its buffer is not kept for the deltas after it.
+        if self.line.capacity() > KEPT_LINE_CAPACITY {
+            self.line = String::new();
         }
-        if self.line.trim().is_empty() {
-            return Ok(None);
-        }
-        serde_json::from_str(&self.line)
-            .map(Some)
-            .map_err(|e| ClientError::Transport {
-                url: self.url.clone(),
-                detail: format!("watch stream line is not a view: {e}"),
-            })
+        view
+    }
+}
+
+/// The longest line a watch stream may send: far past any platform's whole view, short of
+/// what would exhaust a cell's memory.
+const MAX_WATCH_LINE: usize = 256 << 20;
+/// A line buffer larger than this is freed after its line.
+const KEPT_LINE_CAPACITY: usize = 1 << 20;
+
+/// Reads one line (with its newline) into `line`, at most `max` bytes: `None` at the end of
+/// the stream, an error for a longer line or one cut off by the end.
+async fn read_line_capped<'l, R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    line: &'l mut String,
+    max: usize,
+) -> std::io::Result<Option<&'l str>> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    line.clear();
+    let n = r.take(max as u64).read_line(line).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if !line.ends_with('\n') {
+        let why = if n >= max {
+            format!("a line longer than {max} bytes")
+        } else {
+            "the stream ended inside a line".to_string()
+        };
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, why));
+    }
+    Ok(Some(line.as_str()))
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::read_line_capped;
+
+    #[tokio::test]
+    async fn lines_are_read_whole_and_a_longer_one_is_refused_not_buffered() {
+        let mut line = String::new();
+        let mut r: &[u8] = b"{\"a\":1}\n\nabcdefghij\n";
+        assert_eq!(
+            read_line_capped(&mut r, &mut line, 16).await.unwrap(),
+            Some("{\"a\":1}\n")
+        );
+        assert_eq!(
+            read_line_capped(&mut r, &mut line, 16).await.unwrap(),
+            Some("\n")
+        );
+        // The attack: a line past the cap is an error after reading the cap, not the line.
+        let e = read_line_capped(&mut r, &mut line, 5).await.unwrap_err();
+        assert!(e.to_string().contains("longer than 5 bytes"), "{e}");
+        assert!(line.len() <= 5);
+        let mut cut: &[u8] = b"partial";
+        let e = read_line_capped(&mut cut, &mut line, 16).await.unwrap_err();
+        assert!(e.to_string().contains("ended inside a line"), "{e}");
+        let mut done: &[u8] = b"";
+        assert_eq!(
+            read_line_capped(&mut done, &mut line, 16).await.unwrap(),
+            None
+        );
     }
 }
 
