@@ -44,6 +44,18 @@ for v in tls1_2 tls1_3; do
   ok "openssl s_client -$v verifies"
 done
 
+# Session resumption: a ticket (TLS 1.3) or session (TLS 1.2) from one connection resumes the
+# next one without a full handshake.
+for v in tls1_2 tls1_3; do
+  s_client=(openssl s_client -connect "127.0.0.1:$PORT" -servername appb.apps.internal -"$v" -CAfile ca/ca.pem)
+  # stdin held open briefly: a TLS 1.3 ticket arrives after the handshake.
+  (sleep 0.3) | "${s_client[@]}" -sess_out "sess-$v.pem" >/dev/null 2>&1 || true
+  [ -s "sess-$v.pem" ] || fail "s_client -$v saved no session"
+  out=$((sleep 0.3) | "${s_client[@]}" -sess_in "sess-$v.pem" 2>&1)
+  grep -q "^Reused, " <<<"$out" || fail "s_client -$v did not resume: $(grep -E '^(New|Reused)' <<<"$out")"
+  ok "openssl s_client -$v resumes a session"
+done
+
 for v in tls1 tls1_1; do
   if openssl s_client -connect "127.0.0.1:$PORT" -"$v" -cipher 'DEFAULT:@SECLEVEL=0' </dev/null >/dev/null 2>&1; then
     fail "s_client -$v got a session"

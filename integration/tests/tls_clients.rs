@@ -52,5 +52,5 @@ fn curl_and_openssl_against_the_sidecar() {
         "script failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     // Each check prints "ok - ..."; make sure they all ran.
-    assert_eq!(stdout.matches("ok - ").count(), 11, "{stdout}");
+    assert_eq!(stdout.matches("ok - ").count(), 13, "{stdout}");
 }
