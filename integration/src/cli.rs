@@ -47,6 +47,38 @@ pub fn allow(dir: &Path, src: &str, dst: &str, port: &str) -> String {
 /// Takes the platform at its dir down when dropped, even when a test failed half-way.
 pub struct Down<'a>(pub &'a Path);
 
+/// A local platform in a state dir of its own: `c2c up ARGS` when made, `c2c down` (then the
+/// dir goes) when dropped, also when `up` or the test fails.
+pub struct TempPlatform {
+    dir: tempfile::TempDir,
+    /// What `c2c up` printed.
+    pub up_output: String,
+}
+
+impl TempPlatform {
+    /// Runs `c2c up ARGS` in a new temporary state dir.
+    pub fn up(args: &[&str]) -> Self {
+        let mut p = TempPlatform {
+            dir: tempfile::tempdir().unwrap(),
+            up_output: String::new(),
+        };
+        let up: Vec<&str> = std::iter::once("up").chain(args.iter().copied()).collect();
+        p.up_output = ok(p.dir(), &up);
+        p
+    }
+
+    /// The state dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TempPlatform {
+    fn drop(&mut self) {
+        let _ = c2c(self.dir.path(), &["down"]);
+    }
+}
+
 impl Drop for Down<'_> {
     fn drop(&mut self) {
         let _ = c2c(self.0, &["down"]);

@@ -177,10 +177,9 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     if !require_root() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path();
-    let _down = Down(dir);
-    let out = ok(dir, &["up", "--cells", "3"]);
+    let platform = TempPlatform::up(&["--cells", "3"]);
+    let dir = platform.dir();
+    let out = platform.up_output.clone();
     assert!(out.contains("cell3"), "{out}");
     assert_eq!(prefix(dir), format!("{}-", c2c_control_prefix(dir)));
     // The underlay bridge keeps the MAC it was given however many cells join (one taken from
@@ -322,10 +321,8 @@ fn root_down_cleans_up_after_a_failed_push() {
     if !require_root() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path();
-    let _down = Down(dir);
-    ok(dir, &["up", "--cells", "1"]);
+    let platform = TempPlatform::up(&["--cells", "1"]);
+    let dir = platform.dir();
     let o = c2c(dir, &["push", "broken", "--command", "exit 3"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -400,10 +397,8 @@ fn root_up_after_a_reboot_keeps_apps_and_policies_and_drops_lost_instances() {
     if !require_root() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path();
-    let _down = Down(dir);
-    ok(dir, &["up", "--cells", "2"]);
+    let platform = TempPlatform::up(&["--cells", "2"]);
+    let dir = platform.dir();
     ok(dir, &["push", "appA", "--cell", "cell1"]);
     ok(dir, &["push", "appB", "--cell", "cell2"]);
     allow(dir, "appA", "appB", "8080");
@@ -550,13 +545,8 @@ fn root_names_outside_the_internal_domains_resolve_through_the_upstream() {
     use hickory_proto::op::{Message, MessageType};
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::{RData, Record};
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path();
-    let _down = Down(dir);
-    ok(
-        dir,
-        &["up", "--cells", "1", "--dns-upstream", "192.0.2.53:53"],
-    );
+    let platform = TempPlatform::up(&["--cells", "1", "--dns-upstream", "192.0.2.53:53"]);
+    let dir = platform.dir();
     let info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("platform.json")).unwrap()).unwrap();
     let underlay = info["underlay_ns"].as_str().unwrap().to_string();
@@ -622,10 +612,8 @@ fn root_network_logs_of_the_local_platform() {
     if !require_root() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path();
-    let _down = Down(dir);
-    ok(dir, &["up", "--cells", "1", "--log-c2c"]);
+    let platform = TempPlatform::up(&["--cells", "1", "--log-c2c"]);
+    let dir = platform.dir();
     ok(dir, &["push", "appA"]);
     ok(dir, &["push", "appB"]);
     ok(dir, &["push", "appC"]);
@@ -659,10 +647,8 @@ fn root_a_space_token_pushes_and_deletes_in_its_space_only() {
     if !require_root() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path();
-    let _down = Down(dir);
-    ok(dir, &["up", "--cells", "1"]);
+    let platform = TempPlatform::up(&["--cells", "1"]);
+    let dir = platform.dir();
     ok(dir, &["create-org", "o"]);
     ok(dir, &["create-space", "dev", "-o", "o"]);
     ok(dir, &["push", "adminapp"]);

@@ -48,10 +48,8 @@ fn root_routes_drive_certificates_and_dns() {
     if !require_root() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path();
-    let _down = Down(dir);
-    ok(dir, &["up", "--cells", "2"]);
+    let platform = TempPlatform::up(&["--cells", "2"]);
+    let dir = platform.dir();
     ok(dir, &["push", "appA", "--cell", "cell1"]);
     ok(
         dir,
