@@ -183,3 +183,85 @@ fn root_host_ports_reach_only_what_is_mapped() {
         fetch(u, SocketAddr::new(CELL1.into(), 18080)).is_err()
     });
 }
+
+/// The network address of cell `n`'s lease: its VTEP's overlay address.
+fn vtep_ip(p: &Platform, n: u8) -> Ipv4Addr {
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.cni_conf_path(n)).unwrap()).unwrap();
+    let subnet = c["subnet"].as_str().unwrap();
+    subnet.split('/').next().unwrap().parse().unwrap()
+}
+
+/// Issue #23, item 1: a container on another cell reached cell1's host ports at cell1's VTEP
+/// overlay address (the DNAT matched every local address, and the ingress chain accepted any
+/// DNATed packet before looking at its tag). Now nothing that arrives over VXLAN or from a
+/// container is forwarded to a host port, and a DNATed packet passes default deny only when it
+/// came from outside the overlay; the underlay path and policies still work beside it.
+#[test]
+fn root_host_ports_are_no_way_in_from_the_overlay() {
+    if !require_root() {
+        return;
+    }
+    let p = Platform::start(2);
+    let u = &p.underlay.ns;
+    p.c2c(&["create-app", "web"]);
+    p.c2c(&["create-app", "other"]);
+    let guid = p.place(1, "web", 0);
+    let ctr = Netns::new("ctr");
+    let web_conf = conf(
+        &p,
+        "web",
+        &guid,
+        serde_json::json!([
+            {"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"},
+            {"hostPort": 18053, "containerPort": 5300, "protocol": "udp"}
+        ]),
+    );
+    let web_ip = add(&p.cells[0].ns, &ctr, "web-0", &web_conf);
+    serve(&ctr, SocketAddr::new(web_ip.into(), 8080), "web");
+    serve_udp(&ctr, SocketAddr::new(web_ip.into(), 5300), "web-udp");
+    let (far, far_ip) = p.container(2, "other", 0);
+    let (near, _) = p.container(1, "other", 1);
+    let vtep1 = vtep_ip(&p, 1);
+
+    // Positive control: the underlay reaches the host ports (so the mappings are in force).
+    wait("18080 reaches the container from the underlay", || {
+        fetch(u, SocketAddr::new(CELL1.into(), 18080)).is_ok_and(|s| s == "web saw 192.0.2.254")
+    });
+    assert_eq!(
+        ask_udp(u, SocketAddr::new(CELL1.into(), 18053)).unwrap(),
+        "web-udp saw 192.0.2.254"
+    );
+
+    // The attack: from cell2's container to cell1's VTEP overlay address, TCP and UDP.
+    let r = fetch(&far, SocketAddr::new(vtep1.into(), 18080));
+    assert!(
+        r.is_err(),
+        "cell2's container reached a host port over VXLAN: {r:?}"
+    );
+    let r = ask_udp(&far, SocketAddr::new(vtep1.into(), 18053));
+    assert!(
+        r.is_err(),
+        "cell2's container reached a UDP host port over VXLAN: {r:?}"
+    );
+    // The same from a container on cell1 (its own cell's VTEP address, and the underlay one).
+    let r = fetch(&near, SocketAddr::new(vtep1.into(), 18080));
+    assert!(
+        r.is_err(),
+        "a same-cell container reached a host port: {r:?}"
+    );
+    assert!(refused(fetch(&near, SocketAddr::new(CELL1.into(), 18080))));
+    // And from cell2's container to cell1's underlay address: no security group, no egress.
+    assert!(refused(fetch(&far, SocketAddr::new(CELL1.into(), 18080))));
+    // The underlay path still works after the attacks.
+    assert!(fetch(u, SocketAddr::new(CELL1.into(), 18080)).is_ok());
+
+    // Positive control: a policy opens the container's port to cell2's app, on the overlay
+    // address, with its tag; the host port over VXLAN stays closed.
+    p.allow("other", "web", "tcp", "8080");
+    wait("the policy lets cell2's container in", || {
+        fetch(&far, SocketAddr::new(web_ip.into(), 8080))
+            .is_ok_and(|s| s == format!("web saw {far_ip}"))
+    });
+    assert!(fetch(&far, SocketAddr::new(vtep1.into(), 18080)).is_err());
+}

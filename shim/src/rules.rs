@@ -370,8 +370,10 @@ pub fn ruleset(
     } else {
         Default::default()
     };
-    // Host ports: DNAT from the cell's own addresses to the container; only such traffic, to
-    // exactly the mapped container port, passes default deny (`mapped`).
+    // Host ports: DNAT from the cell's underlay addresses to the container; only such traffic,
+    // from outside the overlay (not a container's veth, not the VTEP) and to exactly the
+    // mapped container port, passes default deny (`mapped`): "was DNATed" alone never stands
+    // in for a tag.
     let (any_ip, at_ip): (Vec<_>, Vec<_>) = cell
         .host_ports
         .iter()
@@ -419,10 +421,18 @@ pub fn ruleset(
         let _ = writeln!(
             body,
             "  chain {name} {{\n    type nat hook {hook} priority -100; policy accept;\n{guard}    fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @hostports_at\n    fib daddr type local dnat ip to meta l4proto . th dport map @hostports\n  }}",
-            // Not for containers: a host port is for what reaches the cell from outside, and a
-            // mapping must never capture a container's packets to its gateway (the cell's DNS).
+            // Only for what reaches the cell's underlay addresses from outside the overlay:
+            // never a container's packet (a host port is no way around a policy, and must not
+            // capture a container's packets to its gateway, the cell's DNS), never a packet
+            // that came over VXLAN from another cell (its containers would reach every host
+            // port at the VTEP's overlay address, under no policy), never one addressed to the
+            // overlay or the link-local gateway.
             guard = if hook == "prerouting" {
-                format!("    iifname \"s-*\" return\n    ip daddr {gw} return\n")
+                format!(
+                    "    iifname \"s-*\" return\n    iifname \"{VTEP}\" return\n    ip daddr {net}/{len} return\n    ip daddr 169.254.0.0/16 return\n",
+                    net = subnet.network(),
+                    len = subnet.prefix()
+                )
             } else {
                 String::new()
             }
@@ -436,7 +446,7 @@ pub fn ruleset(
     );
     let _ = write!(
         body,
-        "  chain ingress {{\n    ct state established,related accept\n    ct status dnat ip daddr . meta l4proto . th dport @mapped accept\n{c2c_accept}    ip daddr . meta l4proto . th dport . meta mark @allow accept\n    ip daddr . meta l4proto . th dport . meta mark @allow_ranges accept\n{c2c_deny}    meta l4proto tcp reject with tcp reset\n    reject with icmp type port-unreachable\n  }}\n",
+        "  chain ingress {{\n    ct state established,related accept\n    iifname != \"s-*\" iifname != \"{VTEP}\" ct status dnat ip daddr . meta l4proto . th dport @mapped accept\n{c2c_accept}    ip daddr . meta l4proto . th dport . meta mark @allow accept\n    ip daddr . meta l4proto . th dport . meta mark @allow_ranges accept\n{c2c_deny}    meta l4proto tcp reject with tcp reset\n    reject with icmp type port-unreachable\n  }}\n",
     );
     let gen = generation_of(&body);
     let mut out = String::with_capacity(body.len() + 200);
