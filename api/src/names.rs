@@ -18,8 +18,32 @@ pub fn validate_app_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// The host of an internal route: one DNS label (letters, digits and `-`, 1-63, no `-` at
+/// either end), as CF's internal routes have, and never all digits. Route names and the
+/// platform's own names share one namespace: `<index>.<host>.<domain>` names one instance, so
+/// a host with a dot (`0.appc`) or of digits alone would let one app take another's instance
+/// name (and have it certified). Answers the host lower-cased.
+pub fn validate_route_host(host: &str) -> Result<String, String> {
+    let label = (1..=63).contains(&host.len())
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !host.starts_with('-')
+        && !host.ends_with('-');
+    if !label {
+        return Err(format!(
+            "Host {host:?} is invalid: the host of an internal route is one DNS label: 1-63 letters, digits or '-', not starting or ending with '-' (\"<index>.<host>\" names one instance of the app)"
+        ));
+    }
+    if host.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "Host {host:?} is invalid: a host of digits alone would name an instance (\"<index>.<host>\")"
+        ));
+    }
+    Ok(host.to_ascii_lowercase())
+}
+
 /// The hostname of an app's default internal route, as CF derives one from an app name: lower
-/// case, `_` and other characters a DNS label cannot hold become `-`, no `-` at either end.
+/// case, `_` and other characters a DNS label cannot hold become `-`, no `-` at either end;
+/// none for a name of digits alone (it would name an instance, see [`validate_route_host`]).
 pub fn default_hostname(app: &str) -> Option<String> {
     let host: String = app
         .chars()
@@ -31,8 +55,7 @@ pub fn default_hostname(app: &str) -> Option<String> {
             }
         })
         .collect();
-    let host = host.trim_matches('-');
-    (!host.is_empty() && host.len() <= 63).then(|| host.to_string())
+    validate_route_host(host.trim_matches('-')).ok()
 }
 
 /// Cell names: a DNS label (lower-case letters, digits, `-`), so a name is safe in a path, a
@@ -63,12 +86,35 @@ mod tests {
             ("_x_", Some("x")),
             ("a--b", Some("a--b")),
             ("___", None),
+            ("0", None),
+            ("42", None),
+            ("4-2", Some("4-2")),
         ] {
             assert_eq!(super::default_hostname(app).as_deref(), host, "{app}");
         }
     }
 
     use super::*;
+
+    #[test]
+    fn a_route_host_can_never_be_an_instance_name() {
+        // `<index>.<host>` is an instance's name: a dotted host or one of digits alone could
+        // be another app's instance (issue #23: `0.appc` on the attacker's app).
+        for bad in [
+            "0.appc", "0", "17", "a.b", "", "-a", "a-", "a_b", "a b", "*", "é",
+        ] {
+            assert!(validate_route_host(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_route_host(&"a".repeat(64)).is_err());
+        assert_eq!(validate_route_host("AppB-2").unwrap(), "appb-2");
+        assert_eq!(validate_route_host("0appc").unwrap(), "0appc");
+        assert!(validate_route_host("0.appc")
+            .unwrap_err()
+            .contains("one DNS label"));
+        assert!(validate_route_host("0")
+            .unwrap_err()
+            .contains("digits alone"));
+    }
 
     #[test]
     fn names_that_could_leave_a_path_are_refused() {

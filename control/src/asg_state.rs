@@ -9,11 +9,16 @@ use crate::db::OptionalExt;
 use crate::state::{new_guid, State, StateError};
 
 /// Org, space and group names: what CF accepts in practice (no control characters, not blank),
-/// bounded so a name is safe in a path and a log line.
+/// bounded so a name is safe in a path and a log line, and without `/`: `ORG/SPACE` names a
+/// space in grants and bindings, so an org `a/b` or a space `b/c` would let `a/b/c` land on
+/// another tenant's space.
 fn validate_name(kind: &str, name: &str) -> Result<(), StateError> {
-    if name.trim().is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+    if name.trim().is_empty()
+        || name.len() > 255
+        || name.chars().any(|c| c.is_control() || c == '/')
+    {
         return Err(StateError::Invalid(format!(
-            "invalid {kind} name {name:?}: use 1-255 printable characters"
+            "invalid {kind} name {name:?}: use 1-255 printable characters other than '/'"
         )));
     }
     Ok(())

@@ -125,6 +125,16 @@ mod scenarios_impl {
             s.map_route(&b.guid, "example.com", "x"),
             Err(StateError::Invalid(_))
         ));
+        // A route can never take an instance's name (`<index>.<host>`): not dotted, not digits.
+        for taken in ["0.appc", "0", "1.appb"] {
+            assert!(
+                matches!(
+                    s.map_route(&b.guid, "apps.internal", taken),
+                    Err(StateError::Invalid(ref m)) if m.contains("Host")
+                ),
+                "{taken}"
+            );
+        }
         s.create_domain("Other.Internal").unwrap();
         assert!(s.map_route(&b.guid, "other.internal", "x").unwrap());
         assert_eq!(s.routes().unwrap().len(), 3);
@@ -854,6 +864,20 @@ pub fn security_groups_bind_to_spaces_and_reach_the_cells_view(open: Opener) {
         s.create_space("nope", "dev"),
         Err(StateError::NotFound(_))
     ));
+    // `ORG/SPACE` names a space in grants: no name may hold `/` (an org `o1/x` or a space
+    // `x/dev` would let `o1/x/dev` land on another tenant's space), nor control characters.
+    for (org, space) in [("o1", "x/dev"), ("o1", "a\nb"), ("o1", "/")] {
+        assert!(
+            matches!(s.create_space(org, space), Err(StateError::Invalid(ref m)) if m.contains("'/'")),
+            "{space:?}"
+        );
+    }
+    for org in ["o1/x", "a\u{7}", " "] {
+        assert!(
+            matches!(s.create_org(org), Err(StateError::Invalid(_))),
+            "{org:?}"
+        );
+    }
     assert_eq!(s.spaces(Some("o1")).unwrap().len(), 2);
     assert_eq!(s.space("o1", "dev").unwrap(), dev);
     let b = s.create_app_in("b", &dev.guid).unwrap();
@@ -942,10 +966,15 @@ pub fn security_groups_bind_to_spaces_and_reach_the_cells_view(open: Opener) {
         s.grant_spaces("dev", &["o1/nope".into()]),
         Err(StateError::NotFound(_))
     ));
-    assert!(matches!(
-        s.grant_spaces("dev", &["nospace".into()]),
-        Err(StateError::Invalid(_))
-    ));
+    for bad in ["nospace", "o1/dev/x", "o1/x/dev"] {
+        assert!(
+            matches!(
+                s.grant_spaces("dev", &[bad.into()]),
+                Err(StateError::Invalid(_))
+            ),
+            "{bad}"
+        );
+    }
     let t = s.create_token("dev", Scope::Write, &[]).unwrap();
     assert_eq!(t.spaces, ["o1/dev"]);
     let later = s.create_app_in("later", &dev.guid).unwrap();

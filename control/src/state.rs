@@ -1063,12 +1063,9 @@ impl State {
         domain: &str,
         host: &str,
     ) -> Result<bool, StateError> {
-        let fqdn = c2c_certs::validate_hostname(&format!("{host}.{domain}"))
+        let host = c2c_api::names::validate_route_host(host).map_err(StateError::Invalid)?;
+        c2c_certs::validate_hostname(&format!("{host}.{domain}"))
             .map_err(|e| StateError::Invalid(format!("invalid hostname {host:?}: {e}")))?;
-        let host = fqdn
-            .strip_suffix(&format!(".{}", domain.to_ascii_lowercase()))
-            .unwrap_or(&fqdn)
-            .to_string();
         let domain = domain.to_ascii_lowercase();
         self.write(|tx| {
             if tx

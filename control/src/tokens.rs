@@ -153,9 +153,14 @@ impl State {
         validate_user(user)?;
         let mut guids = vec![];
         for sp in spaces {
-            let (org, space) = sp.split_once('/').ok_or_else(|| {
-                StateError::Invalid(format!("space {sp:?}: give it as ORG/SPACE"))
-            })?;
+            let (org, space) = sp
+                .split_once('/')
+                .filter(|(_, space)| !space.contains('/'))
+                .ok_or_else(|| {
+                    StateError::Invalid(format!(
+                        "space {sp:?}: give it as ORG/SPACE (names hold no '/')"
+                    ))
+                })?;
             guids.push(self.space(org, space)?.guid);
         }
         self.write(|tx| {

@@ -879,6 +879,32 @@ fn a_space_developer_pushes_into_its_spaces_only() {
         let (code, v) = call(Method::POST, "/v1/routes", Some(body));
         assert_eq!(code, StatusCode::FORBIDDEN, "{why}: {v}");
     }
+    // Issue #23: another app's instance name (`0.p` is p/0's) taken as a route on its own app,
+    // which would put `0.p.apps.internal` in its certificate and its DNS answers. A route's
+    // host is one label, never digits alone.
+    for host in ["0.p", "0", "0.P"] {
+        let (code, v) = call(
+            Method::POST,
+            "/v1/routes",
+            Some(json!({"app": "n", "domain": "apps.internal", "hostname": host})),
+        );
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{host}: {v}");
+        assert!(v["error"].as_str().unwrap().starts_with("Host "), "{v}");
+    }
+    for (body, why) in [(
+        json!({"name": "o/dev", "org": "o"}),
+        "a space named with '/'",
+    )] {
+        let (code, v) = api.admin(Method::POST, "/v1/spaces", Some(body));
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{why}: {v}");
+    }
+    for (body, why) in [(
+        json!({"app": "n", "domain": "apps.internal", "hostname": "p"}),
+        "another space's route, again",
+    )] {
+        let (code, v) = call(Method::POST, "/v1/routes", Some(body));
+        assert_eq!(code, StatusCode::FORBIDDEN, "{why}: {v}");
+    }
     let (code, _) = call(
         Method::POST,
         "/v1/routes/delete",
