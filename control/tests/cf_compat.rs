@@ -891,20 +891,20 @@ fn a_space_developer_pushes_into_its_spaces_only() {
         assert_eq!(code, StatusCode::BAD_REQUEST, "{host}: {v}");
         assert!(v["error"].as_str().unwrap().starts_with("Host "), "{v}");
     }
-    for (body, why) in [(
-        json!({"name": "o/dev", "org": "o"}),
-        "a space named with '/'",
-    )] {
-        let (code, v) = api.admin(Method::POST, "/v1/spaces", Some(body));
-        assert_eq!(code, StatusCode::BAD_REQUEST, "{why}: {v}");
-    }
-    for (body, why) in [(
-        json!({"app": "n", "domain": "apps.internal", "hostname": "p"}),
-        "another space's route, again",
-    )] {
-        let (code, v) = call(Method::POST, "/v1/routes", Some(body));
-        assert_eq!(code, StatusCode::FORBIDDEN, "{why}: {v}");
-    }
+    // A space named with '/' (its ORG/SPACE would be ambiguous).
+    let (code, v) = api.admin(
+        Method::POST,
+        "/v1/spaces",
+        Some(json!({"name": "o/dev", "org": "o"})),
+    );
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{v}");
+    // The legitimate route is still another space's.
+    let (code, v) = call(
+        Method::POST,
+        "/v1/routes",
+        Some(json!({"app": "n", "domain": "apps.internal", "hostname": "p"})),
+    );
+    assert_eq!(code, StatusCode::FORBIDDEN, "{v}");
     let (code, _) = call(
         Method::POST,
         "/v1/routes/delete",
