@@ -708,6 +708,22 @@ impl Client {
             .spaces)
     }
 
+    /// Every space's quota and what it holds (admin).
+    pub async fn space_quotas(&self) -> Result<Vec<crate::types::SpaceQuota>, ClientError> {
+        Ok(self
+            .call_as::<crate::types::SpaceQuotaList>(Method::GET, paths::SPACE_QUOTAS, None)
+            .await?
+            .quotas)
+    }
+
+    /// Sets a space's quota (admin); a limit left `None` keeps its value.
+    pub async fn set_space_quota(
+        &self,
+        q: &crate::types::SetSpaceQuota,
+    ) -> Result<crate::types::SpaceQuota, ClientError> {
+        self.send(Method::PUT, paths::SPACE_QUOTAS, q).await
+    }
+
     /// Creates a security group; `rules` is CF's JSON, validated by control.
     pub async fn create_security_group(
         &self,

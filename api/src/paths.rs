@@ -28,6 +28,8 @@ pub const JOIN: &str = "/v1/join";
 pub const ORGS: &str = "/v1/orgs";
 /// Spaces (`GET` list `[?org=ORG]`, `POST` create).
 pub const SPACES: &str = "/v1/spaces";
+/// Space quotas (`GET` every space's quota and use, `PUT` one space's, admin).
+pub const SPACE_QUOTAS: &str = "/v1/space-quotas";
 /// Security groups (`GET` list, `POST` create).
 pub const SECURITY_GROUPS: &str = "/v1/security_groups";
 

@@ -426,3 +426,46 @@ pub struct Joined {
     /// The control issuer: what the agent trusts for control from now on.
     pub control_ca_pem: String,
 }
+
+/// A space's quota and what it holds (`GET /v1/space-quotas`, the answer to `PUT`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceQuota {
+    /// The org's name.
+    pub org: String,
+    /// The space's name.
+    pub space: String,
+    /// Apps the space may hold.
+    pub max_apps: u32,
+    /// Placed instances its apps may have in all.
+    pub max_instances: u32,
+    /// Apps it holds.
+    pub apps: u32,
+    /// Instances placed.
+    pub instances: u32,
+    /// Whether the limits are the platform's defaults (`control serve --space-max-apps`,
+    /// `--space-max-instances`), not the space's own.
+    pub default: bool,
+}
+
+/// `PUT /v1/space-quotas`: set a space's quota (admin); a limit left out keeps its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetSpaceQuota {
+    /// The org (name or GUID).
+    pub org: String,
+    /// The space (name or GUID).
+    pub space: String,
+    /// Apps the space may hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_apps: Option<u32>,
+    /// Placed instances its apps may have in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+}
+
+/// `GET /v1/space-quotas`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceQuotaList {
+    /// Every space, by org and name.
+    pub quotas: Vec<SpaceQuota>,
+}

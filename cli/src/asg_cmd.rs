@@ -47,6 +47,26 @@ pub enum AsgCommand {
         #[arg(short = 'o', long = "org")]
         org: Option<String>,
     },
+    /// Set a space's quota: how many apps it may hold and how many instances its apps may
+    /// have placed in all (CF's space quotas). Binds users' tokens, not the admin. Spaces
+    /// without a quota of their own have control's defaults (`control serve
+    /// --space-max-apps 300 --space-max-instances 2000`).
+    SetSpaceQuota {
+        /// Space name.
+        space: String,
+        /// Org of the space.
+        #[arg(short = 'o', long = "org")]
+        org: String,
+        /// Apps the space may hold (unchanged if not given).
+        #[arg(long)]
+        apps: Option<u32>,
+        /// Instances its apps may have placed in all (CF's `-a APP_INSTANCES`; unchanged if
+        /// not given).
+        #[arg(short = 'a', long = "instances")]
+        instances: Option<u32>,
+    },
+    /// List every space's quota and use.
+    SpaceQuotas,
     /// Create a security group from a JSON file of rules (Cloud Foundry's format: protocol,
     /// destination, ports, type, code, log, description).
     CreateSecurityGroup(GroupFile),
@@ -175,6 +195,46 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                 let mut rows = vec![["org".to_string(), "name".into()]];
                 for s in c.spaces(org.as_deref()).await? {
                     rows.push([s.org, s.name]);
+                }
+                print_table(&rows);
+            }
+            AsgCommand::SetSpaceQuota {
+                space,
+                org,
+                apps,
+                instances,
+            } => {
+                println!("Setting the quota of space {space} in org {org} as {user}...");
+                let q = c
+                    .set_space_quota(&c2c_api::types::SetSpaceQuota {
+                        org,
+                        space,
+                        max_apps: apps,
+                        max_instances: instances,
+                    })
+                    .await?;
+                println!(
+                    "OK: {} apps, {} instances (holds {} and {})",
+                    q.max_apps, q.max_instances, q.apps, q.instances
+                );
+            }
+            AsgCommand::SpaceQuotas => {
+                println!("Getting space quotas as {user}...\n");
+                let mut rows = vec![[
+                    "org".to_string(),
+                    "space".into(),
+                    "apps".into(),
+                    "instances".into(),
+                    "quota".into(),
+                ]];
+                for q in c.space_quotas().await? {
+                    rows.push([
+                        q.org,
+                        q.space,
+                        format!("{}/{}", q.apps, q.max_apps),
+                        format!("{}/{}", q.instances, q.max_instances),
+                        if q.default { "default" } else { "own" }.into(),
+                    ]);
                 }
                 print_table(&rows);
             }

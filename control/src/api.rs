@@ -693,10 +693,11 @@ async fn route<B: ReqBody>(
     }
     // CF's internal API (vxlan-policy-agent and other enforcers): on a cell's identity.
     if let ["networking", version, "internal", rest @ ..] = segs.as_slice() {
-        if let Err(r) = registered_cell(ctx, peer, "the internal API").await {
-            return r;
-        }
-        return crate::cf_api::internal(req, ctx, version, rest).await;
+        let cell = match registered_cell(ctx, peer, "the internal API").await {
+            Ok(cell) => cell,
+            Err(r) => return r,
+        };
+        return crate::cf_api::internal(req, ctx, &cell, version, rest).await;
     }
     // A new cell joins with a join token's secret, its only credential.
     if let (&Method::POST, ["v1", "join"]) = (&method, segs.as_slice()) {
@@ -856,7 +857,7 @@ async fn route<B: ReqBody>(
                             who.user, who.user
                         )));
                     }
-                    s.create_app_in(&new.name, &space)
+                    s.create_app_as(&new.name, &space, !who.is_admin())
                 })
                 .await;
             match made {
@@ -1086,7 +1087,13 @@ async fn placement_and_cells<B: ReqBody>(
             match ctx
                 .with_state(move |s| {
                     let a = managed_app(s, &who, &app)?;
-                    s.place_instance_by(&a.guid, &p.cell, p.index, p.runtime.as_deref())
+                    s.place_instance_as(
+                        &a.guid,
+                        &p.cell,
+                        p.index,
+                        p.runtime.as_deref(),
+                        !who.is_admin(),
+                    )
                 })
                 .await
             {

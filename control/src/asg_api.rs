@@ -10,7 +10,7 @@ use tracing::info;
 use c2c_api::asg::{validate, Lifecycle};
 use c2c_api::types::{
     BindingChanged, BindingRequest, NewOrg, NewSecurityGroup, NewSpace, OrgList, SecurityGroupList,
-    SpaceList,
+    SetSpaceQuota, SpaceList, SpaceQuotaList,
 };
 
 use crate::api::{error, json_body, query, state_error, typed, Ctx, ReqBody};
@@ -60,6 +60,33 @@ pub(crate) async fn route<B: ReqBody>(
                 Ok(sp) => {
                     info!(org = %sp.org, space = %sp.name, guid = %sp.guid, "space created");
                     typed(StatusCode::CREATED, &sp)
+                }
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::GET, ["v1", "space-quotas"]) => match ctx.with_state(|s| s.space_quotas()).await {
+            Ok(quotas) => typed(StatusCode::OK, &SpaceQuotaList { quotas }),
+            Err(e) => state_error(e),
+        },
+        (Method::PUT, ["v1", "space-quotas"]) => {
+            let q: SetSpaceQuota = match json_body(
+                req,
+                "{\"org\": \"...\", \"space\": \"...\", \"max_apps\": N, \"max_instances\": N}",
+            )
+            .await
+            {
+                Ok(q) => q,
+                Err(r) => return Ok(r),
+            };
+            match ctx
+                .with_state(move |s| {
+                    s.set_space_quota(&q.org, &q.space, q.max_apps, q.max_instances)
+                })
+                .await
+            {
+                Ok(q) => {
+                    info!(org = %q.org, space = %q.space, max_apps = q.max_apps, max_instances = q.max_instances, "space quota set");
+                    typed(StatusCode::OK, &q)
                 }
                 Err(e) => state_error(e),
             }

@@ -36,34 +36,40 @@ impl State {
     /// The tag of the group `guid` of `kind`, made if it has none (CF's `CreateTag`). An app's
     /// tag is the one it got when it was created.
     pub fn create_tag(&mut self, guid: &str, kind: &str) -> Result<Tag, StateError> {
+        self.create_tag_by(guid, kind, None)
+    }
+
+    /// [`State::create_tag`] for cell `owner` (CF's internal API), within its budget and the
+    /// platform's (see [`crate::budgets`]); the group's tag is freed when that cell is removed.
+    /// A known group writes nothing and wakes no watch.
+    pub fn create_tag_by(
+        &mut self,
+        guid: &str,
+        kind: &str,
+        owner: Option<&str>,
+    ) -> Result<Tag, StateError> {
         if guid.is_empty() || kind.is_empty() {
             return Err(StateError::Invalid(
                 "a tag needs a group id and a type".into(),
             ));
         }
+        crate::budgets::validate_tag_group(guid, kind)?;
+        let tag = |t: u16| Tag {
+            id: guid.into(),
+            tag: Tag::hex(t),
+            kind: kind.into(),
+        };
+        // Known groups are answered from a read: no write lock, no revision.
+        if let Some(t) = Self::known_tag(&self.db, guid, kind)? {
+            return Ok(tag(t));
+        }
+        let limits = self.limits;
         self.write(|tx| {
-            let tag = |t: u16| Tag {
-                id: guid.into(),
-                tag: Tag::hex(t),
-                kind: kind.into(),
-            };
-            if kind == APP_TYPE {
-                if let Some(t) = tx
-                    .query_row("SELECT tag FROM apps WHERE guid = ?", [guid], |r| r.get(0))
-                    .optional()?
-                {
-                    return Ok((tag(t), false));
-                }
-            }
-            if let Some(t) = tx
-                .query_row(
-                    "SELECT tag FROM tag_groups WHERE guid = ? AND type = ?",
-                    [guid, kind],
-                    |r| r.get(0),
-                )
-                .optional()?
-            {
+            if let Some(t) = Self::known_tag(tx, guid, kind)? {
                 return Ok((tag(t), false));
+            }
+            if let Some(owner) = owner {
+                crate::budgets::check_tag_budget(tx, limits, owner)?;
             }
             let used: Vec<u16> = tx
                 .prepare("SELECT tag FROM apps UNION SELECT tag FROM tag_groups ORDER BY 1")?
@@ -71,11 +77,29 @@ impl State {
                 .collect::<Result<_, _>>()?;
             let t = lowest_free_tag(&used).ok_or(StateError::TagsExhausted)?;
             tx.execute(
-                "INSERT INTO tag_groups (guid, type, tag) VALUES (?, ?, ?)",
-                params![guid, kind, t],
+                "INSERT INTO tag_groups (guid, type, tag, owner) VALUES (?, ?, ?, ?)",
+                params![guid, kind, t, owner],
             )?;
             Ok((tag(t), true))
         })
+    }
+
+    /// The tag an app (`kind` app) or another group already has.
+    fn known_tag(db: &crate::db::Db, guid: &str, kind: &str) -> Result<Option<u16>, StateError> {
+        if kind == APP_TYPE {
+            if let Some(t) = db
+                .query_row("SELECT tag FROM apps WHERE guid = ?", [guid], |r| r.get(0))
+                .optional()?
+            {
+                return Ok(Some(t));
+            }
+        }
+        db.query_row(
+            "SELECT tag FROM tag_groups WHERE guid = ? AND type = ?",
+            [guid, kind],
+            |r| r.get(0),
+        )
+        .optional()
     }
 
     /// When a policy was last added or removed: Unix nanoseconds (millisecond resolution),

@@ -371,6 +371,7 @@ fn internal_security_groups(
 pub(crate) async fn internal<B: ReqBody>(
     req: Request<B>,
     ctx: &Ctx,
+    cell: &str,
     version: &str,
     rest: &[&str],
 ) -> Response<Full<Bytes>> {
@@ -442,7 +443,11 @@ pub(crate) async fn internal<B: ReqBody>(
             let Ok(g) = wire::go_json::<Group>(&b) else {
                 return error(StatusCode::BAD_REQUEST, "failed parsing request body");
             };
-            match ctx.with_state(move |s| s.create_tag(&g.id, &g.kind)).await {
+            let cell = cell.to_string();
+            match ctx
+                .with_state(move |s| s.create_tag_by(&g.id, &g.kind, Some(&cell)))
+                .await
+            {
                 Ok(t) => {
                     info!(id = %t.id, kind = %t.kind, tag = %t.tag, "tag created");
                     typed(StatusCode::OK, &t)

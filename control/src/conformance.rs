@@ -22,6 +22,10 @@ pub type Scenario = (&'static str, fn(Opener));
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         (
+            "tag_groups_and_spaces_have_budgets",
+            tag_groups_and_spaces_have_budgets,
+        ),
+        (
             "security_groups_bind_to_spaces_and_reach_the_cells_view",
             security_groups_bind_to_spaces_and_reach_the_cells_view,
         ),
@@ -843,6 +847,93 @@ pub fn join_tokens_are_used_once_and_expire(open: Opener) {
         s.db.query_map("SELECT hash FROM join_tokens", (), |r| r.get(0))
             .unwrap();
     assert!(!stored.contains(&t.secret));
+}
+
+/// A conformance scenario (issue #23): one cell filled the 16-bit tag space through CF's
+/// internal API, and a space user made apps and placements without end. Each is refused at its
+/// budget, with what stays allowed beside it.
+pub fn tag_groups_and_spaces_have_budgets(open: Opener) {
+    use crate::budgets::Limits;
+    let mut s = open(OVERLAY, 60);
+    s.set_limits(Limits {
+        tag_groups_per_cell: 3,
+        tag_groups: 5,
+        space_apps: 2,
+        space_instances: 3,
+    });
+    s.register_cell("cell1", "f1").unwrap();
+    s.register_cell("cell2", "f2").unwrap();
+    // Tags: three groups for cell1, the fourth refused; a known one answered again without a
+    // write (the revision stays), also past the budget.
+    for i in 0..3 {
+        s.create_tag_by(&format!("g{i}"), "router", Some("cell1"))
+            .unwrap();
+    }
+    let r0 = s.revision().unwrap();
+    assert!(matches!(
+        s.create_tag_by("g3", "router", Some("cell1")),
+        Err(StateError::Forbidden(ref m)) if m.contains("tag quota exceeded: cell cell1")
+    ));
+    let again = s.create_tag_by("g0", "router", Some("cell1")).unwrap();
+    assert_eq!(again.tag, "0001");
+    assert_eq!(s.revision().unwrap(), r0, "a known group wakes nobody");
+    // Ids and types are bounded.
+    assert!(matches!(
+        s.create_tag_by(&"x".repeat(1_000_000), "router", Some("cell2")),
+        Err(StateError::Invalid(_))
+    ));
+    // Cell2 has budget of its own, until the platform's runs out.
+    s.create_tag_by("h0", "router", Some("cell2")).unwrap();
+    s.create_tag_by("h1", "router", Some("cell2")).unwrap();
+    assert!(matches!(
+        s.create_tag_by("h2", "router", Some("cell2")),
+        Err(StateError::Forbidden(ref m)) if m.contains("the platform's limit")
+    ));
+    // Removing cell1 frees its groups' tags: the next app takes the lowest.
+    s.remove_cell("cell1").unwrap();
+    assert!(!s.tags().unwrap().iter().any(|t| t.id.starts_with('g')));
+    assert_eq!(s.create_app("first").unwrap().tag, 1);
+    s.create_tag_by("h2", "router", Some("cell2")).unwrap();
+
+    // Spaces: two apps, then the quota; the admin (quota off) is not bound by it.
+    let org = s.create_org("o").unwrap();
+    let dev = s.create_space(&org.guid, "dev").unwrap();
+    let a = s.create_app_as("a", &dev.guid, true).unwrap();
+    s.create_app_as("b", &dev.guid, true).unwrap();
+    assert!(matches!(
+        s.create_app_as("c", &dev.guid, true),
+        Err(StateError::Forbidden(ref m)) if m.contains("app limit")
+    ));
+    s.create_app_as("admins", &dev.guid, false).unwrap();
+    // Other spaces keep their own budget.
+    s.create_app_as("d", DEFAULT_SPACE_GUID, true).unwrap();
+    // Instances: three in the space, then refused; the admin's still placed.
+    for i in 0..3 {
+        s.place_instance_as(&a.guid, "cell2", Some(i), None, true)
+            .unwrap();
+    }
+    assert!(matches!(
+        s.place_instance_as(&a.guid, "cell2", Some(3), None, true),
+        Err(StateError::Forbidden(ref m)) if m.contains("instance limit")
+    ));
+    s.place_instance_as(&a.guid, "cell2", Some(3), None, false)
+        .unwrap();
+    // The admin raises the space's quota: the next ones fit; the listing says what is used.
+    let q = s.set_space_quota("o", "dev", Some(10), None).unwrap();
+    assert_eq!((q.max_apps, q.max_instances, q.default), (10, 3, false));
+    assert_eq!((q.apps, q.instances), (3, 4));
+    s.create_app_as("c", &dev.guid, true).unwrap();
+    let q = s.set_space_quota("o", "dev", None, Some(5)).unwrap();
+    assert_eq!((q.max_apps, q.max_instances), (10, 5));
+    s.place_instance_as(&a.guid, "cell2", Some(4), None, true)
+        .unwrap();
+    let all = s.space_quotas().unwrap();
+    let def = all.iter().find(|q| q.space == "default").unwrap();
+    assert!(def.default && def.max_apps == 2, "{def:?}");
+    assert!(matches!(
+        s.set_space_quota("o", "nope", Some(1), None),
+        Err(StateError::NotFound(_))
+    ));
 }
 
 /// A conformance scenario.

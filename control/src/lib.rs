@@ -7,6 +7,7 @@
 pub mod api;
 mod asg_api;
 pub mod asg_state;
+pub mod budgets;
 pub mod cf;
 pub mod cf_api;
 pub mod conformance;

@@ -11,6 +11,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("domains", &["name"]),
     ("orgs", &["guid", "name"]),
     ("spaces", &["guid", "name", "org_guid"]),
+    ("space_quotas", &["space_guid", "max_apps", "max_instances"]),
     ("apps", &["guid", "name", "tag", "space_guid"]),
     (
         "instances",
@@ -31,7 +32,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("cell_identities", &["name", "fingerprint", "registered_at"]),
     ("tokens", &["hash", "username", "scope", "created_at"]),
     ("grants", &["username", "app_guid"]),
-    ("tag_groups", &["guid", "type", "tag"]),
+    ("tag_groups", &["guid", "type", "tag", "owner"]),
     ("security_groups", &["guid", "name", "rules"]),
     ("security_group_defaults", &["sg_guid", "lifecycle"]),
     (

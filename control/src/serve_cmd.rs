@@ -55,6 +55,20 @@ pub struct ServeArgs {
     /// Foundry's `max_policies`); `network.admin` tokens are not limited.
     #[arg(long, default_value_t = api::DEFAULT_MAX_POLICIES)]
     pub max_policies: usize,
+    /// Apps a space may hold unless the admin gave it a quota of its own (`c2c
+    /// set-space-quota`); binds `network.write` tokens (tenants, runtimes), not the admin.
+    #[arg(long, default_value_t = crate::budgets::Limits::default().space_apps)]
+    pub space_max_apps: u32,
+    /// Placed instances a space's apps may have in all, unless the space has its own quota.
+    #[arg(long, default_value_t = crate::budgets::Limits::default().space_instances)]
+    pub space_max_instances: u32,
+    /// Tag groups one cell may create through CF's `PUT /networking/v1/internal/tags`
+    /// (freed when the cell is removed). Apps and groups share the 16-bit tag space.
+    #[arg(long, default_value_t = crate::budgets::Limits::default().tag_groups_per_cell)]
+    pub max_tag_groups_per_cell: u32,
+    /// Tag groups (not apps) in all.
+    #[arg(long, default_value_t = crate::budgets::Limits::default().tag_groups)]
+    pub max_tag_groups: u32,
     /// Where the state lives: a SQLite file (default: STATE_DIR/state.db), or a PostgreSQL URL
     /// (`postgres://USER[:PASSWORD]@HOST:PORT/DB`) that any number of control replicas share.
     /// Each replica also needs the platform's files in its state dir: `ca/` and
@@ -240,6 +254,12 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     state
         .set_cell_prefix(args.subnet_prefix_length)
         .context("--subnet-prefix-length")?;
+    state.set_limits(crate::budgets::Limits {
+        tag_groups_per_cell: args.max_tag_groups_per_cell,
+        tag_groups: args.max_tag_groups,
+        space_apps: args.space_max_apps,
+        space_instances: args.space_max_instances,
+    });
     let shared = state.is_postgres();
     info!(database = %redacted(&database), shared, "state opened");
     let budget = api::Budget {

@@ -65,6 +65,8 @@ pub struct State {
     lease_ttl_secs: u64,
     /// The size of each cell's subnet (silk's `subnet_prefix_length`).
     cell_prefix: u8,
+    /// Budgets on tag groups and per-space quotas.
+    pub(crate) limits: crate::budgets::Limits,
 }
 
 /// The schema's migrations in SQLite's dialect.
@@ -138,6 +140,13 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     SPACE_GRANTS_MIGRATION,
     // 8: what runs each instance (`c2c push`, `podman 3f2a9c1b0d2e`), as its placer said.
     RUNTIME_MIGRATION,
+    // 9: budgets (issue #23): the cell that made each tag group, per-space quotas, and
+    // routes that could name an instance (a dotted or all-digit host) dropped.
+    "ALTER TABLE tag_groups ADD COLUMN owner TEXT;
+     CREATE INDEX tag_groups_by_owner ON tag_groups(owner);
+     CREATE TABLE space_quotas (space_guid TEXT PRIMARY KEY REFERENCES spaces(guid) ON DELETE CASCADE,
+        max_apps INTEGER NOT NULL, max_instances INTEGER NOT NULL);
+     DELETE FROM routes WHERE host LIKE '%.%' OR host NOT GLOB '*[^0-9]*';",
 ];
 
 /// Step 8 of both dialects.
@@ -229,6 +238,12 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     ASG_MIGRATION,
     SPACE_GRANTS_MIGRATION,
     RUNTIME_MIGRATION,
+    // 9: as SQLite's.
+    "ALTER TABLE tag_groups ADD COLUMN owner TEXT;
+     CREATE INDEX tag_groups_by_owner ON tag_groups(owner);
+     CREATE TABLE space_quotas (space_guid TEXT PRIMARY KEY REFERENCES spaces(guid) ON DELETE CASCADE,
+        max_apps BIGINT NOT NULL, max_instances BIGINT NOT NULL);
+     DELETE FROM routes WHERE host LIKE '%.%' OR host ~ '^[0-9]+$';",
 ];
 
 /// Policies per statement when adding or deleting many.
@@ -361,6 +376,7 @@ impl State {
             overlay,
             lease_ttl_secs,
             cell_prefix: DEFAULT_CELL_PREFIX.max(overlay.1 + 1),
+            limits: crate::budgets::Limits::default(),
         }
     }
 
@@ -428,9 +444,22 @@ impl State {
         self.create_app_in(name, DEFAULT_SPACE_GUID)
     }
 
-    /// Creates an app with the lowest free tag in the space with GUID `space`.
+    /// Creates an app with the lowest free tag in the space with GUID `space` (the admin's
+    /// call: no space quota).
     pub fn create_app_in(&mut self, name: &str, space: &str) -> Result<App, StateError> {
+        self.create_app_as(name, space, false)
+    }
+
+    /// [`State::create_app_in`] within the space's quota when `quota` (a tenant's call; see
+    /// [`crate::budgets`]).
+    pub fn create_app_as(
+        &mut self,
+        name: &str,
+        space: &str,
+        quota: bool,
+    ) -> Result<App, StateError> {
         validate_app_name(name)?;
+        let limits = self.limits;
         self.write(|tx| {
             if tx
                 .query_row("SELECT 1 FROM spaces WHERE guid = ?", [space], |_| Ok(()))
@@ -445,6 +474,9 @@ impl State {
                 .is_some()
             {
                 return Err(StateError::AppExists(name.into()));
+            }
+            if quota {
+                crate::budgets::check_space_apps(tx, limits, space)?;
             }
             // Apps and other groups (`PUT /internal/tags`) share one tag space.
             let used: Vec<u16> = tx
@@ -607,6 +639,20 @@ impl State {
         index: Option<u32>,
         runtime: Option<&str>,
     ) -> Result<Placement, StateError> {
+        self.place_instance_as(app_guid, cell, index, runtime, false)
+    }
+
+    /// [`State::place_instance_by`] within the app's space's quota when `quota` (a tenant's
+    /// call; see [`crate::budgets`]).
+    pub fn place_instance_as(
+        &mut self,
+        app_guid: &str,
+        cell: &str,
+        index: Option<u32>,
+        runtime: Option<&str>,
+        quota: bool,
+    ) -> Result<Placement, StateError> {
+        let limits = self.limits;
         let cell = cell_name(cell)?;
         if let Some(r) = runtime {
             if r.is_empty() || r.len() > 100 || r.chars().any(|c| c.is_control()) {
@@ -622,6 +668,9 @@ impl State {
                 .is_none()
             {
                 return Err(StateError::UnknownApp(app_guid.into()));
+            }
+            if quota {
+                crate::budgets::check_space_instances(tx, limits, app_guid)?;
             }
             let used: Vec<u32> = tx
                 .prepare("SELECT idx FROM instances WHERE app_guid = ? ORDER BY idx")?
@@ -852,8 +901,10 @@ impl State {
             let n = tx.execute("DELETE FROM cell_identities WHERE name = ?", [name])?;
             let leases = tx.execute("DELETE FROM cells WHERE name = ?", [name])?;
             let insts = tx.execute("DELETE FROM instances WHERE cell = ?", [name])?;
+            // The tag groups it made through CF's internal API: their tags are free again.
+            let groups = tx.execute("DELETE FROM tag_groups WHERE owner = ?", [name])?;
             // Any revocation is a new revision (see `register_cell`).
-            Ok((n > 0, n + leases + insts > 0))
+            Ok((n > 0, n + leases + insts + groups > 0))
         })
     }
 

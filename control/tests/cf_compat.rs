@@ -273,6 +273,41 @@ fn cfs_internal_client_is_answered_on_a_cell_identity() {
             json!({"error": "failed parsing request body"})
         )
     );
+    // Issue #23: a cell filled the tag space (every later app refused) and the database (1 MB
+    // ids). Ids are bounded, and a cell makes 64 groups at most; a known group is still
+    // answered, without a new revision, and app tags are unaffected.
+    let (code, v) = put(&format!(
+        r#"{{"ID":"{}","Type":"router"}}"#,
+        "x".repeat(100_000)
+    ));
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{v}");
+    let mut refused = None;
+    for i in 0..100 {
+        let (code, v) = put(&format!(r#"{{"ID":"flood-{i}","Type":"router"}}"#));
+        if code != StatusCode::OK {
+            refused = Some((i, code, v));
+            break;
+        }
+    }
+    let (i, code, v) = refused.expect("the flood was never refused");
+    assert_eq!((i, code), (63, StatusCode::FORBIDDEN), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("tag quota exceeded"),
+        "{v}"
+    );
+    assert_eq!(
+        put(r#"{"ID":"router-guid","Type":"router"}"#).0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.admin(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"name": "after-flood"}))
+        )
+        .0,
+        StatusCode::CREATED
+    );
 
     // The attack: the internal API lists every policy and tag and makes tags. The admin token
     // without a cell certificate does not open it, nor does a cell certificate that was
@@ -934,5 +969,68 @@ fn a_space_developer_pushes_into_its_spaces_only() {
     assert_eq!(
         api.admin(Method::GET, "/v1/apps/n", None).0,
         StatusCode::NOT_FOUND
+    );
+
+    // Issue #23: a space user made 200 apps and 1,000 placements in seconds. The space's quota
+    // (the admin's to set; a user's token may not) stops it; the admin is not bound by it.
+    let set = json!({"org": "o", "space": "dev", "max_apps": 2, "max_instances": 2});
+    assert_eq!(
+        call(Method::PUT, "/v1/space-quotas", Some(set.clone())).0,
+        StatusCode::FORBIDDEN
+    );
+    let (code, q) = api.admin(Method::PUT, "/v1/space-quotas", Some(set));
+    assert_eq!(code, StatusCode::OK, "{q}");
+    let app = |name: &str| {
+        call(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"name": name, "org": "o", "space": "dev"})),
+        )
+    };
+    assert_eq!(app("q1").0, StatusCode::CREATED);
+    assert_eq!(app("q2").0, StatusCode::CREATED);
+    let (code, v) = app("q3");
+    assert_eq!(code, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("app limit"), "{v}");
+    for _ in 0..2 {
+        let (code, v) = call(
+            Method::POST,
+            "/v1/apps/q1/instances",
+            Some(json!({"cell": "cell1"})),
+        );
+        assert_eq!(code, StatusCode::CREATED, "{v}");
+    }
+    let (code, v) = call(
+        Method::POST,
+        "/v1/apps/q2/instances",
+        Some(json!({"cell": "cell1"})),
+    );
+    assert_eq!(code, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("instance limit"),
+        "{v}"
+    );
+    let (code, _) = api.admin(
+        Method::POST,
+        "/v1/apps/q2/instances",
+        Some(json!({"cell": "cell1"})),
+    );
+    assert_eq!(
+        code,
+        StatusCode::CREATED,
+        "the admin is not bound by a space's quota"
+    );
+    let (_, all) = api.admin(Method::GET, "/v1/space-quotas", None);
+    let dev = all["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["space"] == "dev")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        dev,
+        json!({"org": "o", "space": "dev", "max_apps": 2, "max_instances": 2,
+               "apps": 2, "instances": 3, "default": false})
     );
 }
