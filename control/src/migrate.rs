@@ -12,6 +12,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("orgs", &["guid", "name"]),
     ("spaces", &["guid", "name", "org_guid"]),
     ("space_quotas", &["space_guid", "max_apps", "max_instances"]),
+    ("space_grants", &["username", "space_guid"]),
     ("apps", &["guid", "name", "tag", "space_guid"]),
     (
         "instances",

@@ -94,6 +94,13 @@ fn migrate_moves_a_whole_platform_from_sqlite_to_postgres() {
     let token = src
         .create_token("dev", Scope::Write, &["appa".into()])
         .unwrap();
+    // A space grant, a space's own quota and a cell's tag group move too.
+    let org = src.create_org("o").unwrap();
+    src.create_space(&org.guid, "dev").unwrap();
+    src.grant_spaces("dev", &["o/dev".into()]).unwrap();
+    src.set_space_quota("o", "dev", Some(7), Some(9)).unwrap();
+    src.create_tag_by("lb-guid", "router", Some("cell1"))
+        .unwrap();
 
     let pg = PgCluster::start().expect("start PostgreSQL");
     let url = pg.create_db("migrated").unwrap();
@@ -128,6 +135,10 @@ fn migrate_moves_a_whole_platform_from_sqlite_to_postgres() {
     assert!(dst.cell_identity_ok("cell1", "ab12").unwrap());
     let hash = c2c_control::tokens::sha256_hex(token.token.as_bytes());
     assert_eq!(dst.caller(&hash).unwrap(), src.caller(&hash).unwrap());
+    assert_eq!(dst.space_quotas().unwrap(), src.space_quotas().unwrap());
+    // The group's owner came along: removing its cell frees its tag there too.
+    dst.remove_cell("cell1").unwrap();
+    assert!(!dst.tags().unwrap().iter().any(|t| t.id == "lb-guid"));
     assert_eq!(
         dst.policies_last_updated().unwrap(),
         src.policies_last_updated().unwrap()
