@@ -73,6 +73,14 @@ pub struct Args {
     /// Open client connections at most, over all listeners; more wait in the kernel backlog [default: 10000]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Open connections one client address may hold, so one peer cannot take every
+    /// --max-connections slot; past it a new connection is closed at once [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_source: Option<usize>,
+    /// Close a connection whose client sent nothing for this long after the handshake (before
+    /// its first byte the idle timeout is this short one) [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub first_byte_timeout: Option<Duration>,
     /// After SIGTERM, how long open connections may run before the process exits [default: 30s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub drain_timeout: Option<Duration>,
@@ -111,6 +119,11 @@ pub struct FileConfig {
     pub connect_timeout: Option<Duration>,
     /// See [`Args::max_connections`].
     pub max_connections: Option<usize>,
+    /// See [`Args::max_connections_per_source`].
+    pub max_connections_per_source: Option<usize>,
+    /// See [`Args::first_byte_timeout`].
+    #[serde(default, with = "humantime_serde")]
+    pub first_byte_timeout: Option<Duration>,
     /// See [`Args::drain_timeout`].
     #[serde(default, with = "humantime_serde")]
     pub drain_timeout: Option<Duration>,
@@ -152,6 +165,10 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Concurrent client connections at most.
     pub max_connections: usize,
+    /// Concurrent connections from one client address at most.
+    pub max_connections_per_source: usize,
+    /// How long a client may send nothing after the handshake.
+    pub first_byte_timeout: Duration,
     /// Drain deadline after SIGTERM.
     pub drain_timeout: Duration,
     /// A forwarded connection with no traffic either way for this long is closed.
@@ -221,6 +238,14 @@ impl Config {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(10_000),
+            max_connections_per_source: args
+                .max_connections_per_source
+                .or(file.max_connections_per_source)
+                .unwrap_or(1000),
+            first_byte_timeout: args
+                .first_byte_timeout
+                .or(file.first_byte_timeout)
+                .unwrap_or(Duration::from_secs(10)),
             drain_timeout: args
                 .drain_timeout
                 .or(file.drain_timeout)
@@ -243,15 +268,16 @@ impl Config {
             ("handshake timeout", cfg.handshake_timeout),
             ("connect timeout", cfg.connect_timeout),
             ("idle timeout", cfg.idle_timeout),
+            ("first byte timeout", cfg.first_byte_timeout),
             ("reload interval", cfg.reload_interval),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Invalid(format!("{name} must be more than 0")));
             }
         }
-        if cfg.max_connections == 0 || cfg.workers == 0 {
+        if cfg.max_connections == 0 || cfg.workers == 0 || cfg.max_connections_per_source == 0 {
             return Err(ConfigError::Invalid(
-                "max connections and workers must be at least 1".into(),
+                "max connections (also per source) and workers must be at least 1".into(),
             ));
         }
         Ok(cfg)

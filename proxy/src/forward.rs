@@ -43,6 +43,9 @@ pub enum ForwardError {
     /// Nothing moved either way for this long.
     #[error("idle for {0:?}")]
     Idle(std::time::Duration),
+    /// The client sent nothing for this long after its handshake.
+    #[error("client sent nothing for {0:?} after the handshake")]
+    Silent(std::time::Duration),
 }
 
 /// Client to app: plaintext the app has not taken yet.
@@ -63,6 +66,16 @@ struct ToClient {
     total: u64,
 }
 
+/// How long a connection may be quiet.
+#[derive(Debug, Clone, Copy)]
+pub struct Quiet {
+    /// Until the client's first byte: a client that handshakes and then sends nothing holds a
+    /// connection slot for this long at most.
+    pub first_byte: std::time::Duration,
+    /// After it: no byte either way for this long ends the connection.
+    pub idle: std::time::Duration,
+}
+
 /// Copies client -> app and app -> client until both directions reach EOF and are shut down.
 /// Returns the plaintext bytes moved each way: (client to app, app to client).
 pub async fn forward<B>(
@@ -70,14 +83,15 @@ pub async fn forward<B>(
     app: &mut B,
     a_to_b: &Counter,
     b_to_a: &Counter,
-    idle: std::time::Duration,
+    quiet: Quiet,
 ) -> Result<(u64, u64), ForwardError>
 where
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    let idle = quiet.idle;
     let mut up = ToApp::default();
     let mut down = ToClient::default();
-    let timer = tokio::time::sleep(idle);
+    let timer = tokio::time::sleep(quiet.first_byte.min(idle));
     tokio::pin!(timer);
     let mut seen = 0u64;
     // Whether the timer holds this task's waker for its current deadline: it is polled once per
@@ -96,6 +110,10 @@ where
         }
         loop {
             if timer.is_elapsed() {
+                if up.total == 0 && !up.read_eof {
+                    // The client has said nothing since its handshake.
+                    return Poll::Ready(Err(ForwardError::Silent(quiet.first_byte)));
+                }
                 let moved = up.total + down.total;
                 if moved == seen {
                     return Poll::Ready(Err(ForwardError::Idle(idle)));
@@ -326,6 +344,18 @@ mod tests {
         idle: Duration,
         tweak: impl FnOnce(&mut rustls::ClientConfig),
     ) -> Rig {
+        let quiet = Quiet {
+            first_byte: idle,
+            idle,
+        };
+        rig_quiet(versions, quiet, tweak).await
+    }
+
+    async fn rig_quiet(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        quiet: Quiet,
+        tweak: impl FnOnce(&mut rustls::ClientConfig),
+    ) -> Rig {
         let ca = Ca::generate("forward test CA").unwrap();
         let pair = ca
             .issue(&LeafRequest {
@@ -364,7 +394,7 @@ mod tests {
             let mut tls = TlsStream::accept(tcp, Arc::new(server)).await.unwrap();
             let mut app = TcpStream::connect(back_addr).await.unwrap();
             let (c1, c2) = (Counter::default(), Counter::default());
-            forward(&mut tls, &mut app, &c1, &c2, idle).await
+            forward(&mut tls, &mut app, &c1, &c2, quiet).await
         });
         let tcp = TcpStream::connect(front_addr).await.unwrap();
         let client = tokio_rustls::TlsConnector::from(Arc::new(client_cfg))
@@ -579,5 +609,46 @@ mod tests {
             Err(ForwardError::Idle(d)) => assert_eq!(d, idle),
             other => panic!("expected an idle close, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_nothing_after_its_handshake_is_closed_early() {
+        // Issue #23: one peer held thousands of handshaken, silent connections for the hour of
+        // the idle timeout. Before its first byte a client has the short limit only.
+        let quiet = Quiet {
+            first_byte: Duration::from_millis(300),
+            idle: Duration::from_secs(3600),
+        };
+        // Both ends stay open (bound, not dropped) while the client says nothing.
+        let Rig {
+            client: _client,
+            app: _app,
+            fwd,
+        } = rig_quiet(&[&rustls::version::TLS13], quiet, |_| {}).await;
+        let r = tokio::time::timeout(Duration::from_secs(5), fwd).await;
+        match r.expect("a silent client was not closed").unwrap() {
+            Err(ForwardError::Silent(d)) => assert_eq!(d, quiet.first_byte),
+            other => panic!("expected a close for silence, got {other:?}"),
+        }
+        // Positive control: a client that speaks first keeps its connection past that limit,
+        // with the app answering much later.
+        let Rig {
+            mut client,
+            mut app,
+            fwd,
+        } = rig_quiet(&[&rustls::version::TLS13], quiet, |_| {}).await;
+        client.write_all(b"hello").await.unwrap();
+        client.flush().await.unwrap();
+        let mut got = [0u8; 5];
+        app.read_exact(&mut got).await.unwrap();
+        // Three times the first-byte limit later, the app's answer still reaches the client.
+        tokio::time::sleep(3 * quiet.first_byte).await;
+        app.write_all(b"later").await.unwrap();
+        let mut back = [0u8; 5];
+        client.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"later");
+        drop(client);
+        drop(app);
+        assert!(fwd.await.unwrap().is_ok());
     }
 }

@@ -84,6 +84,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
         handshake_timeout: cfg.handshake_timeout,
         connect_timeout: cfg.connect_timeout,
         idle_timeout: cfg.idle_timeout,
+        first_byte_timeout: cfg.first_byte_timeout,
+        per_source: listener::PerSource::new(cfg.max_connections_per_source),
         tracker: TaskTracker::new(),
     });
 

@@ -1,7 +1,7 @@
 //! Accepting clients: TLS handshake under a deadline, connect to the app, forward.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +32,68 @@ pub struct Shared {
     pub connect_timeout: Duration,
     /// A forwarded connection with no traffic either way for this long is closed.
     pub idle_timeout: Duration,
+    /// A client that sends nothing for this long after its handshake is closed.
+    pub first_byte_timeout: Duration,
+    /// Open connections per client address.
+    pub per_source: Arc<PerSource>,
     /// Tracks open connections for the drain on shutdown.
     pub tracker: TaskTracker,
+}
+
+/// Open connections per client address, so one peer cannot hold every `--max-connections`
+/// slot (issue #23: one policy-allowed peer held 9,992 of 10,000 and every other client timed
+/// out). A connection over its source's share is closed at once, after accept.
+pub struct PerSource {
+    limit: usize,
+    open: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its source's share; given back on drop.
+pub struct SourceSlot {
+    owner: Arc<PerSource>,
+    ip: IpAddr,
+}
+
+impl PerSource {
+    /// At most `limit` open connections per client address.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            open: Default::default(),
+        })
+    }
+
+    /// A slot for a connection from `ip`, unless it holds `limit` already.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            owner: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections `ip` holds.
+    pub fn held(&self, ip: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Per-listener handles to its metrics, resolved once rather than per connection.
@@ -102,12 +162,20 @@ pub async fn serve(
             },
         };
         lm.accepted.inc();
+        let Some(slot) = shared.per_source.take(peer.ip()) else {
+            shared.metrics.source_limited.inc();
+            debug!(%peer, "client address holds its share of connections; closing");
+            // Dropped: the client sees its connection closed at once, no handshake.
+            drop(stream);
+            continue;
+        };
         let shared = shared.clone();
         let lm = lm.clone();
         shared.tracker.clone().spawn(async move {
             lm.active.inc();
             handle(stream, peer, upstream, &shared, &lm).await;
             lm.active.dec();
+            drop(slot);
             drop(permit);
         });
     }
@@ -168,7 +236,10 @@ async fn handle(
         &mut app,
         &lm.down_to_up,
         &lm.up_to_down,
-        shared.idle_timeout,
+        crate::forward::Quiet {
+            first_byte: shared.first_byte_timeout,
+            idle: shared.idle_timeout,
+        },
     )
     .await
     {
@@ -180,6 +251,11 @@ async fn handle(
         }
         Err(ForwardError::Upstream(error)) => {
             debug!(%peer, %error, "app connection ended with an error")
+        }
+        Err(ForwardError::Silent(after)) => {
+            shared.metrics.idle_closed.inc();
+            debug!(%peer, ?after, "client sent nothing after its handshake; closing the connection");
+            close_quickly(&mut tls).await;
         }
         Err(ForwardError::Idle(after)) => {
             shared.metrics.idle_closed.inc();

@@ -55,6 +55,8 @@ pub struct Metrics {
     pub cert_not_after: Gauge,
     /// Forwarded connections closed by the idle timeout.
     pub idle_closed: Counter,
+    /// Connections closed at accept: their client address held its share.
+    pub source_limited: Counter,
 }
 
 impl Metrics {
@@ -95,6 +97,11 @@ impl Metrics {
             "idle_timeouts",
             "Forwarded connections closed after --idle-timeout without traffic",
             self.idle_closed.clone(),
+        );
+        reg.register(
+            "source_limited",
+            "Connections closed at accept because their client address held --max-connections-per-source",
+            self.source_limited.clone(),
         );
         reg.register(
             "cert_not_after_seconds",

@@ -473,6 +473,71 @@ async fn idle_clients_cannot_hold_every_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_take_every_slot() {
+    // Issue #23: one policy-allowed peer held 9,992 handshaken idle connections of the 10,000
+    // and every other client timed out. Now a peer holds its share at most, and a client that
+    // says nothing after its handshake is closed after the short first-byte limit.
+    let (pki, proxy) = appb_sidecar(
+        echo_backend().await,
+        &[
+            "--max-connections",
+            "20",
+            "--max-connections-per-source",
+            "5",
+            "--first-byte-timeout",
+            "1s",
+        ],
+    )
+    .await;
+    let attacker: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let mut held = vec![];
+    for _ in 0..5 {
+        let mut s = tls_connect_from(attacker, proxy.addr(), "appb.apps.internal", &pki.ca_pem())
+            .await
+            .unwrap();
+        assert_eq!(roundtrip(&mut s, b"x").await, b"x");
+        held.push(s);
+    }
+    // The sixth from the same address is closed at once, before any handshake.
+    let sixth = tls_connect_from(attacker, proxy.addr(), "appb.apps.internal", &pki.ca_pem()).await;
+    assert!(
+        sixth.is_err(),
+        "a sixth connection from one peer was served"
+    );
+    assert_eq!(proxy.metric("c2c_proxy_source_limited_total"), 1.0);
+    // Positive control: another peer is served beside it.
+    let mut other = tls_connect(proxy.addr(), "appb.apps.internal", &pki.ca_pem())
+        .await
+        .unwrap();
+    assert_eq!(roundtrip(&mut other, b"served").await, b"served");
+    // A slot given back is the attacker's again.
+    drop(held.pop());
+    let mut again = tokio::time::timeout(T, async {
+        loop {
+            match tls_connect_from(attacker, proxy.addr(), "appb.apps.internal", &pki.ca_pem())
+                .await
+            {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .expect("the freed slot never came back");
+    assert_eq!(roundtrip(&mut again, b"y").await, b"y");
+    // Silent after the handshake: closed after --first-byte-timeout, not the hour of
+    // --idle-timeout.
+    let mut silent = tls_connect(proxy.addr(), "appb.apps.internal", &pki.ca_pem())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let r = tokio::time::timeout(T, silent.read(&mut buf))
+        .await
+        .expect("a silent client was kept");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoint_reports_ready_metrics_and_cert() {
     let pki = Pki::new();
     let pair = pki.rotate(&["appb.apps.internal", "0.appb.apps.internal"]);
@@ -599,6 +664,8 @@ fn bad_usage_and_config_exit_64() {
         "--config",
         "--handshake-timeout",
         "--max-connections",
+        "--max-connections-per-source",
+        "--first-byte-timeout",
         "--drain-timeout",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");

@@ -365,6 +365,22 @@ pub async fn tls_connect_with(
         .await
 }
 
+/// [`tls_connect`] from the local address `from` (another loopback address: another peer).
+pub async fn tls_connect_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    name: &str,
+    ca_pem: &str,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(SocketAddr::new(from, 0))?;
+    let tcp = sock.connect(addr).await?;
+    let server_name = ServerName::try_from(name.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(client_config(ca_pem, &[&rustls::version::TLS13]))
+        .connect(server_name, tcp)
+        .await
+}
+
 /// Writes `msg` and reads the same number of bytes back.
 pub async fn roundtrip<S: AsyncReadExt + AsyncWriteExt + Unpin>(s: &mut S, msg: &[u8]) -> Vec<u8> {
     s.write_all(msg).await.unwrap();
