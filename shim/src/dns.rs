@@ -8,10 +8,10 @@
 //! one that does not is truncated with TC set, and the client asks again over TCP, which is
 //! served on the same address (an app with more than ~28 instances needs it).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{IoSlice, IoSliceMut};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -390,6 +390,9 @@ pub struct Budget {
     pub upstream_timeout: Duration,
     /// TCP connections served at once; more are closed.
     pub tcp_connections: usize,
+    /// TCP connections one client address may hold (a container is one address), so one
+    /// container cannot deny TCP DNS to its whole cell; more are closed.
+    pub tcp_per_source: usize,
     /// A TCP connection with no query for this long is closed.
     pub tcp_idle: Duration,
     /// A TCP client must take each answer within this long (one that never reads cannot hold
@@ -403,6 +406,7 @@ impl Default for Budget {
             upstream_in_flight: 256,
             upstream_timeout: Duration::from_secs(2),
             tcp_connections: 512,
+            tcp_per_source: 16,
             tcp_idle: Duration::from_secs(10),
             tcp_write: Duration::from_secs(5),
         }
@@ -668,6 +672,7 @@ pub async fn serve_tcp(
     budget: Budget,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(budget.tcp_connections));
+    let by_source = Arc::new(std::sync::Mutex::new(HashMap::<IpAddr, usize>::new()));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -681,13 +686,49 @@ pub async fn serve_tcp(
             debug!(%peer, "dns tcp: too many connections, closing");
             continue;
         };
+        let Some(share) = SourceShare::take(&by_source, peer.ip(), budget.tcp_per_source) else {
+            debug!(%peer, "dns tcp: the client holds its share of connections, closing");
+            continue;
+        };
         let (zone, ups) = (zone.clone(), upstreams.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, share);
             if let Err(error) = tcp_connection(stream, zone, ups, budget).await {
                 debug!(%peer, %error, "dns tcp connection ended");
             }
         });
+    }
+}
+
+/// A TCP connection counted against its client address's share; counted out on drop.
+struct SourceShare(Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>, IpAddr);
+
+impl SourceShare {
+    fn take(
+        counts: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        max: usize,
+    ) -> Option<Self> {
+        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let held = c.entry(ip).or_default();
+        (*held < max).then(|| {
+            *held += 1;
+            SourceShare(counts.clone(), ip)
+        })
+    }
+}
+
+impl Drop for SourceShare {
+    fn drop(&mut self) {
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match c.get(&self.1).copied() {
+            Some(1) | None => {
+                c.remove(&self.1);
+            }
+            Some(n) => {
+                c.insert(self.1, n - 1);
+            }
+        }
     }
 }
 
@@ -1260,6 +1301,57 @@ mod tests {
         assert_eq!(parse_reply(&second).unwrap().0, ResponseCode::ServFail);
         let first = first.await.unwrap().unwrap();
         assert_eq!(parse_reply(&first).unwrap().0, ResponseCode::ServFail);
+    }
+
+    #[tokio::test]
+    async fn one_client_address_cannot_hold_every_tcp_slot() {
+        // Issue #23: one container holding 520 idle TCP connections denied TCP DNS to its
+        // whole cell. A client address holds its share; another is served beside it.
+        let (_tx, rx) = watch::channel(Arc::new(zone(&big_view(3))));
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let budget = Budget {
+            tcp_connections: 8,
+            tcp_per_source: 3,
+            ..Budget::default()
+        };
+        let server = tokio::spawn(serve_tcp(tcp, rx, Upstreams::new(vec![], &budget), budget));
+        let from = |ip: &str| {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(SocketAddr::new(ip.parse().unwrap(), 0)).unwrap();
+            sock.connect(addr)
+        };
+        let ask = |mut s: TcpStream, id: u16| async move {
+            let q = query_packet(id, "appb.apps.internal.", RecordType::A);
+            write_framed(&mut s, &q).await.ok()?;
+            let out = read_framed(&mut s).await.ok()??;
+            Some((s, out))
+        };
+        let mut held = vec![];
+        for id in 0..3 {
+            let (s, out) = ask(from("127.0.0.2").await.unwrap(), id).await.unwrap();
+            assert_eq!(parse_reply(&out).unwrap().1.len(), 3);
+            held.push(s);
+        }
+        // The fourth from that address is closed unanswered.
+        assert!(ask(from("127.0.0.2").await.unwrap(), 9).await.is_none());
+        // Positive control: another address is served while the first holds its share.
+        let (_s, out) = ask(from("127.0.0.3").await.unwrap(), 10).await.unwrap();
+        assert_eq!(parse_reply(&out).unwrap().1.len(), 3);
+        // A connection given back is that address's again.
+        drop(held.pop());
+        let again = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(x) = ask(from("127.0.0.2").await.unwrap(), 11).await {
+                    return x;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the freed share never came back");
+        assert_eq!(parse_reply(&again.1).unwrap().1.len(), 3);
+        server.abort();
     }
 
     #[tokio::test]
