@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 pub mod benchkit;
 pub mod cli;
+pub mod packets;
 pub mod podman;
 pub mod testbed;
 pub mod topo;

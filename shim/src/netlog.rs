@@ -145,14 +145,64 @@ pub fn line(p: &Logged, dir: &Directory) -> Value {
     out
 }
 
+/// The traffic log stays near this size: past it, the file becomes `<name>.1` (replacing the
+/// one before) and a new one starts, so the log holds at most about twice this on disk.
+pub const MAX_LOG_BYTES: u64 = 64 << 20;
+
+/// An append-only log file of at most `max` bytes (then rotated to `<path>.1`), readable by
+/// its owner only: lines name apps, addresses and ports of every tenant.
+pub struct RotatingLog {
+    path: PathBuf,
+    max: u64,
+    file: std::fs::File,
+    size: u64,
+}
+
+impl RotatingLog {
+    /// Opens (or creates, mode 0600) `path` for appending.
+    pub fn open(path: PathBuf, max: u64) -> std::io::Result<Self> {
+        let file = Self::open_file(&path)?;
+        let size = file.metadata()?.len();
+        Ok(Self {
+            path,
+            max,
+            file,
+            size,
+        })
+    }
+
+    fn open_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        // A file made before this (or by hand) is made private too.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(file)
+    }
+
+    /// Appends `buf`, rotating first if it would pass the limit.
+    pub fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.size > 0 && self.size + buf.len() as u64 > self.max {
+            let mut old = self.path.clone().into_os_string();
+            old.push(".1");
+            std::fs::rename(&self.path, old)?;
+            self.file = Self::open_file(&self.path)?;
+            self.size = 0;
+        }
+        self.file.write_all(buf)?;
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+}
+
 /// Reads the cell's NFLOG group on a thread of its own (in the calling thread's network
 /// namespace) and appends a line per packet to `path`. Returns once bound, or why not.
 pub fn spawn(path: PathBuf, dir: SharedDirectory) -> std::io::Result<()> {
     let reader = crate::nflog::Reader::bind(crate::nflog::GROUP)?;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)?;
+    let mut file = RotatingLog::open(path.clone(), MAX_LOG_BYTES)?;
     info!(path = %path.display(), group = crate::nflog::GROUP, "traffic log ready");
     std::thread::Builder::new()
         .name("netlog".into())
@@ -165,7 +215,7 @@ pub fn spawn(path: PathBuf, dir: SharedDirectory) -> std::io::Result<()> {
                     for p in &packets {
                         let _ = writeln!(buf, "{}", line(p, &d));
                     }
-                    if let Err(error) = file.write_all(&buf) {
+                    if let Err(error) = file.write(&buf) {
                         warn!(%error, "writing the traffic log failed");
                     }
                 }
@@ -226,6 +276,30 @@ mod tests {
             source_port: (proto != 1).then_some(40000),
             destination_port: Some(dport),
         }
+    }
+
+    #[test]
+    fn the_log_is_private_and_rotated_past_its_limit() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("network.log");
+        // A log left world-readable by an earlier agent is made private.
+        std::fs::write(&path, b"old\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut log = RotatingLog::open(path.clone(), 100).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        let line = [b'x'; 40];
+        for _ in 0..10 {
+            log.write(&line).unwrap();
+        }
+        // Never past the limit, and one older file kept, also private.
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size <= 100 && size > 0, "{size}");
+        let old = d.path().join("network.log.1");
+        assert!(std::fs::metadata(&old).unwrap().len() <= 100);
+        assert_eq!(mode(&old), 0o600);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
     }
 
     #[test]

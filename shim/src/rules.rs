@@ -33,6 +33,10 @@ use c2c_api::AppGuid;
 /// Log lines a second each source may cause (CF logs a few a second).
 pub const LOG_RATE: u32 = 5;
 
+/// Log lines a second the whole cell may cause (burst twice that), in front of the per-source
+/// rate: an underlay host sending from many spoofed sources got a line per source.
+pub const LOG_RATE_ALL: u32 = 100;
+
 /// The nftables table that holds every rule of ours.
 pub const TABLE: &str = "c2c";
 
@@ -346,9 +350,14 @@ pub fn ruleset(
     // Logging is rate-limited per source address, so a flood is logged at a few lines a
     // second (CF's rate), not turned into a full disk.
     body.push_str("  set log_budget {\n    type ipv4_addr\n    size 65535\n    flags dynamic,timeout\n    timeout 60s\n  }\n");
+    let _ = writeln!(
+        body,
+        "  limit log_all {{\n    rate {LOG_RATE_ALL}/second burst {} packets\n  }}",
+        2 * LOG_RATE_ALL
+    );
     let group = crate::nflog::GROUP;
     let log = |what: &str| {
-        format!("add @log_budget {{ ip saddr limit rate {LOG_RATE}/second burst {LOG_RATE} packets }} log prefix \"{what}\" group {group}")
+        format!("add @log_budget {{ ip saddr limit rate {LOG_RATE}/second burst {LOG_RATE} packets }} limit name \"log_all\" log prefix \"{what}\" group {group}")
     };
     let asg_log = if logged.is_empty() {
         String::new()
@@ -727,7 +736,8 @@ mod tests {
             "oifname != \"silk-vtep\" jump egress",
             // Only the logged rule's elements are in the log set; c2c logging is off.
             "set asg_ports_log {\n    type ipv4_addr . ipv4_addr . inet_proto . inet_service\n    flags interval\n    elements = { 10.255.1.2 . 192.0.2.0-192.0.2.255 . tcp . 80,\n      10.255.1.2 . 192.0.2.0-192.0.2.255 . tcp . 443 }",
-            "@asg_ports_log add @log_budget { ip saddr limit rate 5/second burst 5 packets } log prefix \"asg-accept\" group 4789",
+            "@asg_ports_log add @log_budget { ip saddr limit rate 5/second burst 5 packets } limit name \"log_all\" log prefix \"asg-accept\" group 4789",
+            "limit log_all {\n    rate 100/second burst 200 packets\n  }",
         ] {
             assert!(text.contains(want), "{want} missing: {text}");
         }
