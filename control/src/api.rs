@@ -161,6 +161,12 @@ impl Ctx {
         *self.revision.borrow()
     }
 
+    /// Removes placements no cell confirmed within `ttl` (see [`State::expire_placements`]).
+    pub async fn expire_placements(&self, ttl: Duration) -> Result<Vec<String>, StateError> {
+        self.with_state(move |s| s.expire_placements(ttl.as_secs()))
+            .await
+    }
+
     /// Expires the leases not renewed within the TTL (see [`State::expire_leases`]).
     pub async fn expire_leases(&self) -> Result<Vec<String>, StateError> {
         self.with_state(|s| s.expire_leases()).await

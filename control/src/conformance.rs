@@ -22,6 +22,10 @@ pub type Scenario = (&'static str, fn(Opener));
 pub fn scenarios() -> Vec<Scenario> {
     vec![
         (
+            "placements_no_cell_confirms_expire",
+            placements_no_cell_confirms_expire,
+        ),
+        (
             "tag_groups_and_spaces_have_budgets",
             tag_groups_and_spaces_have_budgets,
         ),
@@ -847,6 +851,56 @@ pub fn join_tokens_are_used_once_and_expire(open: Opener) {
         s.db.query_map("SELECT hash FROM join_tokens", (), |r| r.get(0))
             .unwrap();
     assert!(!stored.contains(&t.secret));
+}
+
+/// A conformance scenario (issue #23): a container that failed after its runtime placed it
+/// left the placement in control for ever. A placement its cell does not confirm within the
+/// TTL of being placed or withdrawn is removed; a confirmed one, and one whose cell's lease
+/// expired (that cell confirms it again when back), stay.
+pub fn placements_no_cell_confirms_expire(open: Opener) {
+    let mut s = open(OVERLAY, 60);
+    let a = s.create_app("a").unwrap();
+    let lease = s
+        .acquire_lease("cell1", "192.0.2.1".parse().unwrap())
+        .unwrap();
+    let ip = |n: u32| Ipv4Addr::from(u32::from(lease.subnet.network()) + n);
+    let failed = s.place_instance(&a.guid, "cell1", Some(0)).unwrap();
+    let running = s.place_instance(&a.guid, "cell1", Some(1)).unwrap();
+    let gone = s.place_instance(&a.guid, "cell1", Some(2)).unwrap();
+    s.confirm_instance("cell1", &running.guid, &a.guid, 1, ip(1))
+        .unwrap();
+    s.confirm_instance("cell1", &gone.guid, &a.guid, 2, ip(2))
+        .unwrap();
+    assert!(s.unconfirm_instance("cell1", &gone.guid).unwrap());
+    // Nothing is older than the TTL yet.
+    assert!(s.expire_placements(60).unwrap().is_empty());
+    s.db.execute(
+        "UPDATE instances SET waiting_since = waiting_since - 100",
+        (),
+    )
+    .unwrap();
+    let r0 = s.revision().unwrap();
+    let mut want = vec![failed.guid.clone(), gone.guid.clone()];
+    want.sort();
+    assert_eq!(s.expire_placements(60).unwrap(), want);
+    let left: Vec<String> = s
+        .placements(None)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.guid)
+        .collect();
+    assert_eq!(left, [running.guid.clone()]);
+    assert_eq!(
+        s.revision().unwrap(),
+        r0,
+        "unconfirmed placements are in no view"
+    );
+    // A lease that expired un-confirms its instances; they wait for their cell, not a TTL.
+    s.db.execute("UPDATE cells SET renewed_at = renewed_at - 1000", ())
+        .unwrap();
+    assert_eq!(s.expire_leases().unwrap(), ["cell1"]);
+    assert!(s.expire_placements(0).unwrap().is_empty());
+    assert_eq!(s.placements(None).unwrap().len(), 1);
 }
 
 /// A conformance scenario (issue #23): one cell filled the 16-bit tag space through CF's

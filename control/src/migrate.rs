@@ -16,7 +16,15 @@ const TABLES: &[(&str, &[&str])] = &[
     ("apps", &["guid", "name", "tag", "space_guid"]),
     (
         "instances",
-        &["guid", "app_guid", "idx", "cell", "ip", "runtime"],
+        &[
+            "guid",
+            "app_guid",
+            "idx",
+            "cell",
+            "ip",
+            "runtime",
+            "waiting_since",
+        ],
     ),
     (
         "policies",

@@ -36,6 +36,11 @@ pub struct ServeArgs {
     /// renew while control was down are not expired for it.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
+    /// A placed instance its cell has not confirmed within this long (of being placed or
+    /// withdrawn) is removed: a container that failed to start leaves no placement behind.
+    /// First checked one lease TTL after control starts, as leases are.
+    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    pub placement_ttl: Duration,
     /// Lifetime of instance certificates; cells renew them at 2/3 of it.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub cert_ttl: Duration,
@@ -144,9 +149,14 @@ fn raise_file_limit() {
     }
 }
 
-/// Expires unrenewed leases every tenth of the TTL (at most every 10 s), starting one TTL after
-/// start.
-async fn expire_leases(ctx: Arc<Ctx>, ttl: Duration, stop: CancellationToken) {
+/// Expires unrenewed leases and unconfirmed placements every tenth of the lease TTL (at most
+/// every 10 s), starting one lease TTL after start.
+async fn expire_leases(
+    ctx: Arc<Ctx>,
+    ttl: Duration,
+    placement_ttl: Duration,
+    stop: CancellationToken,
+) {
     tokio::select! {
         _ = stop.cancelled() => return,
         _ = tokio::time::sleep(ttl) => {}
@@ -165,6 +175,13 @@ async fn expire_leases(ctx: Arc<Ctx>, ttl: Duration, stop: CancellationToken) {
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "expiring leases failed"),
+        }
+        match ctx.expire_placements(placement_ttl).await {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::warn!(instances = ?gone, ttl = ?placement_ttl, "placements removed: no cell confirmed them")
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "expiring placements failed"),
         }
     }
 }
@@ -298,7 +315,12 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         let shutdown = CancellationToken::new();
         // On a shared database, watches also wake for what other replicas write.
         let follower = shared.then(|| crate::replicas::follow(database.clone(), ctx.clone(), shutdown.clone()));
-        tokio::spawn(expire_leases(ctx.clone(), args.lease_ttl, shutdown.clone()));
+        tokio::spawn(expire_leases(
+            ctx.clone(),
+            args.lease_ttl,
+            args.placement_ttl,
+            shutdown.clone(),
+        ));
         let s2 = shutdown.clone();
         tokio::spawn(async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -140,10 +140,13 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     SPACE_GRANTS_MIGRATION,
     // 8: what runs each instance (`c2c push`, `podman 3f2a9c1b0d2e`), as its placer said.
     RUNTIME_MIGRATION,
-    // 9: budgets (issue #23): the cell that made each tag group, per-space quotas, and
-    // routes that could name an instance (a dotted or all-digit host) dropped.
+    // 9: budgets (issue #23): the cell that made each tag group, since when a placement waits
+    // for its cell to confirm it, per-space quotas, and routes that could name an instance (a
+    // dotted or all-digit host) dropped.
     "ALTER TABLE tag_groups ADD COLUMN owner TEXT;
      CREATE INDEX tag_groups_by_owner ON tag_groups(owner);
+     ALTER TABLE instances ADD COLUMN waiting_since INTEGER NOT NULL DEFAULT 0;
+     UPDATE instances SET waiting_since = CAST(strftime('%s', 'now') AS INTEGER) WHERE ip IS NULL;
      CREATE TABLE space_quotas (space_guid TEXT PRIMARY KEY REFERENCES spaces(guid) ON DELETE CASCADE,
         max_apps INTEGER NOT NULL, max_instances INTEGER NOT NULL);
      DELETE FROM routes WHERE host LIKE '%.%' OR host NOT GLOB '*[^0-9]*';",
@@ -241,6 +244,8 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     // 9: as SQLite's.
     "ALTER TABLE tag_groups ADD COLUMN owner TEXT;
      CREATE INDEX tag_groups_by_owner ON tag_groups(owner);
+     ALTER TABLE instances ADD COLUMN waiting_since BIGINT NOT NULL DEFAULT 0;
+     UPDATE instances SET waiting_since = CAST(extract(epoch FROM now()) AS BIGINT) WHERE ip IS NULL;
      CREATE TABLE space_quotas (space_guid TEXT PRIMARY KEY REFERENCES spaces(guid) ON DELETE CASCADE,
         max_apps BIGINT NOT NULL, max_instances BIGINT NOT NULL);
      DELETE FROM routes WHERE host LIKE '%.%' OR host ~ '^[0-9]+$';",
@@ -694,8 +699,8 @@ impl State {
                 runtime: runtime.map(str::to_string),
             };
             tx.execute(
-                "INSERT INTO instances (guid, app_guid, idx, cell, ip, runtime) VALUES (?, ?, ?, ?, NULL, ?)",
-                params![&p.guid, p.app_guid.as_str(), p.index, p.cell.as_str(), p.runtime.as_deref()],
+                "INSERT INTO instances (guid, app_guid, idx, cell, ip, runtime, waiting_since) VALUES (?, ?, ?, ?, NULL, ?, ?)",
+                params![&p.guid, p.app_guid.as_str(), p.index, p.cell.as_str(), p.runtime.as_deref(), now()],
             )?;
             // Nothing a cell routes or resolves changed until the instance is confirmed.
             Ok((p, false))
@@ -778,7 +783,7 @@ impl State {
                 )));
             }
             tx.execute(
-                "UPDATE instances SET ip = ? WHERE guid = ?",
+                "UPDATE instances SET ip = ?, waiting_since = 0 WHERE guid = ?",
                 params![ip.to_string(), guid],
             )?;
             Ok(((), true))
@@ -801,9 +806,11 @@ impl State {
                     "instance {guid} is placed on another cell, not on {cell}"
                 ))),
                 Some(_) => {
+                    // Withdrawn: it waits for its cell again, and expires if nothing
+                    // confirms it (see [`State::expire_placements`]).
                     let n = tx.execute(
-                        "UPDATE instances SET ip = NULL WHERE guid = ? AND ip IS NOT NULL",
-                        [guid],
+                        "UPDATE instances SET ip = NULL, waiting_since = ? WHERE guid = ? AND ip IS NOT NULL",
+                        params![now(), guid],
                     )?;
                     Ok((n > 0, n > 0))
                 }
@@ -1032,6 +1039,26 @@ impl State {
             }
             let changed = !gone.is_empty();
             Ok((gone, changed))
+        })
+    }
+
+    /// Removes the placements their cell has not confirmed within `ttl_secs` of being placed
+    /// or withdrawn (a container that failed to start, whose runtime never said so), and
+    /// returns their GUIDs. Instances of a cell whose lease expired are not among them: that
+    /// cell confirms them again when it is back, and removing it removes them.
+    pub fn expire_placements(&mut self, ttl_secs: u64) -> Result<Vec<String>, StateError> {
+        let cutoff = now().saturating_sub(ttl_secs as i64);
+        self.write(|tx| {
+            let gone: Vec<String> = tx.query_map(
+                "SELECT guid FROM instances WHERE ip IS NULL AND waiting_since > 0 AND waiting_since < ? ORDER BY guid",
+                [cutoff],
+                |r| r.get(0),
+            )?;
+            for g in &gone {
+                tx.execute("DELETE FROM instances WHERE guid = ?", [g])?;
+            }
+            // Unconfirmed placements are in no cell's view: nothing to wake.
+            Ok((gone, false))
         })
     }
 
