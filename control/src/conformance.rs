@@ -889,7 +889,7 @@ pub fn placements_no_cell_confirms_expire(open: Opener) {
         .into_iter()
         .map(|p| p.guid)
         .collect();
-    assert_eq!(left, [running.guid.clone()]);
+    assert_eq!(left, [running.guid.as_str()]);
     assert_eq!(
         s.revision().unwrap(),
         r0,
