@@ -39,13 +39,29 @@ fn install_hook(p: &Platform, n: u8, token: &str) -> (tempfile::TempDir, PathBuf
     )
     .unwrap();
     let hooks = h.join("hooks.d");
-    let out = Command::new(c2c_integration::bin("c2c-hook"))
-        .arg("--config")
-        .arg(h.join("hook.json"))
-        .args(["install", "--hooks-dir"])
-        .arg(&hooks)
-        .output()
-        .unwrap();
+    let install = || {
+        Command::new(c2c_integration::bin("c2c-hook"))
+            .arg("--config")
+            .arg(h.join("hook.json"))
+            .args(["install", "--hooks-dir"])
+            .arg(&hooks)
+            .output()
+            .unwrap()
+    };
+    // A token file other users can read (written with the usual umask) is refused, and
+    // nothing is installed; made private, it is taken.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(h.join("token"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = install();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!hooks.exists());
+    std::fs::set_permissions(h.join("token"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = install();
     assert!(
         out.status.success(),
         "{}",
@@ -303,6 +319,59 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     assert!(!placements(&p)
         .iter()
         .any(|i| i["app_guid"] == other.as_str()));
+
+    // Issue #23: a container that fails after `createRuntime` (here: no such program) never
+    // gets `poststop`; its sidecar directory (the instance's private key) stayed on the cell,
+    // also after `podman rm`. The agent sweeps the directory of every container without a
+    // CNI record, and withdraws its instance (control removes unconfirmed placements after
+    // --placement-ttl).
+    let broken = podman.start(
+        "broken",
+        &[
+            "--annotation",
+            "c2c.app=appb",
+            "--annotation",
+            "c2c.index=7",
+        ],
+        &["/no/such/program"],
+    );
+    assert!(broken.is_err(), "a container without its program started");
+    let out = podman.run(&["inspect", "--format", "{{.Id}}", "broken"]);
+    let broken_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !broken_id.is_empty(),
+        "podman kept no record of the failed container"
+    );
+    // podman took its network down (the CNI record went); the agent removed the directory the
+    // hook had made (the hook had returned: its `createRuntime` succeeded).
+    wait_until(
+        "the agent sweeps the failed container's sidecar directory (after its 10 s grace)",
+        Duration::from_secs(30),
+        || {
+            p.agents[0]
+                .log()
+                .lines()
+                .any(|l| l.contains("removed the sidecar directory") && l.contains(&broken_id))
+        },
+    );
+    assert!(!data_dir.join(format!("sidecars/{broken_id}")).exists());
+    podman.ok(&["rm", "-f", "broken"]);
+    let is_b7 = |i: &serde_json::Value| i["index"] == 7 && !i["ip"].is_string();
+    wait_until(
+        "the failed container's instance is not confirmed",
+        Duration::from_secs(10),
+        || placements(&p).iter().all(|i| i["index"] != 7 || is_b7(i)),
+    );
+    let leftover: Vec<String> = std::fs::read_dir(data_dir.join("sidecars"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        leftover.len(),
+        2,
+        "only a's and b's sidecar dirs: {leftover:?}"
+    );
 
     // podman stop: the runtime deletes the container (poststop), so the instance, its sidecar
     // and its certificate dir go at once, not at `podman rm`; podman start places it again

@@ -499,6 +499,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     // Sidecars of containers a runtime started (c2c-hook), each supervised by a task.
     let mut sidecars = crate::sidecars::Sidecars::new(cfg.sidecar_bin.clone());
     sidecars.reconcile(core.records());
+    let sweeper = std::sync::Arc::new(std::sync::Mutex::new(crate::sidecars::Sweeper::default()));
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => {
@@ -559,6 +560,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         let store_event = matches!(event, Event::Store(_));
         let mut pending = span.in_scope(|| core.on(event));
         sidecars.reconcile(core.records());
+        sweep_sidecar_dirs(&cfg.data_dir, &sweeper);
         if let Some(v) = core
             .view()
             .filter(|v| v.revision != directory_rev || store_event)
@@ -838,6 +840,24 @@ async fn perform(action: Action, cx: &mut Ctx<'_>) -> Option<Event> {
             None
         }
     }
+}
+
+/// A [`crate::sidecars::Sweeper`] pass off the runtime's threads (each cycle: every event and
+/// every resync), logging what it removed.
+fn sweep_sidecar_dirs(
+    data_dir: &std::path::Path,
+    sweeper: &std::sync::Arc<std::sync::Mutex<crate::sidecars::Sweeper>>,
+) {
+    let (data_dir, sweeper) = (data_dir.to_path_buf(), sweeper.clone());
+    tokio::task::spawn_blocking(move || {
+        let Ok(mut s) = sweeper.try_lock() else {
+            return; // the previous pass still runs
+        };
+        let now = std::time::Instant::now();
+        for id in s.sweep(&data_dir, now, crate::sidecars::ORPHAN_GRACE) {
+            info!(container = %id, "removed the sidecar directory of a container with no CNI record");
+        }
+    });
 }
 
 #[cfg(test)]

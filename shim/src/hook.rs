@@ -91,10 +91,38 @@ impl HookConfig {
         Ok(c)
     }
 
+    /// Refuses a token file another user could read or write: it is a credential that places
+    /// instances (and so gets certificates issued) for its spaces. Owned by the user the hook
+    /// runs as (root), mode 0600 or 0400.
+    pub fn check_token_file(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        let p = &self.token_file;
+        let m = std::fs::metadata(p)
+            .map_err(|e| format!("reading the runtime's token {}: {e}", p.display()))?;
+        let mode = m.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "the runtime's token {} is open to other users (mode {mode:04o}): chmod 600 {}",
+                p.display(),
+                p.display()
+            ));
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if m.uid() != me {
+            return Err(format!(
+                "the runtime's token {} belongs to uid {}, not to the hook's user (uid {me}): chown it",
+                p.display(),
+                m.uid()
+            ));
+        }
+        Ok(())
+    }
+
     fn client(&self) -> Result<Client, String> {
         let read = |what: &str, p: &Path| {
             std::fs::read(p).map_err(|e| format!("reading {what} {}: {e}", p.display()))
         };
+        self.check_token_file()?;
         let ca = read("the control issuer", &self.ca_file)?;
         let token = String::from_utf8_lossy(&read("the runtime's token", &self.token_file)?)
             .trim()
@@ -495,6 +523,30 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("runtime.token");
+        std::fs::write(&t, "secret").unwrap();
+        let cfg: HookConfig = serde_json::from_value(serde_json::json!({
+            "control": "https://c:4002", "ca_file": "/ca", "cell": "cell1",
+            "token_file": t,
+        }))
+        .unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&t, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = cfg.check_token_file().unwrap_err();
+            assert!(e.contains("chmod 600"), "{mode:o}: {e}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&t, std::fs::Permissions::from_mode(mode)).unwrap();
+            cfg.check_token_file().unwrap();
+        }
+        std::fs::remove_file(&t).unwrap();
+        assert!(cfg.check_token_file().is_err());
     }
 
     #[test]

@@ -184,6 +184,68 @@ pub fn running_sidecar(pidfile: &Path, cert_dir: &Path) -> Option<Pid> {
     (ours && alive(pid)).then_some(pid)
 }
 
+/// How long a sidecar directory may be without a CNI record before the agent removes it: the
+/// runtime deletes the record (CNI DEL) before it runs `poststop`, whose `c2c-hook detach`
+/// reads the placement from the directory and takes it back in control.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+/// Removes the sidecar directory (`DATA_DIR/sidecars/<id>`: the instance's key, its pidfile)
+/// of every container that has had no CNI record for [`ORPHAN_GRACE`], stopping a sidecar
+/// still serving from it. The agent, not the hook's `poststop`, owns this: a container that
+/// fails after `createRuntime` never gets a `poststop`, and its directory held the instance's
+/// private key on the cell for ever. Records are read from disk here, not from the agent's view
+/// of the store, so a directory the hook made for a record the agent has not seen yet (its CNI
+/// ADD came first) is never taken.
+#[derive(Debug, Default)]
+pub struct Sweeper {
+    /// Directories found without a record, and when first.
+    orphaned_since: BTreeMap<String, Instant>,
+}
+
+impl Sweeper {
+    /// One pass at `now`: notes new orphans, removes those orphaned for `grace`, and returns
+    /// the ids removed.
+    pub fn sweep(&mut self, data_dir: &Path, now: Instant, grace: Duration) -> Vec<String> {
+        let store = crate::store::Store::new(data_dir);
+        let Ok(entries) = std::fs::read_dir(data_dir.join("sidecars")) else {
+            self.orphaned_since.clear();
+            return vec![];
+        };
+        let mut orphans = std::collections::BTreeSet::new();
+        for e in entries.flatten() {
+            if let Some(id) = e.file_name().to_str() {
+                if matches!(store.get(id), Ok(None)) {
+                    orphans.insert(id.to_string());
+                }
+            }
+        }
+        self.orphaned_since.retain(|id, _| orphans.contains(id));
+        let mut gone = vec![];
+        for id in orphans {
+            let since = *self.orphaned_since.entry(id.clone()).or_insert(now);
+            if now.saturating_duration_since(since) < grace {
+                continue;
+            }
+            let dir = data_dir.join("sidecars").join(&id);
+            stop_by_pidfile(
+                &dir.join("proxy.pid"),
+                &dir.join("certs"),
+                Duration::from_secs(2),
+            );
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    self.orphaned_since.remove(&id);
+                    gone.push(id);
+                }
+                Err(error) => {
+                    warn!(%error, dir = %dir.display(), "removing a stale sidecar directory failed")
+                }
+            }
+        }
+        gone
+    }
+}
+
 /// Stops the sidecar `pidfile` names (if it is one serving `cert_dir`): SIGTERM, SIGKILL after
 /// `grace`. For `c2c-hook` at poststop, when the agent may be gone.
 pub fn stop_by_pidfile(pidfile: &Path, cert_dir: &Path, grace: Duration) {
@@ -286,6 +348,57 @@ async fn supervise(bin: PathBuf, id: String, spec: Spec, stop: CancellationToken
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sidecar_directories_without_a_record_are_swept_after_the_grace_and_the_rest_kept() {
+        // Issue #23: a container that failed after `createRuntime` left its directory, with
+        // the instance's private key, after `podman rm` too.
+        let d = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::new(d.path());
+        let rec = |id: &str| ContainerRecord {
+            container_id: id.into(),
+            ip: "10.255.1.2".parse().unwrap(),
+            netns: "/run/netns/x".into(),
+            ifname: "eth0".into(),
+            host_veth: "s-0aff0102".into(),
+            app_guid: None,
+            instance_guid: None,
+            instance_index: None,
+            cert_dir: None,
+            port_mappings: vec![],
+            sidecar: true,
+        };
+        store.put(&rec("live")).unwrap();
+        for id in ["live", "failed"] {
+            let certs = d.path().join("sidecars").join(id).join("certs");
+            std::fs::create_dir_all(&certs).unwrap();
+            std::fs::write(certs.join("key.pem"), "a key").unwrap();
+        }
+        let (t0, grace) = (Instant::now(), Duration::from_secs(10));
+        let mut s = Sweeper::default();
+        // Within the grace (the runtime's poststop may still read it), nothing goes.
+        assert!(s.sweep(d.path(), t0, grace).is_empty());
+        assert!(d.path().join("sidecars/failed/certs/key.pem").exists());
+        assert!(s.sweep(d.path(), t0 + grace / 2, grace).is_empty());
+        assert_eq!(s.sweep(d.path(), t0 + grace, grace), ["failed"]);
+        assert!(!d.path().join("sidecars/failed").exists());
+        assert!(d.path().join("sidecars/live/certs/key.pem").exists());
+        // Records are root's only.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d.path().join("containers/live.json")), 0o600);
+        assert_eq!(mode(&d.path().join("containers")), 0o700);
+        // A record that comes back (podman start) resets the clock.
+        store.remove("live").unwrap();
+        let t1 = t0 + grace * 2;
+        assert!(s.sweep(d.path(), t1, grace).is_empty());
+        store.put(&rec("live")).unwrap();
+        assert!(s.sweep(d.path(), t1 + grace, grace).is_empty());
+        store.remove("live").unwrap();
+        assert!(s.sweep(d.path(), t1 + grace * 2, grace).is_empty());
+        assert_eq!(s.sweep(d.path(), t1 + grace * 3, grace), ["live"]);
+        assert!(s.sweep(d.path(), t1 + grace * 4, grace).is_empty());
+    }
 
     #[test]
     fn only_records_marked_for_a_sidecar_with_a_cert_dir_get_one() {

@@ -115,13 +115,27 @@ impl Store {
             path: path.clone(),
             source,
         };
-        fs::create_dir_all(&self.dir).map_err(err)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // Records name every container's app, address and host ports: root's only.
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(err)?;
+        }
         let tmp = self
             .dir
             .join(format!(".{}.tmp-{}", rec.container_id, std::process::id()));
         let bytes = serde_json::to_vec_pretty(rec).map_err(|e| err(io::Error::other(e)))?;
         let write = || -> io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_all()?;
             fs::rename(&tmp, &path)

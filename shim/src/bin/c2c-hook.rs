@@ -56,6 +56,7 @@ fn run(args: Args) -> Result<(), String> {
     let cfg = HookConfig::load(&args.config)?;
     let stage = match args.command {
         Cmd::Install { hooks_dir } => {
+            cfg.check_token_file()?;
             let me =
                 std::env::current_exe().map_err(|e| format!("finding this program's path: {e}"))?;
             let config = std::fs::canonicalize(&args.config)
