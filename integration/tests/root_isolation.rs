@@ -153,6 +153,62 @@ fn root_a_container_cannot_forge_tags_spoof_sources_or_reach_the_underlay() {
         "control check: the crafted packet from a real cell should be delivered"
     );
 
+    // Issue #23: a compromised cell put any app's tag on its VXLAN packets. A cell may speak
+    // only for the instances control confirmed on it: the tag must be the app of the inner
+    // source address, and that address must be in the sending cell's lease. appd runs on
+    // cell2 only, and a policy lets it reach appb.
+    p.c2c(&["create-app", "appd"]);
+    let (d, ip_d) = p.container(2, "appd", 0);
+    p.allow("appd", "appb", "udp", "5005");
+    let tag_d = {
+        let v: serde_json::Value =
+            serde_json::from_str(&p.c2c(&["curl", "/v1/apps/appd"])).unwrap();
+        v["tag"].as_u64().unwrap() as u16
+    };
+    // Positive control: appd's own datagram reaches appb (the policy is in force).
+    let d_ok = eventually(Duration::from_secs(10), || {
+        send_udp(&d, to_b, b"from appd".to_vec());
+        arrives(&inbox, "from appd", Duration::from_millis(200)).then_some(())
+    });
+    assert!(d_ok.is_some(), "appd -> appb udp 5005 was never delivered");
+    // cell1 speaks as appd for appa's address (tag of another app than the source's)...
+    let as_d = |src: Ipv4Addr, text: &str| {
+        vxlan_gbp(tag_d, mac2, &ip_udp(src, ip_b, 5005, text.as_bytes()))
+    };
+    send_udp(&p.cells[0].ns, cell2_vtep, as_d(ip_a, "cell1 as appd"));
+    // ... and as appd's own address, which lies in cell2's lease, not cell1's.
+    send_udp(
+        &p.cells[0].ns,
+        cell2_vtep,
+        as_d(ip_d, "cell1 from cell2's lease"),
+    );
+    // Untagged, from an address outside its lease.
+    send_udp(
+        &p.cells[0].ns,
+        cell2_vtep,
+        vxlan_gbp(
+            0,
+            mac2,
+            &ip_udp(ip_d, ip_b, 5005, b"untagged from cell2's lease"),
+        ),
+    );
+    // The legitimate tuple again, sent after the attacks: once it arrives, the attacks (sent
+    // before it, on the same path) were processed.
+    send_udp(&p.cells[0].ns, cell2_vtep, forged("a real peer, after"));
+    let mut seen = vec![];
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        match inbox.recv_timeout(left) {
+            Ok(got) if got == "a real peer, after" => break,
+            Ok(got) => seen.push(got),
+            Err(_) => panic!("the legitimate packet after the attacks never arrived"),
+        }
+    }
+    assert!(
+        seen.is_empty(),
+        "a cell spoke for an app or address that is not its own: {seen:?}"
+    );
+
     // 2. appc sends from a raw socket with appa's source address (same cell): it would be
     //    tagged as appa. Dropped at the veth it entered by.
     send_raw(&c, ip_udp(ip_a, ip_b, 5005, b"spoofed source"), ip_b);

@@ -163,12 +163,24 @@ pub fn rule_inputs(
             ports: p.ports,
         })
         .collect();
+    let others = remotes(cell, &view.leases);
+    let underlay_of: BTreeMap<&CellName, Ipv4Addr> = view
+        .leases
+        .iter()
+        .filter(|l| l.cell != *cell)
+        .map(|l| (&l.cell, l.underlay_ip))
+        .collect();
+    let tag_of: BTreeMap<&AppGuid, u16> = view.apps.iter().map(|a| (&a.guid, a.tag)).collect();
     let cell_rules = CellRules {
         subnet,
         containers: wired.into_iter().collect(),
-        peers: remotes(cell, &view.leases)
+        peers: others.iter().map(|r| r.underlay_ip).collect(),
+        peer_leases: others.iter().map(|r| (r.underlay_ip, r.subnet)).collect(),
+        // Every instance another cell runs, as that cell may speak for it.
+        remote_sources: view
+            .instances
             .iter()
-            .map(|r| r.underlay_ip)
+            .filter_map(|i| Some((*underlay_of.get(&i.cell)?, i.ip, *tag_of.get(&i.app_guid)?)))
             .collect(),
         egress,
         host_ports: records

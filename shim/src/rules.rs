@@ -53,6 +53,13 @@ pub struct CellRules {
     pub containers: Vec<Ipv4Addr>,
     /// The other cells' underlay addresses: the only sources of VXLAN accepted.
     pub peers: Vec<Ipv4Addr>,
+    /// Each other cell's underlay address and lease: an untagged VXLAN packet from it must come
+    /// from an address of its lease.
+    pub peer_leases: Vec<(Ipv4Addr, Subnet)>,
+    /// What each other cell may send with a tag: (its underlay address, an instance it runs,
+    /// that instance's app tag). VXLAN GBP is not authenticated, so a cell is trusted only to
+    /// speak for the instances control confirmed on it.
+    pub remote_sources: Vec<(Ipv4Addr, Ipv4Addr, u16)>,
     /// What each local container may reach outside the overlay (its app's security groups);
     /// everything else leaving the overlay is rejected.
     pub egress: Vec<EgressRule>,
@@ -210,6 +217,12 @@ fn egress_elements(rules: &[EgressRule]) -> [Vec<String>; 3] {
 /// VXLAN's UDP port.
 pub const VXLAN_PORT: u16 = 4789;
 
+/// A VXLAN packet's GBP group (our tag), as nftables reads it from the transport header
+/// before decapsulation.
+const VXLAN_GBP_TAG: &str = "@th,80,16";
+/// The inner IPv4 source address of a VXLAN packet (outer UDP, VXLAN, inner Ethernet).
+const VXLAN_INNER_SRC: &str = "@th,336,32";
+
 /// A container of an app on this cell, confirmed by control.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Local {
@@ -321,6 +334,45 @@ pub fn ruleset(
     let peers: BTreeSet<Ipv4Addr> = cell.peers.iter().copied().collect();
     elements_line(&mut body, peers.iter().map(|ip| ip.to_string()).collect());
     body.push_str("  }\n");
+    // What a peer may send, read from the VXLAN packet before it is decapsulated: the GBP
+    // group (the tag) at bits 80-95 of the UDP header's start, the inner source address at
+    // bits 336-367 (UDP 8 + VXLAN 8 + Ethernet 14 + 12 bytes into the inner IPv4 header).
+    let sources: BTreeSet<(Ipv4Addr, Ipv4Addr, u16)> = cell
+        .remote_sources
+        .iter()
+        .filter(|(_, _, tag)| *tag != 0)
+        .copied()
+        .collect();
+    let _ = writeln!(
+        body,
+        "  set peer_sources {{\n    typeof ip saddr . {VXLAN_INNER_SRC} . {VXLAN_GBP_TAG}"
+    );
+    elements_line(
+        &mut body,
+        sources
+            .iter()
+            .map(|(peer, ip, tag)| format!("{peer} . {:#010x} . {tag:#06x}", u32::from(*ip)))
+            .collect(),
+    );
+    let _ = writeln!(
+        body,
+        "  }}\n  set peer_leases {{\n    typeof ip saddr . {VXLAN_INNER_SRC}\n    flags interval"
+    );
+    let leases: BTreeSet<(Ipv4Addr, Subnet)> = cell.peer_leases.iter().copied().collect();
+    elements_line(
+        &mut body,
+        leases
+            .iter()
+            .map(|(peer, net)| {
+                format!(
+                    "{peer} . {:#010x}-{:#010x}",
+                    u32::from(net.network()),
+                    u32::from(net.broadcast())
+                )
+            })
+            .collect(),
+    );
+    body.push_str("  }\n");
     // Container veths are `s-<hex ip>` (c2c-cni names them); the VTEP is silk-vtep.
     let _ = writeln!(
         body,
@@ -329,7 +381,7 @@ pub fn ruleset(
     let gw = crate::cni::GATEWAY;
     let _ = writeln!(
         body,
-        "  chain input {{\n    type filter hook input priority filter; policy accept;\n    udp dport {VXLAN_PORT} ip saddr != @peers drop\n    iifname \"s-*\" jump container_to_cell\n    iifname \"{VTEP}\" ct state established,related accept\n    iifname \"{VTEP}\" drop\n  }}\n  chain container_to_cell {{\n    ct state established,related accept\n    ip daddr {gw} udp dport 53 accept\n    ip daddr {gw} tcp dport 53 accept\n    ip daddr {gw} icmp type echo-request accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}"
+        "  chain input {{\n    type filter hook input priority filter; policy accept;\n    udp dport {VXLAN_PORT} ip saddr != @peers drop\n    udp dport {VXLAN_PORT} {VXLAN_GBP_TAG} 0 ip saddr . {VXLAN_INNER_SRC} != @peer_leases drop\n    udp dport {VXLAN_PORT} {VXLAN_GBP_TAG} != 0 ip saddr . {VXLAN_INNER_SRC} . {VXLAN_GBP_TAG} != @peer_sources drop\n    iifname \"s-*\" jump container_to_cell\n    iifname \"{VTEP}\" ct state established,related accept\n    iifname \"{VTEP}\" drop\n  }}\n  chain container_to_cell {{\n    ct state established,related accept\n    ip daddr {gw} udp dport 53 accept\n    ip daddr {gw} tcp dport 53 accept\n    ip daddr {gw} icmp type echo-request accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}"
     );
     // Security groups: what each container may reach outside the overlay, three interval sets
     // of concatenations (the cost of a lookup does not grow with the number of rules).
@@ -517,6 +569,7 @@ pub fn in_place(gen: u32) -> bool {
         ("prerouting", "jump from_container"),
         ("from_container", "meta mark set"),
         ("input", "@peers drop"),
+        ("input", "@peer_sources drop"),
     ]
     .iter()
     .all(|(chain, needle)| {
@@ -614,6 +667,8 @@ mod tests {
             subnet,
             containers: locals.iter().map(|l| l.ip).collect(),
             peers: vec!["192.0.2.2".parse().unwrap()],
+            peer_leases: vec![],
+            remote_sources: vec![],
             egress: vec![],
             host_ports: vec![],
             log_c2c: false,
@@ -646,6 +701,30 @@ mod tests {
             protocol: p.parse().unwrap(),
             ports: PortRange::new(start, end).unwrap(),
         }
+    }
+
+    #[test]
+    fn a_peer_may_send_only_its_own_instances_tags() {
+        let (subnet, locals, tags) = inputs();
+        let mut c = cell(subnet, &locals);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        c.peer_leases = vec![(ip("192.0.2.2"), "10.255.2.0/24".parse().unwrap())];
+        c.remote_sources = vec![
+            (ip("192.0.2.2"), ip("10.255.2.5"), 0x1234),
+            (ip("192.0.2.2"), ip("10.255.2.6"), 0),
+        ];
+        let text = ruleset(&c, &locals, &tags, &[]);
+        for want in [
+            "set peer_sources {\n    typeof ip saddr . @th,336,32 . @th,80,16\n    elements = { 192.0.2.2 . 0x0aff0205 . 0x1234 }",
+            "set peer_leases {\n    typeof ip saddr . @th,336,32\n    flags interval\n    elements = { 192.0.2.2 . 0x0aff0200-0x0aff02ff }",
+            "udp dport 4789 @th,80,16 0 ip saddr . @th,336,32 != @peer_leases drop",
+            "udp dport 4789 @th,80,16 != 0 ip saddr . @th,336,32 . @th,80,16 != @peer_sources drop",
+        ] {
+            assert!(text.contains(want), "{want} missing: {text}");
+        }
+        // Checked after the peers' own check, before anything is decapsulated.
+        let at = |s: &str| text.find(s).unwrap();
+        assert!(at("ip saddr != @peers drop") < at("!= @peer_sources drop"));
     }
 
     #[test]

@@ -50,7 +50,16 @@ fn root_default_deny_then_policy_allows_only_its_source() {
     let cell_rules = |locals: &[Local]| CellRules {
         subnet,
         containers: locals.iter().map(|l| l.ip).collect(),
-        peers: vec![],
+        peers: vec!["192.0.2.2".parse().unwrap()],
+        peer_leases: vec![(
+            "192.0.2.2".parse().unwrap(),
+            "10.255.2.0/24".parse().unwrap(),
+        )],
+        remote_sources: vec![(
+            "192.0.2.2".parse().unwrap(),
+            "10.255.2.5".parse().unwrap(),
+            1,
+        )],
         egress: vec![],
         host_ports: vec![],
         log_c2c: false,
