@@ -262,6 +262,15 @@ fn the_cli_speaks_like_cf() {
 fn the_api_validates_like_cf_and_refuses_without_a_token() {
     let ctl = Control::start();
     let token = std::fs::read_to_string(ctl.dir.path().join("control/token")).unwrap();
+    // Issue #23: the state (token hashes, users, every tenant's policies) was world-readable.
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["state.db", "state.db-wal", "control/token"] {
+        let mode = std::fs::metadata(ctl.dir.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{f} is open to others: {mode:o}");
+    }
     let auth = format!("Authorization: Bearer {token}");
     let (code, _) = ctl.curl(&[], "/networking/v1/external/policies");
     assert_eq!(code, 401);

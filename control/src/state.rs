@@ -322,6 +322,24 @@ impl State {
         overlay: (Ipv4Addr, u8),
         lease_ttl_secs: u64,
     ) -> Result<Self, StateError> {
+        // The state holds token hashes, users and every tenant's policies: control's user's
+        // only. SQLite gives its -wal and -shm files the database file's mode.
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| StateError::Internal(format!("{}: {e}", path.display())))?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| StateError::Internal(format!("{}: {e}", path.display())))?;
+            for side in ["-wal", "-shm"] {
+                let mut p = path.as_os_str().to_owned();
+                p.push(side);
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            }
+        }
         let conn = rusqlite::Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -230,22 +230,14 @@ pub fn runtime_of(state: &OciState) -> String {
 const LOG_LIMIT: u64 = 1 << 20;
 
 fn log(cfg: &HookConfig, line: &str) {
-    use std::io::Write;
     let _ = std::fs::create_dir_all(&cfg.data_dir);
-    let path = cfg.data_dir.join("hook.log");
-    if std::fs::metadata(&path).is_ok_and(|m| m.len() > LOG_LIMIT) {
-        let _ = std::fs::rename(&path, cfg.data_dir.join("hook.log.1"));
-    }
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-    {
+    // Root's only (0600), as the traffic log: lines name apps, instances and containers.
+    if let Ok(mut f) = crate::netlog::RotatingLog::open(cfg.data_dir.join("hook.log"), LOG_LIMIT) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let _ = writeln!(f, "{now} {line}");
+        let _ = f.write(format!("{now} {line}\n").as_bytes());
     }
 }
 
