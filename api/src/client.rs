@@ -605,6 +605,22 @@ impl Client {
         .await
     }
 
+    /// The join tokens (admin only): ids, bindings, expiry and use, never secrets.
+    pub async fn join_tokens(&self) -> Result<Vec<crate::types::JoinTokenRecord>, ClientError> {
+        Ok(self
+            .call_as::<crate::types::JoinTokenList>(Method::GET, paths::JOIN_TOKENS, None)
+            .await?
+            .join_tokens)
+    }
+
+    /// Revokes the unused join token `id` (admin only); false if none was.
+    pub async fn revoke_join_token(&self, id: &str) -> Result<bool, ClientError> {
+        Ok(self
+            .call_as::<crate::types::Removed>(Method::DELETE, &paths::join_token(id), None)
+            .await?
+            .removed)
+    }
+
     /// Joins the platform as a new cell (a [`Client::pinned`] client, with the token's secret).
     pub async fn join(&self, req: &JoinRequest) -> Result<Joined, ClientError> {
         self.send(Method::POST, paths::JOIN, req).await

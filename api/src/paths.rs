@@ -51,6 +51,11 @@ pub fn user_tokens(user: &str) -> String {
     format!("{TOKENS}/{}", seg(user))
 }
 
+/// `DELETE`: revoke an unused join token by its id.
+pub fn join_token(id: &str) -> String {
+    format!("{JOIN_TOKENS}/{}", seg(id))
+}
+
 /// `GET`/`DELETE` one app, by name or GUID.
 pub fn app(name: &str) -> String {
     format!("{APPS}/{}", seg(name))

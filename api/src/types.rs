@@ -469,3 +469,26 @@ pub struct SpaceQuotaList {
     /// Every space, by org and name.
     pub quotas: Vec<SpaceQuota>,
 }
+
+/// One join token in `GET /v1/join-tokens` (admin): never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenRecord {
+    /// Its id: the first 12 hex digits of the secret's SHA-256 (what `DELETE
+    /// /v1/join-tokens/ID` and `c2c cell token revoke ID` take).
+    pub id: String,
+    /// The cell name it is bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<String>,
+    /// When it stops being accepted (Unix seconds).
+    pub expires_at: i64,
+    /// The cell that used it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<String>,
+}
+
+/// `GET /v1/join-tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinTokenList {
+    /// Every join token not yet expired or used within the last day, newest last.
+    pub join_tokens: Vec<JoinTokenRecord>,
+}

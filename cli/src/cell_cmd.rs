@@ -77,6 +77,45 @@ pub fn create_join_token(
     Ok(())
 }
 
+/// `c2c cell token list`.
+pub fn list_join_tokens(state_dir: &Path) -> Result<()> {
+    let client = c2c_platform::client(state_dir)?;
+    let tokens = runtime()?.block_on(client.join_tokens())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    println!("{:<14}{:<16}{:<26}state", "id", "cell", "expires");
+    for t in tokens {
+        let state = match (&t.used_by, t.expires_at <= now) {
+            (Some(c), _) => format!("used by {c}"),
+            (None, true) => "expired".into(),
+            (None, false) => "unused".into(),
+        };
+        let expires = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.expires_at.max(0) as u64),
+        );
+        println!(
+            "{:<14}{:<16}{:<26}{state}",
+            t.id,
+            t.cell.as_deref().unwrap_or("(new name)"),
+            expires.to_string()
+        );
+    }
+    Ok(())
+}
+
+/// `c2c cell token revoke ID`.
+pub fn revoke_join_token(state_dir: &Path, id: &str) -> Result<()> {
+    let client = c2c_platform::client(state_dir)?;
+    if runtime()?.block_on(client.revoke_join_token(id))? {
+        println!("Revoked join token {id}: no cell can join with it");
+    } else {
+        println!("No unused join token {id} (used tokens are spent; see c2c cell token list)");
+    }
+    Ok(())
+}
+
 /// `c2c cell join` arguments.
 #[derive(Debug, clap::Args)]
 pub struct JoinArgs {

@@ -189,6 +189,13 @@ enum CellTokenCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// List join tokens: id, cell name bound, expiry, and the cell that used it (never a secret).
+    List,
+    /// Revoke an unused join token by its id (from `c2c cell token list`), e.g. one that leaked.
+    Revoke {
+        /// The token's id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,6 +269,12 @@ fn main() -> ExitCode {
         }),
         Command::Cell(CellCommand::Token(CellTokenCommand::Create { ttl, name })) => {
             cell_cmd::create_join_token(&dir, ttl, name.as_deref())
+        }
+        Command::Cell(CellCommand::Token(CellTokenCommand::List)) => {
+            cell_cmd::list_join_tokens(&dir)
+        }
+        Command::Cell(CellCommand::Token(CellTokenCommand::Revoke { id })) => {
+            cell_cmd::revoke_join_token(&dir, &id)
         }
         Command::Cell(CellCommand::Join(a)) => cell_cmd::join(&a),
         Command::Cells => cell_cmd::list(&dir),

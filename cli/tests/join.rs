@@ -139,4 +139,45 @@ fn a_cell_joins_once_with_a_token_that_pins_controls_ca() {
         "{}",
         err(&o)
     );
+    // Nor lists or revokes them.
+    let o = ctl.c2c_as(Some(&dev), &["cell", "token", "list"]);
+    assert!(
+        err(&o).contains("provided scopes [network.write]"),
+        "{}",
+        err(&o)
+    );
+
+    // Issue #23: an unused token that leaked could be neither listed nor revoked (it lived up
+    // to 30 days). The admin lists tokens (ids, never secrets) and revokes the leaked one; a
+    // used token stays listed as used, and another unused one keeps working.
+    let leaked = ctl.ok(&["cell", "token", "create"]).trim().to_string();
+    let kept = ctl.ok(&["cell", "token", "create"]).trim().to_string();
+    let id_of = |t: &str| {
+        let secret = t.split('.').nth(1).unwrap();
+        c2c_api::pin::sha256_hex(secret.as_bytes())[..12].to_string()
+    };
+    let list = ctl.ok(&["cell", "token", "list"]);
+    let leaked_secret = leaked.split('.').nth(1).unwrap();
+    assert!(!list.contains(leaked_secret), "a secret listed: {list}");
+    let row = |id: &str| list.lines().find(|l| l.starts_with(id)).map(str::to_string);
+    assert!(row(&id_of(&leaked)).unwrap().ends_with("unused"), "{list}");
+    assert!(
+        row(&id_of(&token)).unwrap().ends_with("used by cell7"),
+        "{list}"
+    );
+    assert!(row(&id_of(&bound)).unwrap().contains("cell7"), "{list}");
+    let out = ctl.ok(&["cell", "token", "revoke", &id_of(&leaked)]);
+    assert!(out.contains("Revoked"), "{out}");
+    let o = join(&ctl, &leaked, "cell9", &host.path().join("leaked"));
+    assert!(err(&o).contains("invalid join token"), "{}", err(&o));
+    assert!(!ctl.ok(&["cells"]).contains("cell9"));
+    // A used token cannot be revoked (it is spent); a bad id is a clear error.
+    assert!(ctl
+        .ok(&["cell", "token", "revoke", &id_of(&token)])
+        .contains("No unused join token"));
+    let o = ctl.c2c(&["cell", "token", "revoke", "../x"]);
+    assert!(err(&o).contains("12 hex digits"), "{}", err(&o));
+    // Positive control: the other unused token still joins.
+    let o = join(&ctl, &kept, "cell9", &host.path().join("kept"));
+    assert!(o.status.success(), "{}", err(&o));
 }

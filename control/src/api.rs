@@ -825,6 +825,25 @@ async fn route<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
+        (Method::GET, ["v1", "join-tokens"]) => match ctx.with_state(|s| s.join_tokens()).await {
+            Ok(join_tokens) => typed(
+                StatusCode::OK,
+                &c2c_api::types::JoinTokenList { join_tokens },
+            ),
+            Err(e) => state_error(e),
+        },
+        (Method::DELETE, ["v1", "join-tokens", id]) => {
+            let owned = id.to_string();
+            match ctx.with_state(move |s| s.revoke_join_token(&owned)).await {
+                Ok(removed) => {
+                    if removed {
+                        info!(%id, "join token revoked");
+                    }
+                    typed(StatusCode::OK, &Removed { removed })
+                }
+                Err(e) => state_error(e),
+            }
+        }
         (Method::GET, ["v1", "tokens"]) => match ctx.with_state(|s| s.users()).await {
             Ok(users) => typed(StatusCode::OK, &UserList { users }),
             Err(e) => state_error(e),

@@ -9,6 +9,9 @@ use crate::state::{State, StateError};
 use crate::tokens::{new_secret, sha256_hex};
 use c2c_api::types::JoinTokenCreated;
 
+/// Hex digits of a join token's hash that name it.
+const JOIN_TOKEN_ID: usize = 12;
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -38,6 +41,50 @@ impl State {
             Ok(((), false))
         })?;
         Ok(JoinTokenCreated { secret, expires_at })
+    }
+
+    /// The join tokens still of interest: unused and unexpired, or used or expired within the
+    /// last day (older rows are deleted here). Never a secret: an id from its hash.
+    pub fn join_tokens(&mut self) -> Result<Vec<c2c_api::types::JoinTokenRecord>, StateError> {
+        let old = now() - 24 * 3600;
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM join_tokens WHERE expires_at < ?1 OR used_at < ?1",
+                [old],
+            )?;
+            Ok(((), false))
+        })?;
+        self.db.query_map(
+            "SELECT hash, cell, expires_at, used_by FROM join_tokens ORDER BY expires_at, hash",
+            (),
+            |r| {
+                let hash: String = r.get(0)?;
+                Ok(c2c_api::types::JoinTokenRecord {
+                    id: hash[..JOIN_TOKEN_ID.min(hash.len())].to_string(),
+                    cell: r.get(1)?,
+                    expires_at: r.get(2)?,
+                    used_by: r.get(3)?,
+                })
+            },
+        )
+    }
+
+    /// Revokes the unused join token whose id (see [`State::join_tokens`]) is `id`; false if
+    /// there is none (used ones are spent already).
+    pub fn revoke_join_token(&mut self, id: &str) -> Result<bool, StateError> {
+        if id.len() != JOIN_TOKEN_ID || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StateError::Invalid(format!(
+                "a join token's id is {JOIN_TOKEN_ID} hex digits (see c2c cell token list)"
+            )));
+        }
+        let id = id.to_ascii_lowercase();
+        self.write(|tx| {
+            let n = tx.execute(
+                "DELETE FROM join_tokens WHERE substr(hash, 1, 12) = ? AND used_by IS NULL",
+                [&id],
+            )?;
+            Ok((n > 0, false))
+        })
     }
 
     /// Whether `secret` is a join token that cell `name` may use now (nothing is changed).
