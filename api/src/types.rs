@@ -313,6 +313,10 @@ pub struct TokenRequest {
     /// SpaceDeveloper with `network.write`), added to what the user was granted before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spaces: Vec<String>,
+    /// Cells the user may place instances on (a runtime's credential, bound to its host);
+    /// none: any cell. Added to what the user was granted before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cells: Vec<String>,
 }
 
 /// The answer to `POST /v1/tokens`: the token, shown this once (control keeps its hash).

@@ -24,6 +24,11 @@ pub enum TokenCommand {
         /// SpaceDeveloper with network.write); repeatable.
         #[arg(long = "space")]
         spaces: Vec<String>,
+        /// A cell the user may place instances on; repeatable. A runtime's token (c2c-hook's)
+        /// is bound to its own cell, so a leaked one places nothing elsewhere. Without it:
+        /// any cell.
+        #[arg(long = "cell")]
+        cells: Vec<String>,
     },
     /// Revoke every token of USER and its app grants.
     Revoke {
@@ -51,6 +56,7 @@ pub fn run(dir: &Path, cmd: TokenCommand) -> Result<()> {
             scope,
             apps,
             spaces,
+            cells,
         } => {
             if scope == Scope::Write && apps.is_empty() && spaces.is_empty() {
                 eprintln!(
@@ -63,6 +69,7 @@ pub fn run(dir: &Path, cmd: TokenCommand) -> Result<()> {
                     scope,
                     apps,
                     spaces,
+                    cells,
                 })
                 .await?;
             eprintln!(

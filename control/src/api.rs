@@ -797,6 +797,7 @@ async fn route<B: ReqBody>(
                 .with_state(move |s| {
                     // Spaces first: an unknown one refuses the request before a token exists.
                     s.grant_spaces(&t.user, &t.spaces)?;
+                    s.grant_cells(&t.user, &t.cells)?;
                     s.create_token(&t.user, t.scope, &t.apps)
                 })
                 .await
@@ -1112,6 +1113,12 @@ async fn placement_and_cells<B: ReqBody>(
             match ctx
                 .with_state(move |s| {
                     let a = managed_app(s, &who, &app)?;
+                    if !who.may_place_on(&p.cell) {
+                        return Err(StateError::Forbidden(format!(
+                            "{} may not place instances on cell {} (its token is bound to other cells)",
+                            who.user, p.cell
+                        )));
+                    }
                     s.place_instance_as(
                         &a.guid,
                         &p.cell,

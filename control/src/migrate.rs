@@ -13,6 +13,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("spaces", &["guid", "name", "org_guid"]),
     ("space_quotas", &["space_guid", "max_apps", "max_instances"]),
     ("space_grants", &["username", "space_guid"]),
+    ("cell_grants", &["username", "cell"]),
     ("apps", &["guid", "name", "tag", "space_guid"]),
     (
         "instances",

@@ -146,6 +146,8 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     "ALTER TABLE tag_groups ADD COLUMN owner TEXT;
      CREATE INDEX tag_groups_by_owner ON tag_groups(owner);
      ALTER TABLE instances ADD COLUMN waiting_since INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE cell_grants (username TEXT NOT NULL, cell TEXT NOT NULL,
+        PRIMARY KEY (username, cell));
      UPDATE instances SET waiting_since = CAST(strftime('%s', 'now') AS INTEGER) WHERE ip IS NULL;
      CREATE TABLE space_quotas (space_guid TEXT PRIMARY KEY REFERENCES spaces(guid) ON DELETE CASCADE,
         max_apps INTEGER NOT NULL, max_instances INTEGER NOT NULL);
@@ -245,6 +247,8 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     "ALTER TABLE tag_groups ADD COLUMN owner TEXT;
      CREATE INDEX tag_groups_by_owner ON tag_groups(owner);
      ALTER TABLE instances ADD COLUMN waiting_since BIGINT NOT NULL DEFAULT 0;
+     CREATE TABLE cell_grants (username TEXT NOT NULL, cell TEXT NOT NULL,
+        PRIMARY KEY (username, cell));
      UPDATE instances SET waiting_since = CAST(extract(epoch FROM now()) AS BIGINT) WHERE ip IS NULL;
      CREATE TABLE space_quotas (space_guid TEXT PRIMARY KEY REFERENCES spaces(guid) ON DELETE CASCADE,
         max_apps BIGINT NOT NULL, max_instances BIGINT NOT NULL);

@@ -28,6 +28,9 @@ pub struct Caller {
     /// and remove their instances and map their routes (CF's SpaceDeveloper, what `c2c push`
     /// and a runtime's `c2c-hook` need); unused for admins.
     pub spaces: BTreeSet<String>,
+    /// Cells a `network.write` caller may place on (a runtime's token bound to its host);
+    /// empty: any cell. Unused for admins.
+    pub cells: BTreeSet<String>,
 }
 
 impl Caller {
@@ -38,7 +41,13 @@ impl Caller {
             scope: Scope::Admin,
             apps: BTreeSet::new(),
             spaces: BTreeSet::new(),
+            cells: BTreeSet::new(),
         }
+    }
+
+    /// Whether the caller may place instances on `cell`.
+    pub fn may_place_on(&self, cell: &str) -> bool {
+        self.is_admin() || self.cells.is_empty() || self.cells.contains(cell)
     }
 
     /// Whether the caller is `network.admin`.
@@ -174,6 +183,24 @@ impl State {
         })
     }
 
+    /// Binds `user`'s placements to `cells` (added to those before): a runtime's token places
+    /// only on its own host.
+    pub fn grant_cells(&mut self, user: &str, cells: &[String]) -> Result<(), StateError> {
+        validate_user(user)?;
+        for c in cells {
+            crate::state::validate_cell_name(c)?;
+        }
+        self.write(|tx| {
+            for c in cells {
+                tx.execute(
+                    "INSERT INTO cell_grants (username, cell) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    params![user, c.as_str()],
+                )?;
+            }
+            Ok(((), false))
+        })
+    }
+
     /// The spaces granted to `user`, as `org/space`.
     fn granted_spaces(&self, user: &str) -> Result<Vec<String>, StateError> {
         self.db.query_map(
@@ -190,6 +217,7 @@ impl State {
             let n = tx.execute("DELETE FROM tokens WHERE username = ?", [user])?;
             tx.execute("DELETE FROM grants WHERE username = ?", [user])?;
             tx.execute("DELETE FROM space_grants WHERE username = ?", [user])?;
+            tx.execute("DELETE FROM cell_grants WHERE username = ?", [user])?;
             Ok((n, false))
         })
     }
@@ -224,11 +252,17 @@ impl State {
             .prepare("SELECT space_guid FROM space_grants WHERE username = ?")?
             .query_map([&user], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
+        let cells = self
+            .db
+            .prepare("SELECT cell FROM cell_grants WHERE username = ?")?
+            .query_map([&user], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         Ok(Some(Caller {
             user,
             scope,
             apps,
             spaces,
+            cells,
         }))
     }
 

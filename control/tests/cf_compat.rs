@@ -1033,4 +1033,47 @@ fn a_space_developer_pushes_into_its_spaces_only() {
         json!({"org": "o", "space": "dev", "max_apps": 2, "max_instances": 2,
                "apps": 2, "instances": 3, "default": false})
     );
+
+    // A runtime's credential bound to its cell: it places on cell7 only (a leaked one places
+    // nothing on other hosts).
+    api.admin(
+        Method::PUT,
+        "/v1/space-quotas",
+        Some(json!({"org": "o", "space": "dev", "max_instances": 100})),
+    );
+    let (_, t) = api.admin(
+        Method::POST,
+        "/v1/tokens",
+        Some(json!({"user": "podman-cell7", "scope": "network.write", "spaces": ["o/dev"], "cells": ["cell7"]})),
+    );
+    let bound = format!("Bearer {}", t["token"].as_str().unwrap());
+    let place = |cell: &str| {
+        api.call(
+            Method::POST,
+            "/v1/apps/q1/instances",
+            Some(&bound),
+            None,
+            Some(json!({ "cell": cell })),
+        )
+    };
+    assert_eq!(place("cell7").0, StatusCode::CREATED);
+    let (code, v) = place("cell1");
+    assert_eq!(code, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("may not place instances on cell cell1"),
+        "{v}"
+    );
+    // The unbound space token still places anywhere.
+    assert_eq!(
+        call(
+            Method::POST,
+            "/v1/apps/q1/instances",
+            Some(json!({"cell": "cell1"}))
+        )
+        .0,
+        StatusCode::CREATED
+    );
 }
