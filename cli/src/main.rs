@@ -211,9 +211,13 @@ enum ControlCommand {
         /// state.db) or a postgres:// URL.
         #[arg(long)]
         from: Option<String>,
-        /// The store to fill: a postgres:// URL (or a SQLite path).
+        /// The store to fill: a postgres:// URL without a password (or a SQLite path); a URL
+        /// with one goes in C2C_DATABASE or --to-file, not on the command line.
         #[arg(long)]
-        to: String,
+        to: Option<String>,
+        /// A file holding the destination's URL.
+        #[arg(long, value_name = "FILE")]
+        to_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -247,14 +251,20 @@ fn main() -> ExitCode {
     let dir = cli.state_dir;
     let result = match cli.command {
         Command::Certs(cmd) => certs_cmd::run(cmd),
-        Command::Control(ControlCommand::Migrate { from, to }) => {
+        Command::Control(ControlCommand::Migrate { from, to, to_file }) => {
             let from = from.unwrap_or_else(|| {
                 c2c_api::layout::Layout::new(&dir)
                     .db()
                     .display()
                     .to_string()
             });
-            migrate(&from, &to)
+            c2c_control::serve_cmd::database_url(to.as_deref(), to_file.as_deref(), "C2C_DATABASE")
+                .and_then(|to| {
+                    to.ok_or_else(|| {
+                        anyhow::anyhow!("give --to URL, --to-file FILE or C2C_DATABASE")
+                    })
+                })
+                .and_then(|to| migrate(&from, &to))
         }
         Command::Control(ControlCommand::Serve(a)) => {
             init_logs();

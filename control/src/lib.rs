@@ -15,6 +15,7 @@ pub mod db;
 pub mod join;
 pub mod migrate;
 pub mod pg_cluster;
+pub mod pg_tls;
 pub mod replicas;
 pub mod serve_cmd;
 pub mod state;

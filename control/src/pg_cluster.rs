@@ -49,6 +49,24 @@ impl PgCluster {
     /// topology), listening on `listen` there. The test process reaches it through its socket
     /// in the cluster's directory ([`PgCluster::create_db`] does).
     pub fn start_at(netns: Option<&str>, listen: std::net::Ipv4Addr) -> Result<Self, String> {
+        Self::start_with(netns, listen, None)
+    }
+
+    /// A cluster on 127.0.0.1 that takes TCP clients over TLS only (a plaintext connection is
+    /// rejected by `pg_hba.conf`), serving the certificate and key given (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+        Self::start_with(
+            None,
+            std::net::Ipv4Addr::LOCALHOST,
+            Some((cert_pem, key_pem)),
+        )
+    }
+
+    fn start_with(
+        netns: Option<&str>,
+        listen: std::net::Ipv4Addr,
+        tls: Option<(&str, &str)>,
+    ) -> Result<Self, String> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("c2c-pg-")
@@ -103,10 +121,36 @@ impl PgCluster {
                 .and_then(|mut f| f.write_all(b"host all all samenet trust\n"))
                 .map_err(|e| format!("{}: {e}", hba.display()))?;
         }
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -k {} -c listen_addresses={listen} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
             c.dir.path().display()
         );
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            let put = |name: &str, body: &str| -> Result<(), String> {
+                let f = data.join(name);
+                std::fs::write(&f, body).map_err(|e| format!("{}: {e}", f.display()))?;
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("{}: {e}", f.display()))?;
+                if c.as_postgres {
+                    Command::new("chown")
+                        .arg("postgres:postgres")
+                        .arg(&f)
+                        .output()
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            };
+            put("server.crt", cert)?;
+            put("server.key", key)?;
+            // First match wins: a TCP connection without TLS is rejected before any other line.
+            let hba = data.join("pg_hba.conf");
+            let rest =
+                std::fs::read_to_string(&hba).map_err(|e| format!("{}: {e}", hba.display()))?;
+            std::fs::write(&hba, format!("hostnossl all all all reject\n{rest}"))
+                .map_err(|e| format!("{}: {e}", hba.display()))?;
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = c.dir.path().join("log");
         c.run(
             "pg_ctl",

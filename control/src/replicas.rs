@@ -34,9 +34,9 @@ pub fn follow(url: String, ctx: Arc<Ctx>, stop: CancellationToken) -> std::threa
         .spawn(move || {
             let mut connected_once = false;
             while !stop.is_cancelled() {
-                let connected = url.parse::<postgres::Config>().and_then(|mut cfg| {
+                let connected = crate::pg_tls::config(&url).and_then(|(mut cfg, tls)| {
                     cfg.application_name(APPLICATION_NAME);
-                    cfg.connect(postgres::NoTls)
+                    cfg.connect(tls).map_err(crate::state::StateError::from)
                 });
                 let mut c = match connected {
                     Ok(c) => c,

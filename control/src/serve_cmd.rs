@@ -75,15 +75,41 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = crate::budgets::Limits::default().tag_groups)]
     pub max_tag_groups: u32,
     /// Where the state lives: a SQLite file (default: STATE_DIR/state.db), or a PostgreSQL URL
-    /// (`postgres://USER[:PASSWORD]@HOST:PORT/DB`) that any number of control replicas share.
-    /// Each replica also needs the platform's files in its state dir: `ca/` and
-    /// `control/token`, copied from the first.
-    #[arg(long, env = "C2C_DATABASE")]
+    /// (`postgres://USER@HOST:PORT/DB?sslmode=verify-full&sslrootcert=CA.pem`, libpq's
+    /// TLS settings) that any number of control replicas share. A URL with a password is
+    /// refused here (`ps` shows every process's arguments): give it in the environment
+    /// (C2C_DATABASE) or a file (--database-file). Each replica also needs the platform's
+    /// files in its state dir: `ca/` and `control/token`, copied from the first.
+    #[arg(long)]
     pub database: Option<String>,
+    /// A file (mode 0600) holding the database URL, password included; used before
+    /// --database and C2C_DATABASE.
+    #[arg(long, value_name = "FILE")]
+    pub database_file: Option<std::path::PathBuf>,
     /// A name or address cells and users reach this replica by, put in its server
     /// certificate (repeatable). The listen address is in it already unless it is 0.0.0.0.
     #[arg(long)]
     pub san: Vec<String>,
+}
+
+/// The database URL: from `file` if given, else `argv` (refused if it holds a password: every
+/// user sees a process's arguments), else the environment variable `env`.
+pub fn database_url(argv: Option<&str>, file: Option<&Path>, env: &str) -> Result<Option<String>> {
+    if let Some(f) = file {
+        let url = std::fs::read_to_string(f)
+            .with_context(|| format!("reading the database URL from {}", f.display()))?;
+        let url = url.trim().to_string();
+        anyhow::ensure!(!url.is_empty(), "{}: no database URL in it", f.display());
+        return Ok(Some(url));
+    }
+    if let Some(url) = argv {
+        anyhow::ensure!(
+            redacted(url) == url && !url.contains("password="),
+            "the database URL on the command line holds a password, which `ps` shows to every user: give it in {env} or in a file (--database-file, mode 0600)"
+        );
+        return Ok(Some(url.to_string()));
+    }
+    Ok(std::env::var(env).ok().filter(|u| !u.trim().is_empty()))
 }
 
 /// `url` with any password replaced, for logs.
@@ -261,10 +287,12 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
     raise_file_limit();
     let token = ensure_token(&layout.token())?;
-    let database = args
-        .database
-        .clone()
-        .unwrap_or_else(|| layout.db().display().to_string());
+    let database = database_url(
+        args.database.as_deref(),
+        args.database_file.as_deref(),
+        "C2C_DATABASE",
+    )?
+    .unwrap_or_else(|| layout.db().display().to_string());
     let state = State::open_any(&database, overlay, args.lease_ttl.as_secs())
         .with_context(|| format!("opening the state at {}", redacted(&database)))?;
     let mut state = state;
@@ -337,4 +365,31 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         info!("control stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_password_never_comes_from_the_command_line() {
+        const UNSET: &str = "C2C_TEST_NO_SUCH_VARIABLE";
+        let e = database_url(Some("postgres://c2c:SECRET@db/c2c"), None, UNSET).unwrap_err();
+        assert!(e.to_string().contains("--database-file"), "{e}");
+        assert!(database_url(Some("postgres://c2c@db/c2c?password=SECRET"), None, UNSET).is_err());
+        // Positive controls: no password on argv; the password in a file.
+        assert_eq!(
+            database_url(Some("postgres://c2c@db/c2c"), None, UNSET).unwrap(),
+            Some("postgres://c2c@db/c2c".into())
+        );
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("db.url");
+        std::fs::write(&f, "postgres://c2c:SECRET@db/c2c\n").unwrap();
+        assert_eq!(
+            database_url(Some("ignored"), Some(&f), UNSET).unwrap(),
+            Some("postgres://c2c:SECRET@db/c2c".into())
+        );
+        assert_eq!(database_url(None, None, UNSET).unwrap(), None);
+        assert!(database_url(None, Some(&d.path().join("missing")), UNSET).is_err());
+    }
 }

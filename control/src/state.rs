@@ -19,8 +19,8 @@ pub enum StateError {
     /// SQLite failed.
     #[error("state store: {0}")]
     Db(#[from] rusqlite::Error),
-    /// PostgreSQL failed.
-    #[error("state store: {0}")]
+    /// PostgreSQL failed (with the cause: a TLS handshake's says why the server was refused).
+    #[error("state store: {}", with_causes(.0))]
     Pg(#[from] postgres::Error),
     /// No app of that name or GUID.
     #[error("app {0} not found")]
@@ -368,7 +368,8 @@ impl State {
         overlay: (Ipv4Addr, u8),
         lease_ttl_secs: u64,
     ) -> Result<Self, StateError> {
-        let client = postgres::Client::connect(url, postgres::NoTls)?;
+        let (cfg, tls) = crate::pg_tls::config(url)?;
+        let client = cfg.connect(tls)?;
         let db = Db::new(Engine::Postgres(client));
         let tx = db.begin_write()?;
         tx.execute_batch("CREATE TABLE IF NOT EXISTS c2c_schema (version BIGINT NOT NULL)")?;
@@ -1305,6 +1306,21 @@ where
     let text: String = r.get(i)?;
     text.parse()
         .map_err(|e: T::Err| StateError::Internal(format!("column {i}: {text:?}: {e}")))
+}
+
+/// `e` and each error under it, as one line.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// Compares two secrets without leaking where they differ.
