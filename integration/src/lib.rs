@@ -15,6 +15,10 @@ pub mod topo;
 /// (cargo builds a package's binaries whenever it has integration tests, as proxy/ and
 /// control/ do).
 pub fn bin(name: &str) -> PathBuf {
+    // A benchmark's A/B runs another build's binaries (`C2C_BIN_DIR`) in the same run.
+    if let Some(dir) = std::env::var_os("C2C_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
