@@ -34,6 +34,9 @@ pub struct Limits {
     pub space_apps: u32,
     /// Placed instances per space, unless the space has a quota of its own.
     pub space_instances: u32,
+    /// Apps of Cloud Controller's that an admin's policies name (CF's behaviour for GUIDs the
+    /// policy server has not seen: see [`crate::cf`]), in all.
+    pub external_apps: u32,
 }
 
 /// Defaults: a few hundred apps and a couple of thousand instances per space leave the
@@ -46,6 +49,7 @@ impl Default for Limits {
             tag_groups: 1024,
             space_apps: 300,
             space_instances: 2000,
+            external_apps: 4096,
         }
     }
 }

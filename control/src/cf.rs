@@ -14,6 +14,23 @@ use c2c_api::types::Tag;
 /// The group type of apps' tags.
 pub const APP_TYPE: &str = "app";
 
+/// The org that holds the apps of a Cloud Controller control serves as policy server for.
+pub const EXTERNAL_ORG_GUID: &str = "00000000-0000-4000-8000-00000000c2c3";
+/// Its one space: apps an admin's policies named by GUID before control had seen them.
+pub const EXTERNAL_SPACE_GUID: &str = "00000000-0000-4000-8000-00000000c2c4";
+
+/// Whether `s` is a GUID as Cloud Controller makes them (8-4-4-4-12 hex digits). Only such ids
+/// are taken as another system's apps; anything else unknown is CF's 403, so a typo makes no
+/// app.
+pub fn is_cf_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() == 5
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 impl State {
     /// Every tag, apps' and other groups', by tag.
     pub fn tags(&self) -> Result<Vec<Tag>, StateError> {
@@ -100,6 +117,75 @@ impl State {
             |r| r.get(0),
         )
         .optional()
+    }
+
+    /// Makes an app, with a tag, for each of `guids` that is a GUID control has not seen (Cloud
+    /// Foundry's policy server makes a tag group for any GUID an admin's policy names: here
+    /// control serves as the policy server of a Cloud Foundry whose Cloud Controller owns the
+    /// apps). They live in the `cloud-controller` org's `apps` space, named by their GUID,
+    /// within [`crate::budgets::Limits::external_apps`]; freed with their last policy
+    /// ([`State::release_external_apps`]). Returns how many were made.
+    pub fn adopt_external_apps(&mut self, guids: &[&str]) -> Result<usize, StateError> {
+        let limits = self.limits;
+        self.write(|tx| {
+            let mut made = 0;
+            for g in guids {
+                let known = tx
+                    .query_row("SELECT 1 FROM apps WHERE guid = ?", [*g], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if known || !is_cf_guid(g) {
+                    continue;
+                }
+                if made == 0 {
+                    tx.execute(
+                        "INSERT INTO orgs (guid, name) VALUES (?, 'cloud-controller') ON CONFLICT DO NOTHING",
+                        [EXTERNAL_ORG_GUID],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO spaces (guid, name, org_guid) VALUES (?, 'apps', ?) ON CONFLICT DO NOTHING",
+                        [EXTERNAL_SPACE_GUID, EXTERNAL_ORG_GUID],
+                    )?;
+                }
+                let n: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM apps WHERE space_guid = ?",
+                    [EXTERNAL_SPACE_GUID],
+                    |r| r.get(0),
+                )?;
+                if n >= i64::from(limits.external_apps) {
+                    return Err(StateError::Forbidden(format!(
+                        "tag quota exceeded: {n} apps of Cloud Controller's have tags, the platform's limit (control serve --max-external-apps)"
+                    )));
+                }
+                let used: Vec<u16> = tx
+                    .prepare("SELECT tag FROM apps UNION SELECT tag FROM tag_groups ORDER BY 1")?
+                    .query_map((), |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let tag = lowest_free_tag(&used).ok_or(StateError::TagsExhausted)?;
+                tx.execute(
+                    "INSERT INTO apps (guid, name, tag, space_guid) VALUES (?, ?, ?, ?)",
+                    params![*g, *g, tag, EXTERNAL_SPACE_GUID],
+                )?;
+                made += 1;
+            }
+            Ok((made, made > 0))
+        })
+    }
+
+    /// Deletes the apps of Cloud Controller's among `guids` that no policy names any more
+    /// (CF's `deleteGroupRowIfLast`): their tags are free again.
+    pub fn release_external_apps(&mut self, guids: &[&str]) -> Result<usize, StateError> {
+        self.write(|tx| {
+            let mut gone = 0;
+            for g in guids {
+                gone += tx.execute(
+                    "DELETE FROM apps WHERE guid = ?1 AND space_guid = ?2
+                     AND NOT EXISTS (SELECT 1 FROM policies WHERE source = ?1 OR destination = ?1)",
+                    params![*g, EXTERNAL_SPACE_GUID],
+                )?;
+            }
+            Ok((gone, gone > 0))
+        })
     }
 
     /// When a policy was last added or removed: Unix nanoseconds (millisecond resolution),

@@ -265,8 +265,13 @@ async fn change_policies<B: ReqBody>(
                 .iter()
                 .flat_map(|p| [p.source.as_str(), p.destination.as_str()])
                 .collect();
-            // Policy guard. An admin may name any app that exists: unlike CF's server, control
-            // knows every app, and a policy naming no app could never be enforced.
+            // Policy guard. An admin may name any app that exists, and, as with CF's server,
+            // a GUID control has not seen: it becomes an app of Cloud Controller's with a tag
+            // (within its budget; freed with its last policy). Another unknown id is CF's 403.
+            if caller2.is_admin() && !delete {
+                let names: Vec<&str> = guids.iter().copied().collect();
+                s.adopt_external_apps(&names)?;
+            }
             let known: BTreeSet<String> =
                 s.apps()?.into_iter().map(|a| a.guid.to_string()).collect();
             if !guids
@@ -278,7 +283,10 @@ async fn change_policies<B: ReqBody>(
                 ));
             }
             if delete {
-                return s.delete_policies(&policies);
+                let n = s.delete_policies(&policies)?;
+                let names: Vec<&str> = guids.iter().copied().collect();
+                s.release_external_apps(&names)?;
+                return Ok(n);
             }
             // Quota guard (CF's `quota_guard.go`): per app named, the policies it is the source
             // of now plus those it is the source of in the request.

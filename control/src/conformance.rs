@@ -914,6 +914,7 @@ pub fn tag_groups_and_spaces_have_budgets(open: Opener) {
         tag_groups: 5,
         space_apps: 2,
         space_instances: 3,
+        external_apps: 2,
     });
     s.register_cell("cell1", "f1").unwrap();
     s.register_cell("cell2", "f2").unwrap();
@@ -988,6 +989,38 @@ pub fn tag_groups_and_spaces_have_budgets(open: Opener) {
         s.set_space_quota("o", "nope", Some(1), None),
         Err(StateError::NotFound(_))
     ));
+
+    // Cloud Controller's apps, named by GUID in an admin's policies: two get tags, the third
+    // is past the budget; an id that is no GUID makes nothing; the last policy's removal frees
+    // the tag.
+    let (g1, g2, g3) = (
+        "2ffe4b0f-b03c-48bb-a4fa-bf22657d34a2",
+        "5d1c2e3f-0000-4000-8000-000000000001",
+        "5d1c2e3f-0000-4000-8000-000000000002",
+    );
+    assert_eq!(s.adopt_external_apps(&[g1, g2, "typo-app"]).unwrap(), 2);
+    assert_eq!(s.adopt_external_apps(&[g1]).unwrap(), 0, "known already");
+    assert!(matches!(
+        s.adopt_external_apps(&[g3]),
+        Err(StateError::Forbidden(ref m)) if m.contains("--max-external-apps")
+    ));
+    assert!(s.app("typo-app").is_err());
+    let tag1 = s.app(g1).unwrap().tag;
+    let p = Policy {
+        source: g1.into(),
+        destination: g2.into(),
+        protocol: c2c_api::net::Protocol::Tcp,
+        ports: PortRange::new(8080, 8080).unwrap(),
+    };
+    s.add_policies(std::slice::from_ref(&p)).unwrap();
+    assert_eq!(
+        s.release_external_apps(&[g1, g2]).unwrap(),
+        0,
+        "a policy names them"
+    );
+    s.delete_policies(std::slice::from_ref(&p)).unwrap();
+    assert_eq!(s.release_external_apps(&[g1, g2]).unwrap(), 2);
+    assert!(!s.tags().unwrap().iter().any(|t| t.tag == Tag::hex(tag1)));
 }
 
 /// A conformance scenario.

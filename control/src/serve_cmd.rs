@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// Tag groups (not apps) in all.
     #[arg(long, default_value_t = crate::budgets::Limits::default().tag_groups)]
     pub max_tag_groups: u32,
+    /// Apps of a Cloud Controller's that an admin's policies may name by GUID before control
+    /// has seen them (CF's policy-server behaviour: each gets a tag, freed with its last
+    /// policy).
+    #[arg(long, default_value_t = crate::budgets::Limits::default().external_apps)]
+    pub max_external_apps: u32,
     /// Where the state lives: a SQLite file (default: STATE_DIR/state.db), or a PostgreSQL URL
     /// (`postgres://USER@HOST:PORT/DB?sslmode=verify-full&sslrootcert=CA.pem`, libpq's
     /// TLS settings) that any number of control replicas share. A URL with a password is
@@ -304,6 +309,7 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         tag_groups: args.max_tag_groups,
         space_apps: args.space_max_apps,
         space_instances: args.space_max_instances,
+        external_apps: args.max_external_apps,
     });
     let shared = state.is_postgres();
     info!(database = %redacted(&database), shared, "state opened");

@@ -1077,3 +1077,74 @@ fn a_space_developer_pushes_into_its_spaces_only() {
         StatusCode::CREATED
     );
 }
+
+/// Issue #23: a control serving as the policy server of a real Cloud Foundry, whose Cloud
+/// Controller owns the apps: an admin's policy naming GUIDs control has not seen is CF's 200,
+/// each GUID gets a tag (listed as CF lists them, and handed to enforcers on the internal API),
+/// freed with its last policy. An unknown id that is no GUID is still CF's 403, and a user's
+/// token cannot make apps this way.
+#[test]
+fn an_admin_names_cloud_controllers_apps_by_guid_as_in_cf() {
+    let api = Api::new();
+    let a = api.app("local");
+    let (src, dst) = (
+        "2ffe4b0f-b03c-48bb-a4fa-bf22657d34a2",
+        "7c1d2f6e-1111-4222-8333-944455556666",
+    );
+    let body = |s: &str, d: &str| json!({"policies": [{"source": {"id": s}, "destination": {"id": d, "protocol": "tcp", "ports": {"start": 8080, "end": 8080}}}]});
+    let path = "/networking/v1/external/policies";
+    let (code, v) = api.admin(Method::POST, path, Some(body(src, dst)));
+    assert_eq!((code, v), (StatusCode::OK, json!({})));
+    let (_, tags) = api.admin(Method::GET, "/networking/v1/external/tags", None);
+    let ids: Vec<&str> = tags["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&src) && ids.contains(&dst), "{tags}");
+    // The internal API hands the policy with both tags to an enforcer (CF's vxlan-policy-agent).
+    let cell = api.cell("cell1");
+    let (code, _, raw) = api.raw(
+        Method::GET,
+        "/networking/v1/internal/policies",
+        &[],
+        Some(&cell),
+        b"",
+    );
+    assert_eq!(code, StatusCode::OK);
+    let internal: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(internal["policies"][0]["source"]["id"], src, "{internal}");
+    assert!(internal["policies"][0]["destination"]["tag"].is_string());
+    // Not a GUID: CF's 403, nothing made. A user's token makes nothing either.
+    let (code, _) = api.admin(Method::POST, path, Some(body(a.as_str(), "no-such-app")));
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let (_, t) = api.admin(
+        Method::POST,
+        "/v1/tokens",
+        Some(json!({"user": "dev", "scope": "network.write", "apps": ["local"]})),
+    );
+    let token = format!("Bearer {}", t["token"].as_str().unwrap());
+    let other = "7c1d2f6e-1111-4222-8333-000000000000";
+    let (code, _) = api.call(
+        Method::POST,
+        path,
+        Some(&token),
+        None,
+        Some(body(a.as_str(), other)),
+    );
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert_eq!(
+        api.admin(Method::GET, &format!("/v1/apps/{other}"), None).0,
+        StatusCode::NOT_FOUND
+    );
+    // The policy deleted, its apps' tags are free again.
+    let (code, _) = api.admin(
+        Method::POST,
+        &format!("{path}/delete"),
+        Some(body(src, dst)),
+    );
+    assert_eq!(code, StatusCode::OK);
+    let (_, tags) = api.admin(Method::GET, "/networking/v1/external/tags", None);
+    assert_eq!(tags["tags"].as_array().unwrap().len(), 1, "{tags}");
+}

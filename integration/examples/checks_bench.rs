@@ -108,7 +108,9 @@ fn main() {
             for _ in 0..100 {
                 connect_us(to_host_port);
             }
-            (0..connects).map(|_| connect_us(to_host_port)).collect::<Vec<f64>>()
+            (0..connects)
+                .map(|_| connect_us(to_host_port))
+                .collect::<Vec<f64>>()
         })
         .join()
         .unwrap();
@@ -127,9 +129,7 @@ fn main() {
     serve(&b, SocketAddr::new(ip_b.into(), 8080), "b");
     serve(&b, SocketAddr::new(ip_b.into(), 7000), "b");
     let (ga, gb) = (p.app_guid("appa"), p.app_guid("appb"));
-    let policy = |port: u16| {
-        json!({"policies": [{"source": {"id": ga}, "destination": {"id": gb, "protocol": "tcp", "ports": {"start": port, "end": port}}}]})
-    };
+    let policy = |port: u16| json!({"policies": [{"source": {"id": ga}, "destination": {"id": gb, "protocol": "tcp", "ports": {"start": port, "end": port}}}]});
     let post = "/networking/v1/external/policies";
     api(&p, Method::POST, post, Some(policy(8080)));
     let to_b = SocketAddr::new(ip_b.into(), 8080);
@@ -139,7 +139,9 @@ fn main() {
         for _ in 0..100 {
             connect_us(to_b);
         }
-        (0..connects).map(|_| connect_us(to_b)).collect::<Vec<f64>>()
+        (0..connects)
+            .map(|_| connect_us(to_b))
+            .collect::<Vec<f64>>()
     })
     .join()
     .unwrap();
@@ -153,7 +155,12 @@ fn main() {
         until(&a, to_7000, true);
         add_ms.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
-        api(&p, Method::POST, &format!("{post}/delete"), Some(policy(7000)));
+        api(
+            &p,
+            Method::POST,
+            &format!("{post}/delete"),
+            Some(policy(7000)),
+        );
         until(&a, to_7000, false);
         del_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
