@@ -39,15 +39,26 @@ fn summary(name: &str, v: &mut [f64]) {
     );
 }
 
+/// `n` connects to `to` from inside `ns` (µs each), after 100 unmeasured ones.
+fn connects_from(ns: &Netns, to: SocketAddr, n: usize) -> Vec<f64> {
+    spawn_in(&ns.path(), move || {
+        for _ in 0..100 {
+            connect_us(to);
+        }
+        (0..n).map(|_| connect_us(to)).collect::<Vec<f64>>()
+    })
+    .join()
+    .unwrap()
+}
+
 fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(50);
-    let connects: usize = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(2000);
+    let arg = |n: usize, default: usize| -> usize {
+        std::env::args()
+            .nth(n)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(default)
+    };
+    let (rounds, connects) = (arg(1, 50), arg(2, 2000));
     clean_up_on_panic();
     let p = Platform::start(2);
     let u = &p.underlay.ns;
@@ -104,16 +115,7 @@ fn main() {
         }
         // Settle, warm up, then measure.
         std::thread::sleep(std::time::Duration::from_secs(1));
-        let lat = spawn_in(&u.path(), move || {
-            for _ in 0..100 {
-                connect_us(to_host_port);
-            }
-            (0..connects)
-                .map(|_| connect_us(to_host_port))
-                .collect::<Vec<f64>>()
-        })
-        .join()
-        .unwrap();
+        let lat = connects_from(u, to_host_port, connects);
         if with_many {
             thousand.extend(lat);
         } else {
@@ -135,16 +137,7 @@ fn main() {
     let to_b = SocketAddr::new(ip_b.into(), 8080);
     until(&a, to_b, true);
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let mut cross = spawn_in(&a.path(), move || {
-        for _ in 0..100 {
-            connect_us(to_b);
-        }
-        (0..connects)
-            .map(|_| connect_us(to_b))
-            .collect::<Vec<f64>>()
-    })
-    .join()
-    .unwrap();
+    let mut cross = connects_from(&a, to_b, connects);
     summary("cross_cell_connect_us", &mut cross);
 
     let to_7000 = SocketAddr::new(ip_b.into(), 7000);

@@ -44,19 +44,15 @@ fn cni_env<'a>(cmd: &'a str, id: &'a str, netns: &'a str) -> [(&'a str, &'a str)
     ]
 }
 
-#[test]
-fn root_host_ports_reach_only_what_is_mapped() {
-    if !require_root() {
-        return;
-    }
-    let p = Platform::start(1);
-    let u = &p.underlay.ns;
+/// Apps `web` and `other`; web/0 on cell1 (container "web-0") with host ports 18080 -> 8080/tcp
+/// and 18053 -> 5300/udp, served: its namespace, address and CNI config.
+fn web_on_cell1(p: &Platform) -> (Netns, Ipv4Addr, String) {
     p.c2c(&["create-app", "web"]);
     p.c2c(&["create-app", "other"]);
     let guid = p.place(1, "web", 0);
     let ctr = Netns::new("ctr");
     let web_conf = conf(
-        &p,
+        p,
         "web",
         &guid,
         serde_json::json!([
@@ -66,8 +62,19 @@ fn root_host_ports_reach_only_what_is_mapped() {
     );
     let ip = add(&p.cells[0].ns, &ctr, "web-0", &web_conf);
     serve(&ctr, SocketAddr::new(ip.into(), 8080), "web");
-    serve(&ctr, SocketAddr::new(ip.into(), 9090), "secret");
     serve_udp(&ctr, SocketAddr::new(ip.into(), 5300), "web-udp");
+    (ctr, ip, web_conf)
+}
+
+#[test]
+fn root_host_ports_reach_only_what_is_mapped() {
+    if !require_root() {
+        return;
+    }
+    let p = Platform::start(1);
+    let u = &p.underlay.ns;
+    let (ctr, ip, web_conf) = web_on_cell1(&p);
+    serve(&ctr, SocketAddr::new(ip.into(), 9090), "secret");
 
     // From the underlay (control's host, 192.0.2.254): the mapped ports, the client's address
     // kept (no SNAT on the way in).
@@ -204,22 +211,7 @@ fn root_host_ports_are_no_way_in_from_the_overlay() {
     }
     let p = Platform::start(2);
     let u = &p.underlay.ns;
-    p.c2c(&["create-app", "web"]);
-    p.c2c(&["create-app", "other"]);
-    let guid = p.place(1, "web", 0);
-    let ctr = Netns::new("ctr");
-    let web_conf = conf(
-        &p,
-        "web",
-        &guid,
-        serde_json::json!([
-            {"hostPort": 18080, "containerPort": 8080, "protocol": "tcp"},
-            {"hostPort": 18053, "containerPort": 5300, "protocol": "udp"}
-        ]),
-    );
-    let web_ip = add(&p.cells[0].ns, &ctr, "web-0", &web_conf);
-    serve(&ctr, SocketAddr::new(web_ip.into(), 8080), "web");
-    serve_udp(&ctr, SocketAddr::new(web_ip.into(), 5300), "web-udp");
+    let (_ctr, web_ip, _) = web_on_cell1(&p);
     let (far, far_ip) = p.container(2, "other", 0);
     let (near, _) = p.container(1, "other", 1);
     let vtep1 = vtep_ip(&p, 1);

@@ -357,16 +357,7 @@ mod tests {
         let store = crate::store::Store::new(d.path());
         let rec = |id: &str| ContainerRecord {
             container_id: id.into(),
-            ip: "10.255.1.2".parse().unwrap(),
-            netns: "/run/netns/x".into(),
-            ifname: "eth0".into(),
-            host_veth: "s-0aff0102".into(),
-            app_guid: None,
-            instance_guid: None,
-            instance_index: None,
-            cert_dir: None,
-            port_mappings: vec![],
-            sidecar: true,
+            ..record(None)
         };
         store.put(&rec("live")).unwrap();
         for id in ["live", "failed"] {
@@ -400,9 +391,9 @@ mod tests {
         assert!(s.sweep(d.path(), t1 + grace * 4, grace).is_empty());
     }
 
-    #[test]
-    fn only_records_marked_for_a_sidecar_with_a_cert_dir_get_one() {
-        let mut rec = ContainerRecord {
+    /// A record of container `c1` wanting a sidecar, with `cert_dir`.
+    fn record(cert_dir: Option<&str>) -> ContainerRecord {
+        ContainerRecord {
             container_id: "c1".into(),
             ip: "10.255.1.2".parse().unwrap(),
             netns: "/run/netns/x".into(),
@@ -411,9 +402,17 @@ mod tests {
             app_guid: None,
             instance_guid: None,
             instance_index: None,
-            cert_dir: Some("/var/lib/c2c/cni/sidecars/c1/certs".into()),
+            cert_dir: cert_dir.map(str::to_string),
             port_mappings: vec![],
+            sidecar: true,
+        }
+    }
+
+    #[test]
+    fn only_records_marked_for_a_sidecar_with_a_cert_dir_get_one() {
+        let mut rec = ContainerRecord {
             sidecar: false,
+            ..record(Some("/var/lib/c2c/cni/sidecars/c1/certs"))
         };
         assert_eq!(Spec::of(&rec), None, "pushed instances run their own");
         rec.sidecar = true;
