@@ -309,10 +309,11 @@ pub struct TokenRequest {
     /// Apps (names or GUIDs) the user may manage, added to what the user was granted before.
     #[serde(default)]
     pub apps: Vec<String>,
-    /// Spaces (`org/space`) whose apps the user may manage, now and later (CF's
-    /// SpaceDeveloper with `network.write`), added to what the user was granted before.
+    /// Spaces whose apps the user may manage, now and later (CF's SpaceDeveloper with
+    /// `network.write`), added to what the user was granted before: `{"org", "space"}` each
+    /// (an `"org/space"` string is taken too).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub spaces: Vec<String>,
+    pub spaces: Vec<SpaceRef>,
     /// Cells the user may place instances on (a runtime's credential, bound to its host);
     /// none: any cell. Added to what the user was granted before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -495,4 +496,74 @@ pub struct JoinTokenRecord {
 pub struct JoinTokenList {
     /// Every join token not yet expired or used within the last day, newest last.
     pub join_tokens: Vec<JoinTokenRecord>,
+}
+
+/// A space named by its org's and its own name (or GUIDs), as separate fields wherever a grant
+/// is made, so no name can stand for another tenant's space. Deserializes from
+/// `{"org": ..., "space": ...}` or from an `"org/space"` string (names hold no `/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpaceRef {
+    /// The org (name or GUID).
+    pub org: String,
+    /// The space (name or GUID).
+    pub space: String,
+}
+
+impl std::str::FromStr for SpaceRef {
+    type Err = String;
+    /// `ORG/SPACE`, each part non-empty and without another `/`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((org, space)) if !org.is_empty() && !space.is_empty() && !space.contains('/') => {
+                Ok(SpaceRef {
+                    org: org.into(),
+                    space: space.into(),
+                })
+            }
+            _ => Err(format!(
+                "space {s:?}: give it as ORG/SPACE (org and space names hold no '/')"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for SpaceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.org, self.space)
+    }
+}
+
+impl<'de> Deserialize<'de> for SpaceRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Joined(String),
+            Fields { org: String, space: String },
+        }
+        match Wire::deserialize(d)? {
+            Wire::Joined(s) => s.parse().map_err(serde::de::Error::custom),
+            Wire::Fields { org, space } => Ok(SpaceRef { org, space }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod space_ref_tests {
+    use super::SpaceRef;
+
+    #[test]
+    fn a_space_is_two_fields_and_a_joined_name_is_split_once() {
+        let r: SpaceRef = serde_json::from_str(r#"{"org": "o1", "space": "dev"}"#).unwrap();
+        assert_eq!((r.org.as_str(), r.space.as_str()), ("o1", "dev"));
+        let r: SpaceRef = serde_json::from_str(r#""o1/dev""#).unwrap();
+        assert_eq!(r.to_string(), "o1/dev");
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({"org": "o1", "space": "dev"})
+        );
+        for bad in [r#""o1/dev/x""#, r#""nospace""#, r#""/dev""#, r#""o1/""#] {
+            assert!(serde_json::from_str::<SpaceRef>(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -23,7 +23,7 @@ pub enum TokenCommand {
         /// A space, as ORG/SPACE, whose apps the user may manage, those pushed later too (CF's
         /// SpaceDeveloper with network.write); repeatable.
         #[arg(long = "space")]
-        spaces: Vec<String>,
+        spaces: Vec<c2c_api::types::SpaceRef>,
         /// A cell the user may place instances on; repeatable. A runtime's token (c2c-hook's)
         /// is bound to its own cell, so a leaked one places nothing elsewhere. Without it:
         /// any cell.

@@ -1139,19 +1139,23 @@ pub fn security_groups_bind_to_spaces_and_reach_the_cells_view(open: Opener) {
     assert_eq!(s.security_groups().unwrap().len(), 1);
     assert_eq!(s.apps_by_space().unwrap()[&dev.guid], [b.guid.to_string()]);
     // A user granted a space manages its apps, those made later too, and no other.
-    s.grant_spaces("dev", &["o1/dev".into()]).unwrap();
+    let space = |s: &str| -> c2c_api::types::SpaceRef { s.parse().unwrap() };
+    s.grant_spaces("dev", &[space("o1/dev")]).unwrap();
     assert!(matches!(
-        s.grant_spaces("dev", &["o1/nope".into()]),
+        s.grant_spaces("dev", &[space("o1/nope")]),
+        Err(StateError::NotFound(_))
+    ));
+    // Org and space travel as separate fields: a space "x/dev" can exist nowhere.
+    let split = c2c_api::types::SpaceRef {
+        org: "o1".into(),
+        space: "x/dev".into(),
+    };
+    assert!(matches!(
+        s.grant_spaces("dev", &[split]),
         Err(StateError::NotFound(_))
     ));
     for bad in ["nospace", "o1/dev/x", "o1/x/dev"] {
-        assert!(
-            matches!(
-                s.grant_spaces("dev", &[bad.into()]),
-                Err(StateError::Invalid(_))
-            ),
-            "{bad}"
-        );
+        assert!(bad.parse::<c2c_api::types::SpaceRef>().is_err(), "{bad}");
     }
     let t = s.create_token("dev", Scope::Write, &[]).unwrap();
     assert_eq!(t.spaces, ["o1/dev"]);

@@ -156,21 +156,17 @@ impl State {
         })
     }
 
-    /// Grants `user` the apps of `spaces` (`org/space` each), now and later. All or nothing:
-    /// an unknown space grants none.
-    pub fn grant_spaces(&mut self, user: &str, spaces: &[String]) -> Result<(), StateError> {
+    /// Grants `user` the apps of `spaces`, now and later. All or nothing: an unknown space
+    /// grants none.
+    pub fn grant_spaces(
+        &mut self,
+        user: &str,
+        spaces: &[c2c_api::types::SpaceRef],
+    ) -> Result<(), StateError> {
         validate_user(user)?;
         let mut guids = vec![];
         for sp in spaces {
-            let (org, space) = sp
-                .split_once('/')
-                .filter(|(_, space)| !space.contains('/'))
-                .ok_or_else(|| {
-                    StateError::Invalid(format!(
-                        "space {sp:?}: give it as ORG/SPACE (names hold no '/')"
-                    ))
-                })?;
-            guids.push(self.space(org, space)?.guid);
+            guids.push(self.space(&sp.org, &sp.space)?.guid);
         }
         self.write(|tx| {
             for g in &guids {

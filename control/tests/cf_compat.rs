@@ -1044,7 +1044,7 @@ fn a_space_developer_pushes_into_its_spaces_only() {
     let (_, t) = api.admin(
         Method::POST,
         "/v1/tokens",
-        Some(json!({"user": "podman-cell7", "scope": "network.write", "spaces": ["o/dev"], "cells": ["cell7"]})),
+        Some(json!({"user": "podman-cell7", "scope": "network.write", "spaces": [{"org": "o", "space": "dev"}], "cells": ["cell7"]})),
     );
     let bound = format!("Bearer {}", t["token"].as_str().unwrap());
     let place = |cell: &str| {

@@ -97,7 +97,8 @@ fn migrate_moves_a_whole_platform_from_sqlite_to_postgres() {
     // A space grant, a space's own quota and a cell's tag group move too.
     let org = src.create_org("o").unwrap();
     src.create_space(&org.guid, "dev").unwrap();
-    src.grant_spaces("dev", &["o/dev".into()]).unwrap();
+    src.grant_spaces("dev", &["o/dev".parse().unwrap()])
+        .unwrap();
     src.set_space_quota("o", "dev", Some(7), Some(9)).unwrap();
     src.create_tag_by("lb-guid", "router", Some("cell1"))
         .unwrap();
