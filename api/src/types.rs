@@ -350,6 +350,9 @@ pub struct UserRecord {
     /// Spaces (`org/space`) whose apps the user may manage.
     #[serde(default)]
     pub spaces: Vec<String>,
+    /// Cells the user may place on (none: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cells: Vec<String>,
 }
 
 /// `GET /v1/tokens`.

@@ -111,6 +111,7 @@ pub fn list(dir: &Path) -> Result<()> {
                 .collect();
             apps.sort();
             apps.extend(u.spaces.iter().map(|s| format!("space {s}")));
+            apps.extend(u.cells.iter().map(|c| format!("cell {c}")));
             println!(
                 "{:<20} {:<14} {:>6}   {}",
                 u.user,

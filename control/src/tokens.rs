@@ -277,8 +277,14 @@ impl State {
                     .query_map([&user], |r| Ok(AppGuid::from(r.get::<String>(0)?.as_str())))?
                     .collect::<Result<_, _>>()?;
                 let spaces = self.granted_spaces(&user)?;
+                let cells = self
+                    .db
+                    .prepare("SELECT cell FROM cell_grants WHERE username = ? ORDER BY cell")?
+                    .query_map([&user], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
                 Ok(UserRecord {
                     spaces,
+                    cells,
                     user,
                     // "network.admin" < "network.write": MIN is the widest.
                     scope: scope.parse().map_err(StateError::Internal)?,

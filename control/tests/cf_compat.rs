@@ -1047,6 +1047,15 @@ fn a_space_developer_pushes_into_its_spaces_only() {
         Some(json!({"user": "podman-cell7", "scope": "network.write", "spaces": [{"org": "o", "space": "dev"}], "cells": ["cell7"]})),
     );
     let bound = format!("Bearer {}", t["token"].as_str().unwrap());
+    let (_, users) = api.admin(Method::GET, "/v1/tokens", None);
+    let rec = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["user"] == "podman-cell7")
+        .unwrap()
+        .clone();
+    assert_eq!(rec["cells"], json!(["cell7"]), "{rec}");
     let place = |cell: &str| {
         api.call(
             Method::POST,
