@@ -470,3 +470,48 @@ fn cells_lease_register_and_watch() {
     assert_eq!(view["policies"][0]["destination"], guid("appb"));
     assert_eq!(view["policies"][0]["start"], 8080);
 }
+
+/// Space quotas from the CLI (issue #23): the admin sets one, a space user's token meets it
+/// with CF's wording, the listing shows use against limit.
+#[test]
+fn space_quotas_from_the_cli() {
+    let ctl = Control::start();
+    ctl.ok(&["create-org", "o1"]);
+    ctl.ok(&["create-space", "dev", "-o", "o1"]);
+    let out = ctl.ok(&[
+        "set-space-quota",
+        "dev",
+        "-o",
+        "o1",
+        "--apps",
+        "1",
+        "-a",
+        "5",
+    ]);
+    assert!(out.contains("OK: 1 apps, 5 instances"), "{out}");
+    let dev = ctl
+        .ok(&["token", "create", "dev", "--space", "o1/dev"])
+        .trim()
+        .to_string();
+    let o = ctl.c2c_as(Some(&dev), &["create-app", "a1", "-o", "o1", "-s", "dev"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = ctl.c2c_as(Some(&dev), &["create-app", "a2", "-o", "o1", "-s", "dev"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exceeded the app limit"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let list = ctl.ok(&["space-quotas"]);
+    let row = list.lines().find(|l| l.starts_with("o1")).unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols, ["o1", "dev", "1/1", "0/5", "own"], "{list}");
+    // A user's token may not set quotas; an unknown space is named.
+    let o = ctl.c2c_as(
+        Some(&dev),
+        &["set-space-quota", "dev", "-o", "o1", "--apps", "99"],
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("network.admin"));
+    let o = ctl.c2c(&["set-space-quota", "nope", "-o", "o1", "--apps", "2"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Space 'nope' not found"));
+}
