@@ -446,8 +446,12 @@ pub struct SpaceQuota {
     pub max_apps: u32,
     /// Placed instances its apps may have in all.
     pub max_instances: u32,
+    /// Routes mapped to its apps, in all.
+    pub max_routes: u32,
     /// Apps it holds.
     pub apps: u32,
+    /// Routes mapped to its apps.
+    pub routes: u32,
     /// Instances placed.
     pub instances: u32,
     /// Whether the limits are the platform's defaults (`control serve --space-max-apps`,
@@ -469,6 +473,9 @@ pub struct SetSpaceQuota {
     /// Placed instances its apps may have in all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instances: Option<u32>,
+    /// Routes mapped to its apps, in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_routes: Option<u32>,
 }
 
 /// `GET /v1/space-quotas`.

@@ -64,6 +64,9 @@ pub enum AsgCommand {
         /// not given).
         #[arg(short = 'a', long = "instances")]
         instances: Option<u32>,
+        /// Routes its apps may have mapped in all (CF's `-r`; unchanged if not given).
+        #[arg(short = 'r', long = "routes")]
+        routes: Option<u32>,
     },
     /// List every space's quota and use.
     SpaceQuotas,
@@ -203,6 +206,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                 org,
                 apps,
                 instances,
+                routes,
             } => {
                 println!("Setting the quota of space {space} in org {org} as {user}...");
                 let q = c
@@ -211,11 +215,12 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                         space,
                         max_apps: apps,
                         max_instances: instances,
+                        max_routes: routes,
                     })
                     .await?;
                 println!(
-                    "OK: {} apps, {} instances (holds {} and {})",
-                    q.max_apps, q.max_instances, q.apps, q.instances
+                    "OK: {} apps, {} instances, {} routes (holds {}, {} and {})",
+                    q.max_apps, q.max_instances, q.max_routes, q.apps, q.instances, q.routes
                 );
             }
             AsgCommand::SpaceQuotas => {
@@ -225,6 +230,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                     "space".into(),
                     "apps".into(),
                     "instances".into(),
+                    "routes".into(),
                     "quota".into(),
                 ]];
                 for q in c.space_quotas().await? {
@@ -233,6 +239,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                         q.space,
                         format!("{}/{}", q.apps, q.max_apps),
                         format!("{}/{}", q.instances, q.max_instances),
+                        format!("{}/{}", q.routes, q.max_routes),
                         if q.default { "default" } else { "own" }.into(),
                     ]);
                 }

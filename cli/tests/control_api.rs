@@ -488,7 +488,10 @@ fn space_quotas_from_the_cli() {
         "-a",
         "5",
     ]);
-    assert!(out.contains("OK: 1 apps, 5 instances"), "{out}");
+    assert!(
+        out.contains("OK: 1 apps, 5 instances, 1000 routes"),
+        "{out}"
+    );
     let dev = ctl
         .ok(&["token", "create", "dev", "--space", "o1/dev"])
         .trim()
@@ -505,7 +508,7 @@ fn space_quotas_from_the_cli() {
     let list = ctl.ok(&["space-quotas"]);
     let row = list.lines().find(|l| l.starts_with("o1")).unwrap();
     let cols: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cols, ["o1", "dev", "1/1", "0/5", "own"], "{list}");
+    assert_eq!(cols, ["o1", "dev", "1/1", "0/5", "0/1000", "own"], "{list}");
     // A user's token may not set quotas; an unknown space is named.
     let o = ctl.c2c_as(
         Some(&dev),

@@ -952,7 +952,7 @@ async fn route<B: ReqBody>(
                     let changed = if unmap {
                         s.unmap_route(&app.guid, &r.domain, &r.hostname)?
                     } else {
-                        s.map_route(&app.guid, &r.domain, &r.hostname)?
+                        s.map_route_as(&app.guid, &r.domain, &r.hostname, !who.is_admin())?
                     };
                     Ok((app, r, changed))
                 })

@@ -71,7 +71,7 @@ pub(crate) async fn route<B: ReqBody>(
         (Method::PUT, ["v1", "space-quotas"]) => {
             let q: SetSpaceQuota = match json_body(
                 req,
-                "{\"org\": \"...\", \"space\": \"...\", \"max_apps\": N, \"max_instances\": N}",
+                "{\"org\": \"...\", \"space\": \"...\", \"max_apps\": N, \"max_instances\": N, \"max_routes\": N}",
             )
             .await
             {
@@ -80,12 +80,12 @@ pub(crate) async fn route<B: ReqBody>(
             };
             match ctx
                 .with_state(move |s| {
-                    s.set_space_quota(&q.org, &q.space, q.max_apps, q.max_instances)
+                    s.set_space_quota(&q.org, &q.space, q.max_apps, q.max_instances, q.max_routes)
                 })
                 .await
             {
                 Ok(q) => {
-                    info!(org = %q.org, space = %q.space, max_apps = q.max_apps, max_instances = q.max_instances, "space quota set");
+                    info!(org = %q.org, space = %q.space, max_apps = q.max_apps, max_instances = q.max_instances, max_routes = q.max_routes, "space quota set");
                     typed(StatusCode::OK, &q)
                 }
                 Err(e) => state_error(e),

@@ -9,8 +9,8 @@
 //!   cell and [`Limits::tag_groups`] in all; ids and types bounded and validated; a group's tag
 //!   is freed when the cell that made it is removed (or by CF's cleanup once that cell is
 //!   gone); a PUT of a known group writes nothing and wakes no watch.
-//! - per space (CF's space quotas): at most [`Limits::space_apps`] apps and
-//!   [`Limits::space_instances`] placed instances unless the admin set the space's own quota
+//! - per space (CF's space quotas): at most [`Limits::space_apps`] apps,
+//!   [`Limits::space_instances`] placed instances and [`Limits::space_routes`] routes unless the admin set the space's own quota
 //!   (`c2c set-space-quota`). Quotas bind `network.write` callers (tenants and runtimes); the
 //!   admin is not limited, as CF's policy quota does not limit `network.admin`.
 //!
@@ -34,6 +34,8 @@ pub struct Limits {
     pub space_apps: u32,
     /// Placed instances per space, unless the space has a quota of its own.
     pub space_instances: u32,
+    /// Routes mapped to a space's apps, unless the space has a quota of its own.
+    pub space_routes: u32,
     /// Apps of Cloud Controller's that an admin's policies name (CF's behaviour for GUIDs the
     /// policy server has not seen: see [`crate::cf`]), in all.
     pub external_apps: u32,
@@ -49,6 +51,7 @@ impl Default for Limits {
             tag_groups: 1024,
             space_apps: 300,
             space_instances: 2000,
+            space_routes: 1000,
             external_apps: 4096,
         }
     }
@@ -110,27 +113,65 @@ pub(crate) fn check_tag_budget(tx: &Db, l: Limits, owner: &str) -> Result<(), St
     Ok(())
 }
 
+/// A space's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Quota {
+    pub apps: u32,
+    pub instances: u32,
+    pub routes: u32,
+}
+
 /// The quota of the space with GUID `space`: its own, else the platform's default.
-pub(crate) fn quota_of(tx: &Db, l: Limits, space: &str) -> Result<(u32, u32), StateError> {
-    let own: Option<(i64, i64)> = tx
+pub(crate) fn quota_of(tx: &Db, l: Limits, space: &str) -> Result<Quota, StateError> {
+    let own: Option<(i64, i64, i64)> = tx
         .query_row(
-            "SELECT max_apps, max_instances FROM space_quotas WHERE space_guid = ?",
+            "SELECT max_apps, max_instances, max_routes FROM space_quotas WHERE space_guid = ?",
             [space],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
+    let n = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
     Ok(match own {
-        Some((a, i)) => (
-            u32::try_from(a).unwrap_or(u32::MAX),
-            u32::try_from(i).unwrap_or(u32::MAX),
-        ),
-        None => (l.space_apps, l.space_instances),
+        Some((a, i, r)) => Quota {
+            apps: n(a),
+            instances: n(i),
+            routes: n(r),
+        },
+        None => Quota {
+            apps: l.space_apps,
+            instances: l.space_instances,
+            routes: l.space_routes,
+        },
     })
+}
+
+/// Routes mapped to the apps of a space (a route mapped to two of its apps counts twice).
+const SPACE_ROUTES: &str =
+    "SELECT COUNT(*) FROM routes r JOIN apps a ON a.guid = r.app_guid WHERE a.space_guid = ?";
+
+/// Refuses one more route for `app_guid` past its space's quota (every route is in each cell's
+/// view and its app's certificates).
+pub(crate) fn check_space_routes(tx: &Db, l: Limits, app_guid: &str) -> Result<(), StateError> {
+    let space: String = tx
+        .query_row(
+            "SELECT space_guid FROM apps WHERE guid = ?",
+            [app_guid],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| StateError::UnknownApp(app_guid.into()))?;
+    let max = quota_of(tx, l, &space)?.routes;
+    if count(tx, SPACE_ROUTES, &space)? >= max {
+        return Err(StateError::Forbidden(format!(
+            "You have exceeded the total routes for your space's quota ({max} routes; the admin sets it with `c2c set-space-quota`)."
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses one more app in `space` past its quota.
 pub(crate) fn check_space_apps(tx: &Db, l: Limits, space: &str) -> Result<(), StateError> {
-    let (max, _) = quota_of(tx, l, space)?;
+    let max = quota_of(tx, l, space)?.apps;
     let n = count(tx, "SELECT COUNT(*) FROM apps WHERE space_guid = ?", space)?;
     if n >= max {
         return Err(StateError::Forbidden(format!(
@@ -150,7 +191,7 @@ pub(crate) fn check_space_instances(tx: &Db, l: Limits, app_guid: &str) -> Resul
         )
         .optional()?
         .ok_or_else(|| StateError::UnknownApp(app_guid.into()))?;
-    let (_, max) = quota_of(tx, l, &space)?;
+    let max = quota_of(tx, l, &space)?.instances;
     let n = count(
             tx,
             "SELECT COUNT(*) FROM instances i JOIN apps a ON a.guid = i.app_guid WHERE a.space_guid = ?",
@@ -165,7 +206,7 @@ pub(crate) fn check_space_instances(tx: &Db, l: Limits, app_guid: &str) -> Resul
 }
 
 fn space_quota_in(tx: &Db, l: Limits, sp: &c2c_api::asg::Space) -> Result<SpaceQuota, StateError> {
-    let (max_apps, max_instances) = quota_of(tx, l, &sp.guid)?;
+    let q = quota_of(tx, l, &sp.guid)?;
     let own = tx
         .query_row(
             "SELECT 1 FROM space_quotas WHERE space_guid = ?",
@@ -177,9 +218,11 @@ fn space_quota_in(tx: &Db, l: Limits, sp: &c2c_api::asg::Space) -> Result<SpaceQ
     Ok(SpaceQuota {
         org: sp.org.clone(),
         space: sp.name.clone(),
-        max_apps,
-        max_instances,
+        max_apps: q.apps,
+        max_instances: q.instances,
+        max_routes: q.routes,
         apps: count(tx, "SELECT COUNT(*) FROM apps WHERE space_guid = ?", &sp.guid)?,
+        routes: count(tx, SPACE_ROUTES, &sp.guid)?,
         instances: count(
             tx,
             "SELECT COUNT(*) FROM instances i JOIN apps a ON a.guid = i.app_guid WHERE a.space_guid = ?",
@@ -190,7 +233,7 @@ fn space_quota_in(tx: &Db, l: Limits, sp: &c2c_api::asg::Space) -> Result<SpaceQ
 }
 
 impl State {
-    /// Sets the quota of `space` of `org` (names or GUIDs): `apps` and `instances`, each
+    /// Sets the quota of `space` of `org` (names or GUIDs): apps, instances and routes, each
     /// `None` to keep what it is (the default's value for a space without one).
     pub fn set_space_quota(
         &mut self,
@@ -198,19 +241,24 @@ impl State {
         space: &str,
         apps: Option<u32>,
         instances: Option<u32>,
+        routes: Option<u32>,
     ) -> Result<SpaceQuota, StateError> {
         let sp = self.space(org, space)?;
         let l = self.limits;
         self.write(|tx| {
-            let (a0, i0) = quota_of(tx, l, &sp.guid)?;
-            let (a, i) = (apps.unwrap_or(a0), instances.unwrap_or(i0));
+            let q0 = quota_of(tx, l, &sp.guid)?;
             tx.execute(
                 "DELETE FROM space_quotas WHERE space_guid = ?",
                 [sp.guid.as_str()],
             )?;
             tx.execute(
-                "INSERT INTO space_quotas (space_guid, max_apps, max_instances) VALUES (?, ?, ?)",
-                params![sp.guid.as_str(), a, i],
+                "INSERT INTO space_quotas (space_guid, max_apps, max_instances, max_routes) VALUES (?, ?, ?, ?)",
+                params![
+                    sp.guid.as_str(),
+                    apps.unwrap_or(q0.apps),
+                    instances.unwrap_or(q0.instances),
+                    routes.unwrap_or(q0.routes)
+                ],
             )?;
             Ok((space_quota_in(tx, l, &sp)?, false))
         })

@@ -914,6 +914,7 @@ pub fn tag_groups_and_spaces_have_budgets(open: Opener) {
         tag_groups: 5,
         space_apps: 2,
         space_instances: 3,
+        space_routes: 2,
         external_apps: 2,
     });
     s.register_cell("cell1", "f1").unwrap();
@@ -974,11 +975,11 @@ pub fn tag_groups_and_spaces_have_budgets(open: Opener) {
     s.place_instance_as(&a.guid, "cell2", Some(3), None, false)
         .unwrap();
     // The admin raises the space's quota: the next ones fit; the listing says what is used.
-    let q = s.set_space_quota("o", "dev", Some(10), None).unwrap();
+    let q = s.set_space_quota("o", "dev", Some(10), None, None).unwrap();
     assert_eq!((q.max_apps, q.max_instances, q.default), (10, 3, false));
     assert_eq!((q.apps, q.instances), (3, 4));
     s.create_app_as("c", &dev.guid, true).unwrap();
-    let q = s.set_space_quota("o", "dev", None, Some(5)).unwrap();
+    let q = s.set_space_quota("o", "dev", None, Some(5), None).unwrap();
     assert_eq!((q.max_apps, q.max_instances), (10, 5));
     s.place_instance_as(&a.guid, "cell2", Some(4), None, true)
         .unwrap();
@@ -986,9 +987,32 @@ pub fn tag_groups_and_spaces_have_budgets(open: Opener) {
     let def = all.iter().find(|q| q.space == "default").unwrap();
     assert!(def.default && def.max_apps == 2, "{def:?}");
     assert!(matches!(
-        s.set_space_quota("o", "nope", Some(1), None),
+        s.set_space_quota("o", "nope", Some(1), None, None),
         Err(StateError::NotFound(_))
     ));
+    // Routes: two for the space, the third refused to a tenant; mapping one again is no new
+    // route; the admin is not bound.
+    assert!(s
+        .map_route_as(&a.guid, "apps.internal", "r1", true)
+        .unwrap());
+    assert!(s
+        .map_route_as(&a.guid, "apps.internal", "r2", true)
+        .unwrap());
+    assert!(!s
+        .map_route_as(&a.guid, "apps.internal", "r2", true)
+        .unwrap());
+    assert!(matches!(
+        s.map_route_as(&a.guid, "apps.internal", "r3", true),
+        Err(StateError::Forbidden(ref m)) if m.contains("total routes")
+    ));
+    assert!(s
+        .map_route_as(&a.guid, "apps.internal", "r3", false)
+        .unwrap());
+    let q = s.set_space_quota("o", "dev", None, None, Some(4)).unwrap();
+    assert_eq!((q.routes, q.max_routes), (3, 4));
+    assert!(s
+        .map_route_as(&a.guid, "apps.internal", "r4", true)
+        .unwrap());
 
     // Cloud Controller's apps, named by GUID in an admin's policies: two get tags, the third
     // is past the budget; an id that is no GUID makes nothing; the last policy's removal frees

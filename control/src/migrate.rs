@@ -11,7 +11,10 @@ const TABLES: &[(&str, &[&str])] = &[
     ("domains", &["name"]),
     ("orgs", &["guid", "name"]),
     ("spaces", &["guid", "name", "org_guid"]),
-    ("space_quotas", &["space_guid", "max_apps", "max_instances"]),
+    (
+        "space_quotas",
+        &["space_guid", "max_apps", "max_instances", "max_routes"],
+    ),
     ("space_grants", &["username", "space_guid"]),
     ("cell_grants", &["username", "cell"]),
     ("apps", &["guid", "name", "tag", "space_guid"]),

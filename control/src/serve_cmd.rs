@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Placed instances a space's apps may have in all, unless the space has its own quota.
     #[arg(long, default_value_t = crate::budgets::Limits::default().space_instances)]
     pub space_max_instances: u32,
+    /// Routes a space's apps may have mapped in all (each is in every cell's view and its
+    /// app's certificates), unless the space has its own quota.
+    #[arg(long, default_value_t = crate::budgets::Limits::default().space_routes)]
+    pub space_max_routes: u32,
     /// Tag groups one cell may create through CF's `PUT /networking/v1/internal/tags`
     /// (freed when the cell is removed). Apps and groups share the 16-bit tag space.
     #[arg(long, default_value_t = crate::budgets::Limits::default().tag_groups_per_cell)]
@@ -309,6 +313,7 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         tag_groups: args.max_tag_groups,
         space_apps: args.space_max_apps,
         space_instances: args.space_max_instances,
+        space_routes: args.space_max_routes,
         external_apps: args.max_external_apps,
     });
     let shared = state.is_postgres();

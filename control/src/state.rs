@@ -150,7 +150,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
         PRIMARY KEY (username, cell));
      UPDATE instances SET waiting_since = CAST(strftime('%s', 'now') AS INTEGER) WHERE ip IS NULL;
      CREATE TABLE space_quotas (space_guid TEXT PRIMARY KEY REFERENCES spaces(guid) ON DELETE CASCADE,
-        max_apps INTEGER NOT NULL, max_instances INTEGER NOT NULL);
+        max_apps INTEGER NOT NULL, max_instances INTEGER NOT NULL, max_routes INTEGER NOT NULL);
      DELETE FROM routes WHERE host LIKE '%.%' OR host NOT GLOB '*[^0-9]*';",
 ];
 
@@ -251,7 +251,7 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
         PRIMARY KEY (username, cell));
      UPDATE instances SET waiting_since = CAST(extract(epoch FROM now()) AS BIGINT) WHERE ip IS NULL;
      CREATE TABLE space_quotas (space_guid TEXT PRIMARY KEY REFERENCES spaces(guid) ON DELETE CASCADE,
-        max_apps BIGINT NOT NULL, max_instances BIGINT NOT NULL);
+        max_apps BIGINT NOT NULL, max_instances BIGINT NOT NULL, max_routes BIGINT NOT NULL);
      DELETE FROM routes WHERE host LIKE '%.%' OR host ~ '^[0-9]+$';",
 ];
 
@@ -1164,6 +1164,19 @@ impl State {
         domain: &str,
         host: &str,
     ) -> Result<bool, StateError> {
+        self.map_route_as(app_guid, domain, host, false)
+    }
+
+    /// [`State::map_route`] within the app's space's route quota when `quota` (a tenant's
+    /// call; see [`crate::budgets`]).
+    pub fn map_route_as(
+        &mut self,
+        app_guid: &str,
+        domain: &str,
+        host: &str,
+        quota: bool,
+    ) -> Result<bool, StateError> {
+        let limits = self.limits;
         let host = c2c_api::names::validate_route_host(host).map_err(StateError::Invalid)?;
         c2c_certs::validate_hostname(&format!("{host}.{domain}"))
             .map_err(|e| StateError::Invalid(format!("invalid hostname {host:?}: {e}")))?;
@@ -1188,6 +1201,17 @@ impl State {
                 .is_none()
             {
                 return Err(StateError::UnknownApp(app_guid.into()));
+            }
+            let mapped = tx
+                .query_row(
+                    "SELECT 1 FROM routes WHERE host = ? AND domain = ? AND app_guid = ?",
+                    params![host.as_str(), domain.as_str(), app_guid],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if quota && !mapped {
+                crate::budgets::check_space_routes(tx, limits, app_guid)?;
             }
             let n = tx.execute(
                 "INSERT INTO routes (host, domain, app_guid) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",

@@ -1031,7 +1031,7 @@ fn a_space_developer_pushes_into_its_spaces_only() {
     assert_eq!(
         dev,
         json!({"org": "o", "space": "dev", "max_apps": 2, "max_instances": 2,
-               "apps": 2, "instances": 3, "default": false})
+               "max_routes": 1000, "apps": 2, "instances": 3, "routes": 0, "default": false})
     );
 
     // A runtime's credential bound to its cell: it places on cell7 only (a leaked one places

@@ -99,7 +99,8 @@ fn migrate_moves_a_whole_platform_from_sqlite_to_postgres() {
     src.create_space(&org.guid, "dev").unwrap();
     src.grant_spaces("dev", &["o/dev".parse().unwrap()])
         .unwrap();
-    src.set_space_quota("o", "dev", Some(7), Some(9)).unwrap();
+    src.set_space_quota("o", "dev", Some(7), Some(9), Some(11))
+        .unwrap();
     src.create_tag_by("lb-guid", "router", Some("cell1"))
         .unwrap();
 
