@@ -203,11 +203,32 @@ fn pg_sql(sql: &str) -> String {
     out
 }
 
+/// SQL NULL for a parameter of any type: `None::<String>` is refused where PostgreSQL expects
+/// an integer (a NULL copied into a BIGINT column by `control migrate`).
+#[derive(Debug)]
+struct AnyNull;
+
+impl postgres::types::ToSql for AnyNull {
+    fn to_sql(
+        &self,
+        _ty: &postgres::types::Type,
+        _out: &mut bytes::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(postgres::types::IsNull::Yes)
+    }
+
+    fn accepts(_ty: &postgres::types::Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
 fn pg_params(vals: &[Val]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
     vals.iter()
         .map(|v| -> Box<dyn postgres::types::ToSql + Sync> {
             match v {
-                Val::Null => Box::new(None::<String>),
+                Val::Null => Box::new(AnyNull),
                 Val::Int(i) => Box::new(*i),
                 Val::Text(s) => Box::new(s.clone()),
             }

@@ -44,6 +44,10 @@ const TABLES: &[(&str, &[&str])] = &[
     ("routes", &["host", "domain", "app_guid"]),
     ("cell_identities", &["name", "fingerprint", "registered_at"]),
     ("tokens", &["hash", "username", "scope", "created_at"]),
+    (
+        "join_tokens",
+        &["hash", "expires_at", "cell", "used_by", "used_at"],
+    ),
     ("grants", &["username", "app_guid"]),
     ("tag_groups", &["guid", "type", "tag", "owner"]),
     ("security_groups", &["guid", "name", "rules"]),

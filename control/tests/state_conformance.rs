@@ -103,6 +103,8 @@ fn migrate_moves_a_whole_platform_from_sqlite_to_postgres() {
         .unwrap();
     src.create_tag_by("lb-guid", "router", Some("cell1"))
         .unwrap();
+    // An unused join token (its NULL use columns cross into BIGINT ones) moves too.
+    let join = src.create_join_token(3600, Some("cell9")).unwrap();
 
     let pg = PgCluster::start().expect("start PostgreSQL");
     let url = pg.create_db("migrated").unwrap();
@@ -138,6 +140,8 @@ fn migrate_moves_a_whole_platform_from_sqlite_to_postgres() {
     let hash = c2c_control::tokens::sha256_hex(token.token.as_bytes());
     assert_eq!(dst.caller(&hash).unwrap(), src.caller(&hash).unwrap());
     assert_eq!(dst.space_quotas().unwrap(), src.space_quotas().unwrap());
+    dst.check_join_token(&join.secret, "cell9").unwrap();
+    assert_eq!(dst.join_tokens().unwrap(), src.join_tokens().unwrap());
     // The group's owner came along: removing its cell frees its tag there too.
     dst.remove_cell("cell1").unwrap();
     assert!(!dst.tags().unwrap().iter().any(|t| t.id == "lb-guid"));
