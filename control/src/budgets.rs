@@ -149,17 +149,21 @@ pub(crate) fn quota_of(tx: &Db, l: Limits, space: &str) -> Result<Quota, StateEr
 const SPACE_ROUTES: &str =
     "SELECT COUNT(*) FROM routes r JOIN apps a ON a.guid = r.app_guid WHERE a.space_guid = ?";
 
+/// The space of the app `app_guid`.
+fn space_of(tx: &Db, app_guid: &str) -> Result<String, StateError> {
+    tx.query_row(
+        "SELECT space_guid FROM apps WHERE guid = ?",
+        [app_guid],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| StateError::UnknownApp(app_guid.into()))
+}
+
 /// Refuses one more route for `app_guid` past its space's quota (every route is in each cell's
 /// view and its app's certificates).
 pub(crate) fn check_space_routes(tx: &Db, l: Limits, app_guid: &str) -> Result<(), StateError> {
-    let space: String = tx
-        .query_row(
-            "SELECT space_guid FROM apps WHERE guid = ?",
-            [app_guid],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or_else(|| StateError::UnknownApp(app_guid.into()))?;
+    let space = space_of(tx, app_guid)?;
     let max = quota_of(tx, l, &space)?.routes;
     if count(tx, SPACE_ROUTES, &space)? >= max {
         return Err(StateError::Forbidden(format!(
@@ -183,14 +187,7 @@ pub(crate) fn check_space_apps(tx: &Db, l: Limits, space: &str) -> Result<(), St
 
 /// Refuses one more instance of `app_guid` past its space's quota.
 pub(crate) fn check_space_instances(tx: &Db, l: Limits, app_guid: &str) -> Result<(), StateError> {
-    let space: String = tx
-        .query_row(
-            "SELECT space_guid FROM apps WHERE guid = ?",
-            [app_guid],
-            |r| r.get(0),
-        )
-        .optional()?
-        .ok_or_else(|| StateError::UnknownApp(app_guid.into()))?;
+    let space = space_of(tx, app_guid)?;
     let max = quota_of(tx, l, &space)?.instances;
     let n = count(
             tx,
