@@ -246,8 +246,37 @@ fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A verb whose output may go to a reader that stops early (`c2c apps | head -1`) ends quietly
+/// as other CLIs do, killed by SIGPIPE, instead of panicking in `println!` (exit 134). Not for
+/// the verbs that run or manage processes (control, the platform's up, demo, exec, down): they
+/// keep Rust's default (SIGPIPE ignored, a failed write is an error to handle).
+fn quiet_on_closed_pipe(cmd: &Command) {
+    let manages_processes = matches!(
+        cmd,
+        Command::Control(_)
+            | Command::Demo { .. }
+            | Command::Up { .. }
+            | Command::Down
+            | Command::Exec { .. }
+            | Command::Push(_)
+            | Command::Delete { .. }
+            | Command::DemoApp { .. }
+    );
+    if !manages_processes {
+        // SAFETY: restores the default disposition of one signal before any thread exists; no
+        // handler of ours runs, so nothing async-signal-unsafe can happen.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_on_closed_pipe(&cli.command);
     let dir = cli.state_dir;
     let result = match cli.command {
         Command::Certs(cmd) => certs_cmd::run(cmd),

@@ -518,3 +518,34 @@ fn space_quotas_from_the_cli() {
     let o = ctl.c2c(&["set-space-quota", "nope", "-o", "o1", "--apps", "2"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("Space 'nope' not found"));
 }
+
+/// Issue #31, item 1: `c2c apps | head -1` panicked ("failed printing to stdout: Broken pipe")
+/// and exited 134. A list verb whose reader stops early now ends quietly, as other CLIs do;
+/// the same listing to a reader that takes it all is whole (positive control).
+#[test]
+fn a_list_to_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let ctl = Control::start();
+    for app in ["appa", "appb", "appc"] {
+        ctl.ok(&["create-app", app]);
+    }
+    let whole = ctl.ok(&["apps"]);
+    assert!(
+        ["appa", "appb", "appc"].iter().all(|a| whole.contains(a)),
+        "{whole}"
+    );
+    // A reader that takes nothing: the pipe's read end is closed before c2c writes.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_c2c"))
+        .arg("apps")
+        .env("C2C_STATE_DIR", ctl.dir.path())
+        .env_remove("C2C_TOKEN")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(13), "{:?} {stderr}", out.status);
+}
