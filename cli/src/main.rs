@@ -134,6 +134,10 @@ enum Command {
     Delete {
         /// APP or APP/INDEX.
         app: String,
+        /// Force deletion without confirmation (there is no prompt here; accepted because cf
+        /// scripts pass it: `cf delete APP -f`).
+        #[arg(short = 'f', long = "force")]
+        force: bool,
     },
     /// Remove the local platform: no namespace, link, rule or process of ours remains.
     Down,
@@ -359,7 +363,7 @@ fn main() -> ExitCode {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => Err(e),
         },
-        Command::Delete { app } => instance::delete(&dir, &app),
+        Command::Delete { app, force: _ } => instance::delete(&dir, &app),
         Command::Down => up::down(&dir).map(|()| println!("platform removed")),
         Command::DemoApp {
             name,

@@ -309,7 +309,7 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     );
 
     // Deleting the app takes its instances and policies.
-    ok(dir, &["delete", "appB"]);
+    ok(dir, &["delete", "appB", "-f"]); // cf scripts pass -f
     assert!(!ok(dir, &["network-policies"]).contains("appB"));
     let prefix = prefix(dir);
     ok(dir, &["down"]);
