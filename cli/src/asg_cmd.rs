@@ -171,6 +171,21 @@ fn read_rules(path: &Path) -> Result<serde_json::Value> {
     })
 }
 
+/// cf's idempotent create: what exists already is said, and the verb still succeeds (scripts
+/// that create what they need run again unchanged). Other errors stay errors.
+fn existing_is_ok<T>(r: Result<T, c2c_api::client::ClientError>) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(c2c_api::client::ClientError::Status { status, message })
+            if status == c2c_api::client::StatusCode::CONFLICT =>
+        {
+            println!("{message}");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs one verb.
 pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
     let user = "admin";
@@ -178,7 +193,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
         match cmd {
             AsgCommand::CreateOrg { name } => {
                 println!("Creating org {name} as {user}...");
-                c.create_org(&name).await?;
+                existing_is_ok(c.create_org(&name).await)?;
                 println!("OK");
             }
             AsgCommand::Orgs => {
@@ -190,7 +205,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
             }
             AsgCommand::CreateSpace { name, org } => {
                 println!("Creating space {name} in org {org} as {user}...");
-                c.create_space(&org, &name).await?;
+                existing_is_ok(c.create_space(&org, &name).await)?;
                 println!("OK");
             }
             AsgCommand::Spaces { org } => {
@@ -248,7 +263,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
             AsgCommand::CreateSecurityGroup(a) => {
                 let rules = read_rules(&a.path)?;
                 println!("Creating security group {} as {user}...", a.name);
-                c.create_security_group(&a.name, rules).await?;
+                existing_is_ok(c.create_security_group(&a.name, rules).await)?;
                 println!("OK");
             }
             AsgCommand::UpdateSecurityGroup(a) => {

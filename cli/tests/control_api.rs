@@ -478,6 +478,16 @@ fn space_quotas_from_the_cli() {
     let ctl = Control::start();
     ctl.ok(&["create-org", "o1"]);
     ctl.ok(&["create-space", "dev", "-o", "o1"]);
+    // cf's creates are idempotent (issue #31, item 3): what exists is said, and OK.
+    assert_eq!(
+        ctl.ok(&["create-org", "o1"]),
+        "Creating org o1 as admin...\nOrganization 'o1' already exists.\nOK\n"
+    );
+    assert!(ctl
+        .ok(&["create-space", "dev", "-o", "o1"])
+        .ends_with("Space 'dev' already exists.\nOK\n"));
+    let o = ctl.c2c(&["create-space", "dev", "-o", "nope"]);
+    assert!(!o.status.success(), "a missing org is still an error");
     let out = ctl.ok(&[
         "set-space-quota",
         "dev",
