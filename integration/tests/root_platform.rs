@@ -684,6 +684,13 @@ fn root_a_space_token_pushes_and_deletes_in_its_space_only() {
     for target in ["adminapp", "adminapp/0"] {
         let o = as_dev(&["delete", target]);
         assert!(!o.status.success(), "{target}");
+        // Said once, with what to do (issue #31: the cause was doubled).
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(
+            err.trim(),
+            "c2c: App 'adminapp' does not exist, or this token may not manage it (see `c2c apps`)",
+            "{target}"
+        );
     }
     assert!(ok(dir, &["apps"]).contains("adminapp"));
     assert_eq!(

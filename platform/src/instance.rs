@@ -600,9 +600,15 @@ pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
     check_app(app)?;
     // Control first: a token that may not manage the app touches none of its instances here.
     let client = crate::client(state_dir)?;
-    runtime()?.block_on(client.app(app)).with_context(|| {
-        format!("{app}: no such app, or not one this token may manage (see `c2c apps`)")
-    })?;
+    // Only a 404 means the app is not there (or not this token's); an unreachable control or
+    // any other failure is said as it is, never as "no such app".
+    match runtime()?.block_on(client.app(app)) {
+        Ok(_) => {}
+        Err(e) if e.is_not_found() => anyhow::bail!(
+            "App '{app}' does not exist, or this token may not manage it (see `c2c apps`)"
+        ),
+        Err(e) => return Err(e.into()),
+    }
     if target.contains('/') {
         let inst = find(state_dir, target)?;
         remove_instance(state_dir, &inst)?;
