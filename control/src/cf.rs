@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use crate::db::OptionalExt;
 use crate::params;
 
-use crate::state::{lowest_free_tag, Policy, State, StateError};
+use crate::state::{free_tag, Policy, State, StateError};
 use c2c_api::types::Tag;
 
 /// The group type of apps' tags.
@@ -88,11 +88,7 @@ impl State {
             if let Some(owner) = owner {
                 crate::budgets::check_tag_budget(tx, limits, owner)?;
             }
-            let used: Vec<u16> = tx
-                .prepare("SELECT tag FROM apps UNION SELECT tag FROM tag_groups ORDER BY 1")?
-                .query_map((), |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let t = lowest_free_tag(&used).ok_or(StateError::TagsExhausted)?;
+            let t = free_tag(tx)?;
             tx.execute(
                 "INSERT INTO tag_groups (guid, type, tag, owner) VALUES (?, ?, ?, ?)",
                 params![guid, kind, t, owner],
@@ -126,10 +122,27 @@ impl State {
     /// within [`crate::budgets::Limits::external_apps`]; freed with their last policy
     /// ([`State::release_external_apps`]). Returns how many were made.
     pub fn adopt_external_apps(&mut self, guids: &[&str]) -> Result<usize, StateError> {
+        // Every admin policy request comes here: when all its GUIDs are known apps (or no
+        // GUIDs), a read answers, without the writers' lock.
+        let mut unseen = vec![];
+        for g in guids.iter().filter(|g| is_cf_guid(g)) {
+            if self
+                .db
+                .query_row("SELECT 1 FROM apps WHERE guid = ?", [*g], |_| Ok(()))
+                .optional()?
+                .is_none()
+            {
+                unseen.push(*g);
+            }
+        }
+        if unseen.is_empty() {
+            return Ok(0);
+        }
+        let guids = unseen;
         let limits = self.limits;
         self.write(|tx| {
             let mut made = 0;
-            for g in guids {
+            for g in &guids {
                 let known = tx
                     .query_row("SELECT 1 FROM apps WHERE guid = ?", [*g], |_| Ok(()))
                     .optional()?
@@ -157,11 +170,7 @@ impl State {
                         "tag quota exceeded: {n} apps of Cloud Controller's have tags, the platform's limit (control serve --max-external-apps)"
                     )));
                 }
-                let used: Vec<u16> = tx
-                    .prepare("SELECT tag FROM apps UNION SELECT tag FROM tag_groups ORDER BY 1")?
-                    .query_map((), |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                let tag = lowest_free_tag(&used).ok_or(StateError::TagsExhausted)?;
+                let tag = free_tag(tx)?;
                 tx.execute(
                     "INSERT INTO apps (guid, name, tag, space_guid) VALUES (?, ?, ?, ?)",
                     params![*g, *g, tag, EXTERNAL_SPACE_GUID],
@@ -175,9 +184,13 @@ impl State {
     /// Deletes the apps of Cloud Controller's among `guids` that no policy names any more
     /// (CF's `deleteGroupRowIfLast`): their tags are free again.
     pub fn release_external_apps(&mut self, guids: &[&str]) -> Result<usize, StateError> {
+        let guids: Vec<&str> = guids.iter().copied().filter(|g| is_cf_guid(g)).collect();
+        if guids.is_empty() {
+            return Ok(0);
+        }
         self.write(|tx| {
             let mut gone = 0;
-            for g in guids {
+            for g in &guids {
                 gone += tx.execute(
                     "DELETE FROM apps WHERE guid = ?1 AND space_guid = ?2
                      AND NOT EXISTS (SELECT 1 FROM policies WHERE source = ?1 OR destination = ?1)",

@@ -305,6 +305,16 @@ pub fn new_guid() -> String {
     )
 }
 
+/// The lowest tag no app and no other group holds (apps and the groups of CF's internal API
+/// share one tag space), read in the write's transaction.
+pub(crate) fn free_tag(tx: &crate::db::Db) -> Result<u16, StateError> {
+    let used: Vec<u16> = tx
+        .prepare("SELECT tag FROM apps UNION SELECT tag FROM tag_groups ORDER BY 1")?
+        .query_map((), |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    lowest_free_tag(&used).ok_or(StateError::TagsExhausted)
+}
+
 /// The lowest tag (1..=65535) not in `used` (sorted ascending).
 pub fn lowest_free_tag(used: &[u16]) -> Option<u16> {
     let mut want: u32 = 1;
@@ -507,11 +517,7 @@ impl State {
                 crate::budgets::check_space_apps(tx, limits, space)?;
             }
             // Apps and other groups (`PUT /internal/tags`) share one tag space.
-            let used: Vec<u16> = tx
-                .prepare("SELECT tag FROM apps UNION SELECT tag FROM tag_groups ORDER BY 1")?
-                .query_map((), |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let tag = lowest_free_tag(&used).ok_or(StateError::TagsExhausted)?;
+            let tag = free_tag(tx)?;
             let app = App {
                 guid: new_guid().into(),
                 name: name.into(),

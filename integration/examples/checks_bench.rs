@@ -9,9 +9,8 @@
 //! Prints one line of `key=value` per measure, for bench/checks.sh to put side by side.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Instant;
 
-use c2c_integration::benchkit::{api, connect_us, pct, until};
+use c2c_integration::benchkit::{add_remove_rounds, api, connect_us, pct, until};
 use c2c_integration::testbed::Platform;
 use c2c_integration::topo::*;
 use hyper::Method;
@@ -141,22 +140,7 @@ fn main() {
     summary("cross_cell_connect_us", &mut cross);
 
     let to_7000 = SocketAddr::new(ip_b.into(), 7000);
-    let (mut add_ms, mut del_ms) = (vec![], vec![]);
-    for _ in 0..rounds {
-        let t = Instant::now();
-        api(&p, Method::POST, post, Some(policy(7000)));
-        until(&a, to_7000, true);
-        add_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        api(
-            &p,
-            Method::POST,
-            &format!("{post}/delete"),
-            Some(policy(7000)),
-        );
-        until(&a, to_7000, false);
-        del_ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
+    let (mut add_ms, mut del_ms) = add_remove_rounds(&p, &a, to_7000, &policy(7000), rounds);
     summary("policy_add_to_enforced_ms", &mut add_ms);
     summary("policy_remove_to_enforced_ms", &mut del_ms);
 }

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use c2c_integration::benchkit::{api, dns_probe, paired_connects, pct, until};
+use c2c_integration::benchkit::{add_remove_rounds, api, dns_probe, paired_connects, pct, until};
 use c2c_integration::testbed::Platform;
 use c2c_integration::topo::*;
 use hyper::Method;
@@ -78,23 +78,7 @@ fn main() {
     // 1. policy add -> enforced on the destination cell.
     let to_7000 = SocketAddr::new(ip_b.into(), 7000);
     let one = policies(std::slice::from_ref(&ga), &gb, 7000..=7000);
-    let mut add_ms = vec![];
-    let mut del_ms = vec![];
-    for _ in 0..rounds {
-        let t = Instant::now();
-        api(&p, Method::POST, post, Some(one.clone()));
-        until(&a, to_7000, true);
-        add_ms.push(t.elapsed().as_secs_f64() * 1e3);
-        let t = Instant::now();
-        api(
-            &p,
-            Method::POST,
-            &format!("{post}/delete"),
-            Some(one.clone()),
-        );
-        until(&a, to_7000, false);
-        del_ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
+    let (mut add_ms, mut del_ms) = add_remove_rounds(&p, &a, to_7000, &one, rounds);
 
     // 2.-4. Connect latency with 10,010 policies against 10, paired (see the module doc): each
     // round the 10,000 go to one destination, connects alternate between both, then they go.

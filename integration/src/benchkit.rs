@@ -56,6 +56,36 @@ pub fn until(ns: &Netns, to: SocketAddr, want: bool) -> Duration {
     .unwrap()
 }
 
+/// Policy add -> enforced and remove -> enforced, `rounds` times: POSTs `policies` (CF's body)
+/// and waits until `ns` connects to `to`, then deletes them and waits until it does not.
+/// Returns the milliseconds of each (adds, removes).
+pub fn add_remove_rounds(
+    p: &Platform,
+    ns: &Netns,
+    to: SocketAddr,
+    policies: &Value,
+    rounds: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let post = "/networking/v1/external/policies";
+    let (mut add_ms, mut del_ms) = (vec![], vec![]);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        api(p, Method::POST, post, Some(policies.clone()));
+        until(ns, to, true);
+        add_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let t = Instant::now();
+        api(
+            p,
+            Method::POST,
+            &format!("{post}/delete"),
+            Some(policies.clone()),
+        );
+        until(ns, to, false);
+        del_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    (add_ms, del_ms)
+}
+
 /// One connect to `to` (from the calling thread's namespace), in µs.
 pub fn connect_us(to: SocketAddr) -> f64 {
     let t = Instant::now();
