@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use c2c_api::{CellName, CellView, Instance, Revision};
 
-use crate::agent::{registration_changes, remotes, rule_inputs};
 use crate::dns::Zone;
+use crate::inputs::{registration_changes, remotes, rule_inputs};
 use crate::ipam::Subnet;
 use crate::rules;
 use crate::store::ContainerRecord;

@@ -9,6 +9,7 @@ pub mod cni;
 pub mod core;
 pub mod dns;
 pub mod hook;
+pub mod inputs;
 pub mod ipam;
 pub mod netlink;
 pub mod netlog;
