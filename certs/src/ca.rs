@@ -59,6 +59,12 @@ pub enum CaError {
     /// rcgen refused to build or sign the certificate.
     #[error("signing failed: {0}")]
     Sign(#[from] rcgen::Error),
+    /// A name to certify is not valid.
+    #[error(transparent)]
+    Names(#[from] crate::names::NameError),
+    /// A certificate came out in a shape it should not have (a bug, not an input error).
+    #[error("encoding failed: {0}")]
+    Encoding(String),
 }
 
 /// The kind of key a leaf gets.
@@ -237,6 +243,11 @@ impl Ca {
         bc.value.path_len_constraint
     }
 
+    /// The issuer (certificate parameters and key) that signs leaves.
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     /// The CA certificate, PEM: the trust root clients need.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
@@ -309,7 +320,7 @@ fn ca_params(common_name: &str, path_len: u8) -> Result<CertificateParams, CaErr
 }
 
 /// The parameters every leaf gets.
-fn leaf_params(
+pub(crate) fn leaf_params(
     common_name: &str,
     sans: &SanSet,
     ttl: Duration,

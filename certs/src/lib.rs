@@ -8,6 +8,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod ca;
+pub mod identity;
 pub mod info;
 pub mod names;
 pub mod pair;
@@ -21,6 +22,7 @@ pub fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
 }
 
 pub use ca::{Ca, CaError, IssuedPair, LeafRequest, Usage};
+pub use identity::Identity;
 pub use info::{CertInfo, InfoError};
 pub use names::{validate_hostname, NameError, SanSet};
 pub use pair::{LoadedPair, PairError};
