@@ -313,7 +313,7 @@ mod tests {
         ] {
             ee.verify_for_usage(
                 algs,
-                &[anchor.clone()],
+                std::slice::from_ref(&anchor),
                 &[],
                 UnixTime::now(),
                 usage,
