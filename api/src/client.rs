@@ -646,6 +646,17 @@ impl Client {
         self.call_as(Method::GET, &paths::app(name), None).await
     }
 
+    /// Changes what an app's sidecar does; returns the app as it now is.
+    pub async fn update_app(
+        &self,
+        name: &str,
+        settings: &crate::types::AppSettings,
+    ) -> Result<App, ClientError> {
+        let body = serde_json::to_value(settings).unwrap_or_default();
+        self.call_as(Method::PUT, &paths::app_settings(name), Some(&body))
+            .await
+    }
+
     /// Every app.
     pub async fn apps(&self) -> Result<Vec<App>, ClientError> {
         Ok(self
@@ -1105,6 +1116,20 @@ impl Client {
             csr: csr.to_string(),
         };
         self.send(Method::POST, &paths::cell_certificate(cell, guid), &req)
+            .await
+    }
+
+    /// Has control sign `csr` as the identity (CF_INSTANCE_CERT) of instance `guid` on `cell`.
+    pub async fn sign_identity(
+        &self,
+        cell: &str,
+        guid: &str,
+        csr: &str,
+    ) -> Result<Signed, ClientError> {
+        let req = CsrRequest {
+            csr: csr.to_string(),
+        };
+        self.send(Method::POST, &paths::cell_identity(cell, guid), &req)
             .await
     }
 }

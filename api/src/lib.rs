@@ -33,6 +33,89 @@ pub struct App {
     /// The GUID of its space (see [`asg::Space`]): which security groups apply to it.
     #[serde(default)]
     pub space: String,
+    /// Whether its sidecar requires callers to present their instance identity.
+    #[serde(default, skip_serializing_if = "ClientIdentity::is_off")]
+    pub client_identity: ClientIdentity,
+    /// Whether its sidecar sends it a PROXY protocol header before each connection's bytes.
+    #[serde(default, skip_serializing_if = "ProxyProtocol::is_off")]
+    pub proxy_protocol: ProxyProtocol,
+}
+
+/// Whether an app's sidecar requires a caller's identity (`c2c update-app --client-identity`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientIdentity {
+    /// Any caller the packet filter lets through is served (Cloud Foundry's behaviour).
+    #[default]
+    Off,
+    /// Only a caller presenting a valid identity of a live instance, whose app a policy allows
+    /// on tcp 61443 to this app, is served.
+    Required,
+}
+
+impl ClientIdentity {
+    /// Whether it is the default, off.
+    pub fn is_off(&self) -> bool {
+        *self == Self::Off
+    }
+}
+
+impl std::str::FromStr for ClientIdentity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "required" => Ok(Self::Required),
+            _ => Err(format!("{s:?}: client identity is `required` or `off`")),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Off => "off",
+            Self::Required => "required",
+        })
+    }
+}
+
+/// Whether an app's sidecar sends a PROXY protocol header (`c2c update-app --proxy-protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// The app gets the stream alone.
+    #[default]
+    Off,
+    /// HAProxy's PROXY protocol version 2, binary, with the caller's identity in TLVs.
+    V2,
+}
+
+impl ProxyProtocol {
+    /// Whether it is the default, off.
+    pub fn is_off(&self) -> bool {
+        *self == Self::Off
+    }
+}
+
+impl std::str::FromStr for ProxyProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "v2" => Ok(Self::V2),
+            _ => Err(format!("{s:?}: the PROXY protocol is `v2` or `off`")),
+        }
+    }
+}
+
+impl std::fmt::Display for ProxyProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Off => "off",
+            Self::V2 => "v2",
+        })
+    }
 }
 
 /// An app instance placed on a cell.

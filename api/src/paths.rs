@@ -61,6 +61,11 @@ pub fn app(name: &str) -> String {
     format!("{APPS}/{}", seg(name))
 }
 
+/// `PUT`: what the app's sidecar does ([`crate::types::AppSettings`]).
+pub fn app_settings(name: &str) -> String {
+    format!("{}/settings", app(name))
+}
+
 /// `POST`: place an instance of the app.
 pub fn app_instances(app: &str) -> String {
     format!("{APPS}/{}/instances", seg(app))
@@ -95,6 +100,11 @@ pub fn cell_instance(cell: &str, guid: &str) -> String {
 /// The cell API: sign an instance's CSR.
 pub fn cell_certificate(cell: &str, guid: &str) -> String {
     format!("{}/certificate", cell_instance(cell, guid))
+}
+
+/// `POST` (cell): have control sign an instance's identity (CF_INSTANCE_CERT).
+pub fn cell_identity(cell: &str, guid: &str) -> String {
+    format!("{}/identity", cell_instance(cell, guid))
 }
 
 /// The protocol a streamed watch upgrades to: after the 101, control writes one line per

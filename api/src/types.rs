@@ -194,6 +194,9 @@ pub struct Signed {
     /// The DNS names it carries (instance certificates).
     #[serde(default)]
     pub names: Vec<String>,
+    /// The platform root the chain ends in (with identities, for the container's trust store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_pem: Option<String>,
 }
 
 /// One registered cell.
@@ -576,4 +579,16 @@ mod space_ref_tests {
             assert!(serde_json::from_str::<SpaceRef>(bad).is_err(), "{bad}");
         }
     }
+}
+
+/// `PUT /v1/apps/APP/settings`: what its sidecar does; an absent field is left as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    /// Require callers' identity, or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_identity: Option<crate::ClientIdentity>,
+    /// Send the app a PROXY protocol header, or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<crate::ProxyProtocol>,
 }

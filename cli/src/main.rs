@@ -205,7 +205,7 @@ enum CellTokenCommand {
 #[derive(Debug, Subcommand)]
 enum ControlCommand {
     /// Run the control plane: state in SQLite (or PostgreSQL, shared by replicas), API over TLS.
-    Serve(serve_cmd::ServeArgs),
+    Serve(Box<serve_cmd::ServeArgs>),
     /// Move the platform's state into another store (normally the state dir's SQLite file into
     /// the PostgreSQL database replicas will share), with nothing lost: apps and their GUIDs
     /// and tags, instances, policies, routes, domains, leases, cells, tokens. Stop control
@@ -301,7 +301,7 @@ fn main() -> ExitCode {
         }
         Command::Control(ControlCommand::Serve(a)) => {
             init_logs();
-            serve_cmd::run(&dir, a)
+            serve_cmd::run(&dir, *a)
         }
         Command::Cell(CellCommand::Register { name, out }) => cell_cmd::register(&dir, &name, &out)
             .map(|()| println!("Registered cell {name}: identity in {}", out.display())),

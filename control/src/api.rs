@@ -85,8 +85,11 @@ impl Default for Budget {
 pub struct Signers {
     /// Signs cells' client certificates (`POST /v1/cells`).
     pub cells: c2c_certs::Ca,
-    /// Signs instances' server certificates (the cell API's CSR endpoint).
+    /// Signs instances' server certificates and identities (the cell API's CSR endpoints).
     pub instances: c2c_certs::Ca,
+    /// The platform root (PEM) the issuers chain to: handed out with identities, for the
+    /// containers' trust store (CF_SYSTEM_CERT_PATH).
+    pub root_pem: String,
 }
 
 /// Shared server state.
@@ -101,6 +104,10 @@ pub struct Ctx {
     pub(crate) revision: watch::Sender<Revision>,
     signers: Option<Arc<Signers>>,
     cert_ttl: Duration,
+    /// Validity of instance identity certificates.
+    identity_ttl: Duration,
+    /// SPIFFE trust domain of instance identities.
+    trust_domain: String,
     budget: Budget,
     /// Policies a `network.write` user's app may be the source of (CF's `max_policies`).
     pub(crate) max_policies: usize,
@@ -132,6 +139,8 @@ impl Ctx {
             revision: watch::Sender::new(rev),
             signers: None,
             cert_ttl: Duration::from_secs(24 * 3600),
+            identity_ttl: c2c_certs::identity::DEFAULT_VALIDITY,
+            trust_domain: c2c_certs::identity::DEFAULT_TRUST_DOMAIN.into(),
             budget: Budget::default(),
             max_policies: DEFAULT_MAX_POLICIES,
             started: std::time::Instant::now(),
@@ -189,6 +198,13 @@ impl Ctx {
     pub fn with_signers(mut self, signers: Signers, ttl: Duration) -> Self {
         self.signers = Some(Arc::new(signers));
         self.cert_ttl = ttl;
+        self
+    }
+
+    /// Instance identities are valid for `ttl` and name apps in SPIFFE `trust_domain`.
+    pub fn with_identity(mut self, ttl: Duration, trust_domain: String) -> Self {
+        self.identity_ttl = ttl;
+        self.trust_domain = trust_domain;
         self
     }
 
@@ -744,6 +760,7 @@ async fn route<B: ReqBody>(
         (&method, segs.as_slice()),
         (&Method::POST, ["v1", "apps"])
             | (&Method::DELETE, ["v1", "apps", _])
+            | (&Method::PUT, ["v1", "apps", _, "settings"])
             | (&Method::POST, ["v1", "apps", _, "instances"])
             | (&Method::GET, ["v1", "instances"])
             | (&Method::DELETE, ["v1", "instances", _])
@@ -918,6 +935,32 @@ async fn route<B: ReqBody>(
                 .await
             {
                 Ok(()) => typed(StatusCode::OK, &Empty {}),
+                Err(e) => state_error(e),
+            }
+        }
+        (Method::PUT, ["v1", "apps", app, "settings"]) => {
+            let settings: c2c_api::types::AppSettings = match json_body(
+                req,
+                "{\"client_identity\": \"required\"|\"off\", \"proxy_protocol\": \"v2\"|\"off\"}",
+            )
+            .await
+            {
+                Ok(s) => s,
+                Err(r) => return r,
+            };
+            let app = app.to_string();
+            let who = caller.clone();
+            match ctx
+                .with_state(move |s| {
+                    let a = managed_app(s, &who, &app)?;
+                    s.update_app_settings(a.guid.as_str(), &settings)
+                })
+                .await
+            {
+                Ok(a) => {
+                    info!(app = %a.name, client_identity = %a.client_identity, proxy_protocol = %a.proxy_protocol, "app settings");
+                    typed(StatusCode::OK, &a)
+                }
                 Err(e) => state_error(e),
             }
         }
@@ -1226,6 +1269,7 @@ async fn placement_and_cells<B: ReqBody>(
                         &Signed {
                             cert_pem: chain,
                             names: vec![],
+                            root_pem: None,
                         },
                     )
                 }
@@ -1357,12 +1401,77 @@ async fn cell_api<B: ReqBody>(
                         &Signed {
                             cert_pem: pem,
                             names,
+                            root_pem: None,
                         },
                     )
                 }
                 Err(e @ c2c_certs::CaError::BadCsr(_)) => error(StatusCode::BAD_REQUEST, e),
                 Err(e) => {
                     warn!(error = %e, "signing an instance certificate failed");
+                    error(StatusCode::INTERNAL_SERVER_ERROR, "signing failed")
+                }
+            }
+        }
+        (Method::POST, ["instances", guid, "identity"]) => {
+            // The instance's identity (CF_INSTANCE_CERT): as for the route certificate, the
+            // cell sends only a key (in a CSR) and control decides every name from its tables.
+            let guid = guid.to_string();
+            let CsrRequest { csr } =
+                match json_body(req, "{\"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}").await
+                {
+                    Ok(c) => c,
+                    Err(r) => return r,
+                };
+            let Some(signers) = ctx.signers.clone() else {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "this control plane has no issuers to sign with",
+                );
+            };
+            let found = ctx
+                .with_state(move |s| {
+                    let inst = s
+                        .instances(Some(&cell_s))?
+                        .into_iter()
+                        .find(|i| i.guid == guid)
+                        .ok_or_else(|| {
+                            StateError::Forbidden(format!(
+                                "instance {guid} is not placed on cell {cell_s} and confirmed"
+                            ))
+                        })?;
+                    let (space, org) = s.app_space_and_org(inst.app_guid.as_str())?;
+                    Ok((inst, space, org))
+                })
+                .await;
+            let (inst, space, org) = match found {
+                Ok(x) => x,
+                Err(e) => return state_error(e),
+            };
+            let id = c2c_certs::Identity::new(
+                &ctx.trust_domain,
+                &inst.guid,
+                inst.app_guid.as_str(),
+                &space,
+                &org,
+            );
+            match signers
+                .instances
+                .sign_identity_csr(&csr, &id, inst.ip.into(), ctx.identity_ttl)
+            {
+                Ok(pem) => {
+                    info!(%cell, instance = %inst.guid, spiffe_id = %id.spiffe_id, "identity signed");
+                    typed(
+                        StatusCode::OK,
+                        &Signed {
+                            cert_pem: pem,
+                            names: vec![inst.guid.clone()],
+                            root_pem: Some(signers.root_pem.clone()),
+                        },
+                    )
+                }
+                Err(e @ c2c_certs::CaError::BadCsr(_)) => error(StatusCode::BAD_REQUEST, e),
+                Err(e) => {
+                    warn!(error = %e, "signing an instance identity failed");
                     error(StatusCode::INTERNAL_SERVER_ERROR, "signing failed")
                 }
             }

@@ -17,7 +17,17 @@ const TABLES: &[(&str, &[&str])] = &[
     ),
     ("space_grants", &["username", "space_guid"]),
     ("cell_grants", &["username", "cell"]),
-    ("apps", &["guid", "name", "tag", "space_guid"]),
+    (
+        "apps",
+        &[
+            "guid",
+            "name",
+            "tag",
+            "space_guid",
+            "client_identity",
+            "proxy_protocol",
+        ],
+    ),
     (
         "instances",
         &[

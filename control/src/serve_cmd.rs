@@ -44,6 +44,14 @@ pub struct ServeArgs {
     /// Lifetime of instance certificates; cells renew them at 2/3 of it.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub cert_ttl: Duration,
+    /// Lifetime of instance identity certificates (CF_INSTANCE_CERT; Cloud Foundry's default
+    /// is 24h); cells renew them at 2/3 of it, in place, with no restart.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub identity_validity: Duration,
+    /// SPIFFE trust domain of instance identities: their URI SAN is
+    /// spiffe://TRUST_DOMAIN/app/APP_GUID.
+    #[arg(long, default_value = c2c_certs::identity::DEFAULT_TRUST_DOMAIN, value_parser = trust_domain)]
+    pub trust_domain: String,
     /// Open API connections at most; past it, new connections are closed at once.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
@@ -331,10 +339,12 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     let signers = api::Signers {
         cells: pki.cells,
         instances: pki.instances,
+        root_pem: pki.root.cert_pem().to_string(),
     };
     let ctx = Arc::new(
         Ctx::new(state, token)?
             .with_signers(signers, args.cert_ttl)
+            .with_identity(args.identity_validity, args.trust_domain.clone())
             .with_budget(budget)
             .with_reader(reader)
             .with_max_policies(args.max_policies)
@@ -376,6 +386,17 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         info!("control stopped");
         Ok(())
     })
+}
+
+/// A `--trust-domain` as the SPIFFE ID spec allows it.
+fn trust_domain(s: &str) -> Result<String, String> {
+    if c2c_certs::identity::valid_trust_domain(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a SPIFFE trust domain (lower-case letters, digits, '.', '-', '_')"
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -151,7 +151,14 @@ const SQLITE_MIGRATIONS: &[&str] = &[
      CREATE TABLE space_quotas (space_guid TEXT PRIMARY KEY REFERENCES spaces(guid) ON DELETE CASCADE,
         max_apps INTEGER NOT NULL, max_instances INTEGER NOT NULL, max_routes INTEGER NOT NULL);
      DELETE FROM routes WHERE host LIKE '%.%' OR host NOT GLOB '*[^0-9]*';",
+    // 10: what each app's sidecar does (issue #24).
+    APP_SETTINGS_MIGRATION,
 ];
+
+/// Step 10 of both dialects.
+const APP_SETTINGS_MIGRATION: &str =
+    "ALTER TABLE apps ADD COLUMN client_identity TEXT NOT NULL DEFAULT 'off';
+     ALTER TABLE apps ADD COLUMN proxy_protocol TEXT NOT NULL DEFAULT 'off';";
 
 /// Step 8 of both dialects.
 const RUNTIME_MIGRATION: &str = "ALTER TABLE instances ADD COLUMN runtime TEXT;";
@@ -252,7 +259,24 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
      CREATE TABLE space_quotas (space_guid TEXT PRIMARY KEY REFERENCES spaces(guid) ON DELETE CASCADE,
         max_apps BIGINT NOT NULL, max_instances BIGINT NOT NULL, max_routes BIGINT NOT NULL);
      DELETE FROM routes WHERE host LIKE '%.%' OR host ~ '^[0-9]+$';",
+    APP_SETTINGS_MIGRATION,
 ];
+
+/// The columns an [`App`] is read from, for [`app_row`].
+const APP_COLUMNS: &str =
+    "SELECT guid, name, tag, space_guid, client_identity, proxy_protocol FROM apps";
+
+/// An [`App`] from a row of [`APP_COLUMNS`].
+fn app_row(r: &Row) -> Result<App, StateError> {
+    Ok(App {
+        guid: parsed(r, 0)?,
+        name: r.get(1)?,
+        tag: r.get(2)?,
+        space: r.get(3)?,
+        client_identity: parsed(r, 4)?,
+        proxy_protocol: parsed(r, 5)?,
+    })
+}
 
 /// Policies per statement when adding or deleting many.
 const POLICY_BATCH: usize = 500;
@@ -522,6 +546,8 @@ impl State {
                 name: name.into(),
                 tag,
                 space: space.to_string(),
+                client_identity: Default::default(),
+                proxy_protocol: Default::default(),
             };
             tx.execute(
                 "INSERT INTO apps (guid, name, tag, space_guid) VALUES (?, ?, ?, ?)",
@@ -544,17 +570,9 @@ impl State {
 
     /// All apps, by name.
     pub fn apps(&self) -> Result<Vec<App>, StateError> {
-        let mut st = self
-            .db
-            .prepare("SELECT guid, name, tag, space_guid FROM apps ORDER BY name")?;
-        let rows = st.query_map((), |r| {
-            Ok(App {
-                guid: parsed(r, 0)?,
-                name: r.get(1)?,
-                tag: r.get(2)?,
-                space: r.get(3)?,
-            })
-        })?;
+        let sql = format!("{APP_COLUMNS} ORDER BY name");
+        let mut st = self.db.prepare(&sql)?;
+        let rows = st.query_map((), app_row)?;
         rows.collect::<Result<_, _>>()
     }
 
@@ -562,19 +580,55 @@ impl State {
     pub fn app(&self, name_or_guid: &str) -> Result<App, StateError> {
         self.db
             .query_row(
-                "SELECT guid, name, tag, space_guid FROM apps WHERE name = ?1 OR guid = ?1",
+                &format!("{APP_COLUMNS} WHERE name = ?1 OR guid = ?1"),
                 [name_or_guid],
-                |r| {
-                    Ok(App {
-                        guid: parsed(r, 0)?,
-                        name: r.get(1)?,
-                        tag: r.get(2)?,
-                        space: r.get(3)?,
-                    })
-                },
+                app_row,
             )
             .optional()?
             .ok_or_else(|| StateError::UnknownApp(name_or_guid.into()))
+    }
+
+    /// The GUIDs of the space and org of the app with GUID `guid`.
+    pub fn app_space_and_org(&self, guid: &str) -> Result<(String, String), StateError> {
+        self.db
+            .query_row(
+                "SELECT s.guid, s.org_guid FROM apps a JOIN spaces s ON s.guid = a.space_guid
+                 WHERE a.guid = ?",
+                [guid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .ok_or_else(|| StateError::UnknownApp(guid.into()))
+    }
+
+    /// Changes what the app's sidecar does (absent settings stay); returns the app as it is now.
+    pub fn update_app_settings(
+        &mut self,
+        guid: &str,
+        settings: &c2c_api::types::AppSettings,
+    ) -> Result<App, StateError> {
+        let settings = settings.clone();
+        let guid = guid.to_string();
+        self.write(move |tx| {
+            let mut changed = false;
+            if let Some(c) = settings.client_identity {
+                changed |= tx.execute(
+                    "UPDATE apps SET client_identity = ?1 WHERE guid = ?2 AND client_identity <> ?1",
+                    params![c.to_string(), &guid],
+                )? > 0;
+            }
+            if let Some(p) = settings.proxy_protocol {
+                changed |= tx.execute(
+                    "UPDATE apps SET proxy_protocol = ?1 WHERE guid = ?2 AND proxy_protocol <> ?1",
+                    params![p.to_string(), &guid],
+                )? > 0;
+            }
+            let app = tx
+                .query_row(&format!("{APP_COLUMNS} WHERE guid = ?"), [&guid], app_row)
+                .optional()?
+                .ok_or_else(|| StateError::UnknownApp(guid.clone()))?;
+            Ok((app, changed))
+        })
     }
 
     /// Adds policies; existing ones are left as they are. Returns how many were new.

@@ -25,6 +25,7 @@ fn replica(url: &str, pki_dir: &std::path::Path) -> Arc<Ctx> {
         Signers {
             cells: pki.cells,
             instances: pki.instances,
+            root_pem: pki.root.cert_pem().to_string(),
         },
         Duration::from_secs(3600),
     ))

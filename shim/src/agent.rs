@@ -762,6 +762,8 @@ mod tests {
                 name: "a".into(),
                 tag: 1,
                 space: String::new(),
+                client_identity: Default::default(),
+                proxy_protocol: Default::default(),
             }],
             instances: vec![
                 Instance {

@@ -310,6 +310,8 @@ mod tests {
                 name: "a".into(),
                 tag: 1,
                 space: String::new(),
+                client_identity: Default::default(),
+                proxy_protocol: Default::default(),
             }],
             instances: confirmed
                 .iter()

@@ -244,6 +244,8 @@ mod tests {
             name: n.into(),
             tag,
             space: String::new(),
+            client_identity: Default::default(),
+            proxy_protocol: Default::default(),
         };
         let inst = |g: &str, ip: &str| Instance {
             guid: format!("i-{g}"),

@@ -40,6 +40,7 @@ impl Api {
             Signers {
                 cells: again.cells,
                 instances: again.instances,
+                root_pem: again.root.cert_pem().to_string(),
             },
             std::time::Duration::from_secs(3600),
         );
