@@ -6,6 +6,18 @@ use std::path::{Path, PathBuf};
 /// Default state dir.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/c2c";
 
+/// An instance's identity dir (`instance.crt`, `instance.key`), beside its sidecar's cert dir
+/// `cert_dir`: the cell agent keeps it current; the app reads it (CF_INSTANCE_CERT).
+pub fn identity_dir(cert_dir: &Path) -> PathBuf {
+    cert_dir.parent().unwrap_or(cert_dir).join("identity")
+}
+
+/// An instance's system-certificates dir (the platform root, CF_SYSTEM_CERT_PATH), beside its
+/// sidecar's cert dir `cert_dir`.
+pub fn system_certs_dir(cert_dir: &Path) -> PathBuf {
+    cert_dir.parent().unwrap_or(cert_dir).join("system-certs")
+}
+
 /// Paths under one state dir.
 #[derive(Debug, Clone)]
 pub struct Layout {

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod access;
 pub mod asg;
 pub mod client;
 

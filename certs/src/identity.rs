@@ -23,6 +23,18 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use crate::ca::{leaf_params, Ca, CaError, Usage};
 use crate::names::SanSet;
 
+/// The certificate file of an identity dir (CF's `/etc/cf-instance-credentials/instance.crt`):
+/// the leaf, then its issuer.
+pub const CERT_FILE: &str = "instance.crt";
+/// The key file of an identity dir (mode 0600).
+pub const KEY_FILE: &str = "instance.key";
+/// The root's file in a system-certificates dir (CF_SYSTEM_CERT_PATH).
+pub const ROOT_FILE: &str = "c2c-platform-ca.pem";
+/// Where a container with its own filesystem finds its identity, as in Cloud Foundry.
+pub const CONTAINER_IDENTITY_DIR: &str = "/etc/cf-instance-credentials";
+/// Where a container with its own filesystem finds the platform root, as in Cloud Foundry.
+pub const CONTAINER_SYSTEM_CERTS_DIR: &str = "/etc/cf-system-certificates";
+
 /// The SPIFFE trust domain when none is configured.
 pub const DEFAULT_TRUST_DOMAIN: &str = "c2c.internal";
 

@@ -124,6 +124,16 @@ pub struct LoadedPair {
 
 /// The raw bytes of `cert.pem` and `key.pem`, read from one generation (see the module docs).
 pub fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), PairError> {
+    read_pair_named(dir, CERT_FILE, KEY_FILE)
+}
+
+/// As [`read_pair`], for a pair under other file names (an instance identity's
+/// `instance.crt` and `instance.key`).
+pub fn read_pair_named(
+    dir: &Path,
+    cert_file: &str,
+    key_file: &str,
+) -> Result<(Vec<u8>, Vec<u8>), PairError> {
     let link = dir.join(DATA_LINK);
     let base = match fs::read_link(&link) {
         // One plain component (`..gen-<id>`), as write_pair makes it: nothing else is followed.
@@ -135,7 +145,7 @@ pub fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), PairError> {
         let path = base.join(name);
         fs::read(&path).map_err(|source| PairError::Io { path, source })
     };
-    Ok((read(CERT_FILE)?, read(KEY_FILE)?))
+    Ok((read(cert_file)?, read(key_file)?))
 }
 
 fn single_component(p: &Path) -> bool {
@@ -217,19 +227,30 @@ fn without_trust_anchor(mut chain: Vec<CertificateDer<'static>>) -> Vec<Certific
 ///
 /// One writer per directory at a time (the cell agent owns each instance's dir).
 pub fn write_pair(dir: &Path, cert_pem: &[u8], key_pem: &[u8]) -> io::Result<()> {
+    write_pair_named(dir, (CERT_FILE, KEY_FILE), cert_pem, key_pem)
+}
+
+/// As [`write_pair`], under other file names (an instance identity's `instance.crt` and
+/// `instance.key`).
+pub fn write_pair_named(
+    dir: &Path,
+    (cert_file, key_file): (&str, &str),
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let id = unique_id();
     let tmp = dir.join(format!("{TMP_PREFIX}{id}"));
     let gen_name = format!("{GEN_PREFIX}{id}");
     fs::create_dir(&tmp)?;
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
-    write_synced(&tmp.join(CERT_FILE), cert_pem, 0o644)?;
-    write_synced(&tmp.join(KEY_FILE), key_pem, 0o600)?;
+    write_synced(&tmp.join(cert_file), cert_pem, 0o644)?;
+    write_synced(&tmp.join(key_file), key_pem, 0o600)?;
     fs::rename(&tmp, dir.join(&gen_name))?;
 
     let previous = fs::read_link(dir.join(DATA_LINK)).ok();
     replace_symlink(dir, DATA_LINK, Path::new(&gen_name))?;
-    for name in [CERT_FILE, KEY_FILE] {
+    for name in [cert_file, key_file] {
         let want = Path::new(DATA_LINK).join(name);
         if fs::read_link(dir.join(name)).ok().as_deref() != Some(want.as_path()) {
             replace_symlink(dir, name, &want)?;

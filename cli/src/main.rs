@@ -69,6 +69,22 @@ enum Command {
         /// App name or GUID.
         name: String,
     },
+    /// Change what an app's sidecar does: require callers' instance identity (a client
+    /// certificate of a live instance whose app a policy allows on tcp 61443), and/or send the
+    /// app a PROXY protocol v2 header naming the caller. Running sidecars follow at once.
+    UpdateApp {
+        /// App name or GUID.
+        name: String,
+        /// `required`: refuse callers without an allowed identity; `off`: serve any caller the
+        /// packet filter lets through (Cloud Foundry's behaviour, the default).
+        #[arg(long, value_name = "required|off")]
+        client_identity: Option<c2c_api::ClientIdentity>,
+        /// `v2`: the app receives a PROXY protocol v2 header before each connection's bytes
+        /// (caller's overlay address; its CN and SPIFFE ID when it presented an identity);
+        /// `off`: the default.
+        #[arg(long, value_name = "v2|off")]
+        proxy_protocol: Option<c2c_api::ProxyProtocol>,
+    },
     /// Map an internal route HOST.DOMAIN to an app: it enters the app's certificates and DNS.
     MapRoute(policy_cmd::RouteArgs),
     /// Unmap an internal route from an app.
@@ -107,6 +123,10 @@ enum Command {
         /// Security groups with "log": true log their accepts either way.
         #[arg(long)]
         log_c2c: bool,
+        /// Lifetime of instance identities (CF_INSTANCE_CERT; Cloud Foundry's default is 24h);
+        /// cells renew them at 2/3 of it, in place. Applies when control (re)starts.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        identity_validity: Option<std::time::Duration>,
     },
     /// Show the local platform's traffic logs: one JSON line per logged packet, naming both
     /// apps (the cells write them; see `up --log-c2c` and security groups' "log": true).
@@ -332,6 +352,18 @@ fn main() -> ExitCode {
         Command::Asg(a) => asg_cmd::run(&dir, a),
         Command::Apps => policy_cmd::list_apps(&dir),
         Command::App { name } => policy_cmd::show_app(&dir, &name),
+        Command::UpdateApp {
+            name,
+            client_identity,
+            proxy_protocol,
+        } => policy_cmd::update_app(
+            &dir,
+            &name,
+            c2c_api::types::AppSettings {
+                client_identity,
+                proxy_protocol,
+            },
+        ),
         Command::Curl(a) => policy_cmd::curl(&dir, a),
         Command::MapRoute(a) => policy_cmd::route(&dir, a, false),
         Command::UnmapRoute(a) => policy_cmd::route(&dir, a, true),
@@ -344,7 +376,8 @@ fn main() -> ExitCode {
             cells,
             dns_upstream,
             log_c2c,
-        } => up::up(&dir, cells, &dns_upstream, log_c2c).map(|info| {
+            identity_validity,
+        } => up::up(&dir, cells, &dns_upstream, log_c2c, identity_validity).map(|info| {
             println!(
                 "platform up: control at https://{}:{} in netns {}",
                 c2c_platform::CONTROL_IP,

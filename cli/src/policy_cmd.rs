@@ -286,6 +286,23 @@ pub fn list_apps(dir: &Path) -> Result<()> {
 
 /// `c2c app APP`: the app (GUID, tag, space) and each instance: its cell, overlay address and,
 /// for instances this platform pushed, the host ports that reach it from the underlay.
+/// `c2c update-app APP [--client-identity required|off] [--proxy-protocol v2|off]`.
+pub fn update_app(dir: &Path, name: &str, settings: c2c_api::types::AppSettings) -> Result<()> {
+    if settings == Default::default() {
+        anyhow::bail!(
+            "nothing to change: give --client-identity required|off and/or --proxy-protocol v2|off"
+        );
+    }
+    with_client(dir, async |c| {
+        let app = c.update_app(name, &settings).await?;
+        println!(
+            "Updated app {}: client identity {}, proxy protocol {}\nOK",
+            app.name, app.client_identity, app.proxy_protocol
+        );
+        Ok(())
+    })
+}
+
 pub fn show_app(dir: &Path, name: &str) -> Result<()> {
     with_client(dir, async |c| {
         let app = c.app(name).await?;
@@ -297,8 +314,8 @@ pub fn show_app(dir: &Path, name: &str) -> Result<()> {
             .map(|s| format!("{}/{}", s.org, s.name))
             .unwrap_or_else(|| app.space.clone());
         println!(
-            "name:    {}\nguid:    {}\ntag:     {}\nspace:   {space}\n",
-            app.name, app.guid, app.tag
+            "name:              {}\nguid:              {}\ntag:               {}\nspace:             {space}\nclient identity:   {}\nproxy protocol:    {}\n",
+            app.name, app.guid, app.tag, app.client_identity, app.proxy_protocol
         );
         let cells: HashMap<String, std::net::Ipv4Addr> = c
             .cells()

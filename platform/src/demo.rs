@@ -116,7 +116,7 @@ pub fn run(state_dir: &Path, keep: bool) -> Result<()> {
 
 fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     let t = Instant::now();
-    let info = up::up(dir, 2, &[], false)?;
+    let info = up::up(dir, 2, &[], false, None)?;
     s.ok(
         t,
         &format!(

@@ -313,13 +313,26 @@ fn start_instance(
     )
     .with_context(|| format!("see {}", paths.cell(&cell.name).join("agent.log").display()))?;
 
+    // Its identity too (CF_INSTANCE_CERT): the app starts with it in place, as on Diego.
+    wait_for(
+        "the cell agent to issue the instance identity",
+        Duration::from_secs(10),
+        || {
+            c2c_api::layout::identity_dir(&certs)
+                .join(c2c_certs::identity::CERT_FILE)
+                .exists()
+        },
+    )
+    .with_context(|| format!("see {}", paths.cell(&cell.name).join("agent.log").display()))?;
+
     // The app, then the sidecar, inside the container's namespace.
-    let envs = vec![
+    let mut envs = vec![
         ("PORT", "8080".to_string()),
         ("CF_INSTANCE_INTERNAL_IP", rec.ip.to_string()),
         ("CF_INSTANCE_INDEX", index.to_string()),
         ("CF_INSTANCE_GUID", guid.clone()),
     ];
+    envs.extend(identity_env(&certs));
     let app_pid = match &a.command {
         Some(cmd) => spawn_in(
             &netns,
@@ -521,8 +534,31 @@ pub fn exec_command(state_dir: &Path, target: &str, cmd: &[String]) -> Result<Co
         .env("CF_INSTANCE_INDEX", inst.index.to_string())
         .env("CF_INSTANCE_GUID", &inst.guid)
         .env("SSL_CERT_FILE", &ca)
-        .env("CURL_CA_BUNDLE", &ca);
+        .env("CURL_CA_BUNDLE", &ca)
+        .envs(identity_env(
+            &Paths::new(state_dir)
+                .instance(&inst.app, inst.index)
+                .join("certs"),
+        ));
     Ok(c)
+}
+
+/// CF's identity variables for the instance whose sidecar cert dir is `certs`: its
+/// certificate and key (CF_INSTANCE_CERT, CF_INSTANCE_KEY) and the dir holding the platform
+/// root (CF_SYSTEM_CERT_PATH).
+fn identity_env(certs: &Path) -> Vec<(&'static str, String)> {
+    use c2c_certs::identity::{CERT_FILE, KEY_FILE};
+    let id = c2c_api::layout::identity_dir(certs);
+    vec![
+        ("CF_INSTANCE_CERT", id.join(CERT_FILE).display().to_string()),
+        ("CF_INSTANCE_KEY", id.join(KEY_FILE).display().to_string()),
+        (
+            "CF_SYSTEM_CERT_PATH",
+            c2c_api::layout::system_certs_dir(certs)
+                .display()
+                .to_string(),
+        ),
+    ]
 }
 
 /// Stops one instance (processes, CNI DEL, namespace) and forgets it.

@@ -22,6 +22,7 @@ pub fn up(
     cells: u8,
     dns_upstreams: &[SocketAddr],
     log_c2c: bool,
+    identity_validity: Option<Duration>,
 ) -> Result<PlatformInfo> {
     preflight()?;
     anyhow::ensure!((1..=50).contains(&cells), "--cells must be 1-50");
@@ -89,7 +90,7 @@ pub fn up(
     let control_pid = state_dir.join("control/control.pid");
     if super::live_pid(&control_pid, &underlay_ns).is_none() {
         let _ = std::fs::remove_file(layout.url());
-        let args = vec![
+        let mut args = vec![
             "--state-dir".into(),
             state_dir.display().to_string(),
             "control".into(),
@@ -97,6 +98,12 @@ pub fn up(
             "--listen".into(),
             format!("{CONTROL_IP}:{CONTROL_PORT}"),
         ];
+        if let Some(v) = identity_validity {
+            args.extend([
+                "--identity-validity".into(),
+                humantime::format_duration(v).to_string(),
+            ]);
+        }
         spawn_in(
             &underlay_ns,
             &bin("c2c")?,
