@@ -7,8 +7,10 @@
 pub mod admin;
 pub mod config;
 pub mod forward;
+pub mod identity;
 pub mod listener;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod reload;
 pub mod tls;
 
@@ -65,17 +67,23 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
     // Seed the RNG now: aws-lc seeds it on first use, which took ~30 ms of the first client's
     // handshake (measured on the platform) instead of the sidecar's start-up.
     let _ = provider.secure_random.fill(&mut [0u8; 32]);
+    let access = Arc::new(identity::AccessStore::open(&cfg.cert_dir));
     let store = Arc::new(
-        reload::CertStore::open(&cfg.cert_dir, provider.clone(), metrics.clone()).map_err(
-            |source| StartError::NoCertificate {
+        reload::CertStore::open(&cfg.cert_dir, provider.clone(), metrics.clone())
+            .map_err(|source| StartError::NoCertificate {
                 dir: cfg.cert_dir.clone(),
                 source,
-            },
-        )?,
+            })?
+            .with_access(access.clone()),
     );
+    // Callers' identities chain to the issuer of our own leaf (the instances issuer), and to
+    // nothing else: a cell's client certificate (another issuer) is no caller identity.
+    let issuer = store.current().certified.cert.get(1).cloned();
+    let verifier =
+        identity::IdentityVerifier::new(issuer, provider.clone(), access.clone(), metrics.clone());
     let tls = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(reload::Resolver(store.clone())));
     let shared = Arc::new(listener::Shared {
         tls: Arc::new(tls),
@@ -87,6 +95,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
         first_byte_timeout: cfg.first_byte_timeout,
         per_source: listener::PerSource::new(cfg.max_connections_per_source),
         tracker: TaskTracker::new(),
+        access,
     });
 
     // Watch before anything else: a pair written from here on is seen.

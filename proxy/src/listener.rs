@@ -38,6 +38,8 @@ pub struct Shared {
     pub per_source: Arc<PerSource>,
     /// Tracks open connections for the drain on shutdown.
     pub tracker: TaskTracker,
+    /// Who may call, and whether the app wants a PROXY protocol header.
+    pub access: Arc<crate::identity::AccessStore>,
 }
 
 /// Open connections per client address, so one peer cannot hold every `--max-connections`
@@ -200,7 +202,12 @@ async fn handle(
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
             let reason = handshake_failure_reason(&error);
-            debug!(%peer, %error, reason, "tls handshake failed");
+            if reason == "no_client_identity" {
+                warn!(%peer, instance = %shared.access.current().instance, "caller refused: it presented no identity, and this app requires one");
+                shared.metrics.client_identity_refused("no_certificate");
+            } else {
+                debug!(%peer, %error, reason, "tls handshake failed");
+            }
             shared.metrics.handshake_failed(reason);
             return;
         }
@@ -231,6 +238,27 @@ async fn handle(
             }
         };
     let _ = app.set_nodelay(true);
+    let access = shared.access.current();
+    if access.proxy_protocol == c2c_api::ProxyProtocol::V2 {
+        let caller = crate::identity::caller(tls.peer_leaf(), &access)
+            .filter(|c| c.verdict != c2c_api::access::Verdict::Unknown);
+        let local = tls.tcp.local_addr().unwrap_or(upstream);
+        let header = crate::proxy_protocol::header(
+            peer,
+            local,
+            caller.as_ref().map(|c| crate::proxy_protocol::CallerNames {
+                common_name: &c.identity.instance_guid,
+                spiffe_id: &c.identity.spiffe_id,
+                tls_version: tls.version_text(),
+            }),
+        );
+        if let Err(error) = tokio::io::AsyncWriteExt::write_all(&mut app, &header).await {
+            debug!(%peer, %error, "writing the PROXY header to the app failed");
+            close_quickly(&mut tls).await;
+            return;
+        }
+    }
+    drop(access);
     match forward(
         &mut tls,
         &mut app,
@@ -280,6 +308,8 @@ fn handshake_failure_reason(error: &io::Error) -> &'static str {
             rustls::Error::PeerIncompatible(_) => "peer_incompatible",
             rustls::Error::InvalidMessage(_) => "invalid_message",
             rustls::Error::AlertReceived(_) => "alert_received",
+            rustls::Error::NoCertificatesPresented => "no_client_identity",
+            rustls::Error::InvalidCertificate(_) => "client_identity_refused",
             _ => "tls_error",
         };
     }

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub idle_closed: Counter,
     /// Connections closed at accept: their client address held its share.
     pub source_limited: Counter,
+    /// Callers refused for their identity (none, invalid, no policy, not live), per reason.
+    pub client_identity_refusals: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -104,6 +106,11 @@ impl Metrics {
             self.source_limited.clone(),
         );
         reg.register(
+            "client_identity_refusals",
+            "Callers refused for their instance identity, by reason (no_certificate, invalid_certificate, not_an_identity, no_policy, unknown_instance, no_issuer)",
+            self.client_identity_refusals.clone(),
+        );
+        reg.register(
             "cert_not_after_seconds",
             "Expiry of the certificate in service, unix time",
             self.cert_not_after.clone(),
@@ -117,6 +124,15 @@ impl Metrics {
     /// Counts one handshake failure.
     pub fn handshake_failed(&self, reason: &str) {
         self.handshake_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts one caller refused for its identity.
+    pub fn client_identity_refused(&self, reason: &str) {
+        self.client_identity_refusals
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })

@@ -40,6 +40,8 @@ pub struct CertStore {
     provider: Arc<CryptoProvider>,
     current: ArcSwap<LoadedPair>,
     metrics: Arc<Metrics>,
+    /// Who may call (`access.json` in the same dir), reloaded with the pair.
+    access: Option<Arc<crate::identity::AccessStore>>,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -71,7 +73,14 @@ impl CertStore {
             provider,
             current: ArcSwap::from_pointee(loaded),
             metrics,
+            access: None,
         })
+    }
+
+    /// Reloads `access` whenever the pair is reloaded (it lives in the same directory).
+    pub fn with_access(mut self, access: Arc<crate::identity::AccessStore>) -> Self {
+        self.access = Some(access);
+        self
     }
 
     /// The pair in service now.
@@ -87,6 +96,9 @@ impl CertStore {
     /// Re-reads the directory and swaps the pair in if it changed and passes every check.
     /// Blocking (file reads): call from a blocking context.
     pub fn reload(&self) -> ReloadOutcome {
+        if let Some(a) = &self.access {
+            a.reload();
+        }
         let outcome = match pair::load(&self.dir, &self.provider, now_unix()) {
             Ok(new) if new.content_digest == self.current.load().content_digest => {
                 ReloadOutcome::Unchanged

@@ -89,6 +89,8 @@ pub struct TlsStream {
     /// Application data decrypted outside the forwarding loop (sent right behind the client's
     /// Finished), for the app before anything read after it.
     pub(crate) stash: Vec<u8>,
+    /// Where in its input the last [`Self::process`] stood when rustls failed.
+    failed_at: usize,
 }
 
 /// A rustls error as an I/O error (kind `InvalidData`), as tokio-rustls reported it.
@@ -167,6 +169,7 @@ impl TlsStream {
             peer_closed: false,
             close_queued: false,
             stash: Vec::new(),
+            failed_at: 0,
         };
         loop {
             // A ClientHello is 0.3-2 KiB: room for it, grown only for a client that sends more
@@ -188,7 +191,7 @@ impl TlsStream {
                 }
                 Err(e) => {
                     // Send the alert rustls queued for the failure, if the client still listens.
-                    s.queue_alerts();
+                    s.queue_alerts(&mut input);
                     let _ = s.tcp.write_all(&s.outgoing).await;
                     return Err(tls_error(e));
                 }
@@ -204,6 +207,20 @@ impl TlsStream {
         }
     }
 
+    /// The leaf certificate the client presented, if it presented one (and it was verified).
+    pub fn peer_leaf(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
+        self.conn.peer_certificates().and_then(|c| c.first())
+    }
+
+    /// The TLS version agreed, as text (`TLSv1.3`), for the PROXY protocol's SSL TLV.
+    pub fn version_text(&self) -> &'static str {
+        match self.conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "",
+        }
+    }
+
     /// Runs the state machine over `input` until it needs more: plaintext goes to `sink`, TLS to
     /// send to the outgoing queue. Returns how much of `input` it used (the rest is the start of a
     /// record) and where it stopped.
@@ -216,6 +233,10 @@ impl TlsStream {
         loop {
             let status = self.conn.process_tls_records(&mut input[used..]);
             let discard = status.discard;
+            // On a failure, rustls may still hold ranges of `input[used..]` (the rest of a
+            // client's flight, say Certificate, CertificateVerify and Finished after a refused
+            // Certificate): the alert must be drawn from that same slice (see `queue_alerts`).
+            self.failed_at = used;
             let stop = step(
                 status.state?,
                 &mut self.outgoing,
@@ -312,17 +333,18 @@ impl TlsStream {
         })
     }
 
-    /// Moves alerts rustls queued (after a failure) into the outgoing queue.
-    fn queue_alerts(&mut self) {
-        for _ in 0..8 {
-            let status = self.conn.process_tls_records(&mut []);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut e)) => {
-                    encode_into(&mut self.outgoing, |buf| e.encode(buf))
-                }
-                Ok(ConnectionState::TransmitTlsData(t)) => t.done(),
-                _ => return,
-            }
+    /// Moves the alert rustls queued after a failure in [`Self::process`] over `input` into the
+    /// outgoing queue. rustls 0.23.46 needs care here: asked again with an empty slice, it
+    /// panics when the failed flight held more handshake messages (`Delocator::slice_from_range`;
+    /// a refused client certificate is followed by CertificateVerify and Finished), so it is
+    /// given the input it failed on; asked a second time, it parses that input again and panics
+    /// on garbage. A failure queues one fatal alert: it is taken once.
+    fn queue_alerts(&mut self, input: &mut [u8]) {
+        let at = self.failed_at.min(input.len());
+        if let Ok(ConnectionState::EncodeTlsData(mut e)) =
+            self.conn.process_tls_records(&mut input[at..]).state
+        {
+            encode_into(&mut self.outgoing, |buf| e.encode(buf))
         }
     }
 

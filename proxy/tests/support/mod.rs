@@ -256,7 +256,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 }
 
 /// A backend on 127.0.0.1 that runs `serve` on each accepted connection.
-async fn spawn_backend<F, Fut>(serve: F) -> SocketAddr
+pub async fn spawn_backend<F, Fut>(serve: F) -> SocketAddr
 where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,

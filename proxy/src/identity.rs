@@ -1,0 +1,231 @@
+//! Callers' identity: who may call this instance, read from the cert dir's `access.json`
+//! (written by the cell agent from control's view, see [`c2c_api::access`]), and a rustls client
+//! certificate verifier that asks for, checks and authorizes a caller's instance identity.
+//!
+//! With the app's client identity `required`, a caller must present a certificate that chains to
+//! the instances issuer (the one above this sidecar's own leaf), carries clientAuth, is valid
+//! now, names a live instance of the app it claims, and whose app a policy allows on tcp 61443:
+//! the same policy table the packet filter enforces, so a path the filter opens without a policy
+//! (a host port from the underlay, a broad security group) still needs an identity and a policy.
+//! Anything else fails the handshake. With it `off` and the PROXY protocol on, a certificate is
+//! asked for but optional; the app learns the caller's identity when it is a known one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use c2c_api::access::{Access, Verdict, ACCESS_FILE};
+use c2c_api::{ClientIdentity, ProxyProtocol};
+use c2c_certs::Identity;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// The access rules in service, swapped whole when the file changes.
+#[derive(Debug)]
+pub struct AccessStore {
+    path: PathBuf,
+    current: ArcSwap<Access>,
+}
+
+impl AccessStore {
+    /// Reads `DIR/access.json`; none (or an unreadable one) is the default: nothing required.
+    pub fn open(cert_dir: &Path) -> Self {
+        let path = cert_dir.join(ACCESS_FILE);
+        let store = Self {
+            current: ArcSwap::from_pointee(Access::default()),
+            path,
+        };
+        store.reload();
+        store
+    }
+
+    /// The rules now.
+    pub fn current(&self) -> Arc<Access> {
+        self.current.load_full()
+    }
+
+    /// Re-reads the file; returns whether anything changed. A file that does not parse keeps
+    /// the rules in service (a half-written file is never seen: the agent renames it in).
+    pub fn reload(&self) -> bool {
+        let new = match std::fs::read(&self.path) {
+            Ok(bytes) => match serde_json::from_slice::<Access>(&bytes) {
+                Ok(a) => a,
+                Err(error) => {
+                    warn!(%error, path = %self.path.display(), "access file refused; keeping the rules in service");
+                    return false;
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Access::default(),
+            Err(error) => {
+                warn!(%error, path = %self.path.display(), "access file unreadable; keeping the rules in service");
+                return false;
+            }
+        };
+        let old = self.current.load();
+        let same = Access {
+            revision: old.revision,
+            ..new.clone()
+        } == **old;
+        if same {
+            return false;
+        }
+        if old.client_identity != new.client_identity || old.proxy_protocol != new.proxy_protocol {
+            info!(client_identity = %new.client_identity, proxy_protocol = %new.proxy_protocol, revision = new.revision.0, "caller identity settings");
+        }
+        self.current.store(Arc::new(new));
+        true
+    }
+}
+
+/// Who a caller proved to be, for the app (PROXY protocol TLVs) and the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// What its certificate says.
+    pub identity: Identity,
+    /// What the access rules make of it.
+    pub verdict: Verdict,
+}
+
+/// The caller of a finished handshake, if it presented an instance identity.
+pub fn caller(leaf: Option<&CertificateDer<'_>>, access: &Access) -> Option<Caller> {
+    let identity = Identity::from_der(leaf?)?;
+    let verdict = access.verdict(&identity.instance_guid, &identity.app_guid);
+    Some(Caller { identity, verdict })
+}
+
+/// Asks for and checks callers' identity as the access rules say (see the module docs).
+pub struct IdentityVerifier {
+    /// Chain, usage and validity checks against the instances issuer; `None` when this
+    /// sidecar's chain names no issuer (then no identity can be verified).
+    inner: Option<Arc<dyn ClientCertVerifier>>,
+    access: Arc<AccessStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for IdentityVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityVerifier").finish_non_exhaustive()
+    }
+}
+
+impl IdentityVerifier {
+    /// A verifier trusting `issuer` (the certificate above this sidecar's leaf) for callers.
+    pub fn new(
+        issuer: Option<CertificateDer<'static>>,
+        provider: Arc<CryptoProvider>,
+        access: Arc<AccessStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let inner = issuer.and_then(|issuer| {
+            let mut roots = RootCertStore::empty();
+            roots.add(issuer).ok()?;
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .inspect_err(|error| warn!(%error, "no verifier for callers' identity"))
+                .ok()
+        });
+        Self {
+            inner,
+            access,
+            metrics,
+        }
+    }
+
+    fn refuse(&self, reason: &'static str) -> rustls::Error {
+        self.metrics.client_identity_refused(reason);
+        rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
+    }
+}
+
+impl ClientCertVerifier for IdentityVerifier {
+    fn offer_client_auth(&self) -> bool {
+        let a = self.access.current();
+        a.client_identity == ClientIdentity::Required || a.proxy_protocol == ProxyProtocol::V2
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.access.current().client_identity == ClientIdentity::Required
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        match &self.inner {
+            Some(v) => v.root_hint_subjects(),
+            None => &[],
+        }
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let access = self.access.current();
+        let Some(inner) = &self.inner else {
+            warn!(instance = %access.instance, "caller presented a certificate, but this sidecar has no issuer to check it against");
+            return Err(self.refuse("no_issuer"));
+        };
+        if let Err(error) = inner.verify_client_cert(end_entity, intermediates, now) {
+            warn!(instance = %access.instance, %error, "caller's certificate refused");
+            self.metrics.client_identity_refused("invalid_certificate");
+            return Err(error);
+        }
+        if access.client_identity != ClientIdentity::Required {
+            return Ok(ClientCertVerified::assertion());
+        }
+        let Some(c) = caller(Some(end_entity), &access) else {
+            warn!(instance = %access.instance, "caller's certificate is no instance identity; refused");
+            return Err(self.refuse("not_an_identity"));
+        };
+        match c.verdict {
+            Verdict::Allowed => Ok(ClientCertVerified::assertion()),
+            Verdict::NoPolicy => {
+                warn!(instance = %access.instance, caller = %c.identity.instance_guid, caller_app = %c.identity.app_guid, "caller refused: no policy allows its app on tcp 61443");
+                Err(self.refuse("no_policy"))
+            }
+            Verdict::Unknown => {
+                warn!(instance = %access.instance, caller = %c.identity.instance_guid, caller_app = %c.identity.app_guid, "caller refused: not a live instance of its app");
+                Err(self.refuse("unknown_instance"))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        match &self.inner {
+            Some(v) => v.verify_tls12_signature(message, cert, dss),
+            None => Err(self.refuse("no_issuer")),
+        }
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        match &self.inner {
+            Some(v) => v.verify_tls13_signature(message, cert, dss),
+            None => Err(self.refuse("no_issuer")),
+        }
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        match &self.inner {
+            Some(v) => v.supported_verify_schemes(),
+            None => vec![],
+        }
+    }
+}
