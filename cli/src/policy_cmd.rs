@@ -314,7 +314,7 @@ pub fn show_app(dir: &Path, name: &str) -> Result<()> {
             .map(|s| format!("{}/{}", s.org, s.name))
             .unwrap_or_else(|| app.space.clone());
         println!(
-            "name:              {}\nguid:              {}\ntag:               {}\nspace:             {space}\nclient identity:   {}\nproxy protocol:    {}\n",
+            "name:    {}\nguid:    {}\ntag:     {}\nspace:   {space}\nclient identity: {}\nproxy protocol:  {}\n",
             app.name, app.guid, app.tag, app.client_identity, app.proxy_protocol
         );
         let cells: HashMap<String, std::net::Ipv4Addr> = c

@@ -192,7 +192,7 @@ impl ClientCertVerifier for IdentityVerifier {
                 Err(self.refuse("no_policy"))
             }
             Verdict::Unknown => {
-                warn!(instance = %access.instance, caller = %c.identity.instance_guid, caller_app = %c.identity.app_guid, "caller refused: not a live instance of its app");
+                warn!(instance = %access.instance, caller = %c.identity.instance_guid, caller_app = %c.identity.app_guid, "caller refused: no live instance of an app with a policy to this one");
                 Err(self.refuse("unknown_instance"))
             }
         }

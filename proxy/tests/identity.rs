@@ -263,7 +263,7 @@ async fn required_identity_serves_only_a_live_instance_of_an_allowed_app() {
         "{log}"
     );
     assert!(
-        log.contains("not a live instance of its app") && log.contains("z9"),
+        log.contains("no live instance of an app with a policy to this one") && log.contains("z9"),
         "{log}"
     );
     assert!(proxy.metric("c2c_proxy_client_identity_refusals_total{reason=\"no_policy\"}") >= 1.0);

@@ -211,6 +211,9 @@ fn spawn_watch(
     rx
 }
 
+/// How often certificates and identities are checked for age between views.
+const CERT_CHECK: Duration = Duration::from_secs(2);
+
 /// Why an instance's certificate must be issued now, if it must (pure apart from reading the
 /// cert dir): no certificate yet, SANs that differ from what the instance's routes call for, or
 /// 2/3 of its life gone.
@@ -462,6 +465,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     // Control's views, from a streamed watch kept open by a task of its own.
     let mut views = spawn_watch(client.clone(), cfg.cell.clone(), shutdown.clone());
     let mut resync = tokio::time::interval(cfg.resync);
+    let mut certs_due = tokio::time::interval(CERT_CHECK);
+    certs_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renew = tokio::time::interval(cfg.renew);
     renew.tick().await;
     let retry = Arc::new(Notify::new());
@@ -505,6 +510,14 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 Event::Resync
             }
             _ = retry.notified() => Event::Resync,
+            _ = certs_due.tick() => {
+                // Certificates and identities age between views: a short validity
+                // (`--identity-validity 30s`) is renewed in time, not at the next resync.
+                if let Some(v) = core.view() {
+                    sync_certs(&client, &cfg.cell, v, core.records()).await;
+                }
+                continue;
+            }
             _ = renew.tick() => {
                 match client.renew_lease(&cfg.cell).await {
                     Ok(_) => {}
