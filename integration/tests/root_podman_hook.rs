@@ -184,6 +184,49 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     .unwrap();
     let netns_a = rec_a["netns"].as_str().unwrap().to_string();
 
+    // Its identity at Cloud Foundry's paths, mounted by the hook from the agent's identity dir
+    // (the same files the agent renews in place), with the platform root beside it.
+    let (code, pem) = podman.exec("a", &["cat", "/etc/cf-instance-credentials/instance.crt"]);
+    assert_eq!(code, 0, "{pem}");
+    let subject = {
+        let mut child = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-ext", "subjectAltName"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(pem.as_bytes())
+            .unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    let a_guid = p.app_guid("appa");
+    assert!(
+        subject.contains(&format!("OU = app:{a_guid}"))
+            && subject.contains(&format!("URI:spiffe://c2c.internal/app/{a_guid}")),
+        "{subject}"
+    );
+    let (code, out) = podman.exec(
+        "a",
+        &["sh", "-c", "test -f /etc/cf-instance-credentials/instance.key && test -f /etc/cf-system-certificates/c2c-platform-ca.pem"],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, _) = podman.exec("a", &["touch", "/etc/cf-instance-credentials/x"]);
+    assert_ne!(code, 0, "the identity is mounted read-only");
+    let (_, root_in) = podman.exec(
+        "a",
+        &["cat", "/etc/cf-system-certificates/c2c-platform-ca.pem"],
+    );
+    assert_eq!(
+        root_in,
+        std::fs::read_to_string(&ca).unwrap(),
+        "the platform root"
+    );
+
     // The cell DNS is the container's resolver, and knows podman's instances by app name.
     let (_, resolv) = podman.exec("a", &["cat", "/etc/resolv.conf"]);
     assert!(resolv.contains("169.254.0.1"), "resolv.conf: {resolv}");
