@@ -278,6 +278,99 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
         ms(took)
     ));
 
+    // Identity: appB's sidecar requires its callers' platform identity.
+    let t = Instant::now();
+    rt.block_on(api.update_app(
+        "appB",
+        &c2c_api::types::AppSettings {
+            client_identity: Some(c2c_api::ClientIdentity::Required),
+            proxy_protocol: None,
+        },
+    ))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match curl_b("appb.apps.internal")? {
+            (0, _, _) if Instant::now() > deadline => {
+                bail!("appB's sidecar still serves appA without a certificate")
+            }
+            (0, _, _) => std::thread::sleep(Duration::from_millis(5)),
+            (_, _, err) => break err,
+        }
+    };
+    s.done(&format!(
+        "c2c update-app appB --client-identity required, then curl from appA without a certificate -> refused ({:?}; setting -> enforced: {})",
+        err.lines().last().unwrap_or_default(),
+        ms(t.elapsed())
+    ));
+    let identity = |app: &str| {
+        c2c_api::layout::identity_dir(&super::Paths::new(dir).instance(app, 0).join("certs"))
+    };
+    let t = Instant::now();
+    let id_a = identity("appA");
+    let out = instance::exec_command(
+        dir,
+        "appA",
+        &[
+            "curl".into(),
+            "-sS".into(),
+            "--max-time".into(),
+            "3".into(),
+            "--cert".into(),
+            id_a.join("instance.crt").display().to_string(),
+            "--key".into(),
+            id_a.join("instance.key").display().to_string(),
+            "https://appb.apps.internal:61443/".into(),
+        ],
+    )?
+    .output()?;
+    let body = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() {
+        bail!(
+            "appA with its identity was refused: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    s.ok(t, &format!("c2c exec appA -- curl --cert \"$CF_INSTANCE_CERT\" --key \"$CF_INSTANCE_KEY\" https://appb.apps.internal:61443  ->  {body:?} (appA's own platform identity, and a policy on 61443)"));
+
+    let t = Instant::now();
+    let ports = b
+        .host_ports
+        .context("appB has no host ports to try the identity through")?;
+    let cell_b = info
+        .cells
+        .iter()
+        .find(|c| c.name == b.cell)
+        .context("appB's cell")?;
+    let id_c = identity("appC");
+    let ca_file = c2c_api::layout::Layout::new(dir).ca_dir().join("ca.pem");
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &info.underlay_ns,
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+        ])
+        .arg("--cacert")
+        .arg(&ca_file)
+        .arg("--resolve")
+        .arg(format!(
+            "appb.apps.internal:{}:{}",
+            ports.tls, cell_b.underlay_ip
+        ))
+        .arg("--cert")
+        .arg(id_c.join("instance.crt"))
+        .arg("--key")
+        .arg(id_c.join("instance.key"))
+        .arg(format!("https://appb.apps.internal:{}/", ports.tls))
+        .output()?;
+    if out.status.success() {
+        bail!("appC's identity was served through appB's host port, with no policy");
+    }
+    s.ok(t, &format!("curl --cert <appC's identity> https://appb.apps.internal:{} from the underlay, through appB's host port on {} (no packet filter in the way)  ->  refused at appB's sidecar: no policy from appC", ports.tls, cell_b.underlay_ip));
+
     let t = Instant::now();
     rt.block_on(api.remove_policies(&[policy(8080)]))?;
     let (r, _) = poll(&a, to_b, false)?;
