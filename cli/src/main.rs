@@ -170,6 +170,11 @@ enum Command {
         index: u32,
         #[arg(long, default_value = "0.0.0.0:8080")]
         listen: std::net::SocketAddr,
+        /// Also serve HTTPS here, terminating TLS with the instance's own identity
+        /// (CF_INSTANCE_CERT/KEY) and requiring callers' identities, verified against
+        /// CF_SYSTEM_CERT_PATH: Cloud Foundry's "manual" option, without the sidecar.
+        #[arg(long, value_name = "ADDR")]
+        mtls_listen: Option<std::net::SocketAddr>,
     },
 }
 
@@ -402,7 +407,8 @@ fn main() -> ExitCode {
             name,
             index,
             listen,
-        } => demo_app::run(&name, index, listen),
+            mtls_listen,
+        } => demo_app::run(&name, index, listen, mtls_listen),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -212,6 +212,45 @@ fn root_identity_in_every_instance_and_required_by_the_sidecar() {
     let (code, body) = sh(dir, "appA", &with_cert);
     assert_eq!(code, 0, "the renewed identity is served: {body}");
 
+    // Cloud Foundry's "manual" option: appD terminates TLS itself with its own identity and
+    // requires its callers' (the demo app's --mtls-listen), no sidecar in the path.
+    let c2c_bin = c2c_integration::bin("c2c");
+    let cmd = format!(
+        "{} demo-app --name appD --index 0 --mtls-listen 0.0.0.0:9443",
+        c2c_bin.display()
+    );
+    ok(dir, &["push", "appD", "--cell", "cell2", "--command", &cmd]);
+    allow(dir, "appA", "appD", "9443");
+    let d_ip = {
+        let raw = std::fs::read(instance_dir(dir, "appD").join("instance.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        v["ip"].as_str().unwrap().to_string()
+    };
+    let manual = |cert: bool| {
+        let id = if cert {
+            "--cert \"$CF_INSTANCE_CERT\" --key \"$CF_INSTANCE_KEY\""
+        } else {
+            ""
+        };
+        sh(
+            dir,
+            "appA",
+            &format!("curl -s --max-time 5 --cacert \"$CF_SYSTEM_CERT_PATH/c2c-platform-ca.pem\" {id} https://{d_ip}:9443/"),
+        )
+    };
+    wait_until(
+        "appD's own TLS to answer appA",
+        Duration::from_secs(15),
+        || manual(true).0 == 0,
+    );
+    let (_, body) = manual(true);
+    let a_instance = guid;
+    assert!(
+        body.contains(&format!("caller={a_instance} app={app_guid}")),
+        "appD names its caller: {body}"
+    );
+    assert_ne!(manual(false).0, 0, "appD requires a caller's identity");
+
     // A deleted instance's identity: kept by an attacker, refused once the deletion reaches
     // appB's cell (the positive control just above used the same path).
     let kept = tempfile::tempdir().unwrap();
