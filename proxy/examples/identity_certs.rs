@@ -38,15 +38,26 @@ fn main() {
     let write = |name: &str, bytes: &str| std::fs::write(dir.join(name), bytes).unwrap();
     write("server.crt", &server.cert_pem);
     write("server.key", &server.key_pem);
-    write("server.pem", &format!("{}{}", server.cert_pem, server.key_pem));
+    write(
+        "server.pem",
+        &format!("{}{}", server.cert_pem, server.key_pem),
+    );
     write("issuer.pem", issuer.cert_pem());
     // OpenSSL (HAProxy, nginx) anchors only at a self-signed root unless told otherwise.
-    write("clientca.pem", &format!("{}{}", issuer.cert_pem(), root.cert_pem()));
+    write(
+        "clientca.pem",
+        &format!("{}{}", issuer.cert_pem(), root.cert_pem()),
+    );
     write("root.pem", root.cert_pem());
     let (key, csr) = c2c_certs::ca::new_key_and_csr().unwrap();
     let id = Identity::new("c2c.internal", "a0", "appa", "space", "org");
     let chain = issuer
-        .sign_identity_csr(&csr, &id, "127.0.0.1".parse().unwrap(), Duration::from_secs(24 * 3600))
+        .sign_identity_csr(
+            &csr,
+            &id,
+            "127.0.0.1".parse().unwrap(),
+            Duration::from_secs(24 * 3600),
+        )
         .unwrap();
     write("client.crt", &chain);
     write("client.key", &key);

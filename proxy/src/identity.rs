@@ -107,7 +107,23 @@ pub struct IdentityVerifier {
     inner: Option<Arc<dyn ClientCertVerifier>>,
     access: Arc<AccessStore>,
     metrics: Arc<Metrics>,
+    /// Leaves whose chain `inner` accepted (by SHA-256 of the DER), with what they say: a
+    /// caller presents the same identity on every connection, and its issuer's signature over
+    /// it does not change, so it is checked once. Its validity is checked every time; the
+    /// handshake's own signature (proof of the key) always is; the access rules always are.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
 }
+
+/// A leaf whose chain was verified once.
+#[derive(Debug, Clone)]
+struct Verified {
+    not_before: i64,
+    not_after: i64,
+    identity: Option<Identity>,
+}
+
+/// Verified leaves kept at most; past it the cache starts over.
+const VERIFIED_CACHE: usize = 4096;
 
 impl std::fmt::Debug for IdentityVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,7 +152,45 @@ impl IdentityVerifier {
             inner,
             access,
             metrics,
+            verified: Default::default(),
         }
+    }
+
+    /// The leaf's chain checked (once per leaf, see [`IdentityVerifier::verified`]), and what
+    /// it says.
+    fn check_chain(
+        &self,
+        inner: &Arc<dyn ClientCertVerifier>,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<Option<Identity>, rustls::Error> {
+        let mut key = [0u8; 32];
+        key.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, end_entity).as_ref(),
+        );
+        let t = now.as_secs() as i64;
+        let hit = self.verified.lock().ok().and_then(|c| c.get(&key).cloned());
+        if let Some(v) = hit {
+            if v.not_before <= t && t < v.not_after {
+                return Ok(v.identity);
+            }
+        }
+        inner.verify_client_cert(end_entity, intermediates, now)?;
+        let info = c2c_certs::CertInfo::from_der(end_entity)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let v = Verified {
+            not_before: info.not_before,
+            not_after: info.not_after,
+            identity: Identity::from_der(end_entity),
+        };
+        if let Ok(mut c) = self.verified.lock() {
+            if c.len() >= VERIFIED_CACHE {
+                c.clear();
+            }
+            c.insert(key, v.clone());
+        }
+        Ok(v.identity)
     }
 
     fn refuse(&self, reason: &'static str) -> rustls::Error {
@@ -173,17 +227,24 @@ impl ClientCertVerifier for IdentityVerifier {
             warn!(instance = %access.instance, "caller presented a certificate, but this sidecar has no issuer to check it against");
             return Err(self.refuse("no_issuer"));
         };
-        if let Err(error) = inner.verify_client_cert(end_entity, intermediates, now) {
-            warn!(instance = %access.instance, %error, "caller's certificate refused");
-            self.metrics.client_identity_refused("invalid_certificate");
-            return Err(error);
-        }
+        let identity = match self.check_chain(inner, end_entity, intermediates, now) {
+            Ok(id) => id,
+            Err(error) => {
+                warn!(instance = %access.instance, %error, "caller's certificate refused");
+                self.metrics.client_identity_refused("invalid_certificate");
+                return Err(error);
+            }
+        };
         if access.client_identity != ClientIdentity::Required {
             return Ok(ClientCertVerified::assertion());
         }
-        let Some(c) = caller(Some(end_entity), &access) else {
+        let Some(identity) = identity else {
             warn!(instance = %access.instance, "caller's certificate is no instance identity; refused");
             return Err(self.refuse("not_an_identity"));
+        };
+        let c = Caller {
+            verdict: access.verdict(&identity.instance_guid, &identity.app_guid),
+            identity,
         };
         match c.verdict {
             Verdict::Allowed => Ok(ClientCertVerified::assertion()),
