@@ -198,6 +198,41 @@ fn the_cell_api_answers_only_the_registered_certificate_of_its_cell() {
         Some(json!({"csr": "nope"})),
     );
     assert_eq!(code, StatusCode::BAD_REQUEST);
+    // The instance's identity (CF_INSTANCE_CERT): its own cell gets it, with names from
+    // control's tables and the root to trust; another cell does not.
+    let (_, csr) = c2c_certs::ca::new_key_and_csr().unwrap();
+    let (code, _) = as_cell(
+        Method::POST,
+        &format!("{other}/identity"),
+        &cell2,
+        Some(json!({"csr": csr})),
+    );
+    assert_eq!(code, StatusCode::FORBIDDEN, "another cell's instance");
+    let (code, signed) = as_cell(
+        Method::POST,
+        &format!("{path}/identity"),
+        &cell1,
+        Some(json!({"csr": csr})),
+    );
+    assert_eq!(code, StatusCode::OK, "{signed}");
+    assert!(signed["root_pem"]
+        .as_str()
+        .unwrap()
+        .contains("BEGIN CERTIFICATE"));
+    use rustls::pki_types::pem::PemObject;
+    let leaf = rustls::pki_types::CertificateDer::from_pem_slice(
+        signed["cert_pem"].as_str().unwrap().as_bytes(),
+    )
+    .unwrap();
+    let id = c2c_certs::Identity::from_der(&leaf).unwrap();
+    assert_eq!(
+        (id.instance_guid.as_str(), id.app_guid.as_str()),
+        (guid, placed["app_guid"].as_str().unwrap())
+    );
+    assert_eq!(
+        id.spiffe_id,
+        format!("spiffe://c2c.internal/app/{}", id.app_guid)
+    );
     assert_eq!(
         api.admin(Method::DELETE, "/v1/cells/cell1", None).0,
         StatusCode::OK

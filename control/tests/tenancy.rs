@@ -442,3 +442,56 @@ fn an_admin_names_cloud_controllers_apps_by_guid_as_in_cf() {
     let (_, tags) = api.admin(Method::GET, "/networking/v1/external/tags", None);
     assert_eq!(tags["tags"].as_array().unwrap().len(), 1, "{tags}");
 }
+
+/// What an app's sidecar does (`PUT /v1/apps/APP/settings`) is its space developer's to set, as
+/// pushing it is: not another space's, and not with values the sidecar does not know.
+#[test]
+fn only_an_apps_space_developer_changes_its_sidecar_settings() {
+    let api = org_with_dev_and_prod();
+    for (name, space) in [("d", "dev"), ("p", "prod")] {
+        api.admin(
+            Method::POST,
+            "/v1/apps",
+            Some(json!({"name": name, "org": "o", "space": space})),
+        );
+    }
+    let (_, t) = api.admin(
+        Method::POST,
+        "/v1/tokens",
+        Some(json!({"user": "dev1", "scope": "network.write", "spaces": ["o/dev"]})),
+    );
+    let token = format!("Bearer {}", t["token"].as_str().unwrap());
+    let put = |app: &str, body: Value| {
+        api.call(
+            Method::PUT,
+            &format!("/v1/apps/{app}/settings"),
+            Some(&token),
+            None,
+            Some(body),
+        )
+    };
+    let (code, v) = put("d", json!({"client_identity": "required"}));
+    assert_eq!(code, StatusCode::OK, "{v}");
+    assert_eq!(v["client_identity"], "required");
+    let (code, v) = put("d", json!({"proxy_protocol": "v2"}));
+    assert_eq!(
+        (code, &v["client_identity"]),
+        (StatusCode::OK, &json!("required")),
+        "{v}"
+    );
+    assert_eq!(v["proxy_protocol"], "v2");
+    // Another space's app: refused, and unchanged.
+    let (code, _) = put("p", json!({"client_identity": "required"}));
+    assert!(
+        code == StatusCode::FORBIDDEN || code == StatusCode::NOT_FOUND,
+        "{code}"
+    );
+    let (_, p) = api.admin(Method::GET, "/v1/apps/p", None);
+    assert!(p.get("client_identity").is_none(), "{p}");
+    // Values and fields the sidecar does not know.
+    assert_eq!(
+        put("d", json!({"client_identity": "maybe"})).0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(put("d", json!({"mtls": true})).0, StatusCode::BAD_REQUEST);
+}
