@@ -358,7 +358,7 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
-        let url = format!("https://{addr}");
+        let url = local_url(addr);
         std::fs::write(layout.url(), &url)?;
         info!(%url, state_dir = %layout.root.display(), "control listening");
         let shutdown = CancellationToken::new();
@@ -388,6 +388,17 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     })
 }
 
+/// The URL the CLI on this host reaches control by (`STATE_DIR/control/url`): the listen
+/// address, or loopback when control listens on every address (`0.0.0.0` is no address a
+/// client can connect to or verify; 127.0.0.1 is always in the server certificate then).
+fn local_url(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("https://127.0.0.1:{}", addr.port())
+    } else {
+        format!("https://{addr}")
+    }
+}
+
 /// A `--trust-domain` as the SPIFFE ID spec allows it.
 fn trust_domain(s: &str) -> Result<String, String> {
     if c2c_certs::identity::valid_trust_domain(s) {
@@ -401,6 +412,25 @@ fn trust_domain(s: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_local_url_is_one_a_client_can_connect_to_and_verify() {
+        // Issue #30: `--listen 0.0.0.0:4002` wrote https://0.0.0.0:4002, and every CLI command
+        // on that host failed with `certificate not valid for name "0.0.0.0"`.
+        assert_eq!(
+            local_url("0.0.0.0:4002".parse().unwrap()),
+            "https://127.0.0.1:4002"
+        );
+        assert_eq!(
+            local_url("[::]:4002".parse().unwrap()),
+            "https://127.0.0.1:4002"
+        );
+        assert_eq!(
+            local_url("192.0.2.254:4002".parse().unwrap()),
+            "https://192.0.2.254:4002"
+        );
+    }
+
     use super::*;
 
     #[test]
