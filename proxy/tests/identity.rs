@@ -71,16 +71,15 @@ impl Platform {
     }
 
     fn identity(&self, instance: &str, app: &str) -> Cred {
+        self.identity_for(instance, app, Duration::from_secs(600))
+    }
+
+    fn identity_for(&self, instance: &str, app: &str, ttl: Duration) -> Cred {
         let (key, csr) = c2c_certs::ca::new_key_and_csr().unwrap();
         let id = Identity::new("c2c.internal", instance, app, "space-1", "org-1");
         let pem = self
             .instances
-            .sign_identity_csr(
-                &csr,
-                &id,
-                "127.0.0.2".parse().unwrap(),
-                Duration::from_secs(600),
-            )
+            .sign_identity_csr(&csr, &id, "127.0.0.2".parse().unwrap(), ttl)
             .unwrap();
         cred(&pem, &key)
     }
@@ -165,7 +164,7 @@ async fn eventually_served(
     want: bool,
     what: &str,
 ) {
-    for _ in 0..500 {
+    for _ in 0..1500 {
         if served(proxy, root_pem, cred).await == want {
             return;
         }
@@ -367,4 +366,22 @@ async fn proxy_protocol_v2_names_the_caller_when_it_presents_a_known_identity() 
         header_seen(&proxy, &root, Some(&p.identity("z9", "appz"))).await,
         "src=127.0.0.1 cn= spiffe=\n"
     );
+}
+
+/// The sidecar verifies a caller's chain once per leaf; the leaf's validity is still checked on
+/// every connection, so an identity that expires is refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_identity_is_refused_though_its_chain_was_verified_before() {
+    let p = Platform::new();
+    p.set_access(&rules(ClientIdentity::Required, ProxyProtocol::Off));
+    let proxy = Proxy::simple(&p.cert_dir(), echo_backend().await, &[]);
+    let root = p.root.cert_pem().to_string();
+    let short = p.identity_for("a0", "appa", Duration::from_secs(2));
+    assert!(
+        served(&proxy, &root, Some(&short)).await,
+        "valid: served (and remembered)"
+    );
+    eventually_served(&proxy, &root, Some(&short), false, "refused once expired").await;
+    // A fresh identity of the same instance is served.
+    assert!(served(&proxy, &root, Some(&p.identity("a0", "appa"))).await);
 }
