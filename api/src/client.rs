@@ -186,6 +186,10 @@ impl ClientError {
     }
 }
 
+/// How long connecting to one control replica and completing the TLS handshake may take
+/// before the next replica is tried (issue #30: a silent replica stalled the CLI for over 60 s).
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Makes the TCP connection to control (`host`, `port`) for a client whose control plane is not
 /// reachable from this process's network namespace; blocking is fine.
 pub type Connector = Arc<dyn Fn(&str, u16) -> std::io::Result<std::net::TcpStream> + Send + Sync>;
@@ -405,6 +409,18 @@ impl Client {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("TLS: {e}"))
+            };
+            // A replica that went silent (a powered-off host, a partition: packets dropped, no
+            // reset) would hold the caller for as long as the kernel retries; the next replica
+            // is tried instead.
+            let attempt = async {
+                tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!(
+                            "no answer within {CONNECT_TIMEOUT:?} (connect and TLS handshake)"
+                        ))
+                    })
             };
             match attempt.await {
                 Ok(tls) => {
