@@ -33,6 +33,11 @@ pub struct WatchStream {
 }
 
 impl WatchStream {
+    /// The URL of the replica this stream comes from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The next view: `Ok(None)` for a heartbeat (nothing changed), `Ok(Some(view))` for a
     /// change, which may leave out parts (`unchanged`) to fill in from the previous view
     /// ([`CellView::merged`]); an error when the stream ended. Not cancellation-safe: read it
@@ -190,6 +195,11 @@ impl ClientError {
 /// before the next replica is tried (issue #30: a silent replica stalled the CLI for over 60 s).
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How long a replica may take to answer a request on a connection it took (a long-poll's own
+/// wait added): past it, the replica is taken for silent, the next request goes to the next
+/// one, and this one fails with a transport error (which callers that loop retry).
+pub const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Makes the TCP connection to control (`host`, `port`) for a client whose control plane is not
 /// reachable from this process's network namespace; blocking is fine.
 pub type Connector = Arc<dyn Fn(&str, u16) -> std::io::Result<std::net::TcpStream> + Send + Sync>;
@@ -260,6 +270,8 @@ pub struct Client {
     token: Option<String>,
     tls: Arc<rustls::ClientConfig>,
     connector: Option<Connector>,
+    /// [`RESPONSE_TIMEOUT`], plus the wait of a long-poll.
+    response_timeout: std::time::Duration,
 }
 
 impl Client {
@@ -306,6 +318,7 @@ impl Client {
             token,
             tls: Arc::new(tls),
             connector: None,
+            response_timeout: RESPONSE_TIMEOUT,
         })
     }
 
@@ -331,6 +344,7 @@ impl Client {
             token: None,
             tls: Arc::new(tls),
             connector: None,
+            response_timeout: RESPONSE_TIMEOUT,
         })
     }
 
@@ -442,6 +456,29 @@ impl Client {
         Err(ClientError::Transport { url, detail })
     }
 
+    /// Takes the replica at `url` for silent: if requests go to it now, they go to the next one
+    /// from here on (a watch stream that stopped hearing from it, a request it never answered).
+    pub fn demote(&self, url: &str) {
+        use std::sync::atomic::Ordering;
+        let n = self.endpoints.len();
+        let i = self.current.load(Ordering::Relaxed) % n;
+        if n > 1
+            && self.endpoints[i].url == url
+            && self
+                .current
+                .compare_exchange(i, (i + 1) % n, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // A kept-alive connection to it would be tried first otherwise.
+            if let Ok(mut idle) = self.idle.lock() {
+                if idle.as_ref().is_some_and(|(_, e)| e.url == url) {
+                    *idle = None;
+                }
+            }
+            tracing::info!(silent = url, next = %self.endpoints[(i + 1) % n].url, "control replica silent; using the next");
+        }
+    }
+
     /// The URL of the replica requests go to now.
     pub fn url(&self) -> &str {
         let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
@@ -477,56 +514,81 @@ impl Client {
                     detail: e.to_string(),
                 })
         };
-        // A kept-alive connection first (a watch a second after the last one should not cost a
-        // TLS handshake); if it turns out closed before the request went out, a new one.
-        let kept = self.idle.lock().ok().and_then(|mut i| i.take());
-        let (mut send, endpoint, resp) = 'sent: {
-            if let Some((mut send, endpoint)) = kept {
-                if send.ready().await.is_ok() {
-                    match send.try_send_request(build(&endpoint)?).await {
-                        Ok(resp) => break 'sent (send, endpoint, resp),
-                        // Not sent: safe to send on a fresh connection.
-                        Err(e) if e.message().is_some() => {}
-                        Err(e) => {
-                            return Err(ClientError::Transport {
-                                url: endpoint.url.clone(),
-                                detail: e.into_error().to_string(),
-                            })
+        // The replica the request went to, for when it never answers.
+        let sent_to: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+        let exchange = async {
+            // A kept-alive connection first (a watch a second after the last one should not cost a
+            // TLS handshake); if it turns out closed before the request went out, a new one.
+            let kept = self.idle.lock().ok().and_then(|mut i| i.take());
+            let (mut send, endpoint, resp) = 'sent: {
+                if let Some((mut send, endpoint)) = kept {
+                    if let Ok(mut to) = sent_to.lock() {
+                        *to = Some(endpoint.url.clone());
+                    }
+                    if send.ready().await.is_ok() {
+                        match send.try_send_request(build(&endpoint)?).await {
+                            Ok(resp) => break 'sent (send, endpoint, resp),
+                            // Not sent: safe to send on a fresh connection.
+                            Err(e) if e.message().is_some() => {}
+                            Err(e) => {
+                                return Err(ClientError::Transport {
+                                    url: endpoint.url.clone(),
+                                    detail: e.into_error().to_string(),
+                                })
+                            }
                         }
                     }
                 }
-            }
-            let (tls, endpoint) = self.open().await?;
-            let transport = |detail: String| ClientError::Transport {
-                url: endpoint.url.clone(),
-                detail,
+                let (tls, endpoint) = self.open().await?;
+                if let Ok(mut to) = sent_to.lock() {
+                    *to = Some(endpoint.url.clone());
+                }
+                let transport = |detail: String| ClientError::Transport {
+                    url: endpoint.url.clone(),
+                    detail,
+                };
+                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                    .await
+                    .map_err(|e| transport(e.to_string()))?;
+                tokio::spawn(conn);
+                let resp = send
+                    .send_request(build(&endpoint)?)
+                    .await
+                    .map_err(|e| transport(e.to_string()))?;
+                (send, endpoint, resp)
             };
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            let (status, resp_headers) = (resp.status(), resp.headers().clone());
+            let raw = resp
+                .into_body()
+                .collect()
                 .await
-                .map_err(|e| transport(e.to_string()))?;
-            tokio::spawn(conn);
-            let resp = send
-                .send_request(build(&endpoint)?)
-                .await
-                .map_err(|e| transport(e.to_string()))?;
-            (send, endpoint, resp)
+                .map_err(|e| ClientError::Transport {
+                    url: endpoint.url.clone(),
+                    detail: e.to_string(),
+                })?
+                .to_bytes();
+            if send.ready().await.is_ok() {
+                if let Ok(mut i) = self.idle.lock() {
+                    *i = Some((send, endpoint));
+                }
+            }
+            Ok((status, resp_headers, raw))
         };
-        let (status, resp_headers) = (resp.status(), resp.headers().clone());
-        let raw = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Transport {
-                url: endpoint.url.clone(),
-                detail: e.to_string(),
-            })?
-            .to_bytes();
-        if send.ready().await.is_ok() {
-            if let Ok(mut i) = self.idle.lock() {
-                *i = Some((send, endpoint));
+        match tokio::time::timeout(self.response_timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                let url = sent_to
+                    .lock()
+                    .ok()
+                    .and_then(|mut u| u.take())
+                    .unwrap_or_else(|| self.url().to_string());
+                self.demote(&url);
+                Err(ClientError::Transport {
+                    url,
+                    detail: format!("no answer within {:?}", self.response_timeout),
+                })
             }
         }
-        Ok((status, resp_headers, raw))
     }
 
     /// Sends one request; returns the status and the body as JSON (a JSON string if it is not).
@@ -1011,6 +1073,19 @@ impl Client {
         self.call_as(Method::PUT, &paths::lease(cell), None).await
     }
 
+    /// Waits `timeout` (instead of [`RESPONSE_TIMEOUT`]) for a replica's answer.
+    pub fn with_response_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// This client, waiting `secs` longer for answers.
+    fn long_poll(&self, secs: u64) -> Self {
+        let mut c = self.clone();
+        c.response_timeout += std::time::Duration::from_secs(secs);
+        c
+    }
+
     /// Waits (up to `timeout_secs`) for the state to pass revision `after`; returns `cell`'s view.
     pub async fn watch(
         &self,
@@ -1018,7 +1093,8 @@ impl Client {
         after: Revision,
         timeout_secs: u64,
     ) -> Result<CellView, ClientError> {
-        self.call_as(Method::GET, &paths::watch(cell, after, timeout_secs), None)
+        self.long_poll(timeout_secs)
+            .call_as(Method::GET, &paths::watch(cell, after, timeout_secs), None)
             .await
     }
 
@@ -1034,6 +1110,7 @@ impl Client {
             return self.watch(cell, Revision(0), timeout_secs).await;
         };
         let v: CellView = self
+            .long_poll(timeout_secs)
             .call_as(
                 Method::GET,
                 &paths::watch_delta(cell, prev.revision, timeout_secs),

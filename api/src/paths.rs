@@ -112,6 +112,11 @@ pub fn cell_identity(cell: &str, guid: &str) -> String {
 /// heartbeat when nothing changed for a while.
 pub const WATCH_PROTOCOL: &str = "c2c-watch";
 
+/// How often control writes an empty line on a watch stream that has nothing to say, so a cell
+/// can tell a quiet replica from a silent one (a powered-off host, a partition) within a few
+/// seconds and move to the next (issue #30: the goal is a cell on another replica within 10 s).
+pub const WATCH_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The cell API: a streamed watch from revision `after` (0: from nothing).
 pub fn watch_stream(cell: &str, after: crate::Revision) -> String {
     format!("{CELLS}/{}/watch?after={after}&delta=1", seg(cell))

@@ -29,7 +29,7 @@ use c2c_api::Revision;
 const STREAM_TLS_BUFFER: usize = 16 * 1024;
 
 /// An empty line after this long without a change.
-pub const HEARTBEAT: Duration = Duration::from_secs(15);
+pub const HEARTBEAT: Duration = c2c_api::paths::WATCH_HEARTBEAT;
 
 /// The open streams of each cell, oldest first, so a newer one can close the oldest.
 #[derive(Default)]

@@ -139,9 +139,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
     c2c_certs::pair::write_file_atomic(path, bytes, 0o644).map_err(err)
 }
 
-/// How long a watch stream may stay silent (control sends a heartbeat line every 15 s) before
-/// it is taken for dead and opened again.
-const STREAM_SILENCE: Duration = Duration::from_secs(45);
+/// How long a watch stream may stay silent (control sends a heartbeat line every
+/// [`c2c_api::paths::WATCH_HEARTBEAT`], 2 s) before it is taken for dead and opened again, on
+/// the next replica: three heartbeats missed, and a second for a busy replica.
+const STREAM_SILENCE: Duration =
+    Duration::from_secs(c2c_api::paths::WATCH_HEARTBEAT.as_secs() * 3 + 1);
 
 /// Keeps a streamed watch open on a task of its own and sends each whole view: a line that
 /// carries only changes is merged into the view before it. A stream that ends, fails or goes
@@ -188,7 +190,8 @@ fn spawn_watch(
                         break;
                     }
                     Err(_) => {
-                        warn!("watch stream silent; opening it again");
+                        warn!(url = %client.url(), silent_s = STREAM_SILENCE.as_secs(), "watch stream silent; opening it again on the next replica");
+                        client.demote(stream.url());
                         break;
                     }
                 };
