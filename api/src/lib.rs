@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 pub mod access;
 pub mod asg;
 pub mod client;
+pub mod cni_list;
 
 pub use names::{AppGuid, CellName};
 pub mod layout;

@@ -25,20 +25,10 @@ impl Podman {
     /// podman for cell `n`, with `hooks_dir` as its OCI hooks directory if given.
     pub fn new(p: &Platform, n: u8, hooks_dir: Option<&Path>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        // The agent's network config, as a runtime's network list (podman loads conflists).
-        let mut plugin: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(p.cni_conf_path(n)).unwrap()).unwrap();
-        let version = plugin["cniVersion"].take();
-        assert_eq!(version, "1.1.0");
-        plugin.as_object_mut().unwrap().remove("name");
+        // The agent's network list, as it wrote it (podman 4 loads `.conflist` files at 1.0.0).
         let net = dir.path().join("net");
         std::fs::create_dir_all(&net).unwrap();
-        std::fs::write(
-            net.join("c2c.conflist"),
-            serde_json::json!({"cniVersion": "1.0.0", "name": "c2c", "plugins": [plugin]})
-                .to_string(),
-        )
-        .unwrap();
+        std::fs::copy(p.cni_conf_path(n), net.join(c2c_api::cni_list::FILE_NAME)).unwrap();
         let plugins = crate::bin("c2c-cni").parent().unwrap().to_path_buf();
         let hooks = hooks_dir
             .map(|h| format!("hooks_dir = [\"{}\"]\n", h.display()))

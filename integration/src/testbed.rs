@@ -236,7 +236,7 @@ impl Platform {
     }
 
     pub fn cni_conf_path(&self, n: u8) -> PathBuf {
-        self.dir.path().join(format!("cell{n}-cni.conf"))
+        self.dir.path().join(format!("cell{n}-cni.conflist"))
     }
 
     pub fn start_agent(&mut self, n: u8) {
@@ -341,7 +341,7 @@ impl Platform {
     pub fn container_as(&self, n: u8, app: &str, index: u32, guid: &str) -> (Netns, Ipv4Addr) {
         let ctr = Netns::new("ctr");
         let mut conf: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.cni_conf_path(n)).unwrap()).unwrap();
+            c2c_api::cni_list::read_plugin_config(&self.cni_conf_path(n)).unwrap();
         conf["runtimeConfig"] = serde_json::json!({
             "app_guid": self.app_guid(app), "instance_index": index, "instance_guid": guid,
         });

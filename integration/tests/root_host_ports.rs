@@ -26,7 +26,7 @@ fn wait(what: &str, ok: impl FnMut() -> bool) -> Duration {
 /// The cell's CNI config with `runtimeConfig` for instance `index` of `app` and `mappings`.
 fn conf(p: &Platform, app: &str, guid: &str, mappings: serde_json::Value) -> String {
     let mut conf: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p.cni_conf_path(1)).unwrap()).unwrap();
+        c2c_api::cni_list::read_plugin_config(&p.cni_conf_path(1)).unwrap();
     assert_eq!(conf["capabilities"]["portMappings"], true, "{conf}");
     conf["runtimeConfig"] = serde_json::json!({
         "app_guid": p.app_guid(app), "instance_index": 0, "instance_guid": guid,
@@ -91,7 +91,7 @@ fn root_host_ports_reach_only_what_is_mapped() {
     // host port, go straight to the container): refused on every port, the mapped one too.
     let subnet = {
         let c: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(p.cni_conf_path(1)).unwrap()).unwrap();
+            c2c_api::cni_list::read_plugin_config(&p.cni_conf_path(1)).unwrap();
         c["subnet"].as_str().unwrap().to_string()
     };
     u.ip(&["route", "add", &subnet, "via", &CELL1.to_string()]);
@@ -176,7 +176,7 @@ fn root_host_ports_reach_only_what_is_mapped() {
     let guid3 = p.place(1, "other", 1);
     let ctr3 = Netns::new("ctr");
     let mut plain: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p.cni_conf_path(1)).unwrap()).unwrap();
+        c2c_api::cni_list::read_plugin_config(&p.cni_conf_path(1)).unwrap();
     plain["runtimeConfig"] = serde_json::json!({
         "app_guid": p.app_guid("other"), "instance_index": 1, "instance_guid": guid3,
     });
@@ -193,8 +193,7 @@ fn root_host_ports_reach_only_what_is_mapped() {
 
 /// The network address of cell `n`'s lease: its VTEP's overlay address.
 fn vtep_ip(p: &Platform, n: u8) -> Ipv4Addr {
-    let c: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p.cni_conf_path(n)).unwrap()).unwrap();
+    let c: serde_json::Value = c2c_api::cni_list::read_plugin_config(&p.cni_conf_path(n)).unwrap();
     let subnet = c["subnet"].as_str().unwrap();
     subnet.split('/').next().unwrap().parse().unwrap()
 }

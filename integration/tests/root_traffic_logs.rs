@@ -162,7 +162,7 @@ fn root_traffic_is_logged_with_apps_and_rate_limited() {
     // past the per-source limit. The cell's global rate (100 a second, burst 200) is in front.
     let u = &p.underlay.ns;
     let subnet2 = {
-        let c: Value = serde_json::from_slice(&std::fs::read(p.cni_conf_path(2)).unwrap()).unwrap();
+        let c: Value = c2c_api::cni_list::read_plugin_config(&p.cni_conf_path(2)).unwrap();
         c["subnet"].as_str().unwrap().to_string()
     };
     u.ip(&["route", "add", &subnet2, "via", "192.0.2.2"]);

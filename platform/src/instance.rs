@@ -250,8 +250,9 @@ fn start_instance(
 
     // CNI STATUS then ADD, exactly as a runtime runs them: STATUS fails (and says why) while
     // the cell is not ready to put a container on the overlay.
-    let mut conf: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(paths.cell(&cell.name).join("cni.conf"))?)?;
+    // The agent's network list, as a runtime hands its plugin on to `c2c-cni`.
+    let mut conf =
+        c2c_api::cni_list::read_plugin_config(&paths.cell(&cell.name).join("cni.conflist"))?;
     // (libcni skips STATUS for configs older than 1.1.0, and so do we.)
     if conf["cniVersion"].as_str().is_some_and(|v| v != "1.0.0") {
         cni(&cell.netns, "STATUS", &rec.container_id, &netns, &conf)
@@ -580,9 +581,9 @@ pub fn remove_instance(state_dir: &Path, inst: &InstanceInfo) -> Result<()> {
     let mut problems = vec![];
     let info = PlatformInfo::load(&paths).ok();
     if let Some(cell) = info.as_ref().and_then(|i| i.cell(&inst.cell).ok()) {
-        let conf = std::fs::read(paths.cell(&cell.name).join("cni.conf"))
-            .map_err(anyhow::Error::from)
-            .and_then(|c| Ok(serde_json::from_slice::<serde_json::Value>(&c)?));
+        let conf =
+            c2c_api::cni_list::read_plugin_config(&paths.cell(&cell.name).join("cni.conflist"))
+                .map_err(anyhow::Error::from);
         if let Err(e) =
             conf.and_then(|conf| cni(&cell.netns, "DEL", &inst.container_id, &inst.netns, &conf))
         {

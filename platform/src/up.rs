@@ -191,7 +191,10 @@ pub fn up(
                 "--data-dir",
                 &dir.join("cni").display().to_string(),
                 "--cni-config",
-                &dir.join("cni.conf").display().to_string(),
+                &dir.join("cni.conflist").display().to_string(),
+                // Its own runtime path reads 1.1.0 lists, and runs STATUS before ADD.
+                "--cni-version",
+                "1.1.0",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -202,7 +205,7 @@ pub fn up(
             )
             .chain(log_c2c.then(|| "--log-c2c".to_string()))
             .collect();
-            let _ = std::fs::remove_file(dir.join("cni.conf"));
+            let _ = std::fs::remove_file(dir.join("cni.conflist"));
             spawn_in(
                 &netns,
                 &bin("c2c-agent")?,
@@ -219,7 +222,7 @@ pub fn up(
         });
     }
     for c in &infos {
-        let conf = paths.cell(&c.name).join("cni.conf");
+        let conf = paths.cell(&c.name).join("cni.conflist");
         wait_for(
             &format!("{} to be ready (lease, VTEP, first rules)", c.name),
             Duration::from_secs(15),

@@ -38,8 +38,11 @@ pub struct AgentConfig {
     pub cert_dir: PathBuf,
     /// The CNI data dir (IPAM and the container metadata store).
     pub data_dir: PathBuf,
-    /// Where to write the CNI network config for the runtime (with the leased subnet).
+    /// Where to write the CNI network config list for the runtime (with the leased subnet).
     pub cni_config: PathBuf,
+    /// The list's `cniVersion` ([`c2c_api::cni_list::DEFAULT_VERSION`] unless the runtime
+    /// reads newer lists).
+    pub cni_version: String,
     /// Nameservers to put in the CNI config.
     pub dns: Vec<IpAddr>,
     /// Re-apply everything this often even when nothing changed.
@@ -112,19 +115,26 @@ fn read(path: &Path) -> Result<Vec<u8>, AgentError> {
     })
 }
 
-/// The CNI network config a runtime feeds `c2c-cni` on this cell.
-pub fn cni_config(subnet: Subnet, data_dir: &Path, dns: &[IpAddr]) -> serde_json::Value {
-    serde_json::json!({
-        "cniVersion": "1.1.0",
-        "name": "c2c",
-        "type": "c2c-cni",
-        // Runtimes pass `-p` host ports only to plugins that declare the capability.
-        "capabilities": {"portMappings": true},
-        "subnet": subnet.to_string(),
-        "data_dir": data_dir,
-        // The spec's shape, which libcni's NetConf (podman, CRI-O) parses.
-        "dns": {"nameservers": dns},
-    })
+/// The CNI network config list a runtime reads on this cell ([`c2c_api::cni_list`]): one
+/// plugin, `c2c-cni`, with the lease.
+pub fn cni_config(
+    version: &str,
+    subnet: Subnet,
+    data_dir: &Path,
+    dns: &[IpAddr],
+) -> serde_json::Value {
+    c2c_api::cni_list::network_list(
+        version,
+        serde_json::json!({
+            "type": "c2c-cni",
+            // Runtimes pass `-p` host ports only to plugins that declare the capability.
+            "capabilities": {"portMappings": true},
+            "subnet": subnet.to_string(),
+            "data_dir": data_dir,
+            // The spec's shape, which libcni's NetConf (podman, CRI-O) parses.
+            "dns": {"nameservers": dns},
+        }),
+    )
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
@@ -441,7 +451,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     };
     // The CNI config is written once the cell enforces (after the first rules apply, below):
     // a runtime that waits for it never wires a container into a cell without rules.
-    let cni_conf = cni_config(subnet, &cfg.data_dir, &dns).to_string();
+    let cni_conf = cni_config(&cfg.cni_version, subnet, &cfg.data_dir, &dns).to_string();
 
     let nl = Netlink::open().map_err(AgentError::Netlink)?;
     let vcfg = VtepConfig::new(cfg.underlay_ip, subnet);
@@ -987,10 +997,13 @@ mod tests {
     #[test]
     fn cni_config_carries_the_lease() {
         let c = cni_config(
+            "1.0.0",
             "10.255.7.0/24".parse().unwrap(),
             Path::new("/d"),
             &["10.255.7.0".parse().unwrap()],
         );
+        // As a runtime hands it to the plugin.
+        let c = c2c_api::cni_list::plugin_config(&c).unwrap();
         let parsed = crate::cni::parse_config(c.to_string().as_bytes()).unwrap();
         assert_eq!(parsed.subnet.to_string(), "10.255.7.0/24");
         assert_eq!(parsed.conf.data_dir, Path::new("/d"));

@@ -43,9 +43,14 @@ struct Args {
     /// The CNI data dir (IPAM leases and the container metadata store c2c-cni writes).
     #[arg(long, default_value = "/var/lib/c2c/cni")]
     data_dir: PathBuf,
-    /// Where to write the CNI network config (with the leased subnet) for the runtime.
-    #[arg(long, default_value = "/etc/cni/net.d/10-c2c.conf")]
+    /// Where to write the CNI network config list (`.conflist`, the network "c2c", with the
+    /// leased subnet) for the runtimes: podman 4, CRI-O and kubelet read lists.
+    #[arg(long, default_value = "/etc/cni/net.d/10-c2c.conflist")]
     cni_config: PathBuf,
+    /// The list's cniVersion: 1.0.0 is what podman 4 (libcni 1.1) accepts; 1.1.0 for runtimes
+    /// with a newer libcni, which then also run STATUS (is the cell ready?) before each ADD.
+    #[arg(long, default_value = c2c_api::cni_list::DEFAULT_VERSION, value_parser = ["1.0.0", "1.1.0"])]
+    cni_version: String,
     /// Nameserver for containers (repeatable), put in the CNI config; default: --dns-listen's
     /// address.
     #[arg(long)]
@@ -92,6 +97,7 @@ fn main() -> ExitCode {
         cert_dir: args.cert_dir,
         data_dir: args.data_dir.clone(),
         cni_config: args.cni_config,
+        cni_version: args.cni_version,
         dns: args.dns,
         resync: args.resync,
         renew: args.renew,
