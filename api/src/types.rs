@@ -416,6 +416,10 @@ pub struct JoinTokenCreated {
     pub secret: String,
     /// When it stops being accepted (Unix seconds).
     pub expires_at: i64,
+    /// The URLs control's replicas are reached by (each replica's first `--san`), for the
+    /// joining host's `--control`; empty when no replica has a name other hosts can verify.
+    #[serde(default)]
+    pub control: Vec<String>,
 }
 
 /// `POST /v1/join`: a new cell's CSR, with the secret of a join token (no other credential).

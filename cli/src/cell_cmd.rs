@@ -68,10 +68,19 @@ pub fn create_join_token(
     let client = c2c_platform::client(state_dir)?;
     let made = runtime()?.block_on(client.create_join_token(ttl, cell))?;
     let pin = c2c_platform::cells::control_pin(state_dir)?;
+    // Every replica by the name its certificate holds (`control serve --san`); without one,
+    // the URL this CLI used, which may be this host's own loopback.
+    let control = if made.control.is_empty() {
+        format!(
+            "{} (start control with --san NAME so other hosts are told a name they can reach)",
+            client.url()
+        )
+    } else {
+        made.control.join(",")
+    };
     eprintln!(
-        "Join token for one cell, valid for {} (on the new host: c2c cell join --control {} --token <token> --name NAME --underlay-ip IP):",
+        "Join token for one cell, valid for {} (on the new host: c2c cell join --control {control} --token <token> --name NAME --underlay-ip IP):",
         humantime::format_duration(ttl),
-        client.url()
     );
     println!("{}.{}.{pin}", c2c_platform::cells::JOIN_PREFIX, made.secret);
     Ok(())

@@ -40,7 +40,11 @@ impl State {
             )?;
             Ok(((), false))
         })?;
-        Ok(JoinTokenCreated { secret, expires_at })
+        Ok(JoinTokenCreated {
+            secret,
+            expires_at,
+            control: self.replicas()?,
+        })
     }
 
     /// The join tokens still of interest: unused and unexpired, or used or expired within the

@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod pg_cluster;
 pub mod pg_tls;
 mod placement;
+pub mod platform_claim;
 pub mod replicas;
 pub mod routes;
 pub mod serve_cmd;

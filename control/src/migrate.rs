@@ -61,6 +61,7 @@ const TABLES: &[(&str, &[&str])] = &[
     ("grants", &["username", "app_guid"]),
     ("tag_groups", &["guid", "type", "tag", "owner"]),
     ("security_groups", &["guid", "name", "rules"]),
+    ("platform", &["id", "ca_sha256", "token_sha256"]),
     ("security_group_defaults", &["sg_guid", "lifecycle"]),
     (
         "security_group_spaces",

@@ -262,6 +262,27 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     let layout = Layout::new(state_dir);
     std::fs::create_dir_all(layout.root.join("control"))
         .with_context(|| format!("creating {}", layout.root.display()))?;
+    let database = database_url(
+        args.database.as_deref(),
+        args.database_file.as_deref(),
+        "C2C_DATABASE",
+    )?
+    .unwrap_or_else(|| layout.db().display().to_string());
+    let state = State::open_any(&database, overlay, args.lease_ttl.as_secs())
+        .with_context(|| format!("opening the state at {}", redacted(&database)))?;
+    // A database another replica claimed is served only with that platform's keys: never a CA
+    // made here for it (see `platform_claim`).
+    let claimed = state
+        .platform_claim()
+        .context("reading the platform's claim")?;
+    if claimed.is_some() && !layout.ca_dir().join(c2c_certs::ca::CA_CERT_FILE).exists() {
+        anyhow::bail!(
+            "the database at {} belongs to a platform and this state dir holds no platform CA ({}): \
+             copy ca/ and control/token from one of its control replicas, then start again",
+            redacted(&database),
+            layout.ca_dir().display()
+        );
+    }
     let (pki, created) =
         c2c_certs::Pki::open_or_create(&layout.ca_dir()).context("loading the platform CA")?;
     if created {
@@ -303,16 +324,24 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
     raise_file_limit();
+    if claimed.is_some() && !layout.token().exists() {
+        anyhow::bail!(
+            "the database at {} belongs to a platform and this state dir holds no admin token ({}): \
+             copy it from one of its control replicas, then start again",
+            redacted(&database),
+            layout.token().display()
+        );
+    }
     let token = ensure_token(&layout.token())?;
-    let database = database_url(
-        args.database.as_deref(),
-        args.database_file.as_deref(),
-        "C2C_DATABASE",
-    )?
-    .unwrap_or_else(|| layout.db().display().to_string());
-    let state = State::open_any(&database, overlay, args.lease_ttl.as_secs())
-        .with_context(|| format!("opening the state at {}", redacted(&database)))?;
     let mut state = state;
+    let root_der = c2c_certs::info::first_der_from_pem(pki.root.cert_pem().as_bytes())
+        .context("reading the platform CA")?;
+    state
+        .claim_platform(&crate::platform_claim::Claim {
+            ca_sha256: crate::tokens::sha256_hex(&root_der),
+            token_sha256: crate::tokens::sha256_hex(token.as_bytes()),
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     state
         .set_cell_prefix(args.subnet_prefix_length)
         .context("--subnet-prefix-length")?;
@@ -360,8 +389,12 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         let addr = listener.local_addr()?;
         let url = local_url(addr);
         std::fs::write(layout.url(), &url)?;
-        info!(%url, state_dir = %layout.root.display(), "control listening");
+        let advertised = advertised_url(&args.san, addr);
+        info!(%url, advertised = advertised.as_deref().unwrap_or("(none: no --san)"), state_dir = %layout.root.display(), "control listening");
         let shutdown = CancellationToken::new();
+        if let Some(advertised) = advertised {
+            tokio::spawn(note_replica(ctx.clone(), advertised, shutdown.clone()));
+        }
         // On a shared database, watches also wake for what other replicas write.
         let follower = shared.then(|| crate::replicas::follow(database.clone(), ctx.clone(), shutdown.clone()));
         tokio::spawn(expire_leases(
@@ -388,6 +421,38 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     })
 }
 
+/// Notes this replica's URL in the database every minute (see [`crate::platform_claim`]).
+async fn note_replica(ctx: Arc<Ctx>, url: String, stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let u = url.clone();
+        if let Err(error) = ctx.with_state(move |s| s.note_replica(&u)).await {
+            tracing::warn!(%error, "noting this replica's URL failed");
+        }
+    }
+}
+
+/// The URL other hosts reach this replica by: its first `--san` (a name or address its
+/// certificate holds), else the address it listens on if that is one another host can reach.
+fn advertised_url(sans: &[String], addr: std::net::SocketAddr) -> Option<String> {
+    let host = match sans.first() {
+        Some(s) => match s.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => s.clone(),
+        },
+        None if addr.ip().is_unspecified() || addr.ip().is_loopback() => return None,
+        None => match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        },
+    };
+    Some(format!("https://{host}:{}", addr.port()))
+}
+
 /// The URL the CLI on this host reaches control by (`STATE_DIR/control/url`): the listen
 /// address, or loopback when control listens on every address (`0.0.0.0` is no address a
 /// client can connect to or verify; 127.0.0.1 is always in the server certificate then).
@@ -412,6 +477,30 @@ fn trust_domain(s: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_advertised_url_is_the_first_san_or_a_reachable_listen_address() {
+        let a = |s: &[&str], l: &str| {
+            advertised_url(
+                &s.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                l.parse().unwrap(),
+            )
+        };
+        assert_eq!(
+            a(&["ctl1.example", "10.0.0.1"], "0.0.0.0:4002").as_deref(),
+            Some("https://ctl1.example:4002")
+        );
+        assert_eq!(
+            a(&["2001:db8::1"], "[::]:4002").as_deref(),
+            Some("https://[2001:db8::1]:4002")
+        );
+        assert_eq!(
+            a(&[], "192.0.2.254:4002").as_deref(),
+            Some("https://192.0.2.254:4002")
+        );
+        assert_eq!(a(&[], "0.0.0.0:4002"), None);
+        assert_eq!(a(&[], "127.0.0.1:4002"), None);
+    }
 
     #[test]
     fn the_local_url_is_one_a_client_can_connect_to_and_verify() {

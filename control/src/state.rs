@@ -153,6 +153,10 @@ const SQLITE_MIGRATIONS: &[&str] = &[
      DELETE FROM routes WHERE host LIKE '%.%' OR host NOT GLOB '*[^0-9]*';",
     // 10: what each app's sidecar does (issue #24).
     APP_SETTINGS_MIGRATION,
+    // 11: the platform the database belongs to, and the replicas serving it.
+    "CREATE TABLE platform (id INTEGER PRIMARY KEY CHECK (id = 1), ca_sha256 TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL);
+     CREATE TABLE replicas (url TEXT PRIMARY KEY, seen_at INTEGER NOT NULL);",
 ];
 
 /// Step 10 of both dialects.
@@ -260,6 +264,10 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
         max_apps BIGINT NOT NULL, max_instances BIGINT NOT NULL, max_routes BIGINT NOT NULL);
      DELETE FROM routes WHERE host LIKE '%.%' OR host ~ '^[0-9]+$';",
     APP_SETTINGS_MIGRATION,
+    // 11: as SQLite's.
+    "CREATE TABLE platform (id BIGINT PRIMARY KEY CHECK (id = 1), ca_sha256 TEXT NOT NULL,
+        token_sha256 TEXT NOT NULL);
+     CREATE TABLE replicas (url TEXT PRIMARY KEY, seen_at BIGINT NOT NULL);",
 ];
 
 /// The columns an [`App`] is read from, for [`app_row`].
