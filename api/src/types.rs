@@ -440,6 +440,10 @@ pub struct Joined {
     pub cert_pem: String,
     /// The control issuer: what the agent trusts for control from now on.
     pub control_ca_pem: String,
+    /// The platform root: what apps verify each other's certificates against (`c2c cell
+    /// join` writes it beside the cell's identity, `platform-ca.pem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_pem: Option<String>,
 }
 
 /// A space's quota and what it holds (`GET /v1/space-quotas`, the answer to `PUT`).

@@ -99,3 +99,36 @@ pub fn first_der_from_pem(pem: &[u8]) -> Result<Vec<u8>, InfoError> {
         .map(|c| c.to_vec())
         .map_err(|e| InfoError(e.to_string()))
 }
+
+/// Whether the certificate `child_der` is signed by the key of `issuer_der` and names it as its
+/// issuer (no validity or path checks: for telling which platform a certificate belongs to).
+pub fn issued_by(child_der: &[u8], issuer_der: &[u8]) -> bool {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (Ok((_, child)), Ok((_, issuer))) = (
+        X509Certificate::from_der(child_der),
+        X509Certificate::from_der(issuer_der),
+    ) else {
+        return false;
+    };
+    child.issuer() == issuer.subject() && child.verify_signature(Some(issuer.public_key())).is_ok()
+}
+
+#[cfg(test)]
+mod issued_by_tests {
+    use super::*;
+
+    #[test]
+    fn an_issuer_is_told_from_another_platforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pki, _) = crate::Pki::open_or_create(dir.path()).unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let (other, _) = crate::Pki::open_or_create(other.path()).unwrap();
+        let der = |pem: &str| first_der_from_pem(pem.as_bytes()).unwrap();
+        let root = der(pki.root.cert_pem());
+        let control = der(pki.control.cert_pem());
+        assert!(issued_by(&control, &root));
+        assert!(!issued_by(&control, &der(other.root.cert_pem())));
+        assert!(!issued_by(&der(other.control.cert_pem()), &root));
+        assert!(!issued_by(&root, &control));
+    }
+}

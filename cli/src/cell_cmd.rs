@@ -165,10 +165,12 @@ pub fn join(a: &JoinArgs) -> Result<()> {
     let env_file = a.out.join("agent.env");
     c2c_certs::pair::write_file_atomic(&env_file, env.as_bytes(), 0o644)
         .with_context(|| format!("writing {}", env_file.display()))?;
+    let root = a.out.join(c2c_platform::cells::PLATFORM_CA_FILE);
     println!(
-        "Joined as cell {name}: identity in {}, agent settings in {}",
+        "Joined as cell {name}: identity in {}, agent settings in {}, the platform root (what apps' certificates verify against) in {}",
         a.out.display(),
-        env_file.display()
+        env_file.display(),
+        root.display()
     );
     Ok(())
 }

@@ -62,9 +62,20 @@ fn a_cell_joins_once_with_a_token_that_pins_controls_ca() {
     let out = host.path().join("tls");
     let o = join(&ctl, &token, "cell7", &out);
     assert!(o.status.success(), "{}", err(&o));
-    for f in ["cert.pem", "key.pem", "control-ca.pem", "agent.env"] {
+    for f in [
+        "cert.pem",
+        "key.pem",
+        "control-ca.pem",
+        "agent.env",
+        "platform-ca.pem",
+    ] {
         assert!(out.join(f).exists(), "{f}");
     }
+    // The platform root the host was handed is the platform's own (what apps verify against).
+    assert_eq!(
+        std::fs::read(out.join("platform-ca.pem")).unwrap(),
+        std::fs::read(ctl.ca()).unwrap()
+    );
     let env = std::fs::read_to_string(out.join("agent.env")).unwrap();
     assert!(
         env.contains("C2C_CELL=cell7\n") && env.contains(&format!("C2C_CONTROL_URL={}\n", ctl.url)),

@@ -1116,6 +1116,7 @@ async fn join<B: ReqBody>(req: Request<B>, ctx: &Ctx) -> Response<Full<Bytes>> {
                 &c2c_api::types::Joined {
                     cert_pem: chain,
                     control_ca_pem,
+                    root_pem: ctx.signers.as_ref().map(|s| s.root_pem.clone()),
                 },
             )
         }

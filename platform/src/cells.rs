@@ -57,6 +57,28 @@ pub async fn join_with(
     let ca = out.join(CONTROL_CA_FILE);
     c2c_certs::pair::write_file_atomic(&ca, joined.control_ca_pem.as_bytes(), 0o644)
         .with_context(|| format!("writing {}", ca.display()))?;
+    // The platform root, for what runs on this host and verifies apps (curl --cacert). It must
+    // chain to the same platform as the control issuer the token pins.
+    if let Some(root) = &joined.root_pem {
+        verify_root(root, &joined.control_ca_pem)?;
+        let path = out.join(PLATFORM_CA_FILE);
+        c2c_certs::pair::write_file_atomic(&path, root.as_bytes(), 0o644)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The platform root `c2c cell join` writes beside the cell's identity.
+pub const PLATFORM_CA_FILE: &str = "platform-ca.pem";
+
+/// Checks that `root_pem` is the issuer of the control issuer `control_pem` (pinned by the
+/// join token): control cannot hand a joining host a root of another platform.
+fn verify_root(root_pem: &str, control_pem: &str) -> Result<()> {
+    let root = c2c_certs::info::first_der_from_pem(root_pem.as_bytes())?;
+    let control = c2c_certs::info::first_der_from_pem(control_pem.as_bytes())?;
+    if !c2c_certs::info::issued_by(&control, &root) {
+        bail!("control handed over a platform root that did not issue its control issuer; refusing it");
+    }
     Ok(())
 }
 
