@@ -143,7 +143,7 @@ pub enum Auth {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No control plane has run for this state dir (its URL file is missing).
-    #[error("no control plane runs for state dir {0} (no {1}): start a local platform with `c2c up --state-dir {0}`, or control alone with `c2c control serve --state-dir {0}`; or point --state-dir / C2C_STATE_DIR at the platform you mean", .dir.display(), .url_file.display())]
+    #[error("no control plane runs for state dir {0} (no {1}): start a local platform with `c2c up --state-dir {0}`, or control alone with `c2c control serve --state-dir {0}`; or point --state-dir / C2C_STATE_DIR at the platform you mean; from a machine that runs no control, give --control URL[,URL...] --control-ca FILE --token-file FILE (C2C_CONTROL, C2C_CONTROL_CA, C2C_TOKEN_FILE)", .dir.display(), .url_file.display())]
     NoControl {
         /// The state dir.
         dir: std::path::PathBuf,
@@ -216,6 +216,14 @@ pub struct WhoAmIScope {
 
 /// The environment variable whose token, when set, the CLI uses instead of the state dir's.
 pub const TOKEN_ENV: &str = "C2C_TOKEN";
+/// A file holding the token (read when [`TOKEN_ENV`] is not set), instead of the state dir's.
+pub const TOKEN_FILE_ENV: &str = "C2C_TOKEN_FILE";
+/// Control's URL, or several replicas' separated by commas, instead of the state dir's
+/// `control/url`: how an operator's machine, which runs no control, reaches it.
+pub const CONTROL_ENV: &str = "C2C_CONTROL";
+/// The control issuer's certificate (PEM file: a control host's `ca/control/ca.pem`, or a
+/// joined cell's `control-ca.pem`), instead of the state dir's.
+pub const CONTROL_CA_ENV: &str = "C2C_CONTROL_CA";
 
 /// A connection's sending half.
 type Idle = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -357,30 +365,43 @@ impl Client {
         let read = |what: &'static str, path: std::path::PathBuf| {
             std::fs::read(&path).map_err(|source| ClientError::Read { what, path, source })
         };
-        let url = match std::fs::read_to_string(l.url()) {
-            Ok(url) => url,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ClientError::NoControl {
-                    dir: dir.to_path_buf(),
-                    url_file: l.url(),
-                })
-            }
-            Err(source) => {
-                return Err(ClientError::Read {
-                    what: "the control URL",
-                    path: l.url(),
-                    source,
-                })
-            }
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        // An operator's machine names control, its issuer and the token itself (flags or the
+        // environment); a control host's state dir holds all three.
+        let url = match env(CONTROL_ENV) {
+            Some(url) => url,
+            None => match std::fs::read_to_string(l.url()) {
+                Ok(url) => url,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(ClientError::NoControl {
+                        dir: dir.to_path_buf(),
+                        url_file: l.url(),
+                    })
+                }
+                Err(source) => {
+                    return Err(ClientError::Read {
+                        what: "the control URL",
+                        path: l.url(),
+                        source,
+                    })
+                }
+            },
         };
-        // A user's token (`c2c token create`) in the environment, else the state dir's admin.
-        let token = match std::env::var(TOKEN_ENV) {
-            Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-            _ => String::from_utf8_lossy(&read("the API token", l.token())?)
+        // A user's token (`c2c token create`) in the environment or a file, else the state
+        // dir's admin token.
+        let token = match (env(TOKEN_ENV), env(TOKEN_FILE_ENV)) {
+            (Some(t), _) => t.trim().to_string(),
+            (None, Some(f)) => String::from_utf8_lossy(&read("the API token", f.into())?)
+                .trim()
+                .to_string(),
+            (None, None) => String::from_utf8_lossy(&read("the API token", l.token())?)
                 .trim()
                 .to_string(),
         };
-        let ca = read("the control issuer", l.control_issuer())?;
+        let ca_path = env(CONTROL_CA_ENV)
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| l.control_issuer());
+        let ca = read("the control issuer", ca_path)?;
         let client = Client::new(&url, &ca, Auth::Token(token))?;
         Ok(client)
     }

@@ -128,9 +128,6 @@ pub fn revoke_join_token(state_dir: &Path, id: &str) -> Result<()> {
 /// `c2c cell join` arguments.
 #[derive(Debug, clap::Args)]
 pub struct JoinArgs {
-    /// Control's URL, or several replicas' URLs separated by commas.
-    #[arg(long)]
-    pub control: String,
     /// The token from `c2c cell token create`.
     #[arg(long, env = "C2C_JOIN_TOKEN")]
     pub token: String,
@@ -146,11 +143,15 @@ pub struct JoinArgs {
 }
 
 /// `c2c cell join`.
-pub fn join(a: &JoinArgs) -> Result<()> {
+/// `control` is the global `--control`: every replica's URL, which the join hint names.
+pub fn join(a: &JoinArgs, control: Option<&str>) -> Result<()> {
     use anyhow::Context;
+    let control = control.ok_or_else(|| {
+        anyhow::anyhow!("give --control URL[,URL...]: every control replica's URL, as the join hint of `c2c cell token create` names them")
+    })?;
     let name: c2c_api::CellName = a.name.parse().map_err(anyhow::Error::msg)?;
     let (secret, pin) = c2c_platform::cells::parse_join_token(&a.token)?;
-    let client = c2c_api::client::Client::pinned(&a.control, &pin)?;
+    let client = c2c_api::client::Client::pinned(control, &pin)?;
     runtime()?.block_on(c2c_platform::cells::join_with(
         &client, &secret, &pin, &name, &a.out,
     ))?;
@@ -158,7 +159,7 @@ pub fn join(a: &JoinArgs) -> Result<()> {
     let env = format!(
         "# c2c-agent settings written by `c2c cell join` (a systemd EnvironmentFile)\nC2C_CELL={name}\nC2C_UNDERLAY_IP={}\nC2C_CONTROL_URL={}\nC2C_CONTROL_CA={}\nC2C_CERT_DIR={}\n",
         a.underlay_ip,
-        a.control,
+        control,
         ca.display(),
         a.out.display()
     );

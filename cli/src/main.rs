@@ -21,6 +21,18 @@ struct Cli {
     /// Where control keeps its state and where every command finds the API URL, CA and token.
     #[arg(long, global = true, env = "C2C_STATE_DIR", default_value = c2c_api::layout::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// Control's URL, or every replica's separated by commas (tried in turn when one does not
+    /// answer), instead of STATE_DIR/control/url: for a machine that runs no control.
+    #[arg(long, global = true, env = "C2C_CONTROL", value_name = "URL[,URL...]")]
+    control: Option<String>,
+    /// The control issuer to trust (a control host's STATE_DIR/ca/control/ca.pem, or a joined
+    /// cell's control-ca.pem), instead of the state dir's.
+    #[arg(long, global = true, env = "C2C_CONTROL_CA", value_name = "FILE")]
+    control_ca: Option<PathBuf>,
+    /// A file holding the API token (the admin's, or one from `c2c token create`), instead of
+    /// STATE_DIR/control/token; C2C_TOKEN, if set, gives the token itself.
+    #[arg(long, global = true, env = "C2C_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -306,6 +318,20 @@ fn quiet_on_closed_pipe(cmd: &Command) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     quiet_on_closed_pipe(&cli.command);
+    // Every client of the API reads these (c2c_api::client::Client::from_state_dir); set
+    // here, before any thread exists.
+    for (name, value) in [
+        (
+            c2c_api::client::CONTROL_ENV,
+            cli.control.clone().map(PathBuf::from),
+        ),
+        (c2c_api::client::CONTROL_CA_ENV, cli.control_ca.clone()),
+        (c2c_api::client::TOKEN_FILE_ENV, cli.token_file.clone()),
+    ] {
+        if let Some(v) = value {
+            std::env::set_var(name, v);
+        }
+    }
     let dir = cli.state_dir;
     let result = match cli.command {
         Command::Certs(cmd) => certs_cmd::run(cmd),
@@ -344,7 +370,7 @@ fn main() -> ExitCode {
         Command::Cell(CellCommand::Token(CellTokenCommand::Revoke { id })) => {
             cell_cmd::revoke_join_token(&dir, &id)
         }
-        Command::Cell(CellCommand::Join(a)) => cell_cmd::join(&a),
+        Command::Cell(CellCommand::Join(a)) => cell_cmd::join(&a, cli.control.as_deref()),
         Command::Cells => cell_cmd::list(&dir),
         Command::AddNetworkPolicy(a) => policy_cmd::add_policy(&dir, a),
         Command::RemoveNetworkPolicy(a) => policy_cmd::remove_policy(&dir, a),
