@@ -200,6 +200,15 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// one, and this one fails with a transport error (which callers that loop retry).
 pub const RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The control issuer a CLI trusts: the file [`CONTROL_CA_ENV`] names, else the state dir's.
+pub fn control_issuer_path(state_dir: &std::path::Path) -> std::path::PathBuf {
+    std::env::var(CONTROL_CA_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate::layout::Layout::new(state_dir).control_issuer())
+}
+
 /// Makes the TCP connection to control (`host`, `port`) for a client whose control plane is not
 /// reachable from this process's network namespace; blocking is fine.
 pub type Connector = Arc<dyn Fn(&str, u16) -> std::io::Result<std::net::TcpStream> + Send + Sync>;
@@ -398,10 +407,7 @@ impl Client {
                 .trim()
                 .to_string(),
         };
-        let ca_path = env(CONTROL_CA_ENV)
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| l.control_issuer());
-        let ca = read("the control issuer", ca_path)?;
+        let ca = read("the control issuer", control_issuer_path(dir))?;
         let client = Client::new(&url, &ca, Auth::Token(token))?;
         Ok(client)
     }

@@ -62,6 +62,29 @@ impl PgCluster {
         )
     }
 
+    /// A cluster inside `netns` listening on `listen` that takes TCP clients over TLS only,
+    /// serving the certificate and key given (PEM): a database host as an operator sets one up.
+    pub fn start_tls_at(
+        netns: &str,
+        listen: std::net::Ipv4Addr,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<Self, String> {
+        Self::start_with(Some(netns), listen, Some((cert_pem, key_pem)))
+    }
+
+    /// Runs `sql` as the superuser through the cluster's socket.
+    pub fn execute(&self, sql: &str) -> Result<(), String> {
+        postgres::Config::new()
+            .host_path(self.dir.path())
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .connect(postgres::NoTls)
+            .and_then(|mut c| c.batch_execute(sql))
+            .map_err(|e| format!("{sql}: {}", crate::state::with_causes(&e)))
+    }
+
     fn start_with(
         netns: Option<&str>,
         listen: std::net::Ipv4Addr,

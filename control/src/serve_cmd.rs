@@ -20,7 +20,7 @@ use c2c_api::layout::Layout;
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address of the API (TLS). Cells must reach it; users' CLIs too.
-    #[arg(long, default_value = "127.0.0.1:4002")]
+    #[arg(long, env = "C2C_LISTEN", default_value = "127.0.0.1:4002")]
     pub listen: SocketAddr,
     /// The overlay network cells get subnets from.
     #[arg(long, default_value = "10.255.0.0/16")]
@@ -101,11 +101,13 @@ pub struct ServeArgs {
     pub database: Option<String>,
     /// A file (mode 0600) holding the database URL, password included; used before
     /// --database and C2C_DATABASE.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "C2C_DATABASE_FILE", value_name = "FILE")]
     pub database_file: Option<std::path::PathBuf>,
     /// A name or address cells and users reach this replica by, put in its server
-    /// certificate (repeatable). The listen address is in it already unless it is 0.0.0.0.
-    #[arg(long)]
+    /// certificate (repeatable, or comma-separated in C2C_SAN). The listen address is in it
+    /// already unless it is 0.0.0.0. The first is the URL this replica is named by in join
+    /// hints (https://FIRST-SAN:PORT): give the name other hosts resolve.
+    #[arg(long, env = "C2C_SAN", value_delimiter = ',')]
     pub san: Vec<String>,
 }
 

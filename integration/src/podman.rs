@@ -19,34 +19,61 @@ pub struct Podman {
     /// The busybox root filesystem (`/bin/sh`, `/bin/httpd`, `/bin/nc`, `/bin/nslookup`, ...;
     /// `/www/index.html` says "hello from podman").
     pub rootfs: PathBuf,
+    /// The network config dir, when it is this helper's.
+    keep: Option<tempfile::TempDir>,
 }
 
 impl Podman {
     /// podman for cell `n`, with `hooks_dir` as its OCI hooks directory if given.
     pub fn new(p: &Platform, n: u8, hooks_dir: Option<&Path>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let net = tempfile::tempdir().unwrap();
         // The agent's network list, as it wrote it (podman 4 loads `.conflist` files at 1.0.0).
-        let net = dir.path().join("net");
-        std::fs::create_dir_all(&net).unwrap();
-        std::fs::copy(p.cni_conf_path(n), net.join(c2c_api::cni_list::FILE_NAME)).unwrap();
+        std::fs::copy(
+            p.cni_conf_path(n),
+            net.path().join(c2c_api::cni_list::FILE_NAME),
+        )
+        .unwrap();
         let plugins = crate::bin("c2c-cni").parent().unwrap().to_path_buf();
+        let mut podman = Self::at(
+            &p.cells[n as usize - 1].ns.name,
+            net.path(),
+            &plugins,
+            hooks_dir,
+        );
+        podman.keep = Some(net);
+        podman
+    }
+
+    /// podman in network namespace `netns`, reading CNI network lists from `net_dir`, plugins
+    /// from `plugin_dir` and OCI hooks from `hooks_dir` if given, with storage of its own.
+    pub fn at(netns: &str, net_dir: &Path, plugin_dir: &Path, hooks_dir: Option<&Path>) -> Self {
+        let network = format!(
+            "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\"]\nnetwork_config_dir = \"{}\"\n",
+            plugin_dir.display(),
+            net_dir.display()
+        );
+        Self::with_conf(netns, &network, hooks_dir)
+    }
+
+    /// podman in network namespace `netns` with a host's containers.conf `conf` (its
+    /// `[network]` and `[containers]` tables), to which this helper adds only its `[engine]`
+    /// table (cgroupfs, events to a file, `hooks_dir` if given); storage of its own.
+    pub fn with_conf(netns: &str, conf: &str, hooks_dir: Option<&Path>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let hooks = hooks_dir
             .map(|h| format!("hooks_dir = [\"{}\"]\n", h.display()))
             .unwrap_or_default();
         std::fs::write(
             dir.path().join("containers.conf"),
-            format!(
-                "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\"]\nnetwork_config_dir = \"{}\"\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n{hooks}",
-                plugins.display(),
-                net.display()
-            ),
+            format!("{conf}\n[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n{hooks}"),
         )
         .unwrap();
         let rootfs = busybox_rootfs(dir.path());
         Podman {
             dir,
-            netns: p.cells[n as usize - 1].ns.name.clone(),
+            netns: netns.to_string(),
             rootfs,
+            keep: None,
         }
     }
 

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use c2c_api::client::Client;
-use c2c_api::layout::Layout;
 use c2c_api::CellName;
 
 /// File (beside the cell's `cert.pem`) holding the issuer its agent trusts for control.
@@ -84,7 +83,7 @@ fn verify_root(root_pem: &str, control_pem: &str) -> Result<()> {
 
 /// The fingerprint a join token of the platform at `state_dir` pins: its control issuer's.
 pub fn control_pin(state_dir: &Path) -> Result<String> {
-    let issuer = Layout::new(state_dir).control_issuer();
+    let issuer = c2c_api::client::control_issuer_path(state_dir);
     let pem = std::fs::read(&issuer).with_context(|| format!("reading {}", issuer.display()))?;
     Ok(c2c_api::pin::sha256_hex(
         &c2c_certs::info::first_der_from_pem(&pem)?,

@@ -248,18 +248,29 @@ pub fn stop_pidfile(pidfile: &Path, expect: &str, netns: &str, grace: Duration) 
         let _ = std::fs::remove_file(pidfile);
         return;
     };
+    // Every process the platform starts leads a process group of its own (`process_group(0)`):
+    // the whole group is signalled, so what an app's command started (a shell's child) goes
+    // with it. A group's id is not reused while any member lives.
+    let target = match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
+        Ok(g) if g.as_raw() == pid => Pid::from_raw(-pid),
+        _ => Pid::from_raw(pid),
+    };
     let pid = Pid::from_raw(pid);
-    let _ = kill(pid, Signal::SIGTERM);
+    let _ = kill(target, Signal::SIGTERM);
     let end = Instant::now() + grace;
     while Instant::now() < end {
         // Reaped (or a zombie of a parent that exited: init reaps it).
         if kill(pid, None).is_err() || is_zombie(pid.as_raw()) {
+            // Members of its group that outlived it.
+            if target != pid {
+                let _ = kill(target, Signal::SIGKILL);
+            }
             let _ = std::fs::remove_file(pidfile);
             return;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = kill(pid, Signal::SIGKILL);
+    let _ = kill(target, Signal::SIGKILL);
     let _ = std::fs::remove_file(pidfile);
 }
 
