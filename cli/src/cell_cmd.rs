@@ -33,10 +33,15 @@ pub fn list(state_dir: &Path) -> Result<()> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    println!(
-        "{:<16} {:<18} {:<16} {:>13} {:>9}   state",
-        "name", "subnet", "underlay", "last renewal", "instances"
-    );
+    let mut rows = vec![[
+        "name",
+        "subnet",
+        "underlay",
+        "last renewal",
+        "instances",
+        "state",
+    ]
+    .map(String::from)];
     for c in cells {
         let (subnet, underlay, renewed) = match &c.lease {
             Some(l) => (
@@ -51,11 +56,17 @@ pub fn list(state_dir: &Path) -> Result<()> {
             (Some(_), false) => "not renewing",
             (None, _) => "no lease",
         };
-        println!(
-            "{:<16} {:<18} {:<16} {:>13} {:>9}   {state}",
-            c.name, subnet, underlay, renewed, c.instances
-        );
+        rows.push([
+            c.name.to_string(),
+            subnet,
+            underlay,
+            renewed,
+            c.instances.to_string(),
+            state.to_string(),
+        ]);
     }
+    // Columns as wide as their widest cell, as the other lists.
+    crate::policy_cmd::print_table(&rows);
     Ok(())
 }
 
