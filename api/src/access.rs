@@ -12,7 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{net::Protocol, AppGuid, CellView, ClientIdentity, Instance, ProxyProtocol, Revision};
+use crate::{
+    net::Protocol, AppGuid, AppProtocol, CellView, ClientIdentity, Instance, ProxyProtocol,
+    Revision,
+};
 
 /// The file in a sidecar's cert dir.
 pub const ACCESS_FILE: &str = "access.json";
@@ -35,6 +38,9 @@ pub struct Access {
     /// Whether the app gets a PROXY protocol header.
     #[serde(default)]
     pub proxy_protocol: ProxyProtocol,
+    /// What the app speaks: the ALPN protocols the sidecar offers.
+    #[serde(default)]
+    pub app_protocol: AppProtocol,
     /// Live instances of apps with any policy to this app: instance GUID -> app GUID.
     #[serde(default)]
     pub callers: BTreeMap<String, AppGuid>,
@@ -84,6 +90,7 @@ impl Access {
             instance: inst.guid.clone(),
             client_identity: app.map(|a| a.client_identity).unwrap_or_default(),
             proxy_protocol: app.map(|a| a.proxy_protocol).unwrap_or_default(),
+            app_protocol: app.map(|a| a.app_protocol).unwrap_or_default(),
             callers,
             allowed,
         }
@@ -117,6 +124,7 @@ mod tests {
             space: String::new(),
             client_identity: ci,
             proxy_protocol: ProxyProtocol::Off,
+            app_protocol: AppProtocol::Http1,
         }
     }
 
@@ -137,6 +145,37 @@ mod tests {
             protocol: proto,
             ports: PortRange::new(start, end).unwrap(),
         }
+    }
+
+    #[test]
+    fn app_protocols_parse_in_any_order_and_name_their_alpn() {
+        for (s, p, alpn) in [
+            ("http1", AppProtocol::Http1, &[][..]),
+            ("http2", AppProtocol::Http2, &[&b"h2"[..]][..]),
+            (
+                "http1,http2",
+                AppProtocol::Both,
+                &[&b"h2"[..], &b"http/1.1"[..]][..],
+            ),
+            (
+                "http2,http1",
+                AppProtocol::Both,
+                &[&b"h2"[..], &b"http/1.1"[..]][..],
+            ),
+        ] {
+            let parsed: AppProtocol = s.parse().unwrap();
+            assert_eq!(parsed, p);
+            assert_eq!(parsed.alpn(), alpn);
+            assert_eq!(parsed.to_string().parse::<AppProtocol>().unwrap(), p);
+        }
+        for bad in ["", "h2", "http3", "http1,,http2"] {
+            assert!(bad.parse::<AppProtocol>().is_err(), "{bad}");
+        }
+        // As the API and the access file carry it.
+        assert_eq!(
+            serde_json::to_string(&AppProtocol::Both).unwrap(),
+            "\"http1,http2\""
+        );
     }
 
     #[test]

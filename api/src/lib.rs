@@ -41,6 +41,76 @@ pub struct App {
     /// Whether its sidecar sends it a PROXY protocol header before each connection's bytes.
     #[serde(default, skip_serializing_if = "ProxyProtocol::is_off")]
     pub proxy_protocol: ProxyProtocol,
+    /// What its port 8080 speaks, which its sidecar offers callers in TLS's ALPN.
+    #[serde(default, skip_serializing_if = "AppProtocol::is_default")]
+    pub app_protocol: AppProtocol,
+}
+
+/// What an app speaks on its port (`c2c update-app --app-protocol`): what its sidecar offers in
+/// ALPN. The sidecar forwards the stream as it is; the app speaks what it declared (HTTP/2
+/// over cleartext with prior knowledge for `http2`, as gRPC servers do on an insecure port).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AppProtocol {
+    /// HTTP/1.1, or anything else over TCP: no ALPN offered (the behaviour before the setting).
+    #[default]
+    #[serde(rename = "http1")]
+    Http1,
+    /// HTTP/2 only (gRPC): `h2` offered; a client offering ALPN without `h2` is refused.
+    #[serde(rename = "http2")]
+    Http2,
+    /// Both: `h2` then `http/1.1` offered.
+    #[serde(rename = "http1,http2")]
+    Both,
+}
+
+impl AppProtocol {
+    /// Whether it is the default, `http1`.
+    pub fn is_default(&self) -> bool {
+        *self == Self::Http1
+    }
+
+    /// The ALPN protocol names the sidecar offers, in its order of preference.
+    pub fn alpn(&self) -> &'static [&'static [u8]] {
+        match self {
+            Self::Http1 => &[],
+            Self::Http2 => &[b"h2"],
+            Self::Both => &[b"h2", b"http/1.1"],
+        }
+    }
+}
+
+impl std::str::FromStr for AppProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut h1 = false;
+        let mut h2 = false;
+        for p in s.split(',').map(str::trim) {
+            match p {
+                "http1" => h1 = true,
+                "http2" => h2 = true,
+                _ => {
+                    return Err(format!(
+                        "{s:?}: the app protocol is `http1`, `http2` or `http1,http2`"
+                    ))
+                }
+            }
+        }
+        Ok(match (h1, h2) {
+            (_, false) => Self::Http1,
+            (false, true) => Self::Http2,
+            (true, true) => Self::Both,
+        })
+    }
+}
+
+impl std::fmt::Display for AppProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Both => "http1,http2",
+        })
+    }
 }
 
 /// Whether an app's sidecar requires a caller's identity (`c2c update-app --client-identity`).

@@ -599,4 +599,7 @@ pub struct AppSettings {
     /// Send the app a PROXY protocol header, or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<crate::ProxyProtocol>,
+    /// What the app speaks on its port, offered in ALPN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<crate::AppProtocol>,
 }

@@ -82,8 +82,9 @@ enum Command {
         name: String,
     },
     /// Change what an app's sidecar does: require callers' instance identity (a client
-    /// certificate of a live instance whose app a policy allows on tcp 61443), and/or send the
-    /// app a PROXY protocol v2 header naming the caller. Running sidecars follow at once.
+    /// certificate of a live instance whose app a policy allows on tcp 61443), send the app a
+    /// PROXY protocol v2 header naming the caller, offer the app's protocols (HTTP/2, gRPC) in
+    /// ALPN. Running sidecars follow at once.
     UpdateApp {
         /// App name or GUID.
         name: String,
@@ -96,6 +97,11 @@ enum Command {
         /// `off`: the default.
         #[arg(long, value_name = "v2|off")]
         proxy_protocol: Option<c2c_api::ProxyProtocol>,
+        /// What the app speaks on its port 8080, which the sidecar offers callers in TLS's
+        /// ALPN: `http1` (the default: no ALPN offered), `http2` (`h2` only: gRPC; the app
+        /// speaks HTTP/2 over cleartext with prior knowledge) or `http1,http2` (both).
+        #[arg(long, value_name = "http1|http2|http1,http2")]
+        app_protocol: Option<c2c_api::AppProtocol>,
     },
     /// Map an internal route HOST.DOMAIN to an app: it enters the app's certificates and DNS.
     MapRoute(policy_cmd::RouteArgs),
@@ -387,12 +393,14 @@ fn main() -> ExitCode {
             name,
             client_identity,
             proxy_protocol,
+            app_protocol,
         } => policy_cmd::update_app(
             &dir,
             &name,
             c2c_api::types::AppSettings {
                 client_identity,
                 proxy_protocol,
+                app_protocol,
             },
         ),
         Command::Curl(a) => policy_cmd::curl(&dir, a),

@@ -290,14 +290,14 @@ pub fn list_apps(dir: &Path) -> Result<()> {
 pub fn update_app(dir: &Path, name: &str, settings: c2c_api::types::AppSettings) -> Result<()> {
     if settings == Default::default() {
         anyhow::bail!(
-            "nothing to change: give --client-identity required|off and/or --proxy-protocol v2|off"
+            "nothing to change: give --client-identity required|off, --proxy-protocol v2|off and/or --app-protocol http1|http2|http1,http2"
         );
     }
     with_client(dir, async |c| {
         let app = c.update_app(name, &settings).await?;
         println!(
-            "Updated app {}: client identity {}, proxy protocol {}\nOK",
-            app.name, app.client_identity, app.proxy_protocol
+            "Updated app {}: client identity {}, proxy protocol {}, app protocol {}\nOK",
+            app.name, app.client_identity, app.proxy_protocol, app.app_protocol
         );
         Ok(())
     })
@@ -314,8 +314,8 @@ pub fn show_app(dir: &Path, name: &str) -> Result<()> {
             .map(|s| format!("{}/{}", s.org, s.name))
             .unwrap_or_else(|| app.space.clone());
         println!(
-            "name:    {}\nguid:    {}\ntag:     {}\nspace:   {space}\nclient identity: {}\nproxy protocol:  {}\n",
-            app.name, app.guid, app.tag, app.client_identity, app.proxy_protocol
+            "name:    {}\nguid:    {}\ntag:     {}\nspace:   {space}\nclient identity: {}\nproxy protocol:  {}\napp protocol:    {}\n",
+            app.name, app.guid, app.tag, app.client_identity, app.proxy_protocol, app.app_protocol
         );
         let cells: HashMap<String, std::net::Ipv4Addr> = c
             .cells()

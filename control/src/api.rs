@@ -941,7 +941,7 @@ async fn route<B: ReqBody>(
         (Method::PUT, ["v1", "apps", app, "settings"]) => {
             let settings: c2c_api::types::AppSettings = match json_body(
                 req,
-                "{\"client_identity\": \"required\"|\"off\", \"proxy_protocol\": \"v2\"|\"off\"}",
+                "{\"client_identity\": \"required\"|\"off\", \"proxy_protocol\": \"v2\"|\"off\", \"app_protocol\": \"http1\"|\"http2\"|\"http1,http2\"}",
             )
             .await
             {
@@ -958,7 +958,7 @@ async fn route<B: ReqBody>(
                 .await
             {
                 Ok(a) => {
-                    info!(app = %a.name, client_identity = %a.client_identity, proxy_protocol = %a.proxy_protocol, "app settings");
+                    info!(app = %a.name, client_identity = %a.client_identity, proxy_protocol = %a.proxy_protocol, app_protocol = %a.app_protocol, "app settings");
                     typed(StatusCode::OK, &a)
                 }
                 Err(e) => state_error(e),

@@ -26,6 +26,7 @@ const TABLES: &[(&str, &[&str])] = &[
             "space_guid",
             "client_identity",
             "proxy_protocol",
+            "app_protocol",
         ],
     ),
     (

@@ -157,6 +157,8 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     "CREATE TABLE platform (id INTEGER PRIMARY KEY CHECK (id = 1), ca_sha256 TEXT NOT NULL,
         token_sha256 TEXT NOT NULL);
      CREATE TABLE replicas (url TEXT PRIMARY KEY, seen_at INTEGER NOT NULL);",
+    // 12: what each app speaks on its port (ALPN), for both dialects.
+    "ALTER TABLE apps ADD COLUMN app_protocol TEXT NOT NULL DEFAULT 'http1';",
 ];
 
 /// Step 10 of both dialects.
@@ -268,11 +270,13 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     "CREATE TABLE platform (id BIGINT PRIMARY KEY CHECK (id = 1), ca_sha256 TEXT NOT NULL,
         token_sha256 TEXT NOT NULL);
      CREATE TABLE replicas (url TEXT PRIMARY KEY, seen_at BIGINT NOT NULL);",
+    // 12: what each app speaks on its port (ALPN), for both dialects.
+    "ALTER TABLE apps ADD COLUMN app_protocol TEXT NOT NULL DEFAULT 'http1';",
 ];
 
 /// The columns an [`App`] is read from, for [`app_row`].
 const APP_COLUMNS: &str =
-    "SELECT guid, name, tag, space_guid, client_identity, proxy_protocol FROM apps";
+    "SELECT guid, name, tag, space_guid, client_identity, proxy_protocol, app_protocol FROM apps";
 
 /// An [`App`] from a row of [`APP_COLUMNS`].
 fn app_row(r: &Row) -> Result<App, StateError> {
@@ -283,6 +287,7 @@ fn app_row(r: &Row) -> Result<App, StateError> {
         space: r.get(3)?,
         client_identity: parsed(r, 4)?,
         proxy_protocol: parsed(r, 5)?,
+        app_protocol: parsed(r, 6)?,
     })
 }
 
@@ -556,6 +561,7 @@ impl State {
                 space: space.to_string(),
                 client_identity: Default::default(),
                 proxy_protocol: Default::default(),
+                app_protocol: Default::default(),
             };
             tx.execute(
                 "INSERT INTO apps (guid, name, tag, space_guid) VALUES (?, ?, ?, ?)",
@@ -628,6 +634,12 @@ impl State {
             if let Some(p) = settings.proxy_protocol {
                 changed |= tx.execute(
                     "UPDATE apps SET proxy_protocol = ?1 WHERE guid = ?2 AND proxy_protocol <> ?1",
+                    params![p.to_string(), &guid],
+                )? > 0;
+            }
+            if let Some(p) = settings.app_protocol {
+                changed |= tx.execute(
+                    "UPDATE apps SET app_protocol = ?1 WHERE guid = ?2 AND app_protocol <> ?1",
                     params![p.to_string(), &guid],
                 )? > 0;
             }

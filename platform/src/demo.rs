@@ -285,6 +285,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
         &c2c_api::types::AppSettings {
             client_identity: Some(c2c_api::ClientIdentity::Required),
             proxy_protocol: None,
+            app_protocol: None,
         },
     ))?;
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -70,6 +70,7 @@ fn main() {
             instance: "b0".into(),
             client_identity: ci,
             proxy_protocol: ProxyProtocol::Off,
+            app_protocol: Default::default(),
             callers: BTreeMap::from([("a0".into(), "appa".into())]),
             allowed: BTreeSet::from(["appa".into()]),
         };

@@ -76,8 +76,11 @@ impl AccessStore {
         if same {
             return false;
         }
-        if old.client_identity != new.client_identity || old.proxy_protocol != new.proxy_protocol {
-            info!(client_identity = %new.client_identity, proxy_protocol = %new.proxy_protocol, revision = new.revision.0, "caller identity settings");
+        if old.client_identity != new.client_identity
+            || old.proxy_protocol != new.proxy_protocol
+            || old.app_protocol != new.app_protocol
+        {
+            info!(client_identity = %new.client_identity, proxy_protocol = %new.proxy_protocol, app_protocol = %new.app_protocol, revision = new.revision.0, "app settings");
         }
         self.current.store(Arc::new(new));
         true

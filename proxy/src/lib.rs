@@ -86,7 +86,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
         .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(reload::Resolver(store.clone())));
     let shared = Arc::new(listener::Shared {
-        tls: Arc::new(tls),
+        tls: listener::TlsConfigs::new(tls),
         metrics: metrics.clone(),
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         handshake_timeout: cfg.handshake_timeout,

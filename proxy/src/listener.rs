@@ -20,8 +20,8 @@ use crate::tls::TlsStream;
 
 /// What every connection of every listener shares.
 pub struct Shared {
-    /// TLS server config (its resolver reads the hot-reloaded pair).
-    pub tls: Arc<ServerConfig>,
+    /// TLS server configs (their resolver reads the hot-reloaded pair), one per app protocol.
+    pub tls: TlsConfigs,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Permits for open connections (`--max-connections`).
@@ -40,6 +40,39 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Who may call, and whether the app wants a PROXY protocol header.
     pub access: Arc<crate::identity::AccessStore>,
+}
+
+/// The server config for each app protocol: the same config but for the ALPN protocols it
+/// offers, so a change of the app's setting (the access file) applies from the next handshake.
+pub struct TlsConfigs {
+    http1: Arc<ServerConfig>,
+    http2: Arc<ServerConfig>,
+    both: Arc<ServerConfig>,
+}
+
+impl TlsConfigs {
+    /// `base` (offering no ALPN) and its variants.
+    pub fn new(base: ServerConfig) -> Self {
+        let with = |p: c2c_api::AppProtocol| {
+            let mut c = base.clone();
+            c.alpn_protocols = p.alpn().iter().map(|a| a.to_vec()).collect();
+            Arc::new(c)
+        };
+        Self {
+            http1: with(c2c_api::AppProtocol::Http1),
+            http2: with(c2c_api::AppProtocol::Http2),
+            both: with(c2c_api::AppProtocol::Both),
+        }
+    }
+
+    /// The config for an app that speaks `p`.
+    pub fn get(&self, p: c2c_api::AppProtocol) -> Arc<ServerConfig> {
+        match p {
+            c2c_api::AppProtocol::Http1 => self.http1.clone(),
+            c2c_api::AppProtocol::Http2 => self.http2.clone(),
+            c2c_api::AppProtocol::Both => self.both.clone(),
+        }
+    }
 }
 
 /// Open connections per client address, so one peer cannot hold every `--max-connections`
@@ -191,11 +224,12 @@ async fn handle(
     lm: &ListenerMetrics,
 ) {
     let _ = stream.set_nodelay(true);
+    let app_protocol = shared.access.current().app_protocol;
     let mut tls = match tokio::time::timeout(
         shared.handshake_timeout,
         // Boxed: the handshake's state (another ~2 KiB) is freed when it ends, instead of
         // sizing the connection's task for as long as the connection lives.
-        Box::pin(TlsStream::accept(stream, shared.tls.clone())),
+        Box::pin(TlsStream::accept(stream, shared.tls.get(app_protocol))),
     )
     .await
     {
@@ -205,6 +239,8 @@ async fn handle(
             if reason == "no_client_identity" {
                 warn!(%peer, instance = %shared.access.current().instance, "caller refused: it presented no identity, and this app requires one");
                 shared.metrics.client_identity_refused("no_certificate");
+            } else if reason == "no_application_protocol" {
+                warn!(%peer, app_protocol = %app_protocol, "caller refused: it offered in ALPN none of the protocols this app speaks (c2c update-app --app-protocol)");
             } else {
                 debug!(%peer, %error, reason, "tls handshake failed");
             }
@@ -217,6 +253,8 @@ async fn handle(
             return;
         }
     };
+    shared.metrics.negotiated(tls.alpn_protocol());
+    debug!(%peer, alpn = %tls.alpn_protocol().map(String::from_utf8_lossy).unwrap_or_default(), "handshake done");
     let mut app =
         match tokio::time::timeout(shared.connect_timeout, TcpStream::connect(upstream)).await {
             Ok(Ok(s)) => s,
@@ -251,6 +289,7 @@ async fn handle(
                 spiffe_id: &c.identity.spiffe_id,
                 tls_version: tls.version_text(),
             }),
+            tls.alpn_protocol(),
         );
         if let Err(error) = tokio::io::AsyncWriteExt::write_all(&mut app, &header).await {
             debug!(%peer, %error, "writing the PROXY header to the app failed");
@@ -309,6 +348,7 @@ fn handshake_failure_reason(error: &io::Error) -> &'static str {
             rustls::Error::InvalidMessage(_) => "invalid_message",
             rustls::Error::AlertReceived(_) => "alert_received",
             rustls::Error::NoCertificatesPresented => "no_client_identity",
+            rustls::Error::NoApplicationProtocol => "no_application_protocol",
             rustls::Error::InvalidCertificate(_) => "client_identity_refused",
             _ => "tls_error",
         };

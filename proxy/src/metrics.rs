@@ -59,6 +59,15 @@ pub struct Metrics {
     pub source_limited: Counter,
     /// Callers refused for their identity (none, invalid, no policy, not live), per reason.
     pub client_identity_refusals: Family<ReasonLabel, Counter>,
+    /// Handshakes completed, by the application protocol agreed in ALPN.
+    pub protocols: Family<ProtocolLabel, Counter>,
+}
+
+/// Labels of a handshake by the protocol agreed in ALPN.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabel {
+    /// `h2`, `http/1.1`, or `none` (no ALPN agreed).
+    pub protocol: String,
 }
 
 impl Metrics {
@@ -111,6 +120,11 @@ impl Metrics {
             self.client_identity_refusals.clone(),
         );
         reg.register(
+            "handshakes_by_protocol",
+            "TLS handshakes completed, by the application protocol agreed in ALPN (h2, http/1.1, none); a client offering none of the app's is counted in handshake_failures as no_application_protocol",
+            self.protocols.clone(),
+        );
+        reg.register(
             "cert_not_after_seconds",
             "Expiry of the certificate in service, unix time",
             self.cert_not_after.clone(),
@@ -127,6 +141,17 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: reason.to_string(),
             })
+            .inc();
+    }
+
+    /// Counts one completed handshake by its ALPN protocol.
+    pub fn negotiated(&self, alpn: Option<&[u8]>) {
+        let protocol = alpn.map_or_else(
+            || "none".to_string(),
+            |p| String::from_utf8_lossy(p).into_owned(),
+        );
+        self.protocols
+            .get_or_create(&ProtocolLabel { protocol })
             .inc();
     }
 

@@ -19,6 +19,9 @@ pub const PP2_TYPE_SPIFFE_ID: u8 = 0xE0;
 /// `PP2_CLIENT_SSL`, `PP2_CLIENT_CERT_CONN`, `PP2_CLIENT_CERT_SESS`.
 const CLIENT_SSL_CERT_CONN_SESS: u8 = 0x01 | 0x02 | 0x04;
 
+/// The spec's TLV carrying the application protocol agreed in ALPN.
+pub const PP2_TYPE_ALPN: u8 = 0x01;
+
 /// A verified caller's names for the TLVs.
 #[derive(Debug, Clone, Copy)]
 pub struct CallerNames<'a> {
@@ -35,6 +38,7 @@ pub fn header(
     source: SocketAddr,
     destination: SocketAddr,
     caller: Option<CallerNames<'_>>,
+    alpn: Option<&[u8]>,
 ) -> Vec<u8> {
     let mut body = Vec::with_capacity(128);
     let family = match (source.ip(), destination.ip()) {
@@ -51,6 +55,10 @@ pub fn header(
     };
     body.extend_from_slice(&source.port().to_be_bytes());
     body.extend_from_slice(&destination.port().to_be_bytes());
+    // The protocol the client and the sidecar agreed on in ALPN (`h2`), as the spec's TLV.
+    if let Some(p) = alpn {
+        tlv(&mut body, PP2_TYPE_ALPN, p);
+    }
     if let Some(c) = caller {
         let mut ssl = vec![CLIENT_SSL_CERT_CONN_SESS];
         // verify: 0 = the client certificate was verified.
@@ -99,6 +107,7 @@ mod tests {
                 spiffe_id: "spiffe://c2c.internal/app/0b1e",
                 tls_version: "TLSv1.3",
             }),
+            Some(b"h2"),
         );
         let h = ppp::v2::Header::try_from(bytes.as_slice()).unwrap();
         assert_eq!(h.command, ppp::v2::Command::Proxy);
@@ -127,9 +136,12 @@ mod tests {
         assert!(tlvs.iter().any(
             |t| t.kind == PP2_TYPE_SPIFFE_ID && &*t.value == b"spiffe://c2c.internal/app/0b1e"
         ));
+        assert!(tlvs
+            .iter()
+            .any(|t| t.kind == PP2_TYPE_ALPN && &*t.value == b"h2"));
 
         // No caller: addresses only.
-        let bare = header(src, dst, None);
+        let bare = header(src, dst, None, None);
         let h = ppp::v2::Header::try_from(bare.as_slice()).unwrap();
         assert_eq!(h.tlvs().count(), 0);
     }

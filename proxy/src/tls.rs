@@ -93,6 +93,10 @@ pub struct TlsStream {
     failed_at: usize,
 }
 
+/// The most records taken from rustls's queue after a failure (a whole server flight is far
+/// fewer).
+const MAX_QUEUED_RECORDS: usize = 16;
+
 /// A rustls error as an I/O error (kind `InvalidData`), as tokio-rustls reported it.
 pub(crate) fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
@@ -210,6 +214,11 @@ impl TlsStream {
     /// The leaf certificate the client presented, if it presented one (and it was verified).
     pub fn peer_leaf(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
         self.conn.peer_certificates().and_then(|c| c.first())
+    }
+
+    /// The application protocol agreed in ALPN (`h2`, `http/1.1`), if one was.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        self.conn.alpn_protocol()
     }
 
     /// The TLS version agreed, as text (`TLSv1.3`), for the PROXY protocol's SSL TLV.
@@ -337,14 +346,28 @@ impl TlsStream {
     /// outgoing queue. rustls 0.23.46 needs care here: asked again with an empty slice, it
     /// panics when the failed flight held more handshake messages (`Delocator::slice_from_range`;
     /// a refused client certificate is followed by CertificateVerify and Finished), so it is
-    /// given the input it failed on; asked a second time, it parses that input again and panics
-    /// on garbage. A failure queues one fatal alert: it is taken once.
+    /// given the input it failed on; asked once more after its queue is empty, it parses that
+    /// input again and panics on garbage. So records are taken while rustls has them queued
+    /// (it hands queued records out before it parses anything) and no further than the alert: a
+    /// failure found while the server's first flight was being built (no protocol in common in
+    /// ALPN, found after the ServerHello and, in TLS 1.3, the ChangeCipherSpec were queued)
+    /// leaves those records ahead of it; any other leaves the alert alone.
     fn queue_alerts(&mut self, input: &mut [u8]) {
         let at = self.failed_at.min(input.len());
-        if let Ok(ConnectionState::EncodeTlsData(mut e)) =
-            self.conn.process_tls_records(&mut input[at..]).state
-        {
-            encode_into(&mut self.outgoing, |buf| e.encode(buf))
+        for _ in 0..MAX_QUEUED_RECORDS {
+            let start = self.outgoing.len();
+            match self.conn.process_tls_records(&mut input[at..]).state {
+                Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                    encode_into(&mut self.outgoing, |buf| e.encode(buf))
+                }
+                _ => return,
+            }
+            // A handshake record (22) or a ChangeCipherSpec (20) comes before the alert, which
+            // is a plaintext alert (21) or, encrypted in TLS 1.3, application data (23).
+            match self.outgoing.get(start) {
+                Some(22) | Some(20) => continue,
+                _ => return,
+            }
         }
     }
 

@@ -1,6 +1,7 @@
-//! Callers' instance identity at the real `c2c-proxy` binary, with real rustls clients: what
-//! `access.json` requires is what is served, every refusal is a performed attack beside the
-//! legitimate caller, and the app's PROXY protocol v2 header is read by `ppp` (crates.io).
+//! What `access.json` sets at the real `c2c-proxy` binary, with real rustls clients: callers'
+//! instance identity (what it requires is what is served, every refusal is a performed attack
+//! beside the legitimate caller), the app's PROXY protocol v2 header (read by `ppp`, crates.io),
+//! and the app's protocols offered in ALPN, followed without a restart.
 
 mod support;
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use c2c_api::access::{Access, ACCESS_FILE};
-use c2c_api::{ClientIdentity, ProxyProtocol};
+use c2c_api::{AppProtocol, ClientIdentity, ProxyProtocol};
 use c2c_certs::identity::Identity;
 use c2c_certs::{Ca, LeafRequest, SanSet, Usage};
 use rustls::pki_types::pem::PemObject;
@@ -114,6 +115,7 @@ fn rules(client_identity: ClientIdentity, proxy_protocol: ProxyProtocol) -> Acce
         instance: "b0".into(),
         client_identity,
         proxy_protocol,
+        app_protocol: Default::default(),
         callers: BTreeMap::from([("a0".into(), "appa".into()), ("c0".into(), "appc".into())]),
         allowed: BTreeSet::from(["appa".into()]),
     }
@@ -384,4 +386,77 @@ async fn an_expired_identity_is_refused_though_its_chain_was_verified_before() {
     eventually_served(&proxy, &root, Some(&short), false, "refused once expired").await;
     // A fresh identity of the same instance is served.
     assert!(served(&proxy, &root, Some(&p.identity("a0", "appa"))).await);
+}
+
+/// The protocol a client offering `offer` in ALPN agrees on with the sidecar (`Ok(None)`: none),
+/// after "ping" went through; `Err` for a refused handshake, with the error.
+async fn alpn(proxy: &Proxy, root_pem: &str, offer: &[&[u8]]) -> Result<Option<Vec<u8>>, String> {
+    let mut cfg = (*client(root_pem, None)).clone();
+    cfg.alpn_protocols = offer.iter().map(|p| p.to_vec()).collect();
+    let mut s = tls_connect_with(proxy.addr(), "appb.apps.internal", Arc::new(cfg))
+        .await
+        .map_err(|e| e.to_string())?;
+    let agreed = s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    s.write_all(b"ping").await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf))
+        .await
+        .map_err(|_| "no echo".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(agreed)
+}
+
+/// Waits until the sidecar agrees on `want` with a client offering `offer`.
+async fn eventually_alpn(proxy: &Proxy, root: &str, offer: &[&[u8]], want: Option<&[u8]>) {
+    let mut last = Err(String::new());
+    for _ in 0..1500 {
+        last = alpn(proxy, root, offer).await;
+        if last.as_ref().ok().map(|a| a.as_deref()) == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("offering {offer:?}: wanted {want:?}, last {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_protocols_are_offered_in_alpn_and_follow_its_setting() {
+    let p = Platform::new();
+    let mut access = rules(ClientIdentity::Off, ProxyProtocol::Off);
+    p.set_access(&access);
+    let proxy = Proxy::simple(&p.cert_dir(), echo_backend().await, &[]);
+    let root = p.root.cert_pem().to_string();
+    let both: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+    // http1, the default: nothing offered, so nothing agreed, whatever the client offers.
+    assert_eq!(alpn(&proxy, &root, both).await, Ok(None));
+    assert_eq!(alpn(&proxy, &root, &[b"h2"]).await, Ok(None));
+
+    // http2 (gRPC), set while the sidecar runs: h2 agreed ...
+    access.app_protocol = AppProtocol::Http2;
+    p.set_access(&access);
+    eventually_alpn(&proxy, &root, both, Some(b"h2")).await;
+    // ... and a client offering only HTTP/1.1 is refused with no_application_protocol.
+    let refused = alpn(&proxy, &root, &[b"http/1.1"]).await.unwrap_err();
+    assert!(
+        refused.contains("NoApplicationProtocol"),
+        "refused with the TLS alert: {refused}\n{}",
+        proxy.log()
+    );
+    // A client offering no ALPN at all is served (it chose no protocol to disagree on).
+    assert_eq!(alpn(&proxy, &root, &[]).await, Ok(None));
+
+    // Both: h2 preferred, HTTP/1.1 for a client that offers only it.
+    access.app_protocol = AppProtocol::Both;
+    p.set_access(&access);
+    eventually_alpn(&proxy, &root, &[b"http/1.1"], Some(b"http/1.1")).await;
+    assert_eq!(alpn(&proxy, &root, both).await, Ok(Some(b"h2".to_vec())));
+
+    // The sidecar counts what it agreed on and whom it refused for it.
+    assert!(proxy.metric("c2c_proxy_handshakes_by_protocol_total{protocol=\"h2\"}") >= 2.0);
+    assert!(proxy.metric("c2c_proxy_handshakes_by_protocol_total{protocol=\"http/1.1\"}") >= 1.0);
+    assert!(
+        proxy.metric("c2c_proxy_handshake_failures_total{reason=\"no_application_protocol\"}")
+            >= 1.0
+    );
 }

@@ -910,6 +910,7 @@ mod tests {
                 space: String::new(),
                 client_identity: Default::default(),
                 proxy_protocol: Default::default(),
+                app_protocol: Default::default(),
             }],
             instances: vec![
                 Instance {

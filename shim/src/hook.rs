@@ -21,6 +21,10 @@ use crate::store::Store;
 
 /// The annotation that names the container's app.
 pub const APP: &str = "c2c.app";
+/// The annotation that declares what the app speaks on its port (`http1`, `http2`,
+/// `http1,http2`), as `c2c update-app --app-protocol` does.
+pub const APP_PROTOCOL: &str = "c2c.app-protocol";
+
 /// The annotation that asks for one instance index (default: the app's lowest free one).
 pub const INDEX: &str = "c2c.index";
 
@@ -260,6 +264,14 @@ pub async fn attach(cfg: &HookConfig, state: &OciState) -> Result<(), String> {
     let Some((app, index)) = wanted(&state.annotations)? else {
         return Ok(());
     };
+    let app_protocol = state
+        .annotations
+        .get(APP_PROTOCOL)
+        .map(|p| {
+            p.parse::<c2c_api::AppProtocol>()
+                .map_err(|e| format!("annotation {APP_PROTOCOL}: {e}"))
+        })
+        .transpose()?;
     let store = Store::new(&cfg.data_dir);
     let rec = store
         .get(&state.id)
@@ -306,6 +318,19 @@ pub async fn attach(cfg: &HookConfig, state: &OciState) -> Result<(), String> {
         }
         Err(e) => return Err(refused(&app, e)),
     };
+    // What the app speaks, as the annotation declares it (the app's setting, as
+    // `c2c update-app --app-protocol` makes it: every instance's sidecar follows).
+    if let Some(p) = app_protocol.filter(|p| *p != a.app_protocol) {
+        let settings = c2c_api::types::AppSettings {
+            app_protocol: Some(p),
+            ..Default::default()
+        };
+        client
+            .update_app(&app, &settings)
+            .await
+            .map_err(|e| format!("declaring {app}'s protocol ({APP_PROTOCOL}={p}): {e}"))?;
+        log(cfg, &format!("app {app} speaks {p} ({APP_PROTOCOL})"));
+    }
     let placed = match before {
         Some(p)
             if client

@@ -246,6 +246,7 @@ mod tests {
             space: String::new(),
             client_identity: Default::default(),
             proxy_protocol: Default::default(),
+            app_protocol: Default::default(),
         };
         let inst = |g: &str, ip: &str| Instance {
             guid: format!("i-{g}"),
