@@ -308,6 +308,66 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     );
     assert!(running(pid));
 
+    // A container that declares its app's protocol (c2c.app-protocol): the app's setting, and
+    // its sidecar offers h2 in ALPN (openssl, from appa's namespace).
+    podman2
+        .start(
+            "g",
+            &[
+                "--annotation",
+                "c2c.app=appg",
+                "--annotation",
+                "c2c.app-protocol=http2",
+            ],
+            &httpd,
+        )
+        .expect("podman run appg");
+    assert!(
+        p.c2c(&["app", "appg"]).contains("app protocol:    http2"),
+        "{}",
+        p.c2c(&["app", "appg"])
+    );
+    p.allow("appa", "appg", "tcp", "61443");
+    let ip_g = ip_of(&p, "appg").unwrap();
+    let alpn = |offer: &str| {
+        let o = Command::new("nsenter")
+            .arg(format!("--net={netns_a}"))
+            .args(["openssl", "s_client", "-connect", &format!("{ip_g}:61443")])
+            .args(["-servername", "appg.apps.internal", "-alpn", offer])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    wait_until(
+        "appg's sidecar agrees on h2",
+        Duration::from_secs(10),
+        || alpn("h2").contains("ALPN protocol: h2"),
+    );
+    assert!(
+        alpn("http/1.1").contains("no application protocol"),
+        "an HTTP/1.1-only client is refused"
+    );
+    // A bad declaration keeps the container from starting, and says why.
+    let err = podman2
+        .start(
+            "bad",
+            &[
+                "--annotation",
+                "c2c.app=appg",
+                "--annotation",
+                "c2c.app-protocol=h3",
+            ],
+            &httpd,
+        )
+        .unwrap_err();
+    assert!(err.contains("annotation c2c.app-protocol"), "{err}");
+    podman2.ok(&["rm", "-f", "-t", "0", "g", "bad"]);
+
     // An agent restart leaves the sidecar serving; the new agent adopts it and restarts it
     // when it dies.
     p.start_agent(1);
