@@ -26,7 +26,7 @@ pub fn remove(state_dir: &Path, name: &str) -> Result<()> {
 }
 
 /// Lists registered cells with their leases.
-pub fn list(state_dir: &Path) -> Result<()> {
+pub fn list(state_dir: &Path, json: bool) -> Result<()> {
     let client = c2c_platform::client(state_dir)?;
     let cells = runtime()?.block_on(client.cells())?;
     let now = std::time::SystemTime::now()
@@ -42,6 +42,26 @@ pub fn list(state_dir: &Path) -> Result<()> {
         "state",
     ]
     .map(String::from)];
+    if json {
+        let out: Vec<serde_json::Value> = cells
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name,
+                    "subnet": c.lease.as_ref().map(|l| l.subnet.to_string()),
+                    "underlay_ip": c.lease.as_ref().map(|l| l.underlay_ip),
+                    "renewed_secs_ago": c.lease.as_ref().map(|l| (now - l.renewed_at).max(0)),
+                    "instances": c.instances,
+                    "state": match (&c.lease, c.healthy) {
+                        (Some(_), true) => "healthy",
+                        (Some(_), false) => "not renewing",
+                        (None, _) => "no lease",
+                    },
+                })
+            })
+            .collect();
+        return crate::policy_cmd::print_json(&serde_json::json!({ "cells": out }));
+    }
     for c in cells {
         let (subnet, underlay, renewed) = match &c.lease {
             Some(l) => (

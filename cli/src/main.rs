@@ -49,7 +49,11 @@ enum Command {
     #[command(subcommand)]
     Cell(CellCommand),
     /// List registered cells with their leases.
-    Cells,
+    Cells {
+        /// Print JSON (a stable shape, names beside GUIDs) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Allow SOURCE to reach DESTINATION on a protocol and port (range).
     AddNetworkPolicy(policy_cmd::AddPolicyArgs),
     /// Remove a policy added with add-network-policy (--protocol and --port required).
@@ -59,6 +63,9 @@ enum Command {
         /// Source app to filter results by.
         #[arg(long)]
         source: Option<String>,
+        /// Print JSON (a stable shape, names beside GUIDs) instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Create an app: policies name apps, and each app gets a GUID and a 16-bit tag.
     CreateApp {
@@ -74,7 +81,11 @@ enum Command {
     #[command(flatten)]
     Asg(asg_cmd::AsgCommand),
     /// List apps with their tags and instances.
-    Apps,
+    Apps {
+        /// Print JSON (a stable shape, names beside GUIDs) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show an app: its GUID, tag and space, each instance's cell and address, and the host
     /// ports that reach it from the underlay (`curl http://CELL-IP:PORT/`).
     App {
@@ -108,7 +119,11 @@ enum Command {
     /// Unmap an internal route from an app.
     UnmapRoute(policy_cmd::RouteArgs),
     /// List internal routes.
-    Routes,
+    Routes {
+        /// Print JSON (a stable shape, names beside GUIDs) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a token for a user (admin only): `network.write` reaches the policies of the apps
     /// granted with --app and of the spaces granted with --space; `network.admin` reaches
     /// everything. Set C2C_TOKEN to use it.
@@ -377,17 +392,17 @@ fn main() -> ExitCode {
             cell_cmd::revoke_join_token(&dir, &id)
         }
         Command::Cell(CellCommand::Join(a)) => cell_cmd::join(&a, cli.control.as_deref()),
-        Command::Cells => cell_cmd::list(&dir),
+        Command::Cells { json } => cell_cmd::list(&dir, json),
         Command::AddNetworkPolicy(a) => policy_cmd::add_policy(&dir, a),
         Command::RemoveNetworkPolicy(a) => policy_cmd::remove_policy(&dir, a),
-        Command::NetworkPolicies { source } => policy_cmd::list_policies(&dir, source),
+        Command::NetworkPolicies { source, json } => policy_cmd::list_policies(&dir, source, json),
         Command::Token(t) => token_cmd::run(&dir, t),
         Command::Tokens => token_cmd::list(&dir),
         Command::CreateApp { name, org, space } => {
             policy_cmd::create_app(&dir, &name, org.as_deref().zip(space.as_deref()))
         }
         Command::Asg(a) => asg_cmd::run(&dir, a),
-        Command::Apps => policy_cmd::list_apps(&dir),
+        Command::Apps { json } => policy_cmd::list_apps(&dir, json),
         Command::App { name } => policy_cmd::show_app(&dir, &name),
         Command::UpdateApp {
             name,
@@ -406,7 +421,7 @@ fn main() -> ExitCode {
         Command::Curl(a) => policy_cmd::curl(&dir, a),
         Command::MapRoute(a) => policy_cmd::route(&dir, a, false),
         Command::UnmapRoute(a) => policy_cmd::route(&dir, a, true),
-        Command::Routes => policy_cmd::list_routes(&dir),
+        Command::Routes { json } => policy_cmd::list_routes(&dir, json),
         Command::Demo { dir, keep } => demo::run(&dir, keep),
         Command::NetworkLogs { app, follow } => {
             c2c_platform::netlogs::show(&dir, app.as_deref(), follow)

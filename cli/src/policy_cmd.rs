@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use c2c_api::client::{Client, Method};
+use c2c_api::client::{Client, ClientError, Method, StatusCode};
 use c2c_api::types::RouteRequest;
 use c2c_api::Policy;
 use clap::Args;
@@ -175,13 +175,15 @@ async fn app_names(c: &Client) -> Result<HashMap<c2c_api::AppGuid, String>> {
 
 /// `c2c network-policies [--source APP]`: cf's table (without its space and org columns:
 /// there are none here).
-pub fn list_policies(dir: &Path, source: Option<String>) -> Result<()> {
+pub fn list_policies(dir: &Path, source: Option<String>, json: bool) -> Result<()> {
     with_client(dir, async |c| {
-        let who = user(c).await?;
+        let who = if json { String::new() } else { user(c).await? };
         let names = app_names(c).await?;
-        let list = match &source {
+        let list: Vec<Policy> = match &source {
             Some(n) => {
-                println!("Listing network policies of app {n} as {who}...");
+                if !json {
+                    println!("Listing network policies of app {n} as {who}...");
+                }
                 // As cf: the policies naming the app, then those it is the source of.
                 let guid = c.app(n).await?.guid;
                 c.policies(Some(std::slice::from_ref(&guid)))
@@ -191,12 +193,28 @@ pub fn list_policies(dir: &Path, source: Option<String>) -> Result<()> {
                     .collect()
             }
             None => {
-                println!("Listing network policies as {who}...");
+                if !json {
+                    println!("Listing network policies as {who}...");
+                }
                 c.policies(None).await?
             }
         };
-        println!();
         let name = |id: &str| names.get(id).cloned().unwrap_or_else(|| id.to_string());
+        if json {
+            let out: Vec<serde_json::Value> = list
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "source": {"name": name(&p.source), "guid": p.source},
+                        "destination": {"name": name(&p.destination), "guid": p.destination},
+                        "protocol": p.protocol.to_string(),
+                        "ports": {"start": p.ports.start(), "end": p.ports.end()},
+                    })
+                })
+                .collect();
+            return print_json(&serde_json::json!({ "policies": out }));
+        }
+        println!();
         let mut rows = vec![[
             "source".to_string(),
             "destination".into(),
@@ -214,6 +232,12 @@ pub fn list_policies(dir: &Path, source: Option<String>) -> Result<()> {
         print_table(&rows);
         Ok(())
     })
+}
+
+/// Prints `v` as pretty JSON and a newline: what every `--json` prints.
+pub(crate) fn print_json(v: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }
 
 pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
@@ -236,7 +260,21 @@ pub(crate) fn print_table<const N: usize>(rows: &[[String; N]]) {
 /// `c2c create-app NAME`.
 pub fn create_app(dir: &Path, name: &str, space: Option<(&str, &str)>) -> Result<()> {
     with_client(dir, async |c| {
-        let app = c.create_app_in(name, space).await?;
+        let app = match c.create_app_in(name, space).await {
+            Ok(app) => app,
+            // As `cf create-app`: an app of that name this token sees is there already, which
+            // is what was asked for. One it does not see (another space's) stays a refusal.
+            Err(e @ ClientError::Status { status, .. }) if status == StatusCode::CONFLICT => {
+                match c.app(name).await {
+                    Ok(_) => {
+                        println!("App '{name}' already exists.\nOK");
+                        return Ok(());
+                    }
+                    Err(_) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
         println!(
             "Created app {} (guid {}, tag {})",
             app.name, app.guid, app.tag
@@ -246,10 +284,48 @@ pub fn create_app(dir: &Path, name: &str, space: Option<(&str, &str)>) -> Result
 }
 
 /// `c2c apps`: each app with its instances (placed ones not yet running say so).
-pub fn list_apps(dir: &Path) -> Result<()> {
+pub fn list_apps(dir: &Path, json: bool) -> Result<()> {
     with_client(dir, async |c| {
         let apps = c.apps().await?;
         let insts = c.instances().await?;
+        if json {
+            let spaces: HashMap<String, String> = c
+                .spaces(None)
+                .await?
+                .into_iter()
+                .map(|s| (s.guid.clone(), format!("{}/{}", s.org, s.name)))
+                .collect();
+            let out: Vec<serde_json::Value> = apps
+                .iter()
+                .map(|a| {
+                    let instances: Vec<serde_json::Value> = insts
+                        .iter()
+                        .filter(|i| i.app_guid == a.guid)
+                        .map(|i| {
+                            serde_json::json!({
+                                "index": i.index,
+                                "guid": i.guid,
+                                "cell": i.cell,
+                                "ip": i.ip,
+                                "state": if i.ip.is_some() { "running" } else { "starting" },
+                                "runtime": i.runtime,
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "name": a.name,
+                        "guid": a.guid,
+                        "tag": a.tag,
+                        "space": spaces.get(&a.space).cloned().unwrap_or_else(|| a.space.clone()),
+                        "client_identity": a.client_identity.to_string(),
+                        "proxy_protocol": a.proxy_protocol.to_string(),
+                        "app_protocol": a.app_protocol.to_string(),
+                        "instances": instances,
+                    })
+                })
+                .collect();
+            return print_json(&serde_json::json!({ "apps": out }));
+        }
         let mut rows = vec![[
             "name".to_string(),
             "guid".into(),
@@ -491,9 +567,25 @@ pub fn route(dir: &Path, a: RouteArgs, unmap: bool) -> Result<()> {
 }
 
 /// `c2c routes`: a table.
-pub fn list_routes(dir: &Path) -> Result<()> {
+pub fn list_routes(dir: &Path, json: bool) -> Result<()> {
     with_client(dir, async |c| {
         let names = app_names(c).await?;
+        if json {
+            let out: Vec<serde_json::Value> = c
+                .routes()
+                .await?
+                .into_iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "host": r.host,
+                        "domain": r.domain,
+                        "url": r.fqdn(),
+                        "app": {"name": names.get(&r.app_guid), "guid": r.app_guid},
+                    })
+                })
+                .collect();
+            return print_json(&serde_json::json!({ "routes": out }));
+        }
         let mut rows = vec![["host".to_string(), "domain".into(), "app".into()]];
         for r in c.routes().await? {
             let app = names

@@ -105,8 +105,13 @@ fn the_policy_workflow_through_the_cli() {
         ]);
         assert!(!o.status.success(), "{port} {proto}");
     }
+    // As cf: creating what exists is done (exit 0), and says so.
     let o = ctl.c2c(&["create-app", "appa"]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    assert!(o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "App 'appa' already exists.\nOK\n"
+    );
 }
 
 #[test]
@@ -558,4 +563,61 @@ fn a_list_to_a_closed_pipe_ends_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.signal(), Some(13), "{:?} {stderr}", out.status);
+}
+
+/// Every list verb's `--json`, read by a JSON parser: the shape scripts rely on (names beside
+/// GUIDs), and nothing else on stdout.
+#[test]
+fn list_verbs_print_json_for_scripts() {
+    let ctl = Control::start();
+    ctl.ok(&["create-app", "appa"]);
+    ctl.ok(&["create-app", "appb"]);
+    ctl.ok(&[
+        "add-network-policy",
+        "appa",
+        "appb",
+        "--protocol",
+        "tcp",
+        "--port",
+        "8080-8081",
+    ]);
+    ctl.ok(&["update-app", "appb", "--app-protocol", "http2"]);
+    ctl.ok(&["map-route", "appa", "apps.internal", "--hostname", "appa"]);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = ctl.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    let apps = json(&["apps", "--json"]);
+    let b = apps["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "appb")
+        .unwrap();
+    assert_eq!(b["app_protocol"], "http2");
+    assert_eq!(b["space"], "default/default", "{b}");
+    assert_eq!(b["instances"], serde_json::json!([]));
+    assert_eq!(b["guid"].as_str().unwrap().len(), 36);
+
+    let p = json(&["network-policies", "--json"]);
+    assert_eq!(p["policies"][0]["source"]["name"], "appa", "{p}");
+    assert_eq!(p["policies"][0]["destination"]["name"], "appb");
+    assert_eq!(
+        p["policies"][0]["ports"],
+        serde_json::json!({"start": 8080, "end": 8081})
+    );
+    let by_source = json(&["network-policies", "--source", "appb", "--json"]);
+    assert_eq!(by_source["policies"], serde_json::json!([]));
+
+    let r = json(&["routes", "--json"]);
+    let route = r["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["app"]["name"] == "appa")
+        .unwrap();
+    assert_eq!(route["url"], "appa.apps.internal");
+
+    let cells = json(&["cells", "--json"]);
+    assert_eq!(cells["cells"], serde_json::json!([]));
 }

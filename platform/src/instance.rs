@@ -641,6 +641,12 @@ pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
     // any other failure is said as it is, never as "no such app".
     match runtime()?.block_on(client.app(app)) {
         Ok(_) => {}
+        // As `cf delete`: deleting what is not there is done, not a failure (scripts pass -f
+        // and run again). An instance of it is another matter: that one was asked for.
+        Err(e) if e.is_not_found() && !target.contains('/') => {
+            println!("App '{app}' does not exist.\nOK");
+            return Ok(());
+        }
         Err(e) if e.is_not_found() => anyhow::bail!(
             "App '{app}' does not exist, or this token may not manage it (see `c2c apps`)"
         ),

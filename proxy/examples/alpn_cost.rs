@@ -23,7 +23,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// The sidecar's CPU time so far, in seconds.
 fn cpu(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     // Fields 14 and 15 (utime, stime), counted from after the command name.
     let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
     ticks / 100.0
@@ -128,8 +133,7 @@ async fn main() {
         })
         .unwrap();
     let certs = dir.path().join("certs");
-    c2c_certs::pair::write_pair(&certs, pair.cert_pem.as_bytes(), pair.key_pem.as_bytes())
-        .unwrap();
+    c2c_certs::pair::write_pair(&certs, pair.cert_pem.as_bytes(), pair.key_pem.as_bytes()).unwrap();
     let set = |p: AppProtocol| {
         let a = Access {
             app_protocol: p,
@@ -180,7 +184,11 @@ async fn main() {
     let root_pem = root.cert_pem().to_string();
     let modes: [(&str, AppProtocol, &[&[u8]]); 2] = [
         ("http1 (no ALPN)", AppProtocol::Http1, &[]),
-        ("http1,http2 (h2 agreed)", AppProtocol::Both, &[b"h2", b"http/1.1"]),
+        (
+            "http1,http2 (h2 agreed)",
+            AppProtocol::Both,
+            &[b"h2", b"http/1.1"],
+        ),
     ];
     // (mode, µs CPU per handshake, µs CPU per request) for each round.
     let mut results: Vec<(usize, f64, f64)> = vec![];
@@ -202,10 +210,7 @@ async fn main() {
             let c1 = cpu(pid);
             let ka = keepalive(addr, cfg.clone(), secs).await;
             let c2 = cpu(pid);
-            let (per_hs, per_req) = (
-                (c1 - c0) * 1e6 / hs as f64,
-                (c2 - c1) * 1e6 / ka as f64,
-            );
+            let (per_hs, per_req) = ((c1 - c0) * 1e6 / hs as f64, (c2 - c1) * 1e6 / ka as f64);
             eprintln!(
                 "round {round} {}: {hs} handshakes, {per_hs:.1} µs CPU each; {ka} requests, {per_req:.2} µs CPU each",
                 modes[m].0
@@ -232,7 +237,12 @@ async fn main() {
             lo(&rq),
             hi(&rq)
         );
-        means.push((mean(&hs), mean(&rq), (hi(&hs) - lo(&hs)) / mean(&hs), (hi(&rq) - lo(&rq)) / mean(&rq)));
+        means.push((
+            mean(&hs),
+            mean(&rq),
+            (hi(&hs) - lo(&hs)) / mean(&hs),
+            (hi(&rq) - lo(&rq)) / mean(&rq),
+        ));
     }
     println!(
         "ALPN offered / not: handshake {:.3}x (spread of the reference {:.1}%), request {:.3}x (spread {:.1}%)",
