@@ -399,6 +399,17 @@ fn root_up_after_a_reboot_keeps_apps_and_policies_and_drops_lost_instances() {
     }
     let platform = TempPlatform::up(&["--cells", "2"]);
     let dir = platform.dir();
+    // `up` again with a flag what runs was started without: exit 0, and it says so (issue
+    // #31: it was silently ignored); without the flag, nothing to say.
+    let o = c2c(dir, &["up", "--cells", "2", "--log-c2c"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("flags not applied") && err.contains("cell1's agent runs without --log-c2c"),
+        "{err}"
+    );
+    let o = c2c(dir, &["up", "--cells", "2"]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("not applied"));
     ok(dir, &["push", "appA", "--cell", "cell1"]);
     ok(dir, &["push", "appB", "--cell", "cell2"]);
     allow(dir, "appA", "appB", "8080");

@@ -88,7 +88,17 @@ pub fn up(
     // Control, in the underlay namespace.
     std::fs::create_dir_all(state_dir.join("control"))?;
     let control_pid = state_dir.join("control/control.pid");
-    if super::live_pid(&control_pid, &underlay_ns).is_none() {
+    // Flags given now that what already runs was started without (said at the end).
+    let mut not_applied: Vec<String> = vec![];
+    if let Some(pid) = super::live_pid(&control_pid, &underlay_ns) {
+        let want = identity_validity.map(|v| humantime::format_duration(v).to_string());
+        if flag_value(pid, "--identity-validity") != want {
+            not_applied.push(format!(
+                "control runs with --identity-validity {}",
+                flag_value(pid, "--identity-validity").unwrap_or_else(|| "24h (the default)".into())
+            ));
+        }
+    } else {
         let _ = std::fs::remove_file(layout.url());
         let mut args = vec![
             "--state-dir".into(),
@@ -168,7 +178,27 @@ pub fn up(
         }
         let tls = dir.join("tls");
         let agent_pid = dir.join("agent.pid");
-        if super::live_pid(&agent_pid, &netns).is_none() {
+        if let Some(pid) = super::live_pid(&agent_pid, &netns) {
+            let args = cmdline(pid);
+            if args.iter().any(|a| a == "--log-c2c") != log_c2c {
+                not_applied.push(format!(
+                    "{name}'s agent runs {} --log-c2c",
+                    if log_c2c { "without" } else { "with" }
+                ));
+            }
+            let running: Vec<&String> = args
+                .windows(2)
+                .filter(|w| w[0] == "--dns-upstream")
+                .map(|w| &w[1])
+                .collect();
+            let wanted: Vec<String> = dns_upstreams.iter().map(|u| u.to_string()).collect();
+            if running.iter().map(|s| s.as_str()).ne(wanted.iter().map(|s| s.as_str())) {
+                not_applied.push(format!(
+                    "{name}'s agent runs with --dns-upstream [{}]",
+                    running.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        } else {
             // The cell's identity, registered with control as any cell joins: its key made
             // here, its client certificate signed by the cell issuer (CN = cell name). A
             // re-registration revokes whatever certificate the cell had before.
@@ -245,6 +275,12 @@ pub fn up(
         cells: all,
     };
     std::fs::write(paths.info(), serde_json::to_vec_pretty(&info)?)?;
+    if !not_applied.is_empty() {
+        eprintln!(
+            "c2c up: the platform already runs; flags not applied to what runs:\n  {}\n  (to apply them: c2c down, then c2c up with them)",
+            not_applied.join("\n  ")
+        );
+    }
     // Instances whose namespace is gone (the machine rebooted, or someone deleted it) cannot
     // come back by themselves: CNI DEL them so their address, registration, DNS names and
     // cert go, and say so.
@@ -424,4 +460,24 @@ pub fn down(state_dir: &Path) -> Result<()> {
     } else {
         anyhow::bail!("down finished with problems:\n  {}", problems.join("\n  "))
     }
+}
+
+/// The command line of process `pid`, one argument each.
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value that follows `flag` on process `pid`'s command line.
+fn flag_value(pid: i32, flag: &str) -> Option<String> {
+    cmdline(pid)
+        .windows(2)
+        .find(|w| w[0] == flag)
+        .map(|w| w[1].clone())
 }
