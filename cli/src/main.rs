@@ -16,7 +16,15 @@ use c2c_platform::{demo, demo_app, instance, up};
 
 /// c2c: container-to-container networking with policies and platform-issued TLS.
 #[derive(Debug, Parser)]
-#[command(name = "c2c", version)]
+#[command(
+    name = "c2c",
+    version,
+    after_help = "Exit codes: 0 done (also when what was asked for was already so: creating what exists, \
+deleting what does not, as cf); 1 failed (the reason on stderr, prefixed `c2c:`); 2 usage (an unknown \
+verb or flag, a bad value: nothing was done); 22 `c2c curl --fail` got an HTTP error; a command run by \
+`c2c exec` exits with that command's code. A closed output pipe (`c2c apps | head -1`) ends the \
+command quietly.\n\nScripts: apps, network-policies, routes and cells take --json."
+)]
 struct Cli {
     /// Where control keeps its state and where every command finds the API URL, CA and token.
     #[arg(long, global = true, env = "C2C_STATE_DIR", default_value = c2c_api::layout::DEFAULT_STATE_DIR)]
@@ -466,6 +474,9 @@ fn main() -> ExitCode {
             // As cf curl --fail.
             if e.downcast_ref::<policy_cmd::CurlFailed>().is_some() {
                 return ExitCode::from(22);
+            }
+            if e.downcast_ref::<policy_cmd::UsageError>().is_some() {
+                return ExitCode::from(2);
             }
             ExitCode::FAILURE
         }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use c2c_api::client::{Client, ClientError, Method, StatusCode};
 use c2c_api::types::RouteRequest;
 use c2c_api::Policy;
@@ -20,11 +20,11 @@ pub struct AddPolicyArgs {
     /// Destination app name.
     pub destination: String,
     /// Protocol to connect apps with: tcp or udp (Default: tcp).
-    #[arg(long)]
+    #[arg(long, value_parser = protocol_arg)]
     pub protocol: Option<String>,
     /// Port or range of ports for connection to destination app, e.g. 8080 or 8080-8090
     /// (Default: 8080).
-    #[arg(long)]
+    #[arg(long, value_parser = port_arg)]
     pub port: Option<String>,
 }
 
@@ -36,12 +36,40 @@ pub struct RemovePolicyArgs {
     /// Destination app name.
     pub destination: String,
     /// Protocol that apps are connected with: tcp or udp.
-    #[arg(long)]
+    #[arg(long, value_parser = protocol_arg)]
     pub protocol: String,
     /// Port or range of ports that destination app is connected with.
-    #[arg(long)]
+    #[arg(long, value_parser = port_arg)]
     pub port: String,
 }
+
+/// `--protocol`, checked as the arguments are read (a usage error, exit 2, before anything is
+/// asked of control or printed): tcp or udp, in any case (the cf CLI lower-cases it).
+fn protocol_arg(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    lower
+        .parse::<c2c_api::net::Protocol>()
+        .map(|_| lower)
+        .map_err(|_| "use tcp or udp".to_string())
+}
+
+/// `--port`, checked as the arguments are read: a port or a range within 1-65535.
+fn port_arg(s: &str) -> Result<String, String> {
+    s.parse::<c2c_api::net::PortRange>().map(|_| s.to_string())
+}
+
+/// A usage error found after the arguments were read (flags that go together): exit 2, as the
+/// argument parser's own.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// `curl` arguments (the cf CLI's).
 #[derive(Debug, Args)]
@@ -127,7 +155,7 @@ pub fn add_policy(dir: &Path, a: AddPolicyArgs) -> Result<()> {
     let (protocol, port) = match (a.protocol.as_deref(), a.port.as_deref()) {
         (None, None) => ("tcp", "8080"),
         (Some(proto), Some(port)) => (proto, port),
-        _ => bail!(PROTOCOL_AND_PORT),
+        _ => return Err(UsageError(PROTOCOL_AND_PORT.into()).into()),
     };
     with_client(dir, async |c| {
         println!(

@@ -103,7 +103,9 @@ fn the_policy_workflow_through_the_cli() {
             "--port",
             port,
         ]);
-        assert!(!o.status.success(), "{port} {proto}");
+        // Bad values are usage errors (exit 2), found before the banner is printed.
+        assert_eq!(o.status.code(), Some(2), "{port} {proto}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "", "{port} {proto}");
     }
     // As cf: creating what exists is done (exit 0), and says so.
     let o = ctl.c2c(&["create-app", "appa"]);
@@ -129,8 +131,10 @@ fn the_cli_speaks_like_cf() {
     };
     // --protocol and --port go together; with neither, tcp 8080; UDP is udp.
     for half in [["--protocol", "tcp"], ["--port", "8080"]] {
-        let (code, _, err) = c2c(&[&["add-network-policy", "appa", "appb"][..], &half].concat());
-        assert_eq!(code, Some(1));
+        let (code, out, err) = c2c(&[&["add-network-policy", "appa", "appb"][..], &half].concat());
+        // A usage error: exit 2, before anything is printed or asked of control.
+        assert_eq!(code, Some(2));
+        assert_eq!(out, "");
         assert!(
             err.contains("Incorrect Usage: --protocol and --port flags must be specified together"),
             "{err}"

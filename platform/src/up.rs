@@ -95,7 +95,8 @@ pub fn up(
         if flag_value(pid, "--identity-validity") != want {
             not_applied.push(format!(
                 "control runs with --identity-validity {}",
-                flag_value(pid, "--identity-validity").unwrap_or_else(|| "24h (the default)".into())
+                flag_value(pid, "--identity-validity")
+                    .unwrap_or_else(|| "24h (the default)".into())
             ));
         }
     } else {
@@ -192,10 +193,18 @@ pub fn up(
                 .map(|w| &w[1])
                 .collect();
             let wanted: Vec<String> = dns_upstreams.iter().map(|u| u.to_string()).collect();
-            if running.iter().map(|s| s.as_str()).ne(wanted.iter().map(|s| s.as_str())) {
+            if running
+                .iter()
+                .map(|s| s.as_str())
+                .ne(wanted.iter().map(|s| s.as_str()))
+            {
                 not_applied.push(format!(
                     "{name}'s agent runs with --dns-upstream [{}]",
-                    running.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    running
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
         } else {
