@@ -459,7 +459,22 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Delete { app, force: _ } => instance::delete(&dir, &app),
-        Command::Down => up::down(&dir).map(|()| println!("platform removed")),
+        Command::Down => {
+            // Whether a platform was recorded here (down also sweeps what a lost one left).
+            let had = ["platform.json", "cells", "instances", "control/control.pid"]
+                .iter()
+                .any(|f| dir.join(f).exists());
+            up::down(&dir).map(|()| {
+                if had {
+                    println!("platform removed")
+                } else {
+                    println!(
+                        "no platform at {}: nothing to remove (c2c up makes one; --state-dir or C2C_STATE_DIR names another)",
+                        dir.display()
+                    )
+                }
+            })
+        }
         Command::DemoApp {
             name,
             index,
@@ -471,6 +486,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("c2c: {e:#}");
+            if let Some(hint) = fix_for(&e, &dir) {
+                eprintln!("c2c: {hint}");
+            }
             // As cf curl --fail.
             if e.downcast_ref::<policy_cmd::CurlFailed>().is_some() {
                 return ExitCode::from(22);
@@ -480,6 +498,33 @@ fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What to do about a failure, when the failure alone does not say.
+fn fix_for(e: &anyhow::Error, dir: &std::path::Path) -> Option<String> {
+    let c = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<c2c_api::client::ClientError>())?;
+    match c {
+        c2c_api::client::ClientError::Transport { detail, .. }
+            if detail.contains("Connection refused") || detail.contains("connection refused") =>
+        {
+            Some(
+                if std::env::var_os(c2c_api::client::CONTROL_ENV).is_some() {
+                    "no control answers there: check the URLs (--control / C2C_CONTROL) and that \
+                 c2c-control runs on those hosts (systemctl status c2c-control)"
+                        .to_string()
+                } else {
+                    format!(
+                    "control is not running for {}: `c2c up` starts the local platform's again \
+                     (apps, routes and policies are kept), or `c2c control serve` control alone",
+                    dir.display()
+                )
+                },
+            )
+        }
+        _ => None,
     }
 }
 

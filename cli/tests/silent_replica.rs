@@ -126,3 +126,28 @@ fn a_replica_silent_after_the_handshake_fails_the_request_and_the_next_goes_else
         assert_eq!(client.url(), real.url);
     });
 }
+
+/// A control that is not running (its port refuses): the error says so, and what starts it.
+#[test]
+fn a_refused_connection_says_how_to_start_control() {
+    let real = Control::start();
+    // A port nothing listens on (bound, then closed).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        real.dir.path().join("control/url"),
+        format!("https://127.0.0.1:{port}"),
+    )
+    .unwrap();
+    let o = real.c2c(&["apps"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(
+        err.contains("control is not running for") && err.contains("`c2c up` starts"),
+        "{err}"
+    );
+}

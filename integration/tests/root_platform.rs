@@ -314,6 +314,8 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     let prefix = prefix(dir);
     ok(dir, &["down"]);
     assert_nothing_left(dir, &prefix);
+    // Again, with nothing left: said as it is, not "platform removed".
+    assert!(ok(dir, &["down"]).starts_with("no platform at "));
 }
 
 #[test]
