@@ -160,3 +160,21 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
     std::fs::write(root.join("www/index.html"), "hello from podman\n").unwrap();
     root
 }
+
+/// curl in the network namespace at `netns` (a container's), trusting only `ca`, to
+/// `https://NAME:61443/` with NAME resolved to `ip`: (exit code, body).
+pub fn tls_get(netns: &str, ca: &Path, name: &str, ip: &str) -> (i32, String) {
+    let o = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["curl", "-s", "--max-time", "3", "--cacert"])
+        .arg(ca)
+        .arg("--resolve")
+        .arg(format!("{name}:61443:{ip}"))
+        .arg(format!("https://{name}:61443/"))
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}

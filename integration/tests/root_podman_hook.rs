@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use c2c_api::layout::Layout;
-use c2c_integration::podman::Podman;
+use c2c_integration::podman::{tls_get, Podman};
 use c2c_integration::testbed::Platform;
 use c2c_integration::topo::*;
 
@@ -82,24 +82,6 @@ fn ip_of(p: &Platform, app: &str) -> Option<String> {
         .iter()
         .find(|i| i["app_guid"] == guid.as_str())
         .and_then(|i| i["ip"].as_str().map(str::to_string))
-}
-
-/// curl in the network namespace at `netns` (the first container's), trusting only the
-/// platform CA, to `https://NAME:61443/` with NAME resolved to `ip`: (exit code, body).
-fn tls_get(netns: &str, ca: &Path, name: &str, ip: &str) -> (i32, String) {
-    let o = Command::new("nsenter")
-        .arg(format!("--net={netns}"))
-        .args(["curl", "-s", "--max-time", "3", "--cacert"])
-        .arg(ca)
-        .arg("--resolve")
-        .arg(format!("{name}:61443:{ip}"))
-        .arg(format!("https://{name}:61443/"))
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-    )
 }
 
 fn pid_in(pidfile: &Path) -> Option<i32> {
