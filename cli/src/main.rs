@@ -122,6 +122,15 @@ enum Command {
         #[arg(long, value_name = "http1|http2|http1,http2")]
         app_protocol: Option<c2c_api::AppProtocol>,
     },
+    /// Change how many instances an app has (cf's `scale -i`): more are started as its last
+    /// push made them, the highest indexes stopped. `c2c push APP -i N` does the same.
+    Scale {
+        /// App name.
+        app: String,
+        /// The number of instances the app has after it (1-250).
+        #[arg(short = 'i', long = "instances")]
+        instances: u32,
+    },
     /// Map an internal route HOST.DOMAIN to an app: it enters the app's certificates and DNS.
     MapRoute(policy_cmd::RouteArgs),
     /// Unmap an internal route from an app.
@@ -329,6 +338,7 @@ fn quiet_on_closed_pipe(cmd: &Command) {
             | Command::Down
             | Command::Exec { .. }
             | Command::Push(_)
+            | Command::Scale { .. }
             | Command::Delete { .. }
             | Command::DemoApp { .. }
     );
@@ -454,6 +464,7 @@ fn main() -> ExitCode {
             }
         }),
         Command::Push(a) => instance::push(&dir, &a).map(drop),
+        Command::Scale { app, instances } => instance::scale(&dir, &app, instances),
         Command::Exec { target, command } => match instance::exec(&dir, &target, &command) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => Err(e),

@@ -300,13 +300,50 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     ok(dir, &["delete", "appB/3"]);
     let (code, _) = curl(dir, "appA", &format!("http://{b3}:8080/"));
     assert_ne!(code, 0, "deleted instance gone");
-    ok(dir, &["push", "appB", "--cell", "cell3"]);
+    // As cf: -i is the total (19 left, 20 asked: one more, the next index).
+    ok(dir, &["push", "appB", "-i", "20", "--cell", "cell3"]);
     let b20 = ip_of(dir, "appB/20");
     let (code, body) = curl_allowed(dir, "appA", &format!("http://{b20}:8080/"));
     assert_eq!(
         (code, body.trim()),
         (0, format!("app=appB index=20 ip={b20}").as_str())
     );
+    // Pushed again without -i, it keeps what it has; scale sets the total, down (the highest
+    // indexes go) and up (the next ones come, as the last push made them).
+    let indexes = |dir: &Path| -> Vec<u64> {
+        let v: serde_json::Value = serde_json::from_str(&ok(dir, &["apps", "--json"])).unwrap();
+        let b = v["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "appB")
+            .unwrap()
+            .clone();
+        let mut i: Vec<u64> = b["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["index"].as_u64().unwrap())
+            .collect();
+        i.sort();
+        i
+    };
+    assert_eq!(indexes(dir).len(), 20);
+    assert!(ok(dir, &["push", "appB"]).contains("20 instance(s), as asked; none started"));
+    assert_eq!(indexes(dir).len(), 20);
+    ok(dir, &["scale", "appB", "-i", "2"]);
+    assert_eq!(indexes(dir), [0, 1]);
+    ok(dir, &["scale", "appB", "-i", "3"]);
+    assert_eq!(indexes(dir), [0, 1, 2]);
+    let b2 = ip_of(dir, "appB/2");
+    let (code, body) = curl_allowed(dir, "appA", &format!("http://{b2}:8080/"));
+    assert_eq!(
+        (code, body.trim()),
+        (0, format!("app=appB index=2 ip={b2}").as_str())
+    );
+    let o = c2c(dir, &["scale", "nope", "-i", "2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("was never pushed"));
 
     // Deleting the app takes its instances and policies.
     ok(dir, &["delete", "appB", "-f"]); // cf scripts pass -f

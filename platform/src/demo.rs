@@ -129,7 +129,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     let push = |app: &str, cell: &str, no_route: bool| -> Result<InstanceInfo> {
         let args = PushArgs {
             app: app.into(),
-            instances: 1,
+            instances: Some(1),
             no_route,
             cell: Some(cell.into()),
             command: None,

@@ -95,9 +95,11 @@ fn free_host_ports(range: (u16, u16), taken: &[HostPorts]) -> Option<HostPorts> 
 pub struct PushArgs {
     /// App name.
     pub app: String,
-    /// How many instances.
-    #[arg(long, short = 'i', default_value_t = 1)]
-    pub instances: u32,
+    /// How many instances the app has after the push (as cf's -i: the total, not how many to
+    /// add): more are started, the highest indexes stopped. Without it, a new app gets one
+    /// and an app pushed before keeps as many as it has.
+    #[arg(long, short = 'i')]
+    pub instances: Option<u32>,
     /// Do not map the default internal route <app>.apps.internal.
     #[arg(long)]
     pub no_route: bool,
@@ -129,16 +131,48 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub use c2c_api::names::default_hostname;
 
+/// What the last push of an app ran (`instances/APP/pushed.json`): its command and host ports.
+const PUSHED_FILE: &str = "pushed.json";
+
+/// `c2c scale APP -i N`: the app's instances become N, as its last push made them (its command,
+/// its host-port range), spread over the cells; its routes are left as they are.
+pub fn scale(state_dir: &Path, app: &str, n: u32) -> Result<()> {
+    check_app(app)?;
+    let pushed: serde_json::Value =
+        std::fs::read(state_dir.join("instances").join(app).join(PUSHED_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .with_context(|| {
+                format!("{app} was never pushed to this platform: `c2c push {app} -i {n}`")
+            })?;
+    let ports = pushed["host_ports"].as_array().and_then(|p| {
+        Some((
+            u16::try_from(p.first()?.as_u64()?).ok()?,
+            u16::try_from(p.get(1)?.as_u64()?).ok()?,
+        ))
+    });
+    let args = PushArgs {
+        app: app.to_string(),
+        instances: Some(n),
+        no_route: true,
+        cell: None,
+        command: pushed["command"].as_str().map(str::to_string),
+        org: None,
+        space: None,
+        host_ports: ports.unwrap_or(DEFAULT_HOST_PORTS),
+    };
+    push(state_dir, &args).map(drop)
+}
+
 /// Creates the app if needed and starts its instances. Returns them.
 pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
     preflight()?;
     check_app(&a.app)?;
     let paths = Paths::new(state_dir);
     let info = PlatformInfo::load(&paths)?;
-    anyhow::ensure!(
-        (1..=250).contains(&a.instances),
-        "--instances must be 1-250"
-    );
+    if let Some(n) = a.instances {
+        anyhow::ensure!((1..=250).contains(&n), "--instances must be 1-250");
+    }
     if let Some(c) = &a.cell {
         info.cell(c)?;
     }
@@ -175,10 +209,35 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
         rt.block_on(client.route(&r, false))?;
         println!("  route: {host}.{INTERNAL_DOMAIN}");
     }
-    let existing = instances(state_dir, Some(&a.app))?;
+    // What new instances run, for `c2c scale` to start more of the same.
+    std::fs::create_dir_all(state_dir.join("instances").join(&a.app))?;
+    std::fs::write(
+        state_dir.join("instances").join(&a.app).join(PUSHED_FILE),
+        serde_json::to_vec_pretty(&serde_json::json!({
+            "command": a.command, "host_ports": [a.host_ports.0, a.host_ports.1],
+        }))?,
+    )?;
+    let mut existing = instances(state_dir, Some(&a.app))?;
+    existing.sort_by_key(|i| i.index);
+    let want = a.instances.unwrap_or(existing.len().max(1) as u32) as usize;
+    // Fewer asked for: the highest indexes go (as cf scales down).
+    while existing.len() > want {
+        let gone = existing.pop().expect("more than wanted");
+        remove_instance(state_dir, &gone)?;
+        println!(
+            "  {}/{} stopped ({} of {want} kept)",
+            gone.app,
+            gone.index,
+            existing.len()
+        );
+    }
+    let add = want - existing.len();
+    if add == 0 {
+        println!("  {}: {want} instance(s), as asked; none started", a.app);
+    }
     let first = existing.iter().map(|i| i.index + 1).max().unwrap_or(0);
     let mut out = vec![];
-    for k in 0..a.instances {
+    for k in 0..add as u32 {
         let index = first + k;
         let cell = match &a.cell {
             Some(c) => info.cell(c)?.clone(),
