@@ -122,6 +122,12 @@ enum Command {
         #[arg(long, value_name = "http1|http2|http1,http2")]
         app_protocol: Option<c2c_api::AppProtocol>,
     },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell), made from
+    /// this CLI's own arguments. bash: `c2c completion bash > /etc/bash_completion.d/c2c`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Change how many instances an app has (cf's `scale -i`): more are started as its last
     /// push made them, the highest indexes stopped. `c2c push APP -i N` does the same.
     Scale {
@@ -465,6 +471,11 @@ fn main() -> ExitCode {
         }),
         Command::Push(a) => instance::push(&dir, &a).map(drop),
         Command::Scale { app, instances } => instance::scale(&dir, &app, instances),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "c2c", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Exec { target, command } => match instance::exec(&dir, &target, &command) {
             Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
             Err(e) => Err(e),
