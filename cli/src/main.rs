@@ -546,6 +546,15 @@ fn fix_for(e: &anyhow::Error, dir: &std::path::Path) -> Option<String> {
                 },
             )
         }
+        c2c_api::client::ClientError::Status { status, .. }
+            if *status == c2c_api::client::StatusCode::UNAUTHORIZED =>
+        {
+            Some(format!(
+                "control refused the token: it comes from C2C_TOKEN if set, else --token-file / \
+                 C2C_TOKEN_FILE, else {}; `c2c token create` (as the admin) makes a new one",
+                c2c_api::layout::Layout::new(dir).token().display()
+            ))
+        }
         _ => None,
     }
 }

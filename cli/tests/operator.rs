@@ -121,7 +121,7 @@ fn an_operators_machine_names_control_its_issuer_and_a_token() {
     );
     assert!(!o.status.success());
     assert!(
-        text(&o).contains("401") || text(&o).to_lowercase().contains("token"),
+        text(&o).contains("control refused the token") && text(&o).contains("c2c token create"),
         "{}",
         text(&o)
     );
