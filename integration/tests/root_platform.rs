@@ -366,6 +366,17 @@ fn root_down_cleans_up_after_a_failed_push() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("the app exited"), "{err}");
+    // Its placement is taken back: control holds no instance of it, nor does the cell.
+    assert!(err.contains("placement is taken back"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&ok(dir, &["apps", "--json"])).unwrap();
+    let broken = v["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "broken")
+        .expect("the app stays, as cf's");
+    assert_eq!(broken["instances"], serde_json::json!([]), "{broken}");
+    assert!(!dir.join("instances/broken/0").exists());
     let prefix = prefix(dir);
     // A cell whose VTEP is gone cannot put a container on the overlay: CNI STATUS says so
     // before anything is started there.

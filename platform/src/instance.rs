@@ -264,8 +264,19 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
             ip: Ipv4Addr::UNSPECIFIED,
             host_ports: None,
         };
-        let inst = start_instance(state_dir, &cell, rec, a)
-            .with_context(|| format!("starting {}/{index}", a.app))?;
+        let inst = match start_instance(state_dir, &cell, rec.clone(), a) {
+            Ok(inst) => inst,
+            Err(e) => {
+                // What was started of it, and its placement, go: a failed push leaves no
+                // instance behind in control or on the cell.
+                let _ = remove_instance(state_dir, &rec);
+                let _ = std::fs::remove_dir_all(paths.instance(&a.app, index));
+                return Err(e.context(format!(
+                    "starting {}/{index} (its placement is taken back)",
+                    a.app
+                )));
+            }
+        };
         let ports = inst
             .host_ports
             .map(|h| {
