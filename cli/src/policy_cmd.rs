@@ -316,6 +316,13 @@ pub fn list_apps(dir: &Path, json: bool) -> Result<()> {
     with_client(dir, async |c| {
         let apps = c.apps().await?;
         let insts = c.instances().await?;
+        // Pushed from here: whether each app process still runs.
+        let local = c2c_platform::instance::local_states(dir);
+        let state = |i: &c2c_api::types::Placement| match (i.ip, local.get(&i.guid)) {
+            (None, _) => "starting",
+            (Some(_), Some(s)) => s,
+            (Some(_), None) => "running",
+        };
         if json {
             let spaces: HashMap<String, String> = c
                 .spaces(None)
@@ -335,7 +342,7 @@ pub fn list_apps(dir: &Path, json: bool) -> Result<()> {
                                 "guid": i.guid,
                                 "cell": i.cell,
                                 "ip": i.ip,
-                                "state": if i.ip.is_some() { "running" } else { "starting" },
+                                "state": state(i),
                                 "runtime": i.runtime,
                             })
                         })
@@ -370,9 +377,12 @@ pub fn list_apps(dir: &Path, json: bool) -> Result<()> {
                         .as_deref()
                         .map(|r| format!(" ({r})"))
                         .unwrap_or_default();
-                    match i.ip {
-                        Some(ip) => format!("#{} {ip} on {}{by}", i.index, i.cell),
-                        None => format!("#{} (starting) on {}{by}", i.index, i.cell),
+                    match (i.ip, state(i)) {
+                        (Some(ip), "crashed") => {
+                            format!("#{} {ip} on {}{by} CRASHED", i.index, i.cell)
+                        }
+                        (Some(ip), _) => format!("#{} {ip} on {}{by}", i.index, i.cell),
+                        (None, _) => format!("#{} (starting) on {}{by}", i.index, i.cell),
                     }
                 })
                 .collect();

@@ -4,10 +4,11 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use c2c_integration::bin;
 use c2c_integration::cli::*;
-use c2c_integration::topo::require_root;
+use c2c_integration::topo::{require_root, wait_until};
 
 /// Nothing of the platform at `dir` is left: no namespace with its prefix, no process naming it.
 /// Entries of `dir` whose names start with `prefix`.
@@ -341,6 +342,46 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
         (code, body.trim()),
         (0, format!("app=appB index=2 ip={b2}").as_str())
     );
+    // An instance whose app process died is shown as crashed, the others as running.
+    let states = |dir: &Path| -> Vec<(u64, String)> {
+        let v: serde_json::Value = serde_json::from_str(&ok(dir, &["apps", "--json"])).unwrap();
+        let b = v["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "appB")
+            .unwrap()
+            .clone();
+        let mut out: Vec<(u64, String)> = b["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["index"].as_u64().unwrap(),
+                    i["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert!(states(dir).iter().all(|(_, s)| s == "running"));
+    let pid: i32 = std::fs::read_to_string(dir.join("instances/appB/2/app.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_until("appB/2 shown as crashed", Duration::from_secs(10), || {
+        states(dir)[2].1 == "crashed"
+    });
+    assert_eq!(states(dir)[0].1, "running");
+    assert!(ok(dir, &["apps"]).contains("CRASHED"));
     let o = c2c(dir, &["scale", "nope", "-i", "2"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("was never pushed"));

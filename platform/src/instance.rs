@@ -131,6 +131,26 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub use c2c_api::names::default_hostname;
 
+/// What this machine sees of the instances it started (`c2c push`): instance GUID -> whether
+/// its app's process still runs in its namespace (`running`) or not (`crashed`: it exited or
+/// was killed). Instances started elsewhere (podman on a cell host) are not in it.
+pub fn local_states(state_dir: &Path) -> std::collections::HashMap<String, &'static str> {
+    let paths = Paths::new(state_dir);
+    instances(state_dir, None)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| {
+            let pidfile = paths.instance(&i.app, i.index).join("app.pid");
+            let state = if super::live_pid(&pidfile, &i.netns).is_some() {
+                "running"
+            } else {
+                "crashed"
+            };
+            (i.guid, state)
+        })
+        .collect()
+}
+
 /// What the last push of an app ran (`instances/APP/pushed.json`): its command and host ports.
 const PUSHED_FILE: &str = "pushed.json";
 
