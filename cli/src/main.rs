@@ -99,6 +99,9 @@ enum Command {
     App {
         /// App name or GUID.
         name: String,
+        /// Print JSON (a stable shape, names beside GUIDs) instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Change what an app's sidecar does: require callers' instance identity (a client
     /// certificate of a live instance whose app a policy allows on tcp 61443), send the app a
@@ -427,7 +430,7 @@ fn main() -> ExitCode {
         }
         Command::Asg(a) => asg_cmd::run(&dir, a),
         Command::Apps { json } => policy_cmd::list_apps(&dir, json),
-        Command::App { name } => policy_cmd::show_app(&dir, &name),
+        Command::App { name, json } => policy_cmd::show_app(&dir, &name, json),
         Command::UpdateApp {
             name,
             client_identity,

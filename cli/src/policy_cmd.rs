@@ -417,9 +417,17 @@ pub fn update_app(dir: &Path, name: &str, settings: c2c_api::types::AppSettings)
     })
 }
 
-pub fn show_app(dir: &Path, name: &str) -> Result<()> {
+pub fn show_app(dir: &Path, name: &str, json: bool) -> Result<()> {
     with_client(dir, async |c| {
         let app = c.app(name).await?;
+        let mut routes: Vec<String> = c
+            .routes()
+            .await?
+            .into_iter()
+            .filter(|r| r.app_guid == app.guid)
+            .map(|r| r.fqdn())
+            .collect();
+        routes.sort();
         let space = c
             .spaces(None)
             .await?
@@ -427,10 +435,18 @@ pub fn show_app(dir: &Path, name: &str) -> Result<()> {
             .find(|s| s.guid == app.space)
             .map(|s| format!("{}/{}", s.org, s.name))
             .unwrap_or_else(|| app.space.clone());
-        println!(
-            "name:    {}\nguid:    {}\ntag:     {}\nspace:   {space}\nclient identity: {}\nproxy protocol:  {}\napp protocol:    {}\n",
-            app.name, app.guid, app.tag, app.client_identity, app.proxy_protocol, app.app_protocol
-        );
+        if !json {
+            println!(
+                "name:    {}\nguid:    {}\ntag:     {}\nspace:   {space}\nroutes:  {}\nclient identity: {}\nproxy protocol:  {}\napp protocol:    {}\n",
+                app.name,
+                app.guid,
+                app.tag,
+                if routes.is_empty() { "(none)".to_string() } else { routes.join(", ") },
+                app.client_identity,
+                app.proxy_protocol,
+                app.app_protocol
+            );
+        }
         let cells: HashMap<String, std::net::Ipv4Addr> = c
             .cells()
             .await?
@@ -455,6 +471,46 @@ pub fn show_app(dir: &Path, name: &str) -> Result<()> {
             .filter(|i| i.app_guid == app.guid)
             .collect();
         placed.sort_by_key(|i| i.index);
+        let states = c2c_platform::instance::local_states(dir);
+        if json {
+            let instances: Vec<serde_json::Value> = placed
+                .iter()
+                .map(|i| {
+                    let ports = local
+                        .iter()
+                        .find(|l| l.guid == i.guid)
+                        .and_then(|l| l.host_ports);
+                    serde_json::json!({
+                        "index": i.index,
+                        "guid": i.guid,
+                        "cell": i.cell,
+                        "ip": i.ip,
+                        "state": match (i.ip, states.get(&i.guid)) {
+                            (None, _) => "starting",
+                            (Some(_), Some(s)) => s,
+                            (Some(_), None) => "running",
+                        },
+                        "runtime": i.runtime,
+                        "host_ports": ports.map(|h| serde_json::json!({
+                            "underlay_ip": cells.get(i.cell.as_str()),
+                            "http": h.app,
+                            "https": h.tls,
+                        })),
+                    })
+                })
+                .collect();
+            return print_json(&serde_json::json!({
+                "name": app.name,
+                "guid": app.guid,
+                "tag": app.tag,
+                "space": space,
+                "routes": routes,
+                "client_identity": app.client_identity.to_string(),
+                "proxy_protocol": app.proxy_protocol.to_string(),
+                "app_protocol": app.app_protocol.to_string(),
+                "instances": instances,
+            }));
+        }
         for i in placed {
             let ports = local
                 .iter()

@@ -622,6 +622,16 @@ fn list_verbs_print_json_for_scripts() {
         .unwrap();
     assert_eq!(route["url"], "appa.apps.internal");
 
+    let a = json(&["app", "appa", "--json"]);
+    assert_eq!(
+        a["routes"],
+        serde_json::json!(["appa.apps.internal"]),
+        "{a}"
+    );
+    assert_eq!(a["app_protocol"], "http1");
+    assert!(ctl
+        .ok(&["app", "appa"])
+        .contains("routes:  appa.apps.internal\n"));
     let cells = json(&["cells", "--json"]);
     assert_eq!(cells["cells"], serde_json::json!([]));
 }
