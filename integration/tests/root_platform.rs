@@ -311,38 +311,7 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     );
     // Pushed again without -i, it keeps what it has; scale sets the total, down (the highest
     // indexes go) and up (the next ones come, as the last push made them).
-    let indexes = |dir: &Path| -> Vec<u64> {
-        let v: serde_json::Value = serde_json::from_str(&ok(dir, &["apps", "--json"])).unwrap();
-        let b = v["apps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["name"] == "appB")
-            .unwrap()
-            .clone();
-        let mut i: Vec<u64> = b["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["index"].as_u64().unwrap())
-            .collect();
-        i.sort();
-        i
-    };
-    assert_eq!(indexes(dir).len(), 20);
-    assert!(ok(dir, &["push", "appB"]).contains("20 instance(s), as asked; none started"));
-    assert_eq!(indexes(dir).len(), 20);
-    ok(dir, &["scale", "appB", "-i", "2"]);
-    assert_eq!(indexes(dir), [0, 1]);
-    ok(dir, &["scale", "appB", "-i", "3"]);
-    assert_eq!(indexes(dir), [0, 1, 2]);
-    let b2 = ip_of(dir, "appB/2");
-    let (code, body) = curl_allowed(dir, "appA", &format!("http://{b2}:8080/"));
-    assert_eq!(
-        (code, body.trim()),
-        (0, format!("app=appB index=2 ip={b2}").as_str())
-    );
-    // An instance whose app process died is shown as crashed, the others as running.
+    // appB's instances as `apps --json` has them: (index, state), by index.
     let states = |dir: &Path| -> Vec<(u64, String)> {
         let v: serde_json::Value = serde_json::from_str(&ok(dir, &["apps", "--json"])).unwrap();
         let b = v["apps"]
@@ -366,6 +335,21 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
         out.sort();
         out
     };
+    let indexes = |dir: &Path| -> Vec<u64> { states(dir).into_iter().map(|(i, _)| i).collect() };
+    assert_eq!(indexes(dir).len(), 20);
+    assert!(ok(dir, &["push", "appB"]).contains("20 instance(s), as asked; none started"));
+    assert_eq!(indexes(dir).len(), 20);
+    ok(dir, &["scale", "appB", "-i", "2"]);
+    assert_eq!(indexes(dir), [0, 1]);
+    ok(dir, &["scale", "appB", "-i", "3"]);
+    assert_eq!(indexes(dir), [0, 1, 2]);
+    let b2 = ip_of(dir, "appB/2");
+    let (code, body) = curl_allowed(dir, "appA", &format!("http://{b2}:8080/"));
+    assert_eq!(
+        (code, body.trim()),
+        (0, format!("app=appB index=2 ip={b2}").as_str())
+    );
+    // An instance whose app process died is shown as crashed, the others as running.
     assert!(states(dir).iter().all(|(_, s)| s == "running"));
     let pid: i32 = std::fs::read_to_string(dir.join("instances/appB/2/app.pid"))
         .unwrap()
