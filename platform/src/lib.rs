@@ -205,8 +205,20 @@ pub fn spawn_in(
     let child = cmd
         .spawn()
         .with_context(|| format!("starting {} in {ns}", program.display()))?;
+    let mut child = child;
     let pid = child.id();
     std::fs::write(pidfile, pid.to_string())?;
+    // Until `ip netns exec` has entered the namespace, the process is not recognisably ours
+    // ([`live_pid`] asks for the namespace): a stop that came in that window (an app that died at
+    // once fails the push) would pass it by and leave it running. So wait for it to be inside,
+    // or gone.
+    let end = Instant::now() + Duration::from_secs(5);
+    while !in_netns_of(pid as i32, ns) && Instant::now() < end {
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     // The child outlives this CLI; it is stopped by PID (down / delete).
     std::mem::forget(child);
     Ok(pid)
