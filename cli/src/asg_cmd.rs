@@ -9,7 +9,7 @@ use c2c_api::asg::{Lifecycle, SecurityGroup};
 use c2c_api::types::BindingRequest;
 use clap::{Args, Subcommand};
 
-use crate::policy_cmd::{print_table, with_client};
+use crate::policy_cmd::{print_json, print_table, with_client};
 
 /// What a binding or an update ends with (cf says a restart may be needed; here none is).
 const TIP: &str = "TIP: Changes are enforced on running apps at once; no restart is needed.";
@@ -110,11 +110,19 @@ pub enum AsgCommand {
         name: String,
     },
     /// List security groups with where they are bound.
-    SecurityGroups,
+    SecurityGroups {
+        /// Print JSON (a stable shape: each group's rules and bindings, org and space by name)
+        /// instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one security group: its rules and where it is bound.
     SecurityGroup {
         /// Security group name.
         name: String,
+        /// Print JSON (the shape of one group in `security-groups --json`).
+        #[arg(long)]
+        json: bool,
     },
     /// List the security groups bound to every space for running apps.
     RunningSecurityGroups,
@@ -337,7 +345,15 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
             AsgCommand::UnbindStagingSecurityGroup { name } => {
                 global(c, &name, Lifecycle::Staging, false).await?
             }
-            AsgCommand::SecurityGroups => {
+            AsgCommand::SecurityGroups { json: true } => {
+                let groups: Vec<serde_json::Value> =
+                    c.security_groups().await?.iter().map(group_json).collect();
+                print_json(&serde_json::json!({ "security_groups": groups }))?;
+            }
+            AsgCommand::SecurityGroup { name, json: true } => {
+                print_json(&group_json(&c.security_group(&name).await?))?;
+            }
+            AsgCommand::SecurityGroups { json: false } => {
                 println!("Getting security groups as {user}...\n");
                 let mut rows = vec![binding_header()];
                 for g in c.security_groups().await? {
@@ -345,7 +361,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                 }
                 print_table(&rows);
             }
-            AsgCommand::SecurityGroup { name } => {
+            AsgCommand::SecurityGroup { name, json: false } => {
                 println!("Getting info for security group {name} as {user}...\n");
                 let g = c.security_group(&name).await?;
                 println!("name:    {}", g.name);
@@ -397,6 +413,29 @@ async fn global(
     }
     println!("OK\n\n{TIP}");
     Ok(())
+}
+
+/// A group as `--json` shows it.
+fn group_json(g: &SecurityGroup) -> serde_json::Value {
+    let spaces: Vec<serde_json::Value> = g
+        .spaces
+        .iter()
+        .map(|b| {
+            let (org, space) = b.space.split_once('/').unwrap_or(("", &b.space));
+            serde_json::json!({
+                "org": org, "space": space, "space_guid": b.space_guid,
+                "lifecycle": b.lifecycle.as_str(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": g.name,
+        "guid": g.guid,
+        "rules": g.rules,
+        "running_default": g.running_default,
+        "staging_default": g.staging_default,
+        "spaces": spaces,
+    })
 }
 
 /// The header of the binding tables (cf's columns).

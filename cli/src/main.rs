@@ -3,311 +3,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-
+mod args;
 mod asg_cmd;
 mod cell_cmd;
 mod certs_cmd;
+mod help;
 mod policy_cmd;
 mod token_cmd;
 
+use args::{CellCommand, CellTokenCommand, Cli, Command, ControlCommand};
 use c2c_control::serve_cmd;
 use c2c_platform::{demo, demo_app, instance, up};
-
-/// c2c: container-to-container networking with policies and platform-issued TLS.
-#[derive(Debug, Parser)]
-#[command(
-    name = "c2c",
-    version,
-    after_help = "Exit codes: 0 done (also when what was asked for was already so: creating what exists, \
-deleting what does not, as cf); 1 failed (the reason on stderr, prefixed `c2c:`); 2 usage (an unknown \
-verb or flag, a bad value: nothing was done); 22 `c2c curl --fail` got an HTTP error; a command run by \
-`c2c exec` exits with that command's code. A closed output pipe (`c2c apps | head -1`) ends the \
-command quietly.\n\nScripts: apps, network-policies, routes and cells take --json."
-)]
-struct Cli {
-    /// Where control keeps its state and where every command finds the API URL, CA and token.
-    #[arg(long, global = true, env = "C2C_STATE_DIR", default_value = c2c_api::layout::DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
-    /// Control's URL, or every replica's separated by commas (tried in turn when one does not
-    /// answer), instead of STATE_DIR/control/url: for a machine that runs no control.
-    #[arg(long, global = true, env = "C2C_CONTROL", value_name = "URL[,URL...]")]
-    control: Option<String>,
-    /// The control issuer to trust (a control host's STATE_DIR/ca/control/ca.pem, or a joined
-    /// cell's control-ca.pem), instead of the state dir's.
-    #[arg(long, global = true, env = "C2C_CONTROL_CA", value_name = "FILE")]
-    control_ca: Option<PathBuf>,
-    /// A file holding the API token (the admin's, or one from `c2c token create`), instead of
-    /// STATE_DIR/control/token; C2C_TOKEN, if set, gives the token itself.
-    #[arg(long, global = true, env = "C2C_TOKEN_FILE", value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Platform CA and per-instance certificates.
-    #[command(subcommand)]
-    Certs(certs_cmd::CertsCommand),
-    /// The control plane.
-    #[command(subcommand)]
-    Control(ControlCommand),
-    /// Register or remove a cell: the identities control accepts on its cell API.
-    #[command(subcommand)]
-    Cell(CellCommand),
-    /// List registered cells with their leases.
-    Cells {
-        /// Print JSON (a stable shape, names beside GUIDs) instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Allow SOURCE to reach DESTINATION on a protocol and port (range).
-    AddNetworkPolicy(policy_cmd::AddPolicyArgs),
-    /// Remove a policy added with add-network-policy (--protocol and --port required).
-    RemoveNetworkPolicy(policy_cmd::RemovePolicyArgs),
-    /// List policies, all or those of one source app.
-    NetworkPolicies {
-        /// Source app to filter results by.
-        #[arg(long)]
-        source: Option<String>,
-        /// Print JSON (a stable shape, names beside GUIDs) instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Create an app: policies name apps, and each app gets a GUID and a 16-bit tag.
-    CreateApp {
-        /// App name.
-        name: String,
-        /// Org of its space (with -s; default: the default org).
-        #[arg(short = 'o', long = "org", requires = "space")]
-        org: Option<String>,
-        /// Its space (with -o; default: the default space).
-        #[arg(short = 's', long = "space", requires = "org")]
-        space: Option<String>,
-    },
-    #[command(flatten)]
-    Asg(asg_cmd::AsgCommand),
-    /// List apps with their tags and instances.
-    Apps {
-        /// Print JSON (a stable shape, names beside GUIDs) instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show an app: its GUID, tag and space, each instance's cell and address, and the host
-    /// ports that reach it from the underlay (`curl http://CELL-IP:PORT/`).
-    App {
-        /// App name or GUID.
-        name: String,
-        /// Print JSON (a stable shape, names beside GUIDs) instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Change what an app's sidecar does: require callers' instance identity (a client
-    /// certificate of a live instance whose app a policy allows on tcp 61443), send the app a
-    /// PROXY protocol v2 header naming the caller, offer the app's protocols (HTTP/2, gRPC) in
-    /// ALPN. Running sidecars follow at once.
-    UpdateApp {
-        /// App name or GUID.
-        name: String,
-        /// `required`: refuse callers without an allowed identity; `off`: serve any caller the
-        /// packet filter lets through (Cloud Foundry's behaviour, the default).
-        #[arg(long, value_name = "required|off")]
-        client_identity: Option<c2c_api::ClientIdentity>,
-        /// `v2`: the app receives a PROXY protocol v2 header before each connection's bytes
-        /// (caller's overlay address; its CN and SPIFFE ID when it presented an identity);
-        /// `off`: the default.
-        #[arg(long, value_name = "v2|off")]
-        proxy_protocol: Option<c2c_api::ProxyProtocol>,
-        /// What the app speaks on its port 8080, which the sidecar offers callers in TLS's
-        /// ALPN: `http1` (the default: no ALPN offered), `http2` (`h2` only: gRPC; the app
-        /// speaks HTTP/2 over cleartext with prior knowledge) or `http1,http2` (both).
-        #[arg(long, value_name = "http1|http2|http1,http2")]
-        app_protocol: Option<c2c_api::AppProtocol>,
-    },
-    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell), made from
-    /// this CLI's own arguments. bash: `c2c completion bash > /etc/bash_completion.d/c2c`.
-    Completion {
-        /// The shell.
-        shell: clap_complete::Shell,
-    },
-    /// Change how many instances an app has (cf's `scale -i`): more are started as its last
-    /// push made them, the highest indexes stopped. `c2c push APP -i N` does the same.
-    Scale {
-        /// App name.
-        app: String,
-        /// The number of instances the app has after it (1-250).
-        #[arg(short = 'i', long = "instances")]
-        instances: u32,
-    },
-    /// Map an internal route HOST.DOMAIN to an app: it enters the app's certificates and DNS.
-    MapRoute(policy_cmd::RouteArgs),
-    /// Unmap an internal route from an app.
-    UnmapRoute(policy_cmd::RouteArgs),
-    /// List internal routes.
-    Routes {
-        /// Print JSON (a stable shape, names beside GUIDs) instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Make a token for a user (admin only): `network.write` reaches the policies of the apps
-    /// granted with --app and of the spaces granted with --space; `network.admin` reaches
-    /// everything. Set C2C_TOKEN to use it.
-    #[command(subcommand)]
-    Token(token_cmd::TokenCommand),
-    /// List users with tokens, their scope, their apps and spaces (admin only).
-    Tokens,
-    /// Raw call to the control API, as `cf curl` does.
-    Curl(policy_cmd::CurlArgs),
-    /// Run the whole workflow on a local platform, then take it down (needs root).
-    Demo {
-        /// The demo's own state dir (anything there is taken down first).
-        #[arg(long = "demo-dir", default_value = "/tmp/c2c-demo")]
-        dir: PathBuf,
-        /// Leave the platform running at the end.
-        #[arg(long)]
-        keep: bool,
-    },
-    /// Start a local platform: control, an underlay and cells in network namespaces (needs root).
-    Up {
-        /// How many cells.
-        #[arg(long, default_value_t = 2)]
-        cells: u8,
-        /// A resolver the cells' DNS relays names outside the internal domains to (repeatable;
-        /// it must be reachable from the cells, i.e. on the underlay). Without one, such names
-        /// are refused.
-        #[arg(long = "dns-upstream", value_name = "ADDR:PORT")]
-        dns_upstream: Vec<std::net::SocketAddr>,
-        /// Cells log c2c traffic (accepts, denies) and egress denies; see `c2c network-logs`.
-        /// Security groups with "log": true log their accepts either way.
-        #[arg(long)]
-        log_c2c: bool,
-        /// Lifetime of instance identities (CF_INSTANCE_CERT; Cloud Foundry's default is 24h);
-        /// cells renew them at 2/3 of it, in place. Applies when control (re)starts.
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-        identity_validity: Option<std::time::Duration>,
-    },
-    /// Show the local platform's traffic logs: one JSON line per logged packet, naming both
-    /// apps (the cells write them; see `up --log-c2c` and security groups' "log": true).
-    NetworkLogs {
-        /// Only lines whose source or destination is this app.
-        #[arg(long)]
-        app: Option<String>,
-        /// Keep printing lines as they come.
-        #[arg(long, short = 'f')]
-        follow: bool,
-    },
-    /// Push an app onto the local platform: containers wired by c2c-cni, sidecar and app in each.
-    Push(instance::PushArgs),
-    /// Run a command inside an instance's container (APP or APP/INDEX), with the platform CA as
-    /// curl's and OpenSSL's trust store.
-    Exec {
-        /// APP or APP/INDEX.
-        target: String,
-        /// The command and its arguments (after --).
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
-    /// Delete an app with its instances (CNI DEL, processes, namespaces) and policies, or one
-    /// instance (APP/INDEX) while the app and its policies stay.
-    Delete {
-        /// APP or APP/INDEX.
-        app: String,
-        /// Force deletion without confirmation (there is no prompt here; accepted because cf
-        /// scripts pass it: `cf delete APP -f`).
-        #[arg(short = 'f', long = "force")]
-        force: bool,
-    },
-    /// Remove the local platform: no namespace, link, rule or process of ours remains.
-    Down,
-    /// The built-in demo app (run by push inside a container).
-    #[command(hide = true)]
-    DemoApp {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        index: u32,
-        #[arg(long, default_value = "0.0.0.0:8080")]
-        listen: std::net::SocketAddr,
-        /// Also serve HTTPS here, terminating TLS with the instance's own identity
-        /// (CF_INSTANCE_CERT/KEY) and requiring callers' identities, verified against
-        /// CF_SYSTEM_CERT_PATH: Cloud Foundry's "manual" option, without the sidecar.
-        #[arg(long, value_name = "ADDR")]
-        mtls_listen: Option<std::net::SocketAddr>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum CellCommand {
-    /// Register a cell: makes its key here, has control sign its client certificate (CN =
-    /// NAME) and writes cert.pem, key.pem and control-ca.pem into --out. Registering a name
-    /// again revokes its previous certificate.
-    Register {
-        /// Cell name: 1-63 lower-case letters, digits or '-'.
-        name: String,
-        /// Directory for the cell's identity (the agent's --cert-dir).
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Remove a cell: its certificate is refused from now on, its lease and instances freed.
-    Remove {
-        /// Cell name.
-        name: String,
-    },
-    /// Make a one-time join token for a new cell host (admin): `c2c cell join` on that host
-    /// uses it once, before it expires. It pins this platform's control issuer.
-    #[command(subcommand)]
-    Token(CellTokenCommand),
-    /// Join this host to a platform as a new cell, with a token from `c2c cell token create`:
-    /// makes the cell's key here (it never leaves the host), checks control against the CA the
-    /// token pins, gets the cell's certificate signed, and writes the identity and the agent's
-    /// settings. Starts nothing: run c2c-agent with them next.
-    Join(cell_cmd::JoinArgs),
-}
-
-#[derive(Debug, Subcommand)]
-enum CellTokenCommand {
-    /// Print a new join token.
-    Create {
-        /// How long the token may be used.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-        ttl: std::time::Duration,
-        /// Only for this cell name, which may be registered already (the join then replaces
-        /// its identity: a reinstalled host). Without it, the token joins a new name only.
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// List join tokens: id, cell name bound, expiry, and the cell that used it (never a secret).
-    List,
-    /// Revoke an unused join token by its id (from `c2c cell token list`), e.g. one that leaked.
-    Revoke {
-        /// The token's id.
-        id: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum ControlCommand {
-    /// Run the control plane: state in SQLite (or PostgreSQL, shared by replicas), API over TLS.
-    Serve(Box<serve_cmd::ServeArgs>),
-    /// Move the platform's state into another store (normally the state dir's SQLite file into
-    /// the PostgreSQL database replicas will share), with nothing lost: apps and their GUIDs
-    /// and tags, instances, policies, routes, domains, leases, cells, tokens. Stop control
-    /// first; the destination must be empty.
-    Migrate {
-        /// The store to read: a SQLite path (`sqlite:PATH` or `PATH`; default: the state dir's
-        /// state.db) or a postgres:// URL.
-        #[arg(long)]
-        from: Option<String>,
-        /// The store to fill: a postgres:// URL without a password (or a SQLite path); a URL
-        /// with one goes in C2C_DATABASE or --to-file, not on the command line.
-        #[arg(long)]
-        to: Option<String>,
-        /// A file holding the destination's URL.
-        #[arg(long, value_name = "FILE")]
-        to_file: Option<std::path::PathBuf>,
-    },
-}
 
 /// `c2c control migrate`.
 fn migrate(from: &str, to: &str) -> anyhow::Result<()> {
@@ -348,6 +54,10 @@ fn quiet_on_closed_pipe(cmd: &Command) {
             | Command::Exec { .. }
             | Command::Push(_)
             | Command::Scale { .. }
+            | Command::Stop { .. }
+            | Command::Start { .. }
+            | Command::Restart { .. }
+            | Command::Supervise { .. }
             | Command::Delete { .. }
             | Command::DemoApp { .. }
     );
@@ -364,7 +74,10 @@ fn quiet_on_closed_pipe(cmd: &Command) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     quiet_on_closed_pipe(&cli.command);
     // Every client of the API reads these (c2c_api::client::Client::from_state_dir); set
     // here, before any thread exists.
@@ -380,6 +93,7 @@ fn main() -> ExitCode {
             std::env::set_var(name, v);
         }
     }
+    let failed_line = says_failed(&cli.command);
     let dir = cli.state_dir;
     let result = match cli.command {
         Command::Certs(cmd) => certs_cmd::run(cmd),
@@ -424,7 +138,7 @@ fn main() -> ExitCode {
         Command::RemoveNetworkPolicy(a) => policy_cmd::remove_policy(&dir, a),
         Command::NetworkPolicies { source, json } => policy_cmd::list_policies(&dir, source, json),
         Command::Token(t) => token_cmd::run(&dir, t),
-        Command::Tokens => token_cmd::list(&dir),
+        Command::Tokens { json } => token_cmd::list(&dir, json),
         Command::CreateApp { name, org, space } => {
             policy_cmd::create_app(&dir, &name, org.as_deref().zip(space.as_deref()))
         }
@@ -474,6 +188,31 @@ fn main() -> ExitCode {
         }),
         Command::Push(a) => instance::push(&dir, &a).map(drop),
         Command::Scale { app, instances } => instance::scale(&dir, &app, instances),
+        Command::Stop { app } => c2c_platform::lifecycle::stop(&dir, &app),
+        Command::Start { app } => c2c_platform::lifecycle::start(&dir, &app, false),
+        Command::Restart { app } => c2c_platform::lifecycle::start(&dir, &app, true),
+        Command::Supervise {
+            pidfile,
+            exit_file,
+            command,
+        } => {
+            let Some((prog, args)) = command.split_first() else {
+                eprintln!("c2c supervise: nothing to run");
+                return ExitCode::from(2);
+            };
+            return match c2c_platform::lifecycle::supervise(
+                &pidfile,
+                &exit_file,
+                std::path::Path::new(prog),
+                args,
+            ) {
+                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(e) => {
+                    eprintln!("c2c supervise: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "c2c", &mut std::io::stdout());
@@ -514,6 +253,11 @@ fn main() -> ExitCode {
             if let Some(hint) = fix_for(&e, &dir) {
                 eprintln!("c2c: {hint}");
             }
+            // A usage error (exit 2) did nothing and prints nothing on stdout, as clap's own.
+            let usage = e.downcast_ref::<policy_cmd::UsageError>().is_some();
+            if failed_line && !usage {
+                println!("FAILED");
+            }
             // As cf curl --fail.
             if e.downcast_ref::<policy_cmd::CurlFailed>().is_some() {
                 return ExitCode::from(22);
@@ -524,6 +268,58 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether a failure ends with cf's `FAILED` line on stdout: not where stdout is a program's
+/// (JSON, `curl`'s body, `exec`'s command, the daemons and the completion script).
+fn says_failed(cmd: &Command) -> bool {
+    use asg_cmd::AsgCommand;
+    !matches!(
+        cmd,
+        Command::Control(_)
+            | Command::DemoApp { .. }
+            | Command::Supervise { .. }
+            | Command::Exec { .. }
+            | Command::Curl(_)
+            | Command::Completion { .. }
+            | Command::Apps { json: true }
+            | Command::App { json: true, .. }
+            | Command::NetworkPolicies { json: true, .. }
+            | Command::Routes { json: true }
+            | Command::Cells { json: true }
+            | Command::Tokens { json: true }
+            | Command::Asg(AsgCommand::SecurityGroups { json: true })
+            | Command::Asg(AsgCommand::SecurityGroup { json: true, .. })
+    )
+}
+
+/// The arguments, or what a usage error printed and the exit code it ends with (2; 0 for
+/// `--help` and `--version`). An unknown verb gets cf's words and only harmless suggestions.
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::{CommandFactory, FromArgMatches};
+    let err = match help::decorate(Cli::command()).try_get_matches() {
+        Ok(m) => match Cli::from_arg_matches(&m) {
+            Ok(cli) => return Ok(cli),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    if err.kind() == ErrorKind::InvalidSubcommand {
+        let verb = match err.get(ContextKind::InvalidSubcommand) {
+            Some(ContextValue::String(s)) => s.clone(),
+            _ => String::new(),
+        };
+        let suggested = match err.get(ContextKind::SuggestedSubcommand) {
+            Some(ContextValue::Strings(v)) => v.clone(),
+            Some(ContextValue::String(s)) => vec![s.clone()],
+            _ => vec![],
+        };
+        eprintln!("{}", help::unknown_verb(&verb, &suggested));
+        return Err(ExitCode::from(2));
+    }
+    let _ = err.print();
+    Err(ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2)))
 }
 
 /// What to do about a failure, when the failure alone does not say.

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use c2c_api::client::{Client, ClientError, Method, StatusCode};
 use c2c_api::types::RouteRequest;
 use c2c_api::Policy;
+use c2c_platform::lifecycle::State;
 use clap::Args;
 
 /// `add-network-policy` arguments (the cf CLI's: `--protocol` and `--port` go together; with
@@ -318,11 +319,7 @@ pub fn list_apps(dir: &Path, json: bool) -> Result<()> {
         let insts = c.instances().await?;
         // Pushed from here: whether each app process still runs.
         let local = c2c_platform::instance::local_states(dir);
-        let state = |i: &c2c_api::types::Placement| match (i.ip, local.get(&i.guid)) {
-            (None, _) => "starting",
-            (Some(_), Some(s)) => s,
-            (Some(_), None) => "running",
-        };
+        let state = |i: &c2c_api::types::Placement| instance_state(i, &local);
         if json {
             let spaces: HashMap<String, String> = c
                 .spaces(None)
@@ -342,7 +339,8 @@ pub fn list_apps(dir: &Path, json: bool) -> Result<()> {
                                 "guid": i.guid,
                                 "cell": i.cell,
                                 "ip": i.ip,
-                                "state": state(i),
+                                "state": state(i).name(),
+                                "exit": state(i).exit_json(),
                                 "runtime": i.runtime,
                             })
                         })
@@ -377,12 +375,14 @@ pub fn list_apps(dir: &Path, json: bool) -> Result<()> {
                         .as_deref()
                         .map(|r| format!(" ({r})"))
                         .unwrap_or_default();
-                    match (i.ip, state(i)) {
-                        (Some(ip), "crashed") => {
-                            format!("#{} {ip} on {}{by} CRASHED", i.index, i.cell)
-                        }
-                        (Some(ip), _) => format!("#{} {ip} on {}{by}", i.index, i.cell),
-                        (None, _) => format!("#{} (starting) on {}{by}", i.index, i.cell),
+                    let mark = match state(i) {
+                        State::Crashed(_) => " CRASHED",
+                        State::Stopped => " STOPPED",
+                        _ => "",
+                    };
+                    match i.ip {
+                        Some(ip) => format!("#{} {ip} on {}{by}{mark}", i.index, i.cell),
+                        None => format!("#{} (starting) on {}{by}", i.index, i.cell),
                     }
                 })
                 .collect();
@@ -398,8 +398,6 @@ pub fn list_apps(dir: &Path, json: bool) -> Result<()> {
     })
 }
 
-/// `c2c app APP`: the app (GUID, tag, space) and each instance: its cell, overlay address and,
-/// for instances this platform pushed, the host ports that reach it from the underlay.
 /// `c2c update-app APP [--client-identity required|off] [--proxy-protocol v2|off]`.
 pub fn update_app(dir: &Path, name: &str, settings: c2c_api::types::AppSettings) -> Result<()> {
     if settings == Default::default() {
@@ -417,6 +415,20 @@ pub fn update_app(dir: &Path, name: &str, settings: c2c_api::types::AppSettings)
     })
 }
 
+/// An instance's state: a placement without an address is starting; one this machine pushed is
+/// as its processes are; one another runtime started (podman on a cell host) is running as far
+/// as its cell confirmed it.
+fn instance_state(i: &c2c_api::types::Placement, local: &HashMap<String, State>) -> State {
+    match (i.ip, local.get(&i.guid)) {
+        (None, _) => State::Starting,
+        (Some(_), Some(s)) => s.clone(),
+        (Some(_), None) => State::Running,
+    }
+}
+
+/// `c2c app APP`: the app (GUID, tag, space, routes, settings) and each instance: its cell,
+/// overlay address, state and, for instances this platform pushed, the host ports that reach
+/// it from the underlay.
 pub fn show_app(dir: &Path, name: &str, json: bool) -> Result<()> {
     with_client(dir, async |c| {
         let app = c.app(name).await?;
@@ -460,6 +472,7 @@ pub fn show_app(dir: &Path, name: &str, json: bool) -> Result<()> {
             "#".to_string(),
             "cell".into(),
             "ip".into(),
+            "state".into(),
             "http (-> 8080)".into(),
             "https (-> 61443, sidecar)".into(),
             "runtime".into(),
@@ -485,11 +498,8 @@ pub fn show_app(dir: &Path, name: &str, json: bool) -> Result<()> {
                         "guid": i.guid,
                         "cell": i.cell,
                         "ip": i.ip,
-                        "state": match (i.ip, states.get(&i.guid)) {
-                            (None, _) => "starting",
-                            (Some(_), Some(s)) => s,
-                            (Some(_), None) => "running",
-                        },
+                        "state": instance_state(i, &states).name(),
+                        "exit": instance_state(i, &states).exit_json(),
                         "runtime": i.runtime,
                         "host_ports": ports.map(|h| serde_json::json!({
                             "underlay_ip": cells.get(i.cell.as_str()),
@@ -525,6 +535,7 @@ pub fn show_app(dir: &Path, name: &str, json: bool) -> Result<()> {
                 i.cell.to_string(),
                 i.ip.map(|ip| ip.to_string())
                     .unwrap_or_else(|| "(starting)".into()),
+                instance_state(&i, &states).describe(),
                 ports.map(|h| at(h.app, "http")).unwrap_or_default(),
                 ports.map(|h| at(h.tls, "https")).unwrap_or_default(),
                 i.runtime.clone().unwrap_or_default(),

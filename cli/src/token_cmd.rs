@@ -6,6 +6,8 @@ use anyhow::Result;
 use c2c_api::types::{Scope, TokenRequest};
 use clap::Subcommand;
 
+use crate::policy_cmd::{print_json, print_table, with_client};
+
 /// `c2c token ...`.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -35,17 +37,6 @@ pub enum TokenCommand {
         /// The user.
         user: String,
     },
-}
-
-fn with_client<T>(
-    dir: &Path,
-    f: impl AsyncFnOnce(&c2c_api::client::Client) -> Result<T>,
-) -> Result<T> {
-    let c = c2c_platform::client(dir)?;
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(f(&c))
 }
 
 /// Runs `c2c token ...`.
@@ -90,8 +81,8 @@ pub fn run(dir: &Path, cmd: TokenCommand) -> Result<()> {
     })
 }
 
-/// `c2c tokens`: a table.
-pub fn list(dir: &Path) -> Result<()> {
+/// `c2c tokens`: a table, or JSON.
+pub fn list(dir: &Path, json: bool) -> Result<()> {
     with_client(dir, async |c| {
         let names: std::collections::HashMap<_, _> = c
             .apps()
@@ -99,27 +90,46 @@ pub fn list(dir: &Path) -> Result<()> {
             .into_iter()
             .map(|a| (a.guid, a.name))
             .collect();
-        println!(
-            "{:<20} {:<14} {:>6}   apps / spaces",
-            "user", "scope", "tokens"
-        );
-        for u in c.users().await? {
+        let users = c.users().await?;
+        let app_names = |u: &c2c_api::types::UserRecord| -> Vec<String> {
             let mut apps: Vec<String> = u
                 .apps
                 .iter()
                 .map(|g| names.get(g).cloned().unwrap_or_else(|| g.to_string()))
                 .collect();
             apps.sort();
-            apps.extend(u.spaces.iter().map(|s| format!("space {s}")));
-            apps.extend(u.cells.iter().map(|c| format!("cell {c}")));
-            println!(
-                "{:<20} {:<14} {:>6}   {}",
-                u.user,
-                u.scope,
-                u.tokens,
-                apps.join(", ")
-            );
+            apps
+        };
+        if json {
+            let out: Vec<serde_json::Value> = users
+                .iter()
+                .map(|u| {
+                    serde_json::json!({
+                        "user": u.user,
+                        "scope": u.scope.to_string(),
+                        "tokens": u.tokens,
+                        "apps": app_names(u),
+                        "app_guids": u.apps,
+                        "spaces": u.spaces,
+                        "cells": u.cells,
+                    })
+                })
+                .collect();
+            return print_json(&serde_json::json!({ "users": out }));
         }
+        let mut rows = vec![["user", "scope", "tokens", "apps / spaces / cells"].map(String::from)];
+        for u in &users {
+            let mut grants = app_names(u);
+            grants.extend(u.spaces.iter().map(|s| format!("space {s}")));
+            grants.extend(u.cells.iter().map(|c| format!("cell {c}")));
+            rows.push([
+                u.user.clone(),
+                u.scope.to_string(),
+                u.tokens.to_string(),
+                grants.join(", "),
+            ]);
+        }
+        print_table(&rows);
         Ok(())
     })
 }

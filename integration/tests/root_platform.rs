@@ -366,6 +366,71 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
     });
     assert_eq!(states(dir)[0].1, "running");
     assert!(ok(dir, &["apps"]).contains("CRASHED"));
+    // How it ended, and when: in `app`'s table and its JSON.
+    let shown = ok(dir, &["app", "appB"]);
+    assert!(shown.contains("crashed (killed by SIGKILL, 20"), "{shown}");
+    let v: serde_json::Value = serde_json::from_str(&ok(dir, &["app", "appB", "--json"])).unwrap();
+    let j2 = &v["instances"][2];
+    assert_eq!(
+        (j2["state"].as_str(), j2["exit"]["signal"].as_i64()),
+        (Some("crashed"), Some(9)),
+        "{v}"
+    );
+    assert!(v["instances"][0]["exit"].is_null(), "{v}");
+    // start brings back what crashed and leaves the running ones: same address, same process
+    // for index 0.
+    let pid0 = std::fs::read_to_string(dir.join("instances/appB/0/app.pid")).unwrap();
+    let out = ok(dir, &["start", "appB"]);
+    assert!(
+        out.contains("appB/2 running") && !out.contains("appB/0"),
+        "{out}"
+    );
+    assert!(
+        states(dir).iter().all(|(_, s)| s == "running"),
+        "{:?}",
+        states(dir)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("instances/appB/0/app.pid")).unwrap(),
+        pid0
+    );
+    let (code, body) = curl_allowed(dir, "appA", &format!("http://{b2}:8080/"));
+    assert_eq!(
+        (code, body.trim()),
+        (0, format!("app=appB index=2 ip={b2}").as_str())
+    );
+    assert!(ok(dir, &["start", "appB"]).contains("App 'appB' is already started."));
+    // stop: every instance stopped (not crashed), nothing answers; start: all back.
+    assert!(ok(dir, &["stop", "appB"]).ends_with("OK\n"));
+    assert!(
+        states(dir).iter().all(|(_, s)| s == "stopped"),
+        "{:?}",
+        states(dir)
+    );
+    let (code, _) = curl(dir, "appA", &format!("http://{b2}:8080/"));
+    assert_ne!(code, 0, "a stopped instance does not answer");
+    assert!(ok(dir, &["stop", "appB"]).contains("App 'appB' is already stopped."));
+    assert!(ok(dir, &["apps"]).contains("STOPPED"));
+    ok(dir, &["start", "appB"]);
+    assert!(
+        states(dir).iter().all(|(_, s)| s == "running"),
+        "{:?}",
+        states(dir)
+    );
+    // restart: every instance gets a new process.
+    ok(dir, &["restart", "appB"]);
+    assert_ne!(
+        std::fs::read_to_string(dir.join("instances/appB/0/app.pid")).unwrap(),
+        pid0
+    );
+    let (code, body) = curl_allowed(dir, "appA", &format!("http://{b2}:8080/"));
+    assert_eq!(
+        (code, body.trim()),
+        (0, format!("app=appB index=2 ip={b2}").as_str())
+    );
+    let o = c2c(dir, &["restart", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`c2c push nope`"));
     let o = c2c(dir, &["scale", "nope", "-i", "2"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("was never pushed"));
@@ -390,7 +455,7 @@ fn root_down_cleans_up_after_a_failed_push() {
     let o = c2c(dir, &["push", "broken", "--command", "exit 3"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("the app exited"), "{err}");
+    assert!(err.contains("the app exited (exit code 3)"), "{err}");
     // Its placement is taken back: control holds no instance of it, nor does the cell.
     assert!(err.contains("placement is taken back"), "{err}");
     let v: serde_json::Value = serde_json::from_str(&ok(dir, &["apps", "--json"])).unwrap();

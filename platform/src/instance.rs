@@ -3,7 +3,7 @@
 //! as any CNI runtime runs it, a cert dir, then the sidecar and the app inside the namespace.
 
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::{bin, in_netns, ip, preflight, spawn_in, stop_pidfile, wait_for, Paths, PlatformInfo};
+use super::{bin, in_netns, ip, preflight, wait_for, Paths, PlatformInfo};
 use c2c_api::layout::Layout;
 
 /// Internal domain of default routes.
@@ -131,28 +131,10 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub use c2c_api::names::default_hostname;
 
-/// What this machine sees of the instances it started (`c2c push`): instance GUID -> whether
-/// its app's process still runs in its namespace (`running`) or not (`crashed`: it exited or
-/// was killed). Instances started elsewhere (podman on a cell host) are not in it.
-pub fn local_states(state_dir: &Path) -> std::collections::HashMap<String, &'static str> {
-    let paths = Paths::new(state_dir);
-    instances(state_dir, None)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|i| {
-            let pidfile = paths.instance(&i.app, i.index).join("app.pid");
-            let state = if super::live_pid(&pidfile, &i.netns).is_some() {
-                "running"
-            } else {
-                "crashed"
-            };
-            (i.guid, state)
-        })
-        .collect()
-}
+pub use super::lifecycle::local_states;
 
 /// What the last push of an app ran (`instances/APP/pushed.json`): its command and host ports.
-const PUSHED_FILE: &str = "pushed.json";
+pub(crate) const PUSHED_FILE: &str = "pushed.json";
 
 /// `c2c scale APP -i N`: the app's instances become N, as its last push made them (its command,
 /// its host-port range), spread over the cells; its routes are left as they are.
@@ -416,90 +398,8 @@ fn start_instance(
     )
     .with_context(|| format!("see {}", paths.cell(&cell.name).join("agent.log").display()))?;
 
-    // The app, then the sidecar, inside the container's namespace.
-    let mut envs = vec![
-        ("PORT", "8080".to_string()),
-        ("CF_INSTANCE_INTERNAL_IP", rec.ip.to_string()),
-        ("CF_INSTANCE_INDEX", index.to_string()),
-        ("CF_INSTANCE_GUID", guid.clone()),
-    ];
-    envs.extend(identity_env(&certs));
-    let app_pid = match &a.command {
-        Some(cmd) => spawn_in(
-            &netns,
-            Path::new("/bin/sh"),
-            &["-c".into(), cmd.clone()],
-            &envs,
-            &dir.join("app.log"),
-            &dir.join("app.pid"),
-        )?,
-        None => spawn_in(
-            &netns,
-            &bin("c2c")?,
-            &[
-                "--state-dir".into(),
-                state_dir.display().to_string(),
-                "demo-app".into(),
-                "--name".into(),
-                app.clone(),
-                "--index".into(),
-                index.to_string(),
-            ],
-            &envs,
-            &dir.join("app.log"),
-            &dir.join("app.pid"),
-        )?,
-    };
-    let proxy_args: Vec<String> = [
-        "--listen",
-        "0.0.0.0:61443",
-        "--upstream",
-        "127.0.0.1:8080",
-        "--cert-dir",
-        &certs.display().to_string(),
-        "--admin",
-        "127.0.0.1:61003",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    spawn_in(
-        &netns,
-        &bin("c2c-proxy")?,
-        &proxy_args,
-        &[],
-        &dir.join("proxy.log"),
-        &dir.join("proxy.pid"),
-    )?;
-    let logs = format!(
-        "see {} and {}",
-        dir.join("app.log").display(),
-        dir.join("proxy.log").display()
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let ready = in_netns(&netns, || {
-            [8080u16, 61443].iter().all(|p| {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from(([127, 0, 0, 1], *p)),
-                    Duration::from_millis(200),
-                )
-                .is_ok()
-            })
-        })?;
-        if ready {
-            break;
-        }
-        // Fail at once when the app died instead of waiting out the timeout.
-        if !Path::new(&format!("/proc/{app_pid}")).exists() || super::is_zombie_pub(app_pid as i32)
-        {
-            bail!("the app exited instead of listening on $PORT (8080); {logs}");
-        }
-        if std::time::Instant::now() > deadline {
-            bail!("the app (:8080) or the sidecar (:61443) did not start listening within 10 s; {logs}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The app (under its supervisor), then the sidecar, inside the container's namespace.
+    super::lifecycle::launch(state_dir, &rec, a.command.as_deref())?;
     Ok(rec)
 }
 
@@ -637,7 +537,7 @@ pub fn exec_command(state_dir: &Path, target: &str, cmd: &[String]) -> Result<Co
 /// CF's identity variables for the instance whose sidecar cert dir is `certs`: its
 /// certificate and key (CF_INSTANCE_CERT, CF_INSTANCE_KEY) and the dir holding the platform
 /// root (CF_SYSTEM_CERT_PATH).
-fn identity_env(certs: &Path) -> Vec<(&'static str, String)> {
+pub(crate) fn identity_env(certs: &Path) -> Vec<(&'static str, String)> {
     use c2c_certs::identity::{CERT_FILE, KEY_FILE};
     let id = c2c_api::layout::identity_dir(certs);
     vec![
@@ -656,18 +556,7 @@ fn identity_env(certs: &Path) -> Vec<(&'static str, String)> {
 pub fn remove_instance(state_dir: &Path, inst: &InstanceInfo) -> Result<()> {
     let paths = Paths::new(state_dir);
     let dir = paths.instance(&inst.app, inst.index);
-    stop_pidfile(
-        &dir.join("proxy.pid"),
-        "c2c-proxy",
-        &inst.netns,
-        Duration::from_secs(3),
-    );
-    stop_pidfile(
-        &dir.join("app.pid"),
-        "",
-        &inst.netns,
-        Duration::from_secs(3),
-    );
+    super::lifecycle::stop_processes(state_dir, inst);
     let mut problems = vec![];
     let info = PlatformInfo::load(&paths).ok();
     if let Some(cell) = info.as_ref().and_then(|i| i.cell(&inst.cell).ok()) {

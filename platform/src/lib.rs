@@ -9,6 +9,7 @@ pub mod cells;
 pub mod demo;
 pub mod demo_app;
 pub mod instance;
+pub mod lifecycle;
 pub mod netlogs;
 pub mod up;
 
