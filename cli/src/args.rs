@@ -17,23 +17,41 @@ use c2c_platform::instance;
 deleting what does not, as cf); 1 failed (the reason on stderr, prefixed `c2c:`); 2 usage (an unknown \
 verb or flag, a bad value: nothing was done); 22 `c2c curl --fail` got an HTTP error; a command run by \
 `c2c exec` exits with that command's code. A closed output pipe (`c2c apps | head -1`) ends the \
-command quietly.\n\nScripts: apps, network-policies, routes and cells take --json."
+command quietly.\n\nScripts: every list and show verb (apps, app, network-policies, routes, cells, security-groups, security-group, tokens) takes --json."
 )]
 pub(crate) struct Cli {
     /// Where control keeps its state and where every command finds the API URL, CA and token.
-    #[arg(long, global = true, env = "C2C_STATE_DIR", default_value = c2c_api::layout::DEFAULT_STATE_DIR)]
+    #[arg(long, global = true, help_heading = "Global options", env = "C2C_STATE_DIR", default_value = c2c_api::layout::DEFAULT_STATE_DIR)]
     pub(crate) state_dir: PathBuf,
     /// Control's URL, or every replica's separated by commas (tried in turn when one does not
     /// answer), instead of STATE_DIR/control/url: for a machine that runs no control.
-    #[arg(long, global = true, env = "C2C_CONTROL", value_name = "URL[,URL...]")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "C2C_CONTROL",
+        value_name = "URL[,URL...]"
+    )]
     pub(crate) control: Option<String>,
     /// The control issuer to trust (a control host's STATE_DIR/ca/control/ca.pem, or a joined
     /// cell's control-ca.pem), instead of the state dir's.
-    #[arg(long, global = true, env = "C2C_CONTROL_CA", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "C2C_CONTROL_CA",
+        value_name = "FILE"
+    )]
     pub(crate) control_ca: Option<PathBuf>,
     /// A file holding the API token (the admin's, or one from `c2c token create`), instead of
     /// STATE_DIR/control/token; C2C_TOKEN, if set, gives the token itself.
-    #[arg(long, global = true, env = "C2C_TOKEN_FILE", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "C2C_TOKEN_FILE",
+        value_name = "FILE"
+    )]
     pub(crate) token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -124,6 +142,13 @@ pub(crate) enum Command {
     Completion {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+    /// Write a man page for c2c and one for each verb (c2c.1, c2c-push.1, ...) into DIR:
+    /// `c2c man --out /usr/local/share/man/man1`, then `man c2c-push`.
+    Man {
+        /// The directory (made if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Change how many instances an app has (cf's `scale -i`): more are started as its last
     /// push made them, the highest indexes stopped. `c2c push APP -i N` does the same.

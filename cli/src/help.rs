@@ -75,6 +75,7 @@ pub(crate) const GROUPS: &[(&str, &[&str])] = &[
             "tokens",
             "curl",
             "completion",
+            "man",
         ],
     ),
 ];
@@ -112,6 +113,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("tokens", "c2c tokens --json"),
     ("curl", "c2c curl /networking/v1/external/policies\n  c2c curl /networking/v1/external/policies -X POST -d @policies.json"),
     ("completion", "c2c completion bash > /etc/bash_completion.d/c2c"),
+    ("man", "c2c man --out /usr/local/share/man/man1\n  man c2c-add-network-policy"),
     ("cells", "c2c cells --json"),
 ];
 
@@ -157,7 +159,7 @@ pub(crate) fn decorate(mut cmd: Command) -> Command {
         grouped.push('\n');
     }
     cmd = cmd.help_template(format!(
-        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{grouped}`c2c VERB --help` shows a verb's flags, examples and related verbs.\n\nOptions:\n{{options}}\n{{after-help}}"
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{grouped}`c2c VERB --help` shows a verb's flags, examples and related verbs.\n\nOptions:\n{{options}}{{after-help}}"
     ));
     for (name, _) in &abouts {
         let examples = EXAMPLES.iter().find(|(v, _)| v == name).map(|(_, e)| *e);

@@ -188,6 +188,7 @@ fn main() -> ExitCode {
         }),
         Command::Push(a) => instance::push(&dir, &a).map(drop),
         Command::Scale { app, instances } => instance::scale(&dir, &app, instances),
+        Command::Man { out } => write_man_pages(&out),
         Command::Stop { app } => c2c_platform::lifecycle::stop(&dir, &app),
         Command::Start { app } => c2c_platform::lifecycle::start(&dir, &app, false),
         Command::Restart { app } => c2c_platform::lifecycle::start(&dir, &app, true),
@@ -268,6 +269,25 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `c2c man --out DIR`: the pages clap_mangen makes from the arguments (with the grouped help's
+/// examples and related verbs).
+fn write_man_pages(out: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    clap_mangen::generate_to(help::decorate(Cli::command()), out)
+        .with_context(|| format!("writing man pages into {}", out.display()))?;
+    let n = std::fs::read_dir(out)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("c2c"))
+        .count();
+    println!(
+        "{n} man pages in {}: `man c2c`, `man c2c-push`",
+        out.display()
+    );
+    Ok(())
 }
 
 /// Whether a failure ends with cf's `FAILED` line on stdout: not where stdout is a program's

@@ -78,6 +78,7 @@ const HOST_PATHS: &[&str] = &[
     "/etc/cni/net.d",
     "/etc/containers",
     "/usr/local/bin",
+    "/usr/local/share/man",
     "/opt/cni/bin",
     "/var/lib/c2c",
     "/etc/c2c",
@@ -593,6 +594,20 @@ fn root_the_install_page_brings_up_a_platform_that_survives_a_silent_control_hos
                 panic!("{}'s agent wrote no network list:\n{}", b.on, logs());
             }
         }
+    }
+    // Section 1 put the man pages where man looks for them.
+    for h in ["ctl1", "cell1"] {
+        let page = install
+            .host(h)
+            .root
+            .join("usr/local/share/man/man1/c2c-add-network-policy.1");
+        let text =
+            std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        assert!(text.contains(".TH c2c-add-network-policy 1"), "{text}");
+        assert!(
+            text.contains("See also: remove\\-network\\-policy"),
+            "{text}"
+        );
     }
     let (ok, cells) = install.operator("cells");
     assert!(ok, "{cells}");
