@@ -151,7 +151,8 @@ pub enum ClientError {
         url_file: std::path::PathBuf,
     },
     /// A file of the state dir could not be read.
-    #[error("reading {what} {}: {source}", .path.display())]
+    // The cause is the error's source, which a chain printer (`{:#}`) adds once.
+    #[error("reading {what} {}", .path.display())]
     Read {
         /// What the file is.
         what: &'static str,

@@ -348,6 +348,18 @@ fn fix_for(e: &anyhow::Error, dir: &std::path::Path) -> Option<String> {
         .chain()
         .find_map(|c| c.downcast_ref::<c2c_api::client::ClientError>())?;
     match c {
+        c2c_api::client::ClientError::Read { source, .. }
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Some(
+                concat!(
+                    "the state dir's files are root's alone (0600): run as root (sudo), or ",
+                    "give this user a token of its own (as the admin: `c2c token create NAME ",
+                    "...`) and use it with --token-file FILE, C2C_TOKEN_FILE or C2C_TOKEN"
+                )
+                .to_string(),
+            )
+        }
         c2c_api::client::ClientError::Transport { detail, .. }
             if detail.contains("Connection refused") || detail.contains("connection refused") =>
         {

@@ -143,3 +143,47 @@ fn help_is_grouped_with_examples_and_related_verbs() {
         "{policy}"
     );
 }
+
+/// ROOT TEST (as root it drops to `nobody`; skipped otherwise): a user who may not read the
+/// state dir's admin token is told so once, with how to get a token of their own; with one, the
+/// same command works.
+#[test]
+fn root_a_user_without_the_admin_token_is_told_how_to_get_one() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (to run the CLI as nobody)");
+        return;
+    }
+    let ctl = Control::start();
+    ctl.ok(&["create-app", "appa"]);
+    // Others may walk to the files: only the token keeps its 0600.
+    for d in [ctl.dir.path().to_path_buf(), ctl.dir.path().join("control")] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let token = ctl.ok(&["token", "create", "bob", "--app", "appa"]);
+    let as_nobody = |token: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_c2c"));
+        c.args(["--state-dir", ctl.dir.path().to_str().unwrap(), "apps"])
+            .env_remove("C2C_TOKEN")
+            .env_remove("C2C_TOKEN_FILE")
+            .uid(65534)
+            .gid(65534);
+        if let Some(t) = token {
+            c.env("C2C_TOKEN", t.trim());
+        }
+        c.output().unwrap()
+    };
+    let o = as_nobody(None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("Permission denied").count(), 1, "{err}");
+    assert!(err.contains("`c2c token create NAME ...`"), "{err}");
+    assert!(
+        err.contains("--token-file FILE, C2C_TOKEN_FILE or C2C_TOKEN"),
+        "{err}"
+    );
+    let o = as_nobody(Some(&token));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("appa"));
+}
