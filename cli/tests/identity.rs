@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -257,23 +257,28 @@ fn idle_and_half_sent_connections_do_not_starve_the_api() {
         .collect();
     let mut half: Vec<_> = (0..300).map(|_| half_sent(&addr, &ca)).collect();
 
-    // Positive control, while they are all open: the CLI is served at once.
-    let started = Instant::now();
+    // Positive control, while they are all open: the CLI is served, and not because control
+    // had already dropped the attackers (then it would only have waited behind them): every
+    // idle connection is still open once the answer is in.
     let apps = ctl.ok(&["apps"]);
-    let took = started.elapsed();
     assert!(apps.contains("appa"), "{apps}");
-    eprintln!("c2c apps answered in {took:?} with 1,300 attacker connections open");
-    assert!(
-        took < Duration::from_secs(2),
-        "the CLI waited {took:?} behind the attacker's connections"
-    );
+    for s in idle.iter_mut() {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        match s.read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => {
+                panic!("the CLI was served only after control closed an idle connection: {other:?}")
+            }
+        }
+        s.set_nonblocking(false).unwrap();
+    }
 
     // The budgets end them: no handshake within 5 s, no complete headers within 3 s. Each
     // read returns end-of-file (or a reset) once control closed its side.
     for s in idle.iter_mut() {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     }
-    let closed_at = Instant::now();
     for s in idle.iter_mut() {
         let mut b = [0u8; 1];
         match s.read(&mut b) {
@@ -283,10 +288,6 @@ fn idle_and_half_sent_connections_do_not_starve_the_api() {
             Err(e) => panic!("control kept an idle connection open: {e}"),
         }
     }
-    assert!(
-        closed_at.elapsed() < Duration::from_secs(15),
-        "idle connections were kept"
-    );
     for s in half.iter_mut() {
         s.sock
             .set_read_timeout(Some(Duration::from_secs(20)))
@@ -302,10 +303,6 @@ fn idle_and_half_sent_connections_do_not_starve_the_api() {
             "a half-sent request was served: {text}"
         );
     }
-    assert!(
-        closed_at.elapsed() < Duration::from_secs(15),
-        "half-sent requests were kept"
-    );
 }
 
 /// A TLS server on 127.0.0.1 with `chain`/`key`, answering every HTTP request with empty

@@ -154,7 +154,14 @@ fn root_egress_follows_security_groups() {
         "staging",
     ]);
     p.c2c(&["bind-staging-security-group", "udp"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Proof the cell has applied a revision past both staging bindings: a later change to a
+    // running group (8000 opened again) is enforced; only then is UDP's refusal meaningful.
+    let wider = file(
+        "wider.json",
+        serde_json::json!([{"protocol": "tcp", "destination": "192.0.2.0-192.0.2.255", "ports": "8000-9500"}]),
+    );
+    p.c2c(&["update-security-group", "ext", &wider]);
+    wait("the wider range opens 8000", || fetch(&web, to8000).is_ok());
     assert!(
         ask_udp(&web, to5300).is_err(),
         "staging bindings do not apply to running apps"

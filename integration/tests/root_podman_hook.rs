@@ -353,7 +353,14 @@ fn root_podman_containers_with_the_annotation_get_identity_sidecar_dns_and_polic
     // An agent restart leaves the sidecar serving; the new agent adopts it and restarts it
     // when it dies.
     p.start_agent(1);
-    std::thread::sleep(Duration::from_millis(500));
+    // Proof the new agent has looked at the sidecar (its log says it adopted it) before
+    // asserting it did not start another.
+    let log = p.dir.path().join("agent1.log");
+    wait_until(
+        "the new agent adopts the sidecar",
+        Duration::from_secs(15),
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("adopted")),
+    );
     assert_eq!(pid_in(&sidecar_b.join("proxy.pid")), Some(pid));
     assert!(running(pid));
     assert_eq!(tls_get(&netns_a, &ca, "appb.apps.internal", &ip_b).0, 0);

@@ -80,14 +80,31 @@ fn root_traffic_is_logged_with_apps_and_rate_limited() {
             .filter(|l| l["verdict"] == "accept")
             .count()
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Proof that every earlier packet was logged: a denied connect sent after them shows up
+    // (NFLOG delivers in order). It comes from an app of its own, so it takes nothing from
+    // appa's per-source budget; retried, in case the cell's budget is spent.
+    p.c2c(&["create-app", "appm"]);
+    let (m, _) = p.container(1, "appm", 0);
+    let marker = |port: u16| {
+        let to = SocketAddr::new(ip_b.into(), port);
+        eventually(Duration::from_secs(15), || {
+            let _ = fetch(&m, to);
+            lines(&p, 2).into_iter().find(|l| {
+                l["verdict"] == "deny"
+                    && l["source"]["app"] == "appm"
+                    && l["destination"]["port"] == port
+            })
+        })
+        .unwrap_or_else(|| panic!("no line for the marker to port {port}"));
+    };
+    marker(7001);
     let before = accepts(&p);
     let s = fetch(&a, to_b).unwrap();
     assert_eq!(s, format!("b saw {ip_a}"));
     wait_until("one more accept line", Duration::from_secs(5), || {
         accepts(&p) == before + 1
     });
-    std::thread::sleep(Duration::from_millis(300));
+    marker(7002);
     assert_eq!(
         accepts(&p),
         before + 1,
@@ -150,7 +167,7 @@ fn root_traffic_is_logged_with_apps_and_rate_limited() {
     wait_until("the flood's first lines", Duration::from_secs(5), || {
         count(&p) > 0
     });
-    std::thread::sleep(Duration::from_millis(500));
+    marker(7003);
     let secs = t.elapsed().as_secs_f64();
     let n = count(&p);
     assert!(
