@@ -12,6 +12,7 @@ pub mod access;
 pub mod asg;
 pub mod client;
 pub mod cni_list;
+pub mod endpoints;
 
 pub use names::{AppGuid, CellName};
 pub mod layout;

@@ -246,16 +246,22 @@ fn idle_and_half_sent_connections_do_not_starve_the_api() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
-    let ctl = Control::start_limited(&["--header-timeout", "3s"], Some(1024));
+    // The handshake budget is long enough that no idle attacker is dropped before the CLI's
+    // answer below unless the CLI waited behind them.
+    let ctl = Control::start_limited(
+        &["--header-timeout", "3s", "--handshake-timeout", "15s"],
+        Some(1024),
+    );
     ctl.ok(&["create-app", "appa"]);
     let addr = ctl.url.trim().trim_start_matches("https://").to_string();
     let ca = std::fs::read(ctl.ca()).unwrap();
 
-    // The attack: 1,000 connections that never start TLS, 300 that stop mid-headers.
+    // The attack: 300 connections that stop mid-headers, then 1,000 that never start TLS
+    // (opened last, within milliseconds: control's 5 s handshake budget for them starts now).
+    let mut half: Vec<_> = (0..300).map(|_| half_sent(&addr, &ca)).collect();
     let mut idle: Vec<TcpStream> = (0..1000)
         .map(|_| TcpStream::connect(&addr).unwrap())
         .collect();
-    let mut half: Vec<_> = (0..300).map(|_| half_sent(&addr, &ca)).collect();
 
     // Positive control, while they are all open: the CLI is served, and not because control
     // had already dropped the attackers (then it would only have waited behind them): every
@@ -274,10 +280,10 @@ fn idle_and_half_sent_connections_do_not_starve_the_api() {
         s.set_nonblocking(false).unwrap();
     }
 
-    // The budgets end them: no handshake within 5 s, no complete headers within 3 s. Each
+    // The budgets end them: no handshake within 15 s, no complete headers within 3 s. Each
     // read returns end-of-file (or a reset) once control closed its side.
     for s in idle.iter_mut() {
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
     }
     for s in idle.iter_mut() {
         let mut b = [0u8; 1];

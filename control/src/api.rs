@@ -29,11 +29,11 @@ pub use c2c_api::CellView;
 
 use crate::state::{Revision, State, StateError};
 use crate::tokens::Caller;
+use c2c_api::endpoints::Endpoint;
 use c2c_api::types::Scope;
 use c2c_api::types::{
-    AppList, CellList, CellRecord, Changed, Confirm, CsrRequest, DomainList, Empty, ErrorBody,
-    LeaseRequest, NewApp, PlaceRequest, PlacementList, RegisterCell, Removed, RouteList,
-    RouteRequest, Signed, TokenRequest, UserList,
+    CellList, CellRecord, Confirm, CsrRequest, Empty, ErrorBody, LeaseRequest, PlaceRequest,
+    PlacementList, RegisterCell, Removed, Signed,
 };
 
 /// Largest request body accepted.
@@ -539,7 +539,7 @@ async fn authenticate<B>(req: &Request<B>, ctx: &Ctx) -> Result<Caller, Response
 
 /// App `name` (or GUID), if `caller` may manage it; a 403 naming the app if it exists but
 /// belongs to a space the caller does not hold.
-fn managed_app(
+pub(crate) fn managed_app(
     s: &crate::state::State,
     caller: &Caller,
     name: &str,
@@ -741,294 +741,14 @@ async fn route<B: ReqBody>(
     if let ["networking", version, "external", rest @ ..] = segs.as_slice() {
         return crate::cf_api::external(req, ctx, &caller, version, rest).await;
     }
-    // Platform endpoints: the admin's; a `network.write` user may look up the apps it manages
-    // (to name them in policies), and one granted spaces may do in them what pushing and
-    // deleting an app take: create and delete apps, place and remove their instances, map
-    // their routes (each checked below, where the app or space is known).
-    if let (&Method::GET, ["v1", "whoami"]) = (&method, segs.as_slice()) {
-        return typed(
-            StatusCode::OK,
-            &c2c_api::client::WhoAmIScope {
-                who: c2c_api::types::WhoAmI {
-                    subject: caller.user.clone(),
-                },
-                scope: caller.scope,
-            },
-        );
-    }
-    let space_developer = matches!(
-        (&method, segs.as_slice()),
-        (&Method::POST, ["v1", "apps"])
-            | (&Method::DELETE, ["v1", "apps", _])
-            | (&Method::PUT, ["v1", "apps", _, "settings"])
-            | (&Method::POST, ["v1", "apps", _, "instances"])
-            | (&Method::GET, ["v1", "instances"])
-            | (&Method::DELETE, ["v1", "instances", _])
-            | (&Method::POST, ["v1", "routes", ..])
-    );
-    if !caller.is_admin() && !space_developer {
-        return match (&method, segs.as_slice()) {
-            (&Method::GET, ["v1", "apps"]) => match ctx.with_state(|s| s.apps()).await {
-                Ok(apps) => {
-                    let apps = apps
-                        .into_iter()
-                        .filter(|a| caller.may_manage(a.guid.as_str()))
-                        .collect();
-                    typed(StatusCode::OK, &AppList { apps })
-                }
-                Err(e) => state_error(e),
-            },
-            (&Method::GET, ["v1", "apps", app]) => {
-                let name = app.to_string();
-                match ctx.with_state(move |s| s.app(&name)).await {
-                    Ok(a) if caller.may_manage(a.guid.as_str()) => typed(StatusCode::OK, &a),
-                    Ok(_) | Err(StateError::UnknownApp(_)) => {
-                        state_error(StateError::UnknownApp(app.to_string()))
-                    }
-                    Err(e) => state_error(e),
-                }
-            }
-            _ => scope_refused(&caller, &[Scope::Admin]),
-        };
-    }
-    let req = match crate::asg_api::route(req, ctx, &method, &segs).await {
-        Ok(r) => return r,
-        Err(req) => req,
+    // The platform API: one decision who may call which endpoint (crate::authz), then its
+    // handler, which narrows a user's call to the apps and spaces the token holds.
+    let Some(ep) = Endpoint::parse(method.as_str(), &segs) else {
+        return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"));
     };
-    match (method.clone(), segs.as_slice()) {
-        (Method::GET, ["v1", "apps"]) => match ctx.with_state(|s| s.apps()).await {
-            Ok(apps) => typed(StatusCode::OK, &AppList { apps }),
-            Err(e) => state_error(e),
-        },
-        (Method::POST, ["v1", "tokens"]) => {
-            let t: TokenRequest = match json_body(
-                req,
-                "{\"user\": \"...\", \"scope\": \"network.write\", \"apps\": [\"APP\", ...]}",
-            )
-            .await
-            {
-                Ok(t) => t,
-                Err(r) => return r,
-            };
-            match ctx
-                .with_state(move |s| {
-                    // Spaces first: an unknown one refuses the request before a token exists.
-                    s.grant_spaces(&t.user, &t.spaces)?;
-                    s.grant_cells(&t.user, &t.cells)?;
-                    s.create_token(&t.user, t.scope, &t.apps)
-                })
-                .await
-            {
-                Ok(made) => {
-                    info!(user = %made.user, scope = %made.scope, apps = made.apps.len(), "token created");
-                    typed(StatusCode::CREATED, &made)
-                }
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::POST, ["v1", "join-tokens"]) => {
-            let t: c2c_api::types::JoinTokenRequest =
-                match json_body(req, "{\"ttl_secs\": N}").await {
-                    Ok(t) => t,
-                    Err(r) => return r,
-                };
-            match ctx
-                .with_state(move |s| s.create_join_token(t.ttl_secs, t.cell.as_deref()))
-                .await
-            {
-                Ok(made) => {
-                    info!(expires_at = made.expires_at, "join token created");
-                    typed(StatusCode::CREATED, &made)
-                }
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::GET, ["v1", "join-tokens"]) => match ctx.with_state(|s| s.join_tokens()).await {
-            Ok(join_tokens) => typed(
-                StatusCode::OK,
-                &c2c_api::types::JoinTokenList { join_tokens },
-            ),
-            Err(e) => state_error(e),
-        },
-        (Method::DELETE, ["v1", "join-tokens", id]) => {
-            let owned = id.to_string();
-            match ctx.with_state(move |s| s.revoke_join_token(&owned)).await {
-                Ok(removed) => {
-                    if removed {
-                        info!(%id, "join token revoked");
-                    }
-                    typed(StatusCode::OK, &Removed { removed })
-                }
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::GET, ["v1", "tokens"]) => match ctx.with_state(|s| s.users()).await {
-            Ok(users) => typed(StatusCode::OK, &UserList { users }),
-            Err(e) => state_error(e),
-        },
-        (Method::DELETE, ["v1", "tokens", user]) => {
-            let u = user.to_string();
-            match ctx.with_state(move |s| s.revoke_user(&u)).await {
-                Ok(0) => error(StatusCode::NOT_FOUND, format!("user {user} has no tokens")),
-                Ok(n) => {
-                    info!(%user, tokens = n, "tokens revoked");
-                    typed(StatusCode::OK, &Removed { removed: true })
-                }
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::POST, ["v1", "apps"]) => {
-            let new: NewApp = match json_body(req, "{\"name\": \"...\"}").await {
-                Ok(n) => n,
-                Err(r) => return r,
-            };
-            let who = caller.clone();
-            let made = ctx
-                .with_state(move |s| {
-                    let space = match (&new.org, &new.space) {
-                        (None, None) => crate::state::DEFAULT_SPACE_GUID.to_string(),
-                        (Some(org), Some(space)) => s.space(org, space)?.guid,
-                        _ => {
-                            return Err(StateError::Invalid(
-                                "give both org and space, or neither (the default space)".into(),
-                            ))
-                        }
-                    };
-                    if !who.may_develop_in(&space) {
-                        return Err(StateError::Forbidden(format!(
-                            "{} may not create apps in that space (grant it with `c2c token create {} --space ORG/SPACE`)",
-                            who.user, who.user
-                        )));
-                    }
-                    s.create_app_as(&new.name, &space, !who.is_admin())
-                })
-                .await;
-            match made {
-                Ok(app) => {
-                    info!(name = %app.name, guid = %app.guid, tag = app.tag, "app created");
-                    reply(
-                        StatusCode::CREATED,
-                        serde_json::to_value(app).unwrap_or_default(),
-                    )
-                }
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::GET, ["v1", "apps", app]) => {
-            let app = app.to_string();
-            match ctx.with_state(move |s| s.app(&app)).await {
-                Ok(app) => reply(
-                    StatusCode::OK,
-                    serde_json::to_value(app).unwrap_or_default(),
-                ),
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::DELETE, ["v1", "apps", app]) => {
-            let app = app.to_string();
-            let who = caller.clone();
-            match ctx
-                .with_state(move |s| {
-                    let a = managed_app(s, &who, &app)?;
-                    s.delete_app(&a.guid)
-                })
-                .await
-            {
-                Ok(()) => typed(StatusCode::OK, &Empty {}),
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::PUT, ["v1", "apps", app, "settings"]) => {
-            let settings: c2c_api::types::AppSettings = match json_body(
-                req,
-                "{\"client_identity\": \"required\"|\"off\", \"proxy_protocol\": \"v2\"|\"off\", \"app_protocol\": \"http1\"|\"http2\"|\"http1,http2\"}",
-            )
-            .await
-            {
-                Ok(s) => s,
-                Err(r) => return r,
-            };
-            let app = app.to_string();
-            let who = caller.clone();
-            match ctx
-                .with_state(move |s| {
-                    let a = managed_app(s, &who, &app)?;
-                    s.update_app_settings(a.guid.as_str(), &settings)
-                })
-                .await
-            {
-                Ok(a) => {
-                    info!(app = %a.name, client_identity = %a.client_identity, proxy_protocol = %a.proxy_protocol, app_protocol = %a.app_protocol, "app settings");
-                    typed(StatusCode::OK, &a)
-                }
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::GET, ["v1", "routes"]) => match ctx.with_state(|s| s.routes()).await {
-            Ok(routes) => typed(StatusCode::OK, &RouteList { routes }),
-            Err(e) => state_error(e),
-        },
-        (Method::POST, ["v1", "routes", rest @ ..]) if rest.is_empty() || rest == ["delete"] => {
-            let unmap = rest == ["delete"];
-            let r: RouteRequest = match json_body(req, "{\"app\", \"domain\", \"hostname\"}").await
-            {
-                Ok(r) => r,
-                Err(r) => return r,
-            };
-            let who = caller.clone();
-            let res = ctx
-                .with_state(move |s| {
-                    let app = managed_app(s, &who, &r.app)?;
-                    // A route another space's app holds is not the caller's to take or drop.
-                    if !who.is_admin()
-                        && s.routes()?.iter().any(|x| {
-                            x.domain == r.domain
-                                && x.host == r.hostname
-                                && !who.may_manage(x.app_guid.as_str())
-                        })
-                    {
-                        return Err(StateError::Forbidden(format!(
-                            "route {}.{} is mapped to an app {} may not manage",
-                            r.hostname, r.domain, who.user
-                        )));
-                    }
-                    let changed = if unmap {
-                        s.unmap_route(&app.guid, &r.domain, &r.hostname)?
-                    } else {
-                        s.map_route_as(&app.guid, &r.domain, &r.hostname, !who.is_admin())?
-                    };
-                    Ok((app, r, changed))
-                })
-                .await;
-            match res {
-                Ok((app, r, changed)) => {
-                    info!(app = %app.name, route = %format!("{}.{}", r.hostname, r.domain), unmap, changed, "route updated");
-                    typed(StatusCode::OK, &Changed { changed })
-                }
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::GET, ["v1", "domains"]) => match ctx.with_state(|s| s.domains()).await {
-            Ok(domains) => typed(StatusCode::OK, &DomainList { domains }),
-            Err(e) => state_error(e),
-        },
-        (Method::POST, ["v1", "domains"]) => {
-            let b = match body(req).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let name = serde_json::from_slice::<serde_json::Value>(&b)
-                .ok()
-                .and_then(|v| v["name"].as_str().map(str::to_string));
-            let Some(name) = name else {
-                return error(StatusCode::BAD_REQUEST, "body must be {\"name\": \"...\"}");
-            };
-            match ctx.with_state(move |s| s.create_domain(&name)).await {
-                Ok(d) => reply(StatusCode::OK, json!({ "name": d })),
-                Err(e) => state_error(e),
-            }
-        }
-        _ => placement_and_cells(req, ctx, &caller, method, &segs, &path).await,
+    match crate::authz::authorize(&caller, &ep) {
+        Ok(access) => crate::platform_api::dispatch(req, ctx, &caller, access, ep).await,
+        Err(crate::authz::AdminOnly) => scope_refused(&caller, &[Scope::Admin]),
     }
 }
 
@@ -1128,23 +848,21 @@ async fn join<B: ReqBody>(req: Request<B>, ctx: &Ctx) -> Response<Full<Bytes>> {
 }
 
 /// The operators' part of the external API: placed instances, registered cells, leases.
-async fn placement_and_cells<B: ReqBody>(
+pub(crate) async fn placement_and_cells<B: ReqBody>(
     req: Request<B>,
     ctx: &Ctx,
     caller: &Caller,
-    method: Method,
-    segs: &[&str],
-    path: &str,
+    ep: &Endpoint,
 ) -> Response<Full<Bytes>> {
-    match (method, segs) {
-        (Method::GET, ["v1", "instances"]) => match ctx.with_state(|s| s.placements(None)).await {
+    match ep {
+        Endpoint::ListInstances => match ctx.with_state(|s| s.placements(None)).await {
             Ok(mut instances) => {
                 instances.retain(|i| caller.may_manage(i.app_guid.as_str()));
                 typed(StatusCode::OK, &PlacementList { instances })
             }
             Err(e) => state_error(e),
         },
-        (Method::POST, ["v1", "apps", app, "instances"]) => {
+        Endpoint::PlaceInstance(app) => {
             // Placement is the scheduler's (here: a user's token): a cell may only confirm an
             // instance placed on it, so it can obtain identities only for what runs on it.
             let p: PlaceRequest =
@@ -1183,7 +901,7 @@ async fn placement_and_cells<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
-        (Method::DELETE, ["v1", "instances", guid]) => {
+        Endpoint::RemoveInstance(guid) => {
             let guid = guid.to_string();
             let who = caller.clone();
             match ctx
@@ -1205,7 +923,7 @@ async fn placement_and_cells<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
-        (Method::GET, ["v1", "cells"]) => {
+        Endpoint::ListCells => {
             match ctx
                 .with_state(|s| {
                     Ok((
@@ -1241,7 +959,7 @@ async fn placement_and_cells<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
-        (Method::POST, ["v1", "cells"]) => {
+        Endpoint::RegisterCell => {
             // A cell's identity: its key stays on the cell; control signs its CSR with the cell
             // issuer (CN = the name, clientAuth only) and records the certificate's fingerprint,
             // so a re-registration revokes the previous certificate.
@@ -1277,7 +995,7 @@ async fn placement_and_cells<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
-        (Method::DELETE, ["v1", "cells", name]) => {
+        Endpoint::RemoveCell(name) => {
             let name = name.to_string();
             let n2 = name.clone();
             match ctx.with_state(move |s| s.remove_cell(&n2)).await {
@@ -1289,11 +1007,14 @@ async fn placement_and_cells<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
-        (Method::GET, ["v1", "leases"]) => match ctx.with_state(|s| s.leases()).await {
+        Endpoint::ListLeases => match ctx.with_state(|s| s.leases()).await {
             Ok(l) => reply(StatusCode::OK, json!({ "leases": l })),
             Err(e) => state_error(e),
         },
-        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        other => error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {} {}", other.method(), other.path()),
+        ),
     }
 }
 

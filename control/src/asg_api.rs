@@ -4,10 +4,11 @@
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use tracing::info;
 
 use c2c_api::asg::{validate, Lifecycle};
+use c2c_api::endpoints::Endpoint;
 use c2c_api::types::{
     BindingChanged, BindingRequest, NewOrg, NewSecurityGroup, NewSpace, OrgList, SecurityGroupList,
     SetSpaceQuota, SpaceList, SpaceQuotaList,
@@ -16,22 +17,21 @@ use c2c_api::types::{
 use crate::api::{error, json_body, query, state_error, typed, Ctx, ReqBody};
 use crate::state::StateError;
 
-/// Answers `segs` if it is one of these endpoints (the caller is the admin).
-pub(crate) async fn route<B: ReqBody>(
+/// Answers one of these endpoints (the caller is the admin: [`crate::authz`]).
+pub(crate) async fn answer<B: ReqBody>(
     req: Request<B>,
     ctx: &Ctx,
-    method: &Method,
-    segs: &[&str],
-) -> Result<Response<Full<Bytes>>, Request<B>> {
-    let r = match (method.clone(), segs) {
-        (Method::GET, ["v1", "orgs"]) => match ctx.with_state(|s| s.orgs()).await {
+    ep: &Endpoint,
+) -> Response<Full<Bytes>> {
+    match ep {
+        Endpoint::ListOrgs => match ctx.with_state(|s| s.orgs()).await {
             Ok(orgs) => typed(StatusCode::OK, &OrgList { orgs }),
             Err(e) => state_error(e),
         },
-        (Method::POST, ["v1", "orgs"]) => {
+        Endpoint::CreateOrg => {
             let n: NewOrg = match json_body(req, "{\"name\": \"...\"}").await {
                 Ok(n) => n,
-                Err(r) => return Ok(r),
+                Err(r) => return r,
             };
             match ctx.with_state(move |s| s.create_org(&n.name)).await {
                 Ok(o) => {
@@ -41,17 +41,17 @@ pub(crate) async fn route<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
-        (Method::GET, ["v1", "spaces"]) => {
+        Endpoint::ListSpaces => {
             let org = query(&req).get("org").cloned();
             match ctx.with_state(move |s| s.spaces(org.as_deref())).await {
                 Ok(spaces) => typed(StatusCode::OK, &SpaceList { spaces }),
                 Err(e) => state_error(e),
             }
         }
-        (Method::POST, ["v1", "spaces"]) => {
+        Endpoint::CreateSpace => {
             let n: NewSpace = match json_body(req, "{\"org\": \"...\", \"name\": \"...\"}").await {
                 Ok(n) => n,
-                Err(r) => return Ok(r),
+                Err(r) => return r,
             };
             match ctx
                 .with_state(move |s| s.create_space(&n.org, &n.name))
@@ -64,11 +64,11 @@ pub(crate) async fn route<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
-        (Method::GET, ["v1", "space-quotas"]) => match ctx.with_state(|s| s.space_quotas()).await {
+        Endpoint::ListSpaceQuotas => match ctx.with_state(|s| s.space_quotas()).await {
             Ok(quotas) => typed(StatusCode::OK, &SpaceQuotaList { quotas }),
             Err(e) => state_error(e),
         },
-        (Method::PUT, ["v1", "space-quotas"]) => {
+        Endpoint::SetSpaceQuota => {
             let q: SetSpaceQuota = match json_body(
                 req,
                 "{\"org\": \"...\", \"space\": \"...\", \"max_apps\": N, \"max_instances\": N, \"max_routes\": N}",
@@ -76,7 +76,7 @@ pub(crate) async fn route<B: ReqBody>(
             .await
             {
                 Ok(q) => q,
-                Err(r) => return Ok(r),
+                Err(r) => return r,
             };
             match ctx
                 .with_state(move |s| {
@@ -91,33 +91,31 @@ pub(crate) async fn route<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
-        (Method::GET, ["v1", "security_groups"]) => {
-            match ctx.with_state(|s| s.security_groups()).await {
-                Ok(security_groups) => {
-                    typed(StatusCode::OK, &SecurityGroupList { security_groups })
-                }
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::GET, ["v1", "security_groups", name]) => {
+        Endpoint::ListSecurityGroups => match ctx.with_state(|s| s.security_groups()).await {
+            Ok(security_groups) => typed(StatusCode::OK, &SecurityGroupList { security_groups }),
+            Err(e) => state_error(e),
+        },
+        Endpoint::GetSecurityGroup(name) => {
             let name = name.to_string();
             match ctx.with_state(move |s| s.security_group(&name)).await {
                 Ok(g) => typed(StatusCode::OK, &g),
                 Err(e) => state_error(e),
             }
         }
-        (Method::POST, ["v1", "security_groups"]) | (Method::PUT, ["v1", "security_groups", _]) => {
-            let create = *method == Method::POST;
-            let path_name = segs.get(2).map(|s| s.to_string());
+        Endpoint::CreateSecurityGroup | Endpoint::UpdateSecurityGroup(_) => {
+            let (create, path_name) = match ep {
+                Endpoint::UpdateSecurityGroup(n) => (false, Some(n.clone())),
+                _ => (true, None),
+            };
             let n: NewSecurityGroup =
                 match json_body(req, "{\"name\": \"...\", \"rules\": [...]}").await {
                     Ok(n) => n,
-                    Err(r) => return Ok(r),
+                    Err(r) => return r,
                 };
             let rules = match validate(&n.rules) {
                 Ok(r) => r,
                 // CF answers 422 with every message.
-                Err(msgs) => return Ok(error(StatusCode::UNPROCESSABLE_ENTITY, msgs.join(", "))),
+                Err(msgs) => return error(StatusCode::UNPROCESSABLE_ENTITY, msgs.join(", ")),
             };
             let name = path_name.unwrap_or(n.name);
             let result = ctx
@@ -145,7 +143,7 @@ pub(crate) async fn route<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
-        (Method::DELETE, ["v1", "security_groups", name]) => {
+        Endpoint::DeleteSecurityGroup(name) => {
             let n = name.to_string();
             match ctx.with_state(move |s| s.delete_security_group(&n)).await {
                 Ok(true) => {
@@ -158,10 +156,8 @@ pub(crate) async fn route<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
-        (Method::POST, ["v1", "security_groups", name, "bindings", rest @ ..])
-            if rest.is_empty() || rest == ["delete"] =>
-        {
-            let bind = rest.is_empty();
+        Endpoint::BindSecurityGroup(name) | Endpoint::UnbindSecurityGroup(name) => {
+            let bind = matches!(ep, Endpoint::BindSecurityGroup(_));
             let b: BindingRequest = match json_body(
                 req,
                 "{\"lifecycle\": \"running\", \"org\": \"...\", \"space\": \"...\"}",
@@ -169,10 +165,10 @@ pub(crate) async fn route<B: ReqBody>(
             .await
             {
                 Ok(b) => b,
-                Err(r) => return Ok(r),
+                Err(r) => return r,
             };
             if b.space.is_some() && b.org.is_none() {
-                return Ok(error(StatusCode::BAD_REQUEST, "a space needs its org"));
+                return error(StatusCode::BAD_REQUEST, "a space needs its org");
             }
             let name = name.to_string();
             match ctx.with_state(move |s| binding(s, &name, &b, bind)).await {
@@ -183,9 +179,11 @@ pub(crate) async fn route<B: ReqBody>(
                 Err(e) => state_error(e),
             }
         }
-        _ => return Err(req),
-    };
-    Ok(r)
+        other => error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {} {}", other.method(), other.path()),
+        ),
+    }
 }
 
 /// Binds or unbinds `name` where `b` says, in one write per space.

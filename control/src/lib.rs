@@ -7,6 +7,7 @@
 pub mod api;
 mod asg_api;
 pub mod asg_state;
+mod authz;
 pub mod budgets;
 mod cells;
 pub mod cf;
@@ -18,6 +19,7 @@ pub mod migrate;
 pub mod pg_cluster;
 pub mod pg_tls;
 mod placement;
+mod platform_api;
 pub mod platform_claim;
 pub mod replicas;
 pub mod routes;

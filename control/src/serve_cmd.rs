@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// connection may sit idle).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
+    /// How long a client may take from connecting to a finished TLS handshake.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
     /// How long a cell may take to read one line of its watch stream (or a heartbeat) before
     /// the stream is closed (the cell reconnects and gets a whole view). A cell holds at most
     /// two streams; a newer one closes the oldest.
@@ -360,6 +363,7 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     let budget = api::Budget {
         max_connections: args.max_connections.max(1),
         header_read: args.header_timeout,
+        handshake: args.handshake_timeout,
         watch_write: args.watch_write_timeout,
         ..api::Budget::default()
     };

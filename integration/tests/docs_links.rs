@@ -105,7 +105,10 @@ fn every_relative_link_resolves() {
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
-    assert!(checked >= 14, "only {checked} links checked: is the parser broken?");
+    assert!(
+        checked >= 14,
+        "only {checked} links checked: is the parser broken?"
+    );
 }
 
 #[test]
