@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Watch fan-out at scale: N simulated cells (real mTLS identities, holding streamed watches as the agent does;
 # no namespaces) against control, one policy change every 0.5 s. Three setups in one run: the
-# reference (each watcher builds its own view, C2C_VIEW_CACHE=0, SQLite), shared views on SQLite,
+# reference (each watcher builds its own view, control serve --per-watcher-views, SQLite), shared views on SQLite,
 # and shared views on PostgreSQL (a server the run starts in a temp dir) with two replicas.
 # Reports per change: p50/p99 per watcher and the time until all N have it (medians over the
 # changes), control's CPU per change and RSS per parked watch; ratios against the reference.

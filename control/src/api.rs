@@ -120,8 +120,8 @@ pub struct Ctx {
     registry_refresh: tokio::sync::Mutex<()>,
     /// Cell certificates (CN -> fingerprint) found registered at a revision.
     registry: Mutex<(Revision, HashMap<String, String>)>,
-    /// Build each watcher's view on its own instead (`C2C_VIEW_CACHE=0`: the reference of
-    /// `bench/scale.sh`).
+    /// Build each watcher's view on its own instead (`control serve --per-watcher-views`: the
+    /// reference of `bench/scale.sh`).
     pub(crate) per_watcher_views: bool,
     /// Open watch streams by cell, oldest first (see [`Budget::watch_streams_per_cell`]).
     pub(crate) streams: crate::watch_stream::Streams,
@@ -148,7 +148,7 @@ impl Ctx {
             views: crate::views::Cache::default(),
             registry: Mutex::new((Revision(0), HashMap::new())),
             registry_refresh: tokio::sync::Mutex::new(()),
-            per_watcher_views: std::env::var("C2C_VIEW_CACHE").is_ok_and(|v| v == "0"),
+            per_watcher_views: false,
             streams: Default::default(),
         })
     }
@@ -226,6 +226,13 @@ impl Ctx {
         })
         .await
         .map_err(|e| StateError::Internal(format!("view task failed: {e}")))?
+    }
+
+    /// Each watcher builds its own view instead of sharing the revision's (the benchmark's
+    /// reference).
+    pub fn with_per_watcher_views(mut self, on: bool) -> Self {
+        self.per_watcher_views = on;
+        self
     }
 
     /// Serves connections within `budget`.
@@ -435,7 +442,7 @@ pub(crate) fn state_error(e: StateError) -> Response<Full<Bytes>> {
         StateError::NoLease(_) | StateError::NotFound(_) => error(StatusCode::NOT_FOUND, e),
         StateError::Forbidden(_) => error(StatusCode::FORBIDDEN, e),
         StateError::TagsExhausted | StateError::NoSubnet(_) => error(StatusCode::CONFLICT, e),
-        StateError::Db(_) | StateError::Pg(_) | StateError::Internal(_) => {
+        StateError::Db(_) | StateError::Pg(_) | StateError::Internal(_) | StateError::NoRows => {
             warn!(error = %e, "state store failure");
             error(StatusCode::INTERNAL_SERVER_ERROR, "state store failure")
         }

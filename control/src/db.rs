@@ -160,9 +160,6 @@ pub struct Db {
     engine: RefCell<Engine>,
 }
 
-/// `query_row`'s answer when there is no row: [`OptionalExt::optional`] turns it into `None`.
-const NO_ROWS: &str = "query returned no rows";
-
 /// `.optional()` on a single-row answer, as rusqlite's.
 pub trait OptionalExt<T> {
     /// `Ok(None)` when the query returned no row.
@@ -172,7 +169,7 @@ impl<T> OptionalExt<T> for Result<T, StateError> {
     fn optional(self) -> Result<Option<T>, StateError> {
         match self {
             Ok(v) => Ok(Some(v)),
-            Err(StateError::Internal(m)) if m == NO_ROWS => Ok(None),
+            Err(StateError::NoRows) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -354,7 +351,7 @@ impl Db {
     ) -> Result<T, StateError> {
         match self.rows(sql, params)?.first() {
             Some(r) => f(r),
-            None => Err(StateError::Internal(NO_ROWS.into())),
+            None => Err(StateError::NoRows),
         }
     }
 

@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// connection may sit idle).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
+    /// Each cell's watch builds its view on its own instead of sharing the revision's (the
+    /// reference `bench/scale.sh` measures the shared views against).
+    #[arg(long, hide = true)]
+    pub per_watcher_views: bool,
     /// How long a client may take from connecting to a finished TLS handshake.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
@@ -381,6 +385,7 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
             .with_signers(signers, args.cert_ttl)
             .with_identity(args.identity_validity, args.trust_domain.clone())
             .with_budget(budget)
+            .with_per_watcher_views(args.per_watcher_views)
             .with_reader(reader)
             .with_max_policies(args.max_policies)
             .with_control_ca(control_ca_pem),

@@ -54,6 +54,10 @@ pub enum StateError {
     /// A fault of the server, not of the request (a task that died): a 500.
     #[error("{0}")]
     Internal(String),
+    /// A single-row query found no row ([`crate::db::OptionalExt::optional`] makes it `None`;
+    /// one that reaches an answer is a fault of the server: a 500).
+    #[error("query returned no rows")]
+    NoRows,
 }
 
 /// The platform state in one SQLite database (WAL): apps, instances, policies, routes, leases,

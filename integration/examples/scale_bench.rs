@@ -2,7 +2,7 @@
 //! registered mTLS identity holding a streamed watch as the agent does, against control; one
 //! policy change every 0.5 s; for each change, how long until each watcher has it (p50, p99,
 //! and until all N have it), control's CPU per change and its RSS per parked watch. Runs three
-//! setups in one run: the reference (each watcher builds its own view: `C2C_VIEW_CACHE=0`,
+//! setups in one run: the reference (each watcher builds its own view: `control serve --per-watcher-views`,
 //! SQLite, one control), shared views on SQLite, and shared views on PostgreSQL with two
 //! replicas (watchers split between them, the changes written through the first).
 //!
@@ -66,7 +66,7 @@ fn start_control(
         cmd.args(["--database", db]);
     }
     if !cache {
-        cmd.env("C2C_VIEW_CACHE", "0");
+        cmd.arg("--per-watcher-views");
     }
     let child = cmd.stderr(Stdio::null()).spawn().unwrap();
     let url_file = dir.path().join("control/url");
