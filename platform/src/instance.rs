@@ -4,52 +4,17 @@
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
 use super::{bin, in_netns, ip, preflight, wait_for, Paths, PlatformInfo};
 use c2c_api::layout::Layout;
 
 /// Internal domain of default routes.
 pub const INTERNAL_DOMAIN: &str = "apps.internal";
-
-/// One running instance, recorded in its dir as `instance.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InstanceInfo {
-    /// App name.
-    pub app: String,
-    /// App GUID.
-    pub app_guid: String,
-    /// Instance index.
-    pub index: u32,
-    /// Instance GUID.
-    pub guid: String,
-    /// Cell name.
-    pub cell: String,
-    /// The container's network namespace.
-    pub netns: String,
-    /// CNI container id.
-    pub container_id: String,
-    /// Overlay address.
-    pub ip: Ipv4Addr,
-    /// Host ports on its cell: the app's 8080 and the sidecar's 61443 (absent on instances
-    /// pushed before host ports existed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_ports: Option<HostPorts>,
-}
-
-/// An instance's host ports on its cell's underlay address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostPorts {
-    /// -> the app's 8080.
-    pub app: u16,
-    /// -> the sidecar's 61443 (TLS).
-    pub tls: u16,
-}
 
 /// Where `c2c push` takes host ports from by default (CF's: above 61000).
 pub const DEFAULT_HOST_PORTS: (u16, u16) = (61000, 65534);
@@ -132,9 +97,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 pub use c2c_api::names::default_hostname;
 
 pub use super::lifecycle::local_states;
-
-/// What the last push of an app ran (`instances/APP/pushed.json`): its command and host ports.
-pub(crate) const PUSHED_FILE: &str = "pushed.json";
+use super::records::{check_app, identity_env, PUSHED_FILE};
+pub use super::records::{instances, HostPorts, InstanceInfo};
 
 /// `c2c scale APP -i N`: the app's instances become N, as its last push made them (its command,
 /// its host-port range), spread over the cells; its routes are left as they are.
@@ -452,39 +416,6 @@ fn cni(
 
 /// Refuses a name that is not an app name before it comes near a path: `..`, `.`, `""` or
 /// `a/b` would otherwise name the state dir or every app's instances.
-fn check_app(app: &str) -> Result<()> {
-    c2c_api::names::validate_app_name(app).map_err(anyhow::Error::msg)
-}
-
-/// Instances recorded in the state dir, of one app or all, by app then index.
-pub fn instances(state_dir: &Path, app: Option<&str>) -> Result<Vec<InstanceInfo>> {
-    if let Some(a) = app {
-        check_app(a)?;
-    }
-    let root = state_dir.join("instances");
-    let mut out = vec![];
-    let apps: Vec<PathBuf> = match app {
-        Some(a) => vec![root.join(a)],
-        None => std::fs::read_dir(&root)
-            .map(|r| r.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default(),
-    };
-    for a in apps {
-        for i in std::fs::read_dir(&a)
-            .map(|r| r.flatten().collect::<Vec<_>>())
-            .unwrap_or_default()
-        {
-            if let Ok(raw) = std::fs::read(i.path().join("instance.json")) {
-                if let Ok(rec) = serde_json::from_slice::<InstanceInfo>(&raw) {
-                    out.push(rec);
-                }
-            }
-        }
-    }
-    out.sort_by(|a, b| (a.app.as_str(), a.index).cmp(&(b.app.as_str(), b.index)));
-    Ok(out)
-}
-
 /// Finds `APP` or `APP/INDEX`.
 pub fn find(state_dir: &Path, target: &str) -> Result<InstanceInfo> {
     let (app, index) = match target.split_once('/') {
@@ -532,24 +463,6 @@ pub fn exec_command(state_dir: &Path, target: &str, cmd: &[String]) -> Result<Co
                 .join("certs"),
         ));
     Ok(c)
-}
-
-/// CF's identity variables for the instance whose sidecar cert dir is `certs`: its
-/// certificate and key (CF_INSTANCE_CERT, CF_INSTANCE_KEY) and the dir holding the platform
-/// root (CF_SYSTEM_CERT_PATH).
-pub(crate) fn identity_env(certs: &Path) -> Vec<(&'static str, String)> {
-    use c2c_certs::identity::{CERT_FILE, KEY_FILE};
-    let id = c2c_api::layout::identity_dir(certs);
-    vec![
-        ("CF_INSTANCE_CERT", id.join(CERT_FILE).display().to_string()),
-        ("CF_INSTANCE_KEY", id.join(KEY_FILE).display().to_string()),
-        (
-            "CF_SYSTEM_CERT_PATH",
-            c2c_api::layout::system_certs_dir(certs)
-                .display()
-                .to_string(),
-        ),
-    ]
 }
 
 /// Stops one instance (processes, CNI DEL, namespace) and forgets it.

@@ -11,6 +11,7 @@ pub mod demo_app;
 pub mod instance;
 pub mod lifecycle;
 pub mod netlogs;
+mod records;
 pub mod up;
 
 use std::fs::File;

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::instance::{instances, InstanceInfo};
+use super::records::{identity_env, instances, InstanceInfo, PUSHED_FILE};
 use super::{bin, in_netns, live_pid, spawn_in, stop_pidfile, Paths};
 
 /// How the app ended, as its supervisor saw it (`exit.json`).
@@ -179,7 +179,7 @@ pub(crate) fn launch(state_dir: &Path, rec: &InstanceInfo, command: Option<&str>
         ("CF_INSTANCE_INDEX", rec.index.to_string()),
         ("CF_INSTANCE_GUID", rec.guid.clone()),
     ];
-    envs.extend(super::instance::identity_env(&certs));
+    envs.extend(identity_env(&certs));
     let c2c = bin("c2c")?;
     let mut args: Vec<String> = vec![
         "--state-dir".into(),
@@ -282,13 +282,7 @@ pub(crate) fn stop_processes(state_dir: &Path, inst: &InstanceInfo) {
 
 /// The command the app's last push ran (None: the demo app).
 pub(crate) fn pushed_command(state_dir: &Path, app: &str) -> Option<String> {
-    let raw = std::fs::read(
-        state_dir
-            .join("instances")
-            .join(app)
-            .join(super::instance::PUSHED_FILE),
-    )
-    .ok()?;
+    let raw = std::fs::read(state_dir.join("instances").join(app).join(PUSHED_FILE)).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
     v["command"].as_str().map(str::to_string)
 }
