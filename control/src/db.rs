@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use crate::state::StateError;
+use crate::error::StateError;
 
 /// A value bound to or read from a query.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -82,7 +82,7 @@ impl PgCluster {
             .dbname("postgres")
             .connect(postgres::NoTls)
             .and_then(|mut c| c.batch_execute(sql))
-            .map_err(|e| format!("{sql}: {}", crate::state::with_causes(&e)))
+            .map_err(|e| format!("{sql}: {}", crate::error::with_causes(&e)))
     }
 
     fn start_with(
