@@ -14,7 +14,8 @@ use c2c_api::types::{
     SetSpaceQuota, SpaceList, SpaceQuotaList,
 };
 
-use crate::api::{error, json_body, query, state_error, typed, Ctx, ReqBody};
+use crate::ctx::Ctx;
+use crate::http::{error, json_body, query, state_error, typed, ReqBody};
 use crate::state::StateError;
 
 /// Answers one of these endpoints (the caller is the admin: [`crate::authz`]).

@@ -12,7 +12,9 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::info;
 
-use crate::api::{body, error, query, reply, scope_refused, state_error, typed, Ctx, ReqBody};
+use crate::auth::scope_refused;
+use crate::ctx::Ctx;
+use crate::http::{body, error, query, reply, state_error, typed, ReqBody};
 use crate::state::{Policy, StateError};
 use crate::tokens::Caller;
 use c2c_api::policy::{self as wire, PolicyList, PolicyListV0, WirePolicy};

@@ -2,9 +2,7 @@
 //! platform endpoint (after [`crate::authz::authorize`] let the caller through) to its handler.
 //! Handlers return [`Answer`] and use `?`: a state error becomes its HTTP answer in one place.
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use serde_json::json;
 use tracing::info;
 
@@ -14,31 +12,12 @@ use c2c_api::types::{
     UserList,
 };
 
-use crate::api::{body, error, json_body, managed_app, state_error, typed, Ctx, ReqBody};
+use crate::auth::managed_app;
 use crate::authz::Access;
+use crate::ctx::Ctx;
+use crate::http::{body, error, json_body, typed, Answer, ApiError, Reply, ReqBody};
 use crate::state::StateError;
 use crate::tokens::Caller;
-
-/// An HTTP answer.
-pub(crate) type Reply = Response<Full<Bytes>>;
-
-/// An answer that ends a handler early: a refusal, a bad body, a state error.
-pub(crate) struct ApiError(pub(crate) Reply);
-
-impl From<StateError> for ApiError {
-    fn from(e: StateError) -> Self {
-        ApiError(state_error(e))
-    }
-}
-
-impl From<Reply> for ApiError {
-    fn from(r: Reply) -> Self {
-        ApiError(r)
-    }
-}
-
-/// What a handler returns.
-pub(crate) type Answer = Result<Reply, ApiError>;
 
 /// Answers `ep`, which `caller` may call with `access`.
 pub(crate) async fn dispatch<B: ReqBody>(
@@ -109,7 +88,7 @@ async fn answer<B: ReqBody>(
         RevokeJoinToken(id) => revoke_join_token(ctx, id).await,
         PlaceInstance(_) | ListInstances | RemoveInstance(_) | ListCells | RegisterCell
         | RemoveCell(_) | ListLeases => {
-            Ok(crate::api::placement_and_cells(req, ctx, caller, &ep).await)
+            Ok(crate::placement_api::placement_and_cells(req, ctx, caller, &ep).await)
         }
         ListOrgs
         | CreateOrg

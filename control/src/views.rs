@@ -11,6 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::state::{Policy, Revision, State, StateError};
+use c2c_api::CellView;
 
 /// The parts of a revision's view every cell shares.
 pub struct Shared {
@@ -180,4 +181,25 @@ impl Cache {
             .find(|(r, _)| *r == revision)
             .map(|(_, x)| *x)
     }
+}
+
+/// What `cell` needs, at the current revision.
+pub fn view(s: &State, cell: &str) -> Result<CellView, StateError> {
+    let instances = s.instances(None)?;
+    let local: Vec<String> = instances
+        .iter()
+        .filter(|i| i.cell == cell)
+        .map(|i| i.app_guid.to_string())
+        .collect();
+    Ok(CellView {
+        revision: s.revision()?,
+        leases: s.leases()?,
+        apps: s.apps()?,
+        policies: s.policies(Some(&local))?,
+        instances,
+        routes: s.routes()?,
+        domains: s.domains()?,
+        egress: s.egress()?,
+        unchanged: vec![],
+    })
 }

@@ -7,22 +7,20 @@
 //!
 //! The cell's certificate is checked again before every line: a cell revoked while it streams
 //! gets no further line and its stream is closed. What a cell can hold open is bounded: each
-//! line must be taken within [`Budget::watch_write`](crate::api::Budget), and a cell holds at
-//! most [`Budget::watch_streams_per_cell`](crate::api::Budget) streams (a newer one closes the
+//! line must be taken within [`Budget::watch_write`](crate::ctx::Budget), and a cell holds at
+//! most [`Budget::watch_streams_per_cell`](crate::ctx::Budget) streams (a newer one closes the
 //! oldest).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::api::{registered_cell, Ctx, Peer};
+use crate::auth::registered_cell;
+use crate::ctx::{Ctx, Peer};
 use c2c_api::Revision;
 
 /// Bytes of TLS records a stream may hold in user space beyond what its socket took.
@@ -31,63 +29,7 @@ const STREAM_TLS_BUFFER: usize = 16 * 1024;
 /// An empty line after this long without a change.
 pub const HEARTBEAT: Duration = c2c_api::paths::WATCH_HEARTBEAT;
 
-/// The open streams of each cell, oldest first, so a newer one can close the oldest.
-#[derive(Default)]
-pub struct Streams {
-    next: AtomicU64,
-    by_cell: Mutex<HashMap<String, Vec<(u64, CancellationToken)>>>,
-}
-
-/// A stream's place in [`Streams`]; leaves it when dropped.
-struct Slot<'a> {
-    streams: &'a Streams,
-    cell: String,
-    id: u64,
-    closed: CancellationToken,
-}
-
-impl Streams {
-    /// Registers a stream of `cell`, closing its oldest beyond `limit`.
-    fn open(&self, cell: &str, limit: usize) -> Slot<'_> {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let closed = CancellationToken::new();
-        let mut by_cell = self.by_cell.lock().unwrap_or_else(|p| p.into_inner());
-        let open = by_cell.entry(cell.to_string()).or_default();
-        open.push((id, closed.clone()));
-        while open.len() > limit.max(1) {
-            let (_, oldest) = open.remove(0);
-            oldest.cancel();
-        }
-        Slot {
-            streams: self,
-            cell: cell.to_string(),
-            id,
-            closed,
-        }
-    }
-
-    /// How many streams `cell` holds.
-    pub fn open_for(&self, cell: &str) -> usize {
-        let by_cell = self.by_cell.lock().unwrap_or_else(|p| p.into_inner());
-        by_cell.get(cell).map_or(0, Vec::len)
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        let mut by_cell = self
-            .streams
-            .by_cell
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(open) = by_cell.get_mut(&self.cell) {
-            open.retain(|(id, _)| *id != self.id);
-            if open.is_empty() {
-                by_cell.remove(&self.cell);
-            }
-        }
-    }
-}
+pub use crate::streams::Streams;
 
 /// Writes `parts` and flushes, within `limit`; false if the cell did not take them in time
 /// or the connection failed.
@@ -200,7 +142,7 @@ async fn lines<W: tokio::io::AsyncWrite + Unpin>(
         if ctx.per_watcher_views {
             // The reference of bench/scale.sh: each watcher's whole view built on its own.
             let c = cell.clone();
-            let Ok(v) = Box::pin(ctx.with_state(move |s| crate::api::view(s, &c))).await else {
+            let Ok(v) = Box::pin(ctx.with_state(move |s| crate::views::view(s, &c))).await else {
                 return;
             };
             let mut json = serde_json::to_string(&v).unwrap_or_default();

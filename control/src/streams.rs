@@ -1,0 +1,67 @@
+//! The open watch streams of each cell, oldest first: a cell holds at most
+//! [`Budget::watch_streams_per_cell`](crate::ctx::Budget) of them, and a newer one closes the
+//! oldest.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio_util::sync::CancellationToken;
+
+/// The open streams of each cell, oldest first, so a newer one can close the oldest.
+#[derive(Default)]
+pub struct Streams {
+    next: AtomicU64,
+    by_cell: Mutex<HashMap<String, Vec<(u64, CancellationToken)>>>,
+}
+
+/// A stream's place in [`Streams`]; leaves it when dropped.
+pub(crate) struct Slot<'a> {
+    pub(crate) streams: &'a Streams,
+    pub(crate) cell: String,
+    pub(crate) id: u64,
+    pub(crate) closed: CancellationToken,
+}
+
+impl Streams {
+    /// Registers a stream of `cell`, closing its oldest beyond `limit`.
+    pub(crate) fn open(&self, cell: &str, limit: usize) -> Slot<'_> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let closed = CancellationToken::new();
+        let mut by_cell = self.by_cell.lock().unwrap_or_else(|p| p.into_inner());
+        let open = by_cell.entry(cell.to_string()).or_default();
+        open.push((id, closed.clone()));
+        while open.len() > limit.max(1) {
+            let (_, oldest) = open.remove(0);
+            oldest.cancel();
+        }
+        Slot {
+            streams: self,
+            cell: cell.to_string(),
+            id,
+            closed,
+        }
+    }
+
+    /// How many streams `cell` holds.
+    pub fn open_for(&self, cell: &str) -> usize {
+        let by_cell = self.by_cell.lock().unwrap_or_else(|p| p.into_inner());
+        by_cell.get(cell).map_or(0, Vec::len)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut by_cell = self
+            .streams
+            .by_cell
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = by_cell.get_mut(&self.cell) {
+            open.retain(|(id, _)| *id != self.id);
+            if open.is_empty() {
+                by_cell.remove(&self.cell);
+            }
+        }
+    }
+}
