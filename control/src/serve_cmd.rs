@@ -399,7 +399,10 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
         let url = local_url(addr);
-        std::fs::write(layout.url(), &url)?;
+        // Whole or not at all: a CLI (or a test) reading it as it appears never sees it empty.
+        let tmp = layout.url().with_extension("tmp");
+        std::fs::write(&tmp, &url)?;
+        std::fs::rename(&tmp, layout.url())?;
         let advertised = advertised_url(&args.san, addr);
         info!(%url, advertised = advertised.as_deref().unwrap_or("(none: no --san)"), state_dir = %layout.root.display(), "control listening");
         let shutdown = CancellationToken::new();
