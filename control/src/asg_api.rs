@@ -2,9 +2,7 @@
 //! `/v1/security_groups`). A change to a group or a binding bumps the revision: every cell's
 //! watch wakes and enforces it on running containers without a restart.
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use tracing::info;
 
 use c2c_api::asg::{validate, Lifecycle};
@@ -15,176 +13,131 @@ use c2c_api::types::{
 };
 
 use crate::ctx::Ctx;
-use crate::http::{error, json_body, query, state_error, typed, ReqBody};
+use crate::http::{error, json_body, query, typed, Answer, ReqBody};
 use crate::state::StateError;
 
 /// Answers one of these endpoints (the caller is the admin: [`crate::authz`]).
-pub(crate) async fn answer<B: ReqBody>(
-    req: Request<B>,
-    ctx: &Ctx,
-    ep: &Endpoint,
-) -> Response<Full<Bytes>> {
+pub(crate) async fn answer<B: ReqBody>(req: Request<B>, ctx: &Ctx, ep: &Endpoint) -> Answer {
     match ep {
-        Endpoint::ListOrgs => match ctx.with_state(|s| s.orgs()).await {
-            Ok(orgs) => typed(StatusCode::OK, &OrgList { orgs }),
-            Err(e) => state_error(e),
-        },
+        Endpoint::ListOrgs => {
+            let orgs = ctx.with_state(|s| s.orgs()).await?;
+            Ok(typed(StatusCode::OK, &OrgList { orgs }))
+        }
         Endpoint::CreateOrg => {
-            let n: NewOrg = match json_body(req, "{\"name\": \"...\"}").await {
-                Ok(n) => n,
-                Err(r) => return r,
-            };
-            match ctx.with_state(move |s| s.create_org(&n.name)).await {
-                Ok(o) => {
-                    info!(org = %o.name, guid = %o.guid, "org created");
-                    typed(StatusCode::CREATED, &o)
-                }
-                Err(e) => state_error(e),
-            }
+            let n: NewOrg = json_body(req, "{\"name\": \"...\"}").await?;
+            let o = ctx.with_state(move |s| s.create_org(&n.name)).await?;
+            info!(org = %o.name, guid = %o.guid, "org created");
+            Ok(typed(StatusCode::CREATED, &o))
         }
         Endpoint::ListSpaces => {
             let org = query(&req).get("org").cloned();
-            match ctx.with_state(move |s| s.spaces(org.as_deref())).await {
-                Ok(spaces) => typed(StatusCode::OK, &SpaceList { spaces }),
-                Err(e) => state_error(e),
-            }
+            let spaces = ctx.with_state(move |s| s.spaces(org.as_deref())).await?;
+            Ok(typed(StatusCode::OK, &SpaceList { spaces }))
         }
         Endpoint::CreateSpace => {
-            let n: NewSpace = match json_body(req, "{\"org\": \"...\", \"name\": \"...\"}").await {
-                Ok(n) => n,
-                Err(r) => return r,
-            };
-            match ctx
+            let n: NewSpace = json_body(req, "{\"org\": \"...\", \"name\": \"...\"}").await?;
+            let sp = ctx
                 .with_state(move |s| s.create_space(&n.org, &n.name))
-                .await
-            {
-                Ok(sp) => {
-                    info!(org = %sp.org, space = %sp.name, guid = %sp.guid, "space created");
-                    typed(StatusCode::CREATED, &sp)
-                }
-                Err(e) => state_error(e),
-            }
+                .await?;
+            info!(org = %sp.org, space = %sp.name, guid = %sp.guid, "space created");
+            Ok(typed(StatusCode::CREATED, &sp))
         }
-        Endpoint::ListSpaceQuotas => match ctx.with_state(|s| s.space_quotas()).await {
-            Ok(quotas) => typed(StatusCode::OK, &SpaceQuotaList { quotas }),
-            Err(e) => state_error(e),
-        },
-        Endpoint::SetSpaceQuota => {
-            let q: SetSpaceQuota = match json_body(
-                req,
-                "{\"org\": \"...\", \"space\": \"...\", \"max_apps\": N, \"max_instances\": N, \"max_routes\": N}",
-            )
-            .await
-            {
-                Ok(q) => q,
-                Err(r) => return r,
-            };
-            match ctx
-                .with_state(move |s| {
-                    s.set_space_quota(&q.org, &q.space, q.max_apps, q.max_instances, q.max_routes)
-                })
-                .await
-            {
-                Ok(q) => {
-                    info!(org = %q.org, space = %q.space, max_apps = q.max_apps, max_instances = q.max_instances, max_routes = q.max_routes, "space quota set");
-                    typed(StatusCode::OK, &q)
-                }
-                Err(e) => state_error(e),
-            }
+        Endpoint::ListSpaceQuotas => {
+            let quotas = ctx.with_state(|s| s.space_quotas()).await?;
+            Ok(typed(StatusCode::OK, &SpaceQuotaList { quotas }))
         }
-        Endpoint::ListSecurityGroups => match ctx.with_state(|s| s.security_groups()).await {
-            Ok(security_groups) => typed(StatusCode::OK, &SecurityGroupList { security_groups }),
-            Err(e) => state_error(e),
-        },
+        Endpoint::SetSpaceQuota => set_space_quota(req, ctx).await,
+        Endpoint::ListSecurityGroups => {
+            let security_groups = ctx.with_state(|s| s.security_groups()).await?;
+            Ok(typed(
+                StatusCode::OK,
+                &SecurityGroupList { security_groups },
+            ))
+        }
         Endpoint::GetSecurityGroup(name) => {
-            let name = name.to_string();
-            match ctx.with_state(move |s| s.security_group(&name)).await {
-                Ok(g) => typed(StatusCode::OK, &g),
-                Err(e) => state_error(e),
-            }
+            let name = name.clone();
+            let g = ctx.with_state(move |s| s.security_group(&name)).await?;
+            Ok(typed(StatusCode::OK, &g))
         }
-        Endpoint::CreateSecurityGroup | Endpoint::UpdateSecurityGroup(_) => {
-            let (create, path_name) = match ep {
-                Endpoint::UpdateSecurityGroup(n) => (false, Some(n.clone())),
-                _ => (true, None),
-            };
-            let n: NewSecurityGroup =
-                match json_body(req, "{\"name\": \"...\", \"rules\": [...]}").await {
-                    Ok(n) => n,
-                    Err(r) => return r,
-                };
-            let rules = match validate(&n.rules) {
-                Ok(r) => r,
-                // CF answers 422 with every message.
-                Err(msgs) => return error(StatusCode::UNPROCESSABLE_ENTITY, msgs.join(", ")),
-            };
-            let name = path_name.unwrap_or(n.name);
-            let result = ctx
-                .with_state(move |s| {
-                    if create {
-                        s.create_security_group(&name, &rules)
-                    } else {
-                        s.update_security_group(&name, &rules)?;
-                        s.security_group(&name)
-                    }
-                })
-                .await;
-            match result {
-                Ok(g) => {
-                    info!(group = %g.name, rules = g.rules.len(), create, "security group written");
-                    typed(
-                        if create {
-                            StatusCode::CREATED
-                        } else {
-                            StatusCode::OK
-                        },
-                        &g,
-                    )
-                }
-                Err(e) => state_error(e),
-            }
-        }
+        Endpoint::CreateSecurityGroup => write_group(req, ctx, None).await,
+        Endpoint::UpdateSecurityGroup(name) => write_group(req, ctx, Some(name.clone())).await,
         Endpoint::DeleteSecurityGroup(name) => {
-            let n = name.to_string();
-            match ctx.with_state(move |s| s.delete_security_group(&n)).await {
-                Ok(true) => {
-                    info!(group = %name, "security group deleted");
-                    typed(StatusCode::OK, &c2c_api::types::Empty {})
-                }
-                Ok(false) => state_error(StateError::NotFound(format!(
-                    "Security group '{name}' not found."
-                ))),
-                Err(e) => state_error(e),
+            let n = name.clone();
+            if !ctx.with_state(move |s| s.delete_security_group(&n)).await? {
+                return Err(
+                    StateError::NotFound(format!("Security group '{name}' not found.")).into(),
+                );
             }
+            info!(group = %name, "security group deleted");
+            Ok(typed(StatusCode::OK, &c2c_api::types::Empty {}))
         }
-        Endpoint::BindSecurityGroup(name) | Endpoint::UnbindSecurityGroup(name) => {
-            let bind = matches!(ep, Endpoint::BindSecurityGroup(_));
-            let b: BindingRequest = match json_body(
-                req,
-                "{\"lifecycle\": \"running\", \"org\": \"...\", \"space\": \"...\"}",
-            )
-            .await
-            {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            if b.space.is_some() && b.org.is_none() {
-                return error(StatusCode::BAD_REQUEST, "a space needs its org");
-            }
-            let name = name.to_string();
-            match ctx.with_state(move |s| binding(s, &name, &b, bind)).await {
-                Ok(c) => {
-                    info!(changed = ?c.changed, bind, "security group bindings");
-                    typed(StatusCode::OK, &c)
-                }
-                Err(e) => state_error(e),
-            }
-        }
-        other => error(
+        Endpoint::BindSecurityGroup(name) => bind(req, ctx, name.clone(), true).await,
+        Endpoint::UnbindSecurityGroup(name) => bind(req, ctx, name.clone(), false).await,
+        other => Ok(error(
             StatusCode::NOT_FOUND,
             format!("no such endpoint: {} {}", other.method(), other.path()),
-        ),
+        )),
     }
+}
+
+/// `PUT /v1/space-quotas`.
+async fn set_space_quota<B: ReqBody>(req: Request<B>, ctx: &Ctx) -> Answer {
+    let q: SetSpaceQuota = json_body(
+        req,
+        "{\"org\": \"...\", \"space\": \"...\", \"max_apps\": N, \"max_instances\": N, \"max_routes\": N}",
+    )
+    .await?;
+    let q = ctx
+        .with_state(move |s| {
+            s.set_space_quota(&q.org, &q.space, q.max_apps, q.max_instances, q.max_routes)
+        })
+        .await?;
+    info!(org = %q.org, space = %q.space, max_apps = q.max_apps, max_instances = q.max_instances, max_routes = q.max_routes, "space quota set");
+    Ok(typed(StatusCode::OK, &q))
+}
+
+/// `POST /v1/security_groups` (create; `path_name` None) or `PUT /v1/security_groups/NAME`
+/// (replace its rules). CF answers 422 with every message of a bad rule set.
+async fn write_group<B: ReqBody>(req: Request<B>, ctx: &Ctx, path_name: Option<String>) -> Answer {
+    let create = path_name.is_none();
+    let n: NewSecurityGroup = json_body(req, "{\"name\": \"...\", \"rules\": [...]}").await?;
+    let rules = match validate(&n.rules) {
+        Ok(r) => r,
+        Err(msgs) => return Ok(error(StatusCode::UNPROCESSABLE_ENTITY, msgs.join(", "))),
+    };
+    let name = path_name.unwrap_or(n.name);
+    let g = ctx
+        .with_state(move |s| {
+            if create {
+                s.create_security_group(&name, &rules)
+            } else {
+                s.update_security_group(&name, &rules)?;
+                s.security_group(&name)
+            }
+        })
+        .await?;
+    info!(group = %g.name, rules = g.rules.len(), create, "security group written");
+    let status = if create {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(typed(status, &g))
+}
+
+/// `POST /v1/security_groups/NAME/bindings` (bind) and `.../bindings/delete` (unbind).
+async fn bind<B: ReqBody>(req: Request<B>, ctx: &Ctx, name: String, bind: bool) -> Answer {
+    let b: BindingRequest = json_body(
+        req,
+        "{\"lifecycle\": \"running\", \"org\": \"...\", \"space\": \"...\"}",
+    )
+    .await?;
+    if b.space.is_some() && b.org.is_none() {
+        return Ok(error(StatusCode::BAD_REQUEST, "a space needs its org"));
+    }
+    let c = ctx.with_state(move |s| binding(s, &name, &b, bind)).await?;
+    info!(changed = ?c.changed, bind, "security group bindings");
+    Ok(typed(StatusCode::OK, &c))
 }
 
 /// Binds or unbinds `name` where `b` says, in one write per space.

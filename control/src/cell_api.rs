@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use c2c_api::types::{Confirm, CsrRequest, Empty, LeaseRequest, Signed};
 
 use crate::ctx::{fingerprint, Ctx, Peer, MAX_WATCH, WATCH_PROTOCOL};
-use crate::http::{error, json_body, query, reply, state_error, typed, ReqBody};
+use crate::http::{error, json_body, query, settle, state_error, typed, Answer, ApiError, ReqBody};
 use crate::state::{Revision, StateError};
 use crate::views::view;
 
@@ -112,269 +112,273 @@ pub(crate) async fn join<B: ReqBody>(req: Request<B>, ctx: &Ctx) -> Response<Ful
     }
 }
 
+/// The cell API of `cell` (whose certificate the router verified): `rest` is the path after
+/// `/v1/cells/NAME/`.
 pub(crate) async fn cell_api<B: ReqBody>(
-    mut req: Request<B>,
+    req: Request<B>,
     ctx: &Arc<Ctx>,
     cell: &str,
     peer: Option<&Peer>,
     rest: &[String],
 ) -> Response<Full<Bytes>> {
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
-    let cell_s = cell.to_string();
-    match (req.method().clone(), rest.as_slice()) {
-        (Method::POST, ["lease"]) => {
-            let a: LeaseRequest = match json_body(req, "{\"underlay_ip\": \"A.B.C.D\"}").await {
-                Ok(a) => a,
-                Err(r) => return r,
-            };
-            match ctx
-                .with_state(move |s| s.acquire_lease_preferring(&cell_s, a.underlay_ip, a.prefer))
-                .await
-            {
-                Ok(l) => {
-                    info!(cell = %l.cell, subnet = %l.subnet, underlay_ip = %l.underlay_ip, "lease acquired");
-                    reply(StatusCode::OK, serde_json::to_value(l).unwrap_or_default())
-                }
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::PUT, ["lease"]) => match ctx.with_state(move |s| s.renew_lease(&cell_s)).await {
-            Ok(l) => reply(StatusCode::OK, serde_json::to_value(l).unwrap_or_default()),
-            Err(e) => state_error(e),
-        },
-        (Method::DELETE, ["lease"]) => {
-            match ctx.with_state(move |s| s.release_lease(&cell_s)).await {
-                Ok(_) => typed(StatusCode::OK, &Empty {}),
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::PUT, ["instances", guid]) => {
-            let guid = guid.to_string();
-            let r: Confirm = match json_body(req, "{\"app_guid\", \"index\", \"ip\"}").await {
-                Ok(r) => r,
-                Err(r) => return r,
-            };
-            let res = ctx
-                .with_state(move |s| s.confirm_instance(&cell_s, &guid, &r.app_guid, r.index, r.ip))
-                .await;
-            match res {
-                Ok(()) => typed(StatusCode::OK, &Empty {}),
-                Err(e) => {
-                    warn!(%cell, error = %e, "instance confirmation refused");
-                    state_error(e)
-                }
-            }
-        }
+    let cell = cell.to_string();
+    let answer = match (req.method().clone(), rest.as_slice()) {
+        (Method::POST, ["lease"]) => acquire_lease(req, ctx, cell).await,
+        (Method::PUT, ["lease"]) => renew_lease(ctx, cell).await,
+        (Method::DELETE, ["lease"]) => release_lease(ctx, cell).await,
+        (Method::PUT, ["instances", guid]) => confirm(req, ctx, cell, guid.to_string()).await,
         (Method::POST, ["instances", guid, "certificate"]) => {
-            // The cell sends a CSR; control decides every name from its own tables: CN = the
-            // GUID it generated, DNS SANs = the routes of the instance's app, IP SAN = the
-            // address the cell confirmed inside its own lease. Only the cell the instance is
-            // placed on, and only once it confirmed it, gets a certificate.
-            let guid = guid.to_string();
-            let CsrRequest { csr } =
-                match json_body(req, "{\"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}").await
-                {
-                    Ok(c) => c,
-                    Err(r) => return r,
-                };
-            let Some(signers) = ctx.signers.clone() else {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "this control plane has no issuers to sign with",
-                );
-            };
-            let ttl = ctx.cert_ttl;
-            let found = ctx
-                .with_state(move |s| {
-                    let inst = s
-                        .instances(Some(&cell_s))?
-                        .into_iter()
-                        .find(|i| i.guid == guid)
-                        .ok_or_else(|| {
-                            StateError::Forbidden(format!(
-                                "instance {guid} is not placed on cell {cell_s} and confirmed"
-                            ))
-                        })?;
-                    Ok((c2c_api::instance_names(&s.routes()?, &inst), inst))
-                })
-                .await;
-            let (names, inst) = match found {
-                Ok(x) => x,
-                Err(e) => return state_error(e),
-            };
-            let sans = match c2c_certs::SanSet::new(&names, [inst.ip.into()]) {
-                Ok(s) => s,
-                Err(e) => return error(StatusCode::BAD_REQUEST, e),
-            };
-            match signers
-                .instances
-                .sign_csr(&csr, &inst.guid, &sans, ttl, c2c_certs::Usage::Server)
-            {
-                Ok(pem) => {
-                    info!(%cell, instance = %inst.guid, names = ?names, "certificate signed");
-                    typed(
-                        StatusCode::OK,
-                        &Signed {
-                            cert_pem: pem,
-                            names,
-                            root_pem: None,
-                        },
-                    )
-                }
-                Err(e @ c2c_certs::CaError::BadCsr(_)) => error(StatusCode::BAD_REQUEST, e),
-                Err(e) => {
-                    warn!(error = %e, "signing an instance certificate failed");
-                    error(StatusCode::INTERNAL_SERVER_ERROR, "signing failed")
-                }
-            }
+            sign_certificate(req, ctx, cell, guid.to_string()).await
         }
         (Method::POST, ["instances", guid, "identity"]) => {
-            // The instance's identity (CF_INSTANCE_CERT): as for the route certificate, the
-            // cell sends only a key (in a CSR) and control decides every name from its tables.
-            let guid = guid.to_string();
-            let CsrRequest { csr } =
-                match json_body(req, "{\"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}").await
-                {
-                    Ok(c) => c,
-                    Err(r) => return r,
-                };
-            let Some(signers) = ctx.signers.clone() else {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "this control plane has no issuers to sign with",
-                );
-            };
-            let found = ctx
-                .with_state(move |s| {
-                    let inst = s
-                        .instances(Some(&cell_s))?
-                        .into_iter()
-                        .find(|i| i.guid == guid)
-                        .ok_or_else(|| {
-                            StateError::Forbidden(format!(
-                                "instance {guid} is not placed on cell {cell_s} and confirmed"
-                            ))
-                        })?;
-                    let (space, org) = s.app_space_and_org(inst.app_guid.as_str())?;
-                    Ok((inst, space, org))
-                })
-                .await;
-            let (inst, space, org) = match found {
-                Ok(x) => x,
-                Err(e) => return state_error(e),
-            };
-            let id = c2c_certs::Identity::new(
-                &ctx.trust_domain,
-                &inst.guid,
-                inst.app_guid.as_str(),
-                &space,
-                &org,
-            );
-            match signers
-                .instances
-                .sign_identity_csr(&csr, &id, inst.ip.into(), ctx.identity_ttl)
-            {
-                Ok(pem) => {
-                    info!(%cell, instance = %inst.guid, spiffe_id = %id.spiffe_id, "identity signed");
-                    typed(
-                        StatusCode::OK,
-                        &Signed {
-                            cert_pem: pem,
-                            names: vec![inst.guid.clone()],
-                            root_pem: Some(signers.root_pem.clone()),
-                        },
-                    )
-                }
-                Err(e @ c2c_certs::CaError::BadCsr(_)) => error(StatusCode::BAD_REQUEST, e),
-                Err(e) => {
-                    warn!(error = %e, "signing an instance identity failed");
-                    error(StatusCode::INTERNAL_SERVER_ERROR, "signing failed")
-                }
-            }
+            sign_identity(req, ctx, cell, guid.to_string()).await
         }
-        (Method::DELETE, ["instances", guid]) => {
-            let guid = guid.to_string();
-            match ctx
-                .with_state(move |s| s.unconfirm_instance(&cell_s, &guid))
-                .await
-            {
-                Ok(_) => typed(StatusCode::OK, &Empty {}),
-                Err(e) => state_error(e),
-            }
-        }
-        (Method::GET, ["watch"]) => {
-            let q = query(&req);
-            let after = Revision(q.get("after").and_then(|v| v.parse().ok()).unwrap_or(0));
-            let timeout = q
-                .get("timeout")
-                .and_then(|v| v.parse().ok())
-                .map(Duration::from_secs)
-                .unwrap_or(Duration::from_secs(30))
-                .min(MAX_WATCH);
-            let delta = q.get("delta").is_some_and(|d| d == "1");
-            // A stream (`Upgrade: c2c-watch`): the connection leaves HTTP after the 101, and a
-            // task of its own writes a line per change until the cell goes (or is revoked).
-            if req
-                .headers()
-                .get(hyper::header::UPGRADE)
-                .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(WATCH_PROTOCOL.as_bytes()))
-            {
-                let Some(peer) = peer.cloned() else {
-                    return error(StatusCode::FORBIDDEN, "a watch needs a cell certificate");
-                };
-                let upgrade = hyper::upgrade::on(&mut req);
-                drop((q, req));
-                let ctx = ctx.clone();
-                tokio::spawn(async move {
-                    match upgrade.await {
-                        Ok(io) => crate::watch_stream::run(io, ctx, peer, after).await,
-                        Err(error) => debug!(%error, "watch upgrade failed"),
-                    }
-                });
-                let mut r = Response::new(Full::new(Bytes::new()));
-                *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                r.headers_mut().insert(
-                    hyper::header::UPGRADE,
-                    hyper::header::HeaderValue::from_static(WATCH_PROTOCOL),
-                );
-                r.headers_mut().insert(
-                    hyper::header::CONNECTION,
-                    hyper::header::HeaderValue::from_static("upgrade"),
-                );
-                return r;
-            }
-            // The request's head points into the connection's read buffer: holding it while
-            // parked would make the connection allocate another for its next read.
-            drop((q, req));
-            let mut rx = ctx.revision.subscribe();
-            // Returns at once if the state is already past `after`; else on the next change.
-            let _ = tokio::time::timeout(timeout, rx.wait_for(|rev| *rev > after)).await;
-            if ctx.per_watcher_views {
-                return match ctx.with_state(move |s| view(s, &cell_s)).await {
-                    Ok(v) => reply(StatusCode::OK, serde_json::to_value(v).unwrap_or_default()),
-                    Err(e) => state_error(e),
-                };
-            }
-            let current = *ctx.revision.borrow();
-            let shared = ctx.views.at_least(current, || ctx.read_shared()).await;
-            // Changes only, when the cell asked for them and this replica built the revision it
-            // has (else the whole view).
-            let since = delta.then(|| ctx.views.hashes_at(after)).flatten();
-            match shared.and_then(|s| s.view_json(&cell_s, since)) {
-                Ok(json) => {
-                    let mut r = Response::new(Full::new(Bytes::from(json)));
-                    r.headers_mut().insert(
-                        hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static("application/json"),
-                    );
-                    r
-                }
-                Err(e) => state_error(e),
-            }
-        }
-        _ => error(
+        (Method::DELETE, ["instances", guid]) => unconfirm(ctx, cell, guid.to_string()).await,
+        (Method::GET, ["watch"]) => watch(req, ctx, cell, peer).await,
+        _ => Ok(error(
             StatusCode::NOT_FOUND,
             format!("no such cell endpoint: {}", rest.join("/")),
-        ),
+        )),
+    };
+    settle(answer)
+}
+
+/// `POST lease`: the cell's subnet (the one it asks for, if free).
+async fn acquire_lease<B: ReqBody>(req: Request<B>, ctx: &Ctx, cell: String) -> Answer {
+    let a: LeaseRequest = json_body(req, "{\"underlay_ip\": \"A.B.C.D\"}").await?;
+    let l = ctx
+        .with_state(move |s| s.acquire_lease_preferring(&cell, a.underlay_ip, a.prefer))
+        .await?;
+    info!(cell = %l.cell, subnet = %l.subnet, underlay_ip = %l.underlay_ip, "lease acquired");
+    Ok(typed(StatusCode::OK, &l))
+}
+
+/// `PUT lease`: renewed.
+async fn renew_lease(ctx: &Ctx, cell: String) -> Answer {
+    let l = ctx.with_state(move |s| s.renew_lease(&cell)).await?;
+    Ok(typed(StatusCode::OK, &l))
+}
+
+/// `DELETE lease`: released.
+async fn release_lease(ctx: &Ctx, cell: String) -> Answer {
+    ctx.with_state(move |s| s.release_lease(&cell)).await?;
+    Ok(typed(StatusCode::OK, &Empty {}))
+}
+
+/// `DELETE instances/GUID`: the instance is gone from the cell.
+async fn unconfirm(ctx: &Ctx, cell: String, guid: String) -> Answer {
+    ctx.with_state(move |s| s.unconfirm_instance(&cell, &guid))
+        .await?;
+    Ok(typed(StatusCode::OK, &Empty {}))
+}
+
+/// `PUT instances/GUID`: the cell confirms an instance placed on it, with its address.
+async fn confirm<B: ReqBody>(req: Request<B>, ctx: &Ctx, cell: String, guid: String) -> Answer {
+    let r: Confirm = json_body(req, "{\"app_guid\", \"index\", \"ip\"}").await?;
+    let c = cell.clone();
+    if let Err(e) = ctx
+        .with_state(move |s| s.confirm_instance(&c, &guid, &r.app_guid, r.index, r.ip))
+        .await
+    {
+        warn!(%cell, error = %e, "instance confirmation refused");
+        return Err(e.into());
     }
+    Ok(typed(StatusCode::OK, &Empty {}))
+}
+
+/// The instance `guid`, if it is placed on `cell` and the cell confirmed it: the only
+/// instances a cell may have certificates signed for.
+fn confirmed_on(
+    s: &crate::state::State,
+    cell: &str,
+    guid: &str,
+) -> Result<c2c_api::Instance, StateError> {
+    s.instances(Some(cell))?
+        .into_iter()
+        .find(|i| i.guid == guid)
+        .ok_or_else(|| {
+            StateError::Forbidden(format!(
+                "instance {guid} is not placed on cell {cell} and confirmed"
+            ))
+        })
+}
+
+/// The issuers, or the 500 of a control plane that has none.
+fn signers(ctx: &Ctx) -> Result<Arc<crate::ctx::Signers>, ApiError> {
+    ctx.signers.clone().ok_or_else(|| {
+        ApiError::from(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this control plane has no issuers to sign with",
+        ))
+    })
+}
+
+/// A signing failure: the CSR's fault (400) or the issuer's (500, logged).
+fn signing_failed(e: c2c_certs::CaError, what: &str) -> ApiError {
+    match e {
+        e @ c2c_certs::CaError::BadCsr(_) => ApiError::from(error(StatusCode::BAD_REQUEST, e)),
+        e => {
+            warn!(error = %e, "signing {what} failed");
+            ApiError::from(error(StatusCode::INTERNAL_SERVER_ERROR, "signing failed"))
+        }
+    }
+}
+
+/// `POST instances/GUID/certificate`: the cell sends a CSR; control decides every name from
+/// its own tables: CN = the GUID it generated, DNS SANs = the routes of the instance's app, IP
+/// SAN = the address the cell confirmed inside its own lease.
+async fn sign_certificate<B: ReqBody>(
+    req: Request<B>,
+    ctx: &Ctx,
+    cell: String,
+    guid: String,
+) -> Answer {
+    let CsrRequest { csr } =
+        json_body(req, "{\"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}").await?;
+    let signers = signers(ctx)?;
+    let c = cell.clone();
+    let (names, inst) = ctx
+        .with_state(move |s| {
+            let inst = confirmed_on(s, &c, &guid)?;
+            Ok((c2c_api::instance_names(&s.routes()?, &inst), inst))
+        })
+        .await?;
+    let sans = c2c_certs::SanSet::new(&names, [inst.ip.into()])
+        .map_err(|e| ApiError::from(error(StatusCode::BAD_REQUEST, e)))?;
+    let pem = signers
+        .instances
+        .sign_csr(
+            &csr,
+            &inst.guid,
+            &sans,
+            ctx.cert_ttl,
+            c2c_certs::Usage::Server,
+        )
+        .map_err(|e| signing_failed(e, "an instance certificate"))?;
+    info!(%cell, instance = %inst.guid, names = ?names, "certificate signed");
+    Ok(typed(
+        StatusCode::OK,
+        &Signed {
+            cert_pem: pem,
+            names,
+            root_pem: None,
+        },
+    ))
+}
+
+/// `POST instances/GUID/identity`: the instance's identity (CF_INSTANCE_CERT); as for the
+/// route certificate, the cell sends only a key (in a CSR) and control decides every name.
+async fn sign_identity<B: ReqBody>(
+    req: Request<B>,
+    ctx: &Ctx,
+    cell: String,
+    guid: String,
+) -> Answer {
+    let CsrRequest { csr } =
+        json_body(req, "{\"csr\": \"-----BEGIN CERTIFICATE REQUEST-----...\"}").await?;
+    let signers = signers(ctx)?;
+    let c = cell.clone();
+    let (inst, space, org) = ctx
+        .with_state(move |s| {
+            let inst = confirmed_on(s, &c, &guid)?;
+            let (space, org) = s.app_space_and_org(inst.app_guid.as_str())?;
+            Ok((inst, space, org))
+        })
+        .await?;
+    let id = c2c_certs::Identity::new(
+        &ctx.trust_domain,
+        &inst.guid,
+        inst.app_guid.as_str(),
+        &space,
+        &org,
+    );
+    let pem = signers
+        .instances
+        .sign_identity_csr(&csr, &id, inst.ip.into(), ctx.identity_ttl)
+        .map_err(|e| signing_failed(e, "an instance identity"))?;
+    info!(%cell, instance = %inst.guid, spiffe_id = %id.spiffe_id, "identity signed");
+    Ok(typed(
+        StatusCode::OK,
+        &Signed {
+            cert_pem: pem,
+            names: vec![inst.guid.clone()],
+            root_pem: Some(signers.root_pem.clone()),
+        },
+    ))
+}
+
+/// `GET watch?after=REV[&timeout=S][&delta=1]`: the cell's view once the state is past REV
+/// (a long poll), or, with `Upgrade: c2c-watch`, a stream of them.
+async fn watch<B: ReqBody>(
+    mut req: Request<B>,
+    ctx: &Arc<Ctx>,
+    cell: String,
+    peer: Option<&Peer>,
+) -> Answer {
+    let q = query(&req);
+    let after = Revision(q.get("after").and_then(|v| v.parse().ok()).unwrap_or(0));
+    let timeout = q
+        .get("timeout")
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(30))
+        .min(MAX_WATCH);
+    let delta = q.get("delta").is_some_and(|d| d == "1");
+    // A stream: the connection leaves HTTP after the 101, and a task of its own writes a line
+    // per change until the cell goes (or is revoked).
+    if req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(WATCH_PROTOCOL.as_bytes()))
+    {
+        let Some(peer) = peer.cloned() else {
+            return Ok(error(
+                StatusCode::FORBIDDEN,
+                "a watch needs a cell certificate",
+            ));
+        };
+        let upgrade = hyper::upgrade::on(&mut req);
+        drop((q, req));
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            match upgrade.await {
+                Ok(io) => crate::watch_stream::run(io, ctx, peer, after).await,
+                Err(error) => debug!(%error, "watch upgrade failed"),
+            }
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut().insert(
+            hyper::header::UPGRADE,
+            hyper::header::HeaderValue::from_static(WATCH_PROTOCOL),
+        );
+        r.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("upgrade"),
+        );
+        return Ok(r);
+    }
+    // The request's head points into the connection's read buffer: holding it while parked
+    // would make the connection allocate another for its next read.
+    drop((q, req));
+    let mut rx = ctx.revision.subscribe();
+    // Returns at once if the state is already past `after`; else on the next change.
+    let _ = tokio::time::timeout(timeout, rx.wait_for(|rev| *rev > after)).await;
+    if ctx.per_watcher_views {
+        let v = ctx.with_state(move |s| view(s, &cell)).await?;
+        return Ok(typed(StatusCode::OK, &v));
+    }
+    let current = *ctx.revision.borrow();
+    let shared = ctx.views.at_least(current, || ctx.read_shared()).await;
+    // Changes only, when the cell asked for them and this replica built the revision it has
+    // (else the whole view).
+    let since = delta.then(|| ctx.views.hashes_at(after)).flatten();
+    let json = shared.and_then(|s| s.view_json(&cell, since))?;
+    let mut r = Response::new(Full::new(Bytes::from(json)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
 }

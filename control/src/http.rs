@@ -15,18 +15,33 @@ use c2c_api::types::ErrorBody;
 /// An HTTP answer.
 pub(crate) type Reply = Response<Full<Bytes>>;
 
-/// An answer that ends a handler early: a refusal, a bad body, a state error.
-pub(crate) struct ApiError(pub(crate) Reply);
+/// An answer that ends a handler early: a refusal, a bad body, a state error (boxed: a
+/// `Result` stays small on the success path).
+pub(crate) struct ApiError(pub(crate) Box<Reply>);
 
 impl From<StateError> for ApiError {
     fn from(e: StateError) -> Self {
-        ApiError(state_error(e))
+        ApiError(Box::new(state_error(e)))
     }
 }
 
 impl From<Reply> for ApiError {
     fn from(r: Reply) -> Self {
+        ApiError(Box::new(r))
+    }
+}
+
+impl From<Box<Reply>> for ApiError {
+    fn from(r: Box<Reply>) -> Self {
         ApiError(r)
+    }
+}
+
+/// The answer a handler's result stands for.
+pub(crate) fn settle(a: Answer) -> Reply {
+    match a {
+        Ok(r) => r,
+        Err(ApiError(r)) => *r,
     }
 }
 

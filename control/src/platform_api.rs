@@ -15,7 +15,8 @@ use c2c_api::types::{
 use crate::auth::managed_app;
 use crate::authz::Access;
 use crate::ctx::Ctx;
-use crate::http::{body, error, json_body, typed, Answer, ApiError, Reply, ReqBody};
+use crate::http::{body, error, json_body, settle, typed, Answer, Reply, ReqBody};
+use crate::placement_api;
 use crate::state::StateError;
 use crate::tokens::Caller;
 
@@ -27,9 +28,7 @@ pub(crate) async fn dispatch<B: ReqBody>(
     access: Access,
     ep: Endpoint,
 ) -> Reply {
-    match answer(req, ctx, caller, access, ep).await {
-        Ok(r) | Err(ApiError(r)) => r,
-    }
+    settle(answer(req, ctx, caller, access, ep).await)
 }
 
 async fn answer<B: ReqBody>(
@@ -86,10 +85,13 @@ async fn answer<B: ReqBody>(
         )),
         CreateJoinToken => create_join_token(req, ctx).await,
         RevokeJoinToken(id) => revoke_join_token(ctx, id).await,
-        PlaceInstance(_) | ListInstances | RemoveInstance(_) | ListCells | RegisterCell
-        | RemoveCell(_) | ListLeases => {
-            Ok(crate::placement_api::placement_and_cells(req, ctx, caller, &ep).await)
-        }
+        ListInstances => placement_api::list_instances(ctx, caller).await,
+        PlaceInstance(app) => placement_api::place(req, ctx, caller, app).await,
+        RemoveInstance(guid) => placement_api::remove_instance(ctx, caller, guid).await,
+        ListCells => placement_api::list_cells(ctx).await,
+        RegisterCell => placement_api::register_cell(req, ctx).await,
+        RemoveCell(name) => placement_api::remove_cell(ctx, name).await,
+        ListLeases => placement_api::list_leases(ctx).await,
         ListOrgs
         | CreateOrg
         | ListSpaces
@@ -102,7 +104,7 @@ async fn answer<B: ReqBody>(
         | UpdateSecurityGroup(_)
         | DeleteSecurityGroup(_)
         | BindSecurityGroup(_)
-        | UnbindSecurityGroup(_) => Ok(crate::asg_api::answer(req, ctx, &ep).await),
+        | UnbindSecurityGroup(_) => crate::asg_api::answer(req, ctx, &ep).await,
     }
 }
 
