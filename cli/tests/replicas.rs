@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use c2c_api::client::{Auth, Client};
 use c2c_api::Revision;
-use c2c_control::pg_cluster::PgCluster;
+use c2c_testkit::pg_cluster::PgCluster;
 
 mod support;
 use support::Control;

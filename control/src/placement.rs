@@ -250,7 +250,16 @@ impl State {
     /// returns their GUIDs. Instances of a cell whose lease expired are not among them: that
     /// cell confirms them again when it is back, and removing it removes them.
     pub fn expire_placements(&mut self, ttl_secs: u64) -> Result<Vec<String>, StateError> {
-        let cutoff = now().saturating_sub(ttl_secs as i64);
+        self.expire_placements_at(ttl_secs, now())
+    }
+
+    /// [`State::expire_placements`] as of `now` (seconds since the Unix epoch).
+    pub fn expire_placements_at(
+        &mut self,
+        ttl_secs: u64,
+        now: i64,
+    ) -> Result<Vec<String>, StateError> {
+        let cutoff = now.saturating_sub(ttl_secs as i64);
         self.write(|tx| {
             let gone: Vec<String> = tx.query_map(
                 "SELECT guid FROM instances WHERE ip IS NULL AND waiting_since > 0 AND waiting_since < ? ORDER BY guid",

@@ -324,6 +324,12 @@ pub fn lowest_free_tag(used: &[u16]) -> Option<u16> {
 }
 
 impl State {
+    /// The database underneath, for tools and tests that inspect rows or age them (a lease
+    /// renewed long ago, a token past its expiry) without waiting.
+    pub fn store(&self) -> &Db {
+        &self.db
+    }
+
     /// Opens (creating and migrating) the SQLite store at `path`.
     pub fn open(
         path: &Path,

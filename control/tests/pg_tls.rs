@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use c2c_certs::{Ca, LeafRequest, SanSet};
-use c2c_control::conformance::OVERLAY;
-use c2c_control::pg_cluster::PgCluster;
 use c2c_control::state::State;
+use c2c_testkit::conformance::OVERLAY;
+use c2c_testkit::pg_cluster::PgCluster;
 
 #[test]
 fn the_store_speaks_tls_to_postgres_and_verifies_it_as_libpq_would() {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use c2c_control::api::{self, Ctx, Peer, Signers};
-use c2c_control::conformance::OVERLAY;
-use c2c_control::pg_cluster::PgCluster;
 use c2c_control::state::State;
+use c2c_testkit::conformance::OVERLAY;
+use c2c_testkit::pg_cluster::PgCluster;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};

@@ -1,11 +1,22 @@
-//! The state layer's conformance suite on PostgreSQL: every scenario of
-//! `c2c_control::conformance` (run on SQLite by the crate's unit tests) against a real server
-//! this test starts, one fresh database per scenario. Then two stores on one database, as two
+//! The state layer's conformance suite (`c2c_testkit::conformance`) on both engines: every
+//! scenario on SQLite, and against a real PostgreSQL server this test starts, one fresh
+//! database per scenario. Then two stores on one database, as two
 //! replicas: a change written through one is read, with its revision, through the other.
 
-use c2c_control::conformance::{scenarios, OVERLAY};
-use c2c_control::pg_cluster::PgCluster;
 use c2c_control::state::State;
+use c2c_testkit::conformance::{scenarios, OVERLAY};
+use c2c_testkit::pg_cluster::PgCluster;
+
+#[test]
+fn every_scenario_on_sqlite() {
+    for (name, run) in scenarios() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.db");
+        let open = |overlay, ttl| State::open(&path, overlay, ttl).unwrap();
+        eprintln!("sqlite: {name}");
+        run(&open);
+    }
+}
 
 #[test]
 fn every_scenario_on_postgres() {

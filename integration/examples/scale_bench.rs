@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use c2c_api::client::{Auth, Client};
-use c2c_control::pg_cluster::PgCluster;
 use c2c_integration::bin;
+use c2c_testkit::pg_cluster::PgCluster;
 use tokio::sync::mpsc;
 
 struct Control {

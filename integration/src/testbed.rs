@@ -21,7 +21,7 @@ pub struct Platform {
     /// The control URLs each cell's agent is given, when not just `url`.
     agent_urls: Vec<String>,
     /// With replicas: the database, in the underlay namespace (stopped after the replicas).
-    pub pg: Option<c2c_control::pg_cluster::PgCluster>,
+    pub pg: Option<c2c_testkit::pg_cluster::PgCluster>,
     /// Flags every agent gets besides the usual ones.
     agent_flags: Vec<String>,
 }
@@ -87,7 +87,7 @@ impl Platform {
         for a in ["192.0.2.254/24", "192.0.2.253/24", "192.0.2.250/24"] {
             underlay.ns.ip(&["addr", "add", a, "dev", "br0"]);
         }
-        let pg = c2c_control::pg_cluster::PgCluster::start_at(
+        let pg = c2c_testkit::pg_cluster::PgCluster::start_at(
             Some(&underlay.ns.name),
             Ipv4Addr::new(192, 0, 2, 250),
         )

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -313,27 +313,7 @@ pub fn fetch(ns: &Netns, addr: SocketAddr) -> std::io::Result<String> {
     .unwrap()
 }
 
-/// Polls `ok` until it is true; panics naming `what` after `timeout`. Returns how long it took.
-pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    eventually(timeout, || ok().then_some(()))
-        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for: {what}"));
-    t.elapsed()
-}
-
-/// Polls `check` until it returns Some or `timeout` passes.
-pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        if Instant::now() > end {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use c2c_testkit::wait::{eventually, wait_until};
 
 /// A UDP server inside `ns` on `addr` answering each datagram with `"<tag> saw <peer ip>"`.
 pub fn serve_udp(ns: &Netns, addr: SocketAddr, tag: &'static str) {

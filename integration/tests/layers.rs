@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const CRATES: &[&str] = &[
-    "api", "certs", "proxy", "control", "shim", "platform", "cli",
+    "api", "certs", "proxy", "control", "shim", "platform", "cli", "testkit",
 ];
 
 /// Module (top-level name) -> the modules of the same crate it names.

@@ -551,7 +551,7 @@ fn root_the_install_page_brings_up_a_platform_that_survives_a_silent_control_hos
             usage: c2c_certs::Usage::Server,
         })
         .unwrap();
-    let pg = c2c_control::pg_cluster::PgCluster::start_tls_at(
+    let pg = c2c_testkit::pg_cluster::PgCluster::start_tls_at(
         &underlay.ns.name,
         Ipv4Addr::new(192, 0, 2, 250),
         &db_cert.cert_pem,

@@ -5,9 +5,9 @@
 
 use std::net::Ipv4Addr;
 
-use crate::state::*;
 use c2c_api::net::PortRange;
 use c2c_api::types::{Scope, Tag};
+use c2c_control::state::*;
 
 /// Opens the scenario's store (the same one each call) with an overlay and a lease TTL.
 pub type Opener<'a> = &'a dyn Fn((Ipv4Addr, u8), u64) -> State;
@@ -110,7 +110,7 @@ pub fn scenarios() -> Vec<Scenario> {
 #[allow(clippy::module_inception)]
 mod scenarios_impl {
     use super::*;
-    use crate::tokens::sha256_hex;
+    use c2c_control::tokens::sha256_hex;
 
     /// A conformance scenario.
     pub fn routes_are_validated_and_follow_apps(open: Opener) {
@@ -430,11 +430,12 @@ mod scenarios_impl {
             s.acquire_lease(c, Ipv4Addr::new(192, 0, 2, n)).unwrap();
         }
         // All four taken; with a TTL of 0 they are all expired, so the oldest (cell1) goes.
-        s.db.execute(
-            "UPDATE cells SET renewed_at = renewed_at - 100 WHERE name = 'cell1'",
-            (),
-        )
-        .unwrap();
+        s.store()
+            .execute(
+                "UPDATE cells SET renewed_at = renewed_at - 100 WHERE name = 'cell1'",
+                (),
+            )
+            .unwrap();
         let l5 = s
             .acquire_lease("cell5", "192.0.2.5".parse().unwrap())
             .unwrap();
@@ -532,13 +533,14 @@ mod scenarios_impl {
             .unwrap();
         assert_eq!(t.apps, vec![a.guid.clone()]);
         // Only the hash is stored.
-        let stored: Vec<String> =
-            s.db.prepare("SELECT hash FROM tokens")
-                .unwrap()
-                .query_map((), |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+        let stored: Vec<String> = s
+            .store()
+            .prepare("SELECT hash FROM tokens")
+            .unwrap()
+            .query_map((), |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(stored, vec![sha256_hex(t.token.as_bytes())]);
         assert!(!stored.contains(&t.token));
         let c = s.caller(&sha256_hex(t.token.as_bytes())).unwrap().unwrap();
@@ -685,11 +687,15 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     }
     s.map_route(apps[1].guid.as_str(), "apps.internal", "appb")
         .unwrap();
-    let shared = crate::views::Shared::read(&s).unwrap();
+    let shared = c2c_control::views::Shared::read(&s).unwrap();
     for cell in ["cell1", "cell2", "cell3", "nocell"] {
         let from_shared: c2c_api::CellView =
             serde_json::from_str(&shared.view_json(cell, None).unwrap()).unwrap();
-        assert_eq!(from_shared, crate::api::view(&s, cell).unwrap(), "{cell}");
+        assert_eq!(
+            from_shared,
+            c2c_control::api::view(&s, cell).unwrap(),
+            "{cell}"
+        );
     }
     // cell3 runs nothing: no policies; cell2 runs appb and appc: all three touch it.
     let v3: c2c_api::CellView =
@@ -706,7 +712,7 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
         ports: PortRange::new(5000, 5010).unwrap(),
     }])
     .unwrap();
-    let next = crate::views::Shared::read(&s).unwrap();
+    let next = c2c_control::views::Shared::read(&s).unwrap();
     let delta_json = next.view_json("cell1", Some(shared.hashes())).unwrap();
     let delta: c2c_api::CellView = serde_json::from_str(&delta_json).unwrap();
     assert_eq!(
@@ -716,12 +722,12 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     assert!(delta_json.len() < 1000, "{delta_json}");
     assert_eq!(
         delta.merged(&before).unwrap(),
-        crate::api::view(&s, "cell1").unwrap()
+        c2c_control::api::view(&s, "cell1").unwrap()
     );
     // A route change sends routes (and what else changed), never a stale part.
     s.map_route(apps[0].guid.as_str(), "apps.internal", "appa")
         .unwrap();
-    let third = crate::views::Shared::read(&s).unwrap();
+    let third = c2c_control::views::Shared::read(&s).unwrap();
     let d: c2c_api::CellView =
         serde_json::from_str(&third.view_json("cell1", Some(next.hashes())).unwrap()).unwrap();
     assert!(!d.unchanged.contains(&"routes".to_string()));
@@ -729,7 +735,7 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
         serde_json::from_str(&next.view_json("cell1", None).unwrap()).unwrap();
     assert_eq!(
         d.merged(&whole_next).unwrap(),
-        crate::api::view(&s, "cell1").unwrap()
+        c2c_control::api::view(&s, "cell1").unwrap()
     );
 }
 
@@ -759,11 +765,12 @@ pub fn leases_expire_unless_renewed_and_come_back_where_they_were(open: Opener) 
     assert!(s.expire_leases().unwrap().is_empty());
     assert_eq!(s.revision().unwrap(), r0);
     // cell1 and cell2 stopped renewing; cell3 renews.
-    s.db.execute(
-        "UPDATE cells SET renewed_at = renewed_at - 100 WHERE name IN ('cell1', 'cell2')",
-        (),
-    )
-    .unwrap();
+    s.store()
+        .execute(
+            "UPDATE cells SET renewed_at = renewed_at - 100 WHERE name IN ('cell1', 'cell2')",
+            (),
+        )
+        .unwrap();
     s.renew_lease("cell3").unwrap();
     assert_eq!(s.expire_leases().unwrap(), ["cell1", "cell2"]);
     assert!(s.revision().unwrap() > r0);
@@ -841,18 +848,20 @@ pub fn join_tokens_are_used_once_and_expire(open: Opener) {
             && !s.cell_identity_ok("cell7", "fp7").unwrap()
     );
     let old = s.create_join_token(0, None).unwrap();
-    s.db.execute(
-        "UPDATE join_tokens SET expires_at = expires_at - 10 WHERE used_by IS NULL",
-        (),
-    )
-    .unwrap();
+    s.store()
+        .execute(
+            "UPDATE join_tokens SET expires_at = expires_at - 10 WHERE used_by IS NULL",
+            (),
+        )
+        .unwrap();
     assert!(
         matches!(s.join_cell(&old.secret, "cell9", "fp9"), Err(StateError::Forbidden(m)) if m.contains("expired"))
     );
     // Only the hash is kept.
-    let stored: Vec<String> =
-        s.db.query_map("SELECT hash FROM join_tokens", (), |r| r.get(0))
-            .unwrap();
+    let stored: Vec<String> = s
+        .store()
+        .query_map("SELECT hash FROM join_tokens", (), |r| r.get(0))
+        .unwrap();
     assert!(!stored.contains(&t.secret));
 }
 
@@ -994,7 +1003,7 @@ pub fn security_groups_bind_to_spaces_and_reach_the_cells_view(open: Opener) {
     assert_eq!(t.spaces, ["o1/dev"]);
     let later = s.create_app_in("later", &dev.guid).unwrap();
     let who = s
-        .caller(&crate::tokens::sha256_hex(t.token.as_bytes()))
+        .caller(&c2c_control::tokens::sha256_hex(t.token.as_bytes()))
         .unwrap()
         .unwrap();
     assert!(who.may_manage(b.guid.as_str()) && who.may_manage(later.guid.as_str()));
@@ -1002,18 +1011,4 @@ pub fn security_groups_bind_to_spaces_and_reach_the_cells_view(open: Opener) {
     assert_eq!(s.users().unwrap()[0].spaces, ["o1/dev"]);
     s.revoke_user("dev").unwrap();
     assert!(s.users().unwrap().is_empty());
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn every_scenario_on_sqlite() {
-        for (name, run) in super::scenarios() {
-            let d = tempfile::tempdir().unwrap();
-            let path = d.path().join("state.db");
-            let open = |overlay, ttl| super::State::open(&path, overlay, ttl).unwrap();
-            eprintln!("sqlite: {name}");
-            run(&open);
-        }
-    }
 }

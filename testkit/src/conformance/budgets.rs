@@ -24,15 +24,16 @@ pub fn placements_no_cell_confirms_expire(open: Opener) {
     assert!(s.unconfirm_instance("cell1", &gone.guid).unwrap());
     // Nothing is older than the TTL yet.
     assert!(s.expire_placements(60).unwrap().is_empty());
-    s.db.execute(
-        "UPDATE instances SET waiting_since = waiting_since - 100",
-        (),
-    )
-    .unwrap();
+    // 100 s later.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 100;
     let r0 = s.revision().unwrap();
     let mut want = vec![failed.guid.clone(), gone.guid.clone()];
     want.sort();
-    assert_eq!(s.expire_placements(60).unwrap(), want);
+    assert_eq!(s.expire_placements_at(60, later).unwrap(), want);
     let left: Vec<String> = s
         .placements(None)
         .unwrap()
@@ -46,7 +47,8 @@ pub fn placements_no_cell_confirms_expire(open: Opener) {
         "unconfirmed placements are in no view"
     );
     // A lease that expired un-confirms its instances; they wait for their cell, not a TTL.
-    s.db.execute("UPDATE cells SET renewed_at = renewed_at - 1000", ())
+    s.store()
+        .execute("UPDATE cells SET renewed_at = renewed_at - 1000", ())
         .unwrap();
     assert_eq!(s.expire_leases().unwrap(), ["cell1"]);
     assert!(s.expire_placements(0).unwrap().is_empty());
@@ -57,7 +59,7 @@ pub fn placements_no_cell_confirms_expire(open: Opener) {
 /// internal API, and a space user made apps and placements without end. Each is refused at its
 /// budget, with what stays allowed beside it.
 pub fn tag_groups_and_spaces_have_budgets(open: Opener) {
-    use crate::budgets::Limits;
+    use c2c_control::budgets::Limits;
     let mut s = open(OVERLAY, 60);
     s.set_limits(Limits {
         tag_groups_per_cell: 3,
