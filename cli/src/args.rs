@@ -275,6 +275,29 @@ pub(crate) enum Command {
     },
     /// Remove the local platform: no namespace, link, rule or process of ours remains.
     Down,
+    /// Prove by traffic that the local platform enforces what it says (needs root): places
+    /// two probe apps (c2c-check-a on the first cell, c2c-check-b on the first two), checks
+    /// default deny within and across cells, that a policy opens exactly its port one way on
+    /// every cell (and how long each cell took), the cells' DNS, TLS on 61443 against the
+    /// platform CA, a route mapped to a running sidecar, and that removing the policy closes
+    /// the path; then removes the probes (also on failure or Ctrl-C). It uses the state dir's
+    /// token: creating and deleting its probe apps, placing instances, adding policies and
+    /// mapping routes (a network.write token granted the default space will do). Exits 1 if
+    /// any check fails, with the reason on its line.
+    Check {
+        /// Print one JSON object: {"ok", "ms", "checks": [{"name", "ok", "ms", "reason", "detail"}]}.
+        #[arg(long)]
+        json: bool,
+        /// Run only these checks (comma-separated; the probes are always placed).
+        #[arg(long, value_delimiter = ',', value_name = "CHECK,...")]
+        only: Vec<String>,
+        /// Skip these checks (comma-separated).
+        #[arg(long, value_delimiter = ',', value_name = "CHECK,...")]
+        skip: Vec<String>,
+        /// Leave the probe apps in place (a later check reuses them).
+        #[arg(long)]
+        keep: bool,
+    },
     /// The built-in demo app (run by push inside a container).
     #[command(hide = true)]
     DemoApp {

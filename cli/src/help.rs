@@ -62,7 +62,7 @@ pub(crate) const GROUPS: &[(&str, &[&str])] = &[
     ),
     (
         "Local platform (needs root)",
-        &["up", "down", "demo", "network-logs"],
+        &["up", "down", "demo", "check", "network-logs"],
     ),
     (
         "Operator",
@@ -108,6 +108,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("up", "c2c up\n  c2c up --cells 3 --log-c2c"),
     ("down", "c2c down"),
     ("demo", "c2c demo"),
+    ("check", "c2c check\n  c2c check --json | jq '.checks[] | select(.ok | not)'\n  c2c check --only deny-cross-cell,policy-enforced --keep"),
     ("network-logs", "c2c network-logs --app appB -f"),
     ("token", "c2c token create alice --scope network.write --app appA"),
     ("tokens", "c2c tokens --json"),

@@ -58,6 +58,7 @@ fn quiet_on_closed_pipe(cmd: &Command) {
             | Command::Start { .. }
             | Command::Restart { .. }
             | Command::Supervise { .. }
+            | Command::Check { .. }
             | Command::Delete { .. }
             | Command::DemoApp { .. }
     );
@@ -189,6 +190,27 @@ fn main() -> ExitCode {
         Command::Push(a) => instance::push(&dir, &a).map(drop),
         Command::Scale { app, instances } => instance::scale(&dir, &app, instances),
         Command::Man { out } => write_man_pages(&out),
+        Command::Check {
+            json,
+            only,
+            skip,
+            keep,
+        } => c2c_platform::check::run(
+            &dir,
+            &c2c_platform::check::Options {
+                json,
+                only,
+                skip,
+                keep,
+            },
+        )
+        .and_then(|ok| {
+            if ok {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("some checks failed"))
+            }
+        }),
         Command::Stop { app } => c2c_platform::lifecycle::stop(&dir, &app),
         Command::Start { app } => c2c_platform::lifecycle::start(&dir, &app, false),
         Command::Restart { app } => c2c_platform::lifecycle::start(&dir, &app, true),
@@ -302,6 +324,7 @@ fn says_failed(cmd: &Command) -> bool {
             | Command::Exec { .. }
             | Command::Curl(_)
             | Command::Completion { .. }
+            | Command::Check { json: true, .. }
             | Command::Apps { json: true }
             | Command::App { json: true, .. }
             | Command::NetworkPolicies { json: true, .. }

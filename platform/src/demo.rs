@@ -136,6 +136,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
             org: None,
             space: None,
             host_ports: instance::DEFAULT_HOST_PORTS,
+            quiet: false,
         };
         Ok(instance::push(dir, &args)?.remove(0))
     };
@@ -388,7 +389,7 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
 
 /// GET / over TLS from inside `ns`, verifying the server's certificate for `name` against `ca`.
 /// Returns the body and a description of the certificate served.
-fn tls_get(ns: &str, to: SocketAddr, name: &str, ca: &[u8]) -> Result<(String, String)> {
+pub(crate) fn tls_get(ns: &str, to: SocketAddr, name: &str, ca: &[u8]) -> Result<(String, String)> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();

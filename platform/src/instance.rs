@@ -86,6 +86,18 @@ pub struct PushArgs {
     /// the app's 8080, one to the sidecar's 61443 (`c2c app APP` lists them).
     #[arg(long, default_value = "61000-65534", value_parser = parse_port_range)]
     pub host_ports: (u16, u16),
+    /// Print nothing (a caller that reports on its own: `c2c check`).
+    #[arg(skip)]
+    pub quiet: bool,
+}
+
+/// `println!` unless the push is quiet.
+macro_rules! say {
+    ($a:expr, $($t:tt)*) => {
+        if !$a.quiet {
+            println!($($t)*);
+        }
+    };
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -126,6 +138,7 @@ pub fn scale(state_dir: &Path, app: &str, n: u32) -> Result<()> {
         org: None,
         space: None,
         host_ports: ports.unwrap_or(DEFAULT_HOST_PORTS),
+        quiet: false,
     };
     push(state_dir, &args).map(drop)
 }
@@ -173,7 +186,7 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
             hostname: host.clone(),
         };
         rt.block_on(client.route(&r, false))?;
-        println!("  route: {host}.{INTERNAL_DOMAIN}");
+        say!(a, "  route: {host}.{INTERNAL_DOMAIN}");
     }
     // What new instances run, for `c2c scale` to start more of the same.
     std::fs::create_dir_all(state_dir.join("instances").join(&a.app))?;
@@ -190,7 +203,8 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
     while existing.len() > want {
         let gone = existing.pop().expect("more than wanted");
         remove_instance(state_dir, &gone)?;
-        println!(
+        say!(
+            a,
             "  {}/{} stopped ({} of {want} kept)",
             gone.app,
             gone.index,
@@ -199,7 +213,7 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
     }
     let add = want - existing.len();
     if add == 0 {
-        println!("  {}: {want} instance(s), as asked; none started", a.app);
+        say!(a, "  {}: {want} instance(s), as asked; none started", a.app);
     }
     let first = existing.iter().map(|i| i.index + 1).max().unwrap_or(0);
     let mut out = vec![];
@@ -254,9 +268,14 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
                 )
             })
             .unwrap_or_default();
-        println!(
+        say!(
+            a,
             "  {}/{} on {}: {} (netns {}{ports})",
-            inst.app, inst.index, inst.cell, inst.ip, inst.netns
+            inst.app,
+            inst.index,
+            inst.cell,
+            inst.ip,
+            inst.netns
         );
         out.push(inst);
     }
@@ -554,6 +573,17 @@ pub fn delete(state_dir: &Path, target: &str) -> Result<()> {
     runtime()?.block_on(client.delete_app(target))?;
     println!("Deleted app {target} with its instances and policies");
     Ok(())
+}
+
+/// Deletes app `app` (its instances here, then the app with its routes and policies in
+/// control) without a word: for callers that report on their own (`c2c check`).
+pub fn delete_quietly(state_dir: &Path, app: &str) -> Result<()> {
+    remove_app_instances(state_dir, app)?;
+    let client = crate::client(state_dir)?;
+    match runtime()?.block_on(client.delete_app(app)) {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// A plain HTTP GET from inside namespace `ns` (what `curl` in the container would do), with a

@@ -6,6 +6,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod cells;
+pub mod check;
 pub mod demo;
 pub mod demo_app;
 pub mod instance;

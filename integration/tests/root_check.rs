@@ -1,0 +1,116 @@
+//! ROOT TEST: `c2c check` on a live local platform. It passes on a fresh one (every check, as
+//! JSON a script reads) and leaves nothing behind; with a cell's rules removed by hand while its
+//! agent is stopped (so nothing puts them back), it fails, naming the cell and what it saw:
+//! default deny broken there, and a policy change that cell never applied.
+
+use std::process::Command;
+
+use c2c_integration::cli::*;
+use c2c_integration::topo::require_root;
+
+fn checks(out: &str) -> Vec<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    v["checks"].as_array().unwrap().clone()
+}
+
+fn by_name<'a>(checks: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    checks
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {checks:?}"))
+}
+
+fn probe_apps(dir: &std::path::Path) -> usize {
+    let v: serde_json::Value = serde_json::from_str(&ok(dir, &["apps", "--json"])).unwrap();
+    v["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"].as_str().unwrap().starts_with("c2c-check-"))
+        .count()
+}
+
+#[test]
+fn root_check_passes_on_a_fresh_platform_and_names_a_broken_cell() {
+    if !require_root() {
+        return;
+    }
+    let platform = TempPlatform::up(&["--cells", "2"]);
+    let dir = platform.dir();
+
+    // A fresh platform: every check passes, and the probes are gone afterwards.
+    let all = checks(&ok(dir, &["check", "--json"]));
+    assert_eq!(all.len(), 10, "{all:?}");
+    for c in &all {
+        assert_eq!(c["ok"], true, "{c}");
+    }
+    assert!(
+        by_name(&all, "deny-cross-cell")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("on cell2:8080: refused"),
+        "{all:?}"
+    );
+    assert_eq!(probe_apps(dir), 0);
+
+    // --only runs what it names; --keep leaves the probes for the next run.
+    let some = checks(&ok(dir, &["check", "--json", "--keep", "--only", "dns"]));
+    let names: Vec<&str> = some.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["probes", "dns"]);
+    assert_eq!(probe_apps(dir), 2);
+
+    // cell2's agent stopped, its rules removed by hand: nothing restores them.
+    let prefix = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with("-cell2") && dir_owns(dir, n))
+        .expect("cell2's namespace");
+    let agent: i32 = std::fs::read_to_string(dir.join("cells/cell2/agent.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(agent);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let deleted = Command::new("ip")
+        .args([
+            "netns", "exec", &prefix, "nft", "delete", "table", "ip", "c2c",
+        ])
+        .status()
+        .unwrap();
+    let o = c2c(dir, &["check", "--json"]);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(deleted.success());
+    assert_eq!(o.status.code(), Some(1));
+    let broken = checks(&String::from_utf8_lossy(&o.stdout));
+    let deny = by_name(&broken, "deny-cross-cell");
+    assert_eq!(deny["ok"], false);
+    assert!(
+        deny["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cell2 does not enforce default deny"),
+        "{deny}"
+    );
+    let removed = by_name(&broken, "policy-removed");
+    assert!(
+        removed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cell2 has not applied it"),
+        "{removed}"
+    );
+    // The same cell1 checks still pass: the failure is cell2's alone.
+    assert_eq!(by_name(&broken, "deny-same-cell")["ok"], true);
+    // A failed check removes its probes too.
+    assert_eq!(probe_apps(dir), 0);
+}
+
+/// Whether namespace `name` belongs to the platform at `dir` (its prefix is the state dir's).
+fn dir_owns(dir: &std::path::Path, name: &str) -> bool {
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("platform.json")).unwrap()).unwrap();
+    name.starts_with(info["prefix"].as_str().unwrap())
+}
