@@ -32,6 +32,8 @@ use crate::metrics::Metrics;
 pub struct AccessStore {
     path: PathBuf,
     current: ArcSwap<Access>,
+    /// Bumped on every change of the rules in service (see [`crate::sessions`]).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl AccessStore {
@@ -41,6 +43,7 @@ impl AccessStore {
         let store = Self {
             current: ArcSwap::from_pointee(Access::default()),
             path,
+            generation: Default::default(),
         };
         store.reload();
         store
@@ -49,6 +52,11 @@ impl AccessStore {
     /// The rules now.
     pub fn current(&self) -> Arc<Access> {
         self.current.load_full()
+    }
+
+    /// How many times the rules in service changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Re-reads the file; returns whether anything changed. A file that does not parse keeps
@@ -83,6 +91,8 @@ impl AccessStore {
             info!(client_identity = %new.client_identity, proxy_protocol = %new.proxy_protocol, app_protocol = %new.app_protocol, revision = new.revision.0, "app settings");
         }
         self.current.store(Arc::new(new));
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         true
     }
 }
@@ -101,6 +111,34 @@ pub fn caller(leaf: Option<&CertificateDer<'_>>, access: &Access) -> Option<Call
     let identity = Identity::from_der(leaf?)?;
     let verdict = access.verdict(&identity.instance_guid, &identity.app_guid);
     Some(Caller { identity, verdict })
+}
+
+/// Why the caller of a resumed session may not be served under `access` (`None`: it may), as of
+/// `now` (seconds since the Unix epoch). Resumption skips the certificate check of a full
+/// handshake, so a session made while no identity was required, or by a caller allowed then,
+/// would otherwise pass after the rules changed: the same checks are made here (the chain was
+/// verified when the session was made; the validity and the rules are checked now).
+pub fn refuse_resumed(
+    leaf: Option<&CertificateDer<'_>>,
+    access: &Access,
+    now: i64,
+) -> Option<&'static str> {
+    if access.client_identity != ClientIdentity::Required {
+        return None;
+    }
+    let Some(leaf) = leaf else {
+        return Some("no_certificate");
+    };
+    match c2c_certs::CertInfo::from_der(leaf) {
+        Ok(i) if i.not_before <= now && now <= i.not_after => {}
+        _ => return Some("expired"),
+    }
+    match caller(Some(leaf), access).map(|c| c.verdict) {
+        Some(Verdict::Allowed) => None,
+        Some(Verdict::NoPolicy) => Some("no_policy"),
+        Some(Verdict::Unknown) => Some("unknown_instance"),
+        None => Some("not_an_identity"),
+    }
 }
 
 /// Asks for and checks callers' identity as the access rules say (see the module docs).

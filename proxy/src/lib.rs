@@ -12,6 +12,7 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod reload;
+pub mod sessions;
 pub mod tls;
 
 use std::sync::atomic::Ordering;
@@ -81,10 +82,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
     let issuer = store.current().certified.cert.get(1).cloned();
     let verifier =
         identity::IdentityVerifier::new(issuer, provider.clone(), access.clone(), metrics.clone());
-    let tls = ServerConfig::builder_with_provider(provider)
+    let mut tls = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(reload::Resolver(store.clone())));
+    // Resumed sessions are those made under the rules in service (see `sessions`).
+    tls.session_storage = Arc::new(sessions::Sessions::new(
+        rustls::server::ServerSessionMemoryCache::new(256),
+        access.clone(),
+    ));
     let shared = Arc::new(listener::Shared {
         tls: listener::TlsConfigs::new(tls),
         metrics: metrics.clone(),

@@ -253,6 +253,18 @@ async fn handle(
             return;
         }
     };
+    if tls.resumed() {
+        let access = shared.access.current();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if let Some(reason) = crate::identity::refuse_resumed(tls.peer_leaf(), &access, now) {
+            warn!(%peer, instance = %access.instance, reason, "caller refused: a resumed session, checked as a new caller");
+            shared.metrics.client_identity_refused(reason);
+            close_quickly(&mut tls).await;
+            return;
+        }
+    }
     shared.metrics.negotiated(tls.alpn_protocol());
     debug!(%peer, alpn = %tls.alpn_protocol().map(String::from_utf8_lossy).unwrap_or_default(), "handshake done");
     let mut app =

@@ -216,6 +216,12 @@ impl TlsStream {
         self.conn.peer_certificates().and_then(|c| c.first())
     }
 
+    /// Whether the session was resumed: the client's certificate (if any) was checked when the
+    /// session was first made, not in this handshake.
+    pub fn resumed(&self) -> bool {
+        self.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The application protocol agreed in ALPN (`h2`, `http/1.1`), if one was.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         self.conn.alpn_protocol()

@@ -144,9 +144,13 @@ fn client(root_pem: &str, cred: Option<&Cred>) -> Arc<rustls::ClientConfig> {
 /// its handshake fail or, in TLS 1.3 (where the client finishes first), an alert or EOF on
 /// its first read.
 async fn served(proxy: &Proxy, root_pem: &str, cred: Option<&Cred>) -> bool {
-    let Ok(mut s) =
-        tls_connect_with(proxy.addr(), "appb.apps.internal", client(root_pem, cred)).await
-    else {
+    served_by(proxy, client(root_pem, cred)).await
+}
+
+/// [`served`] with a client config the caller keeps (and with it, its TLS sessions: a second
+/// connection resumes the first's).
+async fn served_by(proxy: &Proxy, cfg: Arc<rustls::ClientConfig>) -> bool {
+    let Ok(mut s) = tls_connect_with(proxy.addr(), "appb.apps.internal", cfg).await else {
         return false;
     };
     if s.write_all(b"ping").await.is_err() {
@@ -283,6 +287,53 @@ async fn required_identity_serves_only_a_live_instance_of_an_allowed_app() {
     p.set_access(&rules(ClientIdentity::Off, ProxyProtocol::Off));
     eventually_served(&proxy, &root, None, true, "no certificate served when off").await;
     assert!(served(&proxy, &root, Some(&a0)).await);
+}
+
+/// The attack: a TLS session made while the sidecar asked for no identity (or by a caller
+/// allowed then) is resumed after identity is required (or the caller is no longer allowed).
+/// Resumption skips the certificate check of a full handshake; a session made under other
+/// rules is not resumed (the client makes a full handshake and is checked as any new caller).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_is_checked_like_a_new_caller() {
+    let p = Platform::new();
+    p.set_access(&rules(ClientIdentity::Off, ProxyProtocol::Off));
+    let proxy = Proxy::simple(&p.cert_dir(), echo_backend().await, &[]);
+    let root = p.root.cert_pem().to_string();
+    // Clients that keep their sessions, as any TLS client library does.
+    let anonymous = client(&root, None);
+    let a0 = client(&root, Some(&p.identity("a0", "appa")));
+    assert!(served_by(&proxy, anonymous.clone()).await);
+    assert!(served_by(&proxy, a0.clone()).await);
+
+    let mut required = rules(ClientIdentity::Required, ProxyProtocol::Off);
+    required.revision = c2c_api::Revision(2);
+    p.set_access(&required);
+    // Proof the sidecar took the rules: a new anonymous client is refused.
+    eventually_served(&proxy, &root, None, false, "identity required").await;
+    assert!(
+        !served_by(&proxy, anonymous.clone()).await,
+        "the anonymous session resumed after identity was required"
+    );
+    // Positive control: the allowed caller resumes its session and is served.
+    assert!(served_by(&proxy, a0.clone()).await, "a0 resumes");
+
+    // a0's instance is deleted: a new handshake is refused, and so is its resumed session.
+    let mut gone = required.clone();
+    gone.revision = c2c_api::Revision(3);
+    gone.callers.remove("a0");
+    p.set_access(&gone);
+    eventually_served(
+        &proxy,
+        &root,
+        Some(&p.identity("a0", "appa")),
+        false,
+        "a0 refused once deleted",
+    )
+    .await;
+    assert!(
+        !served_by(&proxy, a0.clone()).await,
+        "a0's session resumed after its instance was deleted"
+    );
 }
 
 /// A backend that reads a PROXY v2 header with `ppp` and answers with what it says, one line.
