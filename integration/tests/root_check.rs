@@ -41,7 +41,7 @@ fn root_check_passes_on_a_fresh_platform_and_names_a_broken_cell() {
 
     // A fresh platform: every check passes, and the probes are gone afterwards.
     let all = checks(&ok(dir, &["check", "--json"]));
-    assert_eq!(all.len(), 10, "{all:?}");
+    assert_eq!(all.len(), 12, "{all:?}");
     for c in &all {
         assert_eq!(c["ok"], true, "{c}");
     }

@@ -35,9 +35,11 @@ pub const CHECKS: &[&str] = &[
     "policy-enforced",
     "policy-exact-port",
     "policy-one-way",
+    "host-ports",
     "dns",
     "tls",
     "route-hot",
+    "identity",
     "policy-removed",
 ];
 
@@ -78,6 +80,7 @@ struct Probes {
     b: Vec<InstanceInfo>,
     ca: Vec<u8>,
     route: String,
+    info: PlatformInfo,
 }
 
 /// Runs the checks; prints each as it completes (or the JSON at the end). Ok(true) when every
@@ -93,7 +96,7 @@ pub fn run(state_dir: &Path, opts: &Options) -> Result<bool> {
     let _lock = Lock::take(state_dir)?;
     let stop = interrupted();
     let mut r = Report::new(opts);
-    let probes = r.step("probes", || probes(state_dir, &info));
+    let probes = r.step("probes", || probes(state_dir, info));
     if let Some(p) = probes.as_ref() {
         checks(state_dir, p, &mut r, &stop);
     } else {
@@ -165,6 +168,7 @@ fn checks(state_dir: &Path, p: &Probes, r: &mut Report, stop: &AtomicBool) {
         r.not_run("policy-exact-port", "the policy was not enforced");
         r.not_run("policy-one-way", "the policy was not enforced");
     }
+    r.step_if(!halt(), "host-ports", || host_ports(p));
     r.step_if(!halt(), "dns", || dns(p));
     let tls = r.step_if(!halt(), "tls", || {
         set(61443, true)?;
@@ -172,8 +176,10 @@ fn checks(state_dir: &Path, p: &Probes, r: &mut Report, stop: &AtomicBool) {
     });
     if tls.is_some() {
         r.step_if(!halt(), "route-hot", || route_hot(state_dir, p, stop));
+        r.step_if(!halt(), "identity", || identity(state_dir, p, stop));
     } else {
         r.not_run("route-hot", "TLS to the sidecar failed");
+        r.not_run("identity", "TLS to the sidecar failed");
     }
     r.step_if(!halt(), "policy-removed", || {
         set(8080, false)?;
@@ -184,7 +190,7 @@ fn checks(state_dir: &Path, p: &Probes, r: &mut Report, stop: &AtomicBool) {
 
 /// Places the probes (or takes those a `--keep` run left, if they still run where they
 /// should): A on the first cell, B on the first two.
-fn probes(state_dir: &Path, info: &PlatformInfo) -> Result<(Probes, String)> {
+fn probes(state_dir: &Path, info: PlatformInfo) -> Result<(Probes, String)> {
     let cells: Vec<String> = info.cells.iter().take(2).map(|c| c.name.clone()).collect();
     let want_b = cells.len() as u32;
     let running = |app: &str, n: usize| -> Option<Vec<InstanceInfo>> {
@@ -246,6 +252,7 @@ fn probes(state_dir: &Path, info: &PlatformInfo) -> Result<(Probes, String)> {
             b,
             ca,
             route,
+            info,
         },
         detail,
     ))
@@ -493,6 +500,103 @@ fn route_hot(state_dir: &Path, p: &Probes, stop: &AtomicBool) -> Result<String> 
         );
     }
     Ok(format!("{served}; same sidecar (pid {})", before.trim()))
+}
+
+/// Host ports: the underlay reaches each destination instance's app through its cell's
+/// address; a container does not (host ports are for the underlay, no way around policy).
+fn host_ports(p: &Probes) -> Result<String> {
+    let mut seen = vec![];
+    for b in &p.b {
+        let ports = b
+            .host_ports
+            .with_context(|| format!("{} has no host ports", name(b)))?;
+        let cell = p.info.cell(&b.cell)?;
+        let to = SocketAddr::new(cell.underlay_ip.into(), ports.app);
+        match instance::http_get(&p.info.underlay_ns, to, "/")? {
+            Ok(body) if body.contains(&format!("app={PROBE_B} index={}", b.index)) => {}
+            Ok(body) => bail!(
+                "http://{to}/ from the underlay answered {:?}, not {}",
+                body.trim(),
+                name(b)
+            ),
+            Err(e) => bail!("http://{to}/ from the underlay ({} host port): {e}", b.cell),
+        }
+        if let Ok(body) = instance::http_get(&p.a.netns, to, "/")? {
+            bail!(
+                "{} reached {} through host port {to} (answer {:?}): host ports are a way around policy on {}",
+                name(&p.a),
+                name(b),
+                body.trim(),
+                b.cell
+            );
+        }
+        seen.push(format!("{} {to}", b.cell));
+    }
+    Ok(format!(
+        "the underlay reaches {PROBE_B} through {}; {} does not",
+        seen.join(", "),
+        name(&p.a)
+    ))
+}
+
+/// Client identity required: once the destination requires it, a caller without a
+/// certificate is refused and the probe with its own instance identity (CF_INSTANCE_CERT)
+/// is served. The setting is put back afterwards.
+fn identity(state_dir: &Path, p: &Probes, stop: &AtomicBool) -> Result<String> {
+    let c = super::client(state_dir)?;
+    let set = |v: c2c_api::ClientIdentity| -> Result<()> {
+        let s = c2c_api::types::AppSettings {
+            client_identity: Some(v),
+            ..Default::default()
+        };
+        rt()?.block_on(c.update_app(PROBE_B, &s))?;
+        Ok(())
+    };
+    set(c2c_api::ClientIdentity::Required)?;
+    let r = identity_enforced(state_dir, p, stop);
+    let back = set(c2c_api::ClientIdentity::Off);
+    let seen = r?;
+    back.context("setting client identity back to off")?;
+    Ok(seen)
+}
+
+fn identity_enforced(state_dir: &Path, p: &Probes, stop: &AtomicBool) -> Result<String> {
+    let name = format!("{}.{INTERNAL_DOMAIN}", p.route);
+    let to = SocketAddr::new(p.b[0].ip.into(), 61443);
+    let id = c2c_api::layout::identity_dir(
+        &Paths::new(state_dir)
+            .instance(PROBE_A, p.a.index)
+            .join("certs"),
+    );
+    let chain = std::fs::read(id.join(c2c_certs::identity::CERT_FILE))
+        .context("the probe's instance identity")?;
+    let key = std::fs::read(id.join(c2c_certs::identity::KEY_FILE))?;
+    let anonymous = super::demo::tls_client(&p.ca, None)?;
+    let with_id = super::demo::tls_client(&p.ca, Some((&chain, &key)))?;
+    let t = Instant::now();
+    // The sidecars follow the setting: a caller without an identity is turned away.
+    while super::demo::tls_get_with(&p.a.netns, to, &name, anonymous.clone())
+        .is_ok_and(|(body, _)| body.contains("app="))
+    {
+        if t.elapsed() > CONVERGE || stop.load(Ordering::SeqCst) {
+            bail!(
+                "{} still serves callers without an identity {} s after it was required",
+                name_of(&p.b[0]),
+                CONVERGE.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused_in = t.elapsed().as_millis();
+    let (body, _) = super::demo::tls_get_with(&p.a.netns, to, &name, with_id)
+        .with_context(|| format!("{} with its own identity", name_of(&p.a)))?;
+    if !body.contains(&format!("app={PROBE_B}")) {
+        bail!("with its identity, {} got {:?}", name_of(&p.a), body.trim());
+    }
+    Ok(format!(
+        "without a certificate refused ({refused_in} ms after required); with {}'s instance identity served",
+        name_of(&p.a)
+    ))
 }
 
 fn rt() -> Result<tokio::runtime::Runtime> {

@@ -390,18 +390,41 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
 /// GET / over TLS from inside `ns`, verifying the server's certificate for `name` against `ca`.
 /// Returns the body and a description of the certificate served.
 pub(crate) fn tls_get(ns: &str, to: SocketAddr, name: &str, ca: &[u8]) -> Result<(String, String)> {
+    tls_get_with(ns, to, name, tls_client(ca, None)?)
+}
+
+/// A TLS client trusting `ca`, presenting `identity` (a certificate chain and its key, PEM)
+/// when given.
+pub(crate) fn tls_client(
+    ca: &[u8],
+    identity: Option<(&[u8], &[u8])>,
+) -> Result<Arc<rustls::ClientConfig>> {
     use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca) {
         roots.add(c?)?;
     }
-    let cfg = Arc::new(
-        rustls::ClientConfig::builder_with_provider(c2c_certs::provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    );
+    let b = rustls::ClientConfig::builder_with_provider(c2c_certs::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(Arc::new(match identity {
+        None => b.with_no_client_auth(),
+        Some((chain, key)) => b.with_client_auth_cert(
+            CertificateDer::pem_slice_iter(chain).collect::<Result<Vec<_>, _>>()?,
+            PrivateKeyDer::from_pem_slice(key)?,
+        )?,
+    }))
+}
+
+/// [`tls_get`] with a client of the caller's making.
+pub(crate) fn tls_get_with(
+    ns: &str,
+    to: SocketAddr,
+    name: &str,
+    cfg: Arc<rustls::ClientConfig>,
+) -> Result<(String, String)> {
+    use rustls::pki_types::ServerName;
     let tcp = in_netns(ns, move || {
         TcpStream::connect_timeout(&to, Duration::from_secs(2))
     })??;
