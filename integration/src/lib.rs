@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 pub mod benchkit;
+pub mod chaos;
 pub mod cli;
 pub mod packets;
 pub mod podman;

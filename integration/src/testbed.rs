@@ -24,6 +24,8 @@ pub struct Platform {
     pub pg: Option<c2c_testkit::pg_cluster::PgCluster>,
     /// Flags every agent gets besides the usual ones.
     agent_flags: Vec<String>,
+    /// With replicas: the flags replica A was started with (to start it again).
+    replica_a_flags: Vec<String>,
 }
 
 impl Platform {
@@ -63,6 +65,7 @@ impl Platform {
             agent_urls: vec![],
             pg: None,
             agent_flags: agent_flags.iter().map(|f| f.to_string()).collect(),
+            replica_a_flags: vec![],
         };
         for n in 1..=cells {
             let cell = p.underlay.cell(n);
@@ -93,23 +96,22 @@ impl Platform {
         )
         .expect("start PostgreSQL in the underlay");
         let db = pg.create_db("c2c").unwrap();
+        let flags: Vec<String> = [
+            "--database",
+            &db,
+            "--lease-ttl",
+            lease_ttl,
+            // Cells get /26s here (the rest of the tests use the default /24s), so the agents,
+            // c2c-cni and the VTEPs run on another lease size.
+            "--subnet-prefix-length",
+            "26",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let replica = |state: &std::path::Path, listen: &str, log: &str| {
-            start_control(
-                &underlay.ns,
-                state,
-                listen,
-                dir.path().join(log),
-                &[
-                    "--database",
-                    &db,
-                    "--lease-ttl",
-                    lease_ttl,
-                    // Cells get /26s here (the rest of the tests use the default /24s), so
-                    // the agents, c2c-cni and the VTEPs run on another lease size.
-                    "--subnet-prefix-length",
-                    "26",
-                ],
-            )
+            let f: Vec<&str> = flags.iter().map(String::as_str).collect();
+            start_control(&underlay.ns, state, listen, dir.path().join(log), &f)
         };
         let wait_url = |state: &std::path::Path, proc: &Proc| {
             let url_file = state.join("control/url");
@@ -145,6 +147,7 @@ impl Platform {
             agent_urls: vec![],
             pg: Some(pg),
             agent_flags: vec![],
+            replica_a_flags: flags.clone(),
         };
         for n in 1..=cells {
             let cell = p.underlay.cell(n);
@@ -201,6 +204,26 @@ impl Platform {
     /// Kills replica A with SIGKILL.
     pub fn kill_replica_a(&mut self) {
         self.control.kill9();
+    }
+
+    /// Starts replica A again (after [`Platform::kill_replica_a`]) on its state dir, address and
+    /// database; returns once it listens.
+    pub fn restart_replica_a(&mut self) {
+        self.control.kill9();
+        let state = self.dir.path().join("state");
+        let url_file = state.join("control/url");
+        let _ = std::fs::remove_file(&url_file);
+        let addr = self.url.trim().trim_start_matches("https://").to_string();
+        let flags: Vec<&str> = self.replica_a_flags.iter().map(String::as_str).collect();
+        self.control = start_control(
+            &self.underlay.ns,
+            &state,
+            &addr,
+            self.dir.path().join("control-a-again.log"),
+            &flags,
+        );
+        eventually(Duration::from_secs(20), || url_file.exists().then_some(()))
+            .unwrap_or_else(|| panic!("replica A did not start again: {}", self.control.log()));
     }
 
     /// The `c2c` CLI against replica B (its own state dir).
