@@ -50,7 +50,7 @@ pub enum StateError {
 }
 
 /// `e` and each error under it, as one line.
-pub(crate) fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -16,7 +16,7 @@ pub mod cf;
 pub mod cf_api;
 mod ctx;
 pub mod db;
-mod error;
+pub mod error;
 mod http;
 pub mod join;
 pub mod migrate;

@@ -82,7 +82,7 @@ impl PgCluster {
             .dbname("postgres")
             .connect(postgres::NoTls)
             .and_then(|mut c| c.batch_execute(sql))
-            .map_err(|e| format!("{sql}: {}", with_causes(&e)))
+            .map_err(|e| format!("{sql}: {}", c2c_control::error::with_causes(&e)))
     }
 
     fn start_with(
@@ -281,17 +281,3 @@ impl Drop for PgCluster {
     }
 }
 
-/// `e` and each error under it, as one line.
-fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
