@@ -44,6 +44,7 @@ impl WatchStream {
     /// from a task of its own.
     pub async fn next(&mut self) -> Result<Option<CellView>, ClientError> {
         let transport = |detail: String| ClientError::Transport {
+            cause: TransportCause::Other,
             url: self.url.clone(),
             detail,
         };
@@ -172,6 +173,8 @@ pub enum ClientError {
     Transport {
         /// The API URL.
         url: String,
+        /// What kind of failure, for a caller that acts on it (a hint, a retry).
+        cause: TransportCause,
         /// What went wrong.
         detail: String,
     },
@@ -183,6 +186,19 @@ pub enum ClientError {
         /// The API's `error` text, or the body.
         message: String,
     },
+}
+
+/// Why a connection to control failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportCause {
+    /// Nothing listens there (a reset to the connect): control is not running.
+    Refused,
+    /// No answer in time (a silent host, a partition, a request never answered).
+    Timeout,
+    /// The TLS handshake failed (another issuer, a name the certificate does not hold).
+    Tls,
+    /// Anything else (a closed connection, a bad answer).
+    Other,
 }
 
 impl ClientError {
@@ -444,13 +460,21 @@ impl Client {
             let idx = (start + i) % n;
             let e = &self.endpoints[idx];
             let attempt = async {
-                let tcp = self.connect(e).await.map_err(|e| format!("connect: {e}"))?;
+                let tcp = self.connect(e).await.map_err(|e| {
+                    let cause = match e.kind() {
+                        std::io::ErrorKind::ConnectionRefused => TransportCause::Refused,
+                        std::io::ErrorKind::TimedOut => TransportCause::Timeout,
+                        _ => TransportCause::Other,
+                    };
+                    (cause, format!("connect: {e}"))
+                })?;
                 let _ = tcp.set_nodelay(true);
-                let name = ServerName::try_from(e.host.clone()).map_err(|e| e.to_string())?;
+                let name = ServerName::try_from(e.host.clone())
+                    .map_err(|e| (TransportCause::Other, e.to_string()))?;
                 tokio_rustls::TlsConnector::from(self.tls.clone())
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| format!("TLS: {e}"))
+                    .map_err(|e| (TransportCause::Tls, format!("TLS: {e}")))
             };
             // A replica that went silent (a powered-off host, a partition: packets dropped, no
             // reset) would hold the caller for as long as the kernel retries; the next replica
@@ -459,8 +483,11 @@ impl Client {
                 tokio::time::timeout(CONNECT_TIMEOUT, attempt)
                     .await
                     .unwrap_or_else(|_| {
-                        Err(format!(
-                            "no answer within {CONNECT_TIMEOUT:?} (connect and TLS handshake)"
+                        Err((
+                            TransportCause::Timeout,
+                            format!(
+                                "no answer within {CONNECT_TIMEOUT:?} (connect and TLS handshake)"
+                            ),
                         ))
                     })
             };
@@ -475,13 +502,22 @@ impl Client {
                 Err(detail) => errors.push((e.url.clone(), detail)),
             }
         }
+        // One cause when every replica failed the same way; else Other.
+        let cause = match errors.first() {
+            Some((_, (c, _))) if errors.iter().all(|(_, (d, _))| d == c) => *c,
+            _ => TransportCause::Other,
+        };
         let (url, detail) = if errors.len() == 1 {
-            errors.remove(0)
+            let (u, (_, d)) = errors.remove(0);
+            (u, d)
         } else {
-            let all: Vec<String> = errors.iter().map(|(u, d)| format!("{u}: {d}")).collect();
+            let all: Vec<String> = errors
+                .iter()
+                .map(|(u, (_, d))| format!("{u}: {d}"))
+                .collect();
             (self.url().to_string(), all.join("; "))
         };
-        Err(ClientError::Transport { url, detail })
+        Err(ClientError::Transport { url, cause, detail })
     }
 
     /// Takes the replica at `url` for silent: if requests go to it now, they go to the next one
@@ -538,6 +574,7 @@ impl Client {
             }
             req.body(Full::new(body.clone()))
                 .map_err(|e| ClientError::Transport {
+                    cause: TransportCause::Other,
                     url: endpoint.url.clone(),
                     detail: e.to_string(),
                 })
@@ -560,6 +597,7 @@ impl Client {
                             Err(e) if e.message().is_some() => {}
                             Err(e) => {
                                 return Err(ClientError::Transport {
+                                    cause: TransportCause::Other,
                                     url: endpoint.url.clone(),
                                     detail: e.into_error().to_string(),
                                 })
@@ -572,6 +610,7 @@ impl Client {
                     *to = Some(endpoint.url.clone());
                 }
                 let transport = |detail: String| ClientError::Transport {
+                    cause: TransportCause::Other,
                     url: endpoint.url.clone(),
                     detail,
                 };
@@ -591,6 +630,7 @@ impl Client {
                 .collect()
                 .await
                 .map_err(|e| ClientError::Transport {
+                    cause: TransportCause::Other,
                     url: endpoint.url.clone(),
                     detail: e.to_string(),
                 })?
@@ -612,6 +652,7 @@ impl Client {
                     .unwrap_or_else(|| self.url().to_string());
                 self.demote(&url);
                 Err(ClientError::Transport {
+                    cause: TransportCause::Timeout,
                     url,
                     detail: format!("no answer within {:?}", self.response_timeout),
                 })
@@ -663,6 +704,7 @@ impl Client {
     ) -> Result<T, ClientError> {
         let v = self.call(method, path, body).await?;
         serde_json::from_value(v).map_err(|e| ClientError::Transport {
+            cause: TransportCause::Other,
             url: self.url().to_string(),
             detail: format!("unexpected answer to {path}: {e}"),
         })
@@ -676,6 +718,7 @@ impl Client {
         body: &B,
     ) -> Result<T, ClientError> {
         let body = serde_json::to_value(body).map_err(|e| ClientError::Transport {
+            cause: TransportCause::Other,
             url: self.url().to_string(),
             detail: format!("encoding the request to {path}: {e}"),
         })?;
@@ -972,6 +1015,7 @@ impl Client {
             .iter()
             .map(|p| {
                 crate::policy::validate_listed(p).map_err(|e| ClientError::Transport {
+                    cause: TransportCause::Other,
                     url: self.url().to_string(),
                     detail: format!("unexpected policy in the list: {e}"),
                 })
@@ -1161,6 +1205,7 @@ impl Client {
     ) -> Result<WatchStream, ClientError> {
         let (tls, endpoint) = self.open().await?;
         let transport = |detail: String| ClientError::Transport {
+            cause: TransportCause::Other,
             url: endpoint.url.clone(),
             detail,
         };

@@ -383,23 +383,22 @@ fn fix_for(e: &anyhow::Error, dir: &std::path::Path) -> Option<String> {
                 .to_string(),
             )
         }
-        c2c_api::client::ClientError::Transport { detail, .. }
-            if detail.contains("Connection refused") || detail.contains("connection refused") =>
-        {
-            Some(
-                if std::env::var_os(c2c_api::client::CONTROL_ENV).is_some() {
-                    "no control answers there: check the URLs (--control / C2C_CONTROL) and that \
+        c2c_api::client::ClientError::Transport {
+            cause: c2c_api::client::TransportCause::Refused,
+            ..
+        } => Some(
+            if std::env::var_os(c2c_api::client::CONTROL_ENV).is_some() {
+                "no control answers there: check the URLs (--control / C2C_CONTROL) and that \
                  c2c-control runs on those hosts (systemctl status c2c-control)"
-                        .to_string()
-                } else {
-                    format!(
+                    .to_string()
+            } else {
+                format!(
                     "control is not running for {}: `c2c up` starts the local platform's again \
                      (apps, routes and policies are kept), or `c2c control serve` control alone",
                     dir.display()
                 )
-                },
-            )
-        }
+            },
+        ),
         c2c_api::client::ClientError::Status { status, .. }
             if *status == c2c_api::client::StatusCode::UNAUTHORIZED =>
         {
