@@ -6,7 +6,7 @@
 //! on PostgreSQL a transaction-scoped advisory lock, so replicas serialize their writes as one
 //! SQLite process does.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use crate::error::StateError;
 
@@ -151,13 +151,76 @@ impl Row {
 pub enum Engine {
     /// SQLite, one file.
     Sqlite(rusqlite::Connection),
-    /// PostgreSQL, one connection.
-    Postgres(postgres::Client),
+    /// PostgreSQL, one connection, made again when the server closed it.
+    Postgres(Box<PgConn>),
+}
+
+/// A PostgreSQL connection and how to make it again. A server restart (or a failover behind
+/// one address) closes it; the next transaction then connects anew instead of failing every
+/// request until control restarts.
+pub struct PgConn {
+    client: Option<postgres::Client>,
+    url: String,
+}
+
+impl PgConn {
+    /// Connects to `url` (libpq's `sslmode`/`sslrootcert` taken, see [`crate::pg_tls`]).
+    pub fn connect(url: &str) -> Result<Self, StateError> {
+        let (cfg, tls) = crate::pg_tls::config(url)?;
+        Ok(Self {
+            client: Some(cfg.connect(tls)?),
+            url: url.to_string(),
+        })
+    }
+
+    fn client(&mut self) -> Result<&mut postgres::Client, StateError> {
+        self.client
+            .as_mut()
+            .ok_or_else(|| StateError::Internal("no database connection".into()))
+    }
+
+    /// Whether the server has closed the connection (seen by the last call on it).
+    fn is_closed(&self) -> bool {
+        self.client.as_ref().is_none_or(postgres::Client::is_closed)
+    }
+
+    /// A new connection in place of the closed one.
+    fn reconnect(&mut self) -> Result<(), StateError> {
+        let mut fresh = Self::connect(&self.url)?;
+        drop_client(self.client.take());
+        self.client = fresh.client.take();
+        tracing::info!("connected to the database again (the last connection was closed)");
+        Ok(())
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        drop_client(self.client.take());
+    }
+}
+
+/// Drops a connection where it may be: postgres' blocking client closes itself by blocking
+/// on a runtime of its own, which panics on a thread that drives tokio tasks (control's last
+/// handle on the state may go with a task), so there it is closed on a thread of its own.
+fn drop_client(c: Option<postgres::Client>) {
+    if let Some(c) = c {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::Builder::new()
+                .name("pg-close".into())
+                .spawn(move || drop(c));
+        } else {
+            drop(c);
+        }
+    }
 }
 
 /// A connection to the state's database.
 pub struct Db {
     engine: RefCell<Engine>,
+    /// A transaction is open: a closed connection is then the transaction's failure, never
+    /// silently replaced mid-way.
+    in_tx: Cell<bool>,
 }
 
 /// `.optional()` on a single-row answer, as rusqlite's.
@@ -273,7 +336,54 @@ impl Db {
     pub fn new(engine: Engine) -> Self {
         Db {
             engine: RefCell::new(engine),
+            in_tx: Cell::new(false),
         }
+    }
+
+    /// Outside a transaction, a PostgreSQL connection the server closed is made again.
+    fn revive(&self) -> Result<(), StateError> {
+        if self.in_tx.get() {
+            return Ok(());
+        }
+        match &mut *self.engine.borrow_mut() {
+            Engine::Postgres(pg) if pg.is_closed() => pg.reconnect(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `f` outside a transaction; if it failed because the server had closed the
+    /// connection (which the client learns only by using it), once more on a new one. Only for
+    /// what may run twice: `BEGIN`, a read, or a statement that never left (`unsent`).
+    fn again_if_closed<T>(
+        &self,
+        unsent_only: bool,
+        f: impl Fn() -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        self.revive()?;
+        match f() {
+            Err(e) if !self.in_tx.get() => {
+                let unsent = matches!(&e, StateError::Pg(pe) if pe.is_closed());
+                let closed =
+                    matches!(&*self.engine.borrow(), Engine::Postgres(pg) if pg.is_closed());
+                if closed && (unsent || !unsent_only) {
+                    self.revive()?;
+                    f()
+                } else {
+                    Err(e)
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// `BEGIN...`, once more on a new connection if the server had closed the old one
+    /// (nothing was done on it yet, so nothing is done twice).
+    fn begin(&self, sql: &str) -> Result<(), StateError> {
+        let r = self.again_if_closed(false, || self.execute_batch(sql));
+        if r.is_ok() {
+            self.in_tx.set(true);
+        }
+        r
     }
 
     /// Whether this is PostgreSQL.
@@ -284,15 +394,19 @@ impl Db {
     /// Runs a statement; returns how many rows it changed.
     pub fn execute(&self, sql: &str, params: impl Params) -> Result<usize, StateError> {
         let vals = params.vals();
+        self.again_if_closed(true, || self.execute_vals(sql, &vals))
+    }
+
+    fn execute_vals(&self, sql: &str, vals: &[Val]) -> Result<usize, StateError> {
         match &mut *self.engine.borrow_mut() {
             Engine::Sqlite(c) => Ok(c
                 .prepare_cached(sql)?
                 .execute(rusqlite::params_from_iter(vals.iter().map(sqlite_val)))?),
-            Engine::Postgres(c) => {
-                let p = pg_params(&vals);
+            Engine::Postgres(pg) => {
+                let p = pg_params(vals);
                 let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
                     p.iter().map(|b| b.as_ref()).collect();
-                Ok(c.execute(pg_sql(sql).as_str(), &refs)? as usize)
+                Ok(pg.client()?.execute(pg_sql(sql).as_str(), &refs)? as usize)
             }
         }
     }
@@ -301,13 +415,18 @@ impl Db {
     pub fn execute_batch(&self, sql: &str) -> Result<(), StateError> {
         match &mut *self.engine.borrow_mut() {
             Engine::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Engine::Postgres(c) => Ok(c.batch_execute(sql)?),
+            Engine::Postgres(pg) => Ok(pg.client()?.batch_execute(sql)?),
         }
     }
 
     /// Every row of a query.
     pub fn rows(&self, sql: &str, params: impl Params) -> Result<Vec<Row>, StateError> {
         let vals = params.vals();
+        // A read outside a transaction may run twice; inside one, never.
+        self.again_if_closed(false, || self.rows_vals(sql, &vals))
+    }
+
+    fn rows_vals(&self, sql: &str, vals: &[Val]) -> Result<Vec<Row>, StateError> {
         match &mut *self.engine.borrow_mut() {
             Engine::Sqlite(c) => {
                 let mut st = c.prepare_cached(sql)?;
@@ -320,11 +439,12 @@ impl Db {
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(rows)
             }
-            Engine::Postgres(c) => {
-                let p = pg_params(&vals);
+            Engine::Postgres(pg) => {
+                let p = pg_params(vals);
                 let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
                     p.iter().map(|b| b.as_ref()).collect();
-                c.query(pg_sql(sql).as_str(), &refs)?
+                pg.client()?
+                    .query(pg_sql(sql).as_str(), &refs)?
                     .iter()
                     .map(pg_row)
                     .collect()
@@ -369,9 +489,9 @@ impl Db {
     /// also while other replicas write).
     pub fn begin_read(&self) -> Result<Tx<'_>, StateError> {
         if self.is_postgres() {
-            self.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+            self.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
         } else {
-            self.execute_batch("BEGIN")?;
+            self.begin("BEGIN")?;
         }
         Ok(Tx {
             db: self,
@@ -382,14 +502,15 @@ impl Db {
     /// Starts a transaction that excludes every other writer until it ends.
     pub fn begin_write(&self) -> Result<Tx<'_>, StateError> {
         if self.is_postgres() {
-            self.execute_batch("BEGIN")?;
+            self.begin("BEGIN")?;
             // One lock for every writer of every replica: writes are serialized as in SQLite.
             if let Err(e) = self.execute_batch("SELECT pg_advisory_xact_lock(7252)") {
                 let _ = self.execute_batch("ROLLBACK");
+                self.in_tx.set(false);
                 return Err(e);
             }
         } else {
-            self.execute_batch("BEGIN IMMEDIATE")?;
+            self.begin("BEGIN IMMEDIATE")?;
         }
         Ok(Tx {
             db: self,
@@ -450,7 +571,9 @@ impl Tx<'_> {
     /// Commits.
     pub fn commit(mut self) -> Result<(), StateError> {
         self.done = true;
-        self.db.execute_batch("COMMIT")
+        let r = self.db.execute_batch("COMMIT");
+        self.db.in_tx.set(false);
+        r
     }
 }
 
@@ -458,6 +581,7 @@ impl Drop for Tx<'_> {
     fn drop(&mut self) {
         if !self.done {
             let _ = self.db.execute_batch("ROLLBACK");
+            self.db.in_tx.set(false);
         }
     }
 }

@@ -378,9 +378,7 @@ impl State {
         overlay: (Ipv4Addr, u8),
         lease_ttl_secs: u64,
     ) -> Result<Self, StateError> {
-        let (cfg, tls) = crate::pg_tls::config(url)?;
-        let client = cfg.connect(tls)?;
-        let db = Db::new(Engine::Postgres(client));
+        let db = Db::new(Engine::Postgres(Box::new(crate::db::PgConn::connect(url)?)));
         let tx = db.begin_write()?;
         tx.execute_batch("CREATE TABLE IF NOT EXISTS c2c_schema (version BIGINT NOT NULL)")?;
         let version: i64 = match tx

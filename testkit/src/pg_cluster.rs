@@ -14,6 +14,8 @@ pub struct PgCluster {
     as_postgres: bool,
     netns: Option<String>,
     listen: std::net::Ipv4Addr,
+    /// The server's options (`pg_ctl -o`), kept for [`PgCluster::restart`].
+    opts: String,
 }
 
 fn bin_dir() -> Result<PathBuf, String> {
@@ -111,13 +113,14 @@ impl PgCluster {
             }
         }
         let port = free_port()?;
-        let c = PgCluster {
+        let mut c = PgCluster {
             dir,
             bin,
             port,
             as_postgres,
             netns: netns.map(str::to_string),
             listen,
+            opts: String::new(),
         };
         let data = c.data();
         c.run(
@@ -174,8 +177,16 @@ impl PgCluster {
                 .map_err(|e| format!("{}: {e}", hba.display()))?;
             opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
         }
-        let log = c.dir.path().join("log");
-        c.run(
+        c.opts = opts;
+        c.pg_start()?;
+        Ok(c)
+    }
+
+    /// `pg_ctl start` with the cluster's options, waiting until it takes connections.
+    fn pg_start(&self) -> Result<(), String> {
+        let data = self.data();
+        let log = self.dir.path().join("log");
+        self.run(
             "pg_ctl",
             &[
                 "-D",
@@ -183,14 +194,56 @@ impl PgCluster {
                 "-l",
                 log.to_str().unwrap_or_default(),
                 "-o",
-                &opts,
+                &self.opts,
                 "-w",
                 "-t",
                 "60",
                 "start",
             ],
+        )
+    }
+
+    /// Stops the server as a crash would (`-m immediate`: no checkpoint, every connection cut),
+    /// waits `down`, and starts it again on the same port with the same options.
+    pub fn restart(&self, down: std::time::Duration) -> Result<(), String> {
+        let data = self.data();
+        self.run_in(
+            None,
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap_or_default(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
         )?;
-        Ok(c)
+        std::thread::sleep(down);
+        self.pg_start()
+    }
+
+    /// Rows of `sql` in database `db`, each column as text (NULL as None), through the socket.
+    pub fn query(&self, db: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let mut c = postgres::Config::new()
+            .host_path(self.dir.path())
+            .port(self.port)
+            .user("postgres")
+            .dbname(db)
+            .connect(postgres::NoTls)
+            .map_err(|e| e.to_string())?;
+        let rows = c
+            .simple_query(sql)
+            .map_err(|e| format!("{sql}: {}", c2c_control::error::with_causes(&e)))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     fn data(&self) -> PathBuf {
