@@ -644,6 +644,15 @@ async fn acquire_lease(
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 }
             }
+            // Control answered but could not serve (its database restarting, a replica
+            // failing over): as unreachable, not a reason to give up the cell.
+            Err(ClientError::Status { status, message }) if status.is_server_error() => {
+                warn!(%status, %message, "control could not serve the lease yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
             Err(e @ ClientError::Status { .. }) => return Err(e.into()),
             Err(error) => {
                 warn!(%error, "control not reachable yet; retrying");
