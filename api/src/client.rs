@@ -397,7 +397,18 @@ impl Client {
         let url = match env(CONTROL_ENV) {
             Some(url) => url,
             None => match std::fs::read_to_string(l.url()) {
-                Ok(url) => url,
+                // The other replicas, if any, after this state dir's own.
+                Ok(url) => std::iter::once(url.trim().to_string())
+                    .chain(
+                        std::fs::read_to_string(l.replica_urls())
+                            .unwrap_or_default()
+                            .lines()
+                            .map(str::trim)
+                            .filter(|u| !u.is_empty())
+                            .map(str::to_string),
+                    )
+                    .collect::<Vec<_>>()
+                    .join(","),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(ClientError::NoControl {
                         dir: dir.to_path_buf(),

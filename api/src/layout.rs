@@ -62,4 +62,9 @@ impl Layout {
     pub fn url(&self) -> PathBuf {
         self.root.join("control").join("url")
     }
+    /// The other control replicas' URLs, one per line (written by `c2c up --replicas`):
+    /// clients go on to them in turn when the first does not answer.
+    pub fn replica_urls(&self) -> PathBuf {
+        self.root.join("control").join("replicas")
+    }
 }

@@ -241,6 +241,15 @@ pub(crate) enum Command {
         /// cells renew them at 2/3 of it, in place. Applies when control (re)starts.
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         identity_validity: Option<std::time::Duration>,
+        /// A file (mode 0600) holding a PostgreSQL URL: control keeps the platform's state in
+        /// that database instead of SQLite in the state dir (`c2c down` leaves the database
+        /// as it is: give the next `up` a fresh one).
+        #[arg(long, value_name = "FILE")]
+        database_file: Option<std::path::PathBuf>,
+        /// Control replicas on that database (1 or 2): replica B listens at 192.0.2.253 on the
+        /// underlay; the CLI and the cells go on to it when A does not answer.
+        #[arg(long, default_value_t = 1, requires = "database_file")]
+        replicas: u8,
     },
     /// Show the local platform's traffic logs: one JSON line per logged packet, naming both
     /// apps (the cells write them; see `up --log-c2c` and security groups' "log": true).

@@ -173,13 +173,33 @@ fn main() -> ExitCode {
             dns_upstream,
             log_c2c,
             identity_validity,
-        } => up::up(&dir, cells, &dns_upstream, log_c2c, identity_validity).map(|info| {
+            database_file,
+            replicas,
+        } => up::up(
+            &dir,
+            cells,
+            &dns_upstream,
+            log_c2c,
+            &up::ControlOptions {
+                database_file,
+                replicas,
+                identity_validity,
+            },
+        )
+        .map(|info| {
             println!(
                 "platform up: control at https://{}:{} in netns {}",
                 c2c_platform::CONTROL_IP,
                 c2c_platform::CONTROL_PORT,
                 info.underlay_ns
             );
+            if replicas > 1 {
+                println!(
+                    "  replica B at https://{}:{} (the same database)",
+                    up::CONTROL_B_IP,
+                    c2c_platform::CONTROL_PORT
+                );
+            }
             for c in &info.cells {
                 println!(
                     "  {} (netns {}, underlay {})",

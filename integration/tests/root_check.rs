@@ -1,5 +1,6 @@
 //! ROOT TEST: `c2c check` on a live local platform. It passes on a fresh one (every check, as
-//! JSON a script reads) and leaves nothing behind; with a cell's rules removed by hand while its
+//! JSON a script reads) and leaves nothing behind; with a destination's certificate directory
+//! made immutable, route-hot names the stale certificate; with a cell's rules removed by hand while its
 //! agent is stopped (so nothing puts them back), it fails, naming the cell and what it saw:
 //! default deny broken there, and a policy change that cell never applied.
 
@@ -60,6 +61,33 @@ fn root_check_passes_on_a_fresh_platform_and_names_a_broken_cell() {
     assert_eq!(names, ["probes", "dns"]);
     assert_eq!(probe_apps(dir), 2);
 
+    // A stale certificate: the destination's certificate directory made immutable, so its
+    // cell's agent cannot write the one with the new route. route-hot fails and says so.
+    let certs = dir.join("instances/c2c-check-b/0/certs");
+    let frozen = Immutable::set(&certs);
+    let o = c2c(
+        dir,
+        &["check", "--json", "--keep", "--only", "tls,route-hot"],
+    );
+    drop(frozen);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let stale = checks(&String::from_utf8_lossy(&o.stdout));
+    assert_eq!(by_name(&stale, "tls")["ok"], true, "{stale:?}");
+    let hot = by_name(&stale, "route-hot");
+    assert!(
+        hot["reason"]
+            .as_str()
+            .unwrap()
+            .contains("serves a stale certificate"),
+        "{hot}"
+    );
+    // Writable again, the same check passes: the failure was the stale certificate's.
+    let again = checks(&ok(
+        dir,
+        &["check", "--json", "--keep", "--only", "tls,route-hot"],
+    ));
+    assert_eq!(by_name(&again, "route-hot")["ok"], true, "{again:?}");
+
     // cell2's agent stopped, its rules removed by hand: nothing restores them.
     let prefix = std::fs::read_dir("/run/netns")
         .unwrap()
@@ -106,6 +134,24 @@ fn root_check_passes_on_a_fresh_platform_and_names_a_broken_cell() {
     assert_eq!(by_name(&broken, "deny-same-cell")["ok"], true);
     // A failed check removes its probes too.
     assert_eq!(probe_apps(dir), 0);
+}
+
+/// `chattr +i` on a directory (nothing can be created, renamed or removed in it), taken off
+/// again on drop, also when the test fails.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: &std::path::Path) -> Self {
+        let s = Command::new("chattr").arg("+i").arg(path).status().unwrap();
+        assert!(s.success(), "chattr +i {}", path.display());
+        Immutable(path.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
 }
 
 /// Whether namespace `name` belongs to the platform at `dir` (its prefix is the state dir's).

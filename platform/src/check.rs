@@ -490,7 +490,23 @@ fn route_hot(state_dir: &Path, p: &Probes, stop: &AtomicBool) -> Result<String> 
     rt()?.block_on(c.route(&r, false))?;
     let served = tls(p, EXTRA_ROUTE, stop);
     let _ = rt()?.block_on(c.route(&r, true));
-    let served = served?;
+    let served = match served {
+        Ok(s) => s,
+        Err(e) => {
+            // Reached by its first route, the sidecar says which names its certificate has.
+            let first = format!("{}.{INTERNAL_DOMAIN}", p.route);
+            let to = SocketAddr::new(p.b[0].ip.into(), 61443);
+            match super::demo::tls_get(&p.a.netns, to, &first, &p.ca) {
+                Ok((_, sans)) => bail!(
+                    "the sidecar of {} serves a stale certificate: {} s after {EXTRA_ROUTE}.{INTERNAL_DOMAIN} was mapped its names are still {sans} (is {}'s agent writing certificates? see its log)",
+                    name_of(&p.b[0]),
+                    CONVERGE.as_secs(),
+                    p.b[0].cell
+                ),
+                Err(_) => return Err(e),
+            }
+        }
+    };
     let after = std::fs::read_to_string(&pidfile).unwrap_or_default();
     if after != before {
         bail!(

@@ -116,7 +116,16 @@ pub fn run(state_dir: &Path, keep: bool) -> Result<()> {
 
 fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
     let t = Instant::now();
-    let info = up::up(dir, 2, &[], false, None)?;
+    let info = up::up(
+        dir,
+        2,
+        &[],
+        false,
+        &up::ControlOptions {
+            replicas: 1,
+            ..Default::default()
+        },
+    )?;
     s.ok(
         t,
         &format!(

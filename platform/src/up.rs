@@ -15,6 +15,23 @@ use c2c_api::layout::Layout;
 /// The underlay bridge's MAC, fixed (locally administered): see `up`.
 const UNDERLAY_BRIDGE_MAC: &str = "02:c2:c0:00:00:fe";
 
+/// Replica B's address on the underlay (`c2c up --replicas 2`); A is at [`CONTROL_IP`].
+pub const CONTROL_B_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 253);
+/// Replica B's state dir, under the platform's.
+pub const REPLICA_B_DIR: &str = "replica-b";
+
+/// Where control keeps its state: SQLite in the state dir, or a PostgreSQL database shared by
+/// one or two replicas.
+#[derive(Debug, Clone, Default)]
+pub struct ControlOptions {
+    /// A file (mode 0600) holding the PostgreSQL URL; None: SQLite in the state dir.
+    pub database_file: Option<std::path::PathBuf>,
+    /// How many control replicas (1 or 2; 2 needs `database_file`).
+    pub replicas: u8,
+    /// Lifetime of instance identities.
+    pub identity_validity: Option<Duration>,
+}
+
 /// Brings the platform up: underlay, control, `cells` cells with their agents. Idempotent: an
 /// existing platform in this state dir is reused (missing cells are added).
 pub fn up(
@@ -22,10 +39,19 @@ pub fn up(
     cells: u8,
     dns_upstreams: &[SocketAddr],
     log_c2c: bool,
-    identity_validity: Option<Duration>,
+    control: &ControlOptions,
 ) -> Result<PlatformInfo> {
     preflight()?;
     anyhow::ensure!((1..=50).contains(&cells), "--cells must be 1-50");
+    anyhow::ensure!(
+        (1..=2).contains(&control.replicas),
+        "--replicas must be 1 or 2"
+    );
+    anyhow::ensure!(
+        control.replicas == 1 || control.database_file.is_some(),
+        "--replicas 2 needs --database-file: the replicas share one PostgreSQL database"
+    );
+    let identity_validity = control.identity_validity;
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
     let paths = Paths::new(state_dir);
@@ -99,6 +125,19 @@ pub fn up(
                     .unwrap_or_else(|| "24h (the default)".into())
             ));
         }
+        let want = control
+            .database_file
+            .as_ref()
+            .map(|f| f.display().to_string());
+        if flag_value(pid, "--database-file") != want {
+            not_applied.push(format!(
+                "control keeps its state in {}",
+                flag_value(pid, "--database-file")
+                    .map_or("SQLite in the state dir".into(), |f| format!(
+                        "the database named in {f}"
+                    ))
+            ));
+        }
     } else {
         let _ = std::fs::remove_file(layout.url());
         let mut args = vec![
@@ -109,12 +148,7 @@ pub fn up(
             "--listen".into(),
             format!("{CONTROL_IP}:{CONTROL_PORT}"),
         ];
-        if let Some(v) = identity_validity {
-            args.extend([
-                "--identity-validity".into(),
-                humantime::format_duration(v).to_string(),
-            ]);
-        }
+        args.extend(control_flags(control));
         spawn_in(
             &underlay_ns,
             &bin("c2c")?,
@@ -129,6 +163,15 @@ pub fn up(
         .with_context(|| format!("see {}", state_dir.join("control/control.log").display()))?;
     }
     std::fs::write(layout.netns(), format!("/run/netns/{underlay_ns}"))?;
+    let mut control_urls = vec![std::fs::read_to_string(layout.url())?.trim().to_string()];
+    if control.replicas > 1 {
+        control_urls.push(replica_b(state_dir, &underlay_ns, control)?);
+    }
+    if control_urls.len() > 1 {
+        std::fs::write(layout.replica_urls(), control_urls[1..].join("\n") + "\n")?;
+    } else {
+        let _ = std::fs::remove_file(layout.replica_urls());
+    }
 
     // Cells.
     let mut infos = vec![];
@@ -213,14 +256,15 @@ pub fn up(
             // re-registration revokes whatever certificate the cell had before.
             crate::cells::register(state_dir, &name, &tls)
                 .with_context(|| format!("registering {name} with control"))?;
-            let url = std::fs::read_to_string(layout.url())?;
+            // Every replica: the agent goes on to the next when one does not answer.
+            let urls = control_urls.join(",");
             let args: Vec<String> = [
                 "--cell",
                 &name,
                 "--underlay-ip",
                 &underlay_ip.to_string(),
                 "--control",
-                url.trim(),
+                &urls,
                 "--ca",
                 &tls.join(crate::cells::CONTROL_CA_FILE)
                     .display()
@@ -306,6 +350,81 @@ pub fn up(
     }
     tracing::debug!(elapsed = ?started.elapsed(), "platform up");
     Ok(info)
+}
+
+/// The flags control runs with for `control` (replica A and B alike).
+fn control_flags(control: &ControlOptions) -> Vec<String> {
+    let mut args = vec![];
+    if let Some(v) = control.identity_validity {
+        args.extend([
+            "--identity-validity".into(),
+            humantime::format_duration(v).to_string(),
+        ]);
+    }
+    if let Some(f) = &control.database_file {
+        args.extend(["--database-file".into(), f.display().to_string()]);
+    }
+    args
+}
+
+/// Starts replica B (unless it runs): a second control on the same database, listening at
+/// [`CONTROL_B_IP`] on the underlay, with a state dir of its own holding the platform's files
+/// copied from A's (its CA and token), as an operator copies them to a second control host.
+/// Returns its URL.
+fn replica_b(state_dir: &Path, underlay_ns: &str, control: &ControlOptions) -> Result<String> {
+    let dir = state_dir.join(REPLICA_B_DIR);
+    let b = Layout::new(&dir);
+    let a = Layout::new(state_dir);
+    let pid = dir.join("control/control.pid");
+    let log = dir.join("control/control.log");
+    if super::live_pid(&pid, underlay_ns).is_none() {
+        std::fs::create_dir_all(dir.join("control"))?;
+        let _ = std::fs::remove_dir_all(b.ca_dir());
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(a.ca_dir())
+            .arg(&dir)
+            .status()
+            .context("cp")?;
+        anyhow::ensure!(
+            copied.success(),
+            "copying {} to {}",
+            a.ca_dir().display(),
+            dir.display()
+        );
+        std::fs::copy(a.token(), b.token()).context("copying the token to replica B")?;
+        let addrs = std::process::Command::new("ip")
+            .args(["-n", underlay_ns, "-4", "-o", "addr", "show", "dev", "br0"])
+            .output()
+            .context("ip addr show")?;
+        if !String::from_utf8_lossy(&addrs.stdout).contains(&format!(" {CONTROL_B_IP}/")) {
+            ip(&[
+                "-n",
+                underlay_ns,
+                "addr",
+                "add",
+                &format!("{CONTROL_B_IP}/24"),
+                "dev",
+                "br0",
+            ])?;
+        }
+        let _ = std::fs::remove_file(b.url());
+        let mut args = vec![
+            "--state-dir".to_string(),
+            dir.display().to_string(),
+            "control".into(),
+            "serve".into(),
+            "--listen".into(),
+            format!("{CONTROL_B_IP}:{CONTROL_PORT}"),
+        ];
+        args.extend(control_flags(control));
+        spawn_in(underlay_ns, &bin("c2c")?, &args, &[], &log, &pid)?;
+        wait_for("replica B to listen", Duration::from_secs(15), || {
+            b.url().exists()
+        })
+        .with_context(|| format!("see {}", log.display()))?;
+    }
+    Ok(std::fs::read_to_string(b.url())?.trim().to_string())
 }
 
 /// PIDs of live processes that run inside one of the namespaces `<prefix>-*` (the platform's
@@ -429,12 +548,14 @@ pub fn down(state_dir: &Path) -> Result<()> {
             );
         }
     }
-    stop_pidfile(
-        &state_dir.join("control/control.pid"),
-        "c2c",
-        &format!("{prefix}-u"),
-        Duration::from_secs(5),
-    );
+    for control in ["control/control.pid", "replica-b/control/control.pid"] {
+        stop_pidfile(
+            &state_dir.join(control),
+            "c2c",
+            &format!("{prefix}-u"),
+            Duration::from_secs(5),
+        );
+    }
     // Every namespace of this platform, including any a failed step left, and anything still
     // running that belongs to it (its command line names the state dir: control, agents,
     // sidecars, apps), say after a step failed half-way.
@@ -451,6 +572,7 @@ pub fn down(state_dir: &Path) -> Result<()> {
         "instances",
         "cells",
         "control",
+        REPLICA_B_DIR,
         "ca",
         "platform.json",
         "state.db",

@@ -293,6 +293,24 @@ impl PgCluster {
         format!("postgres://postgres@{}:{}/{name}", self.listen, self.port)
     }
 
+    /// The URL of database `name` through the cluster's Unix socket (reachable from any
+    /// network namespace on this host: the socket is a file).
+    pub fn socket_url(&self, name: &str) -> String {
+        let dir: String = self
+            .dir
+            .path()
+            .to_string_lossy()
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        format!("postgres://postgres@{dir}:{}/{name}", self.port)
+    }
+
     /// Creates database `name` (through the cluster's socket, from any namespace); returns its
     /// URL.
     pub fn create_db(&self, name: &str) -> Result<String, String> {
