@@ -307,6 +307,14 @@ pub(crate) enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Print the local platform's Prometheus metrics: control's (the default), replica B's, or
+    /// a cell agent's, read from inside the namespace that serves them (none listens on the
+    /// host; see docs/metrics.md for the metrics and a multi-host platform's listeners).
+    Metrics {
+        /// `control`, `replica-b`, or a cell's name (`cell1`).
+        #[arg(default_value = "control")]
+        target: String,
+    },
     /// The built-in demo app (run by push inside a container).
     #[command(hide = true)]
     DemoApp {

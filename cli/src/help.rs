@@ -62,7 +62,7 @@ pub(crate) const GROUPS: &[(&str, &[&str])] = &[
     ),
     (
         "Local platform (needs root)",
-        &["up", "down", "demo", "check", "network-logs"],
+        &["up", "down", "demo", "check", "network-logs", "metrics"],
     ),
     (
         "Operator",
@@ -105,7 +105,8 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("create-org", "c2c create-org my-org"),
     ("create-space", "c2c create-space dev -o my-org"),
     ("set-space-quota", "c2c set-space-quota dev -o my-org --apps 50 -a 200 -r 100"),
-    ("up", "c2c up\n  c2c up --cells 3 --log-c2c"),
+    ("up", "c2c up\n  c2c up --cells 3 --log-c2c\n  c2c up --database-file /root/pg-url --replicas 2    # two control replicas on PostgreSQL"),
+    ("metrics", "c2c metrics\n  c2c metrics cell1 | grep revision_applied"),
     ("down", "c2c down"),
     ("demo", "c2c demo"),
     ("check", "c2c check\n  c2c check --json | jq '.checks[] | select(.ok | not)'\n  c2c check --only deny-cross-cell,policy-enforced --keep"),

@@ -210,6 +210,9 @@ fn main() -> ExitCode {
         Command::Push(a) => instance::push(&dir, &a).map(drop),
         Command::Scale { app, instances } => instance::scale(&dir, &app, instances),
         Command::Man { out } => write_man_pages(&out),
+        Command::Metrics { target } => {
+            c2c_platform::metrics::show(&dir, &target).map(|text| print!("{text}"))
+        }
         Command::Check {
             json,
             only,

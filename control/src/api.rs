@@ -140,7 +140,10 @@ pub async fn handle<B: ReqBody>(
     ctx: &Arc<Ctx>,
     peer: Option<&Peer>,
 ) -> Response<Full<Bytes>> {
+    let endpoint = crate::metrics::endpoint_label(req.method().as_str(), req.uri().path());
+    let began = std::time::Instant::now();
     let mut r = route(req, ctx, peer).await;
+    ctx.metrics.answered(&endpoint, r.status(), began.elapsed());
     let h = r.headers_mut();
     use hyper::header::{HeaderValue, STRICT_TRANSPORT_SECURITY, X_CONTENT_TYPE_OPTIONS};
     h.insert(

@@ -26,6 +26,7 @@ pub(crate) async fn authenticate<B>(
         r
     };
     let Some(v) = req.headers().get(hyper::header::AUTHORIZATION) else {
+        ctx.metrics.refused("missing_token");
         return Err(unauthorized("missing authorization header"));
     };
     // As Cloud Foundry's policy server: `Bearer T`, `bearer T` (the cf CLI sends UAA's
@@ -43,7 +44,10 @@ pub(crate) async fn authenticate<B>(
     match ctx.with_state(move |s| s.caller(&hash)).await {
         Ok(Some(c)) => Ok(c),
         // CF's words: its tokens are UAA's.
-        Ok(None) => Err(unauthorized("failed to verify token with uaa")),
+        Ok(None) => {
+            ctx.metrics.refused("unknown_token");
+            Err(unauthorized("failed to verify token with uaa"))
+        }
         Err(e) => Err(state_error(e)),
     }
 }

@@ -53,6 +53,7 @@ pub(crate) fn sign_cell(
     };
     let der = c2c_certs::info::first_der_from_pem(chain.as_bytes())
         .map_err(|e| Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, e)))?;
+    ctx.metrics.signed("cell");
     Ok((chain, fingerprint(&der)))
 }
 
@@ -256,6 +257,7 @@ async fn sign_certificate<B: ReqBody>(
             c2c_certs::Usage::Server,
         )
         .map_err(|e| signing_failed(e, "an instance certificate"))?;
+    ctx.metrics.signed("route");
     info!(%cell, instance = %inst.guid, names = ?names, "certificate signed");
     Ok(typed(
         StatusCode::OK,
@@ -297,6 +299,7 @@ async fn sign_identity<B: ReqBody>(
         .instances
         .sign_identity_csr(&csr, &id, inst.ip.into(), ctx.identity_ttl)
         .map_err(|e| signing_failed(e, "an instance identity"))?;
+    ctx.metrics.signed("identity");
     info!(%cell, instance = %inst.guid, spiffe_id = %id.spiffe_id, "identity signed");
     Ok(typed(
         StatusCode::OK,

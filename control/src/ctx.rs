@@ -94,6 +94,8 @@ pub struct Ctx {
     pub(crate) per_watcher_views: bool,
     /// Open watch streams by cell, oldest first (see [`Budget::watch_streams_per_cell`]).
     pub(crate) streams: crate::streams::Streams,
+    /// What control counts for `--metrics-listen`.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Ctx {
@@ -119,6 +121,7 @@ impl Ctx {
             registry_refresh: tokio::sync::Mutex::new(()),
             per_watcher_views: false,
             streams: Default::default(),
+            metrics: Default::default(),
         })
     }
 

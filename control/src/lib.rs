@@ -19,6 +19,8 @@ pub mod db;
 pub mod error;
 mod http;
 pub mod join;
+pub mod metrics;
+pub mod metrics_http;
 pub mod migrate;
 pub mod pg_tls;
 mod placement;

@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// hints (https://FIRST-SAN:PORT): give the name other hosts resolve.
     #[arg(long, env = "C2C_SAN", value_delimiter = ',')]
     pub san: Vec<String>,
+    /// Serve Prometheus metrics (plain HTTP, `GET /metrics`) on this address: `HOST:PORT`, or
+    /// a bare `PORT` on 127.0.0.1. Off by default; the metrics name no app, instance or user.
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The database URL: from `file` if given, else `argv` (refused if it holds a password: every
@@ -406,6 +410,12 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         let advertised = advertised_url(&args.san, addr);
         info!(%url, advertised = advertised.as_deref().unwrap_or("(none: no --san)"), state_dir = %layout.root.display(), "control listening");
         let shutdown = CancellationToken::new();
+        if let Some(addr) = args.metrics_listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding --metrics-listen {addr}"))?;
+            tokio::spawn(crate::metrics_http::serve(l, ctx.clone(), shutdown.clone()));
+        }
         if let Some(advertised) = advertised {
             tokio::spawn(note_replica(ctx.clone(), advertised, shutdown.clone()));
         }

@@ -457,6 +457,23 @@ impl State {
         ))
     }
 
+    /// How many apps, instances, policies, routes and cells the state holds (for metrics).
+    pub fn object_counts(&self) -> Result<Vec<(&'static str, i64)>, StateError> {
+        let kinds = ["apps", "instances", "policies", "routes", "cells"];
+        let counts = self.db.query_row(
+            "SELECT (SELECT count(*) FROM apps), (SELECT count(*) FROM instances), \
+             (SELECT count(*) FROM policies), (SELECT count(*) FROM routes), \
+             (SELECT count(*) FROM cells)",
+            (),
+            |r| {
+                (0..kinds.len())
+                    .map(|i| r.get::<i64>(i))
+                    .collect::<Result<Vec<_>, _>>()
+            },
+        )?;
+        Ok(kinds.into_iter().zip(counts).collect())
+    }
+
     /// Runs `f` in a write transaction and bumps the revision if `f` reports a change.
     pub(crate) fn write<T>(
         &mut self,

@@ -43,6 +43,12 @@ impl Streams {
         }
     }
 
+    /// How many streams every cell holds together.
+    pub fn total(&self) -> usize {
+        let by_cell = self.by_cell.lock().unwrap_or_else(|p| p.into_inner());
+        by_cell.values().map(Vec::len).sum()
+    }
+
     /// How many streams `cell` holds.
     pub fn open_for(&self, cell: &str) -> usize {
         let by_cell = self.by_cell.lock().unwrap_or_else(|p| p.into_inner());

@@ -37,6 +37,12 @@ impl Platform {
 
     /// [`Platform::start`] with `agent_flags` given to every agent (e.g. `--log-c2c`).
     pub fn start_with(cells: u8, agent_flags: &[&str]) -> Self {
+        Self::start_with_flags(cells, &[], agent_flags)
+    }
+
+    /// [`Platform::start`] with `control_flags` given to control and `agent_flags` to every
+    /// agent.
+    pub fn start_with_flags(cells: u8, control_flags: &[&str], agent_flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let underlay = Underlay::new();
         underlay
@@ -48,7 +54,7 @@ impl Platform {
             &state,
             "192.0.2.254:0",
             dir.path().join("control.log"),
-            &[],
+            control_flags,
         );
         let url_file = state.join("control/url");
         eventually(Duration::from_secs(10), || url_file.exists().then_some(()))

@@ -54,6 +54,20 @@ fn root_check_passes_on_a_replicated_platform_and_after_replica_a_dies() {
     );
     all_pass(&ok(dir, &["check", "--json"]));
 
+    // The local platform serves metrics; `c2c metrics` reads each from inside its namespace.
+    let control = ok(dir, &["metrics"]);
+    assert!(control.contains("c2c_control_revision "), "{control}");
+    assert!(
+        control.contains("c2c_control_requests_total{endpoint=\"CreateApp\",code=\"201\"}"),
+        "{control}"
+    );
+    assert!(ok(dir, &["metrics", "replica-b"]).contains("c2c_control_revision "));
+    let cell = ok(dir, &["metrics", "cell2"]);
+    assert!(cell.contains("c2c_agent_revision_applied "), "{cell}");
+    let o = c2c(dir, &["metrics", "cell9"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no cell cell9"));
+
     // Replica A goes as a crash would: everything goes on through B.
     let a: i32 = std::fs::read_to_string(dir.join("control/control.pid"))
         .unwrap()

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod demo_app;
 pub mod instance;
 pub mod lifecycle;
+pub mod metrics;
 pub mod netlogs;
 mod records;
 pub mod up;
@@ -29,6 +30,10 @@ use serde::{Deserialize, Serialize};
 pub const CONTROL_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 /// Control API port.
 pub const CONTROL_PORT: u16 = 4002;
+/// Where control (and replica B) serve metrics on the underlay (`c2c metrics`).
+pub const CONTROL_METRICS_PORT: u16 = 9102;
+/// Where each agent serves metrics, on its cell's loopback (`c2c metrics CELL`).
+pub const AGENT_METRICS_PORT: u16 = 9101;
 
 /// What `up` built, recorded in `platform.json` in the state dir.
 #[derive(Debug, Clone, Serialize, Deserialize)]

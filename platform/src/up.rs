@@ -149,6 +149,10 @@ pub fn up(
             format!("{CONTROL_IP}:{CONTROL_PORT}"),
         ];
         args.extend(control_flags(control));
+        args.extend([
+            "--metrics-listen".into(),
+            format!("{CONTROL_IP}:{}", super::CONTROL_METRICS_PORT),
+        ]);
         spawn_in(
             &underlay_ns,
             &bin("c2c")?,
@@ -278,6 +282,9 @@ pub fn up(
                 // Its own runtime path reads 1.1.0 lists, and runs STATUS before ADD.
                 "--cni-version",
                 "1.1.0",
+                // On the cell's loopback: `c2c metrics CELL` reads it from inside.
+                "--metrics-listen",
+                &format!("127.0.0.1:{}", super::AGENT_METRICS_PORT),
             ]
             .iter()
             .map(|s| s.to_string())
@@ -418,6 +425,10 @@ fn replica_b(state_dir: &Path, underlay_ns: &str, control: &ControlOptions) -> R
             format!("{CONTROL_B_IP}:{CONTROL_PORT}"),
         ];
         args.extend(control_flags(control));
+        args.extend([
+            "--metrics-listen".into(),
+            format!("{CONTROL_B_IP}:{}", super::CONTROL_METRICS_PORT),
+        ]);
         spawn_in(underlay_ns, &bin("c2c")?, &args, &[], &log, &pid)?;
         wait_for("replica B to listen", Duration::from_secs(15), || {
             b.url().exists()

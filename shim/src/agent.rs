@@ -62,6 +62,8 @@ pub struct AgentConfig {
     /// `c2c-proxy`, run as the sidecar of containers whose records ask for one (`c2c-hook`);
     /// `None`: such containers get none (logged).
     pub sidecar_bin: Option<PathBuf>,
+    /// Serve Prometheus metrics here (`None`: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The agent could not start or hit a fatal error.
@@ -95,6 +97,9 @@ pub enum AgentError {
     /// Netlink could not be opened.
     #[error("opening netlink: {0}")]
     Netlink(std::io::Error),
+    /// The metrics listener could not start.
+    #[error("metrics: {0}")]
+    Metrics(String),
     /// The DNS server could not start.
     #[error("dns: {0}")]
     Dns(String),
@@ -439,6 +444,13 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     };
     let client = Client::new(&cfg.control_url, &ca, auth)?;
 
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    if let Some(addr) = cfg.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| AgentError::Metrics(format!("binding --metrics-listen {addr}: {e}")))?;
+        tokio::spawn(crate::metrics::serve(l, metrics.clone(), shutdown.clone()));
+    }
     let Some(lease) = acquire_lease(&client, &cfg, &shutdown).await? else {
         return Ok(());
     };
@@ -544,7 +556,10 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                             Err(error) => warn!(%error, "acquiring the lease again failed"),
                         }
                     }
-                    Err(error) => warn!(%error, "lease renewal failed"),
+                    Err(error) => {
+                        metrics.lease_renewal_failures.inc();
+                        warn!(%error, "lease renewal failed");
+                    }
                 }
                 continue;
             }
@@ -591,6 +606,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                         cni_conf: &cni_conf,
                         retry: &retry,
                         started,
+                        metrics: &metrics,
                     },
                 )
                 .instrument(span.clone())
@@ -601,6 +617,9 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             }
             pending = next;
         }
+        // Every action of this view performed: the cell is at its revision (its rules were
+        // applied at it, or had nothing to change).
+        metrics.revision.set(core.revision().0 as i64);
     }
 }
 
@@ -728,6 +747,7 @@ struct Ctx<'a> {
     cni_conf: &'a str,
     retry: &'a Arc<Notify>,
     started: Instant,
+    metrics: &'a crate::metrics::Metrics,
 }
 
 /// Performs one action; returns the event that answers it, if it has one.
@@ -758,8 +778,11 @@ async fn perform(action: Action, cx: &mut Ctx<'_>) -> Option<Event> {
             let (revision, containers, policies) = cx.core.view().map_or((0, 0, 0), |v| {
                 (v.revision.0, cx.core.records().len(), v.policies.len())
             });
+            let apply_began = Instant::now();
             let r = match tokio::task::spawn_blocking(move || rules::apply(&text)).await {
                 Ok(Ok(())) => {
+                    cx.metrics
+                        .applied(revision, containers, policies, apply_began.elapsed());
                     info!(
                         revision,
                         containers,
@@ -770,10 +793,12 @@ async fn perform(action: Action, cx: &mut Ctx<'_>) -> Option<Event> {
                     Ok(())
                 }
                 Ok(Err(error)) => {
+                    cx.metrics.apply_failed();
                     warn!(%error, "applying rules failed");
                     Err(error.to_string())
                 }
                 Err(error) => {
+                    cx.metrics.apply_failed();
                     warn!(%error, "rules task failed");
                     Err(error.to_string())
                 }

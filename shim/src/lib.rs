@@ -11,6 +11,7 @@ pub mod dns;
 pub mod hook;
 pub mod inputs;
 pub mod ipam;
+pub mod metrics;
 pub mod netlink;
 pub mod netlog;
 pub mod netns;

@@ -63,6 +63,10 @@ struct Args {
     /// loopback; containers reach it through their gateway).
     #[arg(long, default_value = "169.254.0.1:53")]
     dns_listen: std::net::SocketAddr,
+    /// Serve Prometheus metrics (plain HTTP, `GET /metrics`) on this address: `HOST:PORT`, or
+    /// a bare `PORT` on 127.0.0.1. Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = c2c_shim::metrics::parse_listen)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Upstream resolver for other names (repeatable, IP:PORT); without one they are refused.
     #[arg(long)]
     dns_upstream: Vec<std::net::SocketAddr>,
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
         resync: args.resync,
         renew: args.renew,
         dns_listen: args.dns_listen,
+        metrics_listen: args.metrics_listen,
         dns_upstreams: args.dns_upstream,
         log_c2c: args.log_c2c,
         network_log: args
