@@ -13,6 +13,7 @@ pub mod asg;
 pub mod client;
 pub mod cni_list;
 pub mod endpoints;
+pub mod metrics_http;
 
 pub use names::{AppGuid, CellName};
 pub mod layout;

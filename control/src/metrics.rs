@@ -5,7 +5,6 @@
 //! name (the platform API's [`Endpoint`] variants, the cell API's verbs, CF's APIs by family;
 //! any other path is `other`) and the status code; never by a name, GUID or address.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::StatusCode;
@@ -156,15 +155,6 @@ pub fn endpoint_label(method: &str, path: &str) -> String {
     }
 }
 
-/// `--metrics-listen`'s value: `HOST:PORT`, or a bare `PORT` on 127.0.0.1.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    s.parse()
-        .map_err(|_| format!("{s:?}: give HOST:PORT, or a PORT (on 127.0.0.1)"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,15 +179,5 @@ mod tests {
         );
         assert_eq!(endpoint_label("GET", "/random/1234"), "other");
         assert_eq!(endpoint_label("PATCH", "/v1/apps"), "other");
-    }
-
-    #[test]
-    fn a_bare_port_listens_on_loopback() {
-        assert_eq!(parse_listen("9102").unwrap().to_string(), "127.0.0.1:9102");
-        assert_eq!(
-            parse_listen("192.0.2.254:9102").unwrap().to_string(),
-            "192.0.2.254:9102"
-        );
-        assert!(parse_listen("nine").is_err());
     }
 }

@@ -4,16 +4,12 @@
 //! and objects in the state (one database round trip).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Response, StatusCode};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::ctx::Ctx;
 use crate::metrics::KindLabel;
@@ -100,52 +96,11 @@ pub async fn encode(ctx: &Arc<Ctx>) -> String {
     out
 }
 
-/// Serves `GET /metrics` (plain HTTP) on `listener` until `stop`; anything else is a 404.
+/// Serves `GET /metrics` on `listener` until `stop` (see [`c2c_api::metrics_http`]).
 pub async fn serve(listener: tokio::net::TcpListener, ctx: Arc<Ctx>, stop: CancellationToken) {
-    if let Ok(addr) = listener.local_addr() {
-        info!(url = %format!("http://{addr}/metrics"), "metrics listening");
-    }
-    loop {
-        let (tcp, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(error) => { warn!(%error, "metrics accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
-            },
-        };
+    let render = move || {
         let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let ctx = ctx.clone();
-                    async move {
-                        let r = if req.uri().path() == "/metrics"
-                            && req.method() == hyper::Method::GET
-                        {
-                            let mut r = Response::new(Full::new(Bytes::from(encode(&ctx).await)));
-                            r.headers_mut().insert(
-                                hyper::header::CONTENT_TYPE,
-                                hyper::header::HeaderValue::from_static(
-                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                ),
-                            );
-                            r
-                        } else {
-                            let mut r =
-                                Response::new(Full::new(Bytes::from_static(b"GET /metrics\n")));
-                            *r.status_mut() = StatusCode::NOT_FOUND;
-                            r
-                        };
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-            let io = hyper_util::rt::TokioIo::new(tcp);
-            // Headers within 10 s: a scraper that connects and says nothing holds nothing long.
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(io, svc);
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
-        });
-    }
+        async move { encode(&ctx).await }
+    };
+    c2c_api::metrics_http::serve(listener, render, stop.cancelled_owned()).await;
 }

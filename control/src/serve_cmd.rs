@@ -118,7 +118,7 @@ pub struct ServeArgs {
     pub san: Vec<String>,
     /// Serve Prometheus metrics (plain HTTP, `GET /metrics`) on this address: `HOST:PORT`, or
     /// a bare `PORT` on 127.0.0.1. Off by default; the metrics name no app, instance or user.
-    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_listen)]
+    #[arg(long, value_name = "ADDR", value_parser = c2c_api::metrics_http::parse_listen)]
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 

@@ -2,13 +2,9 @@
 //! (`c2c-agent --metrics-listen ADDR`, off by default; a bare port means 127.0.0.1). Labels are
 //! bounded: results are `ok` or `failed`; nothing names an app, instance or address.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Response, StatusCode};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,7 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 /// How something ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,66 +118,15 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` (plain HTTP) on `listener` until `stop`; anything else is a 404.
+/// Serves `GET /metrics` on `listener` until `stop` (see [`c2c_api::metrics_http`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    if let Ok(addr) = listener.local_addr() {
-        info!(url = %format!("http://{addr}/metrics"), "metrics listening");
-    }
-    loop {
-        let (tcp, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(error) => { warn!(%error, "metrics accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
-            },
-        };
+    let render = move || {
         let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let metrics = metrics.clone();
-                    async move {
-                        let r = if req.uri().path() == "/metrics"
-                            && req.method() == hyper::Method::GET
-                        {
-                            let mut r = Response::new(Full::new(Bytes::from(metrics.encode())));
-                            r.headers_mut().insert(
-                                hyper::header::CONTENT_TYPE,
-                                hyper::header::HeaderValue::from_static(
-                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                ),
-                            );
-                            r
-                        } else {
-                            let mut r =
-                                Response::new(Full::new(Bytes::from_static(b"GET /metrics\n")));
-                            *r.status_mut() = StatusCode::NOT_FOUND;
-                            r
-                        };
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-            let io = hyper_util::rt::TokioIo::new(tcp);
-            // Headers within 10 s, the whole exchange within 30: a scraper that connects and
-            // says nothing holds nothing long.
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(io, svc);
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
-        });
-    }
-}
-
-/// `--metrics-listen`'s value: `HOST:PORT`, or a bare `PORT` on 127.0.0.1.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    s.parse()
-        .map_err(|_| format!("{s:?}: give HOST:PORT, or a PORT (on 127.0.0.1)"))
+        async move { metrics.encode() }
+    };
+    c2c_api::metrics_http::serve(listener, render, stop.cancelled_owned()).await;
 }

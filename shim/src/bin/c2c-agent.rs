@@ -65,7 +65,7 @@ struct Args {
     dns_listen: std::net::SocketAddr,
     /// Serve Prometheus metrics (plain HTTP, `GET /metrics`) on this address: `HOST:PORT`, or
     /// a bare `PORT` on 127.0.0.1. Off by default.
-    #[arg(long, value_name = "ADDR", value_parser = c2c_shim::metrics::parse_listen)]
+    #[arg(long, value_name = "ADDR", value_parser = c2c_api::metrics_http::parse_listen)]
     metrics_listen: Option<std::net::SocketAddr>,
     /// Upstream resolver for other names (repeatable, IP:PORT); without one they are refused.
     #[arg(long)]
