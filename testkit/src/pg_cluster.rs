@@ -206,6 +206,14 @@ impl PgCluster {
     /// Stops the server as a crash would (`-m immediate`: no checkpoint, every connection cut),
     /// waits `down`, and starts it again on the same port with the same options.
     pub fn restart(&self, down: std::time::Duration) -> Result<(), String> {
+        self.crash()?;
+        std::thread::sleep(down);
+        self.pg_start()
+    }
+
+    /// `pg_ctl stop -m immediate`, as a crash would. Outside any namespace: stopping goes by
+    /// the PID file and a signal, and the namespace the server listens in may be gone already.
+    fn crash(&self) -> Result<(), String> {
         let data = self.data();
         self.run_in(
             None,
@@ -218,9 +226,7 @@ impl PgCluster {
                 "-w",
                 "stop",
             ],
-        )?;
-        std::thread::sleep(down);
-        self.pg_start()
+        )
     }
 
     /// Rows of `sql` in database `db`, each column as text (NULL as None), through the socket.
@@ -334,20 +340,6 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
-        let data = self.data();
-        // Outside any namespace: stopping goes by the PID file and a signal, and the
-        // namespace the server listens in may be gone already.
-        let _ = self.run_in(
-            None,
-            "pg_ctl",
-            &[
-                "-D",
-                data.to_str().unwrap_or_default(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
+        let _ = self.crash();
     }
 }
