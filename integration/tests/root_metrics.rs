@@ -1,7 +1,8 @@
 //! ROOT TEST: control's and the agents' Prometheus metrics, scraped by a real Prometheus
 //! (Debian's package) running in the underlay namespace: it finds all three targets up, and
 //! its HTTP API shows the values a test action moved (control's revision and request counts,
-//! the policies it holds, each cell's applied revision catching up). Beside it, the attack:
+//! the policies it holds, each cell's revision catching up, a cell DNS answer by its code).
+//! Beside it, the attack:
 //! requests to a thousand paths of a client's choosing add no label values (the label sets
 //! are bounded by endpoint names), and the listeners are plain HTTP serving `/metrics` only.
 
@@ -157,6 +158,36 @@ fn root_prometheus_scrapes_control_and_agents() {
         },
     );
     assert!(up("c2c_agent_rule_applies_total{result=\"ok\"}").len() == 2);
+
+    // A name the cell's DNS does not know, asked from cell1: counted as NXDOMAIN.
+    let cell1 = p.cells[0].ns.path();
+    let answer = spawn_in(&cell1, || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        // Header: id, RD, one question; then nosuch.apps.internal, type A, class IN.
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in ["nosuch", "apps", "internal"] {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        s.send_to(&q, "169.254.0.1:53").unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.recv(&mut buf).unwrap();
+        buf[..n].to_vec()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(answer[3] & 0x0f, 3, "not NXDOMAIN: {answer:?}");
+    wait_until(
+        "the NXDOMAIN in Prometheus",
+        Duration::from_secs(30),
+        || {
+            up("c2c_agent_dns_queries_total{outcome=\"NXDOMAIN\",instance=\"192.0.2.1:9101\"}")
+                .first()
+                .is_some_and(|(_, v)| *v >= 1.0)
+        },
+    );
 
     // A caller with a token control never made is refused, and counted.
     let refused = std::process::Command::new("ip")

@@ -508,6 +508,54 @@ pub fn spawn(
         .map_err(|_| "the dns thread ended before binding".to_string())?
 }
 
+/// Queries this process's DNS answered, by response code, and those it relayed upstream or
+/// ignored: plain atomics on the hot path, read by the agent's metrics at a scrape.
+pub struct QueryCounts {
+    rcodes: [std::sync::atomic::AtomicU64; 16],
+    /// Sent to an upstream resolver (its answer, if any, is the upstream's).
+    pub relayed: std::sync::atomic::AtomicU64,
+    /// Not answered: not a query, or malformed beyond an answer.
+    pub ignored: std::sync::atomic::AtomicU64,
+}
+
+impl QueryCounts {
+    const fn new() -> Self {
+        #[allow(clippy::declare_interior_mutable_const)]
+        const ZERO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Self {
+            rcodes: [ZERO; 16],
+            relayed: ZERO,
+            ignored: ZERO,
+        }
+    }
+
+    /// Counts an answer by the response code in its header.
+    fn answered(&self, reply: &[u8]) {
+        if let Some(b) = reply.get(3) {
+            self.rcodes[(b & 0x0f) as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Answers so far by response code name (`NOERROR`, `NXDOMAIN`, ...), codes never sent
+    /// left out.
+    pub fn by_rcode(&self) -> Vec<(&'static str, u64)> {
+        const NAMES: [&str; 16] = [
+            "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN",
+            "YXRRSET", "NXRRSET", "NOTAUTH", "NOTZONE", "RCODE11", "RCODE12", "RCODE13", "RCODE14",
+            "RCODE15",
+        ];
+        NAMES
+            .iter()
+            .zip(&self.rcodes)
+            .map(|(n, c)| (*n, c.load(std::sync::atomic::Ordering::Relaxed)))
+            .filter(|(_, c)| *c > 0)
+            .collect()
+    }
+}
+
+/// What this process's DNS server has answered (see [`QueryCounts`]).
+pub static QUERIES: QueryCounts = QueryCounts::new();
+
 /// Datagrams taken per receive call when queries queue up (recvmmsg), and answered per send
 /// call (sendmmsg): under load one pair of syscalls serves up to this many queries.
 const BATCH: usize = 32;
@@ -634,6 +682,7 @@ pub async fn serve(socket: UdpSocket, zone: watch::Receiver<Arc<Zone>>, upstream
             let query = &bufs[k][..n];
             let reply = match reply_fast(&z, query, upstreams.any(), salt, &mut outs[k]) {
                 Fast::Answered => {
+                    QUERIES.answered(&outs[k]);
                     replies.push((k, peer));
                     continue;
                 }
@@ -642,11 +691,19 @@ pub async fn serve(socket: UdpSocket, zone: watch::Receiver<Arc<Zone>>, upstream
             };
             match reply {
                 Reply::Answer(out) => {
+                    QUERIES.answered(&out);
                     outs[k] = out;
                     replies.push((k, peer));
                 }
-                Reply::Ignore => {}
+                Reply::Ignore => {
+                    QUERIES
+                        .ignored
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 Reply::Upstream => {
+                    QUERIES
+                        .relayed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let (sock, query, ups) = (socket.clone(), query.to_vec(), upstreams.clone());
                     tokio::spawn(async move {
                         match ups.relay(&query, false).await {
@@ -748,12 +805,25 @@ async fn tcp_connection(
         salt = salt.wrapping_add(1);
         let z = zone.borrow().clone();
         let out = match reply(&z, &query, upstreams.any(), salt, Transport::Tcp) {
-            Reply::Answer(out) => out,
-            Reply::Ignore => continue,
-            Reply::Upstream => match upstreams.relay(&query, true).await {
-                Some(out) => out,
-                None => return Ok(()),
-            },
+            Reply::Answer(out) => {
+                QUERIES.answered(&out);
+                out
+            }
+            Reply::Ignore => {
+                QUERIES
+                    .ignored
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            Reply::Upstream => {
+                QUERIES
+                    .relayed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match upstreams.relay(&query, true).await {
+                    Some(out) => out,
+                    None => return Ok(()),
+                }
+            }
         };
         match tokio::time::timeout(budget.tcp_write, write_framed(&mut stream, &out)).await {
             Ok(r) => r?,

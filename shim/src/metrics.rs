@@ -20,6 +20,13 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// What became of a DNS query.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLabel {
+    /// A response code's name, `relayed` or `ignored`.
+    pub outcome: &'static str,
+}
+
 /// Everything the agent counts.
 pub struct Metrics {
     /// The revision of control's state this cell has acted on (rules applied at it, or nothing
@@ -110,6 +117,22 @@ impl Metrics {
             "lease_renewal_failures",
             "Lease renewals that failed",
             self.lease_renewal_failures.clone(),
+        );
+        let dns: Family<DnsLabel, Counter> = Family::default();
+        let q = &crate::dns::QUERIES;
+        for (rcode, n) in q.by_rcode() {
+            dns.get_or_create(&DnsLabel { outcome: rcode }).inc_by(n);
+        }
+        for (outcome, n) in [("relayed", &q.relayed), ("ignored", &q.ignored)] {
+            let n = n.load(std::sync::atomic::Ordering::Relaxed);
+            if n > 0 {
+                dns.get_or_create(&DnsLabel { outcome }).inc_by(n);
+            }
+        }
+        reg.register(
+            "dns_queries",
+            "Queries the cell's DNS took, by outcome: the response code it answered (NOERROR, NXDOMAIN, REFUSED, ...), relayed upstream, or ignored",
+            dns,
         );
         let mut out = String::new();
         // Writing into a String cannot fail.
