@@ -130,6 +130,16 @@ pub fn database_url(argv: Option<&str>, file: Option<&Path>, env: &str) -> Resul
             .with_context(|| format!("reading the database URL from {}", f.display()))?;
         let url = url.trim().to_string();
         anyhow::ensure!(!url.is_empty(), "{}: no database URL in it", f.display());
+        // A password others may read is as good as shown: refused, as the hook refuses a
+        // token file others can read.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(f)?.permissions().mode() & 0o777;
+        anyhow::ensure!(
+            (redacted(&url) == url && !url.contains("password=")) || mode & 0o077 == 0,
+            "{} holds a database password and its mode is {mode:o}: others may read it; chmod 600 {}",
+            f.display(),
+            f.display()
+        );
         return Ok(Some(url));
     }
     if let Some(url) = argv {
@@ -560,6 +570,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("db.url");
         std::fs::write(&f, "postgres://c2c:SECRET@db/c2c\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        // Others may read it: refused, saying how to mend it.
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = database_url(None, Some(&f), UNSET).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        // No password in it: any mode will do.
+        let plain = d.path().join("plain.url");
+        std::fs::write(&plain, "postgres://c2c@db/c2c\n").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(database_url(None, Some(&plain), UNSET).is_ok());
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(
             database_url(Some("ignored"), Some(&f), UNSET).unwrap(),
             Some("postgres://c2c:SECRET@db/c2c".into())
