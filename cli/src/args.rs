@@ -315,6 +315,13 @@ pub(crate) enum Command {
         #[arg(default_value = "control")]
         target: String,
     },
+    /// Carries 127.0.0.1 ports on the host to the platform's metrics listeners (started by up).
+    #[command(hide = true)]
+    MetricsRelay {
+        /// `control`, `replica-b`, cell names.
+        #[arg(required = true)]
+        targets: Vec<String>,
+    },
     /// The built-in demo app (run by push inside a container).
     #[command(hide = true)]
     DemoApp {

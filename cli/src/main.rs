@@ -61,6 +61,7 @@ fn quiet_on_closed_pipe(cmd: &Command) {
             | Command::Check { .. }
             | Command::Delete { .. }
             | Command::DemoApp { .. }
+            | Command::MetricsRelay { .. }
     );
     if !manages_processes {
         // SAFETY: restores the default disposition of one signal before any thread exists; no
@@ -206,10 +207,14 @@ fn main() -> ExitCode {
                     c.name, c.netns, c.underlay_ip
                 );
             }
+            for (target, url) in c2c_platform::metrics::urls(&dir).unwrap_or_default() {
+                println!("metrics {target}: {url}");
+            }
         }),
         Command::Push(a) => instance::push(&dir, &a).map(drop),
         Command::Scale { app, instances } => instance::scale(&dir, &app, instances),
         Command::Man { out } => write_man_pages(&out),
+        Command::MetricsRelay { targets } => c2c_platform::metrics::relay(&dir, &targets),
         Command::Metrics { target } => {
             c2c_platform::metrics::show(&dir, &target).map(|text| print!("{text}"))
         }

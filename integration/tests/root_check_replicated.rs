@@ -64,6 +64,35 @@ fn root_check_passes_on_a_replicated_platform_and_after_replica_a_dies() {
     assert!(ok(dir, &["metrics", "replica-b"]).contains("c2c_control_revision "));
     let cell = ok(dir, &["metrics", "cell2"]);
     assert!(cell.contains("c2c_agent_revision_applied "), "{cell}");
+    // From the host: `up` printed a 127.0.0.1 URL for each (its relay carries them).
+    let url_of = |target: &str| -> String {
+        let line = format!("metrics {target}: ");
+        platform
+            .up_output
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("no {line:?} in {}", platform.up_output))
+            .to_string()
+    };
+    for (target, metric) in [
+        ("control", "c2c_control_revision "),
+        ("replica-b", "c2c_control_revision "),
+        ("cell1", "c2c_agent_revision "),
+        ("cell2", "c2c_agent_revision "),
+    ] {
+        let url = url_of(target);
+        let hostport = url
+            .strip_prefix("http://")
+            .and_then(|r| r.strip_suffix("/metrics"))
+            .unwrap_or_else(|| panic!("{url}"));
+        assert!(hostport.starts_with("127.0.0.1:"), "{url}");
+        let mut s = std::net::TcpStream::connect(hostport).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        assert!(text.contains(metric), "{target} at {url}: {text}");
+    }
     let o = c2c(dir, &["metrics", "cell9"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no cell cell9"));

@@ -557,6 +557,7 @@ fn root_up_after_a_reboot_keeps_apps_and_policies_and_drops_lost_instances() {
     // The "reboot": our processes (by the PIDs we recorded) and our namespaces go.
     let pidfiles = [
         "control/control.pid",
+        "metrics-relay.pid",
         "cells/cell1/agent.pid",
         "cells/cell2/agent.pid",
         "instances/appA/0/app.pid",

@@ -30,6 +30,8 @@ use serde::{Deserialize, Serialize};
 pub const CONTROL_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 /// Control API port.
 pub const CONTROL_PORT: u16 = 4002;
+/// Replica B's address on the underlay (`c2c up --replicas 2`); A is at [`CONTROL_IP`].
+pub const CONTROL_B_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 253);
 /// Where control (and replica B) serve metrics on the underlay (`c2c metrics`).
 pub const CONTROL_METRICS_PORT: u16 = 9102;
 /// Where each agent serves metrics, on its cell's loopback (`c2c metrics CELL`).

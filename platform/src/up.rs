@@ -15,8 +15,7 @@ use c2c_api::layout::Layout;
 /// The underlay bridge's MAC, fixed (locally administered): see `up`.
 const UNDERLAY_BRIDGE_MAC: &str = "02:c2:c0:00:00:fe";
 
-/// Replica B's address on the underlay (`c2c up --replicas 2`); A is at [`CONTROL_IP`].
-pub const CONTROL_B_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 253);
+pub use super::CONTROL_B_IP;
 /// Replica B's state dir, under the platform's.
 pub const REPLICA_B_DIR: &str = "replica-b";
 
@@ -282,9 +281,10 @@ pub fn up(
                 // Its own runtime path reads 1.1.0 lists, and runs STATUS before ADD.
                 "--cni-version",
                 "1.1.0",
-                // On the cell's loopback: `c2c metrics CELL` reads it from inside.
+                // On the cell's underlay address: reached from the underlay (`c2c metrics
+                // CELL`, the metrics relay), not from the cell's containers.
                 "--metrics-listen",
-                &format!("127.0.0.1:{}", super::AGENT_METRICS_PORT),
+                &format!("{underlay_ip}:{}", super::AGENT_METRICS_PORT),
             ]
             .iter()
             .map(|s| s.to_string())
@@ -335,6 +335,12 @@ pub fn up(
         cells: all,
     };
     std::fs::write(paths.info(), serde_json::to_vec_pretty(&info)?)?;
+    let mut targets = vec!["control".to_string()];
+    if control.replicas > 1 {
+        targets.push("replica-b".into());
+    }
+    targets.extend(info.cells.iter().map(|c| c.name.clone()));
+    start_metrics_relay(state_dir, &info.underlay_ns, &targets)?;
     if !not_applied.is_empty() {
         eprintln!(
             "c2c up: the platform already runs; flags not applied to what runs:\n  {}\n  (to apply them: c2c down, then c2c up with them)",
@@ -357,6 +363,54 @@ pub fn up(
     }
     tracing::debug!(elapsed = ?started.elapsed(), "platform up");
     Ok(info)
+}
+
+/// Starts the metrics relay (see [`crate::metrics::relay`]) unless one runs for the same
+/// targets (one for fewer, from before cells were added, is replaced); waits for its URLs.
+fn start_metrics_relay(state_dir: &Path, underlay_ns: &str, targets: &[String]) -> Result<()> {
+    let pidfile = crate::metrics::relay_pidfile(state_dir);
+    let file = crate::metrics::urls_file(state_dir);
+    if super::live_pid(&pidfile, underlay_ns).is_some() {
+        let want: std::collections::BTreeSet<&String> = targets.iter().collect();
+        let same = crate::metrics::urls(state_dir).is_ok_and(|u| {
+            u.iter()
+                .map(|(t, _)| t)
+                .collect::<std::collections::BTreeSet<_>>()
+                == want
+        });
+        if same {
+            return Ok(());
+        }
+        stop_pidfile(
+            &pidfile,
+            "metrics-relay",
+            underlay_ns,
+            Duration::from_secs(5),
+        );
+    }
+    let _ = std::fs::remove_file(&file);
+    let log = state_dir.join("metrics-relay.log");
+    let out = std::fs::File::create(&log)?;
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new(bin("c2c")?)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("metrics-relay")
+        .args(targets)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .context("starting the metrics relay")?;
+    std::fs::write(&pidfile, child.id().to_string())?;
+    // It outlives this CLI, in the underlay namespace once it has bound its ports; stopped by
+    // PID (down).
+    std::mem::forget(child);
+    wait_for("the metrics relay", Duration::from_secs(10), || {
+        file.exists()
+    })
+    .with_context(|| format!("see {}", log.display()))
 }
 
 /// The flags control runs with for `control` (replica A and B alike).
@@ -559,6 +613,12 @@ pub fn down(state_dir: &Path) -> Result<()> {
             );
         }
     }
+    stop_pidfile(
+        &crate::metrics::relay_pidfile(state_dir),
+        "metrics-relay",
+        &format!("{prefix}-u"),
+        Duration::from_secs(5),
+    );
     for control in ["control/control.pid", "replica-b/control/control.pid"] {
         stop_pidfile(
             &state_dir.join(control),
@@ -584,6 +644,9 @@ pub fn down(state_dir: &Path) -> Result<()> {
         "cells",
         "control",
         REPLICA_B_DIR,
+        "metrics.json",
+        "metrics-relay.pid",
+        "metrics-relay.log",
         "ca",
         "platform.json",
         "state.db",
