@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The chaos soak (integration/src/chaos.rs) for MINUTES (default 30): a replicated platform
+# The chaos soak (integration/src/chaos/) for MINUTES (default 30): a replicated platform
 # (PostgreSQL, two control replicas, three cells) with probe traffic across cells, the policy
 # churning several times a second, and agents and a control replica killed (-9) or paused at
 # random intervals. Prints minutes run, faults by kind, probes, violations (goal 0),

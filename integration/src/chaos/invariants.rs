@@ -1,0 +1,244 @@
+//! The soak's invariants: what it records (changes as control acknowledged them, probes,
+//! faults), the checker that compares every probe with the policy, and the report.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// The window within which a change must be enforced before a probe that disagrees counts.
+pub const WINDOW: Duration = Duration::from_secs(3);
+
+/// What a soak found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// How long it ran.
+    pub ran: Duration,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u32>,
+    /// Probes sent.
+    pub probes: u64,
+    /// Policy changes control acknowledged.
+    pub changes: u64,
+    /// Probes that disagreed with the policy outside every window (goal: none).
+    pub violations: Vec<String>,
+    /// Milliseconds from a change's acknowledgement to its first probe agreeing, per cell.
+    pub convergence_ms: Vec<u64>,
+    /// Milliseconds from a fault's healing to the cell's first probe agreeing, by fault kind.
+    pub healed_ms: BTreeMap<&'static str, Vec<u64>>,
+    /// Resident memory (kB) of replica B and each agent, at the start and the end.
+    pub rss_kb: Vec<(String, u64, u64)>,
+    /// Apps the second churner created and deleted again (each with a route and a policy).
+    pub app_cycles: u64,
+    /// What the database holds at the end that it should not (goal: nothing).
+    pub inconsistencies: Vec<String>,
+    /// What the soak left on the host once its platform was gone (goal: nothing).
+    pub leaks: Vec<String>,
+}
+
+impl Report {
+    /// The report as text, one figure per line.
+    pub fn text(&self) -> String {
+        let pct = |v: &[u64], p: f64| -> String {
+            if v.is_empty() {
+                return "-".into();
+            }
+            let mut s = v.to_vec();
+            s.sort_unstable();
+            let i = ((s.len() as f64 - 1.0) * p).round() as usize;
+            format!("{} ms", s[i])
+        };
+        let mut out = format!(
+            "chaos soak: {:.1} min, {} probes, {} policy changes, {} apps created and deleted, {} violations\n",
+            self.ran.as_secs_f64() / 60.0,
+            self.probes,
+            self.changes,
+            self.app_cycles,
+            self.violations.len()
+        );
+        for (k, n) in &self.faults {
+            out.push_str(&format!(
+                "  fault {k}: {n} injected; converged after healing p50 {} p99 {}\n",
+                pct(self.healed_ms.get(k).map_or(&[], |v| v), 0.5),
+                pct(self.healed_ms.get(k).map_or(&[], |v| v), 0.99),
+            ));
+        }
+        out.push_str(&format!(
+            "  policy change -> enforced on a cell: p50 {} p99 {} ({} samples)\n",
+            pct(&self.convergence_ms, 0.5),
+            pct(&self.convergence_ms, 0.99),
+            self.convergence_ms.len()
+        ));
+        for (who, start, end) in &self.rss_kb {
+            out.push_str(&format!("  memory {who}: {start} kB -> {end} kB\n"));
+        }
+        out.push_str(&format!(
+            "  database at the end: {}\n  host after teardown: {}\n",
+            if self.inconsistencies.is_empty() {
+                "consistent".to_string()
+            } else {
+                self.inconsistencies.join("; ")
+            },
+            if self.leaks.is_empty() {
+                "nothing left".to_string()
+            } else {
+                self.leaks.join("; ")
+            }
+        ));
+        for v in self.violations.iter().take(20) {
+            out.push_str(&format!("  VIOLATION {v}\n"));
+        }
+        out
+    }
+}
+
+/// A policy change as control acknowledged it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Change {
+    /// When the request was first sent (it may be in effect from here).
+    pub(super) sent: Instant,
+    /// When control acknowledged it (it must be in effect by here plus [`WINDOW`]).
+    pub(super) acked: Instant,
+    /// The policy exists after it.
+    pub(super) present: bool,
+}
+
+/// A probe: when, to which cell's instance, and whether it got through.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Probe {
+    pub(super) at: Instant,
+    pub(super) cell: u8,
+    pub(super) open: bool,
+}
+
+/// A fault on a cell (0: control, every cell's path to it), from start until healed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Fault {
+    pub(super) kind: &'static str,
+    pub(super) cell: u8,
+    pub(super) start: Instant,
+    pub(super) healed: Instant,
+}
+
+/// Compares every probe with the policy, and measures convergence.
+pub(super) fn check(probes: &[Probe], changes: &[Change], faults: &[Fault], report: &mut Report) {
+    // The policy as of `t`: Some(present) if no change is in flight, None in a window.
+    let expected = |t: Instant| -> Option<bool> {
+        let mut state = false;
+        for c in changes {
+            if c.sent > t {
+                break;
+            }
+            if t < c.acked + WINDOW {
+                return None;
+            }
+            state = c.present;
+        }
+        Some(state)
+    };
+    let excused = |cell: u8, t: Instant| {
+        faults
+            .iter()
+            .any(|f| f.cell == cell && t >= f.start && t < f.healed + WINDOW)
+    };
+    for pr in probes {
+        let Some(want) = expected(pr.at) else {
+            continue;
+        };
+        if pr.open != want && !excused(pr.cell, pr.at) {
+            report.violations.push(format!(
+                "cell{} at {:?}: {} while the policy was {}",
+                pr.cell,
+                pr.at,
+                if pr.open { "open" } else { "refused" },
+                if want { "present" } else { "absent" }
+            ));
+        }
+    }
+    // Convergence: each change, each cell, to the first agreeing probe.
+    for cell in [2u8, 3] {
+        for c in changes {
+            if let Some(first) = probes
+                .iter()
+                .find(|p| p.cell == cell && p.at >= c.acked && p.open == c.present)
+            {
+                report
+                    .convergence_ms
+                    .push(first.at.duration_since(c.acked).as_millis() as u64);
+            }
+        }
+        for f in faults.iter().filter(|f| f.cell == cell || f.cell == 0) {
+            let state_at = |t: Instant| {
+                changes
+                    .iter()
+                    .take_while(|c| c.acked <= t)
+                    .last()
+                    .is_some_and(|c| c.present)
+            };
+            if let Some(first) = probes
+                .iter()
+                .find(|p| p.cell == cell && p.at >= f.healed && p.open == state_at(p.at))
+            {
+                report
+                    .healed_ms
+                    .entry(f.kind)
+                    .or_default()
+                    .push(first.at.duration_since(f.healed).as_millis() as u64);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checker itself: a probe that disagrees with the policy outside the window is a
+    /// violation; inside the window, or on a cell while a fault stops its agent, it is not.
+    #[test]
+    fn the_checker_counts_only_disagreements_outside_the_windows() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // The policy is added at 0 (acked at 100 ms) and removed at 10 s (acked at 10.1 s).
+        let changes = [
+            Change {
+                sent: at(0),
+                acked: at(100),
+                present: true,
+            },
+            Change {
+                sent: at(10_000),
+                acked: at(10_100),
+                present: false,
+            },
+        ];
+        let probe = |ms, cell, open| Probe {
+            at: at(ms),
+            cell,
+            open,
+        };
+        let probes = [
+            probe(50, 2, false),    // in the window after the add: fine
+            probe(5_000, 2, true),  // present and open: fine
+            probe(5_000, 3, false), // present, refused, no fault: violation
+            probe(10_050, 2, true), // in the window after the removal: fine
+            probe(14_000, 2, true), // absent, open, no fault: violation
+            probe(14_000, 3, true), // absent, open, cell3's agent paused: excused
+        ];
+        let faults = [Fault {
+            kind: "pause-agent",
+            cell: 3,
+            start: at(12_000),
+            healed: at(13_000),
+        }];
+        let mut r = Report::default();
+        check(&probes, &changes, &faults, &mut r);
+        assert_eq!(r.violations.len(), 2, "{:?}", r.violations);
+        assert!(
+            r.violations[0].starts_with("cell3")
+                && r.violations[0].contains("refused while the policy was present")
+        );
+        assert!(
+            r.violations[1].starts_with("cell2")
+                && r.violations[1].contains("open while the policy was absent")
+        );
+    }
+}
