@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod netlogs;
 mod records;
+mod replica;
 pub mod up;
 
 use std::fs::File;

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::{in_netns, Paths, PlatformInfo, AGENT_METRICS_PORT, CONTROL_IP, CONTROL_METRICS_PORT};
+use super::{
+    bin, in_netns, stop_pidfile, wait_for, Paths, PlatformInfo, AGENT_METRICS_PORT, CONTROL_IP,
+    CONTROL_METRICS_PORT,
+};
 
 /// The metrics of `target` (`control`, `replica-b` or a cell's name) as Prometheus text.
 pub fn show(state_dir: &Path, target: &str) -> Result<String> {
@@ -73,6 +76,54 @@ pub fn urls(state_dir: &Path) -> Result<Vec<(String, String)>> {
 /// The relay's pidfile.
 pub fn relay_pidfile(state_dir: &Path) -> PathBuf {
     state_dir.join("metrics-relay.pid")
+}
+
+/// Starts the metrics relay (see [`relay`]) unless one runs for the same
+/// targets (one for fewer, from before cells were added, is replaced); waits for its URLs.
+pub(crate) fn start_relay(state_dir: &Path, underlay_ns: &str, targets: &[String]) -> Result<()> {
+    let pidfile = relay_pidfile(state_dir);
+    let file = urls_file(state_dir);
+    if super::live_pid(&pidfile, underlay_ns).is_some() {
+        let want: std::collections::BTreeSet<&String> = targets.iter().collect();
+        let same = urls(state_dir).is_ok_and(|u| {
+            u.iter()
+                .map(|(t, _)| t)
+                .collect::<std::collections::BTreeSet<_>>()
+                == want
+        });
+        if same {
+            return Ok(());
+        }
+        stop_pidfile(
+            &pidfile,
+            "metrics-relay",
+            underlay_ns,
+            Duration::from_secs(5),
+        );
+    }
+    let _ = std::fs::remove_file(&file);
+    let log = state_dir.join("metrics-relay.log");
+    let out = std::fs::File::create(&log)?;
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new(bin("c2c")?)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("metrics-relay")
+        .args(targets)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .context("starting the metrics relay")?;
+    std::fs::write(&pidfile, child.id().to_string())?;
+    // It outlives this CLI, in the underlay namespace once it has bound its ports; stopped by
+    // PID (down).
+    std::mem::forget(child);
+    wait_for("the metrics relay", Duration::from_secs(10), || {
+        file.exists()
+    })
+    .with_context(|| format!("see {}", log.display()))
 }
 
 /// Connections the relay carries at once, in all (each is a scrape, over in seconds).

@@ -16,20 +16,7 @@ use c2c_api::layout::Layout;
 const UNDERLAY_BRIDGE_MAC: &str = "02:c2:c0:00:00:fe";
 
 pub use super::CONTROL_B_IP;
-/// Replica B's state dir, under the platform's.
-pub const REPLICA_B_DIR: &str = "replica-b";
-
-/// Where control keeps its state: SQLite in the state dir, or a PostgreSQL database shared by
-/// one or two replicas.
-#[derive(Debug, Clone, Default)]
-pub struct ControlOptions {
-    /// A file (mode 0600) holding the PostgreSQL URL; None: SQLite in the state dir.
-    pub database_file: Option<std::path::PathBuf>,
-    /// How many control replicas (1 or 2; 2 needs `database_file`).
-    pub replicas: u8,
-    /// Lifetime of instance identities.
-    pub identity_validity: Option<Duration>,
-}
+pub use crate::replica::{ControlOptions, REPLICA_B_DIR};
 
 /// Brings the platform up: underlay, control, `cells` cells with their agents. Idempotent: an
 /// existing platform in this state dir is reused (missing cells are added).
@@ -147,7 +134,7 @@ pub fn up(
             "--listen".into(),
             format!("{CONTROL_IP}:{CONTROL_PORT}"),
         ];
-        args.extend(control_flags(control));
+        args.extend(crate::replica::control_flags(control));
         args.extend([
             "--metrics-listen".into(),
             format!("{CONTROL_IP}:{}", super::CONTROL_METRICS_PORT),
@@ -168,7 +155,7 @@ pub fn up(
     std::fs::write(layout.netns(), format!("/run/netns/{underlay_ns}"))?;
     let mut control_urls = vec![std::fs::read_to_string(layout.url())?.trim().to_string()];
     if control.replicas > 1 {
-        control_urls.push(replica_b(state_dir, &underlay_ns, control)?);
+        control_urls.push(crate::replica::start_b(state_dir, &underlay_ns, control)?);
     }
     if control_urls.len() > 1 {
         std::fs::write(layout.replica_urls(), control_urls[1..].join("\n") + "\n")?;
@@ -340,7 +327,7 @@ pub fn up(
         targets.push("replica-b".into());
     }
     targets.extend(info.cells.iter().map(|c| c.name.clone()));
-    start_metrics_relay(state_dir, &info.underlay_ns, &targets)?;
+    crate::metrics::start_relay(state_dir, &info.underlay_ns, &targets)?;
     if !not_applied.is_empty() {
         eprintln!(
             "c2c up: the platform already runs; flags not applied to what runs:\n  {}\n  (to apply them: c2c down, then c2c up with them)",
@@ -363,133 +350,6 @@ pub fn up(
     }
     tracing::debug!(elapsed = ?started.elapsed(), "platform up");
     Ok(info)
-}
-
-/// Starts the metrics relay (see [`crate::metrics::relay`]) unless one runs for the same
-/// targets (one for fewer, from before cells were added, is replaced); waits for its URLs.
-fn start_metrics_relay(state_dir: &Path, underlay_ns: &str, targets: &[String]) -> Result<()> {
-    let pidfile = crate::metrics::relay_pidfile(state_dir);
-    let file = crate::metrics::urls_file(state_dir);
-    if super::live_pid(&pidfile, underlay_ns).is_some() {
-        let want: std::collections::BTreeSet<&String> = targets.iter().collect();
-        let same = crate::metrics::urls(state_dir).is_ok_and(|u| {
-            u.iter()
-                .map(|(t, _)| t)
-                .collect::<std::collections::BTreeSet<_>>()
-                == want
-        });
-        if same {
-            return Ok(());
-        }
-        stop_pidfile(
-            &pidfile,
-            "metrics-relay",
-            underlay_ns,
-            Duration::from_secs(5),
-        );
-    }
-    let _ = std::fs::remove_file(&file);
-    let log = state_dir.join("metrics-relay.log");
-    let out = std::fs::File::create(&log)?;
-    use std::os::unix::process::CommandExt;
-    let child = std::process::Command::new(bin("c2c")?)
-        .arg("--state-dir")
-        .arg(state_dir)
-        .arg("metrics-relay")
-        .args(targets)
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .process_group(0)
-        .spawn()
-        .context("starting the metrics relay")?;
-    std::fs::write(&pidfile, child.id().to_string())?;
-    // It outlives this CLI, in the underlay namespace once it has bound its ports; stopped by
-    // PID (down).
-    std::mem::forget(child);
-    wait_for("the metrics relay", Duration::from_secs(10), || {
-        file.exists()
-    })
-    .with_context(|| format!("see {}", log.display()))
-}
-
-/// The flags control runs with for `control` (replica A and B alike).
-fn control_flags(control: &ControlOptions) -> Vec<String> {
-    let mut args = vec![];
-    if let Some(v) = control.identity_validity {
-        args.extend([
-            "--identity-validity".into(),
-            humantime::format_duration(v).to_string(),
-        ]);
-    }
-    if let Some(f) = &control.database_file {
-        args.extend(["--database-file".into(), f.display().to_string()]);
-    }
-    args
-}
-
-/// Starts replica B (unless it runs): a second control on the same database, listening at
-/// [`CONTROL_B_IP`] on the underlay, with a state dir of its own holding the platform's files
-/// copied from A's (its CA and token), as an operator copies them to a second control host.
-/// Returns its URL.
-fn replica_b(state_dir: &Path, underlay_ns: &str, control: &ControlOptions) -> Result<String> {
-    let dir = state_dir.join(REPLICA_B_DIR);
-    let b = Layout::new(&dir);
-    let a = Layout::new(state_dir);
-    let pid = dir.join("control/control.pid");
-    let log = dir.join("control/control.log");
-    if super::live_pid(&pid, underlay_ns).is_none() {
-        std::fs::create_dir_all(dir.join("control"))?;
-        let _ = std::fs::remove_dir_all(b.ca_dir());
-        let copied = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(a.ca_dir())
-            .arg(&dir)
-            .status()
-            .context("cp")?;
-        anyhow::ensure!(
-            copied.success(),
-            "copying {} to {}",
-            a.ca_dir().display(),
-            dir.display()
-        );
-        std::fs::copy(a.token(), b.token()).context("copying the token to replica B")?;
-        let addrs = std::process::Command::new("ip")
-            .args(["-n", underlay_ns, "-4", "-o", "addr", "show", "dev", "br0"])
-            .output()
-            .context("ip addr show")?;
-        if !String::from_utf8_lossy(&addrs.stdout).contains(&format!(" {CONTROL_B_IP}/")) {
-            ip(&[
-                "-n",
-                underlay_ns,
-                "addr",
-                "add",
-                &format!("{CONTROL_B_IP}/24"),
-                "dev",
-                "br0",
-            ])?;
-        }
-        let _ = std::fs::remove_file(b.url());
-        let mut args = vec![
-            "--state-dir".to_string(),
-            dir.display().to_string(),
-            "control".into(),
-            "serve".into(),
-            "--listen".into(),
-            format!("{CONTROL_B_IP}:{CONTROL_PORT}"),
-        ];
-        args.extend(control_flags(control));
-        args.extend([
-            "--metrics-listen".into(),
-            format!("{CONTROL_B_IP}:{}", super::CONTROL_METRICS_PORT),
-        ]);
-        spawn_in(underlay_ns, &bin("c2c")?, &args, &[], &log, &pid)?;
-        wait_for("replica B to listen", Duration::from_secs(15), || {
-            b.url().exists()
-        })
-        .with_context(|| format!("see {}", log.display()))?;
-    }
-    Ok(std::fs::read_to_string(b.url())?.trim().to_string())
 }
 
 /// PIDs of live processes that run inside one of the namespaces `<prefix>-*` (the platform's
