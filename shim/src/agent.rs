@@ -229,211 +229,6 @@ fn spawn_watch(
     rx
 }
 
-/// How often certificates and identities are checked for age between views.
-const CERT_CHECK: Duration = Duration::from_secs(2);
-
-/// Why an instance's certificate must be issued now, if it must (pure apart from reading the
-/// cert dir): no certificate yet, SANs that differ from what the instance's routes call for, or
-/// 2/3 of its life gone.
-pub fn cert_reason(
-    cert_dir: &Path,
-    desired: &c2c_certs::SanSet,
-    now_unix: i64,
-) -> Option<&'static str> {
-    pair_reason(
-        cert_dir,
-        (c2c_certs::pair::CERT_FILE, c2c_certs::pair::KEY_FILE),
-        desired,
-        now_unix,
-    )
-}
-
-/// [`cert_reason`] for the pair named `files` in `dir`.
-fn pair_reason(
-    dir: &Path,
-    (cert_file, key_file): (&str, &str),
-    desired: &c2c_certs::SanSet,
-    now_unix: i64,
-) -> Option<&'static str> {
-    let current = c2c_certs::pair::read_pair_named(dir, cert_file, key_file)
-        .ok()
-        .and_then(|(cert, _)| c2c_certs::info::first_der_from_pem(&cert).ok())
-        .and_then(|der| c2c_certs::CertInfo::from_der(&der).ok());
-    match current {
-        None => Some("missing"),
-        Some(info) => c2c_certs::needs_reissue(&info, desired, now_unix).map(|r| match r {
-            c2c_certs::ReissueReason::SansChanged => "routes changed",
-            c2c_certs::ReissueReason::Aging => "aging",
-        }),
-    }
-}
-
-/// Keeps each local instance's certificate matching its app's routes: a new key and CSR here
-/// (the key never leaves the cell), signed by control, written atomically into the cert dir
-/// where the sidecar picks it up.
-async fn sync_certs(client: &Client, cell: &str, view: &CellView, records: &[ContainerRecord]) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    for rec in records {
-        let Some(dir) = rec.cert_dir.as_deref().map(PathBuf::from) else {
-            continue;
-        };
-        let Some(guid) = rec.instance_guid.clone() else {
-            continue;
-        };
-        // Not confirmed yet: the next view will have it.
-        let Some(inst) = view
-            .instances
-            .iter()
-            .find(|i| i.guid == guid && i.cell == cell && i.ip == rec.ip)
-        else {
-            continue;
-        };
-        let names = c2c_api::instance_names(&view.routes, inst);
-        let Ok(desired) = c2c_certs::SanSet::new(&names, [IpAddr::V4(inst.ip)]) else {
-            warn!(instance = %guid, ?names, "route names are not valid DNS names; skipping");
-            continue;
-        };
-        sync_access(&dir, view, inst).await;
-        sync_identity(client, cell, &dir, inst, now).await;
-        let Some(reason) = cert_reason(&dir, &desired, now) else {
-            continue;
-        };
-        let started = Instant::now();
-        let (key_pem, csr_pem) = match c2c_certs::ca::new_key_and_csr() {
-            Ok(x) => x,
-            Err(error) => {
-                warn!(%error, "making a key and CSR failed");
-                continue;
-            }
-        };
-        let cert_pem = match client.sign_instance(cell, &guid, &csr_pem).await {
-            Ok(signed) => signed.cert_pem,
-            Err(error) => {
-                warn!(%error, instance = %guid, "certificate signing failed");
-                continue;
-            }
-        };
-        let d = dir.clone();
-        match tokio::task::spawn_blocking(move || {
-            c2c_certs::pair::write_pair(&d, cert_pem.as_bytes(), key_pem.as_bytes())
-        })
-        .await
-        {
-            Ok(Ok(())) => {
-                info!(instance = %guid, dir = %dir.display(), reason, names = ?names, elapsed_ms = started.elapsed().as_millis() as u64, "certificate issued")
-            }
-            Ok(Err(error)) => warn!(%error, dir = %dir.display(), "writing the certificate failed"),
-            Err(error) => warn!(%error, "certificate task failed"),
-        }
-    }
-}
-
-/// Keeps an instance's identity (CF_INSTANCE_CERT: `instance.crt`, `instance.key`) current in
-/// the identity dir beside its sidecar's cert dir, and the platform root in the
-/// system-certificates dir: a key made here, a CSR, control's signature, an atomic write in
-/// place (the app and the sidecar keep running), re-issued at 2/3 of its life.
-async fn sync_identity(
-    client: &Client,
-    cell: &str,
-    cert_dir: &Path,
-    inst: &c2c_api::Instance,
-    now: i64,
-) {
-    use c2c_certs::identity::{CERT_FILE, KEY_FILE, ROOT_FILE};
-    let dir = c2c_api::layout::identity_dir(cert_dir);
-    let Ok(desired) = c2c_certs::SanSet::new([inst.guid.as_str()], [IpAddr::V4(inst.ip)]) else {
-        warn!(instance = %inst.guid, "instance GUID is not a DNS name; no identity");
-        return;
-    };
-    let Some(reason) = pair_reason(&dir, (CERT_FILE, KEY_FILE), &desired, now) else {
-        return;
-    };
-    let (key_pem, csr_pem) = match c2c_certs::ca::new_key_and_csr() {
-        Ok(x) => x,
-        Err(error) => {
-            warn!(%error, "making a key and CSR failed");
-            return;
-        }
-    };
-    let signed = match client.sign_identity(cell, &inst.guid, &csr_pem).await {
-        Ok(s) => s,
-        Err(error) => {
-            warn!(%error, instance = %inst.guid, "identity signing failed");
-            return;
-        }
-    };
-    let system = c2c_api::layout::system_certs_dir(cert_dir);
-    let (d, s) = (dir.clone(), system.clone());
-    let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        if let Some(root) = signed.root_pem {
-            std::fs::create_dir_all(&s)?;
-            let path = s.join(ROOT_FILE);
-            if std::fs::read(&path).ok().as_deref() != Some(root.as_bytes()) {
-                c2c_certs::pair::write_file_atomic(&path, root.as_bytes(), 0o644)?;
-            }
-        }
-        c2c_certs::pair::write_pair_named(
-            &d,
-            (CERT_FILE, KEY_FILE),
-            signed.cert_pem.as_bytes(),
-            key_pem.as_bytes(),
-        )
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => {
-            info!(instance = %inst.guid, dir = %dir.display(), reason, "identity issued")
-        }
-        Ok(Err(error)) => warn!(%error, dir = %dir.display(), "writing the identity failed"),
-        Err(error) => warn!(%error, "identity task failed"),
-    }
-}
-
-/// Writes what the sidecar of `inst` needs to decide on callers ([`c2c_api::access`]) into its
-/// cert dir, when it changed: the sidecar reloads it as it does its certificate.
-async fn sync_access(cert_dir: &Path, view: &CellView, inst: &c2c_api::Instance) {
-    let access = c2c_api::access::Access::for_instance(view, inst);
-    let path = cert_dir.join(c2c_api::access::ACCESS_FILE);
-    let Ok(bytes) = serde_json::to_vec_pretty(&access) else {
-        return;
-    };
-    let written = tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
-        // The revision alone moving is no news to the sidecar.
-        let old = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<c2c_api::access::Access>(&b).ok());
-        if old.is_some_and(|o| {
-            c2c_api::access::Access {
-                revision: access.revision,
-                ..o
-            } == access
-        }) {
-            return Ok(false);
-        }
-        if let Some(parent) = path.parent().filter(|p| p.exists()) {
-            c2c_certs::pair::write_file_atomic(
-                &parent.join(c2c_api::access::ACCESS_FILE),
-                &bytes,
-                0o644,
-            )?;
-            return Ok(true);
-        }
-        Ok(false)
-    })
-    .await;
-    match written {
-        Ok(Ok(true)) => debug!(instance = %inst.guid, "access written"),
-        Ok(Ok(false)) => {}
-        Ok(Err(error)) => {
-            warn!(%error, dir = %cert_dir.display(), "writing the access file failed")
-        }
-        Err(error) => warn!(%error, "access task failed"),
-    }
-}
-
 /// Runs the agent until `shutdown`. Rules stay in place when it stops, so enforcement outlives
 /// a restart.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
@@ -490,7 +285,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     // Control's views, from a streamed watch kept open by a task of its own.
     let mut views = spawn_watch(client.clone(), cfg.cell.clone(), shutdown.clone());
     let mut resync = tokio::time::interval(cfg.resync);
-    let mut certs_due = tokio::time::interval(CERT_CHECK);
+    let mut certs_due = tokio::time::interval(crate::certsync::CERT_CHECK);
     certs_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renew = tokio::time::interval(cfg.renew);
     renew.tick().await;
@@ -539,7 +334,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 // Certificates and identities age between views: a short validity
                 // (`--identity-validity 30s`) is renewed in time, not at the next resync.
                 if let Some(v) = core.view() {
-                    sync_certs(&client, &cfg.cell, v, core.records()).await;
+                    crate::certsync::sync_certs(&client, &cfg.cell, v, core.records()).await;
                 }
                 continue;
             }
@@ -835,7 +630,7 @@ async fn perform(action: Action, cx: &mut Ctx<'_>) -> Option<Event> {
         }
         Action::SyncCerts => {
             if let Some(v) = cx.core.view() {
-                sync_certs(cx.client, &cx.cfg.cell, v, cx.core.records()).await;
+                crate::certsync::sync_certs(cx.client, &cx.cfg.cell, v, cx.core.records()).await;
             }
             None
         }

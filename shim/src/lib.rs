@@ -5,6 +5,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod agent;
+pub mod certsync;
 pub mod cni;
 pub mod core;
 pub mod dns;
