@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod certsync;
 pub mod cni;
+pub mod control_link;
 pub mod core;
 pub mod dns;
 pub mod hook;

@@ -1,0 +1,126 @@
+//! The agent's link to control: its lease, taken at start (waiting out an unreachable or
+//! failing control), and the streamed watch of its view, kept open across replicas.
+
+use std::time::Duration;
+
+use c2c_api::client::{Client, ClientError, StatusCode};
+use c2c_api::{CellName, CellView, Lease, Revision};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// How long a watch stream may stay silent (control sends a heartbeat line every
+/// [`c2c_api::paths::WATCH_HEARTBEAT`], 2 s) before it is taken for dead and opened again, on
+/// the next replica: three heartbeats missed, and a second for a busy replica.
+const STREAM_SILENCE: Duration =
+    Duration::from_secs(c2c_api::paths::WATCH_HEARTBEAT.as_secs() * 3 + 1);
+
+/// Keeps a streamed watch open on a task of its own and sends each whole view: a line that
+/// carries only changes is merged into the view before it. A stream that ends, fails or goes
+/// silent is opened again (100 ms, doubling to 2 s), on the next replica when this one cannot
+/// be reached, from the revision the cell has; meanwhile the cell keeps enforcing what it has.
+pub(crate) fn spawn_watch(
+    client: Client,
+    cell: CellName,
+    shutdown: CancellationToken,
+) -> tokio::sync::mpsc::Receiver<CellView> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut last: Option<CellView> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let after = last.as_ref().map_or(Revision(0), |v| v.revision);
+            let opened = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = client.watch_stream(cell.as_str(), after) => r,
+            };
+            let mut stream = match opened {
+                Ok(s) => {
+                    debug!(url = %client.url(), after = after.0, "watch stream open");
+                    backoff = Duration::from_millis(100);
+                    s
+                }
+                Err(error) => {
+                    warn!(%error, retry_in_ms = backoff.as_millis() as u64, "watch failed; enforcing the last known state and retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = tokio::time::timeout(STREAM_SILENCE, stream.next()) => r,
+                };
+                let v = match next {
+                    Ok(Ok(Some(v))) => v,
+                    Ok(Ok(None)) => continue,
+                    Ok(Err(error)) => {
+                        warn!(%error, "watch stream ended; opening it again");
+                        break;
+                    }
+                    Err(_) => {
+                        warn!(url = %client.url(), silent_s = STREAM_SILENCE.as_secs(), "watch stream silent; opening it again on the next replica");
+                        client.demote(stream.url());
+                        break;
+                    }
+                };
+                let whole = match &last {
+                    Some(prev) => v.merged(prev),
+                    None => v.unchanged.is_empty().then_some(v),
+                };
+                let Some(whole) = whole else {
+                    warn!("watch stream sent changes to a view this cell does not have; starting over");
+                    last = None;
+                    break;
+                };
+                last = Some(whole.clone());
+                if tx.send(whole).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// The cell's lease, retried until control answers (cells may start before control); `None`
+/// if the agent was stopped meanwhile. A refusal (an HTTP status) is final.
+pub(crate) async fn acquire_lease(
+    client: &Client,
+    cell: &CellName,
+    underlay_ip: std::net::Ipv4Addr,
+    shutdown: &CancellationToken,
+) -> Result<Option<Lease>, ClientError> {
+    loop {
+        match client.acquire_lease(cell, underlay_ip).await {
+            Ok(l) => return Ok(Some(l)),
+            // Every subnet is leased to a live cell: one may expire or be removed; wait.
+            Err(ClientError::Status { status, message })
+                if status == StatusCode::CONFLICT && message.contains("no free subnet") =>
+            {
+                warn!(%message, "no subnet for this cell yet; waiting for one to be freed (c2c cell remove, or an expired lease)");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+            // Control answered but could not serve (its database restarting, a replica
+            // failing over): as unreachable, not a reason to give up the cell.
+            Err(ClientError::Status { status, message }) if status.is_server_error() => {
+                warn!(%status, %message, "control could not serve the lease yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            Err(e @ ClientError::Status { .. }) => return Err(e),
+            Err(error) => {
+                warn!(%error, "control not reachable yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
