@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{asg_cmd, cell_cmd, certs_cmd, policy_cmd, token_cmd};
+use crate::{asg_cmd, cell_cmd, certs_cmd, curl_cmd, policy_cmd, route_cmd, token_cmd};
 use c2c_control::serve_cmd;
 use c2c_platform::instance;
 
@@ -192,9 +192,9 @@ pub(crate) enum Command {
         command: Vec<String>,
     },
     /// Map an internal route HOST.DOMAIN to an app: it enters the app's certificates and DNS.
-    MapRoute(policy_cmd::RouteArgs),
+    MapRoute(route_cmd::RouteArgs),
     /// Unmap an internal route from an app.
-    UnmapRoute(policy_cmd::RouteArgs),
+    UnmapRoute(route_cmd::RouteArgs),
     /// List internal routes.
     Routes {
         /// Print JSON (a stable shape, names beside GUIDs) instead of the table.
@@ -213,7 +213,7 @@ pub(crate) enum Command {
         json: bool,
     },
     /// Raw call to the control API, as `cf curl` does.
-    Curl(policy_cmd::CurlArgs),
+    Curl(curl_cmd::CurlArgs),
     /// Run the whole workflow on a local platform, then take it down (needs root).
     Demo {
         /// The demo's own state dir (anything there is taken down first).

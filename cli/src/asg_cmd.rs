@@ -9,7 +9,7 @@ use c2c_api::asg::{Lifecycle, SecurityGroup};
 use c2c_api::types::BindingRequest;
 use clap::{Args, Subcommand};
 
-use crate::policy_cmd::{print_json, print_table, with_client};
+use crate::common::{print_json, print_table, with_client};
 
 /// What a binding or an update ends with (cf says a restart may be needed; here none is).
 const TIP: &str = "TIP: Changes are enforced on running apps at once; no restart is needed.";

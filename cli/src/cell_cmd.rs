@@ -60,7 +60,7 @@ pub fn list(state_dir: &Path, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        return crate::policy_cmd::print_json(&serde_json::json!({ "cells": out }));
+        return crate::common::print_json(&serde_json::json!({ "cells": out }));
     }
     for c in cells {
         let (subnet, underlay, renewed) = match &c.lease {
@@ -86,7 +86,7 @@ pub fn list(state_dir: &Path, json: bool) -> Result<()> {
         ]);
     }
     // Columns as wide as their widest cell, as the other lists.
-    crate::policy_cmd::print_table(&rows);
+    crate::common::print_table(&rows);
     Ok(())
 }
 

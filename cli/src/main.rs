@@ -3,12 +3,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod app_cmd;
 mod args;
 mod asg_cmd;
 mod cell_cmd;
 mod certs_cmd;
+mod common;
+mod curl_cmd;
 mod help;
 mod policy_cmd;
+mod route_cmd;
 mod token_cmd;
 
 use args::{CellCommand, CellTokenCommand, Cli, Command, ControlCommand};
@@ -142,17 +146,17 @@ fn main() -> ExitCode {
         Command::Token(t) => token_cmd::run(&dir, t),
         Command::Tokens { json } => token_cmd::list(&dir, json),
         Command::CreateApp { name, org, space } => {
-            policy_cmd::create_app(&dir, &name, org.as_deref().zip(space.as_deref()))
+            app_cmd::create_app(&dir, &name, org.as_deref().zip(space.as_deref()))
         }
         Command::Asg(a) => asg_cmd::run(&dir, a),
-        Command::Apps { json } => policy_cmd::list_apps(&dir, json),
-        Command::App { name, json } => policy_cmd::show_app(&dir, &name, json),
+        Command::Apps { json } => app_cmd::list_apps(&dir, json),
+        Command::App { name, json } => app_cmd::show_app(&dir, &name, json),
         Command::UpdateApp {
             name,
             client_identity,
             proxy_protocol,
             app_protocol,
-        } => policy_cmd::update_app(
+        } => app_cmd::update_app(
             &dir,
             &name,
             c2c_api::types::AppSettings {
@@ -161,10 +165,10 @@ fn main() -> ExitCode {
                 app_protocol,
             },
         ),
-        Command::Curl(a) => policy_cmd::curl(&dir, a),
-        Command::MapRoute(a) => policy_cmd::route(&dir, a, false),
-        Command::UnmapRoute(a) => policy_cmd::route(&dir, a, true),
-        Command::Routes { json } => policy_cmd::list_routes(&dir, json),
+        Command::Curl(a) => curl_cmd::curl(&dir, a),
+        Command::MapRoute(a) => route_cmd::route(&dir, a, false),
+        Command::UnmapRoute(a) => route_cmd::route(&dir, a, true),
+        Command::Routes { json } => route_cmd::list_routes(&dir, json),
         Command::Demo { dir, keep } => demo::run(&dir, keep),
         Command::NetworkLogs { app, follow } => {
             c2c_platform::netlogs::show(&dir, app.as_deref(), follow)
@@ -305,15 +309,15 @@ fn main() -> ExitCode {
                 eprintln!("c2c: {hint}");
             }
             // A usage error (exit 2) did nothing and prints nothing on stdout, as clap's own.
-            let usage = e.downcast_ref::<policy_cmd::UsageError>().is_some();
+            let usage = e.downcast_ref::<common::UsageError>().is_some();
             if failed_line && !usage {
                 println!("FAILED");
             }
             // As cf curl --fail.
-            if e.downcast_ref::<policy_cmd::CurlFailed>().is_some() {
+            if e.downcast_ref::<curl_cmd::CurlFailed>().is_some() {
                 return ExitCode::from(22);
             }
-            if e.downcast_ref::<policy_cmd::UsageError>().is_some() {
+            if e.downcast_ref::<common::UsageError>().is_some() {
                 return ExitCode::from(2);
             }
             ExitCode::FAILURE

@@ -6,7 +6,7 @@ use anyhow::Result;
 use c2c_api::types::{Scope, TokenRequest};
 use clap::Subcommand;
 
-use crate::policy_cmd::{print_json, print_table, with_client};
+use crate::common::{print_json, print_table, with_client};
 
 /// `c2c token ...`.
 #[derive(Debug, Subcommand)]

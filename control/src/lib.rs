@@ -30,6 +30,7 @@ pub mod platform_claim;
 mod quotas;
 pub mod replicas;
 pub mod routes;
+mod schema;
 pub mod serve_cmd;
 pub mod state;
 mod streams;

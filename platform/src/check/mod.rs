@@ -1,0 +1,352 @@
+//! `c2c check`: proves, by traffic, that a live local platform enforces what it says. It puts
+//! two probe apps on the cells (`c2c-check-a` on the first cell; `c2c-check-b` with one
+//! instance per cell, up to two), then checks default deny within and across cells, that a
+//! policy opens exactly its port in one direction on every cell (and how long each took), the
+//! cells' `apps.internal` DNS, TLS on 61443 verified against the platform CA, a route mapped to
+//! the running sidecar, and that removing the policy closes the path again. Everything it made
+//! goes at the end, also on failure or Ctrl-C, unless `--keep` (a later run reuses the probes).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use c2c_api::net::{PortRange, Protocol};
+use c2c_api::Policy;
+
+use super::instance::{self, InstanceInfo, PushArgs};
+use super::{Paths, PlatformInfo};
+
+mod dns;
+mod report;
+mod traffic;
+
+use dns::dns;
+use report::Report;
+use traffic::{converge, host_ports, identity, refused, route_hot, tls};
+
+/// The probe apps.
+pub const PROBE_A: &str = "c2c-check-a";
+/// The probe apps' destination.
+pub const PROBE_B: &str = "c2c-check-b";
+/// The route mapped to the running destination while the checks run.
+const EXTRA_ROUTE: &str = "c2c-check-b-mapped";
+
+/// Every check, in the order they run (`--only` and `--skip` take these names).
+pub const CHECKS: &[&str] = &[
+    "probes",
+    "deny-same-cell",
+    "deny-cross-cell",
+    "policy-enforced",
+    "policy-exact-port",
+    "policy-one-way",
+    "host-ports",
+    "dns",
+    "tls",
+    "route-hot",
+    "identity",
+    "policy-removed",
+];
+
+/// How long a change may take to be enforced before a check fails.
+const CONVERGE: Duration = Duration::from_secs(10);
+
+/// What `c2c check` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Print one JSON object instead of lines.
+    pub json: bool,
+    /// Run only these checks (and the probes they need).
+    pub only: Vec<String>,
+    /// Skip these checks.
+    pub skip: Vec<String>,
+    /// Leave the probes in place at the end.
+    pub keep: bool,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    /// Its name (one of [`CHECKS`]).
+    pub name: &'static str,
+    /// Whether it passed.
+    pub ok: bool,
+    /// How long it took.
+    pub ms: u64,
+    /// Why it failed (None when it passed).
+    pub reason: Option<String>,
+    /// What it saw.
+    pub detail: String,
+}
+
+/// The probes as placed: A's instance, B's instances by index.
+struct Probes {
+    a: InstanceInfo,
+    b: Vec<InstanceInfo>,
+    ca: Vec<u8>,
+    route: String,
+    info: PlatformInfo,
+}
+
+/// Runs the checks; prints each as it completes (or the JSON at the end). Ok(true) when every
+/// check that ran passed.
+pub fn run(state_dir: &Path, opts: &Options) -> Result<bool> {
+    super::preflight()?;
+    for n in opts.only.iter().chain(&opts.skip) {
+        if !CHECKS.contains(&n.as_str()) {
+            bail!("no check named {n:?}; the checks: {}", CHECKS.join(", "));
+        }
+    }
+    let info = PlatformInfo::load(&Paths::new(state_dir))?;
+    let _lock = Lock::take(state_dir)?;
+    let stop = interrupted();
+    let mut r = Report::new(opts);
+    let probes = r.step("probes", || probes(state_dir, info));
+    if let Some(p) = probes.as_ref() {
+        checks(state_dir, p, &mut r, &stop);
+    } else {
+        for n in &CHECKS[1..] {
+            r.not_run(n, "the probes could not be placed");
+        }
+    }
+    if stop.load(Ordering::SeqCst) {
+        r.note("interrupted: removing the probes");
+    }
+    let cleaned = if opts.keep && !stop.load(Ordering::SeqCst) {
+        Ok(())
+    } else {
+        remove_probes(state_dir)
+    };
+    let ok = r.finish();
+    cleaned.context("removing the probes")?;
+    if stop.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(ok)
+}
+
+/// The checks after the probes, in order; a check whose premise failed is reported as not run.
+fn checks(state_dir: &Path, p: &Probes, r: &mut Report, stop: &AtomicBool) {
+    let client = super::client(state_dir);
+    let policy = |port: u16| -> Result<Policy> {
+        let c = client.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let rt = rt()?;
+        Ok(Policy {
+            source: rt.block_on(c.app(PROBE_A))?.guid,
+            destination: rt.block_on(c.app(PROBE_B))?.guid,
+            protocol: Protocol::Tcp,
+            ports: PortRange::single(port).map_err(anyhow::Error::msg)?,
+        })
+    };
+    let set = |port: u16, add: bool| -> Result<()> {
+        let c = client.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let pol = policy(port)?;
+        let rt = rt()?;
+        if add {
+            rt.block_on(c.add_policies(&[pol]))?;
+        } else {
+            rt.block_on(c.remove_policies(&[pol]))?;
+        }
+        Ok(())
+    };
+    // A clean start: no policy between the probes (a --keep run may have left none, a crash one).
+    let _ = set(8080, false);
+    let _ = set(61443, false);
+    let halt = || stop.load(Ordering::SeqCst);
+    let a = &p.a;
+    let b0 = &p.b[0];
+    r.step_if(!halt(), "deny-same-cell", || refused(a, b0, 8080));
+    match p.b.get(1) {
+        Some(b1) => {
+            r.step_if(!halt(), "deny-cross-cell", || refused(a, b1, 8080));
+        }
+        None => r.passed_as("deny-cross-cell", "skipped: the platform has one cell"),
+    }
+    let enforced = r.step_if(!halt(), "policy-enforced", || {
+        set(8080, true)?;
+        converge(a, &p.b, 8080, true, stop)
+    });
+    if enforced.is_some() {
+        r.step_if(!halt(), "policy-exact-port", || refused(a, b0, 61443));
+        r.step_if(!halt(), "policy-one-way", || refused(b0, a, 8080));
+    } else {
+        r.not_run("policy-exact-port", "the policy was not enforced");
+        r.not_run("policy-one-way", "the policy was not enforced");
+    }
+    r.step_if(!halt(), "host-ports", || host_ports(p));
+    r.step_if(!halt(), "dns", || dns(p));
+    let tls = r.step_if(!halt(), "tls", || {
+        set(61443, true)?;
+        tls(p, &p.route, stop)
+    });
+    if tls.is_some() {
+        r.step_if(!halt(), "route-hot", || route_hot(state_dir, p, stop));
+        r.step_if(!halt(), "identity", || identity(state_dir, p, stop));
+    } else {
+        r.not_run("route-hot", "TLS to the sidecar failed");
+        r.not_run("identity", "TLS to the sidecar failed");
+    }
+    r.step_if(!halt(), "policy-removed", || {
+        set(8080, false)?;
+        set(61443, false)?;
+        converge(a, &p.b, 8080, false, stop)
+    });
+}
+
+/// Places the probes (or takes those a `--keep` run left, if they still run where they
+/// should): A on the first cell, B on the first two.
+fn probes(state_dir: &Path, info: PlatformInfo) -> Result<(Probes, String)> {
+    let cells: Vec<String> = info.cells.iter().take(2).map(|c| c.name.clone()).collect();
+    let want_b = cells.len() as u32;
+    let running = |app: &str, n: usize| -> Option<Vec<InstanceInfo>> {
+        let found = instance::instances(state_dir, Some(app)).ok()?;
+        let states = super::lifecycle::local_states(state_dir);
+        (found.len() == n
+            && found
+                .iter()
+                .all(|i| states.get(&i.guid) == Some(&super::lifecycle::State::Running)))
+        .then_some(found)
+    };
+    let reused = running(PROBE_A, 1).zip(running(PROBE_B, want_b as usize));
+    let (a, b, how) = match reused {
+        Some((a, b)) => (a, b, "reused the probes a --keep run left"),
+        None => {
+            remove_probes(state_dir)?;
+            let push = |app: &str, n: u32, cell: Option<&str>| -> Result<Vec<InstanceInfo>> {
+                instance::push(
+                    state_dir,
+                    &PushArgs {
+                        app: app.into(),
+                        instances: Some(n),
+                        no_route: false,
+                        cell: cell.map(str::to_string),
+                        command: None,
+                        org: None,
+                        space: None,
+                        host_ports: instance::DEFAULT_HOST_PORTS,
+                        quiet: true,
+                    },
+                )
+                .with_context(|| format!("pushing {app}"))
+            };
+            let a = push(PROBE_A, 1, Some(&cells[0]))?;
+            let b = push(PROBE_B, want_b, None)?;
+            (a, b, "placed")
+        }
+    };
+    let mut b = b;
+    b.sort_by_key(|i| i.index);
+    let ca = std::fs::read(
+        c2c_api::layout::Layout::new(state_dir)
+            .ca_dir()
+            .join("ca.pem"),
+    )
+    .context("reading the platform CA")?;
+    let detail = format!(
+        "{how}: {PROBE_A}/0 on {}, {}",
+        a[0].cell,
+        b.iter()
+            .map(|i| format!("{PROBE_B}/{} on {}", i.index, i.cell))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let route = instance::default_hostname(PROBE_B).context("the probe's route")?;
+    Ok((
+        Probes {
+            a: a.into_iter().next().context("no probe A")?,
+            b,
+            ca,
+            route,
+            info,
+        },
+        detail,
+    ))
+}
+
+/// Deletes the probe apps (instances, routes, policies), if there are any.
+fn remove_probes(state_dir: &Path) -> Result<()> {
+    for app in [PROBE_A, PROBE_B] {
+        let here = !instance::instances(state_dir, Some(app))?.is_empty();
+        let placed = super::client(state_dir)
+            .ok()
+            .and_then(|c| rt().ok()?.block_on(c.app(app)).ok())
+            .is_some();
+        if here || placed {
+            instance::delete_quietly(state_dir, app)?;
+        }
+    }
+    Ok(())
+}
+
+fn rt() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Set on Ctrl-C or SIGTERM: the checks stop and the probes are removed.
+fn interrupted() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = rt() else { return };
+        rt.block_on(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            f.store(true, Ordering::SeqCst);
+        });
+    });
+    flag
+}
+
+/// One `c2c check` at a time per platform (`STATE_DIR/check.lock`, holding the PID).
+struct Lock(PathBuf);
+
+impl Lock {
+    fn take(state_dir: &Path) -> Result<Self> {
+        let path = state_dir.join("check.lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    write!(f, "{}", std::process::id())?;
+                    return Ok(Lock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid = std::fs::read_to_string(&path).unwrap_or_default();
+                    if Path::new("/proc").join(pid.trim()).exists() && !pid.trim().is_empty() {
+                        bail!(
+                            "another c2c check runs on this platform (pid {})",
+                            pid.trim()
+                        );
+                    }
+                    // Left by a check that died: taken over.
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        bail!("could not take {}", path.display())
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
