@@ -282,23 +282,65 @@ pub fn ruleset(
     tags: &BTreeMap<AppGuid, u16>,
     allows: &[Allow],
 ) -> String {
-    let subnet = cell.subnet;
+    let mut body = String::new();
+    policy_sets(&mut body, cell, locals, tags, allows);
+    peer_sets(&mut body, cell);
+    // Container veths are `s-<hex ip>` (c2c-cni names them); the VTEP is silk-vtep.
+    let _ = writeln!(
+        body,
+        "  chain prerouting {{\n    type filter hook prerouting priority mangle; policy accept;\n    iifname \"s-*\" jump from_container\n  }}\n  chain from_container {{\n    iifname . ip saddr != @sources drop\n    meta mark set 0\n    meta mark set ip saddr map @marks\n  }}"
+    );
+    let gw = crate::cni::GATEWAY;
+    let _ = writeln!(
+        body,
+        "  chain input {{\n    type filter hook input priority filter; policy accept;\n    udp dport {VXLAN_PORT} ip saddr != @peers drop\n    udp dport {VXLAN_PORT} {VXLAN_GBP_TAG} 0 ip saddr . {VXLAN_INNER_SRC} != @peer_leases drop\n    udp dport {VXLAN_PORT} {VXLAN_GBP_TAG} != 0 ip saddr . {VXLAN_INNER_SRC} . {VXLAN_GBP_TAG} != @peer_sources drop\n    iifname \"s-*\" jump container_to_cell\n    iifname \"{VTEP}\" ct state established,related accept\n    iifname \"{VTEP}\" drop\n  }}\n  chain container_to_cell {{\n    ct state established,related accept\n    ip daddr {gw} udp dport 53 accept\n    ip daddr {gw} tcp dport 53 accept\n    ip daddr {gw} icmp type echo-request accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}"
+    );
+    let logs = egress_sets(&mut body, cell);
+    host_ports(&mut body, cell);
+    forward_chains(&mut body, cell.subnet, &logs);
+    let gen = generation_of(&body);
+    let mut out = String::with_capacity(body.len() + 200);
+    // `flush table` would keep set elements; deleting and re-creating in the same file is still
+    // one transaction.
+    let _ = writeln!(
+        out,
+        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{"
+    );
+    let _ = writeln!(
+        out,
+        "  set gen {{\n    type mark\n    elements = {{ {gen:#x} }}\n  }}"
+    );
+    out.push_str(&body);
+    out.push_str("}\n");
+    out
+}
+
+/// An `elements = { ... }` line; nft rejects an empty element list, so none then.
+fn elements_line(body: &mut String, items: Vec<String>) {
+    if !items.is_empty() {
+        let _ = writeln!(body, "    elements = {{ {} }}", items.join(",\n      "));
+    }
+}
+
+/// The policy's sets: each local container's tag (`marks`), the allowed destination, protocol,
+/// port and source tag (single ports and ranges apart), and the containers' own veth and
+/// address (`sources`).
+fn policy_sets(
+    body: &mut String,
+    cell: &CellRules,
+    locals: &[Local],
+    tags: &BTreeMap<AppGuid, u16>,
+    allows: &[Allow],
+) {
     let marks: BTreeMap<Ipv4Addr, u16> = locals
         .iter()
         .filter_map(|l| Some((l.ip, *tags.get(&l.app_guid)?)))
         .collect();
     let elements = allow_elements(locals, tags, allows);
     let (single, ranges): (Vec<_>, Vec<_>) = elements.iter().partition(|(_, _, s, e, _)| s == e);
-    let mut body = String::new();
-    let elements_line = |body: &mut String, items: Vec<String>| {
-        // nft rejects an empty element list: leave the line out then.
-        if !items.is_empty() {
-            let _ = writeln!(body, "    elements = {{ {} }}", items.join(",\n      "));
-        }
-    };
     body.push_str("  map marks {\n    type ipv4_addr : mark\n");
     elements_line(
-        &mut body,
+        body,
         marks
             .iter()
             .map(|(ip, tag)| format!("{ip} : {tag:#x}"))
@@ -306,7 +348,7 @@ pub fn ruleset(
     );
     body.push_str("  }\n  set allow {\n    type ipv4_addr . inet_proto . inet_service . mark\n");
     elements_line(
-        &mut body,
+        body,
         single
             .iter()
             .map(|(ip, p, s, _, tag)| format!("{ip} . {p} . {s} . {tag:#x}"))
@@ -314,7 +356,7 @@ pub fn ruleset(
     );
     body.push_str("  }\n  set allow_ranges {\n    type ipv4_addr . inet_proto . inet_service . mark\n    flags interval\n");
     elements_line(
-        &mut body,
+        body,
         ranges
             .iter()
             .map(|(ip, p, s, e, tag)| format!("{ip} . {p} . {s}-{e} . {tag:#x}"))
@@ -324,15 +366,20 @@ pub fn ruleset(
     let sources: BTreeSet<Ipv4Addr> = cell.containers.iter().copied().collect();
     body.push_str("  set sources {\n    type ifname . ipv4_addr\n");
     elements_line(
-        &mut body,
+        body,
         sources
             .iter()
             .map(|ip| format!("\"{}\" . {ip}", crate::cni::host_veth_name(*ip)))
             .collect(),
     );
+}
+
+/// The peers' sets: their underlay addresses, the (peer, inner source, tag) each may send and
+/// the lease each may send untagged from.
+fn peer_sets(body: &mut String, cell: &CellRules) {
     body.push_str("  }\n  set peers {\n    type ipv4_addr\n");
     let peers: BTreeSet<Ipv4Addr> = cell.peers.iter().copied().collect();
-    elements_line(&mut body, peers.iter().map(|ip| ip.to_string()).collect());
+    elements_line(body, peers.iter().map(|ip| ip.to_string()).collect());
     body.push_str("  }\n");
     // What a peer may send, read from the VXLAN packet before it is decapsulated: the GBP
     // group (the tag) at bits 80-95 of the UDP header's start, the inner source address at
@@ -348,7 +395,7 @@ pub fn ruleset(
         "  set peer_sources {{\n    typeof ip saddr . {VXLAN_INNER_SRC} . {VXLAN_GBP_TAG}"
     );
     elements_line(
-        &mut body,
+        body,
         sources
             .iter()
             .map(|(peer, ip, tag)| format!("{peer} . {:#010x} . {tag:#06x}", u32::from(*ip)))
@@ -360,7 +407,7 @@ pub fn ruleset(
     );
     let leases: BTreeSet<(Ipv4Addr, Subnet)> = cell.peer_leases.iter().copied().collect();
     elements_line(
-        &mut body,
+        body,
         leases
             .iter()
             .map(|(peer, net)| {
@@ -373,30 +420,33 @@ pub fn ruleset(
             .collect(),
     );
     body.push_str("  }\n");
-    // Container veths are `s-<hex ip>` (c2c-cni names them); the VTEP is silk-vtep.
-    let _ = writeln!(
-        body,
-        "  chain prerouting {{\n    type filter hook prerouting priority mangle; policy accept;\n    iifname \"s-*\" jump from_container\n  }}\n  chain from_container {{\n    iifname . ip saddr != @sources drop\n    meta mark set 0\n    meta mark set ip saddr map @marks\n  }}"
-    );
-    let gw = crate::cni::GATEWAY;
-    let _ = writeln!(
-        body,
-        "  chain input {{\n    type filter hook input priority filter; policy accept;\n    udp dport {VXLAN_PORT} ip saddr != @peers drop\n    udp dport {VXLAN_PORT} {VXLAN_GBP_TAG} 0 ip saddr . {VXLAN_INNER_SRC} != @peer_leases drop\n    udp dport {VXLAN_PORT} {VXLAN_GBP_TAG} != 0 ip saddr . {VXLAN_INNER_SRC} . {VXLAN_GBP_TAG} != @peer_sources drop\n    iifname \"s-*\" jump container_to_cell\n    iifname \"{VTEP}\" ct state established,related accept\n    iifname \"{VTEP}\" drop\n  }}\n  chain container_to_cell {{\n    ct state established,related accept\n    ip daddr {gw} udp dport 53 accept\n    ip daddr {gw} tcp dport 53 accept\n    ip daddr {gw} icmp type echo-request accept\n    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}"
-    );
-    // Security groups: what each container may reach outside the overlay, three interval sets
-    // of concatenations (the cost of a lookup does not grow with the number of rules).
+}
+
+/// The log statements the chains carry (empty where nothing is logged).
+#[derive(Default)]
+struct Logs {
+    asg_accept: String,
+    egress_deny: String,
+    c2c_accept: String,
+    c2c_deny: String,
+}
+
+/// Security groups: what each container may reach outside the overlay, three interval sets
+/// of concatenations (the cost of a lookup does not grow with the number of rules), again for
+/// the logged rules; and the log budgets. Returns the log statements for the chains.
+fn egress_sets(body: &mut String, cell: &CellRules) -> Logs {
     let logged: Vec<EgressRule> = cell.egress.iter().filter(|r| r.log).cloned().collect();
     for (suffix, rules) in [("", &cell.egress), ("_log", &logged)] {
         let [ports, all, icmp] = egress_elements(rules);
         let _ = writeln!(body, "  set asg_ports{suffix} {{\n    type ipv4_addr . ipv4_addr . inet_proto . inet_service\n    flags interval");
-        elements_line(&mut body, ports);
+        elements_line(body, ports);
         let _ = writeln!(
             body,
             "  }}\n  set asg_all{suffix} {{\n    type ipv4_addr . ipv4_addr\n    flags interval"
         );
-        elements_line(&mut body, all);
+        elements_line(body, all);
         let _ = writeln!(body, "  }}\n  set asg_icmp{suffix} {{\n    type ipv4_addr . ipv4_addr . icmp_type . icmp_code\n    flags interval");
-        elements_line(&mut body, icmp);
+        elements_line(body, icmp);
         body.push_str("  }\n");
     }
     // Logging is rate-limited per source address, so a flood is logged at a few lines a
@@ -411,30 +461,30 @@ pub fn ruleset(
     let log = |what: &str| {
         format!("add @log_budget {{ ip saddr limit rate {LOG_RATE}/second burst {LOG_RATE} packets }} limit name \"log_all\" log prefix \"{what}\" group {group}")
     };
-    let asg_log = if logged.is_empty() {
-        String::new()
-    } else {
-        format!(
+    let mut logs = Logs::default();
+    if !logged.is_empty() {
+        logs.asg_accept = format!(
             "    ct state new ip saddr . ip daddr . meta l4proto . th dport @asg_ports_log {l}\n    ct state new ip saddr . ip daddr @asg_all_log {l}\n    ct state new ip saddr . ip daddr . icmp type . icmp code @asg_icmp_log {l}\n",
             l = log("asg-accept")
-        )
-    };
-    let (egress_deny, c2c_accept, c2c_deny) = if cell.log_c2c {
-        (
-            format!("    {}\n", log("egress-deny")),
-            format!(
-                "    ct state new ip daddr . meta l4proto . th dport . meta mark @allow {l}\n    ct state new ip daddr . meta l4proto . th dport . meta mark @allow_ranges {l}\n",
-                l = log("c2c-accept")
-            ),
-            format!("    {}\n", log("c2c-deny")),
-        )
-    } else {
-        Default::default()
-    };
-    // Host ports: DNAT from the cell's underlay addresses to the container; only such traffic,
-    // from outside the overlay (not a container's veth, not the VTEP) and to exactly the
-    // mapped container port, passes default deny (`mapped`): "was DNATed" alone never stands
-    // in for a tag.
+        );
+    }
+    if cell.log_c2c {
+        logs.egress_deny = format!("    {}\n", log("egress-deny"));
+        logs.c2c_accept = format!(
+            "    ct state new ip daddr . meta l4proto . th dport . meta mark @allow {l}\n    ct state new ip daddr . meta l4proto . th dport . meta mark @allow_ranges {l}\n",
+            l = log("c2c-accept")
+        );
+        logs.c2c_deny = format!("    {}\n", log("c2c-deny"));
+    }
+    logs
+}
+
+/// Host ports: DNAT from the cell's underlay addresses to the container; only such traffic,
+/// from outside the overlay (not a container's veth, not the VTEP) and to exactly the
+/// mapped container port, passes default deny (`mapped`): "was DNATed" alone never stands
+/// in for a tag.
+fn host_ports(body: &mut String, cell: &CellRules) {
+    let subnet = cell.subnet;
     let (any_ip, at_ip): (Vec<_>, Vec<_>) = cell
         .host_ports
         .iter()
@@ -443,7 +493,7 @@ pub fn ruleset(
         "  map hostports {\n    type inet_proto . inet_service : ipv4_addr . inet_service\n",
     );
     elements_line(
-        &mut body,
+        body,
         any_ip
             .iter()
             .map(|(ip, m)| {
@@ -456,7 +506,7 @@ pub fn ruleset(
     );
     body.push_str("  }\n  map hostports_at {\n    type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service\n");
     elements_line(
-        &mut body,
+        body,
         at_ip
             .iter()
             .filter_map(|(ip, m)| {
@@ -473,7 +523,7 @@ pub fn ruleset(
         .iter()
         .map(|(ip, m)| format!("{ip} . {} . {}", m.protocol, m.container_port))
         .collect();
-    elements_line(&mut body, mapped.into_iter().collect());
+    elements_line(body, mapped.into_iter().collect());
     body.push_str("  }\n");
     for (name, hook) in [
         ("host_ports_in", "prerouting"),
@@ -499,6 +549,17 @@ pub fn ruleset(
             }
         );
     }
+}
+
+/// The forward path: to the cell's containers through `ingress` (the policy), from them
+/// outwards through `egress` (security groups), and masquerade for what leaves the overlay.
+fn forward_chains(body: &mut String, subnet: Subnet, logs: &Logs) {
+    let Logs {
+        asg_accept: asg_log,
+        egress_deny,
+        c2c_accept,
+        c2c_deny,
+    } = logs;
     let _ = writeln!(
         body,
         "  chain forward {{\n    type filter hook forward priority filter; policy accept;\n    ip daddr {net}/{len} jump ingress\n    ip daddr != {net}/{len} iifname \"s-*\" oifname != \"{VTEP}\" jump egress\n    ip daddr != {net}/{len} iifname \"{VTEP}\" drop\n  }}\n  chain egress {{\n    ct state established,related accept\n    ip daddr @peers udp dport {VXLAN_PORT} reject with icmp type admin-prohibited\n{asg_log}    ip saddr . ip daddr . meta l4proto . th dport @asg_ports accept\n    ip saddr . ip daddr @asg_all accept\n    ip saddr . ip daddr . icmp type . icmp code @asg_icmp accept\n{egress_deny}    meta l4proto tcp reject with tcp reset\n    reject with icmp type admin-prohibited\n  }}\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {net}/{len} ip daddr != {net}/{len} oifname != \"{VTEP}\" masquerade\n  }}",
@@ -509,21 +570,6 @@ pub fn ruleset(
         body,
         "  chain ingress {{\n    ct state established,related accept\n    iifname != \"s-*\" iifname != \"{VTEP}\" ct status dnat ip daddr . meta l4proto . th dport @mapped accept\n{c2c_accept}    ip daddr . meta l4proto . th dport . meta mark @allow accept\n    ip daddr . meta l4proto . th dport . meta mark @allow_ranges accept\n{c2c_deny}    meta l4proto tcp reject with tcp reset\n    reject with icmp type port-unreachable\n  }}\n",
     );
-    let gen = generation_of(&body);
-    let mut out = String::with_capacity(body.len() + 200);
-    // `flush table` would keep set elements; deleting and re-creating in the same file is still
-    // one transaction.
-    let _ = writeln!(
-        out,
-        "table ip {TABLE}\ndelete table ip {TABLE}\ntable ip {TABLE} {{"
-    );
-    let _ = writeln!(
-        out,
-        "  set gen {{\n    type mark\n    elements = {{ {gen:#x} }}\n  }}"
-    );
-    out.push_str(&body);
-    out.push_str("}\n");
-    out
 }
 
 /// FNV-1a of the ruleset body: the value kept in the `gen` set.

@@ -49,42 +49,8 @@ pub fn soak(duration: Duration, seed: u64) -> Report {
         .unwrap()
         .execute("ALTER DATABASE c2c SET synchronous_commit = on")
         .expect("synchronous_commit on");
-    for app in ["src", "dst"] {
-        p.c2c(&["create-app", app]);
-    }
-    let (a, _) = p.container(1, "src", 0);
-    // The destinations' namespaces live until the platform is gone (dropped at the end).
-    let mut dst_ns = vec![];
-    let targets: Vec<(u8, Ipv4Addr)> = [(2u8, 0u32), (3, 1)]
-        .iter()
-        .map(|(cell, index)| {
-            let (ns, ip) = p.container(*cell, "dst", *index);
-            serve(&ns, SocketAddr::new(ip.into(), 8080), "dst");
-            dst_ns.push(ns);
-            (*cell, ip)
-        })
-        .collect();
-    for (_, ip) in &targets {
-        let to = SocketAddr::new((*ip).into(), 8080);
-        wait_until(
-            "the path to dst",
-            Duration::from_secs(15),
-            || matches!(fetch(&a, to), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
-        );
-    }
+    let (a, dst_ns, targets) = probes_placed(&p);
     let mut report = Report::default();
-    let pids = |p: &Platform| -> Vec<(String, u32)> {
-        let mut v: Vec<(String, u32)> = p
-            .agents
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (format!("agent cell{}", i + 1), a.child.id()))
-            .collect();
-        if let Some((b, _)) = &p.replica_b {
-            v.push(("control replica B".into(), b.child.id()));
-        }
-        v
-    };
     let start_rss: Vec<(String, u64)> = pids(&p)
         .into_iter()
         .map(|(w, pid)| (w, rss_kb(pid)))
@@ -94,31 +60,7 @@ pub fn soak(duration: Duration, seed: u64) -> Report {
     let probes: Arc<Mutex<Vec<Probe>>> = Arc::default();
     let changes: Arc<Mutex<Vec<Change>>> = Arc::default();
     let began = Instant::now();
-
-    // Probes, from inside src's namespace: a new connection to each target every 20 ms.
-    let prober = {
-        let (stop, probes, targets) = (stop.clone(), probes.clone(), targets.clone());
-        spawn_in(&a.path(), move || {
-            while !stop.load(Ordering::SeqCst) {
-                for (cell, ip) in &targets {
-                    let at = Instant::now();
-                    let open = TcpStream::connect_timeout(
-                        &SocketAddr::new((*ip).into(), 8080),
-                        Duration::from_millis(300),
-                    )
-                    .is_ok();
-                    probes.lock().unwrap().push(Probe {
-                        at,
-                        cell: *cell,
-                        open,
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-
-    // Churn: the policy on and off every 300-700 ms, through either replica.
+    let prober = spawn_prober(&a, targets, stop.clone(), probes.clone());
     let cli = Cli {
         underlay: p.underlay.ns.name.clone(),
         state: p.dir.path().join("state"),
@@ -128,140 +70,10 @@ pub fn soak(duration: Duration, seed: u64) -> Report {
             p.replica_b.as_ref().unwrap().1.trim()
         ),
     };
-    let churner = {
-        let (stop, changes, cli) = (stop.clone(), changes.clone(), cli.clone());
-        std::thread::spawn(move || {
-            let mut rng = seed ^ 0x9e37_79b9_7f4a_7c15;
-            let mut present = false;
-            while !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(300 + next(&mut rng) % 400));
-                let verb = if present {
-                    "remove-network-policy"
-                } else {
-                    "add-network-policy"
-                };
-                let sent = Instant::now();
-                // Retried until control takes it (a replica may be down): both verbs are
-                // idempotent, so a retry after a lost answer changes nothing twice.
-                if let Err(e) = cli.until_ok(
-                    &[verb, "src", "dst", "--protocol", "tcp", "--port", "8080"],
-                    &stop,
-                ) {
-                    return Some(e);
-                }
-                present = !present;
-                changes.lock().unwrap().push(Change {
-                    sent,
-                    acked: Instant::now(),
-                    present,
-                });
-            }
-            None
-        })
-    };
+    let churner = spawn_policy_churn(cli.clone(), seed, stop.clone(), changes.clone());
+    let app_churner = spawn_app_churn(cli, stop.clone());
+    let faults = inject_faults(&mut p, duration, began, seed, &mut report);
 
-    // Churn of apps: created, given a route and a policy from src, deleted, one after another.
-    // A cycle begun is finished, also after the stop, so the end state is known.
-    let app_churner = {
-        let (stop, cli) = (stop.clone(), cli.clone());
-        std::thread::spawn(move || {
-            let never = AtomicBool::new(false);
-            let mut cycles = 0u64;
-            let mut failed = None;
-            while !stop.load(Ordering::SeqCst) {
-                let name = format!("churn{cycles}");
-                for args in [
-                    &["create-app", &name][..],
-                    &["map-route", &name, "apps.internal", "--hostname", &name],
-                    &[
-                        "add-network-policy",
-                        "src",
-                        &name,
-                        "--protocol",
-                        "tcp",
-                        "--port",
-                        "9000",
-                    ],
-                    &["delete", &name, "-f"],
-                ] {
-                    if let Err(e) = cli.until_ok(args, &never) {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-                if failed.is_some() {
-                    break;
-                }
-                cycles += 1;
-            }
-            (cycles, failed)
-        })
-    };
-
-    // Faults, on this thread: one every 4-8 s, kinds in turn, cells at random.
-    let mut faults: Vec<Fault> = vec![];
-    let kinds = [
-        "kill9-agent",
-        "pause-agent",
-        "kill9-control",
-        "restart-postgres",
-        "partition-cells",
-    ];
-    let mut rng = seed;
-    let mut k = 0;
-    while began.elapsed() + Duration::from_secs(10) < duration {
-        std::thread::sleep(Duration::from_millis(4000 + next(&mut rng) % 4000));
-        let kind = kinds[k % kinds.len()];
-        k += 1;
-        let cell = 1 + (next(&mut rng) % 3) as u8;
-        let start = Instant::now();
-        let fault_cell = match kind {
-            "kill9-agent" => {
-                p.agents[cell as usize - 1].kill9();
-                std::thread::sleep(Duration::from_millis(500));
-                p.start_agent(cell);
-                cell
-            }
-            "pause-agent" => {
-                let pid = nix::unistd::Pid::from_raw(p.agents[cell as usize - 1].child.id() as i32);
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
-                std::thread::sleep(Duration::from_secs(2));
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
-                cell
-            }
-            "restart-postgres" => {
-                // Control is away from its database; the cells' rules must stay as they were.
-                p.pg.as_ref()
-                    .unwrap()
-                    .restart(Duration::from_secs(2))
-                    .expect("restarting PostgreSQL");
-                0
-            }
-            "partition-cells" => {
-                // cell1 (the probes' source) and cell2 or cell3 cannot reach each other; the
-                // cut cell is excused (its probes cannot arrive), the other is not.
-                let cut = 2 + (cell % 2);
-                let ns = &p.cells[cut as usize - 1].ns;
-                partition(&ns.name, true);
-                std::thread::sleep(Duration::from_secs(2));
-                partition(&ns.name, false);
-                cut
-            }
-            _ => {
-                p.kill_replica_a();
-                std::thread::sleep(Duration::from_secs(2));
-                p.restart_replica_a();
-                0
-            }
-        };
-        *report.faults.entry(kind).or_default() += 1;
-        faults.push(Fault {
-            kind,
-            cell: fault_cell,
-            start,
-            healed: Instant::now(),
-        });
-    }
     // The last changes settle, then everything stops.
     std::thread::sleep(WINDOW + Duration::from_secs(1));
     stop.store(true, Ordering::SeqCst);
@@ -280,20 +92,7 @@ pub fn soak(duration: Duration, seed: u64) -> Report {
     report.probes = probes.len() as u64;
     report.changes = changes.len() as u64;
     check(&probes, &changes, &faults, &mut report);
-    for ((who, start), (_, pid)) in start_rss.into_iter().zip(pids(&p)) {
-        report.rss_kb.push((who, start, rss_kb(pid)));
-    }
-    // Memory of a process killed and started again is not comparable: said so.
-    for (who, _, _) in report.rss_kb.iter_mut() {
-        let n: Option<usize> = who.strip_prefix("agent cell").and_then(|n| n.parse().ok());
-        if n.is_some_and(|n| {
-            faults
-                .iter()
-                .any(|f| f.kind == "kill9-agent" && f.cell as usize == n)
-        }) {
-            who.push_str(" (restarted during the soak)");
-        }
-    }
+    memory(&p, start_rss, &faults, &mut report);
     for (i, agent) in p.agents.iter_mut().enumerate() {
         if let Ok(Some(status)) = agent.child.try_wait() {
             let log = agent.log();
@@ -318,6 +117,248 @@ pub fn soak(duration: Duration, seed: u64) -> Report {
     drop((a, dst_ns, p));
     report.leaks = leaks(&dirs);
     report
+}
+
+/// The probe apps: `src` on cell1, `dst` serving on cell2 and cell3, each path refused (no
+/// policy yet). Returns src's namespace, dst's namespaces (they live until the platform is
+/// gone) and the targets by cell.
+fn probes_placed(p: &Platform) -> (Netns, Vec<Netns>, Vec<(u8, Ipv4Addr)>) {
+    for app in ["src", "dst"] {
+        p.c2c(&["create-app", app]);
+    }
+    let (a, _) = p.container(1, "src", 0);
+    let mut dst_ns = vec![];
+    let targets: Vec<(u8, Ipv4Addr)> = [(2u8, 0u32), (3, 1)]
+        .iter()
+        .map(|(cell, index)| {
+            let (ns, ip) = p.container(*cell, "dst", *index);
+            serve(&ns, SocketAddr::new(ip.into(), 8080), "dst");
+            dst_ns.push(ns);
+            (*cell, ip)
+        })
+        .collect();
+    for (_, ip) in &targets {
+        let to = SocketAddr::new((*ip).into(), 8080);
+        wait_until(
+            "the path to dst",
+            Duration::from_secs(15),
+            || matches!(fetch(&a, to), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        );
+    }
+    (a, dst_ns, targets)
+}
+
+/// The processes whose memory is reported: the agents and replica B.
+fn pids(p: &Platform) -> Vec<(String, u32)> {
+    let mut v: Vec<(String, u32)> = p
+        .agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("agent cell{}", i + 1), a.child.id()))
+        .collect();
+    if let Some((b, _)) = &p.replica_b {
+        v.push(("control replica B".into(), b.child.id()));
+    }
+    v
+}
+
+/// Memory at the start and now; a process killed and started again is not comparable: said so.
+fn memory(p: &Platform, start_rss: Vec<(String, u64)>, faults: &[Fault], report: &mut Report) {
+    for ((who, start), (_, pid)) in start_rss.into_iter().zip(pids(p)) {
+        report.rss_kb.push((who, start, rss_kb(pid)));
+    }
+    for (who, _, _) in report.rss_kb.iter_mut() {
+        let n: Option<usize> = who.strip_prefix("agent cell").and_then(|n| n.parse().ok());
+        if n.is_some_and(|n| {
+            faults
+                .iter()
+                .any(|f| f.kind == "kill9-agent" && f.cell as usize == n)
+        }) {
+            who.push_str(" (restarted during the soak)");
+        }
+    }
+}
+
+/// Probes, from inside src's namespace: a new connection to each target every 20 ms.
+fn spawn_prober(
+    a: &Netns,
+    targets: Vec<(u8, Ipv4Addr)>,
+    stop: Arc<AtomicBool>,
+    probes: Arc<Mutex<Vec<Probe>>>,
+) -> std::thread::JoinHandle<()> {
+    spawn_in(&a.path(), move || {
+        while !stop.load(Ordering::SeqCst) {
+            for (cell, ip) in &targets {
+                let at = Instant::now();
+                let open = TcpStream::connect_timeout(
+                    &SocketAddr::new((*ip).into(), 8080),
+                    Duration::from_millis(300),
+                )
+                .is_ok();
+                probes.lock().unwrap().push(Probe {
+                    at,
+                    cell: *cell,
+                    open,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
+/// Churn: the policy on and off every 300-700 ms, through either replica. Ends with the
+/// reason when control did not take a change for a minute.
+fn spawn_policy_churn(
+    cli: Cli,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    changes: Arc<Mutex<Vec<Change>>>,
+) -> std::thread::JoinHandle<Option<String>> {
+    std::thread::spawn(move || {
+        let mut rng = seed ^ 0x9e37_79b9_7f4a_7c15;
+        let mut present = false;
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(300 + next(&mut rng) % 400));
+            let verb = if present {
+                "remove-network-policy"
+            } else {
+                "add-network-policy"
+            };
+            let sent = Instant::now();
+            // Retried until control takes it (a replica may be down): both verbs are
+            // idempotent, so a retry after a lost answer changes nothing twice.
+            if let Err(e) = cli.until_ok(
+                &[verb, "src", "dst", "--protocol", "tcp", "--port", "8080"],
+                &stop,
+            ) {
+                return Some(e);
+            }
+            present = !present;
+            changes.lock().unwrap().push(Change {
+                sent,
+                acked: Instant::now(),
+                present,
+            });
+        }
+        None
+    })
+}
+
+/// Churn of apps: created, given a route and a policy from src, deleted, one after another.
+/// A cycle begun is finished, also after the stop, so the end state is known. Ends with the
+/// cycles done and, if control stopped taking changes, why.
+fn spawn_app_churn(
+    cli: Cli,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u64, Option<String>)> {
+    std::thread::spawn(move || {
+        let never = AtomicBool::new(false);
+        let mut cycles = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let name = format!("churn{cycles}");
+            for args in [
+                &["create-app", &name][..],
+                &["map-route", &name, "apps.internal", "--hostname", &name],
+                &[
+                    "add-network-policy",
+                    "src",
+                    &name,
+                    "--protocol",
+                    "tcp",
+                    "--port",
+                    "9000",
+                ],
+                &["delete", &name, "-f"],
+            ] {
+                if let Err(e) = cli.until_ok(args, &never) {
+                    return (cycles, Some(e));
+                }
+            }
+            cycles += 1;
+        }
+        (cycles, None)
+    })
+}
+
+/// Faults, on this thread: one every 4-8 s, kinds in turn, cells at random, until 10 s
+/// before the end.
+fn inject_faults(
+    p: &mut Platform,
+    duration: Duration,
+    began: Instant,
+    seed: u64,
+    report: &mut Report,
+) -> Vec<Fault> {
+    let mut faults: Vec<Fault> = vec![];
+    let kinds = [
+        "kill9-agent",
+        "pause-agent",
+        "kill9-control",
+        "restart-postgres",
+        "partition-cells",
+    ];
+    let mut rng = seed;
+    let mut k = 0;
+    while began.elapsed() + Duration::from_secs(10) < duration {
+        std::thread::sleep(Duration::from_millis(4000 + next(&mut rng) % 4000));
+        let kind = kinds[k % kinds.len()];
+        k += 1;
+        let cell = 1 + (next(&mut rng) % 3) as u8;
+        let start = Instant::now();
+        let fault_cell = fault(p, kind, cell);
+        *report.faults.entry(kind).or_default() += 1;
+        faults.push(Fault {
+            kind,
+            cell: fault_cell,
+            start,
+            healed: Instant::now(),
+        });
+    }
+    faults
+}
+
+/// One fault of `kind` (on `cell` where it takes one), healed before it returns. Returns the
+/// cell the fault excuses (0: none).
+fn fault(p: &mut Platform, kind: &str, cell: u8) -> u8 {
+    match kind {
+        "kill9-agent" => {
+            p.agents[cell as usize - 1].kill9();
+            std::thread::sleep(Duration::from_millis(500));
+            p.start_agent(cell);
+            cell
+        }
+        "pause-agent" => {
+            let pid = nix::unistd::Pid::from_raw(p.agents[cell as usize - 1].child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+            cell
+        }
+        "restart-postgres" => {
+            // Control is away from its database; the cells' rules must stay as they were.
+            p.pg.as_ref()
+                .unwrap()
+                .restart(Duration::from_secs(2))
+                .expect("restarting PostgreSQL");
+            0
+        }
+        "partition-cells" => {
+            // cell1 (the probes' source) and cell2 or cell3 cannot reach each other; the
+            // cut cell is excused (its probes cannot arrive), the other is not.
+            let cut = 2 + (cell % 2);
+            let ns = &p.cells[cut as usize - 1].ns;
+            partition(&ns.name, true);
+            std::thread::sleep(Duration::from_secs(2));
+            partition(&ns.name, false);
+            cut
+        }
+        _ => {
+            p.kill_replica_a();
+            std::thread::sleep(Duration::from_secs(2));
+            p.restart_replica_a();
+            0
+        }
+    }
 }
 
 /// How the soak runs `c2c` against the replicated control: from the underlay, either replica.
