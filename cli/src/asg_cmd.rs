@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use c2c_api::asg::{Lifecycle, SecurityGroup};
+use c2c_api::client::Client;
 use c2c_api::types::BindingRequest;
 use clap::{Args, Subcommand};
 
@@ -246,28 +247,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                     q.max_apps, q.max_instances, q.max_routes, q.apps, q.instances, q.routes
                 );
             }
-            AsgCommand::SpaceQuotas => {
-                println!("Getting space quotas as {user}...\n");
-                let mut rows = vec![[
-                    "org".to_string(),
-                    "space".into(),
-                    "apps".into(),
-                    "instances".into(),
-                    "routes".into(),
-                    "quota".into(),
-                ]];
-                for q in c.space_quotas().await? {
-                    rows.push([
-                        q.org,
-                        q.space,
-                        format!("{}/{}", q.apps, q.max_apps),
-                        format!("{}/{}", q.instances, q.max_instances),
-                        format!("{}/{}", q.routes, q.max_routes),
-                        if q.default { "default" } else { "own" }.into(),
-                    ]);
-                }
-                print_table(&rows);
-            }
+            AsgCommand::SpaceQuotas => space_quotas(c, user).await?,
             AsgCommand::CreateSecurityGroup(a) => {
                 let rules = read_rules(&a.path)?;
                 println!("Creating security group {} as {user}...", a.name);
@@ -288,51 +268,8 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                 }
                 println!("OK");
             }
-            AsgCommand::BindSecurityGroup(a) => {
-                let lc = a.lifecycle.as_str();
-                match &a.space {
-                    Some(s) => println!(
-                        "Assigning {lc} security group {} to space {s} in org {} as {user}...",
-                        a.name, a.org
-                    ),
-                    None => println!(
-                        "Assigning {lc} security group {} to all spaces in org {} as {user}...",
-                        a.name, a.org
-                    ),
-                }
-                let r = c
-                    .bind_security_group(
-                        &a.name,
-                        &binding(a.lifecycle, Some(&a.org), a.space.as_deref()),
-                        true,
-                    )
-                    .await?;
-                if r.named.is_empty() {
-                    println!("No spaces in org {}.", a.org);
-                }
-                println!("OK\n\n{TIP}");
-            }
-            AsgCommand::UnbindSecurityGroup(a) => {
-                let lc = a.lifecycle.as_str();
-                println!(
-                    "Removing {lc} security group {} from org {} / space {} as {user}...",
-                    a.name, a.org, a.space
-                );
-                let r = c
-                    .bind_security_group(
-                        &a.name,
-                        &binding(a.lifecycle, Some(&a.org), Some(&a.space)),
-                        false,
-                    )
-                    .await?;
-                if r.changed.is_empty() {
-                    println!(
-                        "Security group {} not bound to space {} for lifecycle phase '{lc}'.",
-                        a.name, a.space
-                    );
-                }
-                println!("OK\n\n{TIP}");
-            }
+            AsgCommand::BindSecurityGroup(a) => bind(c, user, a).await?,
+            AsgCommand::UnbindSecurityGroup(a) => unbind(c, user, a).await?,
             AsgCommand::BindRunningSecurityGroup { name } => {
                 global(c, &name, Lifecycle::Running, true).await?
             }
@@ -361,21 +298,7 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
                 }
                 print_table(&rows);
             }
-            AsgCommand::SecurityGroup { name, json: false } => {
-                println!("Getting info for security group {name} as {user}...\n");
-                let g = c.security_group(&name).await?;
-                println!("name:    {}", g.name);
-                println!("rules:");
-                println!("{}", serde_json::to_string_pretty(&g.rules)?);
-                println!();
-                let mut rows = vec![binding_header()];
-                rows.extend(bindings(&g));
-                if rows.len() == 1 {
-                    println!("No spaces assigned");
-                } else {
-                    print_table(&rows);
-                }
-            }
+            AsgCommand::SecurityGroup { name, json: false } => show(c, user, &name).await?,
             AsgCommand::RunningSecurityGroups | AsgCommand::StagingSecurityGroups => {
                 let running = matches!(cmd, AsgCommand::RunningSecurityGroups);
                 let which = if running { "running" } else { "staging" };
@@ -390,6 +313,100 @@ pub fn run(dir: &Path, cmd: AsgCommand) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// `c2c space-quotas`: each space's use against its quota.
+async fn space_quotas(c: &Client, user: &str) -> Result<()> {
+    println!("Getting space quotas as {user}...\n");
+    let mut rows = vec![[
+        "org".to_string(),
+        "space".into(),
+        "apps".into(),
+        "instances".into(),
+        "routes".into(),
+        "quota".into(),
+    ]];
+    for q in c.space_quotas().await? {
+        rows.push([
+            q.org,
+            q.space,
+            format!("{}/{}", q.apps, q.max_apps),
+            format!("{}/{}", q.instances, q.max_instances),
+            format!("{}/{}", q.routes, q.max_routes),
+            if q.default { "default" } else { "own" }.into(),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+/// `c2c bind-security-group`, with cf's texts.
+async fn bind(c: &Client, user: &str, a: BindArgs) -> Result<()> {
+    let lc = a.lifecycle.as_str();
+    match &a.space {
+        Some(s) => println!(
+            "Assigning {lc} security group {} to space {s} in org {} as {user}...",
+            a.name, a.org
+        ),
+        None => println!(
+            "Assigning {lc} security group {} to all spaces in org {} as {user}...",
+            a.name, a.org
+        ),
+    }
+    let r = c
+        .bind_security_group(
+            &a.name,
+            &binding(a.lifecycle, Some(&a.org), a.space.as_deref()),
+            true,
+        )
+        .await?;
+    if r.named.is_empty() {
+        println!("No spaces in org {}.", a.org);
+    }
+    println!("OK\n\n{TIP}");
+    Ok(())
+}
+
+/// `c2c unbind-security-group`, with cf's texts.
+async fn unbind(c: &Client, user: &str, a: UnbindArgs) -> Result<()> {
+    let lc = a.lifecycle.as_str();
+    println!(
+        "Removing {lc} security group {} from org {} / space {} as {user}...",
+        a.name, a.org, a.space
+    );
+    let r = c
+        .bind_security_group(
+            &a.name,
+            &binding(a.lifecycle, Some(&a.org), Some(&a.space)),
+            false,
+        )
+        .await?;
+    if r.changed.is_empty() {
+        println!(
+            "Security group {} not bound to space {} for lifecycle phase '{lc}'.",
+            a.name, a.space
+        );
+    }
+    println!("OK\n\n{TIP}");
+    Ok(())
+}
+
+/// `c2c security-group NAME`: its rules and the spaces it is bound to.
+async fn show(c: &Client, user: &str, name: &str) -> Result<()> {
+    println!("Getting info for security group {name} as {user}...\n");
+    let g = c.security_group(name).await?;
+    println!("name:    {}", g.name);
+    println!("rules:");
+    println!("{}", serde_json::to_string_pretty(&g.rules)?);
+    println!();
+    let mut rows = vec![binding_header()];
+    rows.extend(bindings(&g));
+    if rows.len() == 1 {
+        println!("No spaces assigned");
+    } else {
+        print_table(&rows);
+    }
+    Ok(())
 }
 
 /// `bind-running-security-group` and its three siblings: the defaults for every space.

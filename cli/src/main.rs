@@ -1,6 +1,6 @@
 //! `c2c`: the platform's command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod app_cmd;
@@ -101,44 +101,27 @@ fn main() -> ExitCode {
     }
     let failed_line = says_failed(&cli.command);
     let dir = cli.state_dir;
-    let result = match cli.command {
+    match run(cli.command, &dir, cli.control.as_deref()) {
+        Ok(Some(code)) => code,
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => failed(&e, &dir, failed_line),
+    }
+}
+
+/// Runs one verb. `Ok(Some(code))` for verbs that end with a code of their own (exec,
+/// supervise).
+fn run(command: Command, dir: &Path, control: Option<&str>) -> anyhow::Result<Option<ExitCode>> {
+    let dir = dir.to_path_buf();
+    match command {
         Command::Certs(cmd) => certs_cmd::run(cmd),
         Command::Control(ControlCommand::Migrate { from, to, to_file }) => {
-            let from = from.unwrap_or_else(|| {
-                c2c_api::layout::Layout::new(&dir)
-                    .db()
-                    .display()
-                    .to_string()
-            });
-            c2c_control::serve_cmd::database_url(to.as_deref(), to_file.as_deref(), "C2C_DATABASE")
-                .and_then(|to| {
-                    to.ok_or_else(|| {
-                        anyhow::anyhow!("give --to URL, --to-file FILE or C2C_DATABASE")
-                    })
-                })
-                .and_then(|to| migrate(&from, &to))
+            migrate_cmd(&dir, from, to, to_file)
         }
         Command::Control(ControlCommand::Serve(a)) => {
             init_logs();
             serve_cmd::run(&dir, *a)
         }
-        Command::Cell(CellCommand::Register { name, out }) => cell_cmd::register(&dir, &name, &out)
-            .map(|()| println!("Registered cell {name}: identity in {}", out.display())),
-        Command::Cell(CellCommand::Remove { name }) => cell_cmd::remove(&dir, &name).map(|()| {
-            println!(
-                "Removed cell {name}: its certificate is revoked, its lease and instances freed"
-            )
-        }),
-        Command::Cell(CellCommand::Token(CellTokenCommand::Create { ttl, name })) => {
-            cell_cmd::create_join_token(&dir, ttl, name.as_deref())
-        }
-        Command::Cell(CellCommand::Token(CellTokenCommand::List)) => {
-            cell_cmd::list_join_tokens(&dir)
-        }
-        Command::Cell(CellCommand::Token(CellTokenCommand::Revoke { id })) => {
-            cell_cmd::revoke_join_token(&dir, &id)
-        }
-        Command::Cell(CellCommand::Join(a)) => cell_cmd::join(&a, cli.control.as_deref()),
+        Command::Cell(cmd) => cell(&dir, cmd, control),
         Command::Cells { json } => cell_cmd::list(&dir, json),
         Command::AddNetworkPolicy(a) => policy_cmd::add_policy(&dir, a),
         Command::RemoveNetworkPolicy(a) => policy_cmd::remove_policy(&dir, a),
@@ -180,7 +163,7 @@ fn main() -> ExitCode {
             identity_validity,
             database_file,
             replicas,
-        } => up::up(
+        } => up_cmd(
             &dir,
             cells,
             &dns_upstream,
@@ -190,31 +173,7 @@ fn main() -> ExitCode {
                 replicas,
                 identity_validity,
             },
-        )
-        .map(|info| {
-            println!(
-                "platform up: control at https://{}:{} in netns {}",
-                c2c_platform::CONTROL_IP,
-                c2c_platform::CONTROL_PORT,
-                info.underlay_ns
-            );
-            if replicas > 1 {
-                println!(
-                    "  replica B at https://{}:{} (the same database)",
-                    up::CONTROL_B_IP,
-                    c2c_platform::CONTROL_PORT
-                );
-            }
-            for c in &info.cells {
-                println!(
-                    "  {} (netns {}, underlay {})",
-                    c.name, c.netns, c.underlay_ip
-                );
-            }
-            for (target, url) in c2c_platform::metrics::urls(&dir).unwrap_or_default() {
-                println!("metrics {target}: {url}");
-            }
-        }),
+        ),
         Command::Push(a) => instance::push(&dir, &a).map(drop),
         Command::Scale { app, instances } => instance::scale(&dir, &app, instances),
         Command::Man { out } => write_man_pages(&out),
@@ -227,22 +186,15 @@ fn main() -> ExitCode {
             only,
             skip,
             keep,
-        } => c2c_platform::check::run(
+        } => check_cmd(
             &dir,
-            &c2c_platform::check::Options {
+            c2c_platform::check::Options {
                 json,
                 only,
                 skip,
                 keep,
             },
-        )
-        .and_then(|ok| {
-            if ok {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!("some checks failed"))
-            }
-        }),
+        ),
         Command::Stop { app } => c2c_platform::lifecycle::stop(&dir, &app),
         Command::Start { app } => c2c_platform::lifecycle::start(&dir, &app, false),
         Command::Restart { app } => c2c_platform::lifecycle::start(&dir, &app, true),
@@ -250,79 +202,158 @@ fn main() -> ExitCode {
             pidfile,
             exit_file,
             command,
-        } => {
-            let Some((prog, args)) = command.split_first() else {
-                eprintln!("c2c supervise: nothing to run");
-                return ExitCode::from(2);
-            };
-            return match c2c_platform::lifecycle::supervise(
-                &pidfile,
-                &exit_file,
-                std::path::Path::new(prog),
-                args,
-            ) {
-                Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-                Err(e) => {
-                    eprintln!("c2c supervise: {e:#}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+        } => return Ok(Some(supervise_cmd(&pidfile, &exit_file, &command))),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "c2c", &mut std::io::stdout());
             Ok(())
         }
-        Command::Exec { target, command } => match instance::exec(&dir, &target, &command) {
-            Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
-            Err(e) => Err(e),
-        },
-        Command::Delete { app, force: _ } => instance::delete(&dir, &app),
-        Command::Down => {
-            // Whether a platform was recorded here (down also sweeps what a lost one left).
-            let had = ["platform.json", "cells", "instances", "control/control.pid"]
-                .iter()
-                .any(|f| dir.join(f).exists());
-            up::down(&dir).map(|()| {
-                if had {
-                    println!("platform removed")
-                } else {
-                    println!(
-                        "no platform at {}: nothing to remove (c2c up makes one; --state-dir or C2C_STATE_DIR names another)",
-                        dir.display()
-                    )
-                }
-            })
+        Command::Exec { target, command } => {
+            let code = instance::exec(&dir, &target, &command)?;
+            return Ok(Some(ExitCode::from(u8::try_from(code).unwrap_or(1))));
         }
+        Command::Delete { app, force: _ } => instance::delete(&dir, &app),
+        Command::Down => down_cmd(&dir),
         Command::DemoApp {
             name,
             index,
             listen,
             mtls_listen,
         } => demo_app::run(&name, index, listen, mtls_listen),
+    }
+    .map(|()| None)
+}
+
+/// `c2c cell ...`: an operator's verbs for cells.
+fn cell(dir: &Path, cmd: CellCommand, control: Option<&str>) -> anyhow::Result<()> {
+    match cmd {
+        CellCommand::Register { name, out } => cell_cmd::register(dir, &name, &out)
+            .map(|()| println!("Registered cell {name}: identity in {}", out.display())),
+        CellCommand::Remove { name } => cell_cmd::remove(dir, &name).map(|()| {
+            println!(
+                "Removed cell {name}: its certificate is revoked, its lease and instances freed"
+            )
+        }),
+        CellCommand::Token(CellTokenCommand::Create { ttl, name }) => {
+            cell_cmd::create_join_token(dir, ttl, name.as_deref())
+        }
+        CellCommand::Token(CellTokenCommand::List) => cell_cmd::list_join_tokens(dir),
+        CellCommand::Token(CellTokenCommand::Revoke { id }) => {
+            cell_cmd::revoke_join_token(dir, &id)
+        }
+        CellCommand::Join(a) => cell_cmd::join(&a, control),
+    }
+}
+
+/// How a verb that failed ends: its error (and the fix, where one is known), cf's `FAILED`
+/// line, and the exit code (22 for `curl --fail`, 2 for a usage error, else 1).
+fn failed(e: &anyhow::Error, dir: &Path, failed_line: bool) -> ExitCode {
+    eprintln!("c2c: {e:#}");
+    if let Some(hint) = fix_for(e, dir) {
+        eprintln!("c2c: {hint}");
+    }
+    // A usage error (exit 2) did nothing and prints nothing on stdout, as clap's own.
+    let usage = e.downcast_ref::<common::UsageError>().is_some();
+    if failed_line && !usage {
+        println!("FAILED");
+    }
+    // As cf curl --fail.
+    if e.downcast_ref::<curl_cmd::CurlFailed>().is_some() {
+        return ExitCode::from(22);
+    }
+    if usage {
+        return ExitCode::from(2);
+    }
+    ExitCode::FAILURE
+}
+
+/// `c2c control migrate`: `--from` defaults to the state dir's SQLite file.
+fn migrate_cmd(
+    dir: &Path,
+    from: Option<String>,
+    to: Option<String>,
+    to_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let from = from.unwrap_or_else(|| c2c_api::layout::Layout::new(dir).db().display().to_string());
+    let to = serve_cmd::database_url(to.as_deref(), to_file.as_deref(), "C2C_DATABASE")?
+        .ok_or_else(|| anyhow::anyhow!("give --to URL, --to-file FILE or C2C_DATABASE"))?;
+    migrate(&from, &to)
+}
+
+/// `c2c up`, then where control, replica B, the cells and the metrics are.
+fn up_cmd(
+    dir: &Path,
+    cells: u8,
+    dns_upstream: &[std::net::SocketAddr],
+    log_c2c: bool,
+    control: &up::ControlOptions,
+) -> anyhow::Result<()> {
+    let info = up::up(dir, cells, dns_upstream, log_c2c, control)?;
+    println!(
+        "platform up: control at https://{}:{} in netns {}",
+        c2c_platform::CONTROL_IP,
+        c2c_platform::CONTROL_PORT,
+        info.underlay_ns
+    );
+    if control.replicas > 1 {
+        println!(
+            "  replica B at https://{}:{} (the same database)",
+            up::CONTROL_B_IP,
+            c2c_platform::CONTROL_PORT
+        );
+    }
+    for c in &info.cells {
+        println!(
+            "  {} (netns {}, underlay {})",
+            c.name, c.netns, c.underlay_ip
+        );
+    }
+    for (target, url) in c2c_platform::metrics::urls(dir).unwrap_or_default() {
+        println!("metrics {target}: {url}");
+    }
+    Ok(())
+}
+
+/// `c2c check`: a failed check is a failed command (exit 1).
+fn check_cmd(dir: &Path, opts: c2c_platform::check::Options) -> anyhow::Result<()> {
+    if c2c_platform::check::run(dir, &opts)? {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("some checks failed"))
+    }
+}
+
+/// `c2c supervise`: runs the app and ends with its code.
+fn supervise_cmd(pidfile: &Path, exit_file: &Path, command: &[String]) -> ExitCode {
+    let Some((prog, args)) = command.split_first() else {
+        eprintln!("c2c supervise: nothing to run");
+        return ExitCode::from(2);
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match c2c_platform::lifecycle::supervise(pidfile, exit_file, Path::new(prog), args) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("c2c: {e:#}");
-            if let Some(hint) = fix_for(&e, &dir) {
-                eprintln!("c2c: {hint}");
-            }
-            // A usage error (exit 2) did nothing and prints nothing on stdout, as clap's own.
-            let usage = e.downcast_ref::<common::UsageError>().is_some();
-            if failed_line && !usage {
-                println!("FAILED");
-            }
-            // As cf curl --fail.
-            if e.downcast_ref::<curl_cmd::CurlFailed>().is_some() {
-                return ExitCode::from(22);
-            }
-            if e.downcast_ref::<common::UsageError>().is_some() {
-                return ExitCode::from(2);
-            }
+            eprintln!("c2c supervise: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `c2c down`, saying whether there was a platform to remove.
+fn down_cmd(dir: &Path) -> anyhow::Result<()> {
+    // Whether a platform was recorded here (down also sweeps what a lost one left).
+    let had = ["platform.json", "cells", "instances", "control/control.pid"]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    up::down(dir)?;
+    if had {
+        println!("platform removed")
+    } else {
+        println!(
+            "no platform at {}: nothing to remove (c2c up makes one; --state-dir or C2C_STATE_DIR names another)",
+            dir.display()
+        )
+    }
+    Ok(())
 }
 
 /// `c2c man --out DIR`: the pages clap_mangen makes from the arguments (with the grouped help's
