@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use c2c_api::client::{Auth, Client, ClientError};
 use c2c_api::{CellName, Revision};
 use tokio::sync::Notify;
+use tokio::time::Interval;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
@@ -157,19 +158,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
 /// Runs the agent until `shutdown`. Rules stay in place when it stops, so enforcement outlives
 /// a restart.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let ca = read(&cfg.ca_file)?;
-    let auth = Auth::ClientCert {
-        cert_pem: read(&cfg.cert_dir.join("cert.pem"))?,
-        key_pem: read(&cfg.cert_dir.join("key.pem"))?,
-    };
-    let client = Client::new(&cfg.control_url, &ca, auth)?;
-
+    let client = control_client(&cfg)?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     if let Some(addr) = cfg.metrics_listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| AgentError::Metrics(format!("binding --metrics-listen {addr}: {e}")))?;
-        tokio::spawn(crate::metrics::serve(l, metrics.clone(), shutdown.clone()));
+        serve_metrics(addr, metrics.clone(), shutdown.clone()).await?;
     }
     let Some(lease) =
         crate::control_link::acquire_lease(&client, &cfg.cell, cfg.underlay_ip, &shutdown).await?
@@ -178,19 +170,11 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     };
     let subnet: Subnet = lease.subnet;
     info!(cell = %cfg.cell, %subnet, underlay_ip = %cfg.underlay_ip, "lease acquired");
-    let dns = if cfg.dns.is_empty() {
-        vec![cfg.dns_listen.ip()]
-    } else {
-        cfg.dns.clone()
-    };
     // The CNI config is written once the cell enforces (after the first rules apply, below):
     // a runtime that waits for it never wires a container into a cell without rules.
-    let cni_conf = cni_config(&cfg.cni_version, subnet, &cfg.data_dir, &dns).to_string();
+    let cni_conf = cell_cni_config(&cfg, subnet);
 
-    let nl = Netlink::open().map_err(AgentError::Netlink)?;
-    let vcfg = VtepConfig::new(cfg.underlay_ip, subnet);
-    let v = vtep::ensure(&nl, &vcfg).await?;
-    info!(vtep = %vcfg.name, mtu = v.mtu, created = v.created, "vtep ready");
+    let (nl, vcfg) = vtep_ready(&cfg, subnet).await?;
 
     let zone_tx = start_dns(&cfg, &nl).await?;
 
@@ -202,21 +186,12 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     // The decisions are the core's (see `crate::core`); this loop turns the world into its
     // events and its actions into the world.
     let mut core = AgentCore::new(&cfg.cell, subnet).with_log_c2c(cfg.log_c2c);
-    // The traffic log: the kernel's NFLOG group read on a thread of its own, each line naming
-    // apps from the newest view.
-    let directory: crate::netlog::SharedDirectory = Arc::default();
-    if let Err(error) = crate::netlog::spawn(cfg.network_log.clone(), directory.clone()) {
-        warn!(%error, path = %cfg.network_log.display(), "traffic log unavailable (nfnetlink_log?); rules still log nothing else");
-    }
+    let directory = start_traffic_log(&cfg);
     let mut directory_rev = Revision(0);
     // Control's views, from a streamed watch kept open by a task of its own.
     let mut views =
         crate::control_link::spawn_watch(client.clone(), cfg.cell.clone(), shutdown.clone());
-    let mut resync = tokio::time::interval(cfg.resync);
-    let mut certs_due = tokio::time::interval(crate::certsync::CERT_CHECK);
-    certs_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut renew = tokio::time::interval(cfg.renew);
-    renew.tick().await;
+    let (mut resync, mut certs_due, mut renew) = timers(&cfg).await;
     let retry = Arc::new(Notify::new());
     // The store as it is now (an agent restarted on a cell with containers), and again on each
     // resync (an inotify event can be lost); in between, inotify says when to read it.
@@ -227,65 +202,51 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let mut sidecars = crate::sidecars::Sidecars::new(cfg.sidecar_bin.clone());
     sidecars.reconcile(core.records());
     let sweeper = std::sync::Arc::new(std::sync::Mutex::new(crate::sidecars::Sweeper::default()));
+    let io = Io {
+        cfg: &cfg,
+        client: &client,
+        nl: &nl,
+        vcfg: &vcfg,
+        zone_tx: &zone_tx,
+        cni_conf: &cni_conf,
+        retry: &retry,
+        metrics: &metrics,
+    };
     loop {
+        // None: the agent stops (shut down, or the watch ended with it).
         let event = tokio::select! {
-            _ = shutdown.cancelled() => {
-                info!("agent stopping; rules stay in place");
-                return Ok(());
-            }
-            v = views.recv() => match v {
-                Some(v) => {
-                    debug!(revision = v.revision.0, "view");
-                    Event::View(v)
-                }
-                None => {
-                    info!("agent stopping; rules stay in place");
-                    return Ok(());
-                }
-            },
+            _ = shutdown.cancelled() => None,
+            v = views.recv() => v.map(|v| {
+                debug!(revision = v.revision.0, "view");
+                Event::View(v)
+            }),
             _ = local_change.notified() => {
                 debug!("container store changed");
-                match read_store(store.clone()).await {
-                    Some(recs) => Event::Store(recs),
-                    None => continue,
-                }
+                let Some(recs) = read_store(store.clone()).await else { continue };
+                Some(Event::Store(recs))
             }
             _ = resync.tick() => {
                 if let Some(recs) = read_store(store.clone()).await {
                     // Taken in silently: the resync event below reconciles with it.
                     core.set_records(recs);
                 }
-                Event::Resync
+                Some(Event::Resync)
             }
-            _ = retry.notified() => Event::Resync,
+            _ = retry.notified() => Some(Event::Resync),
             _ = certs_due.tick() => {
                 // Certificates and identities age between views: a short validity
                 // (`--identity-validity 30s`) is renewed in time, not at the next resync.
-                if let Some(v) = core.view() {
-                    crate::certsync::sync_certs(&client, &cfg.cell, v, core.records()).await;
-                }
+                sync_certs(&client, &cfg.cell, &core).await;
                 continue;
             }
             _ = renew.tick() => {
-                match client.renew_lease(&cfg.cell).await {
-                    Ok(_) => {}
-                    // Expired while this cell could not renew: take it again, asking for the
-                    // subnet the containers here have their addresses in.
-                    Err(error) if error.is_not_found() => {
-                        warn!(%error, "lease gone (expired?); acquiring it again");
-                        match client.acquire_lease_preferring(&cfg.cell, cfg.underlay_ip, Some(subnet)).await {
-                            Ok(l) if l.subnet == subnet => info!(%subnet, "lease acquired again"),
-                            Ok(l) => error!(held = %subnet, got = %l.subnet, "control gave another subnet: this cell's containers keep addresses of the old one; restart the agent after moving them"),
-                            Err(error) => warn!(%error, "acquiring the lease again failed"),
-                        }
-                    }
-                    Err(error) => {
-                        metrics.lease_renewal_failures.inc();
-                        warn!(%error, "lease renewal failed");
-                    }
-                }
+                renew_lease(&client, &cfg, subnet, &metrics).await;
                 continue;
             }
+        };
+        let Some(event) = event else {
+            info!("agent stopping; rules stay in place");
+            return Ok(());
         };
         let started = Instant::now();
         // One span per cycle: with control's span per request, the revision follows a policy
@@ -296,50 +257,19 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             revision = tracing::field::Empty
         );
         let store_event = matches!(event, Event::Store(_));
-        let mut pending = span.in_scope(|| core.on(event));
+        let pending = span.in_scope(|| core.on(event));
         sidecars.reconcile(core.records());
         sweep_sidecar_dirs(&cfg.data_dir, &sweeper);
         if let Some(v) = core
             .view()
             .filter(|v| v.revision != directory_rev || store_event)
         {
-            // Only what a log line names: apps by address and tag, and the groups' rules (not the
-            // whole rule inputs, which the core already built for this cycle).
-            let locals = local_instances(&cfg.cell, v, core.records());
-            let d = crate::netlog::Directory::new(v, egress_rules(&locals, v));
-            if let Ok(mut w) = directory.write() {
-                *w = Arc::new(d);
-            }
+            publish_directory(&cfg.cell, v, core.records(), &directory);
             directory_rev = v.revision;
         }
         span.record("revision", core.revision().0);
         // Actions answered by an event are performed in turn; their events may bring more.
-        while !pending.is_empty() {
-            let mut next = vec![];
-            for action in pending {
-                if let Some(e) = perform(
-                    action,
-                    &mut Ctx {
-                        cfg: &cfg,
-                        core: &core,
-                        client: &client,
-                        nl: &nl,
-                        vcfg: &vcfg,
-                        zone_tx: &zone_tx,
-                        cni_conf: &cni_conf,
-                        retry: &retry,
-                        started,
-                        metrics: &metrics,
-                    },
-                )
-                .instrument(span.clone())
-                .await
-                {
-                    next.extend(span.in_scope(|| core.on(e)));
-                }
-            }
-            pending = next;
-        }
+        perform_all(pending, &io, &mut core, started, &span).await;
         // Every action of this view performed: the cell is at its revision (its rules were
         // applied at it, or had nothing to change).
         metrics.revision.set(core.revision().0 as i64);
@@ -418,6 +348,170 @@ fn watch_store(dir: &Path, changed: Arc<Notify>) -> Result<notify::RecommendedWa
     Ok(w)
 }
 
+/// The client of control, on the cell's identity.
+fn control_client(cfg: &AgentConfig) -> Result<Client, AgentError> {
+    let ca = read(&cfg.ca_file)?;
+    let auth = Auth::ClientCert {
+        cert_pem: read(&cfg.cert_dir.join("cert.pem"))?,
+        key_pem: read(&cfg.cert_dir.join("key.pem"))?,
+    };
+    Ok(Client::new(&cfg.control_url, &ca, auth)?)
+}
+
+/// The metrics listener on `addr`, served until shutdown.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| AgentError::Metrics(format!("binding --metrics-listen {addr}: {e}")))?;
+    tokio::spawn(crate::metrics::serve(l, metrics, shutdown));
+    Ok(())
+}
+
+/// The CNI config runtimes on this cell use: its subnet, and the cell's DNS (or `--dns`).
+fn cell_cni_config(cfg: &AgentConfig, subnet: Subnet) -> String {
+    let dns = if cfg.dns.is_empty() {
+        vec![cfg.dns_listen.ip()]
+    } else {
+        cfg.dns.clone()
+    };
+    cni_config(&cfg.cni_version, subnet, &cfg.data_dir, &dns).to_string()
+}
+
+/// The cell's VTEP, made or checked.
+async fn vtep_ready(
+    cfg: &AgentConfig,
+    subnet: Subnet,
+) -> Result<(Netlink, VtepConfig), AgentError> {
+    let nl = Netlink::open().map_err(AgentError::Netlink)?;
+    let vcfg = VtepConfig::new(cfg.underlay_ip, subnet);
+    let v = vtep::ensure(&nl, &vcfg).await?;
+    info!(vtep = %vcfg.name, mtu = v.mtu, created = v.created, "vtep ready");
+    Ok((nl, vcfg))
+}
+
+/// The traffic log: the kernel's NFLOG group read on a thread of its own, each line naming
+/// apps from the newest view (the directory returned, which the loop keeps current).
+fn start_traffic_log(cfg: &AgentConfig) -> crate::netlog::SharedDirectory {
+    let directory: crate::netlog::SharedDirectory = Arc::default();
+    if let Err(error) = crate::netlog::spawn(cfg.network_log.clone(), directory.clone()) {
+        warn!(%error, path = %cfg.network_log.display(), "traffic log unavailable (nfnetlink_log?); rules still log nothing else");
+    }
+    directory
+}
+
+/// The loop's timers: resync, certificate checks (late ticks delayed, not bunched) and lease
+/// renewal (its first, immediate tick taken: the lease was just acquired).
+async fn timers(cfg: &AgentConfig) -> (Interval, Interval, Interval) {
+    let resync = tokio::time::interval(cfg.resync);
+    let mut certs_due = tokio::time::interval(crate::certsync::CERT_CHECK);
+    certs_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renew = tokio::time::interval(cfg.renew);
+    renew.tick().await;
+    (resync, certs_due, renew)
+}
+
+/// The route certificates and identities of this cell's containers, as the core's view has
+/// them (nothing before the first view).
+async fn sync_certs(client: &Client, cell: &c2c_api::CellName, core: &AgentCore) {
+    if let Some(v) = core.view() {
+        crate::certsync::sync_certs(client, cell, v, core.records()).await;
+    }
+}
+
+/// Renews the cell's lease; one that expired while the cell could not renew is taken again,
+/// asking for the subnet the containers here have their addresses in.
+async fn renew_lease(
+    client: &Client,
+    cfg: &AgentConfig,
+    subnet: Subnet,
+    metrics: &crate::metrics::Metrics,
+) {
+    match client.renew_lease(&cfg.cell).await {
+        Ok(_) => {}
+        Err(error) if error.is_not_found() => {
+            warn!(%error, "lease gone (expired?); acquiring it again");
+            match client
+                .acquire_lease_preferring(&cfg.cell, cfg.underlay_ip, Some(subnet))
+                .await
+            {
+                Ok(l) if l.subnet == subnet => info!(%subnet, "lease acquired again"),
+                Ok(l) => {
+                    error!(held = %subnet, got = %l.subnet, "control gave another subnet: this cell's containers keep addresses of the old one; restart the agent after moving them")
+                }
+                Err(error) => warn!(%error, "acquiring the lease again failed"),
+            }
+        }
+        Err(error) => {
+            metrics.lease_renewal_failures.inc();
+            warn!(%error, "lease renewal failed");
+        }
+    }
+}
+
+/// The traffic log's directory from view `v`: only what a log line names, apps by address and
+/// tag and the groups' rules (not the whole rule inputs, which the core already built for
+/// this cycle).
+fn publish_directory(
+    cell: &c2c_api::CellName,
+    v: &c2c_api::CellView,
+    records: &[ContainerRecord],
+    directory: &crate::netlog::SharedDirectory,
+) {
+    let locals = local_instances(cell, v, records);
+    let d = crate::netlog::Directory::new(v, egress_rules(&locals, v));
+    if let Ok(mut w) = directory.write() {
+        *w = Arc::new(d);
+    }
+}
+
+/// What the driver performs with: everything of a cycle's context but the core.
+struct Io<'a> {
+    cfg: &'a AgentConfig,
+    client: &'a Client,
+    nl: &'a Netlink,
+    vcfg: &'a VtepConfig,
+    zone_tx: &'a tokio::sync::watch::Sender<Arc<crate::dns::Zone>>,
+    cni_conf: &'a str,
+    retry: &'a Arc<Notify>,
+    metrics: &'a crate::metrics::Metrics,
+}
+
+/// Performs `pending` in turn, handing each answering event to the core, and what those bring,
+/// until nothing is left.
+async fn perform_all(
+    mut pending: Vec<Action>,
+    io: &Io<'_>,
+    core: &mut AgentCore,
+    started: Instant,
+    span: &tracing::Span,
+) {
+    while !pending.is_empty() {
+        let mut next = vec![];
+        for action in pending {
+            let mut cx = Ctx {
+                cfg: io.cfg,
+                core,
+                client: io.client,
+                nl: io.nl,
+                vcfg: io.vcfg,
+                zone_tx: io.zone_tx,
+                cni_conf: io.cni_conf,
+                retry: io.retry,
+                started,
+                metrics: io.metrics,
+            };
+            if let Some(e) = perform(action, &mut cx).instrument(span.clone()).await {
+                next.extend(span.in_scope(|| core.on(e)));
+            }
+        }
+        pending = next;
+    }
+}
+
 /// What performing an action needs.
 struct Ctx<'a> {
     cfg: &'a AgentConfig,
@@ -456,37 +550,7 @@ async fn perform(action: Action, cx: &mut Ctx<'_>) -> Option<Event> {
             }
             None
         }
-        Action::ApplyRules(text) => {
-            let (revision, containers, policies) = cx.core.view().map_or((0, 0, 0), |v| {
-                (v.revision.0, cx.core.records().len(), v.policies.len())
-            });
-            let apply_began = Instant::now();
-            let r = match tokio::task::spawn_blocking(move || rules::apply(&text)).await {
-                Ok(Ok(())) => {
-                    cx.metrics
-                        .applied(revision, containers, policies, apply_began.elapsed());
-                    info!(
-                        revision,
-                        containers,
-                        policies,
-                        elapsed_ms = cx.started.elapsed().as_millis() as u64,
-                        "rules applied"
-                    );
-                    Ok(())
-                }
-                Ok(Err(error)) => {
-                    cx.metrics.apply_failed();
-                    warn!(%error, "applying rules failed");
-                    Err(error.to_string())
-                }
-                Err(error) => {
-                    cx.metrics.apply_failed();
-                    warn!(%error, "rules task failed");
-                    Err(error.to_string())
-                }
-            };
-            Some(Event::RulesApplied(r))
-        }
+        Action::ApplyRules(text) => Some(apply_rules(text, cx).await),
         Action::CheckRules(gen) => {
             let in_place = tokio::task::spawn_blocking(move || rules::in_place(gen))
                 .await
@@ -496,29 +560,9 @@ async fn perform(action: Action, cx: &mut Ctx<'_>) -> Option<Event> {
             }
             Some(Event::RulesInPlace(in_place))
         }
-        Action::WriteCniConfig => {
-            let (path, conf) = (cx.cfg.cni_config.clone(), cx.cni_conf.to_string());
-            let r = tokio::task::spawn_blocking(move || write_atomic(&path, conf.as_bytes())).await;
-            let ok = match r {
-                Ok(Ok(())) => {
-                    info!(path = %cx.cfg.cni_config.display(), "cell ready: CNI config written");
-                    true
-                }
-                Ok(Err(error)) => {
-                    warn!(%error, "writing the CNI config failed");
-                    false
-                }
-                Err(error) => {
-                    warn!(%error, "CNI config task failed");
-                    false
-                }
-            };
-            Some(Event::CniConfigWritten(ok))
-        }
+        Action::WriteCniConfig => Some(write_cni_config(cx).await),
         Action::SyncCerts => {
-            if let Some(v) = cx.core.view() {
-                crate::certsync::sync_certs(cx.client, &cx.cfg.cell, v, cx.core.records()).await;
-            }
+            sync_certs(cx.client, &cx.cfg.cell, cx.core).await;
             None
         }
         Action::Confirm(i) => {
@@ -556,6 +600,60 @@ async fn perform(action: Action, cx: &mut Ctx<'_>) -> Option<Event> {
             None
         }
     }
+}
+
+/// Applies the ruleset `text`; the answer says whether it took.
+async fn apply_rules(text: String, cx: &Ctx<'_>) -> Event {
+    let (revision, containers, policies) = cx.core.view().map_or((0, 0, 0), |v| {
+        (v.revision.0, cx.core.records().len(), v.policies.len())
+    });
+    let apply_began = Instant::now();
+    let r = match tokio::task::spawn_blocking(move || rules::apply(&text)).await {
+        Ok(Ok(())) => {
+            cx.metrics
+                .applied(revision, containers, policies, apply_began.elapsed());
+            info!(
+                revision,
+                containers,
+                policies,
+                elapsed_ms = cx.started.elapsed().as_millis() as u64,
+                "rules applied"
+            );
+            Ok(())
+        }
+        Ok(Err(error)) => {
+            cx.metrics.apply_failed();
+            warn!(%error, "applying rules failed");
+            Err(error.to_string())
+        }
+        Err(error) => {
+            cx.metrics.apply_failed();
+            warn!(%error, "rules task failed");
+            Err(error.to_string())
+        }
+    };
+    Event::RulesApplied(r)
+}
+
+/// Writes the CNI config: the cell is ready for containers.
+async fn write_cni_config(cx: &Ctx<'_>) -> Event {
+    let (path, conf) = (cx.cfg.cni_config.clone(), cx.cni_conf.to_string());
+    let r = tokio::task::spawn_blocking(move || write_atomic(&path, conf.as_bytes())).await;
+    let ok = match r {
+        Ok(Ok(())) => {
+            info!(path = %cx.cfg.cni_config.display(), "cell ready: CNI config written");
+            true
+        }
+        Ok(Err(error)) => {
+            warn!(%error, "writing the CNI config failed");
+            false
+        }
+        Err(error) => {
+            warn!(%error, "CNI config task failed");
+            false
+        }
+    };
+    Event::CniConfigWritten(ok)
 }
 
 /// A [`crate::sidecars::Sweeper`] pass off the runtime's threads (each cycle: every event and
