@@ -311,41 +311,7 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     if created {
         info!(dir = %layout.ca_dir().display(), "created the platform CA and its issuers (control, cells, instances)");
     }
-    // A fresh server cert each start: it names the address we listen on. Its issuer is the
-    // control issuer, the only anchor the CLI and the cells trust for control.
-    let mut ips = vec![];
-    if !args.listen.ip().is_unspecified() {
-        ips.push(args.listen.ip());
-    }
-    if !args.listen.ip().is_loopback() {
-        ips.push(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let mut names = vec!["localhost".to_string()];
-    for san in &args.san {
-        match san.parse::<std::net::IpAddr>() {
-            Ok(ip) => ips.push(ip),
-            Err(_) => names.push(san.clone()),
-        }
-    }
-    let sans = SanSet::new(&names, ips).context("--san")?;
-    let pair = pki.control.issue(&LeafRequest {
-        common_name: "c2c-control".into(),
-        sans,
-        ttl: Duration::from_secs(30 * 24 * 3600),
-        key: LeafKey::EcdsaP256,
-        usage: c2c_certs::Usage::Server,
-    })?;
-    c2c_certs::pair::write_pair(
-        &layout.server_tls_dir(),
-        pair.cert_pem.as_bytes(),
-        pair.key_pem.as_bytes(),
-    )?;
-    let tls = api::tls_config(
-        pki.cells.cert_pem(),
-        pair.cert_pem.as_bytes(),
-        pair.key_pem.as_bytes(),
-    )
-    .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
+    let tls = server_tls(&pki, &args, &layout)?;
     raise_file_limit();
     if claimed.is_some() && !layout.token().exists() {
         anyhow::bail!(
@@ -357,25 +323,7 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     }
     let token = ensure_token(&layout.token())?;
     let mut state = state;
-    let root_der = c2c_certs::info::first_der_from_pem(pki.root.cert_pem().as_bytes())
-        .context("reading the platform CA")?;
-    state
-        .claim_platform(&crate::platform_claim::Claim {
-            ca_sha256: crate::tokens::sha256_hex(&root_der),
-            token_sha256: crate::tokens::sha256_hex(token.as_bytes()),
-        })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    state
-        .set_cell_prefix(args.subnet_prefix_length)
-        .context("--subnet-prefix-length")?;
-    state.set_limits(crate::budgets::Limits {
-        tag_groups_per_cell: args.max_tag_groups_per_cell,
-        tag_groups: args.max_tag_groups,
-        space_apps: args.space_max_apps,
-        space_instances: args.space_max_instances,
-        space_routes: args.space_max_routes,
-        external_apps: args.max_external_apps,
-    });
+    configure(&mut state, &args, &pki, &token)?;
     let shared = state.is_postgres();
     info!(database = %redacted(&database), shared, "state opened");
     let budget = api::Budget {
@@ -409,50 +357,133 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-        let addr = listener.local_addr()?;
-        let url = local_url(addr);
-        // Whole or not at all: a CLI (or a test) reading it as it appears never sees it empty.
-        let tmp = layout.url().with_extension("tmp");
-        std::fs::write(&tmp, &url)?;
-        std::fs::rename(&tmp, layout.url())?;
-        let advertised = advertised_url(&args.san, addr);
-        info!(%url, advertised = advertised.as_deref().unwrap_or("(none: no --san)"), state_dir = %layout.root.display(), "control listening");
-        let shutdown = CancellationToken::new();
-        if let Some(addr) = args.metrics_listen {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding --metrics-listen {addr}"))?;
-            tokio::spawn(crate::metrics_http::serve(l, ctx.clone(), shutdown.clone()));
+    rt.block_on(serve(args, layout, ctx, database, shared, tls))
+}
+
+/// Control's server certificate, fresh each start (it names the address control listens on
+/// and `--san`), written to the state dir, and the TLS config that asks cells for theirs.
+fn server_tls(
+    pki: &c2c_certs::Pki,
+    args: &ServeArgs,
+    layout: &Layout,
+) -> Result<rustls::ServerConfig> {
+    // Its issuer is the control issuer, the only anchor the CLI and the cells trust for control.
+    let mut ips = vec![];
+    if !args.listen.ip().is_unspecified() {
+        ips.push(args.listen.ip());
+    }
+    if !args.listen.ip().is_loopback() {
+        ips.push(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let mut names = vec!["localhost".to_string()];
+    for san in &args.san {
+        match san.parse::<std::net::IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => names.push(san.clone()),
         }
-        if let Some(advertised) = advertised {
-            tokio::spawn(note_replica(ctx.clone(), advertised, shutdown.clone()));
+    }
+    let sans = SanSet::new(&names, ips).context("--san")?;
+    let pair = pki.control.issue(&LeafRequest {
+        common_name: "c2c-control".into(),
+        sans,
+        ttl: Duration::from_secs(30 * 24 * 3600),
+        key: LeafKey::EcdsaP256,
+        usage: c2c_certs::Usage::Server,
+    })?;
+    c2c_certs::pair::write_pair(
+        &layout.server_tls_dir(),
+        pair.cert_pem.as_bytes(),
+        pair.key_pem.as_bytes(),
+    )?;
+    api::tls_config(
+        pki.cells.cert_pem(),
+        pair.cert_pem.as_bytes(),
+        pair.key_pem.as_bytes(),
+    )
+    .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))
+}
+
+/// The state as this replica runs it: claimed for this platform's CA and token, with the
+/// subnet size and budgets given.
+fn configure(state: &mut State, args: &ServeArgs, pki: &c2c_certs::Pki, token: &str) -> Result<()> {
+    let root_der = c2c_certs::info::first_der_from_pem(pki.root.cert_pem().as_bytes())
+        .context("reading the platform CA")?;
+    state
+        .claim_platform(&crate::platform_claim::Claim {
+            ca_sha256: crate::tokens::sha256_hex(&root_der),
+            token_sha256: crate::tokens::sha256_hex(token.as_bytes()),
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    state
+        .set_cell_prefix(args.subnet_prefix_length)
+        .context("--subnet-prefix-length")?;
+    state.set_limits(crate::budgets::Limits {
+        tag_groups_per_cell: args.max_tag_groups_per_cell,
+        tag_groups: args.max_tag_groups,
+        space_apps: args.space_max_apps,
+        space_instances: args.space_max_instances,
+        space_routes: args.space_max_routes,
+        external_apps: args.max_external_apps,
+    });
+    Ok(())
+}
+
+/// Serves until SIGTERM or Ctrl-C: the API, the metrics listener, the replica note, the
+/// follower of other replicas' writes and lease expiry.
+async fn serve(
+    args: ServeArgs,
+    layout: Layout,
+    ctx: Arc<Ctx>,
+    database: String,
+    shared: bool,
+    tls: rustls::ServerConfig,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let url = local_url(addr);
+    // Whole or not at all: a CLI (or a test) reading it as it appears never sees it empty.
+    let tmp = layout.url().with_extension("tmp");
+    std::fs::write(&tmp, &url)?;
+    std::fs::rename(&tmp, layout.url())?;
+    let advertised = advertised_url(&args.san, addr);
+    info!(%url, advertised = advertised.as_deref().unwrap_or("(none: no --san)"), state_dir = %layout.root.display(), "control listening");
+    let shutdown = CancellationToken::new();
+    if let Some(addr) = args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --metrics-listen {addr}"))?;
+        tokio::spawn(crate::metrics_http::serve(l, ctx.clone(), shutdown.clone()));
+    }
+    if let Some(advertised) = advertised {
+        tokio::spawn(note_replica(ctx.clone(), advertised, shutdown.clone()));
+    }
+    // On a shared database, watches also wake for what other replicas write.
+    let follower =
+        shared.then(|| crate::replicas::follow(database.clone(), ctx.clone(), shutdown.clone()));
+    tokio::spawn(expire_leases(
+        ctx.clone(),
+        args.lease_ttl,
+        args.placement_ttl,
+        shutdown.clone(),
+    ));
+    let s2 = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
         }
-        // On a shared database, watches also wake for what other replicas write.
-        let follower = shared.then(|| crate::replicas::follow(database.clone(), ctx.clone(), shutdown.clone()));
-        tokio::spawn(expire_leases(
-            ctx.clone(),
-            args.lease_ttl,
-            args.placement_ttl,
-            shutdown.clone(),
-        ));
-        let s2 = shutdown.clone();
-        tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
-            }
-            s2.cancel();
-        });
-        api::serve(listener, tls, ctx, shutdown).await;
-        if let Some(f) = follower {
-            let _ = tokio::task::spawn_blocking(move || f.join()).await;
-        }
-        info!("control stopped");
-        Ok(())
-    })
+        s2.cancel();
+    });
+    api::serve(listener, tls, ctx, shutdown).await;
+    if let Some(f) = follower {
+        let _ = tokio::task::spawn_blocking(move || f.join()).await;
+    }
+    info!("control stopped");
+    Ok(())
 }
 
 /// Notes this replica's URL in the database every minute (see [`crate::platform_claim`]).

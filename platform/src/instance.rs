@@ -167,27 +167,7 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
     };
     let client = crate::client(state_dir)?;
     let rt = runtime()?;
-    let app = rt.block_on(async {
-        match client.app(&a.app).await {
-            Err(e) if e.is_not_found() => {
-                client
-                    .create_app_in(&a.app, a.org.as_deref().zip(a.space.as_deref()))
-                    .await
-            }
-            r => r,
-        }
-    })?;
-    let app_guid = app.guid;
-    if let Some(host) = hostname {
-        // CF maps an app's default route at push; here the internal one: <app>.apps.internal.
-        let r = c2c_api::types::RouteRequest {
-            app: a.app.clone(),
-            domain: INTERNAL_DOMAIN.into(),
-            hostname: host.clone(),
-        };
-        rt.block_on(client.route(&r, false))?;
-        say!(a, "  route: {host}.{INTERNAL_DOMAIN}");
-    }
+    let app_guid = app_with_route(a, hostname, &client, &rt)?;
     // What new instances run, for `c2c scale` to start more of the same.
     std::fs::create_dir_all(state_dir.join("instances").join(&a.app))?;
     std::fs::write(
@@ -216,6 +196,12 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
         say!(a, "  {}: {want} instance(s), as asked; none started", a.app);
     }
     let first = existing.iter().map(|i| i.index + 1).max().unwrap_or(0);
+    let placed = Placed {
+        state_dir,
+        info: &info,
+        client: &client,
+        rt: &rt,
+    };
     let mut out = vec![];
     for k in 0..add as u32 {
         let index = first + k;
@@ -223,40 +209,7 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
             Some(c) => info.cell(c)?.clone(),
             None => info.cells[(index as usize) % info.cells.len()].clone(),
         };
-        // Placement is control's: the instance exists because we (with the user's token) asked
-        // for it on this cell; control generates its GUID, and the cell may only confirm it.
-        let guid = rt
-            .block_on(client.place_by(
-                &a.app,
-                &cell.name.parse().map_err(anyhow::Error::msg)?,
-                Some(index),
-                Some("c2c push"),
-            ))?
-            .guid;
-        let rec = InstanceInfo {
-            app: a.app.clone(),
-            app_guid: app_guid.to_string(),
-            index,
-            guid,
-            cell: cell.name.clone(),
-            netns: format!("{}-{}-{index}", info.prefix, a.app),
-            container_id: format!("{}-{index}", a.app),
-            ip: Ipv4Addr::UNSPECIFIED,
-            host_ports: None,
-        };
-        let inst = match start_instance(state_dir, &cell, rec.clone(), a) {
-            Ok(inst) => inst,
-            Err(e) => {
-                // What was started of it, and its placement, go: a failed push leaves no
-                // instance behind in control or on the cell.
-                let _ = remove_instance(state_dir, &rec);
-                let _ = std::fs::remove_dir_all(paths.instance(&a.app, index));
-                return Err(e.context(format!(
-                    "starting {}/{index} (its placement is taken back)",
-                    a.app
-                )));
-            }
-        };
+        let inst = placed.start(a, &app_guid, &cell, index)?;
         let ports = inst
             .host_ports
             .map(|h| {
@@ -280,6 +233,90 @@ pub fn push(state_dir: &Path, a: &PushArgs) -> Result<Vec<InstanceInfo>> {
         out.push(inst);
     }
     Ok(out)
+}
+
+/// The pushed app in control (made if missing, in the space asked for) with its default
+/// route when one is given; returns its GUID.
+fn app_with_route(
+    a: &PushArgs,
+    hostname: Option<String>,
+    client: &c2c_api::client::Client,
+    rt: &tokio::runtime::Runtime,
+) -> Result<c2c_api::AppGuid> {
+    let app = rt.block_on(async {
+        match client.app(&a.app).await {
+            Err(e) if e.is_not_found() => {
+                client
+                    .create_app_in(&a.app, a.org.as_deref().zip(a.space.as_deref()))
+                    .await
+            }
+            r => r,
+        }
+    })?;
+    if let Some(host) = hostname {
+        // CF maps an app's default route at push; here the internal one: <app>.apps.internal.
+        let r = c2c_api::types::RouteRequest {
+            app: a.app.clone(),
+            domain: INTERNAL_DOMAIN.into(),
+            hostname: host.clone(),
+        };
+        rt.block_on(client.route(&r, false))?;
+        say!(a, "  route: {host}.{INTERNAL_DOMAIN}");
+    }
+    Ok(app.guid)
+}
+
+/// Where push places and starts instances.
+struct Placed<'a> {
+    state_dir: &'a Path,
+    info: &'a PlatformInfo,
+    client: &'a c2c_api::client::Client,
+    rt: &'a tokio::runtime::Runtime,
+}
+
+impl Placed<'_> {
+    /// Instance `index` of the app, placed by control on `cell` and started there; a failure
+    /// takes back what was started of it and its placement.
+    fn start(
+        &self,
+        a: &PushArgs,
+        app_guid: &c2c_api::AppGuid,
+        cell: &super::CellInfo,
+        index: u32,
+    ) -> Result<InstanceInfo> {
+        // Placement is control's: the instance exists because we (with the user's token) asked
+        // for it on this cell; control generates its GUID, and the cell may only confirm it.
+        let guid = self
+            .rt
+            .block_on(self.client.place_by(
+                &a.app,
+                &cell.name.parse().map_err(anyhow::Error::msg)?,
+                Some(index),
+                Some("c2c push"),
+            ))?
+            .guid;
+        let rec = InstanceInfo {
+            app: a.app.clone(),
+            app_guid: app_guid.to_string(),
+            index,
+            guid,
+            cell: cell.name.clone(),
+            netns: format!("{}-{}-{index}", self.info.prefix, a.app),
+            container_id: format!("{}-{index}", a.app),
+            ip: Ipv4Addr::UNSPECIFIED,
+            host_ports: None,
+        };
+        start_instance(self.state_dir, cell, rec.clone(), a).map_err(|e| {
+            // What was started of it, and its placement, go: a failed push leaves no
+            // instance behind in control or on the cell.
+            let _ = remove_instance(self.state_dir, &rec);
+            let _ = std::fs::remove_dir_all(Paths::new(self.state_dir).instance(&a.app, index));
+            e.context(format!(
+                "starting {}/{index} (its placement is taken back)",
+                a.app
+            ))
+        })
+    }
 }
 
 /// Starts the placed instance `rec` (its address still unknown) on `cell`.

@@ -82,15 +82,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
     let issuer = store.current().certified.cert.get(1).cloned();
     let verifier =
         identity::IdentityVerifier::new(issuer, provider.clone(), access.clone(), metrics.clone());
-    let mut tls = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_cert_resolver(Arc::new(reload::Resolver(store.clone())));
-    // Resumed sessions are those made under the rules in service (see `sessions`).
-    tls.session_storage = Arc::new(sessions::Sessions::new(
-        rustls::server::ServerSessionMemoryCache::new(256),
-        access.clone(),
-    ));
+    let tls = server_config(provider, verifier, &store, &access)?;
     let shared = Arc::new(listener::Shared {
         tls: listener::TlsConfigs::new(tls),
         metrics: metrics.clone(),
@@ -107,21 +99,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
     // Watch before anything else: a pair written from here on is seen.
     let triggers = reload::triggers(&store)?;
     // Bind everything before reporting ready; any failure stops the start.
-    let mut bound = Vec::new();
-    for l in &cfg.listeners {
-        let sock = TcpListener::bind(l.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: l.listen,
-                source,
-            })?;
-        let local = sock.local_addr().map_err(|source| StartError::Bind {
-            addr: l.listen,
-            source,
-        })?;
-        info!(listen = %local, upstream = %l.upstream, "listener bound");
-        bound.push((sock, l.upstream));
-    }
+    let bound = bind_listeners(&cfg).await?;
     let admin_state = Arc::new(admin::AdminState {
         ready: Default::default(),
         metrics: metrics.clone(),
@@ -181,19 +159,59 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), StartEr
     for l in accept_loops {
         let _ = l.await;
     }
-    shared.tracker.close();
-    let open = shared.tracker.len();
-    info!(open, drain_timeout = ?cfg.drain_timeout, "stopped accepting; draining open connections");
-    if tokio::time::timeout(cfg.drain_timeout, shared.tracker.wait())
-        .await
-        .is_err()
-    {
+    drain(&shared.tracker, cfg.drain_timeout).await;
+    Ok(())
+}
+
+/// The TLS server config: TLS 1.3 and 1.2, callers' identities checked by `verifier`, the
+/// certificate from `store` (reloaded under it), and resumed sessions only those made under
+/// the rules in service (see `sessions`).
+fn server_config(
+    provider: Arc<CryptoProvider>,
+    verifier: identity::IdentityVerifier,
+    store: &Arc<reload::CertStore>,
+    access: &Arc<identity::AccessStore>,
+) -> Result<ServerConfig, StartError> {
+    let mut tls = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_cert_resolver(Arc::new(reload::Resolver(store.clone())));
+    tls.session_storage = Arc::new(sessions::Sessions::new(
+        rustls::server::ServerSessionMemoryCache::new(256),
+        access.clone(),
+    ));
+    Ok(tls)
+}
+
+/// Every `--listen`, bound, with its upstream.
+async fn bind_listeners(
+    cfg: &Config,
+) -> Result<Vec<(TcpListener, std::net::SocketAddr)>, StartError> {
+    let mut bound = Vec::new();
+    for l in &cfg.listeners {
+        let bind_error = |source| StartError::Bind {
+            addr: l.listen,
+            source,
+        };
+        let sock = TcpListener::bind(l.listen).await.map_err(bind_error)?;
+        let local = sock.local_addr().map_err(bind_error)?;
+        info!(listen = %local, upstream = %l.upstream, "listener bound");
+        bound.push((sock, l.upstream));
+    }
+    Ok(bound)
+}
+
+/// Lets open connections finish, up to `timeout`; then the rest are closed.
+async fn drain(tracker: &TaskTracker, timeout: std::time::Duration) {
+    tracker.close();
+    let open = tracker.len();
+    info!(open, drain_timeout = ?timeout, "stopped accepting; draining open connections");
+    if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
         warn!(
-            open = shared.tracker.len(),
+            open = tracker.len(),
             "drain timeout reached; closing remaining connections"
         );
     } else {
         info!("all connections drained");
     }
-    Ok(())
 }
