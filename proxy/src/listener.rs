@@ -235,16 +235,7 @@ async fn handle(
     {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
-            let reason = handshake_failure_reason(&error);
-            if reason == "no_client_identity" {
-                warn!(%peer, instance = %shared.access.current().instance, "caller refused: it presented no identity, and this app requires one");
-                shared.metrics.client_identity_refused("no_certificate");
-            } else if reason == "no_application_protocol" {
-                warn!(%peer, app_protocol = %app_protocol, "caller refused: it offered in ALPN none of the protocols this app speaks (c2c update-app --app-protocol)");
-            } else {
-                debug!(%peer, %error, reason, "tls handshake failed");
-            }
-            shared.metrics.handshake_failed(reason);
+            handshake_failed(&error, peer, app_protocol, shared);
             return;
         }
         Err(_) => {
@@ -288,28 +279,13 @@ async fn handle(
             }
         };
     let _ = app.set_nodelay(true);
-    let access = shared.access.current();
-    if access.proxy_protocol == c2c_api::ProxyProtocol::V2 {
-        let caller = crate::identity::caller(tls.peer_leaf(), &access)
-            .filter(|c| c.verdict != c2c_api::access::Verdict::Unknown);
-        let local = tls.tcp.local_addr().unwrap_or(upstream);
-        let header = crate::proxy_protocol::header(
-            peer,
-            local,
-            caller.as_ref().map(|c| crate::proxy_protocol::CallerNames {
-                common_name: &c.identity.instance_guid,
-                spiffe_id: &c.identity.spiffe_id,
-                tls_version: tls.version_text(),
-            }),
-            tls.alpn_protocol(),
-        );
-        if let Err(error) = tokio::io::AsyncWriteExt::write_all(&mut app, &header).await {
+    if shared.access.current().proxy_protocol == c2c_api::ProxyProtocol::V2 {
+        if let Err(error) = send_proxy_header(&tls, &mut app, peer, upstream, shared).await {
             debug!(%peer, %error, "writing the PROXY header to the app failed");
             close_quickly(&mut tls).await;
             return;
         }
     }
-    drop(access);
     match forward(
         &mut tls,
         &mut app,
@@ -342,6 +318,53 @@ async fn handle(
             close_quickly(&mut tls).await;
         }
     }
+}
+
+/// Says why a handshake failed (a refused caller as a warning, the rest at debug) and counts it.
+fn handshake_failed(
+    error: &io::Error,
+    peer: SocketAddr,
+    app_protocol: c2c_api::AppProtocol,
+    shared: &Shared,
+) {
+    let reason = handshake_failure_reason(error);
+    if reason == "no_client_identity" {
+        warn!(%peer, instance = %shared.access.current().instance, "caller refused: it presented no identity, and this app requires one");
+        shared.metrics.client_identity_refused("no_certificate");
+    } else if reason == "no_application_protocol" {
+        warn!(%peer, app_protocol = %app_protocol, "caller refused: it offered in ALPN none of the protocols this app speaks (c2c update-app --app-protocol)");
+    } else {
+        debug!(%peer, %error, reason, "tls handshake failed");
+    }
+    shared.metrics.handshake_failed(reason);
+}
+
+/// The PROXY v2 header to the app: the caller's addresses and, when its identity is known, its
+/// names, TLS version and ALPN.
+async fn send_proxy_header(
+    tls: &TlsStream,
+    app: &mut TcpStream,
+    peer: SocketAddr,
+    upstream: SocketAddr,
+    shared: &Shared,
+) -> io::Result<()> {
+    let header = {
+        let access = shared.access.current();
+        let caller = crate::identity::caller(tls.peer_leaf(), &access)
+            .filter(|c| c.verdict != c2c_api::access::Verdict::Unknown);
+        let local = tls.tcp.local_addr().unwrap_or(upstream);
+        crate::proxy_protocol::header(
+            peer,
+            local,
+            caller.as_ref().map(|c| crate::proxy_protocol::CallerNames {
+                common_name: &c.identity.instance_guid,
+                spiffe_id: &c.identity.spiffe_id,
+                tls_version: tls.version_text(),
+            }),
+            tls.alpn_protocol(),
+        )
+    };
+    tokio::io::AsyncWriteExt::write_all(app, &header).await
 }
 
 /// Sends close_notify and FIN, but never waits long on a client that does not read.

@@ -289,35 +289,7 @@ pub async fn attach(cfg: &HookConfig, state: &OciState) -> Result<(), String> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .filter(|p: &Placed| p.app == app);
-    let a = match client.app(&app).await {
-        Ok(a) => a,
-        Err(e) if e.is_not_found() => {
-            let space = cfg.space.as_deref().and_then(|s| s.split_once('/'));
-            let a = match client.create_app_in(&app, space).await {
-                Ok(a) => a,
-                // Invisible to this credential, yet the name is taken: another space's app.
-                Err(ClientError::Status { status, message }) if status == StatusCode::CONFLICT => {
-                    return Err(format!("the runtime's credential may not place instances of app {app:?} on this cell: no app of that name is in its spaces, and another space has one (control said {message})"));
-                }
-                Err(e) => return Err(refused(&app, e)),
-            };
-            // As `c2c push` does for a new app: its default internal route.
-            if let Some(host) = c2c_api::names::default_hostname(&app) {
-                let r = c2c_api::types::RouteRequest {
-                    app: app.clone(),
-                    domain: "apps.internal".into(),
-                    hostname: host,
-                };
-                client
-                    .route(&r, false)
-                    .await
-                    .map_err(|e| format!("mapping {app}'s default route: {e}"))?;
-            }
-            log(cfg, &format!("created app {app} ({})", a.guid));
-            a
-        }
-        Err(e) => return Err(refused(&app, e)),
-    };
+    let a = app_of(cfg, &client, &app).await?;
     // What the app speaks, as the annotation declares it (the app's setting, as
     // `c2c update-app --app-protocol` makes it: every instance's sidecar follows).
     if let Some(p) = app_protocol.filter(|p| *p != a.app_protocol) {
@@ -382,6 +354,40 @@ pub async fn attach(cfg: &HookConfig, state: &OciState) -> Result<(), String> {
         return Err(e);
     }
     Ok(())
+}
+
+/// App `app` in control, made (with its default internal route) in the runtime's space when
+/// missing.
+async fn app_of(cfg: &HookConfig, client: &Client, app: &str) -> Result<c2c_api::App, String> {
+    match client.app(app).await {
+        Ok(a) => Ok(a),
+        Err(e) if e.is_not_found() => {
+            let space = cfg.space.as_deref().and_then(|s| s.split_once('/'));
+            let a = match client.create_app_in(app, space).await {
+                Ok(a) => a,
+                // Invisible to this credential, yet the name is taken: another space's app.
+                Err(ClientError::Status { status, message }) if status == StatusCode::CONFLICT => {
+                    return Err(format!("the runtime's credential may not place instances of app {app:?} on this cell: no app of that name is in its spaces, and another space has one (control said {message})"));
+                }
+                Err(e) => return Err(refused(app, e)),
+            };
+            // As `c2c push` does for a new app: its default internal route.
+            if let Some(host) = c2c_api::names::default_hostname(app) {
+                let r = c2c_api::types::RouteRequest {
+                    app: app.to_string(),
+                    domain: "apps.internal".into(),
+                    hostname: host,
+                };
+                client
+                    .route(&r, false)
+                    .await
+                    .map_err(|e| format!("mapping {app}'s default route: {e}"))?;
+            }
+            log(cfg, &format!("created app {app} ({})", a.guid));
+            Ok(a)
+        }
+        Err(e) => Err(refused(app, e)),
+    }
 }
 
 /// Marks the container's record with its instance (the agent confirms it, has its certificate
