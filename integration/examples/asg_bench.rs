@@ -88,17 +88,10 @@ fn bind(p: &Platform, name: &str, space: &str, on: bool) {
     );
 }
 
-fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(50);
-    let connects: usize = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(2000);
-    clean_up_on_panic();
-    let p = Platform::start(1);
+/// The host (a web server on 8000 and 9000, a sink on 7000), org o, spaces "one" and "many"
+/// with an app each and an instance on cell1: "one" holds a group of 1 rule, "many" one of
+/// 1,000. Returns the two containers.
+fn setup(p: &Platform) -> (Netns, Netns) {
     let host = p.underlay.cell(200);
     serve(&host.ns, SocketAddr::new(HOST.into(), 8000), "h");
     serve(&host.ns, SocketAddr::new(HOST.into(), 9000), "h");
@@ -113,7 +106,7 @@ fn main() {
 
     // The host's 8000 and the sink for both; 999 more rules (other /32s and ports) for "many".
     let allow = json!({"protocol": "tcp", "destination": "192.0.2.200", "ports": "8000,7000"});
-    group(&p, "g1", json!([allow.clone()]));
+    group(p, "g1", json!([allow.clone()]));
     let mut big = vec![allow];
     for i in 0..999u32 {
         big.push(json!({
@@ -122,16 +115,20 @@ fn main() {
             "ports": format!("{}", 1000 + i),
         }));
     }
-    group(&p, "g1000", json!(big));
-    bind(&p, "g1", "one", true);
-    bind(&p, "g1000", "many", true);
+    group(p, "g1000", json!(big));
+    bind(p, "g1", "one", true);
+    bind(p, "g1000", "many", true);
     let to8000 = SocketAddr::new(HOST.into(), 8000);
     until(&one, to8000, true);
     until(&many, to8000, true);
+    (one, many)
+}
 
+/// Change -> enforced, ROUNDS times: a group opening 9000 bound to "one", then unbound.
+fn change_to_enforced(p: &Platform, one: &Netns, rounds: usize) -> (Vec<f64>, Vec<f64>) {
     // 1. Change -> enforced: bind a group opening 9000 to "one", then unbind it.
     group(
-        &p,
+        p,
         "toggle",
         json!([{"protocol": "tcp", "destination": "192.0.2.200", "ports": "9000"}]),
     );
@@ -139,15 +136,26 @@ fn main() {
     let (mut on_ms, mut off_ms) = (vec![], vec![]);
     for _ in 0..rounds {
         let t = Instant::now();
-        bind(&p, "toggle", "one", true);
-        until(&one, to9000, true);
+        bind(p, "toggle", "one", true);
+        until(one, to9000, true);
         on_ms.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
-        bind(&p, "toggle", "one", false);
-        until(&one, to9000, false);
+        bind(p, "toggle", "one", false);
+        until(one, to9000, false);
         off_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    (on_ms, off_ms)
+}
 
+/// Connect latency, 1 rule (reference) vs 1,000 (microseconds each, and the ratios of p50 and
+/// p99 per round).
+fn connect_latency(
+    p: &Platform,
+    one: &Netns,
+    many: &Netns,
+    connects: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let to8000 = SocketAddr::new(HOST.into(), 8000);
     // 2. Connect latency, 1 rule (reference) vs 1,000, interleaved in blocks of 100; then the
     // groups swap spaces and it runs again, so a difference between the two containers
     // themselves cancels out of the ratio.
@@ -161,19 +169,19 @@ fn main() {
             }
         })
     };
-    let w1 = worker(&one, go_one.1, done_tx.clone());
-    let w2 = worker(&many, go_many.1, done_tx);
+    let w1 = worker(one, go_one.1, done_tx.clone());
+    let w2 = worker(many, go_many.1, done_tx);
     let (mut ref_us, mut big_us, mut ratios50, mut ratios99) = (vec![], vec![], vec![], vec![]);
     for swapped in [false, true] {
         if swapped {
-            bind(&p, "g1000", "many", false);
-            bind(&p, "g1", "one", false);
-            bind(&p, "g1000", "one", true);
-            bind(&p, "g1", "many", true);
+            bind(p, "g1000", "many", false);
+            bind(p, "g1", "one", false);
+            bind(p, "g1000", "one", true);
+            bind(p, "g1", "many", true);
         }
         // Settled: both reach the host again under the new bindings.
-        until(&one, to8000, true);
-        until(&many, to8000, true);
+        until(one, to8000, true);
+        until(many, to8000, true);
         std::thread::sleep(Duration::from_secs(1));
         // (sender, holds the 1,000) for each container.
         let cs: [(&mpsc::Sender<usize>, bool); 2] = [(&go_one.0, swapped), (&go_many.0, !swapped)];
@@ -206,21 +214,30 @@ fn main() {
     drop(go_one.0);
     drop(go_many.0);
     let _ = (w1.join(), w2.join());
+    (ref_us, big_us, ratios50, ratios99)
+}
 
+/// Egress throughput through NAT (MB/s), against the cell's own (the reference).
+fn egress_throughput(p: &Platform, one: &Netns) -> (Vec<f64>, Vec<f64>) {
     // 3. Egress throughput through NAT against the cell's own (the reference), alternating.
     let to_sink = SocketAddr::new(HOST.into(), 7000);
     let (mut nat, mut direct) = (vec![], vec![]);
-    send_mbps(&one, to_sink, 64);
+    send_mbps(one, to_sink, 64);
     for i in 0..6 {
         if i % 2 == 0 {
-            nat.push(send_mbps(&one, to_sink, 512));
+            nat.push(send_mbps(one, to_sink, 512));
             direct.push(send_mbps(&p.cells[0].ns, to_sink, 512));
         } else {
             direct.push(send_mbps(&p.cells[0].ns, to_sink, 512));
-            nat.push(send_mbps(&one, to_sink, 512));
+            nat.push(send_mbps(one, to_sink, 512));
         }
     }
+    (nat, direct)
+}
 
+/// Log lines written in 2 s of a flood; returns lines written, packets sent and the agent's
+/// CPU seconds before and after.
+fn log_rate(p: &Platform) -> (f64, u64, (f64, f64)) {
     // 4. Log lines a second: the cell itself sends UDP to the host's 9999 as fast as it can
     // for 2 s, every packet logged by a rule of the bench's own table (no rate limit).
     p.cells[0].ns.exec(
@@ -253,6 +270,25 @@ fn main() {
     let (l1, c1) = (lines(&log), cpu_secs(agent));
     p.cells[0].ns.exec("nft", &["delete table ip c2c_bench"]);
     let written = (l1 - l0) as f64;
+    (written, sent, (c0, c1))
+}
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50);
+    let connects: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2000);
+    clean_up_on_panic();
+    let p = Platform::start(1);
+    let (one, many) = setup(&p);
+    let (mut on_ms, mut off_ms) = change_to_enforced(&p, &one, rounds);
+    let (mut ref_us, mut big_us, ratios50, ratios99) = connect_latency(&p, &one, &many, connects);
+    let (mut nat, mut direct) = egress_throughput(&p, &one);
+    let (written, sent, (c0, c1)) = log_rate(&p);
 
     let (on50, on99, off50, off99) = (
         pct(&mut on_ms, 0.5),

@@ -24,6 +24,111 @@ fn policies(src: &[String], dst: &str, ports: std::ops::RangeInclusive<u16>) -> 
     json!({ "policies": v })
 }
 
+/// Waits for agent `cell` (1-based) to log an apply with `n` policies after `log_before`
+/// bytes of its log; (wall since `t`, cycle ms).
+fn applied(p: &Platform, cell: usize, log_before: usize, n: usize, t: Instant) -> (Duration, f64) {
+    loop {
+        let log = p.agents[cell - 1].log();
+        if let Some(line) = log[log_before..]
+            .lines()
+            .find(|l| l.contains("rules applied") && l.contains(&format!("policies={n} ")))
+        {
+            let ms = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("elapsed_ms="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            return (t.elapsed(), ms);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "agent of cell{cell} never applied {n} policies"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The latency rounds' figures.
+#[derive(Default)]
+struct Rounds {
+    ratios50: Vec<f64>,
+    ratios99: Vec<f64>,
+    walls: Vec<f64>,
+    cycles: Vec<f64>,
+    ref_us: Vec<f64>,
+    big_us: Vec<f64>,
+    dns_during: Vec<f64>,
+}
+
+/// The platform as the bench set it up: appa on cell1, appb on cell2 and appd on cell3.
+struct Setup {
+    p: Platform,
+    a: Netns,
+    b: Netns,
+    d: Netns,
+    gb: String,
+    gd: String,
+    to_b: SocketAddr,
+    to_d: SocketAddr,
+}
+
+/// Connect latency with 10,010 policies against 10, paired (see the module doc): each round
+/// the 10,000 go to one destination, connects alternate between both, then they go.
+fn ten_thousand_rounds(st: &Setup, rounds_latency: usize, connects_n: usize) -> Rounds {
+    let Setup {
+        p,
+        a,
+        b,
+        d,
+
+        gb,
+        gd,
+        to_b,
+        to_d,
+    } = st;
+    let (to_b, to_d) = (*to_b, *to_d);
+    let post = "/networking/v1/external/policies";
+    let mut sources = vec![];
+    for i in 0..100 {
+        let name = format!("src{i}");
+        p.c2c(&["create-app", &name]);
+        sources.push(p.app_guid(&name));
+    }
+    let mut r = Rounds::default();
+    for round in 0..rounds_latency {
+        // Rounds alternate which side holds the 10,000: appd, appb, appd, appb.
+        let (cell, g, big_to, ref_to) = if round % 2 == 0 {
+            (3, gd, to_d, to_b)
+        } else {
+            (2, gb, to_b, to_d)
+        };
+        let big = policies(&sources, g, 10000..=10099);
+        let before = p.agents[cell - 1].log().len();
+        // The cell DNS, asked from a container on the applying cell while it applies.
+        let dest = if cell == 3 { d } else { b };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = dns_probe(dest, stop.clone());
+        std::thread::sleep(Duration::from_millis(200));
+        let t = Instant::now();
+        api(p, Method::POST, post, Some(big.clone()));
+        let (wall, cycle) = applied(p, cell, before, 10010, t);
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        r.dns_during.extend(probe.join().unwrap());
+        r.walls.push(wall.as_secs_f64() * 1e3);
+        r.cycles.push(cycle);
+        let (mut bg, mut rf) = paired_connects(a, big_to, ref_to, connects_n);
+        r.ratios50.push(pct(&mut bg, 0.5) / pct(&mut rf, 0.5));
+        r.ratios99.push(pct(&mut bg, 0.99) / pct(&mut rf, 0.99));
+        r.ref_us.extend(rf);
+        r.big_us.extend(bg);
+        let before = p.agents[cell - 1].log().len();
+        api(p, Method::POST, &format!("{post}/delete"), Some(big));
+        applied(p, cell, before, 10, Instant::now());
+    }
+    r
+}
+
 fn main() {
     let rounds: usize = std::env::args()
         .nth(1)
@@ -82,69 +187,26 @@ fn main() {
 
     // 2.-4. Connect latency with 10,010 policies against 10, paired (see the module doc): each
     // round the 10,000 go to one destination, connects alternate between both, then they go.
-    let mut sources = vec![];
-    for i in 0..100 {
-        let name = format!("src{i}");
-        p.c2c(&["create-app", &name]);
-        sources.push(p.app_guid(&name));
-    }
-    // Waits for agent `cell` (1-based) to log an apply with `n` policies; (wall, cycle ms).
-    let applied = |cell: usize, log_before: usize, n: usize, t: Instant| -> (Duration, f64) {
-        loop {
-            let log = p.agents[cell - 1].log();
-            if let Some(line) = log[log_before..]
-                .lines()
-                .find(|l| l.contains("rules applied") && l.contains(&format!("policies={n} ")))
-            {
-                let ms = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("elapsed_ms="))
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(f64::NAN);
-                return (t.elapsed(), ms);
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "agent of cell{cell} never applied {n} policies"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
-    let (mut ratios50, mut ratios99, mut walls, mut cycles) = (vec![], vec![], vec![], vec![]);
-    let (mut ref_us, mut big_us) = (vec![], vec![]);
-    let mut dns_during: Vec<f64> = vec![];
     let rounds_latency = 4;
-    for round in 0..rounds_latency {
-        // Rounds alternate which side holds the 10,000: appd, appb, appd, appb.
-        let (cell, g, big_to, ref_to) = if round % 2 == 0 {
-            (3, &gd, to_d, to_b)
-        } else {
-            (2, &gb, to_b, to_d)
-        };
-        let big = policies(&sources, g, 10000..=10099);
-        let before = p.agents[cell - 1].log().len();
-        // The cell DNS, asked from a container on the applying cell while it applies.
-        let dest = if cell == 3 { &d } else { &b };
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let probe = dns_probe(dest, stop.clone());
-        std::thread::sleep(Duration::from_millis(200));
-        let t = Instant::now();
-        api(&p, Method::POST, post, Some(big.clone()));
-        let (wall, cycle) = applied(cell, before, 10010, t);
-        std::thread::sleep(Duration::from_millis(200));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        dns_during.extend(probe.join().unwrap());
-        walls.push(wall.as_secs_f64() * 1e3);
-        cycles.push(cycle);
-        let (mut bg, mut rf) = paired_connects(&a, big_to, ref_to, connects_n);
-        ratios50.push(pct(&mut bg, 0.5) / pct(&mut rf, 0.5));
-        ratios99.push(pct(&mut bg, 0.99) / pct(&mut rf, 0.99));
-        ref_us.extend(rf);
-        big_us.extend(bg);
-        let before = p.agents[cell - 1].log().len();
-        api(&p, Method::POST, &format!("{post}/delete"), Some(big));
-        applied(cell, before, 10, Instant::now());
-    }
+    let st = Setup {
+        p,
+        a,
+        b,
+        d,
+        gb,
+        gd,
+        to_b,
+        to_d,
+    };
+    let Rounds {
+        mut ratios50,
+        mut ratios99,
+        mut walls,
+        mut cycles,
+        mut ref_us,
+        mut big_us,
+        mut dns_during,
+    } = ten_thousand_rounds(&st, rounds_latency, connects_n);
     let wall_10k = Duration::from_secs_f64(pct(&mut walls, 0.5) / 1e3);
     let apply_ms = pct(&mut cycles, 0.5);
     let spread = |v: &mut Vec<f64>| {

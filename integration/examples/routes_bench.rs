@@ -62,6 +62,32 @@ fn main() {
     c2c(dir, &["down"]);
 }
 
+/// Cell DNS answers a second from inside namespace `ns`, with `inflight` queries outstanding,
+/// for 3 s.
+fn dns_qps(ns: &str, inflight: usize) -> f64 {
+    let q = dns_query(0x1234, "appb.apps.internal");
+    in_ns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect("169.254.0.1:53").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut buf = [0u8; 512];
+        let t = Instant::now();
+        let mut answered = 0u64;
+        for _ in 0..inflight {
+            s.send(&q).unwrap();
+        }
+        while t.elapsed() < Duration::from_secs(3) {
+            if s.recv(&mut buf).is_ok() {
+                answered += 1;
+                s.send(&q).unwrap();
+            } else {
+                s.send(&q).unwrap();
+            }
+        }
+        answered as f64 / t.elapsed().as_secs_f64()
+    })
+}
+
 fn run(dir: &Path, rounds: usize) {
     c2c(dir, &["push", "appA", "--cell", "cell1"]);
     c2c(dir, &["push", "appB", "--no-route", "--cell", "cell2"]);
@@ -146,32 +172,8 @@ fn run(dir: &Path, rounds: usize) {
         dir,
         &["map-route", "appB", "apps.internal", "--hostname", "appb"],
     );
-    let query = dns_query(0x1234, "appb.apps.internal");
-    let qps = |inflight: usize| -> f64 {
-        let q = query.clone();
-        in_ns(&a_ns, move || {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            s.connect("169.254.0.1:53").unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-            let mut buf = [0u8; 512];
-            let t = Instant::now();
-            let mut answered = 0u64;
-            for _ in 0..inflight {
-                s.send(&q).unwrap();
-            }
-            while t.elapsed() < Duration::from_secs(3) {
-                if s.recv(&mut buf).is_ok() {
-                    answered += 1;
-                    s.send(&q).unwrap();
-                } else {
-                    s.send(&q).unwrap();
-                }
-            }
-            answered as f64 / t.elapsed().as_secs_f64()
-        })
-    };
-    let q1 = qps(1);
-    let q32 = qps(32);
+    let q1 = dns_qps(&a_ns, 1);
+    let q32 = dns_qps(&a_ns, 32);
 
     if std::env::var_os("C2C_BENCH_VERBOSE").is_some() {
         eprintln!("map ms: {map_ms:.0?}");

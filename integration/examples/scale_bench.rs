@@ -115,29 +115,8 @@ struct Figures {
     rss_kib_per_watch: f64,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    name: &str,
-    n: usize,
-    changes: usize,
-    apps: usize,
-    policies: usize,
-    replicas: usize,
-    db: Option<String>,
-    cache: bool,
-) -> Figures {
-    let cap = n + 1000;
-    let first = start_control(None, db.as_deref(), cache, cap);
-    let mut controls = vec![];
-    for _ in 1..replicas {
-        controls.push(start_control(Some(&first), db.as_deref(), cache, cap));
-    }
-    controls.insert(0, first);
-    let token = std::fs::read_to_string(controls[0].dir.path().join("control/token")).unwrap();
-    let issuer = std::fs::read(controls[0].dir.path().join("ca/control/ca.pem")).unwrap();
-    let admin = Client::new(&controls[0].url, &issuer, Auth::Token(token.trim().into())).unwrap();
-
-    // The platform: APPS apps, POLICIES policies between them.
+/// APPS apps and POLICIES policies between them; returns the apps' GUIDs.
+async fn populate(admin: &Client, apps: usize, policies: usize) -> Vec<c2c_api::AppGuid> {
     let mut guids = vec![];
     for chunk in (0..apps).collect::<Vec<_>>().chunks(64) {
         let made = futures::future::join_all(chunk.iter().map(|i| {
@@ -159,8 +138,19 @@ async fn run(
     for chunk in batch.chunks(1000) {
         admin.add_policies(chunk).await.unwrap();
     }
-    // N cells with their own identities; the first 250 hold a lease and run one instance each,
-    // so their views carry policies.
+    guids
+}
+
+/// N cells with their own identities, each a client of a replica in turn; the first 250 hold
+/// a lease and run one instance each, so their views carry policies.
+async fn make_cells(
+    admin: &Client,
+    controls: &[Control],
+    issuer: &[u8],
+    n: usize,
+    guids: &[c2c_api::AppGuid],
+) -> Vec<(String, Client)> {
+    let (apps, replicas) = (guids.len(), controls.len());
     let mut cells = vec![];
     for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
         let made = futures::future::join_all(chunk.iter().map(|i| {
@@ -179,7 +169,7 @@ async fn run(
     for (i, (name, cert, key)) in cells.iter().enumerate() {
         let c = Client::new(
             &controls[i % replicas].url,
-            &issuer,
+            issuer,
             Auth::ClientCert {
                 cert_pem: cert.clone().into_bytes(),
                 key_pem: key.clone().into_bytes(),
@@ -209,17 +199,15 @@ async fn run(
         }
         clients.push((name.to_string(), c));
     }
-    // The setup's kept-alive connections are closed by control after its idle limit (10 s), as
-    // an agent's are between its renewals: the base holds none of them.
-    tokio::time::sleep(Duration::from_secs(11)).await;
-    let (_, rss_base): (f64, u64) = controls
-        .iter()
-        .map(|c| usage(c.child.id()))
-        .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    clients
+}
 
-    // Every cell watches.
-    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, u64, Instant)>();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// Every cell watches, each on a task of its own, sending (cell, revision, when) per line.
+fn spawn_watchers(
+    clients: Vec<(String, Client)>,
+    tx: &mpsc::UnboundedSender<(usize, u64, Instant)>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) {
     for (i, (name, c)) in clients.into_iter().enumerate() {
         let (tx, stop) = (tx.clone(), stop.clone());
         tokio::spawn(async move {
@@ -245,6 +233,56 @@ async fn run(
             }
         });
     }
+}
+
+/// CPU seconds and resident bytes of every replica, summed.
+fn usage_of(controls: &[Control]) -> (f64, u64) {
+    controls
+        .iter()
+        .map(|c| usage(c.child.id()))
+        .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    name: &str,
+    n: usize,
+    changes: usize,
+    apps: usize,
+    policies: usize,
+    replicas: usize,
+    db: Option<String>,
+    cache: bool,
+) -> Figures {
+    let cap = n + 1000;
+    let first = start_control(None, db.as_deref(), cache, cap);
+    let mut controls = vec![];
+    for _ in 1..replicas {
+        controls.push(start_control(Some(&first), db.as_deref(), cache, cap));
+    }
+    controls.insert(0, first);
+    let token = std::fs::read_to_string(controls[0].dir.path().join("control/token")).unwrap();
+    let issuer = std::fs::read(controls[0].dir.path().join("ca/control/ca.pem")).unwrap();
+    let admin = Client::new(&controls[0].url, &issuer, Auth::Token(token.trim().into())).unwrap();
+
+    // The platform: APPS apps, POLICIES policies between them.
+    let guids = populate(&admin, apps, policies).await;
+    let policy = |src: usize, dst: usize, proto: &str, port: u16| c2c_api::Policy {
+        source: guids[src % apps].clone(),
+        destination: guids[dst % apps].clone(),
+        protocol: proto.parse().unwrap(),
+        ports: c2c_api::net::PortRange::new(port, port).unwrap(),
+    };
+    let clients = make_cells(&admin, &controls, &issuer, n, &guids).await;
+    // The setup's kept-alive connections are closed by control after its idle limit (10 s), as
+    // an agent's are between its renewals: the base holds none of them.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (_, rss_base): (f64, u64) = usage_of(&controls);
+
+    // Every cell watches.
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, u64, Instant)>();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    spawn_watchers(clients, &tx, &stop);
     let mut latest = vec![0u64; n];
     let mut seen = 0;
     let parked_by = Instant::now() + Duration::from_secs(600);
@@ -263,10 +301,7 @@ async fn run(
     while let Ok((i, r, _)) = rx.try_recv() {
         latest[i] = r;
     }
-    let (cpu0, rss_parked): (f64, u64) = controls
-        .iter()
-        .map(|c| usage(c.child.id()))
-        .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let (cpu0, rss_parked): (f64, u64) = usage_of(&controls);
 
     let (mut p50s, mut p99s, mut alls) = (vec![], vec![], vec![]);
     for k in 0..changes {
@@ -297,10 +332,7 @@ async fn run(
         alls.push(*l.last().unwrap());
         tokio::time::sleep(Duration::from_millis(500).saturating_sub(t0.elapsed())).await;
     }
-    let (cpu1, _): (f64, u64) = controls
-        .iter()
-        .map(|c| usage(c.child.id()))
-        .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let (cpu1, _): (f64, u64) = usage_of(&controls);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let med = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());

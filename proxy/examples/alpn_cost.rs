@@ -112,6 +112,51 @@ async fn keepalive(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>, secs: f64) 
     n.load(Ordering::Relaxed)
 }
 
+/// The app: an echo server on a loopback port.
+async fn echo_app() -> SocketAddr {
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = backend.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    up
+}
+
+/// The sidecar in front of `up`, with the certificate in `certs`; returns it once ready, with
+/// the address it listens on.
+fn start_sidecar(
+    proxy_bin: &str,
+    certs: &std::path::Path,
+    up: SocketAddr,
+) -> (std::process::Child, SocketAddr) {
+    let mut child = std::process::Command::new(proxy_bin)
+        .args(["--listen", "127.0.0.1:0", "--upstream", &up.to_string()])
+        .arg("--cert-dir")
+        .arg(certs)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut addr: Option<SocketAddr> = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(a) = line.split("listen=").nth(1) {
+            addr = a.split_whitespace().next().and_then(|a| a.parse().ok());
+        }
+        if line.contains(" ready ") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr.expect("the sidecar's listen address"))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -148,39 +193,9 @@ async fn main() {
     };
     set(AppProtocol::Http1);
 
-    // The app: an echo server.
-    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = backend.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = backend.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    let mut child = std::process::Command::new(&proxy_bin)
-        .args(["--listen", "127.0.0.1:0", "--upstream", &up.to_string()])
-        .arg("--cert-dir")
-        .arg(&certs)
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let up = echo_app().await;
+    let (mut child, addr) = start_sidecar(&proxy_bin, &certs, up);
     let pid = child.id();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut addr: Option<SocketAddr> = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(a) = line.split("listen=").nth(1) {
-            addr = a.split_whitespace().next().and_then(|a| a.parse().ok());
-        }
-        if line.contains(" ready ") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    let addr = addr.expect("the sidecar's listen address");
     let root_pem = root.cert_pem().to_string();
     let modes: [(&str, AppProtocol, &[&[u8]]); 2] = [
         ("http1 (no ALPN)", AppProtocol::Http1, &[]),

@@ -1,11 +1,19 @@
 //! Scenarios of security groups: bound to spaces and carried to the cells' views.
 
 use super::*;
+use c2c_api::asg::Space;
 
 /// A conformance scenario.
 pub fn security_groups_bind_to_spaces_and_reach_the_cells_view(open: Opener) {
-    use c2c_api::asg::{validate, Lifecycle};
     let mut s = open(OVERLAY, 60);
+    let (a, b, dev, prod) = orgs_and_spaces(&mut s);
+    groups_bind_to_spaces(&mut s, &a, &b, &dev, &prod);
+    grants_follow_spaces(&mut s, &a, &b, &dev);
+}
+
+/// The default org and space, named orgs and spaces (no `/` or control characters), apps in
+/// them. Returns app a (default space), app b (o1/dev), and o1's spaces dev and prod.
+fn orgs_and_spaces(s: &mut State) -> (App, App, Space, Space) {
     // Every platform has the default org and space; apps land there unless told otherwise.
     let a = s.create_app("a").unwrap();
     assert_eq!(a.space, DEFAULT_SPACE_GUID);
@@ -43,7 +51,13 @@ pub fn security_groups_bind_to_spaces_and_reach_the_cells_view(open: Opener) {
         s.create_app_in("c", "no-such-space"),
         Err(StateError::NotFound(_))
     ));
+    (a, b, dev, prod)
+}
 
+/// Security groups bound to spaces and as defaults; the cells' view has the running
+/// bindings; updates, unbinding and deleting.
+fn groups_bind_to_spaces(s: &mut State, a: &App, b: &App, dev: &Space, prod: &Space) {
+    use c2c_api::asg::{validate, Lifecycle};
     let web = validate(&serde_json::json!([
         {"protocol": "tcp", "destination": "192.0.2.0/24", "ports": "80,443", "log": true}
     ]))
@@ -117,7 +131,10 @@ pub fn security_groups_bind_to_spaces_and_reach_the_cells_view(open: Opener) {
     assert!(s.egress().unwrap().everywhere.is_empty());
     assert_eq!(s.security_groups().unwrap().len(), 1);
     assert_eq!(s.apps_by_space().unwrap()[&dev.guid], [b.guid.to_string()]);
-    // A user granted a space manages its apps, those made later too, and no other.
+}
+
+/// A user granted a space manages its apps, those made later too, and no other.
+fn grants_follow_spaces(s: &mut State, a: &App, b: &App, dev: &Space) {
     let space = |s: &str| -> c2c_api::types::SpaceRef { s.parse().unwrap() };
     s.grant_spaces("dev", &[space("o1/dev")]).unwrap();
     assert!(matches!(

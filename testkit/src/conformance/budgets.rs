@@ -71,6 +71,14 @@ pub fn tag_groups_and_spaces_have_budgets(open: Opener) {
     });
     s.register_cell("cell1", "f1").unwrap();
     s.register_cell("cell2", "f2").unwrap();
+    tag_budgets(&mut s);
+    let a = space_budgets(&mut s);
+    route_budgets(&mut s, &a);
+    external_app_budget(&mut s);
+}
+
+/// Tags: per cell and in all; a known group answered without a write; a removed cell's freed.
+fn tag_budgets(s: &mut State) {
     // Tags: three groups for cell1, the fourth refused; a known one answered again without a
     // write (the revision stays), also past the budget.
     for i in 0..3 {
@@ -102,7 +110,11 @@ pub fn tag_groups_and_spaces_have_budgets(open: Opener) {
     assert!(!s.tags().unwrap().iter().any(|t| t.id.starts_with('g')));
     assert_eq!(s.create_app("first").unwrap().tag, 1);
     s.create_tag_by("h2", "router", Some("cell2")).unwrap();
+}
 
+/// Spaces: apps and instances within the quota, the admin not bound, quotas raised. Returns
+/// the app in o/dev.
+fn space_budgets(s: &mut State) -> App {
     // Spaces: two apps, then the quota; the admin (quota off) is not bound by it.
     let org = s.create_org("o").unwrap();
     let dev = s.create_space(&org.guid, "dev").unwrap();
@@ -142,6 +154,11 @@ pub fn tag_groups_and_spaces_have_budgets(open: Opener) {
         s.set_space_quota("o", "nope", Some(1), None, None),
         Err(StateError::NotFound(_))
     ));
+    a
+}
+
+/// Routes: the space's quota for tenants, the admin not bound.
+fn route_budgets(s: &mut State, a: &App) {
     // Routes: two for the space, the third refused to a tenant; mapping one again is no new
     // route; the admin is not bound.
     assert!(s
@@ -165,7 +182,10 @@ pub fn tag_groups_and_spaces_have_budgets(open: Opener) {
     assert!(s
         .map_route_as(&a.guid, "apps.internal", "r4", true)
         .unwrap());
+}
 
+/// Cloud Controller's apps named in an admin's policies: tags within `--max-external-apps`.
+fn external_app_budget(s: &mut State) {
     // Cloud Controller's apps, named by GUID in an admin's policies: two get tags, the third
     // is past the budget; an id that is no GUID makes nothing; the last policy's removal frees
     // the tag.
