@@ -1156,6 +1156,43 @@ impl Client {
         self.call_as(Method::PUT, &paths::lease(cell), None).await
     }
 
+    /// Reports the cell's flows since its last report (the cell's identity).
+    pub async fn push_flows(
+        &self,
+        cell: &str,
+        batch: &crate::types::FlowBatch,
+    ) -> Result<(), ClientError> {
+        self.send::<_, serde_json::Value>(Method::POST, &paths::cell_flows(cell), batch)
+            .await
+            .map(drop)
+    }
+
+    /// The flows this replica holds that the caller may read.
+    pub async fn flows(
+        &self,
+        q: &crate::types::FlowQuery,
+    ) -> Result<crate::types::FlowList, ClientError> {
+        let path = format!("{}{}", paths::FLOWS, q.query_string());
+        self.call_as(Method::GET, &path, None).await
+    }
+
+    /// A client of each replica alone (the same credential), for what each replica holds of its
+    /// own (flows the cells reported to it).
+    pub fn each_replica(&self) -> Vec<Client> {
+        self.endpoints
+            .iter()
+            .map(|e| Client {
+                endpoints: Arc::new(vec![e.clone()]),
+                current: Arc::default(),
+                idle: Arc::default(),
+                token: self.token.clone(),
+                tls: self.tls.clone(),
+                connector: self.connector.clone(),
+                response_timeout: self.response_timeout,
+            })
+            .collect()
+    }
+
     /// Waits `timeout` (instead of [`RESPONSE_TIMEOUT`]) for a replica's answer.
     pub fn with_response_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.response_timeout = timeout;

@@ -56,6 +56,8 @@ pub enum Endpoint {
     RemoveCell(String),
     /// `GET /v1/leases`.
     ListLeases,
+    /// `GET /v1/flows[?from=APP&to=APP&verdict=V&since_ms=MS&after=SEQ&limit=N]`.
+    ListFlows,
     /// `GET /v1/orgs`.
     ListOrgs,
     /// `POST /v1/orgs`.
@@ -114,6 +116,7 @@ impl Endpoint {
             ("POST", ["v1", "cells"]) => RegisterCell,
             ("DELETE", ["v1", "cells", n]) => RemoveCell(s(n)),
             ("GET", ["v1", "leases"]) => ListLeases,
+            ("GET", ["v1", "flows"]) => ListFlows,
             ("GET", ["v1", "orgs"]) => ListOrgs,
             ("POST", ["v1", "orgs"]) => CreateOrg,
             ("GET", ["v1", "spaces"]) => ListSpaces,
@@ -138,8 +141,8 @@ impl Endpoint {
         use Endpoint::*;
         match self {
             WhoAmI | ListApps | GetApp(_) | ListInstances | ListRoutes | ListDomains
-            | ListTokens | ListJoinTokens | ListCells | ListLeases | ListOrgs | ListSpaces
-            | ListSpaceQuotas | ListSecurityGroups | GetSecurityGroup(_) => "GET",
+            | ListTokens | ListJoinTokens | ListCells | ListLeases | ListFlows | ListOrgs
+            | ListSpaces | ListSpaceQuotas | ListSecurityGroups | GetSecurityGroup(_) => "GET",
             CreateApp
             | PlaceInstance(_)
             | MapRoute
@@ -184,6 +187,7 @@ impl Endpoint {
             ListCells | RegisterCell => "/v1/cells".into(),
             RemoveCell(n) => format!("/v1/cells/{}", seg(n)),
             ListLeases => "/v1/leases".into(),
+            ListFlows => "/v1/flows".into(),
             ListOrgs | CreateOrg => "/v1/orgs".into(),
             ListSpaces | CreateSpace => "/v1/spaces".into(),
             ListSpaceQuotas | SetSpaceQuota => "/v1/space-quotas".into(),
@@ -225,6 +229,7 @@ impl Endpoint {
             RegisterCell,
             RemoveCell(x()),
             ListLeases,
+            ListFlows,
             ListOrgs,
             CreateOrg,
             ListSpaces,
@@ -303,6 +308,7 @@ mod tests {
                 BindSecurityGroup("g".into()),
             ),
             (paths::WHOAMI.into(), WhoAmI),
+            (paths::FLOWS.into(), ListFlows),
         ];
         for (path, ep) in pairs {
             assert_eq!(path, ep.path());

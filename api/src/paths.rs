@@ -43,6 +43,14 @@ pub fn security_group_bindings(name: &str) -> String {
     format!("{}/bindings", security_group(name))
 }
 
+/// Flows the cells' traffic logs recorded (`GET`, with a query).
+pub const FLOWS: &str = "/v1/flows";
+
+/// `POST`: a cell's flows since its last report.
+pub fn cell_flows(cell: &str) -> String {
+    format!("{CELLS}/{}/flows", seg(cell))
+}
+
 /// Who the caller's token speaks for, with its scope (any token).
 pub const WHOAMI: &str = "/v1/whoami";
 

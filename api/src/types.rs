@@ -603,3 +603,126 @@ pub struct AppSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_protocol: Option<crate::AppProtocol>,
 }
+
+/// One end of a [`Flow`]: its address, its port (not for ICMP), and its app where the cell
+/// knew it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowEnd {
+    /// The address.
+    pub ip: Ipv4Addr,
+    /// The port (absent for ICMP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The app's name, where the cell knew the address (or the source's tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The app's GUID, with `app`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_guid: Option<String>,
+}
+
+/// A flow a cell's rules logged: a traffic-log line (see the agent's traffic log), as the cell
+/// reported it to control.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    /// When the cell saw it (RFC 3339, milliseconds).
+    pub time: String,
+    /// `c2c` (between apps), `asg` (out through a security group) or `egress` (out, refused).
+    pub kind: String,
+    /// `accept` or `deny`.
+    pub verdict: String,
+    /// `tcp`, `udp`, `icmp`, or the protocol's number.
+    pub protocol: String,
+    /// Where it came from.
+    pub source: FlowEnd,
+    /// Where it went.
+    pub destination: FlowEnd,
+    /// ICMP's type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u16>,
+    /// ICMP's code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u16>,
+    /// The security group whose logged rule let it out (`kind` `asg`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_group: Option<String>,
+    /// The cell that reported it (set by control, never taken from the cell's word).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<String>,
+    /// Control's sequence number for it (set by control): `GET /v1/flows?after=SEQ` follows.
+    #[serde(default)]
+    pub seq: u64,
+}
+
+/// `POST /v1/cells/NAME/flows`: flows a cell's traffic log recorded since its last report, and
+/// how many it dropped (its ring overflowed) since then.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowBatch {
+    /// At most [`MAX_FLOWS_PER_BATCH`], oldest first.
+    pub flows: Vec<Flow>,
+    /// Flows the cell could not keep since its last report.
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+/// The most flows a cell reports at once.
+pub const MAX_FLOWS_PER_BATCH: usize = 512;
+
+/// `GET /v1/flows`: the flows the caller may read, oldest first, and how many were dropped
+/// (by cells and by control) since control started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowList {
+    /// Oldest first.
+    pub flows: Vec<Flow>,
+    /// Dropped in all, on cells and in control, since this replica started.
+    #[serde(default)]
+    pub dropped: u64,
+}
+
+/// What `GET /v1/flows` is asked for; every field narrows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowQuery {
+    /// Only flows from this app (by name).
+    pub from: Option<String>,
+    /// Only flows to this app (by name).
+    pub to: Option<String>,
+    /// Only `accept` or only `deny`.
+    pub verdict: Option<String>,
+    /// Only flows control received within this many milliseconds.
+    pub since_ms: Option<u64>,
+    /// Only flows after this sequence number (what `--follow` asks each time).
+    pub after: Option<u64>,
+    /// At most this many, the newest (control answers at most 1,000).
+    pub limit: Option<usize>,
+}
+
+impl FlowQuery {
+    /// The query string (`?k=v&...`, percent-encoded), empty when nothing narrows.
+    pub fn query_string(&self) -> String {
+        let mut kv: Vec<String> = vec![];
+        let mut put = |k: &str, v: String| kv.push(format!("{k}={}", crate::path_segment(&v)));
+        if let Some(v) = &self.from {
+            put("from", v.clone());
+        }
+        if let Some(v) = &self.to {
+            put("to", v.clone());
+        }
+        if let Some(v) = &self.verdict {
+            put("verdict", v.clone());
+        }
+        if let Some(v) = self.since_ms {
+            put("since_ms", v.to_string());
+        }
+        if let Some(v) = self.after {
+            put("after", v.to_string());
+        }
+        if let Some(v) = self.limit {
+            put("limit", v.to_string());
+        }
+        if kv.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", kv.join("&"))
+        }
+    }
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{asg_cmd, cell_cmd, certs_cmd, curl_cmd, policy_cmd, route_cmd, token_cmd};
+use crate::{asg_cmd, cell_cmd, certs_cmd, curl_cmd, flows_cmd, policy_cmd, route_cmd, token_cmd};
 use c2c_control::serve_cmd;
 use c2c_platform::instance;
 
@@ -251,6 +251,12 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 1, requires = "database_file")]
         replicas: u8,
     },
+    /// Show recent flows between apps and out of them, across every cell, as the cells' traffic
+    /// logs recorded them (as `hubble observe`): allowed and denied, with both apps, the cell
+    /// and the verdict. Only logged traffic is a flow: the cells log it with `up --log-c2c`
+    /// (c2c-accept, c2c-deny, egress-deny) and security groups' "log": true (asg-accept), at
+    /// most 5 lines a second per source and 100 per cell. A user sees flows of its own apps.
+    Flows(flows_cmd::FlowArgs),
     /// Show the local platform's traffic logs: one JSON line per logged packet, naming both
     /// apps (the cells write them; see `up --log-c2c` and security groups' "log": true).
     NetworkLogs {

@@ -29,6 +29,7 @@ pub(crate) const GROUPS: &[(&str, &[&str])] = &[
             "add-network-policy",
             "remove-network-policy",
             "network-policies",
+            "flows",
         ],
     ),
     (
@@ -111,6 +112,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("demo", "c2c demo"),
     ("check", "c2c check\n  c2c check --json | jq '.checks[] | select(.ok | not)'\n  c2c check --only deny-cross-cell,policy-enforced --keep"),
     ("network-logs", "c2c network-logs --app appB -f"),
+    ("flows", "c2c flows --to appB --verdict deny\n  c2c flows --from appA --since 5m --follow\n  c2c flows --json | jq '.flows[] | select(.verdict == \"deny\")'"),
     ("token", "c2c token create alice --scope network.write --app appA"),
     ("tokens", "c2c tokens --json"),
     ("curl", "c2c curl /networking/v1/external/policies\n  c2c curl /networking/v1/external/policies -X POST -d @policies.json"),

@@ -10,6 +10,7 @@ mod cell_cmd;
 mod certs_cmd;
 mod common;
 mod curl_cmd;
+mod flows_cmd;
 mod help;
 mod policy_cmd;
 mod route_cmd;
@@ -153,6 +154,7 @@ fn run(command: Command, dir: &Path, control: Option<&str>) -> anyhow::Result<Op
         Command::UnmapRoute(a) => route_cmd::route(&dir, a, true),
         Command::Routes { json } => route_cmd::list_routes(&dir, json),
         Command::Demo { dir, keep } => demo::run(&dir, keep),
+        Command::Flows(a) => flows_cmd::run(&dir, a),
         Command::NetworkLogs { app, follow } => {
             c2c_platform::netlogs::show(&dir, app.as_deref(), follow)
         }
@@ -394,6 +396,7 @@ fn says_failed(cmd: &Command) -> bool {
             | Command::Routes { json: true }
             | Command::Cells { json: true }
             | Command::Tokens { json: true }
+            | Command::Flows(flows_cmd::FlowArgs { json: true, .. })
             | Command::Asg(AsgCommand::SecurityGroups { json: true })
             | Command::Asg(AsgCommand::SecurityGroup { json: true, .. })
     )

@@ -33,9 +33,8 @@ pub(crate) fn authorize(caller: &Caller, ep: &Endpoint) -> Result<Access, AdminO
     }
     match ep {
         WhoAmI | ListApps | GetApp(_) | CreateApp | DeleteApp(_) | UpdateAppSettings(_)
-        | PlaceInstance(_) | ListInstances | RemoveInstance(_) | MapRoute | UnmapRoute => {
-            Ok(Access::Granted)
-        }
+        | PlaceInstance(_) | ListInstances | RemoveInstance(_) | MapRoute | UnmapRoute
+        | ListFlows => Ok(Access::Granted),
         ListRoutes
         | ListDomains
         | CreateDomain
@@ -110,6 +109,7 @@ mod tests {
             ("POST /v1/cells", false),
             ("DELETE /v1/cells/x", false),
             ("GET /v1/leases", false),
+            ("GET /v1/flows", true),
             ("GET /v1/orgs", false),
             ("POST /v1/orgs", false),
             ("GET /v1/spaces", false),

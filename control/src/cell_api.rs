@@ -137,12 +137,27 @@ pub(crate) async fn cell_api<B: ReqBody>(
         }
         (Method::DELETE, ["instances", guid]) => unconfirm(ctx, cell, guid.to_string()).await,
         (Method::GET, ["watch"]) => watch(req, ctx, cell, peer).await,
+        (Method::POST, ["flows"]) => push_flows(req, ctx, cell).await,
         _ => Ok(error(
             StatusCode::NOT_FOUND,
             format!("no such cell endpoint: {}", rest.join("/")),
         )),
     };
     settle(answer)
+}
+
+/// `POST flows`: the cell's traffic-log records since its last report, kept under its own
+/// name (the certificate's).
+async fn push_flows<B: ReqBody>(req: Request<B>, ctx: &Ctx, cell: String) -> Answer {
+    let batch: c2c_api::types::FlowBatch =
+        json_body(req, "{\"flows\": [...], \"dropped\": N}").await?;
+    match ctx.flows.push(&cell, batch, std::time::Instant::now()) {
+        Ok(n) => Ok(typed(StatusCode::OK, &serde_json::json!({ "kept": n }))),
+        Err(e @ crate::flows::Refused::TooMany(_)) => {
+            Ok(error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))
+        }
+        Err(e) => Ok(error(StatusCode::BAD_REQUEST, e.to_string())),
+    }
 }
 
 /// `POST lease`: the cell's subnet (the one it asks for, if free).

@@ -96,6 +96,8 @@ pub struct Ctx {
     pub(crate) streams: crate::streams::Streams,
     /// What control counts for `--metrics-listen`.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Flows the cells reported to this replica (in memory only).
+    pub(crate) flows: crate::flows::Flows,
 }
 
 impl Ctx {
@@ -122,6 +124,7 @@ impl Ctx {
             per_watcher_views: false,
             streams: Default::default(),
             metrics: Default::default(),
+            flows: Default::default(),
         })
     }
 

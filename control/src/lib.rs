@@ -17,6 +17,7 @@ pub mod cf_api;
 mod ctx;
 pub mod db;
 pub mod error;
+mod flows;
 mod http;
 pub mod join;
 pub mod metrics;

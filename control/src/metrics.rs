@@ -133,6 +133,7 @@ pub fn endpoint_label(method: &str, path: &str) -> String {
         "identity",
         "confirm",
         "withdraw",
+        "flows",
     ];
     match segs.as_slice() {
         ["v1", "join"] => "join".into(),

@@ -143,6 +143,7 @@ pub(crate) async fn remove_cell(ctx: &Ctx, name: String) -> Answer {
             format!("no registered cell {name}"),
         ));
     }
+    ctx.flows.forget(&name);
     info!(cell = %name, "cell removed: certificate revoked, lease and instances freed");
     Ok(typed(StatusCode::OK, &Empty {}))
 }

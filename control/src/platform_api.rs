@@ -92,6 +92,7 @@ async fn answer<B: ReqBody>(
         RegisterCell => placement_api::register_cell(req, ctx).await,
         RemoveCell(name) => placement_api::remove_cell(ctx, name).await,
         ListLeases => placement_api::list_leases(ctx).await,
+        ListFlows => list_flows(&req, ctx, caller),
         ListOrgs
         | CreateOrg
         | ListSpaces
@@ -106,6 +107,51 @@ async fn answer<B: ReqBody>(
         | BindSecurityGroup(_)
         | UnbindSecurityGroup(_) => crate::asg_api::answer(req, ctx, &ep).await,
     }
+}
+
+/// `GET /v1/flows`: the flows cells reported here, narrowed by the query; a user's only those
+/// with an app it may read at either end.
+fn list_flows<B>(req: &Request<B>, ctx: &Ctx, caller: &Caller) -> Answer {
+    let q = crate::http::query(req);
+    let num = |k: &str| -> Result<Option<u64>, crate::http::ApiError> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("{k} must be a whole number, not {v:?}"),
+                    )
+                    .into()
+                })
+            })
+            .transpose()
+    };
+    let verdict = q.get("verdict").cloned();
+    if let Some(v) = verdict
+        .as_deref()
+        .filter(|v| !matches!(*v, "accept" | "deny"))
+    {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("verdict must be accept or deny, not {v:?}"),
+        )
+        .into());
+    }
+    let fq = c2c_api::types::FlowQuery {
+        from: q.get("from").cloned(),
+        to: q.get("to").cloned(),
+        verdict,
+        since_ms: num("since_ms")?,
+        after: num("after")?,
+        limit: num("limit")?.map(|n| n.min(usize::MAX as u64) as usize),
+    };
+    let (flows, dropped) = ctx
+        .flows
+        .query(&fq, std::time::Instant::now(), |g| caller.may_manage(g));
+    Ok(typed(
+        StatusCode::OK,
+        &c2c_api::types::FlowList { flows, dropped },
+    ))
 }
 
 /// `GET /v1/apps`: every app for the admin; a user's granted ones otherwise.

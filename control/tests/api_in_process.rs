@@ -361,3 +361,117 @@ fn a_cell_cannot_hold_watch_streams_open_by_not_reading_or_by_opening_many() {
     assert!(!s3.is_finished() && !s4.is_finished() && !s5.is_finished());
     assert_eq!(api.ctx.open_watch_streams("cell1"), 1);
 }
+
+/// A flow as a cell reports it.
+fn flow(src: (&str, &str), dst: (&str, &str), verdict: &str) -> Value {
+    json!({
+        "time": "2026-12-05T10:00:00.000Z", "kind": "c2c", "verdict": verdict, "protocol": "tcp",
+        "source": {"ip": "10.255.0.1", "port": 40000, "app": src.0, "app_guid": src.1},
+        "destination": {"ip": "10.255.1.1", "port": 8080, "app": dst.0, "app_guid": dst.1},
+        // What a cell says of itself is not taken: control names the cell.
+        "cell": "someone-else", "seq": 12345,
+    })
+}
+
+#[test]
+fn flows_are_reported_by_their_own_cell_and_read_only_by_who_may_read_their_apps() {
+    let api = Api::new();
+    let (ga, gb, gc) = (api.app("appa"), api.app("appb"), api.app("appc"));
+    let cell1 = api.cell("cell1");
+    let cell2 = api.cell("cell2");
+    let report = |path: &str, peer: Option<&Peer>, flows: Vec<Value>| {
+        api.call(
+            Method::POST,
+            path,
+            None,
+            peer,
+            Some(json!({ "flows": flows, "dropped": 0 })),
+        )
+    };
+    let a_to_b = flow(("appa", &ga), ("appb", &gb), "deny");
+    let c_to_c = flow(("appc", &gc), ("appc", &gc), "accept");
+    // Attacks: no certificate, the admin's token, another cell's certificate.
+    assert_eq!(
+        report("/v1/cells/cell1/flows", None, vec![a_to_b.clone()]).0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.call(
+            Method::POST,
+            "/v1/cells/cell1/flows",
+            Some(&format!("Bearer {TOKEN}")),
+            None,
+            Some(json!({ "flows": [a_to_b.clone()] })),
+        )
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        report("/v1/cells/cell1/flows", Some(&cell2), vec![a_to_b.clone()]).0,
+        StatusCode::FORBIDDEN
+    );
+    // A report past the budget, or with a field past its bound, is refused whole.
+    let flood = vec![a_to_b.clone(); c2c_api::types::MAX_FLOWS_PER_BATCH + 1];
+    assert_eq!(
+        report("/v1/cells/cell1/flows", Some(&cell1), flood).0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let mut long = a_to_b.clone();
+    long["source"]["app"] = json!("x".repeat(100_000));
+    assert_eq!(
+        report("/v1/cells/cell1/flows", Some(&cell1), vec![long]).0,
+        StatusCode::BAD_REQUEST
+    );
+    let (code, all) = api.admin(Method::GET, "/v1/flows", None);
+    assert_eq!(
+        (code, all["flows"].as_array().unwrap().len()),
+        (StatusCode::OK, 0)
+    );
+    // Positive control: each cell reports its own.
+    let (code, kept) = report("/v1/cells/cell1/flows", Some(&cell1), vec![a_to_b]);
+    assert_eq!(
+        (code, kept["kept"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{kept}"
+    );
+    assert_eq!(
+        report("/v1/cells/cell2/flows", Some(&cell2), vec![c_to_c]).0,
+        StatusCode::OK
+    );
+    let (_, all) = api.admin(Method::GET, "/v1/flows", None);
+    let cells: Vec<&str> = all["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["cell"].as_str().unwrap())
+        .collect();
+    assert_eq!(cells, ["cell1", "cell2"], "{all}");
+    assert_eq!(all["flows"][0]["seq"], 1);
+    // Narrowed by the query.
+    let (_, denied) = api.admin(Method::GET, "/v1/flows?verdict=deny&to=appb", None);
+    assert_eq!(denied["flows"].as_array().unwrap().len(), 1, "{denied}");
+    let (code, _) = api.admin(Method::GET, "/v1/flows?verdict=maybe", None);
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    let (_, after) = api.admin(Method::GET, "/v1/flows?after=1", None);
+    assert_eq!(after["flows"][0]["seq"], 2, "{after}");
+    // A user of appb reads flows into appb, and nothing of appc's, also when it asks by name.
+    let alice = format!("Bearer {}", api.token("alice", "network.write", &["appb"]));
+    let as_alice = |path: &str| api.call(Method::GET, path, Some(&alice), None, None);
+    let (code, mine) = as_alice("/v1/flows");
+    assert_eq!(code, StatusCode::OK);
+    let apps: Vec<&str> = mine["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["destination"]["app"].as_str().unwrap())
+        .collect();
+    assert_eq!(apps, ["appb"], "{mine}");
+    assert!(as_alice("/v1/flows?from=appc").1["flows"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // A read-only token without apps: nothing.
+    let bob = format!("Bearer {}", api.token("bob", "network.write", &[]));
+    let (_, none) = api.call(Method::GET, "/v1/flows", Some(&bob), None, None);
+    assert!(none["flows"].as_array().unwrap().is_empty(), "{none}");
+}

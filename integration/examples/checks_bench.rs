@@ -20,8 +20,9 @@ const CELL1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
 /// The cell's CNI config for `index` of `app` (placed as `guid`) with `mappings`.
 fn conf(p: &Platform, app: &str, index: u32, guid: &str, mappings: serde_json::Value) -> String {
+    // The agent writes a network list; a runtime hands the plugin its one config.
     let mut conf: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(p.cni_conf_path(1)).unwrap()).unwrap();
+        c2c_api::cni_list::read_plugin_config(&p.cni_conf_path(1)).unwrap();
     conf["runtimeConfig"] = json!({
         "app_guid": p.app_guid(app), "instance_index": index, "instance_guid": guid,
         "portMappings": mappings,

@@ -173,11 +173,8 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     // The CNI config is written once the cell enforces (after the first rules apply, below):
     // a runtime that waits for it never wires a container into a cell without rules.
     let cni_conf = cell_cni_config(&cfg, subnet);
-
     let (nl, vcfg) = vtep_ready(&cfg, subnet).await?;
-
     let zone_tx = start_dns(&cfg, &nl).await?;
-
     // Containers coming and going wake the loop.
     let store = Store::new(&cfg.data_dir);
     let local_change = Arc::new(Notify::new());
@@ -186,7 +183,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     // The decisions are the core's (see `crate::core`); this loop turns the world into its
     // events and its actions into the world.
     let mut core = AgentCore::new(&cfg.cell, subnet).with_log_c2c(cfg.log_c2c);
-    let directory = start_traffic_log(&cfg);
+    let directory = start_traffic_log(&cfg, &client, &shutdown);
     let mut directory_rev = Revision(0);
     // Control's views, from a streamed watch kept open by a task of its own.
     let mut views =
@@ -243,6 +240,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 renew_lease(&client, &cfg, subnet, &metrics).await;
                 continue;
             }
+
         };
         let Some(event) = event else {
             info!("agent stopping; rules stay in place");
@@ -394,10 +392,23 @@ async fn vtep_ready(
 }
 
 /// The traffic log: the kernel's NFLOG group read on a thread of its own, each line naming
-/// apps from the newest view (the directory returned, which the loop keeps current).
-fn start_traffic_log(cfg: &AgentConfig) -> crate::netlog::SharedDirectory {
+/// apps from the newest view (the directory returned, which the loop keeps current) and
+/// recorded as a flow, which a task of its own reports to control (a slow control never holds
+/// up the rules).
+fn start_traffic_log(
+    cfg: &AgentConfig,
+    client: &Client,
+    shutdown: &CancellationToken,
+) -> crate::netlog::SharedDirectory {
+    let flows = crate::flows::SharedFlows::default();
+    crate::flows::spawn_reporter(
+        client.clone(),
+        cfg.cell.to_string(),
+        flows.clone(),
+        shutdown.clone(),
+    );
     let directory: crate::netlog::SharedDirectory = Arc::default();
-    if let Err(error) = crate::netlog::spawn(cfg.network_log.clone(), directory.clone()) {
+    if let Err(error) = crate::netlog::spawn(cfg.network_log.clone(), directory.clone(), flows) {
         warn!(%error, path = %cfg.network_log.display(), "traffic log unavailable (nfnetlink_log?); rules still log nothing else");
     }
     directory

@@ -10,6 +10,7 @@ pub mod cni;
 pub mod control_link;
 pub mod core;
 pub mod dns;
+pub mod flows;
 pub mod hook;
 pub mod inputs;
 pub mod ipam;

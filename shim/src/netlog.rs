@@ -199,8 +199,13 @@ impl RotatingLog {
 }
 
 /// Reads the cell's NFLOG group on a thread of its own (in the calling thread's network
-/// namespace) and appends a line per packet to `path`. Returns once bound, or why not.
-pub fn spawn(path: PathBuf, dir: SharedDirectory) -> std::io::Result<()> {
+/// namespace), appends a line per packet to `path` and records each in `flows` (reported to
+/// control). Returns once bound, or why not.
+pub fn spawn(
+    path: PathBuf,
+    dir: SharedDirectory,
+    flows: crate::flows::SharedFlows,
+) -> std::io::Result<()> {
     let reader = crate::nflog::Reader::bind(crate::nflog::GROUP)?;
     let mut file = RotatingLog::open(path.clone(), MAX_LOG_BYTES)?;
     info!(path = %path.display(), group = crate::nflog::GROUP, "traffic log ready");
@@ -212,8 +217,16 @@ pub fn spawn(path: PathBuf, dir: SharedDirectory) -> std::io::Result<()> {
                     // The Arc, not the maps: a burst of lines costs no copy of every instance.
                     let d = dir.read().map(|d| Arc::clone(&d)).unwrap_or_default();
                     let mut buf = Vec::new();
+                    let mut records = Vec::with_capacity(packets.len());
                     for p in &packets {
-                        let _ = writeln!(buf, "{}", line(p, &d));
+                        let l = line(p, &d);
+                        let _ = writeln!(buf, "{l}");
+                        if let Ok(f) = serde_json::from_value(l) {
+                            records.push(f);
+                        }
+                    }
+                    if let Ok(mut ring) = flows.lock() {
+                        records.into_iter().for_each(|f| ring.record(f));
                     }
                     if let Err(error) = file.write(&buf) {
                         warn!(%error, "writing the traffic log failed");
