@@ -1,7 +1,8 @@
 //! The metrics listener control and the agents share: plain HTTP, `GET /metrics` only (any
 //! other path or method is a 404), headers within 10 s and the whole exchange within 30, so a
 //! scraper that connects and says nothing holds nothing long; at most [`MAX_CONNECTIONS`] open
-//! at once, [`MAX_PER_SOURCE`] from one address (more are closed at accept).
+//! at once, [`MAX_PER_SOURCE`] from one address (more are closed at accept). [`serve_with`]
+//! gives other plain-HTTP listeners (control's console) the same budgets.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,6 +31,39 @@ pub async fn serve<F, Fut>(
     if let Ok(addr) = listener.local_addr() {
         info!(url = %format!("http://{addr}/metrics"), "metrics listening");
     }
+    let handler = move |req: hyper::Request<hyper::body::Incoming>| {
+        let render = render.clone();
+        async move {
+            if req.uri().path() == "/metrics" && req.method() == hyper::Method::GET {
+                let mut r = Response::new(Full::new(Bytes::from(render().await)));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                r
+            } else {
+                let mut r = Response::new(Full::new(Bytes::from_static(b"GET /metrics\n")));
+                *r.status_mut() = StatusCode::NOT_FOUND;
+                r
+            }
+        }
+    };
+    serve_with(listener, handler, stop).await
+}
+
+/// Serves plain HTTP/1 on `listener` with `handler`, within this module's budgets (connections
+/// in all and per address, headers within 10 s, the whole exchange within 30 s), until `stop`
+/// resolves: the metrics listener, and control's console.
+pub async fn serve_with<H, Fut>(
+    listener: tokio::net::TcpListener,
+    handler: H,
+    stop: impl Future<Output = ()>,
+) where
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     tokio::pin!(stop);
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let by_source: std::sync::Arc<
@@ -40,43 +74,24 @@ pub async fn serve<F, Fut>(
             _ = &mut stop => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
-                Err(error) => { warn!(%error, "metrics accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
+                Err(error) => { warn!(%error, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
             },
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "metrics: connection cap reached; closing");
+            tracing::debug!(%peer, "connection cap reached; closing");
             continue;
         };
         let Some(share) = Share::take(&by_source, peer.ip()) else {
-            tracing::debug!(%peer, "metrics: the address holds its share of connections; closing");
+            tracing::debug!(%peer, "the address holds its share of connections; closing");
             continue;
         };
-        let render = render.clone();
+        let handler = handler.clone();
         tokio::spawn(async move {
             let _held = (slot, share);
             let svc =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let render = render.clone();
-                    async move {
-                        let r = if req.uri().path() == "/metrics"
-                            && req.method() == hyper::Method::GET
-                        {
-                            let mut r = Response::new(Full::new(Bytes::from(render().await)));
-                            r.headers_mut().insert(
-                                hyper::header::CONTENT_TYPE,
-                                hyper::header::HeaderValue::from_static(
-                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                ),
-                            );
-                            r
-                        } else {
-                            let mut r =
-                                Response::new(Full::new(Bytes::from_static(b"GET /metrics\n")));
-                            *r.status_mut() = StatusCode::NOT_FOUND;
-                            r
-                        };
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
+                    let handler = handler.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handler(req).await) }
                 });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

@@ -311,7 +311,14 @@ fn up_cmd(
         );
     }
     for (target, url) in c2c_platform::metrics::urls(dir).unwrap_or_default() {
-        println!("metrics {target}: {url}");
+        if target == "console" {
+            // As Jupyter's token URL: it logs the admin in (the token stays in the state dir).
+            let token = std::fs::read_to_string(c2c_api::layout::Layout::new(dir).token())
+                .unwrap_or_default();
+            println!("console: {url}login?token={}", token.trim());
+        } else {
+            println!("metrics {target}: {url}");
+        }
     }
     Ok(())
 }

@@ -36,12 +36,7 @@ pub(crate) async fn authenticate<B>(
         .strip_prefix("Bearer ")
         .or_else(|| v.strip_prefix("bearer "))
         .unwrap_or(v);
-    let hash = crate::tokens::sha256_hex(token.as_bytes());
-    // Constant-time compare: the admin token is the one secret between a user and every app.
-    if crate::state::constant_time_eq(hash.as_bytes(), ctx.admin_hash.as_bytes()) {
-        return Ok(Caller::admin());
-    }
-    match ctx.with_state(move |s| s.caller(&hash)).await {
+    match caller_of_token(ctx, token).await {
         Ok(Some(c)) => Ok(c),
         // CF's words: its tokens are UAA's.
         Ok(None) => {
@@ -50,6 +45,19 @@ pub(crate) async fn authenticate<B>(
         }
         Err(e) => Err(state_error(e)),
     }
+}
+
+/// Who `token` speaks for: the admin, a user, or nobody (`None`).
+pub(crate) async fn caller_of_token(
+    ctx: &Ctx,
+    token: &str,
+) -> Result<Option<Caller>, crate::state::StateError> {
+    let hash = crate::tokens::sha256_hex(token.as_bytes());
+    // Constant-time compare: the admin token is the one secret between a user and every app.
+    if crate::state::constant_time_eq(hash.as_bytes(), ctx.admin_hash.as_bytes()) {
+        return Ok(Some(Caller::admin()));
+    }
+    ctx.with_state(move |s| s.caller(&hash)).await
 }
 
 /// App `name` (or GUID), if `caller` may manage it; a 403 naming the app if it exists but

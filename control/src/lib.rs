@@ -14,6 +14,7 @@ mod cell_api;
 mod cells;
 pub mod cf;
 pub mod cf_api;
+pub mod console;
 mod ctx;
 pub mod db;
 pub mod error;

@@ -120,6 +120,12 @@ pub struct ServeArgs {
     /// a bare `PORT` on 127.0.0.1. Off by default; the metrics name no app, instance or user.
     #[arg(long, value_name = "ADDR", value_parser = c2c_api::metrics_http::parse_listen)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the read-only web console (plain HTTP: the service map, apps, cells, security
+    /// groups) on this address: `HOST:PORT`, or a bare `PORT` on 127.0.0.1. Off by default. It
+    /// takes the API's tokens (`/login?token=T`); bind it where only operators reach it, or
+    /// behind a TLS proxy: a token crosses it in the clear.
+    #[arg(long, value_name = "ADDR", value_parser = c2c_api::metrics_http::parse_listen)]
+    pub console_listen: Option<std::net::SocketAddr>,
 }
 
 /// The database URL: from `file` if given, else `argv` (refused if it holds a password: every
@@ -450,6 +456,12 @@ async fn serve(
     let advertised = advertised_url(&args.san, addr);
     info!(%url, advertised = advertised.as_deref().unwrap_or("(none: no --san)"), state_dir = %layout.root.display(), "control listening");
     let shutdown = CancellationToken::new();
+    if let Some(addr) = args.console_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --console-listen {addr}"))?;
+        tokio::spawn(crate::console::serve(l, ctx.clone(), shutdown.clone()));
+    }
     if let Some(addr) = args.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await

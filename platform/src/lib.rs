@@ -37,6 +37,8 @@ pub const CONTROL_B_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 253);
 pub const CONTROL_METRICS_PORT: u16 = 9102;
 /// Where each agent serves metrics, on its cell's loopback (`c2c metrics CELL`).
 pub const AGENT_METRICS_PORT: u16 = 9101;
+/// Where control (replica A) serves the web console on the underlay.
+pub const CONTROL_CONSOLE_PORT: u16 = 9103;
 
 /// What `up` built, recorded in `platform.json` in the state dir.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -38,6 +38,7 @@ fn target_addr(info: &PlatformInfo, target: &str) -> Result<SocketAddr> {
     Ok(match target {
         "control" => SocketAddr::new(CONTROL_IP.into(), CONTROL_METRICS_PORT),
         "replica-b" => SocketAddr::new(super::CONTROL_B_IP.into(), CONTROL_METRICS_PORT),
+        "console" => SocketAddr::new(CONTROL_IP.into(), super::CONTROL_CONSOLE_PORT),
         cell => {
             let c = info
                 .cell(cell)
@@ -52,7 +53,8 @@ pub fn urls_file(state_dir: &Path) -> PathBuf {
     state_dir.join("metrics.json")
 }
 
-/// The host URL of each target the relay carries: control, replica B, then the cells.
+/// The host URL of each target the relay carries: control, replica B, the cells, then the
+/// console (its root: `/login?token=T` logs in).
 pub fn urls(state_dir: &Path) -> Result<Vec<(String, String)>> {
     let f = urls_file(state_dir);
     let text = std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
@@ -64,6 +66,7 @@ pub fn urls(state_dir: &Path) -> Result<Vec<(String, String)>> {
     let rank = |t: &str| match t {
         "control" => (0, 0),
         "replica-b" => (1, 0),
+        "console" => (3, 0),
         cell => (
             2,
             cell.trim_start_matches("cell").parse().unwrap_or(u32::MAX),
@@ -142,7 +145,8 @@ pub fn relay(state_dir: &Path, targets: &[String]) -> Result<()> {
         let to = target_addr(&info, t)?;
         let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1")?;
         let port = l.local_addr()?.port();
-        urls.insert(t.clone(), format!("http://127.0.0.1:{port}/metrics").into());
+        let path = if t == "console" { "/" } else { "/metrics" };
+        urls.insert(t.clone(), format!("http://127.0.0.1:{port}{path}").into());
         bound.push((l, to));
     }
     // This thread, and every thread it starts, now connects from the underlay.

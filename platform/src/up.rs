@@ -110,6 +110,7 @@ pub fn up(
         targets.push("replica-b".into());
     }
     targets.extend(info.cells.iter().map(|c| c.name.clone()));
+    targets.push("console".into());
     crate::metrics::start_relay(state_dir, &info.underlay_ns, &targets)?;
     if !not_applied.is_empty() {
         eprintln!(
@@ -224,6 +225,8 @@ fn start_control(
         args.extend([
             "--metrics-listen".into(),
             format!("{CONTROL_IP}:{}", super::CONTROL_METRICS_PORT),
+            "--console-listen".into(),
+            format!("{CONTROL_IP}:{}", super::CONTROL_CONSOLE_PORT),
         ]);
         spawn_in(
             underlay_ns,
