@@ -112,6 +112,12 @@ impl Flows {
         Ok(n)
     }
 
+    /// Flows received since this replica started, and dropped (by cells, and overwritten here).
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (g.seq, g.dropped)
+    }
+
     /// Forgets a removed cell's flows.
     pub(crate) fn forget(&self, cell: &str) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());

@@ -39,6 +39,23 @@ pub async fn encode(ctx: &Arc<Ctx>) -> String {
         "Callers refused for their token, by reason (missing_token, unknown_token)",
         m.auth_failures.clone(),
     );
+    let (received, dropped) = ctx.flows.totals();
+    for (name, help, n) in [
+        (
+            "flows_received",
+            "Flows the cells reported to this replica",
+            received,
+        ),
+        (
+            "flows_dropped",
+            "Flows dropped: on the cells (as they reported) and overwritten here",
+            dropped,
+        ),
+    ] {
+        let c = prometheus_client::metrics::counter::Counter::<u64>::default();
+        c.inc_by(n);
+        reg.register(name, help, c);
+    }
     let revision = Gauge::<i64>::default();
     revision.set(ctx.current_revision().0 as i64);
     reg.register(

@@ -454,6 +454,12 @@ fn flows_are_reported_by_their_own_cell_and_read_only_by_who_may_read_their_apps
     assert_eq!(code, StatusCode::BAD_REQUEST);
     let (_, after) = api.admin(Method::GET, "/v1/flows?after=1", None);
     assert_eq!(after["flows"][0]["seq"], 2, "{after}");
+    // Counted for Prometheus: two taken (the refused reports are not).
+    let text = api.rt.block_on(c2c_control::metrics_http::encode(&api.ctx));
+    assert!(
+        text.contains("c2c_control_flows_received_total 2\n"),
+        "{text}"
+    );
     // A user of appb reads flows into appb, and nothing of appc's, also when it asks by name.
     let alice = format!("Bearer {}", api.token("alice", "network.write", &["appb"]));
     let as_alice = |path: &str| api.call(Method::GET, path, Some(&alice), None, None);

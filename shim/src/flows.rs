@@ -4,6 +4,7 @@
 //! nothing queues without bound, on the cell or on its way to control.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +14,27 @@ use c2c_api::types::{Flow, FlowBatch, MAX_FLOWS_PER_BATCH};
 pub const CAPACITY: usize = 4_096;
 /// How often the agent reports.
 pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Flows counted since the agent started (for its metrics).
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Recorded in the ring.
+    pub recorded: AtomicU64,
+    /// Dropped: overwritten in a full ring, or not fitting back after a failed report.
+    pub dropped: AtomicU64,
+    /// Taken by control.
+    pub reported: AtomicU64,
+    /// Reports control did not take (kept for the next).
+    pub report_failures: AtomicU64,
+}
+
+/// The agent's flow counts.
+pub static COUNTS: Counts = Counts {
+    recorded: AtomicU64::new(0),
+    dropped: AtomicU64::new(0),
+    reported: AtomicU64::new(0),
+    report_failures: AtomicU64::new(0),
+};
 
 /// The ring, shared by the traffic log's reader (which records) and the agent (which reports).
 pub type SharedFlows = Arc<Mutex<FlowRing>>;
@@ -43,9 +65,11 @@ impl FlowRing {
 
     /// Keeps `f`; when full, the oldest goes (counted).
     pub fn record(&mut self, f: Flow) {
+        COUNTS.recorded.fetch_add(1, Ordering::Relaxed);
         if self.flows.len() == self.capacity {
             self.flows.pop_front();
             self.dropped += 1;
+            COUNTS.dropped.fetch_add(1, Ordering::Relaxed);
         }
         self.flows.push_back(f);
     }
@@ -71,6 +95,7 @@ impl FlowRing {
         for f in batch.flows.into_iter().rev() {
             if self.flows.len() == self.capacity {
                 self.dropped += 1;
+                COUNTS.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             self.flows.push_front(f);
@@ -112,11 +137,19 @@ pub async fn report(client: &c2c_api::client::Client, cell: &str, ring: &SharedF
     let Some(batch) = ring.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return;
     };
-    if let Err(error) = client.push_flows(cell, &batch).await {
-        tracing::debug!(%error, flows = batch.flows.len(), "reporting flows failed; kept for the next report");
-        ring.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .put_back(batch);
+    match client.push_flows(cell, &batch).await {
+        Ok(()) => {
+            COUNTS
+                .reported
+                .fetch_add(batch.flows.len() as u64, Ordering::Relaxed);
+        }
+        Err(error) => {
+            COUNTS.report_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%error, flows = batch.flows.len(), "reporting flows failed; kept for the next report");
+            ring.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put_back(batch);
+        }
     }
 }
 
@@ -149,6 +182,25 @@ mod tests {
 
     fn ports(b: &FlowBatch) -> Vec<u16> {
         b.flows.iter().map(|f| f.source.port.unwrap()).collect()
+    }
+
+    #[test]
+    fn the_agents_metrics_count_flows() {
+        let before = COUNTS.recorded.load(Ordering::Relaxed);
+        FlowRing::with_capacity(1).record(flow(1));
+        assert!(COUNTS.recorded.load(Ordering::Relaxed) > before);
+        let text = crate::metrics::Metrics::default().encode();
+        for name in [
+            "flows_recorded_total",
+            "flows_dropped_total",
+            "flows_reported_total",
+            "sidecars ",
+        ] {
+            assert!(
+                text.contains(&format!("c2c_agent_{name}")),
+                "{name}: {text}"
+            );
+        }
     }
 
     #[test]

@@ -134,6 +134,26 @@ impl Metrics {
             "Queries the cell's DNS took, by outcome: the response code it answered (NOERROR, NXDOMAIN, REFUSED, ...), relayed upstream, or ignored",
             dns,
         );
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let f = &crate::flows::COUNTS;
+        for (name, help, n) in [
+            ("flows_recorded", "Flows (traffic-log records) kept for control", load(&f.recorded)),
+            ("flows_dropped", "Flows dropped: overwritten in the full ring, or not fitting back after a failed report", load(&f.dropped)),
+            ("flows_reported", "Flows control took", load(&f.reported)),
+            ("flow_reports_failed", "Flow reports control did not take (kept for the next)", load(&f.report_failures)),
+            ("sidecar_restarts", "Sidecars that exited and were started again", load(&crate::sidecars::RESTARTS)),
+        ] {
+            let c = Counter::<u64>::default();
+            c.inc_by(n);
+            reg.register(name, help, c);
+        }
+        let supervised = Gauge::<i64>::default();
+        supervised.set(load(&crate::sidecars::SUPERVISED) as i64);
+        reg.register(
+            "sidecars",
+            "Sidecars the agent supervises (of containers a runtime started through c2c-hook)",
+            supervised,
+        );
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &reg);

@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -73,6 +74,11 @@ pub struct Sidecars {
     warned: std::collections::BTreeSet<String>,
 }
 
+/// Sidecars supervised now (for the agent's metrics).
+pub static SUPERVISED: AtomicU64 = AtomicU64::new(0);
+/// Sidecars that exited and were started again, since the agent started.
+pub static RESTARTS: AtomicU64 = AtomicU64::new(0);
+
 impl Sidecars {
     /// Sidecars run from `bin` (`c2c-proxy`); `None`: none can run (each wanted one is logged).
     pub fn new(bin: Option<PathBuf>) -> Self {
@@ -111,6 +117,7 @@ impl Sidecars {
             tokio::spawn(supervise(bin, id.to_string(), spec.clone(), stop.clone()));
             self.running.insert(id.to_string(), (spec, stop));
         }
+        SUPERVISED.store(self.running.len() as u64, Ordering::Relaxed);
     }
 
     /// Containers with a supervised sidecar.
@@ -334,6 +341,7 @@ async fn supervise(bin: PathBuf, id: String, spec: Spec, stop: CancellationToken
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(200);
                 }
+                RESTARTS.fetch_add(1, Ordering::Relaxed);
                 warn!(container = %id, status = %how, log = %spec.log().display(), retry_in_ms = backoff.as_millis() as u64, "sidecar exited; restarting");
             }
         }
