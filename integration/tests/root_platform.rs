@@ -203,6 +203,18 @@ fn root_three_cells_twenty_instances_and_policies_follow_apps() {
         22,
         "every instance registered by its cell's agent: {apps}"
     );
+    // Each agent says how long its soonest instance certificate or identity has left.
+    wait_until(
+        "cell2's agent reports its certificates' expiry",
+        Duration::from_secs(15),
+        || {
+            ok(dir, &["metrics", "cell2"])
+                .lines()
+                .find_map(|l| l.strip_prefix("c2c_agent_certificate_expiry_seconds "))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .is_some_and(|left| left > 3600 && left <= 30 * 24 * 3600)
+        },
+    );
 
     let b0 = ip_of(dir, "appB/0");
     let (code, _) = curl(dir, "appA", &format!("http://{b0}:8080/"));

@@ -13,6 +13,17 @@ use tracing::{debug, info, warn};
 
 use crate::store::ContainerRecord;
 
+/// When the soonest of this cell's instance certificates and identities expires (Unix
+/// seconds, as the last check found them; 0: none), for the agent's metrics.
+pub static SOONEST_EXPIRY: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// When the certificate `file` in `dir` expires (Unix seconds), if there is one.
+fn expiry(dir: &Path, file: &str) -> Option<i64> {
+    let pem = std::fs::read(dir.join(file)).ok()?;
+    let der = c2c_certs::info::first_der_from_pem(&pem).ok()?;
+    Some(c2c_certs::CertInfo::from_der(&der).ok()?.not_after)
+}
+
 /// How often certificates and identities are checked for age between views.
 pub(crate) const CERT_CHECK: Duration = Duration::from_secs(2);
 
@@ -65,10 +76,22 @@ pub(crate) async fn sync_certs(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
+    let mut soonest: Option<i64> = None;
     for rec in records {
         let Some(dir) = rec.cert_dir.as_deref().map(PathBuf::from) else {
             continue;
         };
+        // As the last pass left them (a certificate re-issued now counts at the next).
+        let identity = c2c_api::layout::identity_dir(&dir);
+        for at in [
+            expiry(&dir, c2c_certs::pair::CERT_FILE),
+            expiry(&identity, c2c_certs::identity::CERT_FILE),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            soonest = Some(soonest.map_or(at, |s| s.min(at)));
+        }
         let Some(guid) = rec.instance_guid.clone() else {
             continue;
         };
@@ -118,6 +141,7 @@ pub(crate) async fn sync_certs(
             Err(error) => warn!(%error, "certificate task failed"),
         }
     }
+    SOONEST_EXPIRY.store(soonest.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Keeps an instance's identity (CF_INSTANCE_CERT: `instance.crt`, `instance.key`) current in

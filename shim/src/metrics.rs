@@ -147,6 +147,19 @@ impl Metrics {
             c.inc_by(n);
             reg.register(name, help, c);
         }
+        let soonest = crate::certsync::SOONEST_EXPIRY.load(std::sync::atomic::Ordering::Relaxed);
+        if soonest > 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let left = Gauge::<i64>::default();
+            left.set(soonest - now);
+            reg.register(
+                "certificate_expiry_seconds",
+                "Seconds until the soonest of this cell's instance certificates and identities expires (absent: none)",
+                left,
+            );
+        }
         let supervised = Gauge::<i64>::default();
         supervised.set(load(&crate::sidecars::SUPERVISED) as i64);
         reg.register(
