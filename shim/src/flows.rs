@@ -195,6 +195,8 @@ mod tests {
             "flows_dropped_total",
             "flows_reported_total",
             "sidecars ",
+            "traffic_log_lines_total",
+            "traffic_log_kernel_drops_total",
         ] {
             assert!(
                 text.contains(&format!("c2c_agent_{name}")),

@@ -142,6 +142,8 @@ impl Metrics {
             ("flows_reported", "Flows control took", load(&f.reported)),
             ("flow_reports_failed", "Flow reports control did not take (kept for the next)", load(&f.report_failures)),
             ("sidecar_restarts", "Sidecars that exited and were started again", load(&crate::sidecars::RESTARTS)),
+            ("traffic_log_lines", "Lines the traffic log wrote", load(&crate::netlog::LINES_WRITTEN)),
+            ("traffic_log_kernel_drops", "Times the kernel dropped traffic-log records (a burst past the socket buffer)", load(&crate::netlog::KERNEL_DROPS)),
         ] {
             let c = Counter::<u64>::default();
             c.inc_by(n);

@@ -145,6 +145,12 @@ pub fn line(p: &Logged, dir: &Directory) -> Value {
     out
 }
 
+/// Lines the traffic log wrote, and times the kernel dropped records (a burst past the socket
+/// buffer), since the agent started: for its metrics.
+pub static LINES_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// See [`LINES_WRITTEN`].
+pub static KERNEL_DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The traffic log stays near this size: past it, the file becomes `<name>.1` (replacing the
 /// one before) and a new one starts, so the log holds at most about twice this on disk.
 pub const MAX_LOG_BYTES: u64 = 64 << 20;
@@ -228,12 +234,19 @@ pub fn spawn(
                     if let Ok(mut ring) = flows.lock() {
                         records.into_iter().for_each(|f| ring.record(f));
                     }
-                    if let Err(error) = file.write(&buf) {
-                        warn!(%error, "writing the traffic log failed");
+                    match file.write(&buf) {
+                        Ok(()) => {
+                            LINES_WRITTEN.fetch_add(
+                                packets.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                        }
+                        Err(error) => warn!(%error, "writing the traffic log failed"),
                     }
                 }
                 // ENOBUFS: the kernel dropped some (a burst past the socket buffer); go on.
                 Err(error) if error.raw_os_error() == Some(105) => {
+                    KERNEL_DROPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     warn!("traffic log: the kernel dropped lines (burst past the buffer)")
                 }
                 Err(error) => {
