@@ -66,6 +66,12 @@ pub struct Metrics {
     pub db_seconds: Histogram,
     /// Scrapes whose count of the state failed (the database unreachable).
     pub db_errors: Counter,
+    /// On PostgreSQL: from a write's commit (any replica's) to this replica hearing of it
+    /// (`LISTEN`/`NOTIFY`), by the two hosts' clocks.
+    pub notify_lag_seconds: Histogram,
+    /// On PostgreSQL: revisions this replica learned from the database that it had not
+    /// published itself (another replica's writes).
+    pub revisions_followed: Counter,
 }
 
 impl Default for Metrics {
@@ -77,6 +83,8 @@ impl Default for Metrics {
             auth_failures: Family::default(),
             db_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 12)),
             db_errors: Counter::default(),
+            notify_lag_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 14)),
+            revisions_followed: Counter::default(),
         }
     }
 }

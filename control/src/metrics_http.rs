@@ -39,6 +39,19 @@ pub async fn encode(ctx: &Arc<Ctx>) -> String {
         "Callers refused for their token, by reason (missing_token, unknown_token)",
         m.auth_failures.clone(),
     );
+    {
+        // Empty on SQLite (one control, nothing to follow).
+        reg.register(
+            "notify_lag_seconds",
+            "On PostgreSQL: from a write's commit (any replica's) to this replica hearing of it (LISTEN/NOTIFY)",
+            m.notify_lag_seconds.clone(),
+        );
+        reg.register(
+            "revisions_followed",
+            "On PostgreSQL: revisions learned from the database that another replica wrote",
+            m.revisions_followed.clone(),
+        );
+    }
     let (received, dropped) = ctx.flows.totals();
     for (name, help, n) in [
         (

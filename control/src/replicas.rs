@@ -60,6 +60,7 @@ pub fn follow(url: String, ctx: Arc<Ctx>, stop: CancellationToken) -> std::threa
                         Ok(rev) => {
                             if rev > ctx.current_revision() {
                                 debug!(revision = rev.0, "revision from the database");
+                                ctx.metrics.revisions_followed.inc();
                             }
                             ctx.publish_revision(rev)
                         }
@@ -73,7 +74,14 @@ pub fn follow(url: String, ctx: Arc<Ctx>, stop: CancellationToken) -> std::threa
                     }
                     let waited = {
                         let mut n = c.notifications();
-                        let first = n.timeout_iter(REREAD).next().map(drop);
+                        let first = n.timeout_iter(REREAD).next().map(|note| {
+                            // The commit's time, as its writer's clock had it.
+                            let sent = note.and_then(|n| n.payload().parse::<i64>().ok());
+                            if let Some(sent) = sent {
+                                let lag = (crate::state::now_ms() - sent).max(0);
+                                ctx.metrics.notify_lag_seconds.observe(lag as f64 / 1000.0);
+                            }
+                        });
                         // Drain what else arrived: one read covers them all.
                         while let Ok(Some(_)) = n.iter().next() {}
                         first

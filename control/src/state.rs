@@ -70,6 +70,13 @@ pub const DEFAULT_CELL_PREFIX: u8 = 24;
 /// The channel a PostgreSQL write announces a new revision on (`NOTIFY`, sent at commit).
 pub const REVISION_CHANNEL: &str = "c2c_revision";
 
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -281,7 +288,8 @@ impl State {
             tx.execute("UPDATE revision SET rev = rev + 1", ())?;
             if tx.is_postgres() {
                 // Delivered at commit to every replica listening: their watches wake.
-                tx.execute_batch(&format!("NOTIFY {REVISION_CHANNEL}"))?;
+                // The payload is the commit's time (Unix ms): followers measure their lag.
+                tx.execute_batch(&format!("NOTIFY {REVISION_CHANNEL}, '{}'", now_ms()))?;
             }
         }
         tx.commit()?;

@@ -138,6 +138,16 @@ fn a_watch_on_one_replica_wakes_for_a_change_through_the_other() {
             assert!(woke < Duration::from_secs(5), "woke after {woke:?}");
             eprintln!("round {round}: the change through A reached the watch on B in {woke:?}");
         }
+        // B counted what it followed, and how late each notification came.
+        let text = c2c_control::metrics_http::encode(&b).await;
+        let count = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {name} in {text}")) as u64
+        };
+        assert!(count("c2c_control_revisions_followed_total ") >= 4, "{text}");
+        assert!(count("c2c_control_notify_lag_seconds_count ") >= 3, "{text}");
     });
     stop.cancel();
     for f in followers {
