@@ -308,6 +308,11 @@ fn edge(class: &str, from: (i64, i64), to: (i64, i64), label: &str) -> String {
     )
 }
 
+/// "1 app", "2 apps".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// `/`: the service map.
 async fn map(ctx: &Ctx, caller: &Caller) -> Page {
     let s = seen(ctx, caller).await?;
@@ -391,11 +396,11 @@ async fn map(ctx: &Ctx, caller: &Caller) -> Page {
     let width = 40 + by_space.len().max(1) as i64 * col_w;
     let height = top + rows.max(1) * row_h + 20;
     let mut body = format!(
-        "<p>{} apps, {} policies{}. Edges are policies (with the flows the cells reported on them); red dashed ones are denied flows.</p>\
+        "<p>{}, {}{}. Edges are policies (with the flows the cells reported on them); red dashed ones are denied flows.</p>\
          <svg xmlns=\"http://www.w3.org/2000/svg\" width={width} height={height} role=img aria-label=\"service map\">\
          <defs><marker id=arrow viewBox=\"0 0 10 10\" refX=10 refY=5 markerWidth=8 markerHeight=8 orient=auto-start-reverse><path d=\"M0,0 L10,5 L0,10 z\"></path></marker></defs>{svg}{edges}</svg>",
-        s.apps.len(),
-        s.policies.len(),
+        count(s.apps.len(), "app", "apps"),
+        count(s.policies.len(), "policy", "policies"),
         if caller.is_admin() { "" } else { " (the apps your token may manage)" }
     );
     body.push_str("<h2>Denied flows</h2>");

@@ -128,11 +128,12 @@ fn walk(dir: &Path, s: &mut Steps) -> Result<()> {
 /// appC on cell2.
 fn up_and_push(dir: &Path, s: &mut Steps) -> Result<(PlatformInfo, [InstanceInfo; 3])> {
     let t = Instant::now();
+    // The cells log c2c traffic, so `c2c flows --follow` shows the demo's as it runs.
     let info = up::up(
         dir,
         2,
         &[],
-        false,
+        true,
         &up::ControlOptions {
             replicas: 1,
             ..Default::default()
