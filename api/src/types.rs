@@ -663,7 +663,15 @@ pub struct FlowBatch {
     /// Flows the cell could not keep since its last report.
     #[serde(default)]
     pub dropped: u64,
+    /// The revision of control's state the cell has acted on (its rules applied at it, or
+    /// nothing to change), sent when it moved and every [`REVISION_REPORT_EVERY_SECS`]
+    /// otherwise: how far the cell is behind, for the console.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
 }
+
+/// How often a cell reports its revision when it has not moved.
+pub const REVISION_REPORT_EVERY_SECS: u64 = 15;
 
 /// The most flows a cell reports at once.
 pub const MAX_FLOWS_PER_BATCH: usize = 512;

@@ -519,7 +519,8 @@ async fn cells_page(ctx: &Ctx) -> Page {
         })
         .await?;
     let now = crate::state::now();
-    let mut body = String::from("<table><tr><th>cell</th><th>subnet</th><th>underlay</th><th>renewed</th><th>instances</th></tr>");
+    let current = ctx.current_revision().0;
+    let mut body = format!("<p>Control's revision: {current}.</p><table><tr><th>cell</th><th>subnet</th><th>underlay</th><th>renewed</th><th>instances</th><th>acted on</th></tr>");
     for c in &cells {
         let lease = leases.iter().find(|l| &l.cell == c);
         let renewed = lease.map_or_else(
@@ -532,15 +533,32 @@ async fn cells_page(ctx: &Ctx) -> Page {
         );
         let _ = write!(
             body,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{renewed}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{renewed}</td><td>{}</td><td>{}</td></tr>",
             esc(c.as_str()),
             lease.map(|l| l.subnet.to_string()).unwrap_or_default(),
             lease.map(|l| l.underlay_ip.to_string()).unwrap_or_default(),
-            placed.iter().filter(|p| &p.cell == c).count()
+            placed.iter().filter(|p| &p.cell == c).count(),
+            acted_on(ctx, c.as_str(), current)
         );
     }
     body.push_str("</table>");
     Ok(page(StatusCode::OK, "c2c: cells", &body))
+}
+
+/// The revision a cell reported it acted on, how far behind control's that is, and how long
+/// ago it said so.
+fn acted_on(ctx: &Ctx, cell: &str, current: u64) -> String {
+    match ctx.flows.revision_of(cell) {
+        None => "not reported".into(),
+        Some((rev, at)) => {
+            let behind = current.saturating_sub(rev);
+            let class = if behind == 0 { "ok" } else { "bad" };
+            format!(
+                "<span class={class}>{rev} ({behind} behind)</span>, {} s ago",
+                at.elapsed().as_secs()
+            )
+        }
+    }
 }
 
 /// `/security-groups`: rules and bindings (the admin's).

@@ -32,6 +32,8 @@ pub(crate) struct Flows {
 #[derive(Default)]
 struct Inner {
     by_cell: HashMap<String, Ring>,
+    /// Each cell's last reported revision, and when it came.
+    revisions: HashMap<String, (u64, Instant)>,
     seq: u64,
     /// Reported dropped by cells, plus overwritten here.
     dropped: u64,
@@ -97,6 +99,9 @@ impl Flows {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *g;
         inner.dropped += batch.dropped;
+        if let Some(r) = batch.revision {
+            inner.revisions.insert(cell.to_string(), (r, now));
+        }
         let ring = inner.by_cell.entry(cell.to_string()).or_default();
         let n = batch.flows.len();
         for mut f in batch.flows {
@@ -118,10 +123,17 @@ impl Flows {
         (g.seq, g.dropped)
     }
 
+    /// The revision `cell` last reported it acted on, and when it said so.
+    pub(crate) fn revision_of(&self, cell: &str) -> Option<(u64, Instant)> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.revisions.get(cell).copied()
+    }
+
     /// Forgets a removed cell's flows.
     pub(crate) fn forget(&self, cell: &str) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.by_cell.remove(cell);
+        g.revisions.remove(cell);
     }
 
     /// The flows `q` asks for that `may_read` lets through (by either end's app GUID), oldest
@@ -193,7 +205,10 @@ mod tests {
     }
 
     fn batch(flows: Vec<Flow>) -> FlowBatch {
-        FlowBatch { flows, dropped: 0 }
+        FlowBatch {
+            flows,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -209,6 +224,7 @@ mod tests {
                 FlowBatch {
                     flows: flood,
                     dropped: 3,
+                    revision: Some(7),
                 },
                 now,
             )
@@ -231,6 +247,9 @@ mod tests {
         assert_eq!(from_b.len(), 1);
         assert_eq!(from_b[0].cell.as_deref(), Some("cell2"));
         assert_eq!(from_b[0].seq, 1);
+        // The revision a cell said it acted on, and only that cell's.
+        assert_eq!(f.revision_of("cell1").map(|r| r.0), Some(7));
+        assert_eq!(f.revision_of("cell2"), None);
     }
 
     #[test]

@@ -118,7 +118,7 @@ fn the_console_shows_each_caller_its_own_and_never_a_name_as_markup() {
             "time": "2026-12-05T10:00:00.000Z", "kind": "c2c", "verdict": "deny", "protocol": "tcp",
             "source": {"ip": "10.255.0.1", "port": 4000, "app": "<b>x</b>", "app_guid": ga},
             "destination": {"ip": "10.255.1.1", "port": 8080, "app": "appb", "app_guid": gb}
-        }]})),
+        }], "revision": 1})),
     );
     assert_eq!(code, StatusCode::OK, "{body}");
     // The admin: every app, the policy as an edge, every page; no name became markup.
@@ -145,6 +145,13 @@ fn the_console_shows_each_caller_its_own_and_never_a_name_as_markup() {
     assert!(
         map.contains("&lt;script&gt;alert(1)&lt;\\script&gt;/&lt;img"),
         "the space's column is named, escaped: {map}"
+    );
+    // The revision cell1 said it acted on, against control's.
+    let (_, _, cells) = get(&api, Method::GET, "/cells", Some(TOKEN));
+    let current = api.ctx.current_revision().0;
+    assert!(
+        cells.contains(&format!("1 ({} behind)", current - 1)),
+        "{cells}"
     );
     let (_, _, groups) = get(&api, Method::GET, "/security-groups", Some(TOKEN));
     assert!(

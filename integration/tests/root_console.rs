@@ -112,6 +112,25 @@ fn root_the_console_renders_the_service_map_and_a_denied_flow_in_a_browser() {
         shot.display()
     );
 
+    // The cells report the revision they acted on: both are at control's.
+    let (hostport, token) = url
+        .strip_prefix("http://")
+        .and_then(|r| r.split_once("/login?token="))
+        .unwrap();
+    let cells = eventually(Duration::from_secs(30), || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(hostport).ok()?;
+        let req = format!("GET /cells HTTP/1.0\r\nCookie: c2c_console={token}\r\n\r\n");
+        s.write_all(req.as_bytes()).ok()?;
+        let mut page = String::new();
+        s.read_to_string(&mut page).ok()?;
+        (page.matches("(0 behind)").count() == 2).then_some(page)
+    });
+    assert!(
+        cells.is_some(),
+        "both cells at control's revision on /cells"
+    );
+
     // Without the token: the login page, nothing of the platform.
     let root = url.split("/login").next().unwrap();
     let dom = chromium(&format!("{root}/"), "--dump-dom");

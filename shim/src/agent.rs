@@ -183,7 +183,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     // The decisions are the core's (see `crate::core`); this loop turns the world into its
     // events and its actions into the world.
     let mut core = AgentCore::new(&cfg.cell, subnet).with_log_c2c(cfg.log_c2c);
-    let directory = start_traffic_log(&cfg, &client, &shutdown);
+    let directory = start_traffic_log(&cfg, &client, &metrics, &shutdown);
     let mut directory_rev = Revision(0);
     // Control's views, from a streamed watch kept open by a task of its own.
     let mut views =
@@ -398,6 +398,7 @@ async fn vtep_ready(
 fn start_traffic_log(
     cfg: &AgentConfig,
     client: &Client,
+    metrics: &Arc<crate::metrics::Metrics>,
     shutdown: &CancellationToken,
 ) -> crate::netlog::SharedDirectory {
     let flows = crate::flows::SharedFlows::default();
@@ -405,6 +406,7 @@ fn start_traffic_log(
         client.clone(),
         cfg.cell.to_string(),
         flows.clone(),
+        metrics.clone(),
         shutdown.clone(),
     );
     let directory: crate::netlog::SharedDirectory = Arc::default();

@@ -85,6 +85,7 @@ impl FlowRing {
         Some(FlowBatch {
             flows,
             dropped: std::mem::take(&mut self.dropped),
+            revision: None,
         })
     }
 
@@ -113,35 +114,58 @@ impl FlowRing {
     }
 }
 
-/// Reports the ring to control every [`REPORT_EVERY`] until `shutdown`.
+/// Reports the ring to control every [`REPORT_EVERY`] until `shutdown`, with the revision the
+/// agent has acted on (from its metrics) when it moved, and every
+/// [`REVISION_REPORT_EVERY_SECS`](c2c_api::types::REVISION_REPORT_EVERY_SECS) otherwise.
 pub fn spawn_reporter(
     client: c2c_api::client::Client,
     cell: String,
     ring: SharedFlows,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    let again = Duration::from_secs(c2c_api::types::REVISION_REPORT_EVERY_SECS);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(REPORT_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut said: Option<(i64, tokio::time::Instant)> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = every.tick() => report(&client, &cell, &ring).await,
+                _ = every.tick() => {
+                    let rev = metrics.revision.get();
+                    let due = rev > 0 && said.is_none_or(|(r, at)| r != rev || at.elapsed() >= again);
+                    let revision = due.then_some(rev as u64);
+                    if report(&client, &cell, &ring, revision).await && due {
+                        said = Some((rev, tokio::time::Instant::now()));
+                    }
+                }
             }
         }
     });
 }
 
-/// Reports what the ring holds to control (one batch); a failed report goes back.
-pub async fn report(client: &c2c_api::client::Client, cell: &str, ring: &SharedFlows) {
-    let Some(batch) = ring.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-        return;
+/// Reports what the ring holds to control (one batch), with `revision` if given; a failed
+/// report goes back. Whether control took a report.
+pub async fn report(
+    client: &c2c_api::client::Client,
+    cell: &str,
+    ring: &SharedFlows,
+    revision: Option<u64>,
+) -> bool {
+    let taken = ring.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let mut batch = match (taken, revision) {
+        (Some(b), _) => b,
+        (None, Some(_)) => FlowBatch::default(),
+        (None, None) => return false,
     };
+    batch.revision = revision;
     match client.push_flows(cell, &batch).await {
         Ok(()) => {
             COUNTS
                 .reported
                 .fetch_add(batch.flows.len() as u64, Ordering::Relaxed);
+            true
         }
         Err(error) => {
             COUNTS.report_failures.fetch_add(1, Ordering::Relaxed);
@@ -149,6 +173,7 @@ pub async fn report(client: &c2c_api::client::Client, cell: &str, ring: &SharedF
             ring.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .put_back(batch);
+            false
         }
     }
 }
