@@ -508,37 +508,27 @@ async fn app_page(ctx: &Ctx, caller: &Caller, name: &str) -> Page {
 
 /// `/cells`: each cell's lease and instances (the admin's).
 async fn cells_page(ctx: &Ctx) -> Page {
-    let (cells, leases, placed, ttl) = ctx
-        .with_state(|s| {
-            Ok((
-                s.cells()?,
-                s.leases()?,
-                s.placements(None)?,
-                s.lease_ttl_secs(),
-            ))
-        })
-        .await?;
+    let cells = crate::placement_api::cell_records(ctx).await?;
     let now = crate::state::now();
     let current = ctx.current_revision().0;
     let mut body = format!("<p>Control's revision: {current}.</p><table><tr><th>cell</th><th>subnet</th><th>underlay</th><th>renewed</th><th>instances</th><th>acted on</th></tr>");
     for c in &cells {
-        let lease = leases.iter().find(|l| &l.cell == c);
+        let lease = c.lease.as_ref();
         let renewed = lease.map_or_else(
             || "<span class=bad>no lease</span>".to_string(),
             |l| {
-                let ago = now - l.renewed_at;
-                let class = if ago <= ttl as i64 { "ok" } else { "bad" };
-                format!("<span class={class}>{ago} s ago</span>")
+                let class = if c.healthy { "ok" } else { "bad" };
+                format!("<span class={class}>{} s ago</span>", now - l.renewed_at)
             },
         );
         let _ = write!(
             body,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{renewed}</td><td>{}</td><td>{}</td></tr>",
-            esc(c.as_str()),
+            esc(c.name.as_str()),
             lease.map(|l| l.subnet.to_string()).unwrap_or_default(),
             lease.map(|l| l.underlay_ip.to_string()).unwrap_or_default(),
-            placed.iter().filter(|p| &p.cell == c).count(),
-            acted_on(ctx, c.as_str(), current)
+            c.instances,
+            acted_on(ctx, c.name.as_str(), current)
         );
     }
     body.push_str("</table>");

@@ -79,6 +79,13 @@ pub(crate) async fn remove_instance(ctx: &Ctx, caller: &Caller, guid: String) ->
 /// `GET /v1/cells`: each registered cell, its lease, whether it renewed within the TTL, and
 /// how many instances it holds.
 pub(crate) async fn list_cells(ctx: &Ctx) -> Answer {
+    let cells = cell_records(ctx).await?;
+    Ok(typed(StatusCode::OK, &CellList { cells }))
+}
+
+/// Each registered cell, its lease, whether it renewed within the TTL, and how many instances
+/// it holds (the cells list, and the console's cells page).
+pub(crate) async fn cell_records(ctx: &Ctx) -> Result<Vec<CellRecord>, crate::state::StateError> {
     let (cells, leases, placed, ttl) = ctx
         .with_state(|s| {
             Ok((
@@ -107,7 +114,7 @@ pub(crate) async fn list_cells(ctx: &Ctx) -> Answer {
             }
         })
         .collect();
-    Ok(typed(StatusCode::OK, &CellList { cells: list }))
+    Ok(list)
 }
 
 /// `POST /v1/cells`: a cell's identity. Its key stays on the cell; control signs its CSR with

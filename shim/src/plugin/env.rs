@@ -272,15 +272,15 @@ pub fn app_meta(conf: &Checked, env: &Env) -> AppMeta {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::cni::parse_config;
     use std::collections::HashMap;
 
-    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"c2c","type":"c2c-cni","subnet":"10.255.7.0/24",
+    pub(in crate::plugin) const CONF: &str = r#"{"cniVersion":"1.0.0","name":"c2c","type":"c2c-cni","subnet":"10.255.7.0/24",
         "runtimeConfig":{"app_guid":"g-rc","instance_index":2},"args":{"cni":{"app_guid":"g-args","instance_guid":"ig"}}}"#;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    pub(in crate::plugin) fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let m: HashMap<String, String> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -426,19 +426,8 @@ async fn check(host: &Netlink, conf: &Checked, env: &Env) -> Result<(), CniError
 
 #[cfg(test)]
 mod tests {
+    use super::env::tests::{env, CONF};
     use super::*;
-    use std::collections::HashMap;
-
-    const CONF: &str = r#"{"cniVersion":"1.0.0","name":"c2c","type":"c2c-cni","subnet":"10.255.7.0/24",
-        "runtimeConfig":{"app_guid":"g-rc","instance_index":2},"args":{"cni":{"app_guid":"g-args","instance_guid":"ig"}}}"#;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| m.get(k).cloned()
-    }
 
     #[test]
     fn version_needs_no_config_and_errors_carry_the_config_version() {
