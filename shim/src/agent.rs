@@ -406,7 +406,10 @@ fn start_traffic_log(
         client.clone(),
         cfg.cell.to_string(),
         flows.clone(),
-        metrics.clone(),
+        {
+            let metrics = metrics.clone();
+            move || metrics.revision.get()
+        },
         shutdown.clone(),
     );
     let directory: crate::netlog::SharedDirectory = Arc::default();

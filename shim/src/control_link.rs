@@ -18,6 +18,8 @@ const STREAM_SILENCE: Duration =
 /// carries only changes is merged into the view before it. A stream that ends, fails or goes
 /// silent is opened again (100 ms, doubling to 2 s), on the next replica when this one cannot
 /// be reached, from the revision the cell has; meanwhile the cell keeps enforcing what it has.
+/// Every wait is jittered, and a stream that ended waits up to [`REOPEN_SPREAD`] before it is
+/// opened again: the cells a replica dies under do not all come back at the same instant.
 pub(crate) fn spawn_watch(
     client: Client,
     cell: CellName,
@@ -27,7 +29,12 @@ pub(crate) fn spawn_watch(
     tokio::spawn(async move {
         let mut last: Option<CellView> = None;
         let mut backoff = Duration::from_millis(100);
+        let mut rng = seed(cell.as_str());
+        let mut ended = false;
         loop {
+            if std::mem::take(&mut ended) {
+                tokio::time::sleep(jittered(REOPEN_SPREAD, 0.0, &mut rng)).await;
+            }
             let after = last.as_ref().map_or(Revision(0), |v| v.revision);
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -41,7 +48,7 @@ pub(crate) fn spawn_watch(
                 }
                 Err(error) => {
                     warn!(%error, retry_in_ms = backoff.as_millis() as u64, "watch failed; enforcing the last known state and retrying");
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(jittered(backoff, 0.5, &mut rng)).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
@@ -56,6 +63,7 @@ pub(crate) fn spawn_watch(
                     Ok(Ok(None)) => continue,
                     Ok(Err(error)) => {
                         warn!(%error, "watch stream ended; opening it again");
+                        ended = true;
                         break;
                     }
                     Err(_) => {
@@ -81,6 +89,28 @@ pub(crate) fn spawn_watch(
         }
     });
     rx
+}
+
+/// The most a cell waits, spread at random, before it opens a stream that ended again.
+pub const REOPEN_SPREAD: Duration = Duration::from_millis(500);
+
+/// A seed of the cell's own (its name and the start's time), so cells draw apart.
+fn seed(cell: &str) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    cell.bytes().fold(0xcbf2_9ce4_8422_2325u64 ^ t, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) | 1
+}
+
+/// `d` shortened at random to between `floor` (a fraction) and all of it (xorshift on `rng`).
+pub fn jittered(d: Duration, floor: f64, rng: &mut u64) -> Duration {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let unit = (*rng >> 11) as f64 / (1u64 << 53) as f64;
+    d.mul_f64(floor + (1.0 - floor) * unit)
 }
 
 /// The cell's lease, retried until control answers (cells may start before control); `None`
@@ -122,5 +152,25 @@ pub(crate) async fn acquire_lease(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_spread_within_their_bounds() {
+        let mut rng = seed("cell1");
+        let d = Duration::from_millis(800);
+        let waits: Vec<Duration> = (0..1000).map(|_| jittered(d, 0.5, &mut rng)).collect();
+        assert!(waits.iter().all(|w| *w >= d / 2 && *w <= d));
+        // Spread: the draws fill the range, not one point of it.
+        let (lo, hi) = (waits.iter().min().unwrap(), waits.iter().max().unwrap());
+        assert!(*lo < d * 11 / 20 && *hi > d * 19 / 20, "{lo:?}..{hi:?}");
+        // Two cells starting together draw apart.
+        let (mut a, mut b) = (seed("cell1"), seed("cell2"));
+        let ours = |r: &mut u64| (0..8).map(|_| jittered(d, 0.0, r)).collect::<Vec<_>>();
+        assert_ne!(ours(&mut a), ours(&mut b));
     }
 }

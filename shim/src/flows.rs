@@ -115,13 +115,13 @@ impl FlowRing {
 }
 
 /// Reports the ring to control every [`REPORT_EVERY`] until `shutdown`, with the revision the
-/// agent has acted on (from its metrics) when it moved, and every
+/// agent has acted on (what `revision` reads; 0 before the first) when it moved, and every
 /// [`REVISION_REPORT_EVERY_SECS`](c2c_api::types::REVISION_REPORT_EVERY_SECS) otherwise.
 pub fn spawn_reporter(
     client: c2c_api::client::Client,
     cell: String,
     ring: SharedFlows,
-    metrics: Arc<crate::metrics::Metrics>,
+    revision: impl Fn() -> i64 + Send + 'static,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let again = Duration::from_secs(c2c_api::types::REVISION_REPORT_EVERY_SECS);
@@ -133,7 +133,7 @@ pub fn spawn_reporter(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = every.tick() => {
-                    let rev = metrics.revision.get();
+                    let rev = revision();
                     let due = rev > 0 && said.is_none_or(|(r, at)| r != rev || at.elapsed() >= again);
                     let revision = due.then_some(rev as u64);
                     if report(&client, &cell, &ring, revision).await && due {
