@@ -14,13 +14,16 @@ use c2c_api::{CellName, Revision};
 use tokio::sync::Notify;
 use tokio::time::Interval;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn, Instrument};
+use tracing::{debug, error, info, warn};
 
-use crate::core::{Action, AgentCore, Event};
+mod perform;
+
+use perform::{perform_all, Io};
+
+use crate::core::{AgentCore, Event};
 use crate::inputs::{egress_rules, local_instances};
 use crate::ipam::Subnet;
 use crate::netlink::Netlink;
-use crate::rules;
 use crate::store::{ContainerRecord, Store};
 use crate::vtep::{self, VtepConfig};
 
@@ -482,194 +485,6 @@ fn publish_directory(
     if let Ok(mut w) = directory.write() {
         *w = Arc::new(d);
     }
-}
-
-/// What the driver performs with: everything of a cycle's context but the core.
-struct Io<'a> {
-    cfg: &'a AgentConfig,
-    client: &'a Client,
-    nl: &'a Netlink,
-    vcfg: &'a VtepConfig,
-    zone_tx: &'a tokio::sync::watch::Sender<Arc<crate::dns::Zone>>,
-    cni_conf: &'a str,
-    retry: &'a Arc<Notify>,
-    metrics: &'a crate::metrics::Metrics,
-}
-
-/// Performs `pending` in turn, handing each answering event to the core, and what those bring,
-/// until nothing is left.
-async fn perform_all(
-    mut pending: Vec<Action>,
-    io: &Io<'_>,
-    core: &mut AgentCore,
-    started: Instant,
-    span: &tracing::Span,
-) {
-    while !pending.is_empty() {
-        let mut next = vec![];
-        for action in pending {
-            let mut cx = Ctx {
-                cfg: io.cfg,
-                core,
-                client: io.client,
-                nl: io.nl,
-                vcfg: io.vcfg,
-                zone_tx: io.zone_tx,
-                cni_conf: io.cni_conf,
-                retry: io.retry,
-                started,
-                metrics: io.metrics,
-            };
-            if let Some(e) = perform(action, &mut cx).instrument(span.clone()).await {
-                next.extend(span.in_scope(|| core.on(e)));
-            }
-        }
-        pending = next;
-    }
-}
-
-/// What performing an action needs.
-struct Ctx<'a> {
-    cfg: &'a AgentConfig,
-    core: &'a AgentCore,
-    client: &'a Client,
-    nl: &'a Netlink,
-    vcfg: &'a VtepConfig,
-    zone_tx: &'a tokio::sync::watch::Sender<Arc<crate::dns::Zone>>,
-    cni_conf: &'a str,
-    retry: &'a Arc<Notify>,
-    started: Instant,
-    metrics: &'a crate::metrics::Metrics,
-}
-
-/// Performs one action; returns the event that answers it, if it has one.
-async fn perform(action: Action, cx: &mut Ctx<'_>) -> Option<Event> {
-    match action {
-        Action::PublishZone(z) => {
-            cx.zone_tx.send_replace(z);
-            None
-        }
-        Action::EnsureVtep => {
-            if let Err(error) = vtep::ensure(cx.nl, cx.vcfg).await {
-                warn!(%error, "vtep check failed");
-            }
-            None
-        }
-        Action::ConvergeVtep(remotes) => {
-            match vtep::converge(cx.nl, cx.vcfg, &remotes).await {
-                Ok(changes) => {
-                    for c in changes {
-                        info!(change = %c, "overlay");
-                    }
-                }
-                Err(error) => warn!(%error, "vtep convergence failed"),
-            }
-            None
-        }
-        Action::ApplyRules(text) => Some(apply_rules(text, cx).await),
-        Action::CheckRules(gen) => {
-            let in_place = tokio::task::spawn_blocking(move || rules::in_place(gen))
-                .await
-                .unwrap_or(false);
-            if !in_place {
-                warn!("rules were changed by hand; restoring them");
-            }
-            Some(Event::RulesInPlace(in_place))
-        }
-        Action::WriteCniConfig => Some(write_cni_config(cx).await),
-        Action::SyncCerts => {
-            sync_certs(cx.client, &cx.cfg.cell, cx.core).await;
-            None
-        }
-        Action::Confirm(i) => {
-            let ok = match cx.client.confirm_instance(&cx.cfg.cell, &i).await {
-                Ok(()) => {
-                    info!(instance = %i.guid, app = %i.app_guid, ip = %i.ip, "instance confirmed");
-                    true
-                }
-                Err(error) => {
-                    warn!(%error, instance = %i.guid, "confirming instance failed");
-                    false
-                }
-            };
-            Some(Event::Confirmed(i, ok))
-        }
-        Action::Withdraw(g) => {
-            let ok = match cx.client.withdraw_instance(&cx.cfg.cell, &g).await {
-                Ok(()) => {
-                    info!(instance = %g, "instance withdrawn");
-                    true
-                }
-                Err(error) => {
-                    warn!(%error, instance = %g, "withdrawing instance failed");
-                    false
-                }
-            };
-            Some(Event::Withdrawn(g, ok))
-        }
-        Action::RetrySoon => {
-            let retry = cx.retry.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                retry.notify_one();
-            });
-            None
-        }
-    }
-}
-
-/// Applies the ruleset `text`; the answer says whether it took.
-async fn apply_rules(text: String, cx: &Ctx<'_>) -> Event {
-    let (revision, containers, policies) = cx.core.view().map_or((0, 0, 0), |v| {
-        (v.revision.0, cx.core.records().len(), v.policies.len())
-    });
-    let apply_began = Instant::now();
-    let r = match tokio::task::spawn_blocking(move || rules::apply(&text)).await {
-        Ok(Ok(())) => {
-            cx.metrics
-                .applied(revision, containers, policies, apply_began.elapsed());
-            info!(
-                revision,
-                containers,
-                policies,
-                elapsed_ms = cx.started.elapsed().as_millis() as u64,
-                "rules applied"
-            );
-            Ok(())
-        }
-        Ok(Err(error)) => {
-            cx.metrics.apply_failed();
-            warn!(%error, "applying rules failed");
-            Err(error.to_string())
-        }
-        Err(error) => {
-            cx.metrics.apply_failed();
-            warn!(%error, "rules task failed");
-            Err(error.to_string())
-        }
-    };
-    Event::RulesApplied(r)
-}
-
-/// Writes the CNI config: the cell is ready for containers.
-async fn write_cni_config(cx: &Ctx<'_>) -> Event {
-    let (path, conf) = (cx.cfg.cni_config.clone(), cx.cni_conf.to_string());
-    let r = tokio::task::spawn_blocking(move || write_atomic(&path, conf.as_bytes())).await;
-    let ok = match r {
-        Ok(Ok(())) => {
-            info!(path = %cx.cfg.cni_config.display(), "cell ready: CNI config written");
-            true
-        }
-        Ok(Err(error)) => {
-            warn!(%error, "writing the CNI config failed");
-            false
-        }
-        Err(error) => {
-            warn!(%error, "CNI config task failed");
-            false
-        }
-    };
-    Event::CniConfigWritten(ok)
 }
 
 /// A [`crate::sidecars::Sweeper`] pass off the runtime's threads (each cycle: every event and

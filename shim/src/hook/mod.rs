@@ -9,15 +9,20 @@
 //! and the directory.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use c2c_api::client::{Auth, Client, ClientError, StatusCode};
-use c2c_api::CellName;
+use c2c_api::client::{Client, ClientError, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::sidecars;
+
+mod config;
+mod mount;
+
 use crate::store::Store;
+pub use config::{HookConfig, OciState};
+use mount::mount_identity;
 
 /// The annotation that names the container's app.
 pub const APP: &str = "c2c.app";
@@ -27,166 +32,6 @@ pub const APP_PROTOCOL: &str = "c2c.app-protocol";
 
 /// The annotation that asks for one instance index (default: the app's lowest free one).
 pub const INDEX: &str = "c2c.index";
-
-/// The hook's configuration on one cell host (JSON, written by the operator; `c2c-hook
-/// install` checks it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HookConfig {
-    /// Control's URL, or several replicas' separated by commas.
-    pub control: String,
-    /// The control issuer's certificate (PEM) that control's server certificate chains to.
-    pub ca_file: PathBuf,
-    /// The runtime's credential: a file holding a token from `c2c token create` (scope
-    /// network.write with `--space`, or network.admin). Only root should read it.
-    pub token_file: PathBuf,
-    /// This cell's name (where control places the instances).
-    pub cell: CellName,
-    /// The cell's CNI data dir (as in the agent's `--data-dir`).
-    #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
-    /// The space (`ORG/SPACE`) an app the annotation names is created in when it does not
-    /// exist yet (default: the default space).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub space: Option<String>,
-    /// How long `createRuntime` waits for the agent to confirm the instance and issue its
-    /// certificate before it fails the container's start.
-    #[serde(default = "default_wait", with = "secs")]
-    pub wait: Duration,
-}
-
-fn default_data_dir() -> PathBuf {
-    "/var/lib/c2c/cni".into()
-}
-
-fn default_wait() -> Duration {
-    Duration::from_secs(15)
-}
-
-/// `wait` as a number of seconds.
-mod secs {
-    use std::time::Duration;
-
-    pub(super) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Duration, D::Error> {
-        let secs: f64 = serde::Deserialize::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
-    }
-}
-
-impl HookConfig {
-    /// Reads and checks the config at `path`.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let raw = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        let c: HookConfig =
-            serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", path.display()))?;
-        if let Some(s) = &c.space {
-            if s.split_once('/')
-                .is_none_or(|(o, s)| o.is_empty() || s.is_empty())
-            {
-                return Err(format!("{}: space {s:?} is not ORG/SPACE", path.display()));
-            }
-        }
-        Ok(c)
-    }
-
-    /// Refuses a token file another user could read or write: it is a credential that places
-    /// instances (and so gets certificates issued) for its spaces. Owned by the user the hook
-    /// runs as (root), mode 0600 or 0400.
-    pub fn check_token_file(&self) -> Result<(), String> {
-        use std::os::unix::fs::MetadataExt;
-        let p = &self.token_file;
-        let m = std::fs::metadata(p)
-            .map_err(|e| format!("reading the runtime's token {}: {e}", p.display()))?;
-        let mode = m.mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "the runtime's token {} is open to other users (mode {mode:04o}): chmod 600 {}",
-                p.display(),
-                p.display()
-            ));
-        }
-        let me = nix::unistd::geteuid().as_raw();
-        if m.uid() != me {
-            return Err(format!(
-                "the runtime's token {} belongs to uid {}, not to the hook's user (uid {me}): chown it",
-                p.display(),
-                m.uid()
-            ));
-        }
-        Ok(())
-    }
-
-    fn client(&self) -> Result<Client, String> {
-        let read = |what: &str, p: &Path| {
-            std::fs::read(p).map_err(|e| format!("reading {what} {}: {e}", p.display()))
-        };
-        self.check_token_file()?;
-        let ca = read("the control issuer", &self.ca_file)?;
-        let token = String::from_utf8_lossy(&read("the runtime's token", &self.token_file)?)
-            .trim()
-            .to_string();
-        Client::new(&self.control, &ca, Auth::Token(token)).map_err(|e| e.to_string())
-    }
-
-    /// The directory of one container's sidecar: `certs/`, the pidfile, its log, the hook's
-    /// record of the placement.
-    pub fn container_dir(&self, container_id: &str) -> PathBuf {
-        self.data_dir.join("sidecars").join(container_id)
-    }
-}
-
-/// The OCI state a runtime gives a hook on stdin (runtime-spec `state`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct OciState {
-    /// Container id (podman's is also its CNI_CONTAINERID).
-    pub id: String,
-    /// The bundle (its config.json holds the annotations when the state does not).
-    #[serde(default)]
-    pub bundle: Option<PathBuf>,
-    /// The container's annotations.
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-    /// The container's init process (the runtime's state has it from `createRuntime` on).
-    #[serde(default)]
-    pub pid: Option<i32>,
-}
-
-impl OciState {
-    /// Parses the state, taking the annotations from the bundle's config.json when the state
-    /// carries none (runtimes differ in whether they copy them).
-    pub fn parse(raw: &[u8]) -> Result<Self, String> {
-        let mut s: OciState =
-            serde_json::from_slice(raw).map_err(|e| format!("reading the OCI state: {e}"))?;
-        // The id names a directory and a record: CNI's rule, so it can never climb out.
-        if !crate::plugin::valid_container_id(&s.id) {
-            return Err(format!(
-                "the OCI state's container id {:?} is not a container id",
-                s.id
-            ));
-        }
-        if s.annotations.is_empty() {
-            if let Some(b) = &s.bundle {
-                #[derive(Deserialize)]
-                struct Spec {
-                    #[serde(default)]
-                    annotations: BTreeMap<String, String>,
-                }
-                if let Ok(raw) = std::fs::read(b.join("config.json")) {
-                    if let Ok(spec) = serde_json::from_slice::<Spec>(&raw) {
-                        s.annotations = spec.annotations;
-                    }
-                }
-            }
-        }
-        Ok(s)
-    }
-}
 
 /// What the hook asked of control for one container, kept for `poststop`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -451,106 +296,6 @@ async fn hand_over(
     Ok(())
 }
 
-/// Bind-mounts the instance's identity dir and system-certificates dir (read-only) at Cloud
-/// Foundry's paths in the container: `/etc/cf-instance-credentials` and
-/// `/etc/cf-system-certificates`. Done in the container's own mount namespace at `createRuntime`
-/// (it exists, its root is mounted, pivot_root has not happened and nothing of the container
-/// has run), so the mounts are the container's alone and host paths are still visible there.
-/// A bind mount of the directory, not a copy, is what lets the agent renew the identity in
-/// place (a new generation and a `..data` link swap inside it). The image decides what is at
-/// those paths: a symlink there (or at `/etc`) is refused rather than followed, so an image
-/// cannot make the hook create or mount anything outside its root.
-fn mount_identity(state: &OciState, certs: &Path) -> Result<(), String> {
-    let pid = state
-        .pid
-        .ok_or("the OCI state names no container process (is the hook at createRuntime?)")?;
-    let rootfs = rootfs(state)?;
-    let mounts = [
-        (
-            c2c_api::layout::identity_dir(certs),
-            c2c_certs::identity::CONTAINER_IDENTITY_DIR,
-        ),
-        (
-            c2c_api::layout::system_certs_dir(certs),
-            c2c_certs::identity::CONTAINER_SYSTEM_CERTS_DIR,
-        ),
-    ];
-    for (source, inside) in mounts {
-        let target = mount_point(&rootfs, inside)?;
-        let out = std::process::Command::new("nsenter")
-            .arg(format!("--mount=/proc/{pid}/ns/mnt"))
-            .args(["--", "mount", "--bind", "-o", "ro"])
-            .arg(&source)
-            .arg(&target)
-            .output()
-            .map_err(|e| format!("running nsenter: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mounting {} at {inside} in container {}: {}",
-                source.display(),
-                state.id,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The container's root filesystem, from the bundle's config.json (`root.path`, absolute or
-/// relative to the bundle).
-fn rootfs(state: &OciState) -> Result<PathBuf, String> {
-    #[derive(Deserialize)]
-    struct Root {
-        path: PathBuf,
-    }
-    #[derive(Deserialize)]
-    struct Spec {
-        root: Root,
-    }
-    let bundle = state
-        .bundle
-        .as_ref()
-        .ok_or("the OCI state names no bundle")?;
-    let raw = std::fs::read(bundle.join("config.json"))
-        .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
-    let spec: Spec = serde_json::from_slice(&raw)
-        .map_err(|e| format!("{}/config.json: {e}", bundle.display()))?;
-    Ok(if spec.root.path.is_absolute() {
-        spec.root.path
-    } else {
-        bundle.join(spec.root.path)
-    })
-}
-
-/// `inside` (an absolute path such as `/etc/cf-instance-credentials`) under `rootfs`, each
-/// directory on the way made if missing (0755) and refused if it is anything but a directory:
-/// a symlink planted by the image is never followed.
-fn mount_point(rootfs: &Path, inside: &str) -> Result<PathBuf, String> {
-    use std::os::unix::fs::DirBuilderExt;
-    let mut at = rootfs.to_path_buf();
-    for part in Path::new(inside).components().skip(1) {
-        let std::path::Component::Normal(name) = part else {
-            return Err(format!("{inside}: not a plain path"));
-        };
-        at.push(name);
-        match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.file_type().is_dir() => {}
-            Ok(_) => {
-                return Err(format!(
-                    "the image has something other than a directory at {} (a symlink is never followed); not mounting the identity there",
-                    at.strip_prefix(rootfs).unwrap_or(&at).display()
-                ))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
-                .mode(0o755)
-                .create(&at)
-                .map_err(|e| format!("creating {}: {e}", at.display()))?,
-            Err(e) => return Err(format!("{}: {e}", at.display())),
-        }
-    }
-    Ok(at)
-}
-
 /// `poststop`: the placement, the sidecar and the directory go.
 pub async fn detach(cfg: &HookConfig, state: &OciState) -> Result<(), String> {
     let dir = cfg.container_dir(&state.id);
@@ -621,31 +366,6 @@ pub fn hook_files(hook_bin: &Path, config: &Path) -> Vec<(&'static str, serde_js
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn identity_mount_points_are_made_in_the_root_and_never_through_a_symlink() {
-        let t = tempfile::tempdir().unwrap();
-        let root = t.path().join("rootfs");
-        std::fs::create_dir(&root).unwrap();
-        // Missing: made, inside the root.
-        let at = mount_point(&root, "/etc/cf-instance-credentials").unwrap();
-        assert_eq!(at, root.join("etc/cf-instance-credentials"));
-        assert!(at.is_dir());
-        // An image whose /etc/cf-system-certificates points at the host's /etc (the attack):
-        // refused, and nothing made outside the root.
-        let outside = t.path().join("host-etc");
-        std::fs::create_dir(&outside).unwrap();
-        std::os::unix::fs::symlink(&outside, root.join("etc/cf-system-certificates")).unwrap();
-        let e = mount_point(&root, "/etc/cf-system-certificates").unwrap_err();
-        assert!(e.contains("symlink is never followed"), "{e}");
-        // So is a symlinked /etc on the way.
-        let root2 = t.path().join("rootfs2");
-        std::fs::create_dir(&root2).unwrap();
-        std::os::unix::fs::symlink(&outside, root2.join("etc")).unwrap();
-        assert!(mount_point(&root2, "/etc/cf-instance-credentials").is_err());
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
-    }
-
     use super::*;
 
     #[test]
