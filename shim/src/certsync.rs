@@ -17,13 +17,6 @@ use crate::store::ContainerRecord;
 /// seconds, as the last check found them; 0: none), for the agent's metrics.
 pub static SOONEST_EXPIRY: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
-/// When the certificate `file` in `dir` expires (Unix seconds), if there is one.
-fn expiry(dir: &Path, file: &str) -> Option<i64> {
-    let pem = std::fs::read(dir.join(file)).ok()?;
-    let der = c2c_certs::info::first_der_from_pem(&pem).ok()?;
-    Some(c2c_certs::CertInfo::from_der(&der).ok()?.not_after)
-}
-
 /// How often certificates and identities are checked for age between views.
 pub(crate) const CERT_CHECK: Duration = Duration::from_secs(2);
 
@@ -41,25 +34,30 @@ pub fn cert_reason(
         desired,
         now_unix,
     )
+    .0
 }
 
-/// [`cert_reason`] for the pair named `files` in `dir`.
+/// [`cert_reason`] for the pair named `files` in `dir`, with when the certificate there
+/// expires (Unix seconds), if there is one: one read serves both.
 fn pair_reason(
     dir: &Path,
     (cert_file, key_file): (&str, &str),
     desired: &c2c_certs::SanSet,
     now_unix: i64,
-) -> Option<&'static str> {
+) -> (Option<&'static str>, Option<i64>) {
     let current = c2c_certs::pair::read_pair_named(dir, cert_file, key_file)
         .ok()
         .and_then(|(cert, _)| c2c_certs::info::first_der_from_pem(&cert).ok())
         .and_then(|der| c2c_certs::CertInfo::from_der(&der).ok());
     match current {
-        None => Some("missing"),
-        Some(info) => c2c_certs::needs_reissue(&info, desired, now_unix).map(|r| match r {
-            c2c_certs::ReissueReason::SansChanged => "routes changed",
-            c2c_certs::ReissueReason::Aging => "aging",
-        }),
+        None => (Some("missing"), None),
+        Some(info) => (
+            c2c_certs::needs_reissue(&info, desired, now_unix).map(|r| match r {
+                c2c_certs::ReissueReason::SansChanged => "routes changed",
+                c2c_certs::ReissueReason::Aging => "aging",
+            }),
+            Some(info.not_after),
+        ),
     }
 }
 
@@ -81,17 +79,6 @@ pub(crate) async fn sync_certs(
         let Some(dir) = rec.cert_dir.as_deref().map(PathBuf::from) else {
             continue;
         };
-        // As the last pass left them (a certificate re-issued now counts at the next).
-        let identity = c2c_api::layout::identity_dir(&dir);
-        for at in [
-            expiry(&dir, c2c_certs::pair::CERT_FILE),
-            expiry(&identity, c2c_certs::identity::CERT_FILE),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            soonest = Some(soonest.map_or(at, |s| s.min(at)));
-        }
         let Some(guid) = rec.instance_guid.clone() else {
             continue;
         };
@@ -109,8 +96,18 @@ pub(crate) async fn sync_certs(
             continue;
         };
         sync_access(&dir, view, inst).await;
-        sync_identity(client, cell, &dir, inst, now).await;
-        let Some(reason) = cert_reason(&dir, &desired, now) else {
+        let identity_expiry = sync_identity(client, cell, &dir, inst, now).await;
+        let (reason, cert_expiry) = pair_reason(
+            &dir,
+            (c2c_certs::pair::CERT_FILE, c2c_certs::pair::KEY_FILE),
+            &desired,
+            now,
+        );
+        // As this pass found them (a certificate re-issued now counts at the next).
+        for at in [identity_expiry, cert_expiry].into_iter().flatten() {
+            soonest = Some(soonest.map_or(at, |s| s.min(at)));
+        }
+        let Some(reason) = reason else {
             continue;
         };
         let started = Instant::now();
@@ -147,35 +144,37 @@ pub(crate) async fn sync_certs(
 /// Keeps an instance's identity (CF_INSTANCE_CERT: `instance.crt`, `instance.key`) current in
 /// the identity dir beside its sidecar's cert dir, and the platform root in the
 /// system-certificates dir: a key made here, a CSR, control's signature, an atomic write in
-/// place (the app and the sidecar keep running), re-issued at 2/3 of its life.
+/// place (the app and the sidecar keep running), re-issued at 2/3 of its life. Returns when the
+/// identity this check found expires, if there was one.
 async fn sync_identity(
     client: &Client,
     cell: &str,
     cert_dir: &Path,
     inst: &c2c_api::Instance,
     now: i64,
-) {
+) -> Option<i64> {
     use c2c_certs::identity::{CERT_FILE, KEY_FILE, ROOT_FILE};
     let dir = c2c_api::layout::identity_dir(cert_dir);
     let Ok(desired) = c2c_certs::SanSet::new([inst.guid.as_str()], [IpAddr::V4(inst.ip)]) else {
         warn!(instance = %inst.guid, "instance GUID is not a DNS name; no identity");
-        return;
+        return None;
     };
-    let Some(reason) = pair_reason(&dir, (CERT_FILE, KEY_FILE), &desired, now) else {
-        return;
+    let (reason, expiry) = pair_reason(&dir, (CERT_FILE, KEY_FILE), &desired, now);
+    let Some(reason) = reason else {
+        return expiry;
     };
     let (key_pem, csr_pem) = match c2c_certs::ca::new_key_and_csr() {
         Ok(x) => x,
         Err(error) => {
             warn!(%error, "making a key and CSR failed");
-            return;
+            return expiry;
         }
     };
     let signed = match client.sign_identity(cell, &inst.guid, &csr_pem).await {
         Ok(s) => s,
         Err(error) => {
             warn!(%error, instance = %inst.guid, "identity signing failed");
-            return;
+            return expiry;
         }
     };
     let system = c2c_api::layout::system_certs_dir(cert_dir);
@@ -203,6 +202,7 @@ async fn sync_identity(
         Ok(Err(error)) => warn!(%error, dir = %dir.display(), "writing the identity failed"),
         Err(error) => warn!(%error, "identity task failed"),
     }
+    expiry
 }
 
 /// Writes what the sidecar of `inst` needs to decide on callers ([`c2c_api::access`]) into its
