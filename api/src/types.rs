@@ -621,6 +621,16 @@ pub struct FlowEnd {
     pub app_guid: Option<String>,
 }
 
+impl FlowEnd {
+    /// `IP:PORT`, or the bare IP where there is no port (ICMP).
+    pub fn address(&self) -> String {
+        match self.port {
+            Some(p) => format!("{}:{p}", self.ip),
+            None => self.ip.to_string(),
+        }
+    }
+}
+
 /// A flow a cell's rules logged: a traffic-log line (see the agent's traffic log), as the cell
 /// reported it to control.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -136,10 +136,7 @@ async fn gather(
 }
 
 fn end(e: &FlowEnd) -> String {
-    let at = match e.port {
-        Some(p) => format!("{}:{p}", e.ip),
-        None => e.ip.to_string(),
-    };
+    let at = e.address();
     match &e.app {
         Some(app) => format!("{app} ({at})"),
         None => at,

@@ -473,9 +473,7 @@ async fn app_page(ctx: &Ctx, caller: &Caller, name: &str) -> Page {
     }
     body.push_str("</table><h2>Recent flows</h2><table><tr><th>time</th><th>from</th><th>to</th><th>verdict</th><th>cell</th></tr>");
     let end = |e: &c2c_api::types::FlowEnd| {
-        let at = e
-            .port
-            .map_or_else(|| e.ip.to_string(), |p| format!("{}:{p}", e.ip));
+        let at = e.address();
         match &e.app {
             Some(a) => format!("{} ({})", app_link(a), esc(&at)),
             None => esc(&at),
