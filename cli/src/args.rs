@@ -290,15 +290,20 @@ pub(crate) enum Command {
     },
     /// Remove the local platform: no namespace, link, rule or process of ours remains.
     Down,
-    /// Prove by traffic that the local platform enforces what it says (needs root): places
-    /// two probe apps (c2c-check-a on the first cell, c2c-check-b on the first two), checks
-    /// default deny within and across cells, that a policy opens exactly its port one way on
-    /// every cell (and how long each cell took), the cells' DNS, TLS on 61443 against the
-    /// platform CA, a route mapped to a running sidecar, and that removing the policy closes
-    /// the path; then removes the probes (also on failure or Ctrl-C). It uses the state dir's
-    /// token: creating and deleting its probe apps, placing instances, adding policies and
-    /// mapping routes (a network.write token granted the default space will do). Exits 1 if
-    /// any check fails, with the reason on its line.
+    /// Prove by traffic that the local platform enforces what it says (needs root: it enters
+    /// the probes' namespaces). Places two probe apps in a space of their own,
+    /// c2c-check/probes (c2c-check-a on the first cell, c2c-check-b on the first two), and
+    /// checks default deny (TCP and UDP) within and across cells, that a policy opens exactly
+    /// its protocol and port one way on every cell (and how long each cell took), host ports,
+    /// security-group egress (a group of its own, c2c-check-egress, bound to the probe space
+    /// only), the cells' DNS, TLS on 61443 against the platform CA, a route mapped to a running
+    /// sidecar, client identity, and that removing the policy closes the path; then removes
+    /// what it made (also on failure or Ctrl-C; the empty probe space stays). It acts with the
+    /// state dir's token. The admin's does everything; a token scoped to c2c-check/probes
+    /// (`c2c token create NAME --space c2c-check/probes`, once an admin made the space) does
+    /// all but `egress`, which creates a security group: skip it (`--skip egress`). It never
+    /// touches another space's apps, or a group of that name it did not make. Exits 1 if any
+    /// check fails, with the reason on its line.
     Check {
         /// Print one JSON object: {"ok", "ms", "checks": [{"name", "ok", "ms", "reason", "detail"}]}.
         #[arg(long)]

@@ -2,7 +2,10 @@
 //! JSON a script reads) and leaves nothing behind; with a destination's certificate directory
 //! made immutable, route-hot names the stale certificate; with a cell's rules removed by hand while its
 //! agent is stopped (so nothing puts them back), it fails, naming the cell and what it saw:
-//! default deny broken there, and a policy change that cell never applied.
+//! default deny broken there, and a policy change that cell never applied. Its own security
+//! group: a group of that name it did not make is left alone (and the check says so), a group
+//! bound to every space that opens egress fails `egress`, and a token scoped to the probe
+//! space runs every check but `egress`, which it is told to skip.
 
 use std::process::Command;
 
@@ -42,17 +45,97 @@ fn root_check_passes_on_a_fresh_platform_and_names_a_broken_cell() {
 
     // A fresh platform: every check passes, and the probes are gone afterwards.
     let all = checks(&ok(dir, &["check", "--json"]));
-    assert_eq!(all.len(), 12, "{all:?}");
+    assert_eq!(all.len(), 15, "{all:?}");
     for c in &all {
         assert_eq!(c["ok"], true, "{c}");
     }
+    let detail = |name: &str| by_name(&all, name)["detail"].as_str().unwrap().to_string();
+    assert!(detail("deny-cross-cell").contains("on cell2:8080: refused"));
     assert!(
-        by_name(&all, "deny-cross-cell")["detail"]
-            .as_str()
-            .unwrap()
-            .contains("on cell2:8080: refused"),
+        detail("deny-udp").contains("c2c-check-b/1 on cell2: "),
         "{all:?}"
     );
+    assert!(
+        detail("policy-protocol").contains(
+            "a udp policy: c2c-check-a/0 on cell1 -> c2c-check-b:8080/udp open on every cell"
+        ),
+        "{all:?}"
+    );
+    // Egress from the cell's underlay address (cell1 is 192.0.2.1), the other port refused.
+    assert!(
+        detail("egress").contains("(seen from 192.0.2.1)"),
+        "{all:?}"
+    );
+    assert!(detail("egress").contains("stayed refused"), "{all:?}");
+    assert_eq!(probe_apps(dir), 0);
+    assert!(
+        !ok(dir, &["security-groups"]).contains("c2c-check-egress"),
+        "the check's group is gone"
+    );
+
+    // A group of the check's name that the check did not make: left alone, and said.
+    let rules = dir.join("open.json");
+    std::fs::write(
+        &rules,
+        r#"[{"protocol":"all","destination":"0.0.0.0-255.255.255.255"}]"#,
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap();
+    ok(dir, &["create-security-group", "c2c-check-egress", rules]);
+    let o = c2c(dir, &["check", "--json", "--only", "egress"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let theirs = checks(&String::from_utf8_lossy(&o.stdout));
+    let reason = by_name(&theirs, "egress")["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("that the check did not make"), "{reason}");
+    assert!(ok(dir, &["security-groups"]).contains("c2c-check-egress"));
+    ok(dir, &["delete-security-group", "c2c-check-egress", "-f"]);
+
+    // A group bound to every space opens egress before the check's own: egress fails.
+    ok(dir, &["create-security-group", "open-all", rules]);
+    ok(dir, &["bind-running-security-group", "open-all"]);
+    let o = c2c(dir, &["check", "--json", "--only", "egress"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let open = checks(&String::from_utf8_lossy(&o.stdout));
+    let reason = by_name(&open, "egress")["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.contains("before any security group of the check's"),
+        "{reason}"
+    );
+    ok(dir, &["delete-security-group", "open-all", "-f"]);
+
+    // A token scoped to the probe space (made by the admin's first run): every check but
+    // egress passes; egress says what it lacks.
+    let created = ok(
+        dir,
+        &["token", "create", "checker", "--space", "c2c-check/probes"],
+    );
+    let token: String = created.chars().take(64).collect();
+    let narrow = |args: &[&str]| {
+        Command::new(c2c_integration::bin("c2c"))
+            .arg("--state-dir")
+            .arg(dir)
+            .args(args)
+            .env("C2C_TOKEN", &token)
+            .output()
+            .unwrap()
+    };
+    let o = narrow(&["check", "--json", "--skip", "egress"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(checks(&String::from_utf8_lossy(&o.stdout)).len(), 14);
+    let o = narrow(&["check", "--json", "--only", "egress"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let denied = checks(&String::from_utf8_lossy(&o.stdout));
+    let reason = by_name(&denied, "egress")["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(reason.contains("--skip egress"), "{reason}");
     assert_eq!(probe_apps(dir), 0);
 
     // --only runs what it names; --keep leaves the probes for the next run.
@@ -121,6 +204,14 @@ fn root_check_passes_on_a_fresh_platform_and_names_a_broken_cell() {
             .unwrap()
             .contains("cell2 does not enforce default deny"),
         "{deny}"
+    );
+    let udp = by_name(&broken, "deny-udp");
+    assert!(
+        udp["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cell2 does not enforce default deny for udp"),
+        "{udp}"
     );
     let removed = by_name(&broken, "policy-removed");
     assert!(

@@ -15,7 +15,7 @@ fn checks(out: &str) -> Vec<serde_json::Value> {
 
 fn all_pass(out: &str) {
     let all = checks(out);
-    assert_eq!(all.len(), 12, "{all:?}");
+    assert_eq!(all.len(), 15, "{all:?}");
     for c in &all {
         assert_eq!(c["ok"], true, "{c}");
     }

@@ -4,9 +4,11 @@
 //! With `--mtls-listen`, it also terminates TLS itself with its own platform identity
 //! (CF_INSTANCE_CERT, CF_INSTANCE_KEY) and requires callers' identities, verified against the
 //! platform root in CF_SYSTEM_CERT_PATH: Cloud Foundry's "manual" option, with no sidecar.
+//! On the same port over UDP it answers each datagram with the same line, cut to the
+//! datagram's length (an answer is never larger than what asked for it: no amplification).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -33,6 +35,9 @@ pub fn run(name: &str, index: u32, listen: SocketAddr, mtls: Option<SocketAddr>)
             }
         });
     }
+    let udp = UdpSocket::bind(listen).with_context(|| format!("binding {listen}/udp"))?;
+    let echo = hello.clone();
+    std::thread::spawn(move || udp_echo(&udp, &echo));
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let hello = hello.clone();
@@ -41,6 +46,30 @@ pub fn run(name: &str, index: u32, listen: SocketAddr, mtls: Option<SocketAddr>)
         });
     }
     Ok(())
+}
+
+/// Answers each datagram with `hello`, cut to the datagram's length.
+fn udp_echo(udp: &UdpSocket, hello: &str) {
+    let mut buf = [0u8; 512];
+    loop {
+        let Ok((n, from)) = udp.recv_from(&mut buf) else {
+            continue;
+        };
+        let answer = &hello.as_bytes()[..n.min(hello.len())];
+        let _ = udp.send_to(answer, from);
+    }
+}
+
+/// One datagram to `to` and its answer (what `nc -u` in the container would do), or the
+/// error: no answer within the timeout, or refused (an ICMP port unreachable).
+pub fn udp_get(to: SocketAddr) -> std::io::Result<String> {
+    let s = UdpSocket::bind(("0.0.0.0", 0))?;
+    s.connect(to)?;
+    s.set_read_timeout(Some(Duration::from_millis(500)))?;
+    s.send(&[b'?'; 128])?;
+    let mut buf = [0u8; 512];
+    let n = s.recv(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 fn handle(mut conn: TcpStream, hello: &str) -> std::io::Result<()> {

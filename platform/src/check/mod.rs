@@ -1,10 +1,13 @@
 //! `c2c check`: proves, by traffic, that a live local platform enforces what it says. It puts
-//! two probe apps on the cells (`c2c-check-a` on the first cell; `c2c-check-b` with one
-//! instance per cell, up to two), then checks default deny within and across cells, that a
-//! policy opens exactly its port in one direction on every cell (and how long each took), the
-//! cells' `apps.internal` DNS, TLS on 61443 verified against the platform CA, a route mapped to
-//! the running sidecar, and that removing the policy closes the path again. Everything it made
-//! goes at the end, also on failure or Ctrl-C, unless `--keep` (a later run reuses the probes).
+//! two probe apps on the cells, in a space of their own (`c2c-check/probes`: `c2c-check-a` on
+//! the first cell; `c2c-check-b` with one instance per cell, up to two), then checks default
+//! deny (TCP and UDP) within and across cells, that a policy opens exactly its protocol and
+//! port in one direction on every cell (and how long each took), host ports, security-group
+//! egress (a group of the check's own, bound to the probe space only), the cells'
+//! `apps.internal` DNS, TLS on 61443 verified against the platform CA, a route mapped to the
+//! running sidecar, client identity, and that removing the policy closes the path again.
+//! Everything it made goes at the end, also on failure or Ctrl-C, unless `--keep` (a later
+//! run reuses the probes); the empty probe space stays, as a system space does.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,17 +23,25 @@ use super::instance::{self, InstanceInfo, PushArgs};
 use super::{Paths, PlatformInfo};
 
 mod dns;
+mod egress;
 mod report;
 mod traffic;
 
 use dns::dns;
+use egress::egress;
 use report::Report;
-use traffic::{converge, host_ports, identity, refused, route_hot, tls};
+use traffic::{converge, host_ports, identity, refused, route_hot, tls, udp_refused, Probe};
 
 /// The probe apps.
 pub const PROBE_A: &str = "c2c-check-a";
 /// The probe apps' destination.
 pub const PROBE_B: &str = "c2c-check-b";
+/// The probes' org: theirs alone, so nothing the check binds to it reaches another app.
+pub const PROBE_ORG: &str = "c2c-check";
+/// The probes' space in [`PROBE_ORG`].
+pub const PROBE_SPACE: &str = "probes";
+/// The check's security group, bound to the probe space only, while `egress` runs.
+pub const PROBE_ASG: &str = "c2c-check-egress";
 /// The route mapped to the running destination while the checks run.
 const EXTRA_ROUTE: &str = "c2c-check-b-mapped";
 
@@ -39,10 +50,13 @@ pub const CHECKS: &[&str] = &[
     "probes",
     "deny-same-cell",
     "deny-cross-cell",
+    "deny-udp",
     "policy-enforced",
     "policy-exact-port",
     "policy-one-way",
+    "policy-protocol",
     "host-ports",
+    "egress",
     "dns",
     "tls",
     "route-hot",
@@ -130,19 +144,19 @@ pub fn run(state_dir: &Path, opts: &Options) -> Result<bool> {
 /// The checks after the probes, in order; a check whose premise failed is reported as not run.
 fn checks(state_dir: &Path, p: &Probes, r: &mut Report, stop: &AtomicBool) {
     let client = super::client(state_dir);
-    let policy = |port: u16| -> Result<Policy> {
+    let policy = |protocol: Protocol, port: u16| -> Result<Policy> {
         let c = client.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let rt = rt()?;
         Ok(Policy {
             source: rt.block_on(c.app(PROBE_A))?.guid,
             destination: rt.block_on(c.app(PROBE_B))?.guid,
-            protocol: Protocol::Tcp,
+            protocol,
             ports: PortRange::single(port).map_err(anyhow::Error::msg)?,
         })
     };
-    let set = |port: u16, add: bool| -> Result<()> {
+    let set_as = |protocol: Protocol, port: u16, add: bool| -> Result<()> {
         let c = client.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        let pol = policy(port)?;
+        let pol = policy(protocol, port)?;
         let rt = rt()?;
         if add {
             rt.block_on(c.add_policies(&[pol]))?;
@@ -151,9 +165,11 @@ fn checks(state_dir: &Path, p: &Probes, r: &mut Report, stop: &AtomicBool) {
         }
         Ok(())
     };
+    let set = |port: u16, add: bool| set_as(Protocol::Tcp, port, add);
     // A clean start: no policy between the probes (a --keep run may have left none, a crash one).
     let _ = set(8080, false);
     let _ = set(61443, false);
+    let _ = set_as(Protocol::Udp, 8080, false);
     let halt = || stop.load(Ordering::SeqCst);
     let a = &p.a;
     let b0 = &p.b[0];
@@ -164,18 +180,34 @@ fn checks(state_dir: &Path, p: &Probes, r: &mut Report, stop: &AtomicBool) {
         }
         None => r.passed_as("deny-cross-cell", "skipped: the platform has one cell"),
     }
+    r.step_if(!halt(), "deny-udp", || udp_refused(a, &p.b, 8080));
     let enforced = r.step_if(!halt(), "policy-enforced", || {
         set(8080, true)?;
-        converge(a, &p.b, 8080, true, stop)
+        converge(a, &p.b, 8080, Probe::Tcp, true, stop)
     });
     if enforced.is_some() {
         r.step_if(!halt(), "policy-exact-port", || refused(a, b0, 61443));
         r.step_if(!halt(), "policy-one-way", || refused(b0, a, 8080));
+        r.step_if(!halt(), "policy-protocol", || {
+            // The tcp policy leaves UDP shut; a udp policy opens it, and closes it once gone.
+            let shut = udp_refused(a, &p.b, 8080)?;
+            set_as(Protocol::Udp, 8080, true)?;
+            let opened = converge(a, &p.b, 8080, Probe::Udp, true, stop);
+            let removed = set_as(Protocol::Udp, 8080, false);
+            let opened = opened?;
+            removed?;
+            let closed = converge(a, &p.b, 8080, Probe::Udp, false, stop)?;
+            Ok(format!(
+                "with the tcp policy only: {shut}; a udp policy: {opened}; removed: {closed}"
+            ))
+        });
     } else {
         r.not_run("policy-exact-port", "the policy was not enforced");
         r.not_run("policy-one-way", "the policy was not enforced");
+        r.not_run("policy-protocol", "the policy was not enforced");
     }
     r.step_if(!halt(), "host-ports", || host_ports(p));
+    r.step_if(!halt(), "egress", || egress(state_dir, p, stop));
     r.step_if(!halt(), "dns", || dns(p));
     let tls = r.step_if(!halt(), "tls", || {
         set(61443, true)?;
@@ -191,7 +223,7 @@ fn checks(state_dir: &Path, p: &Probes, r: &mut Report, stop: &AtomicBool) {
     r.step_if(!halt(), "policy-removed", || {
         set(8080, false)?;
         set(61443, false)?;
-        converge(a, &p.b, 8080, false, stop)
+        converge(a, &p.b, 8080, Probe::Tcp, false, stop)
     });
 }
 
@@ -200,7 +232,15 @@ fn checks(state_dir: &Path, p: &Probes, r: &mut Report, stop: &AtomicBool) {
 fn probes(state_dir: &Path, info: PlatformInfo) -> Result<(Probes, String)> {
     let cells: Vec<String> = info.cells.iter().take(2).map(|c| c.name.clone()).collect();
     let want_b = cells.len() as u32;
+    let space = probe_space(state_dir)?;
+    let c = super::client(state_dir)?;
     let running = |app: &str, n: usize| -> Option<Vec<InstanceInfo>> {
+        // Only probes in the probe space are reused (one an older check left in another space
+        // would put the check's security group out of reach of them).
+        let placed = rt().ok()?.block_on(c.app(app)).ok()?;
+        if space.as_ref().is_some_and(|s| placed.space != *s) {
+            return None;
+        }
         let found = instance::instances(state_dir, Some(app)).ok()?;
         let states = super::lifecycle::local_states(state_dir);
         (found.len() == n
@@ -223,8 +263,8 @@ fn probes(state_dir: &Path, info: PlatformInfo) -> Result<(Probes, String)> {
                         no_route: false,
                         cell: cell.map(str::to_string),
                         command: None,
-                        org: None,
-                        space: None,
+                        org: Some(PROBE_ORG.into()),
+                        space: Some(PROBE_SPACE.into()),
                         host_ports: instance::DEFAULT_HOST_PORTS,
                         quiet: true,
                     },
@@ -265,8 +305,46 @@ fn probes(state_dir: &Path, info: PlatformInfo) -> Result<(Probes, String)> {
     ))
 }
 
-/// Deletes the probe apps (instances, routes, policies), if there are any.
+/// The probe space's GUID, made (with its org) if missing; None for a token that may not list
+/// spaces (one scoped to the probe space, which an admin made: every app it sees is there).
+fn probe_space(state_dir: &Path) -> Result<Option<String>> {
+    let c = super::client(state_dir)?;
+    let rt = rt()?;
+    match rt.block_on(c.spaces(Some(PROBE_ORG))) {
+        Ok(spaces) => {
+            if let Some(s) = spaces.into_iter().find(|s| s.name == PROBE_SPACE) {
+                return Ok(Some(s.guid));
+            }
+        }
+        Err(c2c_api::client::ClientError::Status { status, .. })
+            if status == c2c_api::client::StatusCode::FORBIDDEN =>
+        {
+            return Ok(None)
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e).context("listing the probe org's spaces"),
+    }
+    let orgs = rt.block_on(c.orgs()).context("listing orgs")?;
+    if !orgs.iter().any(|o| o.name == PROBE_ORG) {
+        rt.block_on(c.create_org(PROBE_ORG))
+            .with_context(|| format!("creating the probe org {PROBE_ORG}"))?;
+    }
+    let spaces = rt.block_on(c.spaces(Some(PROBE_ORG)))?;
+    let space = match spaces.into_iter().find(|s| s.name == PROBE_SPACE) {
+        Some(s) => s,
+        None => rt
+            .block_on(c.create_space(PROBE_ORG, PROBE_SPACE))
+            .with_context(|| format!("creating the probe space {PROBE_ORG}/{PROBE_SPACE}"))?,
+    };
+    Ok(Some(space.guid))
+}
+
+/// Deletes the probe apps (instances, routes, policies) and the check's security group, if
+/// there are any.
 fn remove_probes(state_dir: &Path) -> Result<()> {
+    if let Ok(c) = super::client(state_dir) {
+        egress::remove_group(&c, &rt()?)?;
+    }
     for app in [PROBE_A, PROBE_B] {
         let here = !instance::instances(state_dir, Some(app))?.is_empty();
         let placed = super::client(state_dir)

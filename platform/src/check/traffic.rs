@@ -44,12 +44,72 @@ pub(super) fn refused(from: &InstanceInfo, to: &InstanceInfo, port: u16) -> Resu
     }
 }
 
+/// How a probe reaches a port: a TCP connection and a request, or a UDP datagram answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Probe {
+    Tcp,
+    Udp,
+}
+
+impl Probe {
+    fn reaches(self, from: &InstanceInfo, to: &InstanceInfo, port: u16) -> Result<bool> {
+        Ok(match self {
+            Probe::Tcp => connect(from, to, port)?.is_ok(),
+            Probe::Udp => datagram(from, to, port)?.is_ok(),
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Probe::Tcp => "tcp",
+            Probe::Udp => "udp",
+        }
+    }
+}
+
+/// `from` -> `to`:port over UDP: the app's answer, or the error (no answer, or refused).
+fn datagram(from: &InstanceInfo, to: &InstanceInfo, port: u16) -> Result<std::io::Result<String>> {
+    instance::udp_get(&from.netns, SocketAddr::new(to.ip.into(), port))
+}
+
+/// No datagram from `from` to any of `to` on `port`/udp is answered: no policy allows it.
+pub(super) fn udp_refused(from: &InstanceInfo, to: &[InstanceInfo], port: u16) -> Result<String> {
+    let mut seen = vec![];
+    for b in to {
+        match datagram(from, b, port)? {
+            Ok(answer) => bail!(
+                "{} had an answer from {}:{port}/udp with no udp policy allowing it ({:?}): {} does not enforce default deny for udp",
+                name(from),
+                name(b),
+                answer.trim(),
+                b.cell
+            ),
+            Err(e) => seen.push(format!(
+                "{}: {}",
+                name(b),
+                match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => "refused".to_string(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut =>
+                        "no answer in 500 ms".to_string(),
+                    _ => e.to_string(),
+                }
+            )),
+        }
+    }
+    Ok(format!(
+        "{} -> :{port}/udp: {}",
+        name(from),
+        seen.join(", ")
+    ))
+}
+
 /// Waits until `a` reaches every one of `to` on `port` (`open`) or none (`!open`), each within
 /// [`CONVERGE`]; says how long each cell took.
 pub(super) fn converge(
     a: &InstanceInfo,
     to: &[InstanceInfo],
     port: u16,
+    how: Probe,
     open: bool,
     stop: &AtomicBool,
 ) -> Result<String> {
@@ -57,16 +117,17 @@ pub(super) fn converge(
     let mut took = vec![];
     for b in to {
         loop {
-            let reached = connect(a, b, port)?.is_ok();
+            let reached = how.reaches(a, b, port)?;
             if reached == open {
                 took.push(format!("{} {} ms", b.cell, t.elapsed().as_millis()));
                 break;
             }
             if t.elapsed() > CONVERGE || stop.load(Ordering::SeqCst) {
                 bail!(
-                    "{} -> {}:{port} still {} {} s after the change: {} has not applied it (is its agent running? `c2c cells`)",
+                    "{} -> {}:{port}/{} still {} {} s after the change: {} has not applied it (is its agent running? `c2c cells`)",
                     name(a),
                     name(b),
+                    how.name(),
                     if open { "refused" } else { "open" },
                     CONVERGE.as_secs(),
                     b.cell
@@ -76,8 +137,9 @@ pub(super) fn converge(
         }
     }
     Ok(format!(
-        "{} -> {PROBE_B}:{port} {} on every cell: {}",
+        "{} -> {PROBE_B}:{port}/{} {} on every cell: {}",
         name(a),
+        how.name(),
         if open { "open" } else { "closed" },
         took.join(", ")
     ))

@@ -478,3 +478,8 @@ pub fn http_get(ns: &str, to: SocketAddr, path: &str) -> Result<std::io::Result<
     let path = path.to_string();
     in_netns(ns, move || super::demo_app::get(to, &path))
 }
+
+/// One UDP datagram from inside namespace `ns` and its answer (the demo app echoes on its port).
+pub fn udp_get(ns: &str, to: SocketAddr) -> Result<std::io::Result<String>> {
+    in_netns(ns, move || super::demo_app::udp_get(to))
+}
