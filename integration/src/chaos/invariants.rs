@@ -18,6 +18,8 @@ pub struct Report {
     pub probes: u64,
     /// Policy changes control acknowledged.
     pub changes: u64,
+    /// TLS probes sent to the sidecar, and how many were not served.
+    pub tls_probes: (u64, u64),
     /// Probes that disagreed with the policy outside every window (goal: none).
     pub violations: Vec<String>,
     /// Milliseconds from a change's acknowledgement to its first probe agreeing, per cell.
@@ -54,6 +56,10 @@ impl Report {
             self.app_cycles,
             self.violations.len()
         );
+        out.push_str(&format!(
+            "  TLS to dst's sidecar: {} probes, {} not served (all inside a sidecar kill's or cell2 partition's window, or counted below)\n",
+            self.tls_probes.0, self.tls_probes.1
+        ));
         for (k, n) in &self.faults {
             out.push_str(&format!(
                 "  fault {k}: {n} injected; converged after healing p50 {} p99 {}\n",
@@ -109,6 +115,17 @@ pub(super) struct Probe {
     pub(super) open: bool,
 }
 
+/// A TLS probe to dst's sidecar on cell2: when, and whether the app behind it answered.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct TlsProbe {
+    pub(super) at: Instant,
+    pub(super) ok: bool,
+}
+
+/// The fault that kills dst's sidecar on cell2 (its agent must start it again). It excuses no
+/// probe to the app's port: only the TLS probes, until the window after it.
+pub(super) const SIDECAR_FAULT: &str = "kill9-sidecar";
+
 /// A fault on a cell (0: control, every cell's path to it), from start until healed.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Fault {
@@ -135,9 +152,9 @@ pub(super) fn check(probes: &[Probe], changes: &[Change], faults: &[Fault], repo
         Some(state)
     };
     let excused = |cell: u8, t: Instant| {
-        faults
-            .iter()
-            .any(|f| f.cell == cell && t >= f.start && t < f.healed + WINDOW)
+        faults.iter().any(|f| {
+            f.kind != SIDECAR_FAULT && f.cell == cell && t >= f.start && t < f.healed + WINDOW
+        })
     };
     for pr in probes {
         let Some(want) = expected(pr.at) else {
@@ -165,7 +182,10 @@ pub(super) fn check(probes: &[Probe], changes: &[Change], faults: &[Fault], repo
                     .push(first.at.duration_since(c.acked).as_millis() as u64);
             }
         }
-        for f in faults.iter().filter(|f| f.cell == cell || f.cell == 0) {
+        for f in faults
+            .iter()
+            .filter(|f| f.kind != SIDECAR_FAULT && (f.cell == cell || f.cell == 0))
+        {
             let state_at = |t: Instant| {
                 changes
                     .iter()
@@ -183,6 +203,38 @@ pub(super) fn check(probes: &[Probe], changes: &[Change], faults: &[Fault], repo
                     .or_default()
                     .push(first.at.duration_since(f.healed).as_millis() as u64);
             }
+        }
+    }
+}
+
+/// Every TLS probe to the sidecar must be served (its policy never changes), except within a
+/// window after the sidecar was killed or while cell2 was cut off (and the window after); how
+/// long the agent took to serve again after each kill.
+pub(super) fn check_tls(probes: &[TlsProbe], faults: &[Fault], report: &mut Report) {
+    let excused = |t: Instant| {
+        faults.iter().any(|f| {
+            (f.kind == SIDECAR_FAULT || f.cell == 2 && f.kind == "partition-cells")
+                && t >= f.start
+                && t < f.healed + WINDOW
+        })
+    };
+    report.tls_probes = (
+        probes.len() as u64,
+        probes.iter().filter(|p| !p.ok).count() as u64,
+    );
+    for pr in probes.iter().filter(|p| !p.ok && !excused(p.at)) {
+        report.violations.push(format!(
+            "TLS to dst's sidecar at {:?} not served, with its policy in place and no fault excusing it",
+            pr.at
+        ));
+    }
+    for f in faults.iter().filter(|f| f.kind == SIDECAR_FAULT) {
+        if let Some(first) = probes.iter().find(|p| p.at >= f.healed && p.ok) {
+            report
+                .healed_ms
+                .entry(f.kind)
+                .or_default()
+                .push(first.at.duration_since(f.healed).as_millis() as u64);
         }
     }
 }
@@ -240,5 +292,39 @@ mod tests {
             r.violations[1].starts_with("cell2")
                 && r.violations[1].contains("open while the policy was absent")
         );
+    }
+
+    /// The TLS checker: a probe not served is a violation unless a sidecar kill's or cell2
+    /// partition's window covers it; another cell's partition and an agent fault excuse none.
+    #[test]
+    fn the_tls_checker_excuses_only_sidecar_kills_and_cell2_cuts() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let fault = |kind, cell, ms| Fault {
+            kind,
+            cell,
+            start: at(ms),
+            healed: at(ms),
+        };
+        let faults = [
+            fault(SIDECAR_FAULT, 2, 1_000),
+            fault("partition-cells", 2, 10_000),
+            fault("partition-cells", 3, 20_000),
+            fault("kill9-agent", 2, 30_000),
+        ];
+        let probe = |ms, ok| TlsProbe { at: at(ms), ok };
+        let probes = [
+            probe(500, true),
+            probe(1_500, false),  // in the sidecar kill's window: excused
+            probe(2_000, true),   // served again 1 s after the kill
+            probe(10_500, false), // cell2 cut off: excused
+            probe(20_500, false), // cell3 cut off: not an excuse
+            probe(30_500, false), // cell2's agent killed: the sidecar must still serve
+        ];
+        let mut r = Report::default();
+        check_tls(&probes, &faults, &mut r);
+        assert_eq!(r.violations.len(), 2, "{:?}", r.violations);
+        assert_eq!(r.tls_probes, (6, 4));
+        assert_eq!(r.healed_ms[SIDECAR_FAULT], vec![1_000]);
     }
 }

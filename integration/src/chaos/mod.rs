@@ -5,7 +5,8 @@
 //! (SIGSTOP for 2 s), kills replica A (-9, then starts it again), restarts PostgreSQL as a
 //! crash would (immediate stop, 2 s down), or cuts the underlay between cell1 and another cell
 //! for 2 s (an nft table of the soak's own in that cell; this kernel has no netem, so there is
-//! no delay fault). A second churner creates apps, maps routes and policies to them and deletes
+//! no delay fault), or kills dst's sidecar on cell2 (-9; its agent must start it again: TLS
+//! probes from src go through it all the while, under a policy that never changes). A second churner creates apps, maps routes and policies to them and deletes
 //! them, all the while. An invariant checker compares every probe with the policy as control
 //! acknowledged it:
 //!
@@ -24,6 +25,7 @@
 
 mod end;
 mod invariants;
+mod sidecar;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,8 +36,9 @@ use crate::bin;
 use crate::testbed::Platform;
 use crate::topo::*;
 use end::{consistency, leaks, rss_kb};
-use invariants::{check, Change, Fault, Probe};
+use invariants::{check, check_tls, Change, Fault, Probe, TlsProbe, SIDECAR_FAULT};
 pub use invariants::{Report, WINDOW};
+use sidecar::Sidecar;
 
 /// Runs the soak for `duration`; `seed` makes the fault schedule repeatable.
 pub fn soak(duration: Duration, seed: u64) -> Report {
@@ -50,6 +53,13 @@ pub fn soak(duration: Duration, seed: u64) -> Report {
         .execute("ALTER DATABASE c2c SET synchronous_commit = on")
         .expect("synchronous_commit on");
     let (a, dst_ns, targets) = probes_placed(&p);
+    let side = Sidecar::start(
+        &p,
+        &a,
+        &dst_ns[0],
+        &format!("dst-0-{}", dst_ns[0].name),
+        targets[0].1,
+    );
     let mut report = Report::default();
     let start_rss: Vec<(String, u64)> = pids(&p)
         .into_iter()
@@ -59,8 +69,10 @@ pub fn soak(duration: Duration, seed: u64) -> Report {
     let stop = Arc::new(AtomicBool::new(false));
     let probes: Arc<Mutex<Vec<Probe>>> = Arc::default();
     let changes: Arc<Mutex<Vec<Change>>> = Arc::default();
+    let tls: Arc<Mutex<Vec<TlsProbe>>> = Arc::default();
     let began = Instant::now();
     let prober = spawn_prober(&a, targets, stop.clone(), probes.clone());
+    let tls_prober = sidecar::spawn_prober(&a, &side, stop.clone(), tls.clone());
     let cli = Cli {
         underlay: p.underlay.ns.name.clone(),
         state: p.dir.path().join("state"),
@@ -72,12 +84,13 @@ pub fn soak(duration: Duration, seed: u64) -> Report {
     };
     let churner = spawn_policy_churn(cli.clone(), seed, stop.clone(), changes.clone());
     let app_churner = spawn_app_churn(cli, stop.clone());
-    let faults = inject_faults(&mut p, duration, began, seed, &mut report);
+    let faults = inject_faults(&mut p, &side, duration, began, seed, &mut report);
 
     // The last changes settle, then everything stops.
     std::thread::sleep(WINDOW + Duration::from_secs(1));
     stop.store(true, Ordering::SeqCst);
     prober.join().unwrap();
+    tls_prober.join().unwrap();
     let stuck = churner.join().unwrap();
     let (cycles, stuck_apps) = app_churner.join().unwrap();
     report.app_cycles = cycles;
@@ -92,6 +105,7 @@ pub fn soak(duration: Duration, seed: u64) -> Report {
     report.probes = probes.len() as u64;
     report.changes = changes.len() as u64;
     check(&probes, &changes, &faults, &mut report);
+    check_tls(&tls.lock().unwrap(), &faults, &mut report);
     memory(&p, start_rss, &faults, &mut report);
     for (i, agent) in p.agents.iter_mut().enumerate() {
         if let Ok(Some(status)) = agent.child.try_wait() {
@@ -105,9 +119,11 @@ pub fn soak(duration: Duration, seed: u64) -> Report {
         }
     }
     let last = changes.last().is_some_and(|c| c.present);
+    // The churned policy as last acknowledged, and the sidecar's, which never changes.
     report
         .inconsistencies
-        .extend(consistency(p.pg.as_ref().unwrap(), last));
+        .extend(consistency(p.pg.as_ref().unwrap(), u8::from(last) + 1));
+    drop(side);
 
     // The platform goes; nothing of it may stay on the host.
     let dirs = [
@@ -120,12 +136,21 @@ pub fn soak(duration: Duration, seed: u64) -> Report {
 }
 
 /// The probe apps: `src` on cell1, `dst` serving on cell2 and cell3, each path refused (no
-/// policy yet). Returns src's namespace, dst's namespaces (they live until the platform is
+/// policy yet on 8080; the sidecar's 61443 is allowed for the whole soak, and dst has a route
+/// for its certificate). Returns src's namespace, dst's namespaces (they live until the platform is
 /// gone) and the targets by cell.
 fn probes_placed(p: &Platform) -> (Netns, Vec<Netns>, Vec<(u8, Ipv4Addr)>) {
     for app in ["src", "dst"] {
         p.c2c(&["create-app", app]);
     }
+    p.c2c(&[
+        "map-route",
+        "dst",
+        "apps.internal",
+        "--hostname",
+        sidecar::ROUTE,
+    ]);
+    p.allow("src", "dst", "tcp", "61443");
     let (a, _) = p.container(1, "src", 0);
     let mut dst_ns = vec![];
     let targets: Vec<(u8, Ipv4Addr)> = [(2u8, 0u32), (3, 1)]
@@ -284,6 +309,7 @@ fn spawn_app_churn(
 /// before the end.
 fn inject_faults(
     p: &mut Platform,
+    side: &Sidecar,
     duration: Duration,
     began: Instant,
     seed: u64,
@@ -296,6 +322,7 @@ fn inject_faults(
         "kill9-control",
         "restart-postgres",
         "partition-cells",
+        SIDECAR_FAULT,
     ];
     let mut rng = seed;
     let mut k = 0;
@@ -305,7 +332,7 @@ fn inject_faults(
         k += 1;
         let cell = 1 + (next(&mut rng) % 3) as u8;
         let start = Instant::now();
-        let fault_cell = fault(p, kind, cell);
+        let fault_cell = fault(p, side, kind, cell);
         *report.faults.entry(kind).or_default() += 1;
         faults.push(Fault {
             kind,
@@ -319,8 +346,14 @@ fn inject_faults(
 
 /// One fault of `kind` (on `cell` where it takes one), healed before it returns. Returns the
 /// cell the fault excuses (0: none).
-fn fault(p: &mut Platform, kind: &str, cell: u8) -> u8 {
+fn fault(p: &mut Platform, side: &Sidecar, kind: &str, cell: u8) -> u8 {
     match kind {
+        // Healed from the agent's side at once: the agent must start it again (the TLS
+        // probes measure how soon).
+        SIDECAR_FAULT => {
+            side.kill9();
+            2
+        }
         "kill9-agent" => {
             p.agents[cell as usize - 1].kill9();
             std::thread::sleep(Duration::from_millis(500));
