@@ -272,6 +272,7 @@ async fn sign_certificate<B: ReqBody>(
             c2c_certs::Usage::Server,
         )
         .map_err(|e| signing_failed(e, "an instance certificate"))?;
+    note_expiry(ctx, &inst.guid, false, ctx.cert_ttl).await;
     ctx.metrics.signed("route");
     info!(%cell, instance = %inst.guid, names = ?names, "certificate signed");
     Ok(typed(
@@ -282,6 +283,23 @@ async fn sign_certificate<B: ReqBody>(
             root_pem: None,
         },
     ))
+}
+
+/// Notes when what was just signed for `guid` expires (the console shows it). A failure to note
+/// it costs the cell nothing: it is logged, and the certificate goes out all the same.
+async fn note_expiry(ctx: &Ctx, guid: &str, identity: bool, ttl: std::time::Duration) {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_add(ttl)
+        .as_secs() as i64;
+    let g = guid.to_string();
+    if let Err(error) = ctx
+        .with_state(move |s| s.record_expiry(&g, identity, at))
+        .await
+    {
+        tracing::warn!(instance = %guid, %error, "noting the certificate's expiry failed");
+    }
 }
 
 /// `POST instances/GUID/identity`: the instance's identity (CF_INSTANCE_CERT); as for the
@@ -314,6 +332,7 @@ async fn sign_identity<B: ReqBody>(
         .instances
         .sign_identity_csr(&csr, &id, inst.ip.into(), ctx.identity_ttl)
         .map_err(|e| signing_failed(e, "an instance identity"))?;
+    note_expiry(ctx, &inst.guid, true, ctx.identity_ttl).await;
     ctx.metrics.signed("identity");
     info!(%cell, instance = %inst.guid, spiffe_id = %id.spiffe_id, "identity signed");
     Ok(typed(

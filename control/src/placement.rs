@@ -96,6 +96,38 @@ impl State {
         })
     }
 
+    /// Notes when the certificate (or, `identity`, the identity) control just signed for
+    /// instance `guid` expires (Unix seconds). Not a change any cell needs: no revision.
+    pub fn record_expiry(
+        &mut self,
+        guid: &str,
+        identity: bool,
+        expires_at: i64,
+    ) -> Result<(), StateError> {
+        let sql = if identity {
+            "UPDATE instances SET identity_expires_at = ? WHERE guid = ?"
+        } else {
+            "UPDATE instances SET cert_expires_at = ? WHERE guid = ?"
+        };
+        self.write(|tx| {
+            tx.execute(sql, params![expires_at, guid])?;
+            Ok(((), false))
+        })
+    }
+
+    /// Each instance's certificate and identity expiry as last signed (Unix seconds), by GUID.
+    pub fn expiries(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (Option<i64>, Option<i64>)>, StateError> {
+        let mut st = self
+            .db
+            .prepare_cached("SELECT guid, cert_expires_at, identity_expires_at FROM instances")?;
+        let rows = st.query_map([None::<&str>; 0], |r| {
+            Ok((r.get(0)?, (r.get(1)?, r.get(2)?)))
+        })?;
+        rows.collect::<Result<_, _>>()
+    }
+
     /// Removes a placed instance (the scheduler's call); true if it existed.
     pub fn remove_instance(&mut self, guid: &str) -> Result<bool, StateError> {
         self.write(|tx| {

@@ -92,7 +92,13 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
      CREATE TABLE replicas (url TEXT PRIMARY KEY, seen_at INTEGER NOT NULL);",
     // 12: what each app speaks on its port (ALPN), for both dialects.
     "ALTER TABLE apps ADD COLUMN app_protocol TEXT NOT NULL DEFAULT 'http1';",
+    // 13: when each instance's certificate and identity, as control last signed them, expire.
+    EXPIRY_MIGRATION,
 ];
+
+/// Step 13 of both dialects (Unix seconds; NULL until signed).
+const EXPIRY_MIGRATION: &str = "ALTER TABLE instances ADD COLUMN cert_expires_at BIGINT;
+     ALTER TABLE instances ADD COLUMN identity_expires_at BIGINT;";
 
 /// Step 10 of both dialects.
 const APP_SETTINGS_MIGRATION: &str =
@@ -205,4 +211,5 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
      CREATE TABLE replicas (url TEXT PRIMARY KEY, seen_at BIGINT NOT NULL);",
     // 12: what each app speaks on its port (ALPN), for both dialects.
     "ALTER TABLE apps ADD COLUMN app_protocol TEXT NOT NULL DEFAULT 'http1';",
+    EXPIRY_MIGRATION,
 ];

@@ -186,3 +186,49 @@ fn the_console_shows_each_caller_its_own_and_never_a_name_as_markup() {
     assert_eq!(code, StatusCode::OK);
     assert!(page.contains("<h1>app appa</h1>"), "{page}");
 }
+
+/// An app's page says when each instance's certificate and identity, as control signed them,
+/// expire: "not signed yet" before its cell asked, then the time left (this control signs
+/// certificates for an hour, identities for a day).
+#[test]
+fn the_app_page_shows_when_each_instance_certificate_expires() {
+    let api = Api::new();
+    let cell1 = api.cell("cell1");
+    let as_cell = |path: &str, body: serde_json::Value| {
+        api.call(Method::POST, path, None, Some(&cell1), Some(body))
+    };
+    let (code, lease) = as_cell("/v1/cells/cell1/lease", json!({"underlay_ip": "192.0.2.1"}));
+    assert_eq!(code, StatusCode::OK, "{lease}");
+    api.app("appa");
+    let (code, placed) = api.admin(
+        Method::POST,
+        "/v1/apps/appa/instances",
+        Some(json!({"cell": "cell1"})),
+    );
+    assert_eq!(code, StatusCode::CREATED, "{placed}");
+    let path = format!(
+        "/v1/cells/cell1/instances/{}",
+        placed["guid"].as_str().unwrap()
+    );
+    let confirm = json!({"app_guid": placed["app_guid"], "index": 0, "ip": "10.255.0.3"});
+    assert_eq!(
+        api.call(Method::PUT, &path, None, Some(&cell1), Some(confirm))
+            .0,
+        StatusCode::OK
+    );
+    let (_, _, before) = get(&api, Method::GET, "/apps/appa", Some(TOKEN));
+    assert_eq!(before.matches("not signed yet").count(), 2, "{before}");
+
+    for what in ["certificate", "identity"] {
+        let (_, csr) = c2c_certs::ca::new_key_and_csr().unwrap();
+        let (code, signed) = as_cell(&format!("{path}/{what}"), json!({ "csr": csr }));
+        assert_eq!(code, StatusCode::OK, "{what}: {signed}");
+    }
+    let (_, _, after) = get(&api, Method::GET, "/apps/appa", Some(TOKEN));
+    assert!(!after.contains("not signed yet"), "{after}");
+    // Read within the same minute as the signing (or the same second).
+    let cert = ["<td>in 1 h 0 min</td>", "<td>in 59 min</td>"];
+    let id = ["<td>in 1 d 0 h</td>", "<td>in 23 h 59 min</td>"];
+    assert!(cert.iter().any(|c| after.contains(c)), "{after}");
+    assert!(id.iter().any(|c| after.contains(c)), "{after}");
+}

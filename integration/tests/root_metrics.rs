@@ -186,6 +186,10 @@ fn root_prometheus_scrapes_control_and_agents() {
             up("c2c_agent_dns_queries_total{outcome=\"NXDOMAIN\",instance=\"192.0.2.1:9101\"}")
                 .first()
                 .is_some_and(|(_, v)| *v >= 1.0)
+                // The same query, by its question's type (A).
+                && up("c2c_agent_dns_questions_total{qtype=\"A\",instance=\"192.0.2.1:9101\"}")
+                    .first()
+                    .is_some_and(|(_, v)| *v >= 1.0)
         },
     );
 

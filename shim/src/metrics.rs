@@ -27,6 +27,13 @@ pub struct DnsLabel {
     pub outcome: &'static str,
 }
 
+/// A DNS question type's label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsTypeLabel {
+    /// `A`, `AAAA`, ..., or `other`.
+    pub qtype: &'static str,
+}
+
 /// Everything the agent counts.
 pub struct Metrics {
     /// The revision of control's state this cell has acted on (rules applied at it, or nothing
@@ -129,6 +136,15 @@ impl Metrics {
                 dns.get_or_create(&DnsLabel { outcome }).inc_by(n);
             }
         }
+        let types: Family<DnsTypeLabel, Counter> = Family::default();
+        for (qtype, n) in q.by_qtype() {
+            types.get_or_create(&DnsTypeLabel { qtype }).inc_by(n);
+        }
+        reg.register(
+            "dns_questions",
+            "Queries the cell's DNS took, by the question's type (A, AAAA, SRV, PTR, CNAME, TXT, SOA, ANY; any other is other)",
+            types,
+        );
         reg.register(
             "dns_queries",
             "Queries the cell's DNS took, by outcome: the response code it answered (NOERROR, NXDOMAIN, REFUSED, ...), relayed upstream, or ignored",

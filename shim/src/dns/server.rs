@@ -67,6 +67,8 @@ pub fn spawn(
 /// ignored: plain atomics on the hot path, read by the agent's metrics at a scrape.
 pub struct QueryCounts {
     rcodes: [std::sync::atomic::AtomicU64; 16],
+    /// Queries taken, by the question's type (see [`QTYPES`]; the last slot is any other).
+    qtypes: [std::sync::atomic::AtomicU64; QTYPES.len() + 1],
     /// Sent to an upstream resolver (its answer, if any, is the upstream's).
     pub relayed: std::sync::atomic::AtomicU64,
     /// Not answered: not a query, or malformed beyond an answer.
@@ -79,6 +81,7 @@ impl QueryCounts {
         const ZERO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
             rcodes: [ZERO; 16],
+            qtypes: [ZERO; QTYPES.len() + 1],
             relayed: ZERO,
             ignored: ZERO,
         }
@@ -89,6 +92,31 @@ impl QueryCounts {
         if let Some(b) = reply.get(3) {
             self.rcodes[(b & 0x0f) as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Counts a query by its question's type (read from the wire: past the 12-byte header and
+    /// the name's labels); one that has no question is not counted.
+    fn queried(&self, query: &[u8]) {
+        if let Some(t) = qtype(query) {
+            let i = QTYPES
+                .iter()
+                .position(|(code, _)| *code == t)
+                .unwrap_or(QTYPES.len());
+            self.qtypes[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Queries so far by the question's type (`A`, `AAAA`, ..., `other`), types never asked
+    /// left out.
+    pub fn by_qtype(&self) -> Vec<(&'static str, u64)> {
+        QTYPES
+            .iter()
+            .map(|(_, n)| *n)
+            .chain(["other"])
+            .zip(&self.qtypes)
+            .map(|(n, c)| (n, c.load(std::sync::atomic::Ordering::Relaxed)))
+            .filter(|(_, c)| *c > 0)
+            .collect()
     }
 
     /// Answers so far by response code name (`NOERROR`, `NXDOMAIN`, ...), codes never sent
@@ -106,6 +134,39 @@ impl QueryCounts {
             .filter(|(_, c)| *c > 0)
             .collect()
     }
+}
+
+/// The question types counted by name (a bounded label set: every other type is `other`).
+const QTYPES: [(u16, &str); 8] = [
+    (1, "A"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (12, "PTR"),
+    (5, "CNAME"),
+    (16, "TXT"),
+    (6, "SOA"),
+    (255, "ANY"),
+];
+
+/// The type of a query's first question, if it has one the wire lets us read.
+fn qtype(query: &[u8]) -> Option<u16> {
+    if query.len() < 12 || u16::from_be_bytes([query[4], query[5]]) == 0 {
+        return None;
+    }
+    let mut i = 12;
+    loop {
+        let len = *query.get(i)? as usize;
+        if len == 0 {
+            i += 1;
+            break;
+        }
+        // A compression pointer has no place in a question's name.
+        if len & 0xc0 != 0 {
+            return None;
+        }
+        i += 1 + len;
+    }
+    Some(u16::from_be_bytes([*query.get(i)?, *query.get(i + 1)?]))
 }
 
 /// What this process's DNS server has answered (see [`QueryCounts`]).
@@ -235,6 +296,7 @@ pub async fn serve(socket: UdpSocket, zone: watch::Receiver<Arc<Zone>>, upstream
             let Some(peer) = peer else { continue };
             salt = salt.wrapping_add(1);
             let query = &bufs[k][..n];
+            QUERIES.queried(query);
             let reply = match reply_fast(&z, query, upstreams.any(), salt, &mut outs[k]) {
                 Fast::Answered => {
                     QUERIES.answered(&outs[k]);
@@ -358,6 +420,7 @@ async fn tcp_connection(
             Ok(Err(e)) => return Err(e),
         };
         salt = salt.wrapping_add(1);
+        QUERIES.queried(&query);
         let z = zone.borrow().clone();
         let out = match reply(&z, &query, upstreams.any(), salt, Transport::Tcp) {
             Reply::Answer(out) => {
@@ -412,4 +475,43 @@ pub async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(msg);
     stream.write_all(&out).await
+}
+
+#[cfg(test)]
+mod qtype_tests {
+    use super::*;
+
+    fn query(name: &str, t: u16) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&t.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        q
+    }
+
+    /// The type is read past the name; a query with no question, a cut one or a pointer in
+    /// the name has none; any type outside the named set counts as `other`.
+    #[test]
+    fn questions_are_counted_by_type_with_a_bounded_label_set() {
+        assert_eq!(qtype(&query("appb.apps.internal", 1)), Some(1));
+        assert_eq!(qtype(&query("x.apps.internal", 28)), Some(28));
+        let mut none = query("a", 1);
+        none[5] = 0;
+        assert_eq!(qtype(&none), None);
+        let q = query("appb.apps.internal", 33);
+        assert_eq!(qtype(&q[..q.len() - 3]), None);
+        let mut ptr = query("a", 1);
+        ptr[12] = 0xc0;
+        assert_eq!(qtype(&ptr), None);
+
+        let c = QueryCounts::new();
+        for t in [1, 1, 28, 65, 99] {
+            c.queried(&query("appb.apps.internal", t));
+        }
+        assert_eq!(c.by_qtype(), vec![("A", 2), ("AAAA", 1), ("other", 2)]);
+    }
 }
