@@ -9,6 +9,10 @@ use c2c_api::Instance;
 
 use crate::db::OptionalExt;
 use crate::params;
+
+/// When an instance's route certificate and its identity expire, as control last signed them
+/// (Unix seconds; None until signed).
+pub(crate) type Expiry = (Option<i64>, Option<i64>);
 use crate::state::*;
 
 impl State {
@@ -116,9 +120,7 @@ impl State {
     }
 
     /// Each instance's certificate and identity expiry as last signed (Unix seconds), by GUID.
-    pub fn expiries(
-        &self,
-    ) -> Result<std::collections::HashMap<String, (Option<i64>, Option<i64>)>, StateError> {
+    pub fn expiries(&self) -> Result<std::collections::HashMap<String, Expiry>, StateError> {
         let mut st = self
             .db
             .prepare_cached("SELECT guid, cert_expires_at, identity_expires_at FROM instances")?;
