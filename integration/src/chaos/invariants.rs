@@ -28,6 +28,9 @@ pub struct Report {
     pub healed_ms: BTreeMap<&'static str, Vec<u64>>,
     /// Resident memory (kB) of replica B and each agent, at the start and the end.
     pub rss_kb: Vec<(String, u64, u64)>,
+    /// Replica B's resident memory (kB) after each fault, in order (never restarted: whether
+    /// its memory levels off or keeps growing).
+    pub replica_b_kb: Vec<u64>,
     /// Apps the second churner created and deleted again (each with a route and a policy).
     pub app_cycles: u64,
     /// What the database holds at the end that it should not (goal: nothing).
@@ -75,6 +78,18 @@ impl Report {
         ));
         for (who, start, end) in &self.rss_kb {
             out.push_str(&format!("  memory {who}: {start} kB -> {end} kB\n"));
+        }
+        let b = &self.replica_b_kb;
+        if b.len() >= 5 {
+            let at = |q: usize| b[(b.len() - 1) * q / 4];
+            out.push_str(&format!(
+                "  memory control replica B by quarter of the run: {} / {} / {} / {} / {} kB\n",
+                at(0),
+                at(1),
+                at(2),
+                at(3),
+                at(4)
+            ));
         }
         out.push_str(&format!(
             "  database at the end: {}\n  host after teardown: {}\n",

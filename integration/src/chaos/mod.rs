@@ -334,6 +334,9 @@ fn inject_faults(
         let start = Instant::now();
         let fault_cell = fault(p, side, kind, cell);
         *report.faults.entry(kind).or_default() += 1;
+        if let Some((b, _)) = &p.replica_b {
+            report.replica_b_kb.push(rss_kb(b.child.id()));
+        }
         faults.push(Fault {
             kind,
             cell: fault_cell,
