@@ -6,6 +6,13 @@
 //! SQLite, one control), shared views on SQLite, and shared views on PostgreSQL with two
 //! replicas (watchers split between them, the changes written through the first).
 //!
+//! With FAILOVER=1, the replicated setup's watchers are the agent's own watch loop
+//! (`c2c_shim::control_link::spawn_watch`: its reconnects, their jitter, the next replica),
+//! each given both replicas' URLs, its own first; after the changes the replica half of them
+//! watch is killed (-9) and a change is made through the other: how long until each cell of
+//! the dead replica has it (back on a stream), how many never get it within 60 s, and the
+//! surviving replica's CPU and memory meanwhile.
+//!
 //!   scale_bench N [CHANGES] [APPS] [POLICIES]
 
 use std::process::{Child, Command, Stdio};
@@ -167,8 +174,12 @@ async fn make_cells(
     }
     let mut clients = vec![];
     for (i, (name, cert, key)) in cells.iter().enumerate() {
+        // Its own replica first, then the others (as agents get every replica's URL).
+        let urls: Vec<&str> = (0..replicas)
+            .map(|k| controls[(i + k) % replicas].url.trim())
+            .collect();
         let c = Client::new(
-            &controls[i % replicas].url,
+            &urls.join(","),
             issuer,
             Auth::ClientCert {
                 cert_pem: cert.clone().into_bytes(),
@@ -200,6 +211,23 @@ async fn make_cells(
         clients.push((name.to_string(), c));
     }
     clients
+}
+
+/// Every cell watches with the agent's own loop, sending (cell, revision, when) per view.
+fn spawn_agent_watchers(
+    clients: Vec<(String, Client)>,
+    tx: &mpsc::UnboundedSender<(usize, u64, Instant)>,
+    stop: &tokio_util::sync::CancellationToken,
+) {
+    for (i, (name, c)) in clients.into_iter().enumerate() {
+        let mut views = c2c_shim::control_link::spawn_watch(c, name.parse().unwrap(), stop.clone());
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(v) = views.recv().await {
+                let _ = tx.send((i, v.revision.0, Instant::now()));
+            }
+        });
+    }
 }
 
 /// Every cell watches, each on a task of its own, sending (cell, revision, when) per line.
@@ -253,6 +281,7 @@ async fn run(
     replicas: usize,
     db: Option<String>,
     cache: bool,
+    failover: bool,
 ) -> Figures {
     let cap = n + 1000;
     let first = start_control(None, db.as_deref(), cache, cap);
@@ -282,7 +311,12 @@ async fn run(
     // Every cell watches.
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, u64, Instant)>();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    spawn_watchers(clients, &tx, &stop);
+    let agents_stop = tokio_util::sync::CancellationToken::new();
+    if failover {
+        spawn_agent_watchers(clients, &tx, &agents_stop);
+    } else {
+        spawn_watchers(clients, &tx, &stop);
+    }
     let mut latest = vec![0u64; n];
     let mut seen = 0;
     let parked_by = Instant::now() + Duration::from_secs(600);
@@ -333,7 +367,19 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(500).saturating_sub(t0.elapsed())).await;
     }
     let (cpu1, _): (f64, u64) = usage_of(&controls);
+    if failover {
+        fail_over(
+            &mut controls,
+            &issuer,
+            &token,
+            &mut rx,
+            &mut latest,
+            &policy,
+        )
+        .await;
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    agents_stop.cancel();
     let med = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
@@ -350,6 +396,71 @@ async fn run(
         f.p50_ms, f.p99_ms, f.all_ms, f.cpu_ms_per_change, f.rss_kib_per_watch
     );
     f
+}
+
+/// Kills (-9) the first replica, which the even cells watch, makes one change through the
+/// second, and prints how long each even cell took to have it, and how many never did.
+async fn fail_over(
+    controls: &mut Vec<Control>,
+    issuer: &[u8],
+    token: &str,
+    rx: &mut mpsc::UnboundedReceiver<(usize, u64, Instant)>,
+    latest: &mut [u64],
+    policy: &impl Fn(usize, usize, &str, u16) -> c2c_api::Policy,
+) {
+    let n = latest.len();
+    let dead = controls.remove(0);
+    let survivor = &controls[0];
+    let (cpu0, rss0) = usage(survivor.child.id());
+    let killed = Instant::now();
+    drop(dead); // SIGKILL, then reaped
+    let admin = Client::new(&survivor.url, issuer, Auth::Token(token.trim().into())).unwrap();
+    while let Ok((i, r, _)) = rx.try_recv() {
+        latest[i] = r;
+    }
+    let target = latest.iter().max().copied().unwrap_or(0) + 1;
+    while admin
+        .add_policies(&[policy(1, 5, "udp", 9999)])
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut back: Vec<Option<f64>> = vec![None; n];
+    let deadline = killed + Duration::from_secs(60);
+    let mut peak_rss = rss0;
+    while back.iter().step_by(2).any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some((i, r, at))) =
+            tokio::time::timeout(left.min(Duration::from_millis(200)), rx.recv()).await
+        else {
+            peak_rss = peak_rss.max(usage(survivor.child.id()).1);
+            if Instant::now() >= deadline {
+                break;
+            }
+            continue;
+        };
+        latest[i] = r;
+        if r >= target && back[i].is_none() {
+            back[i] = Some(at.duration_since(killed).as_secs_f64());
+        }
+    }
+    let (cpu1, rss1) = usage(survivor.child.id());
+    let mut times: Vec<f64> = back.iter().step_by(2).flatten().copied().collect();
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let failed_over = back.len().div_ceil(2);
+    let missed = failed_over - times.len();
+    println!(
+        "failover: {} cells back on a stream in {:.1} s (p50 {:.1} s, p99 {:.1} s), missed revisions {missed}; surviving replica: {:.1} CPU s in the storm, RSS {:.1} -> {:.1} MiB (peak {:.1})",
+        times.len(),
+        times.last().copied().unwrap_or(f64::NAN),
+        if times.is_empty() { f64::NAN } else { pct(&times, 0.5) },
+        if times.is_empty() { f64::NAN } else { pct(&times, 0.99) },
+        cpu1 - cpu0,
+        rss0 as f64 / 1048576.0,
+        rss1 as f64 / 1048576.0,
+        peak_rss.max(rss1) as f64 / 1048576.0,
+    );
 }
 
 fn main() {
@@ -387,10 +498,11 @@ fn main() {
         let reference = if std::env::var("REFERENCE").is_ok_and(|v| v == "0") {
             None
         } else {
-            Some(run("reference: per-watcher views, SQLite", n, changes, apps, policies, 1, None, false).await)
+            Some(run("reference: per-watcher views, SQLite", n, changes, apps, policies, 1, None, false, false).await)
         };
-        let shared = run("shared views, SQLite", n, changes, apps, policies, 1, None, true).await;
-        let replicated = run("shared views, PostgreSQL, 2 replicas", n, changes, apps, policies, 2, Some(db), true).await;
+        let failover = std::env::var("FAILOVER").is_ok_and(|v| v == "1");
+        let shared = run("shared views, SQLite", n, changes, apps, policies, 1, None, true, false).await;
+        let replicated = run("shared views, PostgreSQL, 2 replicas", n, changes, apps, policies, 2, Some(db), true, failover).await;
         if let Some(reference) = reference {
             println!(
                 "ratios against the reference: all-cells time {:.2}x (SQLite) {:.2}x (PostgreSQL x2); CPU per change {:.2}x (SQLite) {:.2}x (PostgreSQL x2)",

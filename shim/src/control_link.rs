@@ -20,7 +20,7 @@ const STREAM_SILENCE: Duration =
 /// be reached, from the revision the cell has; meanwhile the cell keeps enforcing what it has.
 /// Every wait is jittered, and a stream that ended waits up to [`REOPEN_SPREAD`] before it is
 /// opened again: the cells a replica dies under do not all come back at the same instant.
-pub(crate) fn spawn_watch(
+pub fn spawn_watch(
     client: Client,
     cell: CellName,
     shutdown: CancellationToken,
