@@ -141,6 +141,11 @@ impl Metrics {
             types.get_or_create(&DnsTypeLabel { qtype }).inc_by(n);
         }
         reg.register(
+            "dns_upstream_seconds",
+            "How long relaying a query to the upstream resolvers took, to their answer or to SERVFAIL",
+            crate::dns::RELAY_SECONDS.clone(),
+        );
+        reg.register(
             "dns_questions",
             "Queries the cell's DNS took, by the question's type (A, AAAA, SRV, PTR, CNAME, TXT, SOA, ANY; any other is other)",
             types,

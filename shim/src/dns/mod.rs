@@ -781,6 +781,22 @@ mod tests {
         m.to_vec().unwrap()
     }
 
+    /// The relay histogram's count and sum, as a scrape reads them.
+    fn relay_timed() -> (u64, f64) {
+        let mut reg = prometheus_client::registry::Registry::default();
+        reg.register("relay_seconds", "", RELAY_SECONDS.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        let value = |suffix: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("relay_seconds_{suffix} ")))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (value("count") as u64, value("sum"))
+    }
+
     #[tokio::test]
     async fn upstream_answers_count_only_from_the_upstream_with_the_query_id() {
         let upstream = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -805,8 +821,13 @@ mod tests {
         });
         let ups = Upstreams::new(vec![up_addr], &Budget::default());
         let q = query_packet(31, "example.org.", RecordType::A);
+        let before = relay_timed();
         let out = ups.relay(&q, false).await.unwrap();
         fake.join().unwrap();
+        // Timed: the upstream answered after 50 ms (other tests may relay meanwhile: at least).
+        let after = relay_timed();
+        assert!(after.0 > before.0, "{before:?} {after:?}");
+        assert!(after.1 >= before.1 + 0.05, "{before:?} {after:?}");
         let (code, ips, _) = parse_reply(&out).unwrap();
         assert_eq!(code, ResponseCode::NoError);
         assert_eq!(

@@ -66,7 +66,8 @@ impl Upstreams {
     }
 
     /// The upstream's answer to `query`, or SERVFAIL when none answered or too many queries
-    /// are in flight already.
+    /// are in flight already. How long each relay took (to an answer or a SERVFAIL) goes into
+    /// [`RELAY_SECONDS`].
     pub(super) async fn relay(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
         let servfail = || {
             let id = u16::from_be_bytes([query[0], query[1]]);
@@ -78,19 +79,32 @@ impl Upstreams {
             debug!("dns: upstream budget spent; answering SERVFAIL");
             return servfail();
         };
+        let began = std::time::Instant::now();
+        let mut got = None;
         for up in self.addrs.iter() {
-            let got = if tcp {
+            got = if tcp {
                 forward_tcp(query, *up, self.timeout).await
             } else {
                 forward_udp(query, *up, self.timeout).await
             };
             if got.is_some() {
-                return got;
+                break;
             }
         }
-        servfail()
+        RELAY_SECONDS.observe(began.elapsed().as_secs_f64());
+        got.or_else(servfail)
     }
 }
+
+/// How long relaying a query upstream took, to its answer or to giving up (1 ms to about 4 s,
+/// doubling): the latency the cell's DNS adds to names outside `apps.internal`. Names the cell
+/// answers itself take microseconds and are not timed (DNS is the hot path).
+pub static RELAY_SECONDS: std::sync::LazyLock<prometheus_client::metrics::histogram::Histogram> =
+    std::sync::LazyLock::new(|| {
+        prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 13),
+        )
+    });
 
 /// Whether `answer` answers `query`: the same id, a response, and the same question.
 fn answers(query: &[u8], answer: &[u8]) -> bool {
