@@ -187,3 +187,21 @@ fn root_a_user_without_the_admin_token_is_told_how_to_get_one() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("appa"));
 }
+
+/// `c2c check` where there is no local platform but a control (a control host's state dir):
+/// it says it cannot place probes on a multi-host platform yet and where the check is instead,
+/// rather than "no platform". Root: check enters namespaces, so it asks for root first.
+#[test]
+fn root_check_on_a_control_host_says_what_it_cannot_do_there() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let ctl = Control::start();
+    let (code, _, err) = run(&ctl, &["check"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("is a multi-host platform") && err.contains("docs/install.md"),
+        "{err}"
+    );
+}

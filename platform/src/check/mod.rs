@@ -113,7 +113,15 @@ pub fn run(state_dir: &Path, opts: &Options) -> Result<bool> {
             bail!("no check named {n:?}; the checks: {}", CHECKS.join(", "));
         }
     }
-    let info = PlatformInfo::load(&Paths::new(state_dir))?;
+    let info = match PlatformInfo::load(&Paths::new(state_dir)) {
+        Ok(info) => info,
+        Err(e) => match multi_host(state_dir) {
+            Some(url) => bail!(
+                "c2c check places its probes through a local platform (`c2c up`); {url} is a multi-host platform, whose cells it cannot place probes on yet. There, the policy workflow of docs/install.md (section 7) is the check"
+            ),
+            None => return Err(e),
+        },
+    };
     let _lock = Lock::take(state_dir)?;
     let stop = interrupted();
     let mut r = Report::new(opts);
@@ -303,6 +311,20 @@ fn probes(state_dir: &Path, info: PlatformInfo) -> Result<(Probes, String)> {
         },
         detail,
     ))
+}
+
+/// The control a multi-host setup names (the environment, or a control host's state dir),
+/// when there is no local platform here.
+fn multi_host(state_dir: &Path) -> Option<String> {
+    std::env::var(c2c_api::client::CONTROL_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| {
+            std::fs::read_to_string(c2c_api::layout::Layout::new(state_dir).url())
+                .ok()
+                .map(|u| u.trim().to_string())
+        })
+        .map(|u| format!("control at {u}"))
 }
 
 /// The probe space's GUID, made (with its org) if missing; None for a token that may not list
