@@ -240,6 +240,11 @@ impl Platform {
         self.underlay.ns.exec(bin("c2c").to_str().unwrap(), &a)
     }
 
+    /// Control's (replica A's) process id.
+    pub fn control_pid(&self) -> u32 {
+        self.control.child.id()
+    }
+
     /// Stops control and starts it again on the same state dir and address, as after a crash
     /// or an upgrade; returns once it listens.
     pub fn restart_control(&mut self) {
