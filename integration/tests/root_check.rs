@@ -25,6 +25,13 @@ fn by_name<'a>(checks: &'a [serde_json::Value], name: &str) -> &'a serde_json::V
         .unwrap_or_else(|| panic!("no check {name}: {checks:?}"))
 }
 
+/// A check run that must fail (exit 1): the reason the check `name` gave.
+fn failed_reason(o: std::process::Output, name: &str) -> String {
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let all = checks(&String::from_utf8_lossy(&o.stdout));
+    by_name(&all, name)["reason"].as_str().unwrap().to_string()
+}
+
 fn probe_apps(dir: &std::path::Path) -> usize {
     let v: serde_json::Value = serde_json::from_str(&ok(dir, &["apps", "--json"])).unwrap();
     v["apps"]
@@ -82,13 +89,7 @@ fn root_check_passes_on_a_fresh_platform_and_names_a_broken_cell() {
     .unwrap();
     let rules = rules.to_str().unwrap();
     ok(dir, &["create-security-group", "c2c-check-egress", rules]);
-    let o = c2c(dir, &["check", "--json", "--only", "egress"]);
-    assert_eq!(o.status.code(), Some(1), "{o:?}");
-    let theirs = checks(&String::from_utf8_lossy(&o.stdout));
-    let reason = by_name(&theirs, "egress")["reason"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let reason = failed_reason(c2c(dir, &["check", "--json", "--only", "egress"]), "egress");
     assert!(reason.contains("that the check did not make"), "{reason}");
     assert!(ok(dir, &["security-groups"]).contains("c2c-check-egress"));
     ok(dir, &["delete-security-group", "c2c-check-egress", "-f"]);
@@ -96,13 +97,7 @@ fn root_check_passes_on_a_fresh_platform_and_names_a_broken_cell() {
     // A group bound to every space opens egress before the check's own: egress fails.
     ok(dir, &["create-security-group", "open-all", rules]);
     ok(dir, &["bind-running-security-group", "open-all"]);
-    let o = c2c(dir, &["check", "--json", "--only", "egress"]);
-    assert_eq!(o.status.code(), Some(1), "{o:?}");
-    let open = checks(&String::from_utf8_lossy(&o.stdout));
-    let reason = by_name(&open, "egress")["reason"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let reason = failed_reason(c2c(dir, &["check", "--json", "--only", "egress"]), "egress");
     assert!(
         reason.contains("before any security group of the check's"),
         "{reason}"
@@ -128,13 +123,7 @@ fn root_check_passes_on_a_fresh_platform_and_names_a_broken_cell() {
     let o = narrow(&["check", "--json", "--skip", "egress"]);
     assert!(o.status.success(), "{o:?}");
     assert_eq!(checks(&String::from_utf8_lossy(&o.stdout)).len(), 14);
-    let o = narrow(&["check", "--json", "--only", "egress"]);
-    assert_eq!(o.status.code(), Some(1), "{o:?}");
-    let denied = checks(&String::from_utf8_lossy(&o.stdout));
-    let reason = by_name(&denied, "egress")["reason"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let reason = failed_reason(narrow(&["check", "--json", "--only", "egress"]), "egress");
     assert!(reason.contains("--skip egress"), "{reason}");
     assert_eq!(probe_apps(dir), 0);
 

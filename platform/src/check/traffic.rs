@@ -31,16 +31,18 @@ pub(super) fn refused(from: &InstanceInfo, to: &InstanceInfo, port: u16) -> Resu
             body.trim(),
             to.cell
         ),
-        Err(e) => Ok(format!(
-            "{} -> {}:{port}: {}",
-            name(from),
-            name(to),
-            if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                "refused".to_string()
-            } else {
-                e.to_string()
-            }
-        )),
+        Err(e) => Ok(format!("{} -> {}:{port}: {}", name(from), name(to), why(&e))),
+    }
+}
+
+/// How a probe was turned away, in a word where there is one.
+fn why(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "refused".to_string(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            "no answer (timed out)".to_string()
+        }
+        _ => e.to_string(),
     }
 }
 
@@ -84,16 +86,7 @@ pub(super) fn udp_refused(from: &InstanceInfo, to: &[InstanceInfo], port: u16) -
                 answer.trim(),
                 b.cell
             ),
-            Err(e) => seen.push(format!(
-                "{}: {}",
-                name(b),
-                match e.kind() {
-                    std::io::ErrorKind::ConnectionRefused => "refused".to_string(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut =>
-                        "no answer in 500 ms".to_string(),
-                    _ => e.to_string(),
-                }
-            )),
+            Err(e) => seen.push(format!("{}: {}", name(b), why(&e))),
         }
     }
     Ok(format!(
