@@ -9,7 +9,7 @@
 #   bash bench/scale.sh [N...]      (default: 100 1000; root or a user that can run PostgreSQL)
 #   CHANGES=10 APPS=1000 POLICIES=10000 bash bench/scale.sh 100 1000
 #   REFERENCE=0 bash bench/scale.sh 5000    (without the reference: its first views take minutes)
-#   REFERENCE=0 FAILOVER=1 bash bench/scale.sh 5000
+#   REFERENCE=0 SQLITE=0 FAILOVER=1 bash bench/scale.sh 5000     (SQLITE=0: the replicated setup only)
 #       the replicated setup's cells watch with the agent's own loop (both URLs, own replica
 #       first); after the changes the replica half of them watch is killed (-9) and a change
 #       made through the other; prints `failover: N cells back on a stream in X s (p99 Y s),

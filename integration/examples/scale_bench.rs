@@ -501,9 +501,14 @@ fn main() {
             Some(run("reference: per-watcher views, SQLite", n, changes, apps, policies, 1, None, false, false).await)
         };
         let failover = std::env::var("FAILOVER").is_ok_and(|v| v == "1");
-        let shared = run("shared views, SQLite", n, changes, apps, policies, 1, None, true, false).await;
+        // SQLITE=0 skips the SQLite setup (a failover run needs only the replicated one).
+        let shared = if std::env::var("SQLITE").is_ok_and(|v| v == "0") {
+            None
+        } else {
+            Some(run("shared views, SQLite", n, changes, apps, policies, 1, None, true, false).await)
+        };
         let replicated = run("shared views, PostgreSQL, 2 replicas", n, changes, apps, policies, 2, Some(db), true, failover).await;
-        if let Some(reference) = reference {
+        if let (Some(reference), Some(shared)) = (reference, shared) {
             println!(
                 "ratios against the reference: all-cells time {:.2}x (SQLite) {:.2}x (PostgreSQL x2); CPU per change {:.2}x (SQLite) {:.2}x (PostgreSQL x2)",
                 shared.all_ms / reference.all_ms,
