@@ -415,27 +415,6 @@ async fn map(ctx: &Ctx, caller: &Caller) -> Page {
     Ok(page(StatusCode::OK, "c2c: service map", &body))
 }
 
-/// When a certificate control signed expires, from `now` (Unix seconds): `in 23 h 59 min`,
-/// `expired 5 min ago` (marked), or `not signed yet`.
-fn expires_in(at: Option<i64>, now: i64) -> String {
-    let Some(at) = at else {
-        return "not signed yet".into();
-    };
-    let span = |s: i64| {
-        let m = s / 60;
-        match (m / 1440, m / 60 % 24, m % 60) {
-            (0, 0, m) => format!("{m} min"),
-            (0, h, m) => format!("{h} h {m} min"),
-            (d, h, _) => format!("{d} d {h} h"),
-        }
-    };
-    if at <= now {
-        format!("<span class=bad>expired {} ago</span>", span(now - at))
-    } else {
-        format!("in {}", span(at - now))
-    }
-}
-
 /// `/apps/NAME`: instances, routes, policies in and out, recent flows.
 async fn app_page(ctx: &Ctx, caller: &Caller, name: &str) -> Page {
     let s = seen(ctx, caller).await?;
@@ -476,8 +455,8 @@ async fn app_page(ctx: &Ctx, caller: &Caller, name: &str) -> Page {
             esc(p.cell.as_str()),
             p.ip.map_or_else(|| "(not confirmed)".to_string(), |ip| ip.to_string()),
             esc(p.runtime.as_deref().unwrap_or("")),
-            expires_in(cert, now),
-            expires_in(id, now)
+            crate::expiry::expires_in(cert, now),
+            crate::expiry::expires_in(id, now)
         );
     }
     body.push_str("</table><h2>Routes</h2><ul>");
@@ -603,24 +582,4 @@ async fn groups_page(ctx: &Ctx) -> Page {
     }
     body.push_str("</table>");
     Ok(page(StatusCode::OK, "c2c: security groups", &body))
-}
-
-#[cfg(test)]
-mod expiry_tests {
-    /// The time left reads in the largest units that matter; a past expiry is marked.
-    #[test]
-    fn expiry_reads_as_time_left_or_marked_as_past() {
-        let now = 1_000_000;
-        assert_eq!(super::expires_in(None, now), "not signed yet");
-        assert_eq!(super::expires_in(Some(now + 90), now), "in 1 min");
-        assert_eq!(
-            super::expires_in(Some(now + 3 * 3600 + 600), now),
-            "in 3 h 10 min"
-        );
-        assert_eq!(super::expires_in(Some(now + 50 * 3600), now), "in 2 d 2 h");
-        assert_eq!(
-            super::expires_in(Some(now - 300), now),
-            "<span class=bad>expired 5 min ago</span>"
-        );
-    }
 }

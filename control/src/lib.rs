@@ -18,6 +18,7 @@ pub mod console;
 mod ctx;
 pub mod db;
 pub mod error;
+mod expiry;
 mod flows;
 mod http;
 pub mod join;

@@ -85,6 +85,59 @@ fn rss_mib(pid: u32) -> f64 {
         / 1024.0
 }
 
+/// One policy as CF's API takes it: `src` -> `dst`, TCP `port`.
+fn policy(src: &str, dst: &str, port: u32) -> serde_json::Value {
+    json!({"source": {"id": src}, "destination": {"id": dst, "protocol": "tcp",
+        "ports": {"start": port, "end": port}}})
+}
+
+/// The platform: `apps` apps, `policies` policies, `cell` of them from or to `gb` (appb);
+/// how long control took to take the apps, and the policies (seconds).
+fn populate(p: &Platform, gb: &str, apps: usize, policies: usize, cell: usize) -> (f64, f64) {
+    let t = Instant::now();
+    let guids: Vec<String> = admin(p, move |c| async move {
+        let mut guids = vec![];
+        for chunk in (0..apps).collect::<Vec<_>>().chunks(32) {
+            let made = futures::future::join_all(chunk.iter().map(|i| {
+                let (c, name) = (c.clone(), format!("app{i}"));
+                async move { c.create_app(&name).await.unwrap().guid.to_string() }
+            }))
+            .await;
+            guids.extend(made);
+        }
+        guids
+    });
+    let apps_s = t.elapsed().as_secs_f64();
+    let mut all = vec![];
+    for i in 0..cell {
+        let other = &guids[i % apps];
+        let port = 1 + (i / apps) as u32;
+        all.push(if i % 2 == 0 {
+            policy(other, gb, port + 10_000)
+        } else {
+            policy(gb, other, port + 10_000)
+        });
+    }
+    for i in 0..policies.saturating_sub(cell) {
+        let port = 1 + (i / apps) as u32;
+        all.push(policy(&guids[i % apps], &guids[(i * 7 + 1) % apps], port));
+    }
+    let t = Instant::now();
+    admin(p, move |c| async move {
+        for chunk in all.chunks(1000) {
+            c.call(
+                hyper::Method::POST,
+                "/networking/v1/external/policies",
+                Some(&json!({ "policies": chunk })),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let policies_s = t.elapsed().as_secs_f64();
+    (apps_s, policies_s)
+}
+
 fn main() {
     let rounds: usize = std::env::args()
         .nth(1)
@@ -105,52 +158,7 @@ fn main() {
     serve(&b, SocketAddr::new(ip_b.into(), 7000), "b");
     let (ga, gb) = (p.app_guid("appa"), p.app_guid("appb"));
 
-    // The platform: APPS apps, POLICIES policies; CELL of them from or to appb.
-    let t = Instant::now();
-    let guids: Vec<String> = admin(&p, move |c| async move {
-        let mut guids = vec![];
-        for chunk in (0..apps).collect::<Vec<_>>().chunks(32) {
-            let made = futures::future::join_all(chunk.iter().map(|i| {
-                let (c, name) = (c.clone(), format!("app{i}"));
-                async move { c.create_app(&name).await.unwrap().guid.to_string() }
-            }))
-            .await;
-            guids.extend(made);
-        }
-        guids
-    });
-    let apps_s = t.elapsed().as_secs_f64();
-    let policy = |src: &str, dst: &str, port: u32| {
-        json!({"source": {"id": src}, "destination": {"id": dst, "protocol": "tcp",
-            "ports": {"start": port, "end": port}}})
-    };
-    let mut all = vec![];
-    for i in 0..cell {
-        let other = &guids[i % apps];
-        let port = 1 + (i / apps) as u32;
-        all.push(if i % 2 == 0 {
-            policy(other, &gb, port + 10_000)
-        } else {
-            policy(&gb, other, port + 10_000)
-        });
-    }
-    for i in 0..policies.saturating_sub(cell) {
-        let port = 1 + (i / apps) as u32;
-        all.push(policy(&guids[i % apps], &guids[(i * 7 + 1) % apps], port));
-    }
-    let t = Instant::now();
-    admin(&p, move |c| async move {
-        for chunk in all.chunks(1000) {
-            c.call(
-                hyper::Method::POST,
-                "/networking/v1/external/policies",
-                Some(&json!({ "policies": chunk })),
-            )
-            .await
-            .unwrap();
-        }
-    });
-    let policies_s = t.elapsed().as_secs_f64();
+    let (apps_s, policies_s) = populate(&p, &gb, apps, policies, cell);
     let (cell_policies, _) = applied(&p, 2, cell, Duration::from_secs(120));
     let rss = rss_mib(p.agents[1].child.id());
     let ruleset = std::process::Command::new("ip")

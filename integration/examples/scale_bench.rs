@@ -213,6 +213,21 @@ async fn make_cells(
     clients
 }
 
+/// Every cell watches: with the agent's own loop for a failover run, else with a bare stream.
+fn watch_all(
+    clients: Vec<(String, Client)>,
+    tx: &mpsc::UnboundedSender<(usize, u64, Instant)>,
+    failover: bool,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+    agents_stop: &tokio_util::sync::CancellationToken,
+) {
+    if failover {
+        spawn_agent_watchers(clients, tx, agents_stop);
+    } else {
+        spawn_watchers(clients, tx, stop);
+    }
+}
+
 /// Every cell watches with the agent's own loop, sending (cell, revision, when) per view.
 fn spawn_agent_watchers(
     clients: Vec<(String, Client)>,
@@ -312,11 +327,7 @@ async fn run(
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, u64, Instant)>();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let agents_stop = tokio_util::sync::CancellationToken::new();
-    if failover {
-        spawn_agent_watchers(clients, &tx, &agents_stop);
-    } else {
-        spawn_watchers(clients, &tx, &stop);
-    }
+    watch_all(clients, &tx, failover, &stop, &agents_stop);
     let mut latest = vec![0u64; n];
     let mut seen = 0;
     let parked_by = Instant::now() + Duration::from_secs(600);
@@ -368,15 +379,8 @@ async fn run(
     }
     let (cpu1, _): (f64, u64) = usage_of(&controls);
     if failover {
-        fail_over(
-            &mut controls,
-            &issuer,
-            &token,
-            &mut rx,
-            &mut latest,
-            &policy,
-        )
-        .await;
+        let (c, l) = (&mut controls, &mut latest);
+        fail_over(c, &issuer, &token, &mut rx, l, &policy).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     agents_stop.cancel();
