@@ -5,7 +5,8 @@
 //! default deny broken there, and a policy change that cell never applied. Its own security
 //! group: a group of that name it did not make is left alone (and the check says so), a group
 //! bound to every space that opens egress fails `egress`, and a token scoped to the probe
-//! space runs every check but `egress`, which it is told to skip.
+//! space runs every check but `egress`, which it is told to skip. An app of a probe's name in
+//! another space is left alone too.
 
 use std::process::Command;
 
@@ -79,6 +80,17 @@ fn root_check_passes_on_a_fresh_platform_and_names_a_broken_cell() {
         !ok(dir, &["security-groups"]).contains("c2c-check-egress"),
         "the check's group is gone"
     );
+
+    // An app of a probe's name in another space (app names are the platform's): the check
+    // neither deletes it nor places probes of it, and says why.
+    ok(dir, &["create-app", "c2c-check-a"]);
+    let reason = failed_reason(c2c(dir, &["check", "--json", "--only", "dns"]), "probes");
+    assert!(
+        reason.contains("exists outside c2c-check/probes"),
+        "{reason}"
+    );
+    assert_eq!(probe_apps(dir), 1, "the user's app stays");
+    ok(dir, &["delete", "c2c-check-a", "-f"]);
 
     // A group of the check's name that the check did not make: left alone, and said.
     let rules = dir.join("open.json");

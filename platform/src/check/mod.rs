@@ -242,6 +242,17 @@ fn probes(state_dir: &Path, info: PlatformInfo) -> Result<(Probes, String)> {
     let want_b = cells.len() as u32;
     let space = probe_space(state_dir)?;
     let c = super::client(state_dir)?;
+    // App names are the platform's: one a user took in another space is theirs. The check
+    // neither deletes it nor places probes of it.
+    if let Some(guid) = &space {
+        for app in [PROBE_A, PROBE_B] {
+            if rt()?.block_on(c.app(app)).is_ok_and(|a| a.space != *guid) {
+                bail!(
+                    "an app named {app} exists outside {PROBE_ORG}/{PROBE_SPACE}; the check leaves it alone (rename or delete it to run the check)"
+                );
+            }
+        }
+    }
     let running = |app: &str, n: usize| -> Option<Vec<InstanceInfo>> {
         // Only probes in the probe space are reused (one an older check left in another space
         // would put the check's security group out of reach of them).
@@ -327,6 +338,16 @@ fn multi_host(state_dir: &Path) -> Option<String> {
         .map(|u| format!("control at {u}"))
 }
 
+/// The probe space's GUID if it exists and this token may list it (nothing is made).
+fn probe_space_found(state_dir: &Path) -> Option<String> {
+    let c = super::client(state_dir).ok()?;
+    let spaces = rt().ok()?.block_on(c.spaces(Some(PROBE_ORG))).ok()?;
+    spaces
+        .into_iter()
+        .find(|s| s.name == PROBE_SPACE)
+        .map(|s| s.guid)
+}
+
 /// The probe space's GUID, made (with its org) if missing; None for a token that may not list
 /// spaces (one scoped to the probe space, which an admin made: every app it sees is there).
 fn probe_space(state_dir: &Path) -> Result<Option<String>> {
@@ -367,13 +388,21 @@ fn remove_probes(state_dir: &Path) -> Result<()> {
     if let Ok(c) = super::client(state_dir) {
         egress::remove_group(&c, &rt()?)?;
     }
+    let space = probe_space_found(state_dir);
     for app in [PROBE_A, PROBE_B] {
         let here = !instance::instances(state_dir, Some(app))?.is_empty();
         let placed = super::client(state_dir)
             .ok()
-            .and_then(|c| rt().ok()?.block_on(c.app(app)).ok())
-            .is_some();
-        if here || placed {
+            .and_then(|c| rt().ok()?.block_on(c.app(app)).ok());
+        // Another space's app of that name is not the check's to delete.
+        if placed
+            .as_ref()
+            .zip(space.as_ref())
+            .is_some_and(|(a, guid)| a.space != *guid)
+        {
+            continue;
+        }
+        if here || placed.is_some() {
             instance::delete_quietly(state_dir, app)?;
         }
     }
