@@ -240,6 +240,25 @@ impl Platform {
         self.underlay.ns.exec(bin("c2c").to_str().unwrap(), &a)
     }
 
+    /// appa on cell1 and appb on cell2 (serving TCP 8080 as `b`), with no policy between them,
+    /// once both cells enforce it (a refused connect proves the path): (a's namespace, its
+    /// address, b's namespace, its address).
+    pub fn appa_to_appb(&self) -> (Netns, Ipv4Addr, Netns, Ipv4Addr) {
+        for app in ["appa", "appb"] {
+            self.c2c(&["create-app", app]);
+        }
+        let (a, ip_a) = self.container(1, "appa", 0);
+        let (b, ip_b) = self.container(2, "appb", 0);
+        let to_b = std::net::SocketAddr::new(ip_b.into(), 8080);
+        serve(&b, to_b, "b");
+        wait_until(
+            "appb reachable as far as its cell",
+            Duration::from_secs(15),
+            || matches!(fetch(&a, to_b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        );
+        (a, ip_a, b, ip_b)
+    }
+
     /// Control's (replica A's) process id.
     pub fn control_pid(&self) -> u32 {
         self.control.child.id()

@@ -34,18 +34,8 @@ fn root_flows_from_every_cell_come_back_through_control() {
         return;
     }
     let p = Platform::start_with(2, &["--log-c2c"]);
-    for app in ["appa", "appb"] {
-        p.c2c(&["create-app", app]);
-    }
-    let (a, ip_a) = p.container(1, "appa", 0);
-    let (b, ip_b) = p.container(2, "appb", 0);
-    serve(&b, SocketAddr::new(ip_b.into(), 8080), "b");
+    let (a, ip_a, _b, ip_b) = p.appa_to_appb();
     let to_b = SocketAddr::new(ip_b.into(), 8080);
-    wait_until(
-        "appb reachable as far as its cell",
-        Duration::from_secs(15),
-        || matches!(fetch(&a, to_b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
-    );
 
     // The deny: logged on cell2, reported to control, named with both apps and the cell.
     let deny = reported(&p, "the denied connect", &["--to", "appb"], |f| {

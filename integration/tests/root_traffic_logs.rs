@@ -34,20 +34,10 @@ fn root_traffic_is_logged_with_apps_and_rate_limited() {
         return;
     }
     let p = Platform::start_with(2, &["--log-c2c"]);
-    for app in ["appa", "appb"] {
-        p.c2c(&["create-app", app]);
-    }
-    let (a, ip_a) = p.container(1, "appa", 0);
-    let (b, ip_b) = p.container(2, "appb", 0);
-    serve(&b, SocketAddr::new(ip_b.into(), 8080), "b");
+    // Rules applied on both cells for both instances (a refused connect proves the path).
+    let (a, ip_a, b, ip_b) = p.appa_to_appb();
     serve_udp(&b, SocketAddr::new(ip_b.into(), 5005), "b-udp");
     let to_b = SocketAddr::new(ip_b.into(), 8080);
-    // Rules applied on both cells for both instances (a refused connect proves the path).
-    wait_until(
-        "appb reachable as far as its cell",
-        Duration::from_secs(15),
-        || matches!(fetch(&a, to_b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
-    );
 
     // The deny, on the destination's cell, naming both apps.
     let deny = logged(&p, 2, "the denied connect", |l| {
