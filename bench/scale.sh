@@ -14,6 +14,12 @@
 #       first); after the changes the replica half of them watch is killed (-9) and a change
 #       made through the other; prints `failover: N cells back on a stream in X s (p99 Y s),
 #       missed revisions M` (M: cells of the dead replica that never had that change in 60 s)
+#   RESTART=1 ...     then both replicas killed (-9) and started again on the same addresses:
+#       `restart: ... N cells back on a stream in X s (p50, p99), missed revisions M`
+#   SUSTAIN=30 [INTERVAL_MS=100] ...   a change every 100 ms for 30 s on a timer that does not
+#       wait for the cells: `sustained: ... first tenth's median, last tenth's` (falling behind)
+#   With FAILOVER=1 or RESTART=1 the cells run the agent's own watch loop (each merges its
+#   view as an agent does, here all on the bench's cores), so their fan-out rows count that too.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

@@ -407,7 +407,10 @@ async fn watch<B: ReqBody>(
         return Ok(typed(StatusCode::OK, &v));
     }
     let current = *ctx.revision.borrow();
-    let shared = ctx.views.at_least(current, || ctx.read_shared()).await;
+    let shared = ctx
+        .views
+        .at_least(current, |prev| ctx.read_shared(prev))
+        .await;
     // Changes only, when the cell asked for them and this replica built the revision it has
     // (else the whole view).
     let since = delta.then(|| ctx.views.hashes_at(after)).flatten();

@@ -191,13 +191,19 @@ impl Ctx {
 
     /// Reads the shared part of the views at the database's current revision, through the
     /// reader connection when there is one.
-    pub(crate) async fn read_shared(&self) -> Result<crate::views::Shared, StateError> {
+    /// `prev`, the last one read, is followed from where it can be.
+    pub(crate) async fn read_shared(
+        &self,
+        prev: Option<Arc<crate::views::Shared>>,
+    ) -> Result<crate::views::Shared, StateError> {
         let Some(reader) = self.reader.clone() else {
-            return self.with_state(|s| crate::views::Shared::read(s)).await;
+            return self
+                .with_state(move |s| crate::views::Shared::read(s, prev.as_deref()))
+                .await;
         };
         tokio::task::spawn_blocking(move || {
             let s = reader.lock().unwrap_or_else(|p| p.into_inner());
-            crate::views::Shared::read(&s)
+            crate::views::Shared::read(&s, prev.as_deref())
         })
         .await
         .map_err(|e| StateError::Internal(format!("view task failed: {e}")))?

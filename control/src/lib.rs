@@ -22,6 +22,7 @@ mod expiry;
 mod flows;
 mod http;
 pub mod join;
+pub mod journal;
 pub mod metrics;
 pub mod metrics_http;
 pub mod migrate;

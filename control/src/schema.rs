@@ -94,6 +94,23 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     "ALTER TABLE apps ADD COLUMN app_protocol TEXT NOT NULL DEFAULT 'http1';",
     // 13: when each instance's certificate and identity, as control last signed them, expire.
     EXPIRY_MIGRATION,
+    // 14: every policy added or removed, in order (however it was: an app's deletion removes
+    // its policies too), so the watches' shared view follows the changes instead of reading
+    // every policy again at each revision; the oldest entries are pruned (`pruned_through`).
+    "CREATE TABLE policy_journal (id INTEGER PRIMARY KEY AUTOINCREMENT, added INTEGER NOT NULL,
+        source TEXT NOT NULL, destination TEXT NOT NULL, protocol TEXT NOT NULL,
+        start_port INTEGER NOT NULL, end_port INTEGER NOT NULL);
+     CREATE TABLE policy_journal_info (id INTEGER PRIMARY KEY CHECK (id = 1),
+        pruned_through INTEGER NOT NULL);
+     INSERT INTO policy_journal_info VALUES (1, 0);
+     CREATE TRIGGER policies_journal_added AFTER INSERT ON policies BEGIN
+        INSERT INTO policy_journal (added, source, destination, protocol, start_port, end_port)
+        VALUES (1, NEW.source, NEW.destination, NEW.protocol, NEW.start_port, NEW.end_port);
+     END;
+     CREATE TRIGGER policies_journal_removed AFTER DELETE ON policies BEGIN
+        INSERT INTO policy_journal (added, source, destination, protocol, start_port, end_port)
+        VALUES (0, OLD.source, OLD.destination, OLD.protocol, OLD.start_port, OLD.end_port);
+     END;",
 ];
 
 /// Step 13 of both dialects (Unix seconds; NULL until signed).
@@ -212,4 +229,24 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
     // 12: what each app speaks on its port (ALPN), for both dialects.
     "ALTER TABLE apps ADD COLUMN app_protocol TEXT NOT NULL DEFAULT 'http1';",
     EXPIRY_MIGRATION,
+    // 14: as SQLite's; one journal insert per statement (its rows in the order they came).
+    "CREATE TABLE policy_journal (id BIGSERIAL PRIMARY KEY, added BIGINT NOT NULL,
+        source TEXT NOT NULL, destination TEXT NOT NULL, protocol TEXT NOT NULL,
+        start_port BIGINT NOT NULL, end_port BIGINT NOT NULL);
+     CREATE TABLE policy_journal_info (id BIGINT PRIMARY KEY CHECK (id = 1),
+        pruned_through BIGINT NOT NULL);
+     INSERT INTO policy_journal_info VALUES (1, 0);
+     CREATE FUNCTION c2c_policies_journal() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        INSERT INTO policy_journal (added, source, destination, protocol, start_port, end_port)
+        SELECT CASE WHEN TG_OP = 'INSERT' THEN 1 ELSE 0 END, source, destination, protocol,
+            start_port, end_port FROM journaled;
+        RETURN NULL;
+     END $$;
+     CREATE TRIGGER policies_journal_added AFTER INSERT ON policies
+        REFERENCING NEW TABLE AS journaled
+        FOR EACH STATEMENT EXECUTE FUNCTION c2c_policies_journal();
+     CREATE TRIGGER policies_journal_removed AFTER DELETE ON policies
+        REFERENCING OLD TABLE AS journaled
+        FOR EACH STATEMENT EXECUTE FUNCTION c2c_policies_journal();",
 ];

@@ -285,6 +285,7 @@ impl State {
         let tx = self.db.begin_write()?;
         let (out, changed) = f(&tx)?;
         if changed {
+            crate::journal::prune(&tx)?;
             tx.execute("UPDATE revision SET rev = rev + 1", ())?;
             if tx.is_postgres() {
                 // Delivered at commit to every replica listening: their watches wake.

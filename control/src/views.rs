@@ -10,7 +10,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use crate::state::{Policy, Revision, State, StateError};
+use crate::journal::PolicyIndex;
+use crate::state::{Revision, State, StateError};
 use c2c_api::CellView;
 
 /// The parts of a revision's view every cell shares.
@@ -21,15 +22,18 @@ pub struct Shared {
     parts: [(&'static str, String, u64); 6],
     /// App GUIDs with an instance on each cell.
     local_apps: HashMap<String, BTreeSet<String>>,
-    /// Every policy.
-    policies: Vec<Policy>,
-    /// For each app, the indices of the policies it is the source or destination of.
-    by_app: HashMap<String, Vec<usize>>,
+    /// Every policy, by app.
+    pub(crate) policies: PolicyIndex,
+    /// The policy journal's last entry this view has followed.
+    pub(crate) journal: i64,
+    /// Whether its policies were followed through the journal (not read whole).
+    followed: bool,
 }
 
 impl Shared {
-    /// Reads the state's current snapshot.
-    pub fn read(s: &State) -> Result<Self, StateError> {
+    /// Reads the state's current snapshot; its policies followed from `prev`'s through the
+    /// policy journal when it still holds what came since, else read whole.
+    pub fn read(s: &State, prev: Option<&Shared>) -> Result<Self, StateError> {
         s.snapshot(|s| {
             let revision = s.revision()?;
             let instances = s.instances(None)?;
@@ -57,22 +61,35 @@ impl Shared {
                 ),
                 part("egress", serde_json::to_string(&s.egress()?).map_err(enc)?),
             ];
-            let policies = s.policies(None)?;
-            let mut by_app: HashMap<String, Vec<usize>> = HashMap::new();
-            for (i, p) in policies.iter().enumerate() {
-                by_app.entry(p.source.to_string()).or_default().push(i);
-                if p.destination != p.source {
-                    by_app.entry(p.destination.to_string()).or_default().push(i);
+            let followed = match prev {
+                Some(prev) => s
+                    .policy_journal(prev.journal)?
+                    .map(|(entries, head)| (prev.policies.followed(entries), head)),
+                None => None,
+            };
+            let was_followed = followed.is_some();
+            let (policies, journal) = match followed {
+                Some(f) => f,
+                None => {
+                    let head = s.policy_journal_head()?;
+                    (PolicyIndex::of(s.policies(None)?), head)
                 }
-            }
+            };
             Ok(Shared {
                 revision,
                 parts,
                 local_apps,
                 policies,
-                by_app,
+                journal,
+                followed: was_followed,
             })
         })
+    }
+
+    /// Whether its policies were followed through the journal from the view before (not
+    /// read whole).
+    pub fn followed(&self) -> bool {
+        self.followed
     }
 
     /// The parts' hashes.
@@ -94,19 +111,10 @@ impl Shared {
         since: Option<[u64; 6]>,
     ) -> Result<Vec<std::borrow::Cow<'_, str>>, StateError> {
         use std::borrow::Cow;
-        // The policies of the apps running here, in the store's order, each once.
-        let mut idx: Vec<usize> = self
-            .local_apps
-            .get(cell)
-            .into_iter()
-            .flatten()
-            .filter_map(|app| self.by_app.get(app))
-            .flatten()
-            .copied()
-            .collect();
-        idx.sort_unstable();
-        idx.dedup();
-        let mine: Vec<&Policy> = idx.iter().map(|&i| &self.policies[i]).collect();
+        // The policies of the apps running here, in order, each once.
+        let mine = self
+            .policies
+            .of_apps(self.local_apps.get(cell).into_iter().flatten());
         let policies = serde_json::to_string(&mine)
             .map_err(|e| StateError::Internal(format!("encoding a view: {e}")))?;
         let mut out: Vec<Cow<'_, str>> = vec![Cow::Owned(format!(
@@ -146,21 +154,22 @@ pub struct Cache {
 const HISTORY: usize = 256;
 
 impl Cache {
-    /// The shared view at `revision` or later, read with `read` when the cached one is older.
+    /// The shared view at `revision` or later, read with `read` (given the cached one, to
+    /// follow from) when the cached one is older.
     pub async fn at_least<F, Fut>(
         &self,
         revision: Revision,
         read: F,
     ) -> Result<Arc<Shared>, StateError>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Option<Arc<Shared>>) -> Fut,
         Fut: std::future::Future<Output = Result<Shared, StateError>>,
     {
         let mut last = self.last.lock().await;
         if let Some(s) = last.as_ref().filter(|s| s.revision >= revision) {
             return Ok(s.clone());
         }
-        let fresh = Arc::new(read().await?);
+        let fresh = Arc::new(read(last.clone()).await?);
         *last = Some(fresh.clone());
         if let Ok(mut h) = self.history.lock() {
             if h.back().is_none_or(|(r, _)| *r < fresh.revision) {
@@ -191,11 +200,14 @@ pub fn view(s: &State, cell: &str) -> Result<CellView, StateError> {
         .filter(|i| i.cell == cell)
         .map(|i| i.app_guid.to_string())
         .collect();
+    // In the order the shared view gives them (a policy's own order).
+    let mut policies = s.policies(Some(&local))?;
+    policies.sort();
     Ok(CellView {
         revision: s.revision()?,
         leases: s.leases()?,
         apps: s.apps()?,
-        policies: s.policies(Some(&local))?,
+        policies,
         instances,
         routes: s.routes()?,
         domains: s.domains()?,

@@ -154,7 +154,8 @@ async fn lines<W: tokio::io::AsyncWrite + Unpin>(
             continue;
         }
         let current = ctx.current_revision();
-        let shared = match Box::pin(ctx.views.at_least(current, || ctx.read_shared())).await {
+        let shared = match Box::pin(ctx.views.at_least(current, |prev| ctx.read_shared(prev))).await
+        {
             Ok(s) => s,
             Err(error) => {
                 debug!(%error, "view for a watch stream failed; closing it");

@@ -6,7 +6,8 @@
 //! loaded (p50/p99 over ROUNDS), an agent restart until it enforces again, and control's cold
 //! start on that database.
 //!
-//!   big_bench [ROUNDS]        (APPS=20000 POLICIES=100000 CELL=10000 by default)
+//!   big_bench [ROUNDS]        (APPS=20000 POLICIES=100000 CELL=10000 by default;
+//!                              PERF=DIR records control and cell2's agent during the rounds)
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -138,6 +139,17 @@ fn populate(p: &Platform, gb: &str, apps: usize, policies: usize, cell: usize) -
     (apps_s, policies_s)
 }
 
+/// `perf record -g` of `pid` into DIR/NAME.data, until interrupted.
+fn perf_record(dir: &str, name: &str, pid: u32) -> std::process::Child {
+    std::process::Command::new("perf")
+        .args(["record", "-g", "-F", "999", "-o"])
+        .arg(format!("{dir}/{name}.data"))
+        .args(["-p", &pid.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("perf")
+}
+
 fn main() {
     let rounds: usize = std::env::args()
         .nth(1)
@@ -186,8 +198,23 @@ fn main() {
 
     // Add -> enforced with that set loaded: appa -> appb:7000.
     let one = json!({"policies": [policy(&ga, &gb, 7000)]});
+    // PERF=DIR: control and cell2's agent recorded (perf record -g) while the rounds run.
+    let perf = std::env::var("PERF").ok().map(|dir| {
+        let pids = [
+            ("control", p.control_pid()),
+            ("agent", p.agents[1].child.id()),
+        ];
+        pids.map(|(name, pid)| perf_record(&dir, name, pid))
+    });
     let (mut add, mut del) =
         add_remove_rounds(&p, &a, SocketAddr::new(ip_b.into(), 7000), &one, rounds);
+    for mut rec in perf.into_iter().flatten() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(rec.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let _ = rec.wait();
+    }
     println!(
         "policy add -> enforced on cell2: p50 {:.1} ms p99 {:.1} ms; remove: p50 {:.1} ms p99 {:.1} ms ({rounds} rounds)",
         pct(&mut add, 0.5),

@@ -276,7 +276,7 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     }
     s.map_route(apps[1].guid.as_str(), "apps.internal", "appb")
         .unwrap();
-    let shared = c2c_control::views::Shared::read(&s).unwrap();
+    let shared = c2c_control::views::Shared::read(&s, None).unwrap();
     for cell in ["cell1", "cell2", "cell3", "nocell"] {
         let from_shared: c2c_api::CellView =
             serde_json::from_str(&shared.view_json(cell, None).unwrap()).unwrap();
@@ -301,7 +301,7 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
         ports: PortRange::new(5000, 5010).unwrap(),
     }])
     .unwrap();
-    let next = c2c_control::views::Shared::read(&s).unwrap();
+    let next = c2c_control::views::Shared::read(&s, None).unwrap();
     let delta_json = next.view_json("cell1", Some(shared.hashes())).unwrap();
     let delta: c2c_api::CellView = serde_json::from_str(&delta_json).unwrap();
     assert_eq!(
@@ -316,7 +316,7 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     // A route change sends routes (and what else changed), never a stale part.
     s.map_route(apps[0].guid.as_str(), "apps.internal", "appa")
         .unwrap();
-    let third = c2c_control::views::Shared::read(&s).unwrap();
+    let third = c2c_control::views::Shared::read(&s, None).unwrap();
     let d: c2c_api::CellView =
         serde_json::from_str(&third.view_json("cell1", Some(next.hashes())).unwrap()).unwrap();
     assert!(!d.unchanged.contains(&"routes".to_string()));
@@ -326,6 +326,39 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
         d.merged(&whole_next).unwrap(),
         c2c_control::api::view(&s, "cell1").unwrap()
     );
+    // The policies follow the journal from the view before: adds, removals, and an app's
+    // deletion (its policies go through the foreign key) come out as a whole read does.
+    let pol = |src: usize, dst: usize, port: u16| Policy {
+        source: apps[src].guid.clone(),
+        destination: apps[dst].guid.clone(),
+        protocol: "tcp".parse().unwrap(),
+        ports: PortRange::new(port, port).unwrap(),
+    };
+    s.add_policies(&[pol(0, 2, 7000), pol(2, 2, 7001), pol(1, 0, 7002)])
+        .unwrap();
+    s.delete_policies(&[pol(0, 1, 8080)]).unwrap();
+    let fourth = c2c_control::views::Shared::read(&s, Some(&third)).unwrap();
+    let cell2 = |v: &c2c_control::views::Shared| {
+        serde_json::from_str::<c2c_api::CellView>(&v.view_json("cell2", None).unwrap())
+            .unwrap()
+            .policies
+    };
+    assert_eq!(cell2(&fourth).len(), 6, "{:?}", cell2(&fourth));
+    s.delete_app(apps[2].guid.as_str()).unwrap();
+    let fifth = c2c_control::views::Shared::read(&s, Some(&fourth)).unwrap();
+    let whole = c2c_control::views::Shared::read(&s, None).unwrap();
+    assert!(fourth.followed() && fifth.followed() && !whole.followed());
+    for cell in ["cell1", "cell2", "cell3", "nocell"] {
+        let followed = fifth.view_json(cell, None).unwrap();
+        assert_eq!(followed, whole.view_json(cell, None).unwrap(), "{cell}");
+        assert_eq!(
+            serde_json::from_str::<c2c_api::CellView>(&followed).unwrap(),
+            c2c_control::api::view(&s, cell).unwrap(),
+            "{cell}"
+        );
+    }
+    // appc's policies went with it: cell2 keeps appb's two with appa (udp 5000-5010, 7002).
+    assert_eq!(cell2(&fifth).len(), 2, "{:?}", cell2(&fifth));
 }
 
 /// A conformance scenario.

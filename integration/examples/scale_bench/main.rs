@@ -11,7 +11,11 @@
 //! each given both replicas' URLs, its own first; after the changes the replica half of them
 //! watch is killed (-9) and a change is made through the other: how long until each cell of
 //! the dead replica has it (back on a stream), how many never get it within 60 s, and the
-//! surviving replica's CPU and memory meanwhile.
+//! surviving replica's CPU and memory meanwhile. With RESTART=1 (agent watch loops too),
+//! both replicas are then killed and started again on the same addresses: how long until
+//! every cell has a change made after. With SUSTAIN=SECS, a change every INTERVAL_MS (100)
+//! for that long, on a timer that does not wait for the cells: per change, the time until all
+//! cells had it, and the first tenth's against the last tenth's (falling behind shows there).
 //!
 //!   scale_bench N [CHANGES] [APPS] [POLICIES]
 
@@ -24,17 +28,97 @@ use c2c_integration::bin;
 use c2c_testkit::pg_cluster::PgCluster;
 use tokio::sync::mpsc;
 
+mod failover;
+
+/// What the replicated setup does after its changes (from the environment).
+#[derive(Clone, Copy, Default)]
+struct Modes {
+    /// FAILOVER=1: kill the replica half the cells watch.
+    failover: bool,
+    /// RESTART=1: kill both replicas and start them again.
+    restart: bool,
+    /// SUSTAIN=SECS: a change every INTERVAL_MS (100) for that long.
+    sustain: Option<(u64, Duration)>,
+}
+
+impl Modes {
+    fn from_env() -> Modes {
+        let on = |k: &str| std::env::var(k).is_ok_and(|v| v == "1");
+        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        Modes {
+            failover: on("FAILOVER"),
+            restart: on("RESTART"),
+            sustain: num("SUSTAIN").filter(|s| *s > 0).map(|s| {
+                (
+                    s,
+                    Duration::from_millis(num("INTERVAL_MS").unwrap_or(100).max(1)),
+                )
+            }),
+        }
+    }
+
+    /// The cells watch with the agent's own loop (which reconnects as agents do).
+    fn agents(&self) -> bool {
+        self.failover || self.restart
+    }
+}
+
 struct Control {
     child: Child,
     dir: tempfile::TempDir,
     url: String,
+    /// `control serve`'s arguments after `--listen ADDR`.
+    args: Vec<String>,
 }
 
 impl Drop for Control {
     fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Control {
+    /// Kills it (-9) and reaps it.
+    fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Starts it again (after [`Control::kill`]) on the same address, state and database.
+    fn start_again(&mut self) {
+        let addr = self
+            .url
+            .trim()
+            .rsplit("://")
+            .next()
+            .unwrap()
+            .trim_end_matches('/');
+        let _ = std::fs::remove_file(self.dir.path().join("control/url"));
+        let (child, url) = spawn_control(self.dir.path(), addr, &self.args);
+        self.child = child;
+        self.url = url;
+    }
+}
+
+/// `c2c control serve` on `listen` with `args`; returns once it has written its URL.
+fn spawn_control(state: &std::path::Path, listen: &str, args: &[String]) -> (Child, String) {
+    let mut cmd = Command::new(bin("c2c"));
+    cmd.args([
+        "--state-dir",
+        state.to_str().unwrap(),
+        "control",
+        "serve",
+        "--listen",
+        listen,
+    ]);
+    let child = cmd.args(args).stderr(Stdio::null()).spawn().unwrap();
+    let url_file = state.join("control/url");
+    let end = Instant::now() + Duration::from_secs(20);
+    while !url_file.exists() {
+        assert!(Instant::now() < end, "control did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, std::fs::read_to_string(url_file).unwrap())
 }
 
 fn start_control(
@@ -58,32 +142,21 @@ fn start_control(
         )
         .unwrap();
     }
-    let mut cmd = Command::new(bin("c2c"));
-    cmd.args([
-        "--state-dir",
-        dir.path().to_str().unwrap(),
-        "control",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
     // Every watcher holds a connection; control closes any past its cap (4,096 by default).
-    cmd.args(["--max-connections", &max_connections.to_string()]);
+    let mut args = vec!["--max-connections".to_string(), max_connections.to_string()];
     if let Some(db) = database {
-        cmd.args(["--database", db]);
+        args.extend(["--database".to_string(), db.to_string()]);
     }
     if !cache {
-        cmd.arg("--per-watcher-views");
+        args.push("--per-watcher-views".into());
     }
-    let child = cmd.stderr(Stdio::null()).spawn().unwrap();
-    let url_file = dir.path().join("control/url");
-    let end = Instant::now() + Duration::from_secs(20);
-    while !url_file.exists() {
-        assert!(Instant::now() < end, "control did not start");
-        std::thread::sleep(Duration::from_millis(20));
+    let (child, url) = spawn_control(dir.path(), "127.0.0.1:0", &args);
+    Control {
+        child,
+        dir,
+        url,
+        args,
     }
-    let url = std::fs::read_to_string(url_file).unwrap();
-    Control { child, dir, url }
 }
 
 /// (CPU seconds, RSS bytes) of a process.
@@ -296,7 +369,7 @@ async fn run(
     replicas: usize,
     db: Option<String>,
     cache: bool,
-    failover: bool,
+    modes: Modes,
 ) -> Figures {
     let cap = n + 1000;
     let first = start_control(None, db.as_deref(), cache, cap);
@@ -327,7 +400,7 @@ async fn run(
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, u64, Instant)>();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let agents_stop = tokio_util::sync::CancellationToken::new();
-    watch_all(clients, &tx, failover, &stop, &agents_stop);
+    watch_all(clients, &tx, modes.agents(), &stop, &agents_stop);
     let mut latest = vec![0u64; n];
     let mut seen = 0;
     let parked_by = Instant::now() + Duration::from_secs(600);
@@ -378,9 +451,20 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(500).saturating_sub(t0.elapsed())).await;
     }
     let (cpu1, _): (f64, u64) = usage_of(&controls);
-    if failover {
-        let (c, l) = (&mut controls, &mut latest);
-        fail_over(c, &issuer, &token, &mut rx, l, &policy).await;
+    if let Some((secs, every)) = modes.sustain {
+        let count = (secs * 1000 / every.as_millis().max(1) as u64) as usize;
+        let batch = (0..count)
+            .map(|k| policy(k + 11, k + 17, "udp", 10_000 + (k % 50_000) as u16))
+            .collect();
+        failover::sustain(&controls, &admin, &mut rx, &mut latest, batch, every).await;
+    }
+    if modes.failover {
+        let p = policy(1, 5, "udp", 9999);
+        failover::fail_over(&mut controls, &issuer, &token, &mut rx, &mut latest, p).await;
+    }
+    if modes.restart {
+        let p = policy(2, 6, "udp", 9998);
+        failover::restart_all(&mut controls, &issuer, &token, &mut rx, &mut latest, p).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     agents_stop.cancel();
@@ -400,71 +484,6 @@ async fn run(
         f.p50_ms, f.p99_ms, f.all_ms, f.cpu_ms_per_change, f.rss_kib_per_watch
     );
     f
-}
-
-/// Kills (-9) the first replica, which the even cells watch, makes one change through the
-/// second, and prints how long each even cell took to have it, and how many never did.
-async fn fail_over(
-    controls: &mut Vec<Control>,
-    issuer: &[u8],
-    token: &str,
-    rx: &mut mpsc::UnboundedReceiver<(usize, u64, Instant)>,
-    latest: &mut [u64],
-    policy: &impl Fn(usize, usize, &str, u16) -> c2c_api::Policy,
-) {
-    let n = latest.len();
-    let dead = controls.remove(0);
-    let survivor = &controls[0];
-    let (cpu0, rss0) = usage(survivor.child.id());
-    let killed = Instant::now();
-    drop(dead); // SIGKILL, then reaped
-    let admin = Client::new(&survivor.url, issuer, Auth::Token(token.trim().into())).unwrap();
-    while let Ok((i, r, _)) = rx.try_recv() {
-        latest[i] = r;
-    }
-    let target = latest.iter().max().copied().unwrap_or(0) + 1;
-    while admin
-        .add_policies(&[policy(1, 5, "udp", 9999)])
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let mut back: Vec<Option<f64>> = vec![None; n];
-    let deadline = killed + Duration::from_secs(60);
-    let mut peak_rss = rss0;
-    while back.iter().step_by(2).any(Option::is_none) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some((i, r, at))) =
-            tokio::time::timeout(left.min(Duration::from_millis(200)), rx.recv()).await
-        else {
-            peak_rss = peak_rss.max(usage(survivor.child.id()).1);
-            if Instant::now() >= deadline {
-                break;
-            }
-            continue;
-        };
-        latest[i] = r;
-        if r >= target && back[i].is_none() {
-            back[i] = Some(at.duration_since(killed).as_secs_f64());
-        }
-    }
-    let (cpu1, rss1) = usage(survivor.child.id());
-    let mut times: Vec<f64> = back.iter().step_by(2).flatten().copied().collect();
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let failed_over = back.len().div_ceil(2);
-    let missed = failed_over - times.len();
-    println!(
-        "failover: {} cells back on a stream in {:.1} s (p50 {:.1} s, p99 {:.1} s), missed revisions {missed}; surviving replica: {:.1} CPU s in the storm, RSS {:.1} -> {:.1} MiB (peak {:.1})",
-        times.len(),
-        times.last().copied().unwrap_or(f64::NAN),
-        if times.is_empty() { f64::NAN } else { pct(&times, 0.5) },
-        if times.is_empty() { f64::NAN } else { pct(&times, 0.99) },
-        cpu1 - cpu0,
-        rss0 as f64 / 1048576.0,
-        rss1 as f64 / 1048576.0,
-        peak_rss.max(rss1) as f64 / 1048576.0,
-    );
 }
 
 fn main() {
@@ -502,16 +521,16 @@ fn main() {
         let reference = if std::env::var("REFERENCE").is_ok_and(|v| v == "0") {
             None
         } else {
-            Some(run("reference: per-watcher views, SQLite", n, changes, apps, policies, 1, None, false, false).await)
+            Some(run("reference: per-watcher views, SQLite", n, changes, apps, policies, 1, None, false, Modes::default()).await)
         };
-        let failover = std::env::var("FAILOVER").is_ok_and(|v| v == "1");
+        let modes = Modes::from_env();
         // SQLITE=0 skips the SQLite setup (a failover run needs only the replicated one).
         let shared = if std::env::var("SQLITE").is_ok_and(|v| v == "0") {
             None
         } else {
-            Some(run("shared views, SQLite", n, changes, apps, policies, 1, None, true, false).await)
+            Some(run("shared views, SQLite", n, changes, apps, policies, 1, None, true, Modes::default()).await)
         };
-        let replicated = run("shared views, PostgreSQL, 2 replicas", n, changes, apps, policies, 2, Some(db), true, failover).await;
+        let replicated = run("shared views, PostgreSQL, 2 replicas", n, changes, apps, policies, 2, Some(db), true, modes).await;
         if let (Some(reference), Some(shared)) = (reference, shared) {
             println!(
                 "ratios against the reference: all-cells time {:.2}x (SQLite) {:.2}x (PostgreSQL x2); CPU per change {:.2}x (SQLite) {:.2}x (PostgreSQL x2)",
