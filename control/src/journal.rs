@@ -30,6 +30,18 @@ impl State {
             })
     }
 
+    /// Each view part's change counter (`view_parts`: apps, instances, routes, domains),
+    /// moved by the tables it is read from whenever they change.
+    pub fn view_part_counters(&self) -> Result<HashMap<String, i64>, StateError> {
+        Ok(self
+            .db
+            .query_map("SELECT part, n FROM view_parts", (), |r| {
+                Ok((r.get::<String>(0)?, r.get::<i64>(1)?))
+            })?
+            .into_iter()
+            .collect())
+    }
+
     /// The policies added and removed since entry `after`; `None` when entries after it
     /// were pruned.
     pub fn policy_journal(&self, after: i64) -> Result<Option<Entries>, StateError> {

@@ -97,6 +97,8 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
     // 14: every policy added or removed, in order (however it was: an app's deletion removes
     // its policies too), so the watches' shared view follows the changes instead of reading
     // every policy again at each revision; the oldest entries are pruned (`pruned_through`).
+    // And a counter per part of the view that changes only with the tables it is read from
+    // (`view_parts`), so an unchanged part is not read again either.
     "CREATE TABLE policy_journal (id INTEGER PRIMARY KEY AUTOINCREMENT, added INTEGER NOT NULL,
         source TEXT NOT NULL, destination TEXT NOT NULL, protocol TEXT NOT NULL,
         start_port INTEGER NOT NULL, end_port INTEGER NOT NULL);
@@ -110,7 +112,33 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
      CREATE TRIGGER policies_journal_removed AFTER DELETE ON policies BEGIN
         INSERT INTO policy_journal (added, source, destination, protocol, start_port, end_port)
         VALUES (0, OLD.source, OLD.destination, OLD.protocol, OLD.start_port, OLD.end_port);
-     END;",
+     END;
+     CREATE TABLE view_parts (part TEXT PRIMARY KEY, n INTEGER NOT NULL);
+     INSERT INTO view_parts VALUES ('apps', 0), ('instances', 0), ('routes', 0), ('domains', 0);
+     CREATE TRIGGER apps_part_added AFTER INSERT ON apps BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = 'apps'; END;
+     CREATE TRIGGER apps_part_changed AFTER UPDATE ON apps BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = 'apps'; END;
+     CREATE TRIGGER apps_part_removed AFTER DELETE ON apps BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = 'apps'; END;
+     CREATE TRIGGER instances_part_added AFTER INSERT ON instances BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = 'instances'; END;
+     CREATE TRIGGER instances_part_changed AFTER UPDATE OF guid, app_guid, idx, cell, ip ON instances BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = 'instances'; END;
+     CREATE TRIGGER instances_part_removed AFTER DELETE ON instances BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = 'instances'; END;
+     CREATE TRIGGER routes_part_added AFTER INSERT ON routes BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = 'routes'; END;
+     CREATE TRIGGER routes_part_changed AFTER UPDATE ON routes BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = 'routes'; END;
+     CREATE TRIGGER routes_part_removed AFTER DELETE ON routes BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = 'routes'; END;
+     CREATE TRIGGER domains_part_added AFTER INSERT ON domains BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = 'domains'; END;
+     CREATE TRIGGER domains_part_changed AFTER UPDATE ON domains BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = 'domains'; END;
+     CREATE TRIGGER domains_part_removed AFTER DELETE ON domains BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = 'domains'; END;",
 ];
 
 /// Step 13 of both dialects (Unix seconds; NULL until signed).
@@ -248,5 +276,21 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
         FOR EACH STATEMENT EXECUTE FUNCTION c2c_policies_journal();
      CREATE TRIGGER policies_journal_removed AFTER DELETE ON policies
         REFERENCING OLD TABLE AS journaled
-        FOR EACH STATEMENT EXECUTE FUNCTION c2c_policies_journal();",
+        FOR EACH STATEMENT EXECUTE FUNCTION c2c_policies_journal();
+     CREATE TABLE view_parts (part TEXT PRIMARY KEY, n BIGINT NOT NULL);
+     INSERT INTO view_parts VALUES ('apps', 0), ('instances', 0), ('routes', 0), ('domains', 0);
+     CREATE FUNCTION c2c_view_part() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+        UPDATE view_parts SET n = n + 1 WHERE part = TG_ARGV[0];
+        RETURN NULL;
+     END $$;
+     CREATE TRIGGER apps_part AFTER INSERT OR UPDATE OR DELETE ON apps
+        FOR EACH STATEMENT EXECUTE FUNCTION c2c_view_part('apps');
+     CREATE TRIGGER instances_part
+        AFTER INSERT OR DELETE OR UPDATE OF guid, app_guid, idx, cell, ip ON instances
+        FOR EACH STATEMENT EXECUTE FUNCTION c2c_view_part('instances');
+     CREATE TRIGGER routes_part AFTER INSERT OR UPDATE OR DELETE ON routes
+        FOR EACH STATEMENT EXECUTE FUNCTION c2c_view_part('routes');
+     CREATE TRIGGER domains_part AFTER INSERT OR UPDATE OR DELETE ON domains
+        FOR EACH STATEMENT EXECUTE FUNCTION c2c_view_part('domains');",
 ];

@@ -18,72 +18,99 @@ use c2c_api::CellView;
 pub struct Shared {
     /// The revision.
     pub revision: Revision,
-    /// Each part's name, JSON and a hash of it.
-    parts: [(&'static str, String, u64); 6],
+    /// Each part's name, JSON and a hash of it (shared with the views after it while the
+    /// part is unchanged).
+    parts: [Part; 6],
+    /// Each part's counter (`view_parts`) when read; None for those read every time.
+    versions: [Option<i64>; 6],
     /// App GUIDs with an instance on each cell.
-    local_apps: HashMap<String, BTreeSet<String>>,
+    local_apps: Arc<HashMap<String, BTreeSet<String>>>,
     /// Every policy, by app.
     pub(crate) policies: PolicyIndex,
     /// The policy journal's last entry this view has followed.
     pub(crate) journal: i64,
     /// Whether its policies were followed through the journal (not read whole).
     followed: bool,
+    /// How many parts it took from the view before, unchanged.
+    reused: usize,
 }
 
+/// A part of the view: its name, JSON and the JSON's hash.
+type Part = (&'static str, Arc<str>, u64);
+
+/// The parts, in the order views carry them.
+const PARTS: [&str; 6] = ["leases", "apps", "instances", "routes", "domains", "egress"];
+
 impl Shared {
-    /// Reads the state's current snapshot; its policies followed from `prev`'s through the
-    /// policy journal when it still holds what came since, else read whole.
+    /// Reads the state's current snapshot. From `prev`, the view read before: its policies
+    /// are followed through the policy journal when it still holds what came since, and each
+    /// part whose counter has not moved is taken as it was; the rest is read.
     pub fn read(s: &State, prev: Option<&Shared>) -> Result<Self, StateError> {
         s.snapshot(|s| {
             let revision = s.revision()?;
-            let instances = s.instances(None)?;
-            let mut local_apps: HashMap<String, BTreeSet<String>> = HashMap::new();
-            for i in &instances {
-                local_apps
-                    .entry(i.cell.to_string())
-                    .or_default()
-                    .insert(i.app_guid.to_string());
-            }
+            let counters = s.view_part_counters()?;
+            let versions = PARTS.map(|name| counters.get(name).copied());
+            let same = |k: usize| {
+                prev.filter(|p| versions[k].is_some() && p.versions[k] == versions[k])
+                    .map(|p| p.parts[k].clone())
+            };
             let enc = |e: serde_json::Error| StateError::Internal(format!("encoding a view: {e}"));
-            let part = |name: &'static str, json: String| {
+            let part = |k: usize, json: String| -> Part {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 json.hash(&mut h);
-                (name, json, h.finish())
+                (PARTS[k], json.into(), h.finish())
             };
-            let parts = [
-                part("leases", serde_json::to_string(&s.leases()?).map_err(enc)?),
-                part("apps", serde_json::to_string(&s.apps()?).map_err(enc)?),
-                part("instances", serde_json::to_string(&instances).map_err(enc)?),
-                part("routes", serde_json::to_string(&s.routes()?).map_err(enc)?),
-                part(
-                    "domains",
-                    serde_json::to_string(&s.domains()?).map_err(enc)?,
-                ),
-                part("egress", serde_json::to_string(&s.egress()?).map_err(enc)?),
-            ];
-            let followed = match prev {
-                Some(prev) => s
-                    .policy_journal(prev.journal)?
-                    .map(|(entries, head)| (prev.policies.followed(entries), head)),
-                None => None,
+            let mut reused = 0;
+            let mut take = |k: usize, read: &dyn Fn() -> Result<String, StateError>| match same(k) {
+                Some(p) => {
+                    reused += 1;
+                    Ok(p)
+                }
+                None => read().map(|json| part(k, json)),
             };
-            let was_followed = followed.is_some();
-            let (policies, journal) = match followed {
-                Some(f) => f,
-                None => {
-                    let head = s.policy_journal_head()?;
-                    (PolicyIndex::of(s.policies(None)?), head)
+            let json = |v: &dyn erased::Ser| v.json().map_err(enc);
+            let (instances, local_apps) = match (same(2), prev) {
+                (Some(p), Some(prev)) => (p, prev.local_apps.clone()),
+                _ => {
+                    let all = s.instances(None)?;
+                    let mut local: HashMap<String, BTreeSet<String>> = HashMap::new();
+                    for i in &all {
+                        local
+                            .entry(i.cell.to_string())
+                            .or_default()
+                            .insert(i.app_guid.to_string());
+                    }
+                    (part(2, json(&all)?), Arc::new(local))
                 }
             };
+            let parts = [
+                take(0, &|| json(&s.leases()?))?,
+                take(1, &|| json(&s.apps()?))?,
+                instances,
+                take(3, &|| json(&s.routes()?))?,
+                take(4, &|| json(&s.domains()?))?,
+                take(5, &|| json(&s.egress()?))?,
+            ];
+            if same(2).is_some() {
+                reused += 1;
+            }
+            let (policies, journal, followed) = follow_policies(s, prev)?;
             Ok(Shared {
                 revision,
                 parts,
+                versions,
                 local_apps,
                 policies,
                 journal,
-                followed: was_followed,
+                followed,
+                reused,
             })
         })
+    }
+
+    /// How many parts it took unchanged from the view before.
+    pub fn reused(&self) -> usize {
+        self.reused
     }
 
     /// Whether its policies were followed through the journal from the view before (not
@@ -127,7 +154,7 @@ impl Shared {
                 unchanged.push(format!("\"{name}\""));
             } else {
                 out.push(Cow::Owned(format!(",\"{name}\":")));
-                out.push(Cow::Borrowed(json.as_str()));
+                out.push(Cow::Borrowed(&**json));
             }
         }
         if !unchanged.is_empty() {
@@ -138,6 +165,35 @@ impl Shared {
         }
         out.push(Cow::Borrowed("}"));
         Ok(out)
+    }
+}
+
+/// The policies at `s`: `prev`'s followed through the journal when it can be (with the
+/// journal's head, and true), else read whole.
+fn follow_policies(
+    s: &State,
+    prev: Option<&Shared>,
+) -> Result<(PolicyIndex, i64, bool), StateError> {
+    if let Some(prev) = prev {
+        if let Some((entries, head)) = s.policy_journal(prev.journal)? {
+            return Ok((prev.policies.followed(entries), head, true));
+        }
+    }
+    let head = s.policy_journal_head()?;
+    Ok((PolicyIndex::of(s.policies(None)?), head, false))
+}
+
+/// A part's value, serialized (so parts of different types go through one function).
+mod erased {
+    /// Anything serializable, as JSON.
+    pub(super) trait Ser {
+        fn json(&self) -> Result<String, serde_json::Error>;
+    }
+
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> Result<String, serde_json::Error> {
+            serde_json::to_string(self)
+        }
     }
 }
 

@@ -301,7 +301,7 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
         ports: PortRange::new(5000, 5010).unwrap(),
     }])
     .unwrap();
-    let next = c2c_control::views::Shared::read(&s, None).unwrap();
+    let next = c2c_control::views::Shared::read(&s, Some(&shared)).unwrap();
     let delta_json = next.view_json("cell1", Some(shared.hashes())).unwrap();
     let delta: c2c_api::CellView = serde_json::from_str(&delta_json).unwrap();
     assert_eq!(
@@ -316,7 +316,12 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     // A route change sends routes (and what else changed), never a stale part.
     s.map_route(apps[0].guid.as_str(), "apps.internal", "appa")
         .unwrap();
-    let third = c2c_control::views::Shared::read(&s, None).unwrap();
+    let third = c2c_control::views::Shared::read(&s, Some(&next)).unwrap();
+    assert_eq!(
+        third.reused(),
+        3,
+        "routes read again, apps, instances and domains not"
+    );
     let d: c2c_api::CellView =
         serde_json::from_str(&third.view_json("cell1", Some(next.hashes())).unwrap()).unwrap();
     assert!(!d.unchanged.contains(&"routes".to_string()));
@@ -348,6 +353,12 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     let fifth = c2c_control::views::Shared::read(&s, Some(&fourth)).unwrap();
     let whole = c2c_control::views::Shared::read(&s, None).unwrap();
     assert!(fourth.followed() && fifth.followed() && !whole.followed());
+    // Only policies changed before the fourth: the parts read from other tables (apps,
+    // instances, routes, domains) came from the third as they were. The app's deletion
+    // moved apps and instances, which the fifth read again.
+    assert_eq!(fourth.reused(), 4);
+    assert!(fifth.reused() <= 2, "{}", fifth.reused());
+    assert_eq!(whole.reused(), 0);
     for cell in ["cell1", "cell2", "cell3", "nocell"] {
         let followed = fifth.view_json(cell, None).unwrap();
         assert_eq!(followed, whole.view_json(cell, None).unwrap(), "{cell}");
