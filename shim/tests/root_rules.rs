@@ -125,3 +125,73 @@ fn root_default_deny_then_policy_allows_only_its_source() {
         std::io::ErrorKind::ConnectionRefused
     );
 }
+
+/// ROOT: a ruleset change that moves set elements only goes in as those elements
+/// ([`rules::delta`]); the kernel then holds what the whole ruleset would have given, through
+/// a run of changes: policies added and removed (single ports and ranges), an app's tag
+/// changed (a map's value), security-group egress ranges moved (interval concatenations).
+#[test]
+fn root_a_change_of_elements_leaves_what_the_whole_ruleset_would() {
+    if !require_root() {
+        return;
+    }
+    use c2c_api::asg::Allowed;
+    let ip = |s: &str| s.parse::<std::net::Ipv4Addr>().unwrap();
+    let locals = vec![
+        Local {
+            ip: ip("10.255.1.2"),
+            app_guid: "app-a".into(),
+        },
+        Local {
+            ip: ip("10.255.1.3"),
+            app_guid: "app-b".into(),
+        },
+    ];
+    let allow = |port: u16, end: u16| Allow {
+        source: "app-a".into(),
+        destination: "app-b".into(),
+        protocol: c2c_api::net::Protocol::Tcp,
+        ports: c2c_api::net::PortRange::new(port, end).unwrap(),
+    };
+    let egress = |last: &str| rules::EgressRule {
+        source: ip("10.255.1.2"),
+        destinations: vec![(ip("192.0.2.0"), ip(last))],
+        allowed: vec![Allowed::Tcp(80, 443)],
+        group: "g".into(),
+        log: false,
+    };
+    let script = |b_tag: u16, allows: &[Allow], last: &str| {
+        let cell = CellRules {
+            subnet: "10.255.1.0/24".parse().unwrap(),
+            containers: locals.iter().map(|l| l.ip).collect(),
+            peers: vec![ip("192.0.2.2")],
+            peer_leases: vec![],
+            remote_sources: vec![],
+            egress: vec![egress(last)],
+            host_ports: vec![],
+            log_c2c: false,
+        };
+        let tags = BTreeMap::from([("app-a".into(), 1), ("app-b".into(), b_tag)]);
+        rules::ruleset(&cell, &locals, &tags, allows)
+    };
+    let steps = [
+        script(2, &[allow(8080, 8080)], "192.0.2.255"),
+        script(2, &[allow(8080, 8080), allow(9000, 9100)], "192.0.2.255"),
+        script(7, &[allow(9000, 9100), allow(7000, 7000)], "192.0.2.127"),
+        script(7, &[], "192.0.2.127"),
+    ];
+    let followed = Netns::new("cell");
+    apply(&followed, &steps[0]);
+    for pair in steps.windows(2) {
+        let d = rules::delta(&pair[0], &pair[1]).expect("elements only");
+        assert!(!d.is_empty() && !d.contains("table ip c2c {"), "{d}");
+        apply(&followed, &d);
+        let whole = Netns::new("cell");
+        apply(&whole, &pair[1]);
+        let list = |n: &Netns| n.exec("nft", &["list", "table", "ip", "c2c"]);
+        assert_eq!(list(&followed), list(&whole), "after {d}");
+        // It is what the in-place check looks for.
+        let gen = rules::generation(&pair[1]).unwrap();
+        assert!(run_in(&followed.path(), move || rules::in_place(gen)).unwrap());
+    }
+}

@@ -202,6 +202,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let mut sidecars = crate::sidecars::Sidecars::new(cfg.sidecar_bin.clone());
     sidecars.reconcile(core.records());
     let sweeper = std::sync::Arc::new(std::sync::Mutex::new(crate::sidecars::Sweeper::default()));
+    let kernel = std::sync::Mutex::new(None);
     let io = Io {
         cfg: &cfg,
         client: &client,
@@ -211,6 +212,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         cni_conf: &cni_conf,
         retry: &retry,
         metrics: &metrics,
+        kernel: &kernel,
     };
     loop {
         // None: the agent stops (shut down, or the watch ended with it).

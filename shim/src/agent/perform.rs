@@ -25,6 +25,9 @@ pub(super) struct Io<'a> {
     pub(super) cni_conf: &'a str,
     pub(super) retry: &'a Arc<Notify>,
     pub(super) metrics: &'a crate::metrics::Metrics,
+    /// The ruleset this agent last applied, while it believes the kernel holds it: the next
+    /// change goes in as the set elements that differ.
+    pub(super) kernel: &'a std::sync::Mutex<Option<String>>,
 }
 
 /// Performs `pending` in turn, handing each answering event to the core, and what those bring,
@@ -50,6 +53,7 @@ pub(super) async fn perform_all(
                 retry: io.retry,
                 started,
                 metrics: io.metrics,
+                kernel: io.kernel,
             };
             if let Some(e) = perform(action, &mut cx).instrument(span.clone()).await {
                 next.extend(span.in_scope(|| core.on(e)));
@@ -71,6 +75,7 @@ struct Ctx<'a> {
     retry: &'a Arc<Notify>,
     started: Instant,
     metrics: &'a crate::metrics::Metrics,
+    kernel: &'a std::sync::Mutex<Option<String>>,
 }
 
 /// Performs one action; returns the event that answers it, if it has one.
@@ -104,6 +109,8 @@ async fn perform(action: Action, cx: &mut Ctx<'_>) -> Option<Event> {
                 .unwrap_or(false);
             if !in_place {
                 warn!("rules were changed by hand; restoring them");
+                // What the kernel holds is unknown: the restore goes in whole.
+                *cx.kernel.lock().unwrap_or_else(|p| p.into_inner()) = None;
             }
             Some(Event::RulesInPlace(in_place))
         }
@@ -155,8 +162,10 @@ async fn apply_rules(text: String, cx: &Ctx<'_>) -> Event {
         (v.revision.0, cx.core.records().len(), v.policies.len())
     });
     let apply_began = Instant::now();
-    let r = match tokio::task::spawn_blocking(move || rules::apply(&text)).await {
-        Ok(Ok(())) => {
+    let base = cx.kernel.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let r = match tokio::task::spawn_blocking(move || apply_over(base, text)).await {
+        Ok(Ok((text, how))) => {
+            *cx.kernel.lock().unwrap_or_else(|p| p.into_inner()) = Some(text);
             cx.metrics
                 .applied(revision, containers, policies, apply_began.elapsed());
             info!(
@@ -164,6 +173,7 @@ async fn apply_rules(text: String, cx: &Ctx<'_>) -> Event {
                 containers,
                 policies,
                 elapsed_ms = cx.started.elapsed().as_millis() as u64,
+                how,
                 "rules applied"
             );
             Ok(())
@@ -180,6 +190,27 @@ async fn apply_rules(text: String, cx: &Ctx<'_>) -> Event {
         }
     };
     Event::RulesApplied(r)
+}
+
+/// Applies `text` over `base`, the ruleset the kernel holds: as the set elements that differ
+/// when only those do (the whole ruleset if that fails), else whole. Gives back `text` and how
+/// it went in.
+fn apply_over(
+    base: Option<String>,
+    text: String,
+) -> Result<(String, &'static str), rules::RulesError> {
+    if let Some(d) = base.as_deref().and_then(|b| rules::delta(b, &text)) {
+        if d.is_empty() {
+            return Ok((text, "unchanged"));
+        }
+        match rules::apply(&d) {
+            Ok(()) => return Ok((text, "elements")),
+            Err(error) => {
+                warn!(%error, "applying the changed elements failed; applying the whole ruleset")
+            }
+        }
+    }
+    rules::apply(&text).map(|()| (text, "whole"))
 }
 
 /// Writes the CNI config: the cell is ready for containers.

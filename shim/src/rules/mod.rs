@@ -30,8 +30,11 @@ use crate::ipam::Subnet;
 use c2c_api::net::{PortRange, Protocol};
 use c2c_api::AppGuid;
 
+mod delta;
 mod egress;
 mod sets;
+
+pub use delta::delta;
 
 use sets::{egress_sets, forward_chains, host_ports, peer_sets, policy_sets};
 
