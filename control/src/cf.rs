@@ -3,6 +3,7 @@
 //! (`GET /internal/policies_last_updated`), stale-policy cleanup and the per-source-app counts
 //! the quota is checked against.
 
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 
 use crate::db::OptionalExt;
@@ -113,6 +114,21 @@ impl State {
             |r| r.get(0),
         )
         .optional()
+    }
+
+    /// Which of `guids` are apps (by GUID): a read of those rows only, not of every app.
+    pub fn apps_known(&self, guids: &[&str]) -> Result<BTreeSet<String>, StateError> {
+        let mut known = BTreeSet::new();
+        for chunk in guids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let vals: Vec<crate::db::Val> = chunk.iter().map(|g| (*g).into()).collect();
+            known.extend(self.db.query_map(
+                &format!("SELECT guid FROM apps WHERE guid IN ({marks})"),
+                vals,
+                |r| r.get::<String>(0),
+            )?);
+        }
+        Ok(known)
     }
 
     /// Makes an app, with a tag, for each of `guids` that is a GUID control has not seen (Cloud

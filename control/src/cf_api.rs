@@ -274,8 +274,7 @@ async fn change_policies<B: ReqBody>(
                 let names: Vec<&str> = guids.iter().copied().collect();
                 s.adopt_external_apps(&names)?;
             }
-            let known: BTreeSet<String> =
-                s.apps()?.into_iter().map(|a| a.guid.to_string()).collect();
+            let known = s.apps_known(&guids.iter().copied().collect::<Vec<_>>())?;
             if !guids
                 .iter()
                 .all(|g| caller2.may_manage(g) && (delete || known.contains(*g)))
