@@ -286,6 +286,36 @@ async fn make_cells(
     clients
 }
 
+/// What the replicated setup does after its changes: the sustained rate, a failover, a
+/// restart of both replicas (as `modes` asks).
+#[allow(clippy::too_many_arguments)]
+async fn after_changes(
+    modes: Modes,
+    controls: &mut Vec<Control>,
+    admin: &Client,
+    issuer: &[u8],
+    token: &str,
+    rx: &mut failover::Views,
+    latest: &mut [u64],
+    policy: &impl Fn(usize, usize, &str, u16) -> c2c_api::Policy,
+) {
+    if let Some((secs, every)) = modes.sustain {
+        let count = (secs * 1000 / every.as_millis().max(1) as u64) as usize;
+        let batch = (0..count)
+            .map(|k| policy(k + 11, k + 17, "udp", 10_000 + (k % 50_000) as u16))
+            .collect();
+        failover::sustain(controls, admin, rx, latest, batch, every).await;
+    }
+    if modes.failover {
+        let p = policy(1, 5, "udp", 9999);
+        failover::fail_over(controls, issuer, token, rx, latest, p).await;
+    }
+    if modes.restart {
+        let p = policy(2, 6, "udp", 9998);
+        failover::restart_all(controls, issuer, token, rx, latest, p).await;
+    }
+}
+
 /// Every cell watches: with the agent's own loop for a failover run, else with a bare stream.
 fn watch_all(
     clients: Vec<(String, Client)>,
@@ -451,21 +481,17 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(500).saturating_sub(t0.elapsed())).await;
     }
     let (cpu1, _): (f64, u64) = usage_of(&controls);
-    if let Some((secs, every)) = modes.sustain {
-        let count = (secs * 1000 / every.as_millis().max(1) as u64) as usize;
-        let batch = (0..count)
-            .map(|k| policy(k + 11, k + 17, "udp", 10_000 + (k % 50_000) as u16))
-            .collect();
-        failover::sustain(&controls, &admin, &mut rx, &mut latest, batch, every).await;
-    }
-    if modes.failover {
-        let p = policy(1, 5, "udp", 9999);
-        failover::fail_over(&mut controls, &issuer, &token, &mut rx, &mut latest, p).await;
-    }
-    if modes.restart {
-        let p = policy(2, 6, "udp", 9998);
-        failover::restart_all(&mut controls, &issuer, &token, &mut rx, &mut latest, p).await;
-    }
+    after_changes(
+        modes,
+        &mut controls,
+        &admin,
+        &issuer,
+        &token,
+        &mut rx,
+        &mut latest,
+        &policy,
+    )
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     agents_stop.cancel();
     let med = |mut v: Vec<f64>| {

@@ -331,8 +331,16 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
         d.merged(&whole_next).unwrap(),
         c2c_control::api::view(&s, "cell1").unwrap()
     );
-    // The policies follow the journal from the view before: adds, removals, and an app's
-    // deletion (its policies go through the foreign key) come out as a whole read does.
+    follows_from_the_view_before(&mut s, &apps, &third);
+}
+
+/// The policies follow the journal from the view before (`prev`): adds, removals, and an
+/// app's deletion (its policies go through the foreign key) come out as a whole read does.
+fn follows_from_the_view_before(
+    s: &mut c2c_control::state::State,
+    apps: &[c2c_api::App],
+    third: &c2c_control::views::Shared,
+) {
     let pol = |src: usize, dst: usize, port: u16| Policy {
         source: apps[src].guid.clone(),
         destination: apps[dst].guid.clone(),
@@ -342,7 +350,7 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     s.add_policies(&[pol(0, 2, 7000), pol(2, 2, 7001), pol(1, 0, 7002)])
         .unwrap();
     s.delete_policies(&[pol(0, 1, 8080)]).unwrap();
-    let fourth = c2c_control::views::Shared::read(&s, Some(&third)).unwrap();
+    let fourth = c2c_control::views::Shared::read(s, Some(third)).unwrap();
     let cell2 = |v: &c2c_control::views::Shared| {
         serde_json::from_str::<c2c_api::CellView>(&v.view_json("cell2", None).unwrap())
             .unwrap()
@@ -350,8 +358,8 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     };
     assert_eq!(cell2(&fourth).len(), 6, "{:?}", cell2(&fourth));
     s.delete_app(apps[2].guid.as_str()).unwrap();
-    let fifth = c2c_control::views::Shared::read(&s, Some(&fourth)).unwrap();
-    let whole = c2c_control::views::Shared::read(&s, None).unwrap();
+    let fifth = c2c_control::views::Shared::read(s, Some(&fourth)).unwrap();
+    let whole = c2c_control::views::Shared::read(s, None).unwrap();
     assert!(fourth.followed() && fifth.followed() && !whole.followed());
     // Only policies changed before the fourth: the parts read from other tables (apps,
     // instances, routes, domains) came from the third as they were. The app's deletion
@@ -364,7 +372,7 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
         assert_eq!(followed, whole.view_json(cell, None).unwrap(), "{cell}");
         assert_eq!(
             serde_json::from_str::<c2c_api::CellView>(&followed).unwrap(),
-            c2c_control::api::view(&s, cell).unwrap(),
+            c2c_control::api::view(s, cell).unwrap(),
             "{cell}"
         );
     }
