@@ -142,7 +142,10 @@ fn populate(p: &Platform, gb: &str, apps: usize, policies: usize, cell: usize) -
 /// `perf record -g` of `pid` into DIR/NAME.data, until interrupted.
 fn perf_record(dir: &str, name: &str, pid: u32) -> std::process::Child {
     std::process::Command::new("perf")
-        .args(["record", "-g", "-F", "999", "-o"])
+        .args(["record", "-F", "999", "--call-graph"])
+        // PERF_CALLGRAPH=dwarf for call chains through code built without frame pointers.
+        .arg(std::env::var("PERF_CALLGRAPH").unwrap_or_else(|_| "fp".into()))
+        .arg("-o")
         .arg(format!("{dir}/{name}.data"))
         .args(["-p", &pid.to_string()])
         .stderr(std::process::Stdio::null())

@@ -91,9 +91,13 @@ pub fn local_instances(
 /// Each local container's security-group rules: those bound to every space and to its app's
 /// space, for running apps (pure).
 pub fn egress_rules(locals: &[Local], view: &CellView) -> Vec<crate::rules::EgressRule> {
+    // The local apps' spaces only: one pass over the apps, no map of all of them.
+    let local: std::collections::BTreeSet<&str> =
+        locals.iter().map(|l| l.app_guid.as_str()).collect();
     let spaces: BTreeMap<&str, &str> = view
         .apps
         .iter()
+        .filter(|a| local.contains(a.guid.as_str()))
         .map(|a| (a.guid.as_str(), a.space.as_str()))
         .collect();
     let mut out = vec![];

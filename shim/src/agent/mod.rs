@@ -188,6 +188,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let mut core = AgentCore::new(&cfg.cell, subnet).with_log_c2c(cfg.log_c2c);
     let directory = start_traffic_log(&cfg, &client, &metrics, &shutdown);
     let mut directory_rev = Revision(0);
+    let mut directory_from = DirectoryFrom::default();
     // Control's views, from a streamed watch kept open by a task of its own.
     let mut views =
         crate::control_link::spawn_watch(client.clone(), cfg.cell.clone(), shutdown.clone());
@@ -267,7 +268,12 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             .view()
             .filter(|v| v.revision != directory_rev || store_event)
         {
-            publish_directory(&cfg.cell, v, core.records(), &directory);
+            // Built again only when what it is built from changed (20,000 apps' names are
+            // not copied at every policy change).
+            if !directory_from.is(v, core.records()) {
+                publish_directory(&cfg.cell, v, core.records(), &directory);
+                directory_from = DirectoryFrom::of(v, core.records());
+            }
             directory_rev = v.revision;
         }
         span.record("revision", core.revision().0);
@@ -470,6 +476,37 @@ async fn renew_lease(
             metrics.lease_renewal_failures.inc();
             warn!(%error, "lease renewal failed");
         }
+    }
+}
+
+/// What the traffic log's directory was last built from.
+#[derive(Default)]
+struct DirectoryFrom {
+    apps: Vec<c2c_api::App>,
+    instances: Vec<c2c_api::Instance>,
+    egress: c2c_api::asg::Egress,
+    records: Vec<ContainerRecord>,
+    built: bool,
+}
+
+impl DirectoryFrom {
+    fn of(v: &c2c_api::CellView, records: &[ContainerRecord]) -> Self {
+        DirectoryFrom {
+            apps: v.apps.clone(),
+            instances: v.instances.clone(),
+            egress: v.egress.clone(),
+            records: records.to_vec(),
+            built: true,
+        }
+    }
+
+    /// Whether a directory built from `v` and `records` would be the one built last.
+    fn is(&self, v: &c2c_api::CellView, records: &[ContainerRecord]) -> bool {
+        self.built
+            && self.records == records
+            && self.egress == v.egress
+            && self.instances == v.instances
+            && self.apps == v.apps
     }
 }
 
