@@ -10,11 +10,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::db::Tx;
 use crate::state::{parsed, Policy, PortRange, State, StateError};
 
-/// How many entries the journal keeps; a reader further behind reads every policy instead.
-pub const JOURNAL_KEEP: i64 = 200_000;
+pub use crate::state::JOURNAL_KEEP;
 
 /// The entries after `after`, in order (`true`: added), and the last entry's id; `None` when
 /// some of them were pruned (read every policy instead).
@@ -78,21 +76,6 @@ impl State {
             head,
         )))
     }
-}
-
-/// Keeps the journal to its last [`JOURNAL_KEEP`] entries (in a write transaction).
-pub(crate) fn prune(tx: &Tx) -> Result<(), StateError> {
-    let head: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM policy_journal", (), |r| {
-        r.get(0)
-    })?;
-    let through = head - JOURNAL_KEEP;
-    if through > 0 && tx.execute("DELETE FROM policy_journal WHERE id <= ?", [through])? > 0 {
-        tx.execute(
-            "UPDATE policy_journal_info SET pruned_through = ? WHERE pruned_through < ?",
-            [through, through],
-        )?;
-    }
-    Ok(())
 }
 
 /// Every policy, by each app it names (as source or destination), each app's set shared
@@ -220,7 +203,7 @@ mod tests {
             (),
         )
         .unwrap();
-        prune(&tx).unwrap();
+        crate::state::prune_policy_journal(&tx).unwrap();
         tx.commit().unwrap();
         assert!(s.policy_journal(4).unwrap().is_none());
         assert!(s.policy_journal(10).unwrap().is_some());

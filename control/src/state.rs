@@ -285,7 +285,7 @@ impl State {
         let tx = self.db.begin_write()?;
         let (out, changed) = f(&tx)?;
         if changed {
-            crate::journal::prune(&tx)?;
+            prune_policy_journal(&tx)?;
             tx.execute("UPDATE revision SET rev = rev + 1", ())?;
             if tx.is_postgres() {
                 // Delivered at commit to every replica listening: their watches wake.
@@ -508,6 +508,26 @@ impl State {
                 .collect(),
         })
     }
+}
+
+/// How many entries the policy journal keeps; a reader further behind reads every policy
+/// instead.
+pub const JOURNAL_KEEP: i64 = 200_000;
+
+/// Keeps the policy journal (`crate::journal`) to its last [`JOURNAL_KEEP`] entries (in a
+/// write transaction).
+pub(crate) fn prune_policy_journal(tx: &crate::db::Tx) -> Result<(), StateError> {
+    let head: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM policy_journal", (), |r| {
+        r.get(0)
+    })?;
+    let through = head - JOURNAL_KEEP;
+    if through > 0 && tx.execute("DELETE FROM policy_journal WHERE id <= ?", [through])? > 0 {
+        tx.execute(
+            "UPDATE policy_journal_info SET pruned_through = ? WHERE pruned_through < ?",
+            [through, through],
+        )?;
+    }
+    Ok(())
 }
 
 /// App names: see [`c2c_api::names::validate_app_name`].
