@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::state::{parsed, Policy, PortRange, State, StateError};
+use crate::state::{policy_row, Policy, State, StateError};
 
 pub use crate::state::JOURNAL_KEEP;
 
@@ -57,17 +57,7 @@ impl State {
         )?;
         let rows: Vec<(i64, bool, Policy)> = st
             .query_map([after], |r| {
-                Ok((
-                    r.get::<i64>(0)?,
-                    r.get::<i64>(1)? != 0,
-                    Policy {
-                        source: parsed(r, 2)?,
-                        destination: parsed(r, 3)?,
-                        protocol: parsed(r, 4)?,
-                        ports: PortRange::new(r.get(5)?, r.get(6)?)
-                            .map_err(|e| StateError::Internal(format!("journaled ports: {e}")))?,
-                    },
-                ))
+                Ok((r.get::<i64>(0)?, r.get::<i64>(1)? != 0, policy_row(r, 2)?))
             })?
             .collect::<Result<_, _>>()?;
         let head = rows.last().map_or(after, |r| r.0);
@@ -152,6 +142,7 @@ impl PolicyIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::PortRange;
     use crate::views::Shared;
 
     #[test]

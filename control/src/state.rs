@@ -487,15 +487,7 @@ impl State {
             "SELECT source, destination, protocol, start_port, end_port FROM policies ORDER BY source, destination, protocol, start_port",
         )?;
         let all: Vec<Policy> = st
-            .query_map((), |r| {
-                Ok(Policy {
-                    source: parsed(r, 0)?,
-                    destination: parsed(r, 1)?,
-                    protocol: parsed(r, 2)?,
-                    ports: PortRange::new(r.get(3)?, r.get(4)?)
-                        .map_err(|e| StateError::Internal(format!("stored ports: {e}")))?,
-                })
-            })?
+            .query_map((), |r| policy_row(r, 0))?
             .collect::<Result<_, _>>()?;
         Ok(match ids {
             None => all,
@@ -582,6 +574,18 @@ where
     let text: String = r.get(i)?;
     text.parse()
         .map_err(|e: T::Err| StateError::Internal(format!("column {i}: {text:?}: {e}")))
+}
+
+/// A [`Policy`] from a row's columns `at..at + 5`: source, destination, protocol, start and
+/// end port.
+pub(crate) fn policy_row(r: &Row, at: usize) -> Result<Policy, StateError> {
+    Ok(Policy {
+        source: parsed(r, at)?,
+        destination: parsed(r, at + 1)?,
+        protocol: parsed(r, at + 2)?,
+        ports: PortRange::new(r.get(at + 3)?, r.get(at + 4)?)
+            .map_err(|e| StateError::Internal(format!("stored ports: {e}")))?,
+    })
 }
 
 /// Compares two secrets without leaking where they differ.

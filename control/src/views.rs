@@ -54,7 +54,6 @@ impl Shared {
                 prev.filter(|p| versions[k].is_some() && p.versions[k] == versions[k])
                     .map(|p| p.parts[k].clone())
             };
-            let enc = |e: serde_json::Error| StateError::Internal(format!("encoding a view: {e}"));
             let part = |k: usize, json: String| -> Part {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 json.hash(&mut h);
@@ -68,8 +67,8 @@ impl Shared {
                 }
                 None => read().map(|json| part(k, json)),
             };
-            let json = |v: &dyn erased::Ser| v.json().map_err(enc);
-            let (instances, local_apps) = match (same(2), prev) {
+            let unchanged_instances = same(2);
+            let (instances, local_apps) = match (unchanged_instances.clone(), prev) {
                 (Some(p), Some(prev)) => (p, prev.local_apps.clone()),
                 _ => {
                     let all = s.instances(None)?;
@@ -91,9 +90,7 @@ impl Shared {
                 take(4, &|| json(&s.domains()?))?,
                 take(5, &|| json(&s.egress()?))?,
             ];
-            if same(2).is_some() {
-                reused += 1;
-            }
+            reused += usize::from(unchanged_instances.is_some());
             let (policies, journal, followed) = follow_policies(s, prev)?;
             Ok(Shared {
                 revision,
@@ -142,8 +139,7 @@ impl Shared {
         let mine = self
             .policies
             .of_apps(self.local_apps.get(cell).into_iter().flatten());
-        let policies = serde_json::to_string(&mine)
-            .map_err(|e| StateError::Internal(format!("encoding a view: {e}")))?;
+        let policies = json(&mine)?;
         let mut out: Vec<Cow<'_, str>> = vec![Cow::Owned(format!(
             "{{\"revision\":{},\"policies\":{policies}",
             self.revision.0
@@ -183,18 +179,9 @@ fn follow_policies(
     Ok((PolicyIndex::of(s.policies(None)?), head, false))
 }
 
-/// A part's value, serialized (so parts of different types go through one function).
-mod erased {
-    /// Anything serializable, as JSON.
-    pub(super) trait Ser {
-        fn json(&self) -> Result<String, serde_json::Error>;
-    }
-
-    impl<T: serde::Serialize> Ser for T {
-        fn json(&self) -> Result<String, serde_json::Error> {
-            serde_json::to_string(self)
-        }
-    }
+/// A part's value as JSON.
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StateError> {
+    serde_json::to_string(v).map_err(|e| StateError::Internal(format!("encoding a view: {e}")))
 }
 
 /// The last revision's shared view; a watcher woken for a newer revision rebuilds it once, and

@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn the_whole_rulesets_of_a_cell_differ_by_elements_only() {
-        use super::super::{ruleset, Allow, CellRules, Local};
+        use super::super::{ruleset, Allow, Local};
         use c2c_api::net::PortRange;
         let locals = vec![
             Local {
@@ -172,16 +172,8 @@ mod tests {
                 app_guid: "a".into(),
             },
         ];
-        let cell = CellRules {
-            subnet: "10.255.1.0/24".parse().unwrap(),
-            containers: locals.iter().map(|l| l.ip).collect(),
-            peers: vec!["192.0.2.2".parse().unwrap()],
-            peer_leases: vec![],
-            remote_sources: vec![],
-            egress: vec![],
-            host_ports: vec![],
-            log_c2c: true,
-        };
+        let mut cell = super::super::tests::cell("10.255.1.0/24".parse().unwrap(), &locals);
+        cell.log_c2c = true;
         let tags = std::collections::BTreeMap::from([("a".into(), 1), ("b".into(), 2)]);
         let allow = |port: u16, end: u16| Allow {
             source: "a".into(),

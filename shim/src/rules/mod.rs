@@ -330,7 +330,8 @@ pub fn apply(script: &str) -> Result<(), RulesError> {
 mod tests {
     use super::*;
 
-    fn cell(subnet: Subnet, locals: &[Local]) -> CellRules {
+    /// A cell's rule inputs with one peer and `locals`' containers (also for delta's tests).
+    pub(super) fn cell(subnet: Subnet, locals: &[Local]) -> CellRules {
         CellRules {
             subnet,
             containers: locals.iter().map(|l| l.ip).collect(),
