@@ -268,12 +268,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
             .view()
             .filter(|v| v.revision != directory_rev || store_event)
         {
-            // Built again only when what it is built from changed (20,000 apps' names are
-            // not copied at every policy change).
-            if !directory_from.is(v, core.records()) {
-                publish_directory(&cfg.cell, v, core.records(), &directory);
-                directory_from = DirectoryFrom::of(v, core.records());
-            }
+            directory_from.publish(&cfg.cell, v, core.records(), &directory);
             directory_rev = v.revision;
         }
         span.record("revision", core.revision().0);
@@ -497,6 +492,21 @@ impl DirectoryFrom {
             egress: v.egress.clone(),
             records: records.to_vec(),
             built: true,
+        }
+    }
+
+    /// Publishes the directory of `v` and `records`, built again only when what it is built
+    /// from changed (20,000 apps' names are not copied at every policy change).
+    fn publish(
+        &mut self,
+        cell: &c2c_api::CellName,
+        v: &c2c_api::CellView,
+        records: &[ContainerRecord],
+        directory: &crate::netlog::SharedDirectory,
+    ) {
+        if !self.is(v, records) {
+            publish_directory(cell, v, records, directory);
+            *self = DirectoryFrom::of(v, records);
         }
     }
 
