@@ -206,6 +206,7 @@ mod tests {
             routes: vec![],
             domains: vec![],
             egress: Default::default(),
+            probes: vec![],
             unchanged: vec![],
         };
         let acc = Access::for_instance(&view, &inst("b0", "b"));

@@ -23,6 +23,7 @@ pub mod net;
 pub mod paths;
 pub mod pin;
 pub mod policy;
+pub mod probe;
 pub mod types;
 
 /// An app.
@@ -304,6 +305,10 @@ pub struct CellView {
     /// The security groups' egress rules for running apps.
     #[serde(default)]
     pub egress: asg::Egress,
+    /// The probes this cell hosts for `c2c check` (see [`probe`]); this cell's own, never
+    /// left out of a delta.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<probe::Hosted>,
     /// In an answer to a watch that asked for changes only (`delta=1`): the parts left out
     /// because they are as they were at the revision the watch named (`leases`, `apps`,
     /// `instances`, `routes`, `domains`, `egress`). Empty in a whole view.

@@ -59,7 +59,16 @@ impl State {
                 ));
             }
         }
+        // A probe (`probe:PORT`) is hosted by the cell's agent: its view names it at once.
+        let probe = runtime
+            .and_then(c2c_api::probe::port_of)
+            .transpose()
+            .map_err(StateError::Invalid)?
+            .is_some();
         self.write(|tx| {
+            if probe {
+                probe_budget(tx, cell.as_str(), runtime.unwrap_or_default())?;
+            }
             if tx
                 .query_row("SELECT 1 FROM apps WHERE guid = ?", [app_guid], |_| Ok(()))
                 .optional()?
@@ -95,8 +104,9 @@ impl State {
                 "INSERT INTO instances (guid, app_guid, idx, cell, ip, runtime, waiting_since) VALUES (?, ?, ?, ?, NULL, ?, ?)",
                 params![&p.guid, p.app_guid.as_str(), p.index, p.cell.as_str(), p.runtime.as_deref(), now()],
             )?;
-            // Nothing a cell routes or resolves changed until the instance is confirmed.
-            Ok((p, false))
+            // Nothing a cell routes or resolves changed until the instance is confirmed; a
+            // probe is in its cell's view from now on.
+            Ok((p, probe))
         })
     }
 
@@ -133,14 +143,19 @@ impl State {
     /// Removes a placed instance (the scheduler's call); true if it existed.
     pub fn remove_instance(&mut self, guid: &str) -> Result<bool, StateError> {
         self.write(|tx| {
-            let confirmed: Option<Option<String>> = tx
-                .query_row("SELECT ip FROM instances WHERE guid = ?", [guid], |r| {
-                    r.get(0)
-                })
+            let found: Option<(Option<String>, Option<String>)> = tx
+                .query_row(
+                    "SELECT ip, runtime FROM instances WHERE guid = ?",
+                    [guid],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
                 .optional()?;
             let n = tx.execute("DELETE FROM instances WHERE guid = ?", [guid])?;
-            // Only a confirmed instance was in any cell's view.
-            Ok((n > 0, confirmed.flatten().is_some()))
+            // Only a confirmed instance, or a probe, was in any cell's view.
+            let in_view = found.is_some_and(|(ip, runtime)| {
+                ip.is_some() || runtime.is_some_and(|r| c2c_api::probe::port_of(&r).is_some())
+            });
+            Ok((n > 0, in_view))
         })
     }
 
@@ -259,6 +274,29 @@ impl State {
             .collect())
     }
 
+    /// The probes cells host for `c2c check` (instances placed with runtime `probe:PORT`),
+    /// confirmed or not, with their cells.
+    pub fn probes_hosted(&self) -> Result<Vec<(String, c2c_api::probe::Hosted)>, StateError> {
+        let mut st = self.db.prepare_cached(
+            "SELECT guid, app_guid, idx, cell, runtime FROM instances WHERE runtime LIKE 'probe:%' ORDER BY cell, app_guid, idx",
+        )?;
+        let rows = st.query_map([None::<&str>; 0], |r| {
+            let runtime: String = r.get(4)?;
+            Ok((
+                r.get::<String>(3)?,
+                c2c_api::probe::Hosted {
+                    guid: r.get(0)?,
+                    app_guid: parsed(r, 1)?,
+                    index: r.get(2)?,
+                    host_port: c2c_api::probe::port_of(&runtime)
+                        .and_then(Result::ok)
+                        .unwrap_or_default(),
+                },
+            ))
+        })?;
+        rows.collect()
+    }
+
     /// Every placed instance, confirmed or not, all or those on `cell`.
     pub fn placements(&self, cell: Option<&str>) -> Result<Vec<Placement>, StateError> {
         let mut st = self.db.prepare_cached("SELECT guid, app_guid, idx, cell, ip, runtime FROM instances WHERE CAST(?1 AS TEXT) IS NULL OR cell = ?1 ORDER BY app_guid, idx")?;
@@ -307,4 +345,26 @@ impl State {
             Ok((gone, false))
         })
     }
+}
+
+/// A probe may take a cell's probe port only while it is free, and a cell hosts at most
+/// [`c2c_api::probe::PER_CELL`] probes, whoever placed them.
+fn probe_budget(tx: &crate::db::Tx<'_>, cell: &str, runtime: &str) -> Result<(), StateError> {
+    let taken: Vec<String> = tx
+        .prepare("SELECT runtime FROM instances WHERE cell = ? AND runtime LIKE 'probe:%'")?
+        .query_map([cell], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if taken.iter().any(|t| t == runtime) {
+        return Err(StateError::Conflict(format!(
+            "cell {cell} already hosts a probe on host port {}",
+            runtime.trim_start_matches(c2c_api::probe::RUNTIME_PREFIX)
+        )));
+    }
+    if taken.len() >= c2c_api::probe::PER_CELL {
+        return Err(StateError::Conflict(format!(
+            "cell {cell} hosts {} probes, the most a cell hosts; remove one (`c2c check` removes its own at the end)",
+            taken.len()
+        )));
+    }
+    Ok(())
 }

@@ -139,6 +139,8 @@ pub(crate) const SQLITE_MIGRATIONS: &[&str] = &[
         UPDATE view_parts SET n = n + 1 WHERE part = 'domains'; END;
      CREATE TRIGGER domains_part_removed AFTER DELETE ON domains BEGIN
         UPDATE view_parts SET n = n + 1 WHERE part = 'domains'; END;",
+    // 15: the probes cells host for `c2c check`, found without a scan of every instance.
+    PROBES_MIGRATION,
 ];
 
 /// Step 13 of both dialects (Unix seconds; NULL until signed).
@@ -293,4 +295,9 @@ pub(crate) const POSTGRES_MIGRATIONS: &[&str] = &[
         FOR EACH STATEMENT EXECUTE FUNCTION c2c_view_part('routes');
      CREATE TRIGGER domains_part AFTER INSERT OR UPDATE OR DELETE ON domains
         FOR EACH STATEMENT EXECUTE FUNCTION c2c_view_part('domains');",
+    PROBES_MIGRATION,
 ];
+
+/// Step 15 of both dialects (see [`crate::state::State::probes_hosted`]).
+const PROBES_MIGRATION: &str =
+    "CREATE INDEX instances_probes ON instances(cell) WHERE runtime LIKE 'probe:%';";

@@ -31,6 +31,8 @@ pub struct Shared {
     pub(crate) journal: i64,
     /// Whether its policies were followed through the journal (not read whole).
     followed: bool,
+    /// The probes each cell hosts (read every time: a handful at most per cell).
+    probes: HashMap<String, Vec<c2c_api::probe::Hosted>>,
     /// How many parts it took from the view before, unchanged.
     reused: usize,
 }
@@ -92,7 +94,12 @@ impl Shared {
             ];
             reused += usize::from(unchanged_instances.is_some());
             let (policies, journal, followed) = follow_policies(s, prev)?;
+            let mut probes: HashMap<String, Vec<c2c_api::probe::Hosted>> = HashMap::new();
+            for (cell, p) in s.probes_hosted()? {
+                probes.entry(cell).or_default().push(p);
+            }
             Ok(Shared {
+                probes,
                 revision,
                 parts,
                 versions,
@@ -140,8 +147,12 @@ impl Shared {
             .policies
             .of_apps(self.local_apps.get(cell).into_iter().flatten());
         let policies = json(&mine)?;
+        let probes = match self.probes.get(cell) {
+            Some(p) => format!(",\"probes\":{}", json(p)?),
+            None => String::new(),
+        };
         let mut out: Vec<Cow<'_, str>> = vec![Cow::Owned(format!(
-            "{{\"revision\":{},\"policies\":{policies}",
+            "{{\"revision\":{},\"policies\":{policies}{probes}",
             self.revision.0
         ))];
         let mut unchanged = vec![];
@@ -255,6 +266,12 @@ pub fn view(s: &State, cell: &str) -> Result<CellView, StateError> {
         routes: s.routes()?,
         domains: s.domains()?,
         egress: s.egress()?,
+        probes: s
+            .probes_hosted()?
+            .into_iter()
+            .filter(|(c, _)| c == cell)
+            .map(|(_, p)| p)
+            .collect(),
         unchanged: vec![],
     })
 }

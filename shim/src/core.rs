@@ -298,6 +298,7 @@ mod tests {
         CellView {
             revision: Revision(rev),
             egress: Default::default(),
+            probes: vec![],
             unchanged: vec![],
             leases: vec![Lease {
                 cell: "cell1".parse().unwrap(),

@@ -290,6 +290,7 @@ mod tests {
             routes: vec![],
             domains: vec![],
             egress: Default::default(),
+            probes: vec![],
             unchanged: vec![],
         }
     }

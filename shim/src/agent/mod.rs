@@ -583,6 +583,7 @@ mod tests {
         CellView {
             revision: c2c_api::Revision(7),
             egress: Default::default(),
+            probes: vec![],
             unchanged: vec![],
             leases: vec![
                 Lease {

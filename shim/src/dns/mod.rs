@@ -531,6 +531,7 @@ mod tests {
         CellView {
             revision: c2c_api::Revision(1),
             egress: Default::default(),
+            probes: vec![],
             unchanged: vec![],
             leases: vec![],
             apps: vec![],

@@ -276,6 +276,14 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     }
     s.map_route(apps[1].guid.as_str(), "apps.internal", "appb")
         .unwrap();
+    // A probe (placed, not confirmed yet) is in its own cell's view only.
+    s.place_instance_by(
+        apps[2].guid.as_str(),
+        "cell3",
+        None,
+        Some(&c2c_api::probe::runtime(61100)),
+    )
+    .unwrap();
     let shared = c2c_control::views::Shared::read(&s, None).unwrap();
     for cell in ["cell1", "cell2", "cell3", "nocell"] {
         let from_shared: c2c_api::CellView =
@@ -290,6 +298,8 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     let v3: c2c_api::CellView =
         serde_json::from_str(&shared.view_json("cell3", None).unwrap()).unwrap();
     assert!(v3.policies.is_empty() && v3.instances.len() == 4);
+    assert_eq!(v3.probes.len(), 1, "{v3:?}");
+    assert_eq!(v3.probes[0].host_port, 61100);
     // A delta against the previous revision after a policy change: only policies come, and
     // merged with the previous whole view it is the new whole view.
     let before: c2c_api::CellView =
@@ -504,4 +514,77 @@ pub fn join_tokens_are_used_once_and_expire(open: Opener) {
         .query_map("SELECT hash FROM join_tokens", (), |r| r.get(0))
         .unwrap();
     assert!(!stored.contains(&t.secret));
+}
+
+/// A conformance scenario.
+pub fn probes_reach_their_cells_view_at_once_within_a_budget(open: Opener) {
+    let mut s = open(OVERLAY, 60);
+    let a = s.create_app("probe-a").unwrap();
+    s.acquire_lease("cell1", "192.0.2.1".parse().unwrap())
+        .unwrap();
+    let probe = |s: &mut State, port: u16| {
+        s.place_instance_by(
+            a.guid.as_str(),
+            "cell1",
+            None,
+            Some(&c2c_api::probe::runtime(port)),
+        )
+    };
+    // Positive control: a probe placed is in its cell's view at a new revision, unconfirmed.
+    let before = s.revision().unwrap();
+    let p = probe(&mut s, 61100).unwrap();
+    assert!(s.revision().unwrap() > before);
+    let v = c2c_control::api::view(&s, "cell1").unwrap();
+    assert_eq!(
+        v.probes,
+        vec![c2c_api::probe::Hosted {
+            guid: p.guid.clone(),
+            app_guid: a.guid.clone(),
+            index: p.index,
+            host_port: 61100,
+        }]
+    );
+    assert!(c2c_control::api::view(&s, "cell2")
+        .unwrap()
+        .probes
+        .is_empty());
+    // A port outside the probe range (the cell's ssh, control's API) is refused.
+    for port in [22u16, 4002, 61108] {
+        let e = s
+            .place_instance_by(
+                a.guid.as_str(),
+                "cell1",
+                None,
+                Some(&format!("probe:{port}")),
+            )
+            .unwrap_err();
+        assert!(matches!(e, StateError::Invalid(_)), "{port}: {e}");
+    }
+    // A taken port is refused; the cell's budget holds whoever asks.
+    assert!(matches!(probe(&mut s, 61100), Err(StateError::Conflict(_))));
+    for port in 61101..=61107 {
+        probe(&mut s, port).unwrap();
+    }
+    let b = s.create_app("probe-b").unwrap();
+    let e = s
+        .place_instance_by(b.guid.as_str(), "cell1", None, Some("probe:61101"))
+        .unwrap_err();
+    assert!(matches!(e, StateError::Conflict(_)), "{e}");
+    assert_eq!(
+        c2c_control::api::view(&s, "cell1").unwrap().probes.len(),
+        c2c_api::probe::PER_CELL
+    );
+    // Removed (unconfirmed): gone from the view at a new revision.
+    let before = s.revision().unwrap();
+    assert!(s.remove_instance(&p.guid).unwrap());
+    assert!(s.revision().unwrap() > before);
+    let left = c2c_control::api::view(&s, "cell1").unwrap().probes;
+    assert_eq!(left.len(), c2c_api::probe::PER_CELL - 1);
+    assert!(left.iter().all(|h| h.guid != p.guid));
+    // The app's deletion takes its probes with it.
+    s.delete_app(a.guid.as_str()).unwrap();
+    assert!(c2c_control::api::view(&s, "cell1")
+        .unwrap()
+        .probes
+        .is_empty());
 }

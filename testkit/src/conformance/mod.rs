@@ -55,6 +55,10 @@ pub fn scenarios() -> Vec<Scenario> {
             a_shared_view_gives_each_cell_what_its_own_would,
         ),
         (
+            "probes_reach_their_cells_view_at_once_within_a_budget",
+            probes_reach_their_cells_view_at_once_within_a_budget,
+        ),
+        (
             "leases_expire_unless_renewed_and_come_back_where_they_were",
             leases_expire_unless_renewed_and_come_back_where_they_were,
         ),

@@ -1,0 +1,80 @@
+//! Probes the cell agent hosts for `c2c check` on a platform whose cells it cannot start
+//! containers on (as Cilium's agent hosts a health endpoint per node). The check places an
+//! instance of a probe app with runtime `probe:PORT`; the view of that cell names it
+//! ([`Hosted`]); the agent gives it a network namespace on the overlay (CNI ADD, as a runtime
+//! would), a sidecar and certificate like any instance, and runs the probe responder in it: the
+//! app on 8080 (TCP and UDP), reachable from the underlay on the cell's host port PORT.
+//!
+//! The responder answers `GET /` with its app, index and address, and, only to a request that
+//! carries its instance GUID in [`GUID_HEADER`], makes one probe from inside its namespace:
+//! `GET /tcp/IP:PORT`, `GET /udp/IP:PORT` (overlay addresses only) and `GET /dns/NAME`. The
+//! answer is one JSON [`Outcome`].
+
+use serde::{Deserialize, Serialize};
+
+/// A probe instance's runtime: this prefix and its host port.
+pub const RUNTIME_PREFIX: &str = "probe:";
+/// The host ports probes may take on a cell (operators open them to whoever runs the check).
+pub const PORTS: std::ops::RangeInclusive<u16> = 61100..=61107;
+/// The most probes one cell hosts (one per port).
+pub const PER_CELL: usize = 8;
+/// The request header that must carry the probe's own instance GUID.
+pub const GUID_HEADER: &str = "x-c2c-probe";
+
+/// The runtime string of a probe on `port`.
+pub fn runtime(port: u16) -> String {
+    format!("{RUNTIME_PREFIX}{port}")
+}
+
+/// `None`: not a probe's runtime; `Some(Err)`: a probe's runtime with a port it may not take.
+pub fn port_of(runtime: &str) -> Option<Result<u16, String>> {
+    let port = runtime.strip_prefix(RUNTIME_PREFIX)?;
+    Some(match port.parse::<u16>() {
+        Ok(p) if PORTS.contains(&p) => Ok(p),
+        _ => Err(format!(
+            "a probe's runtime is {RUNTIME_PREFIX}PORT with PORT in {}-{}, not {runtime:?}",
+            PORTS.start(),
+            PORTS.end()
+        )),
+    })
+}
+
+/// A probe a cell hosts, as its view names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Hosted {
+    /// The instance GUID.
+    pub guid: String,
+    /// Its app.
+    pub app_guid: crate::AppGuid,
+    /// Its index.
+    pub index: u32,
+    /// The cell's host port that reaches its 8080.
+    pub host_port: u16,
+}
+
+/// What a probe request saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Reached (an answer came), or resolved.
+    pub ok: bool,
+    /// The answer, or the addresses a name resolved to.
+    #[serde(default)]
+    pub answer: String,
+    /// Why not: `refused`, `timed out`, `no such name`, or the error.
+    #[serde(default)]
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_runtime_names_a_port_in_the_range_only() {
+        assert_eq!(port_of(&runtime(61100)), Some(Ok(61100)));
+        assert_eq!(port_of("podman 3f2a9c1b0d2e"), None);
+        for bad in ["probe:22", "probe:4002", "probe:", "probe:61108", "probe:x"] {
+            assert!(matches!(port_of(bad), Some(Err(_))), "{bad}");
+        }
+    }
+}
