@@ -20,6 +20,7 @@ pub mod netlog;
 pub mod netns;
 pub mod nflog;
 pub mod plugin;
+pub mod probe;
 pub mod rules;
 pub mod sidecars;
 pub mod store;

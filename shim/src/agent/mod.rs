@@ -66,6 +66,9 @@ pub struct AgentConfig {
     /// `c2c-proxy`, run as the sidecar of containers whose records ask for one (`c2c-hook`);
     /// `None`: such containers get none (logged).
     pub sidecar_bin: Option<PathBuf>,
+    /// `c2c-agent` itself, which runs the responder of each probe the cell hosts for
+    /// `c2c check` (see [`crate::probe`]); `None`: no probes are hosted (logged).
+    pub probe_bin: Option<PathBuf>,
     /// Serve Prometheus metrics here (`None`: off).
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
@@ -203,6 +206,12 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let mut sidecars = crate::sidecars::Sidecars::new(cfg.sidecar_bin.clone());
     sidecars.reconcile(core.records());
     let sweeper = std::sync::Arc::new(std::sync::Mutex::new(crate::sidecars::Sweeper::default()));
+    let probes = crate::probe::Host::new(
+        cfg.probe_bin.clone(),
+        cfg.data_dir.clone(),
+        cni_conf.clone(),
+        container_dns(&cfg),
+    );
     let kernel = std::sync::Mutex::new(None);
     let io = Io {
         cfg: &cfg,
@@ -263,6 +272,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         let store_event = matches!(event, Event::Store(_));
         let pending = span.in_scope(|| core.on(event));
         sidecars.reconcile(core.records());
+        probes.reconcile(core.view(), core.records());
         sweep_sidecar_dirs(&cfg.data_dir, &sweeper);
         if let Some(v) = core
             .view()
@@ -377,12 +387,16 @@ async fn serve_metrics(
 
 /// The CNI config runtimes on this cell use: its subnet, and the cell's DNS (or `--dns`).
 fn cell_cni_config(cfg: &AgentConfig, subnet: Subnet) -> String {
-    let dns = if cfg.dns.is_empty() {
+    cni_config(&cfg.cni_version, subnet, &cfg.data_dir, &container_dns(cfg)).to_string()
+}
+
+/// The containers' nameservers: `--dns`, or the cell DNS.
+fn container_dns(cfg: &AgentConfig) -> Vec<IpAddr> {
+    if cfg.dns.is_empty() {
         vec![cfg.dns_listen.ip()]
     } else {
         cfg.dns.clone()
-    };
-    cni_config(&cfg.cni_version, subnet, &cfg.data_dir, &dns).to_string()
+    }
 }
 
 /// The cell's VTEP, made or checked.

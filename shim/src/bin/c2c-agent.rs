@@ -90,7 +90,50 @@ struct Args {
     sidecar_bin: Option<PathBuf>,
 }
 
+/// `c2c-agent probe-responder`: the app of a probe this cell hosts for `c2c check`, which the
+/// agent runs in the probe's network namespace (see `c2c_shim::probe`). Not for hand use.
+#[derive(Debug, Parser)]
+#[command(name = "c2c-agent probe-responder")]
+struct ResponderArgs {
+    /// The probe's app name.
+    #[arg(long)]
+    app: String,
+    /// Its instance index.
+    #[arg(long)]
+    index: u32,
+    /// Its instance GUID (a probe request must carry it).
+    #[arg(long)]
+    guid: String,
+    /// Its overlay address.
+    #[arg(long)]
+    ip: std::net::Ipv4Addr,
+    /// A subnet probes may reach (repeatable): the overlay's cell subnets.
+    #[arg(long)]
+    allow: Vec<c2c_api::net::Subnet>,
+}
+
+fn responder() -> ExitCode {
+    let a = ResponderArgs::parse_from(std::env::args().skip(1));
+    let r = c2c_shim::probe::responder::Responder {
+        hello: format!("app={} index={} ip={}\n", a.app, a.index, a.ip),
+        guid: a.guid,
+        allow: a.allow,
+    };
+    let listen = std::net::SocketAddr::from(([0, 0, 0, 0], c2c_shim::probe::APP_PORT));
+    eprintln!("probe responder {}/{} on {listen}", a.app, a.index);
+    match r.serve(listen) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("probe responder: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("probe-responder") {
+        return responder();
+    }
     let args = Args::parse();
     c2c_api::logging::init();
     let cfg = c2c_shim::agent::AgentConfig {
@@ -112,6 +155,7 @@ fn main() -> ExitCode {
         network_log: args
             .network_log
             .unwrap_or_else(|| args.data_dir.join("network.log")),
+        probe_bin: std::env::current_exe().ok(),
         sidecar_bin: args.sidecar_bin.or_else(|| {
             let beside = std::env::current_exe().ok()?.with_file_name("c2c-proxy");
             beside.exists().then_some(beside)
