@@ -304,6 +304,13 @@ pub(crate) enum Command {
     /// all but `egress`, which creates a security group: skip it (`--skip egress`). It never
     /// touches another space's apps, or a group of that name it did not make. Exits 1 if any
     /// check fails, with the reason on its line.
+    ///
+    /// On a multi-host platform (no local one here; control URLs and a token, as
+    /// docs/install.md sets them), each cell's agent hosts the probes instead (instances placed
+    /// with runtime probe:PORT), and the check drives them through their host ports: it needs
+    /// control and the cells' ports 61100-61107/tcp, not root. There it checks default deny,
+    /// the policies, DNS and the removal; host-ports, egress, tls, route-hot and identity are
+    /// reported as skipped.
     Check {
         /// Print one JSON object: {"ok", "ms", "checks": [{"name", "ok", "ms", "reason", "detail"}]}.
         #[arg(long)]

@@ -620,6 +620,79 @@ fn root_the_install_page_brings_up_a_platform_that_survives_a_silent_control_hos
         );
     }
 
+    // Section 7 ran `c2c check`, its probes hosted by the agents. Again, keeping them, as JSON.
+    let (ok, out) = install.operator("check --json --keep --only deny-same-cell,dns");
+    assert!(ok, "{out}\n{}", install.logs());
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == true)
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["probes", "deny-same-cell", "dns"], "{out}");
+    // The attack: anyone on the underlay reaches a probe's host port. Without the probe's own
+    // GUID it makes no probe (here: at control's API); the positive control is its hello, and
+    // the check above, which carried the GUID.
+    let ask = |path: &str| {
+        let path = path.to_string();
+        c2c_platform::in_netns(&install.host("operator").ns, move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(("192.0.2.1", 61100))?;
+            write!(s, "GET {path} HTTP/1.0\r\n\r\n")?;
+            let mut got = String::new();
+            s.read_to_string(&mut got)?;
+            std::io::Result::Ok(got)
+        })
+        .unwrap()
+        .unwrap()
+    };
+    let hello = ask("/");
+    assert!(
+        hello.starts_with("HTTP/1.0 200") && hello.contains("app=c2c-check-a"),
+        "{hello}"
+    );
+    let relay = ask("/tcp/192.0.2.254:4002");
+    assert!(relay.starts_with("HTTP/1.0 403"), "{relay}");
+    // A last check takes them down; every probe an agent hosted, it took down.
+    let (ok, out) = install.operator("check --only deny-same-cell");
+    assert!(ok, "{out}");
+    // The probes each agent says it hosted, and those it took down, by instance GUID.
+    let probes = |what: &str| {
+        let mut guids = std::collections::BTreeSet::new();
+        for h in ["cell1", "cell2"] {
+            let log = std::fs::read_to_string(install.host(h).root.join("c2c-agent.err"))
+                .unwrap_or_default();
+            for l in log.lines().filter(|l| l.contains(what)) {
+                if let Some(g) = l.split("probe=").nth(1).and_then(|r| r.split(' ').next()) {
+                    guids.insert(g.to_string());
+                }
+            }
+        }
+        guids
+    };
+    let done = || {
+        let hosted = probes("probe hosted");
+        hosted.len() == 9 && probes("probe taken down") == hosted
+    };
+    if eventually(Duration::from_secs(20), || done().then_some(())).is_none() {
+        panic!(
+            "the agents hosted {:?} and took {:?} down:\n{}",
+            probes("probe hosted"),
+            probes("probe taken down"),
+            install.logs()
+        );
+    }
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("probe-responder"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
     // Instances with podman, through the hook the page installed, with its containers.conf.
     let podman = |h: &str| {
         let h = install.host(h);

@@ -32,6 +32,10 @@ pub struct InstanceInfo {
     /// pushed before host ports existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ports: Option<HostPorts>,
+    /// A probe a cell's agent hosts for `c2c check` on a multi-host platform: where its
+    /// responder answers (the cell's address and the probe's host port). Never recorded.
+    #[serde(skip)]
+    pub probe_at: Option<std::net::SocketAddr>,
 }
 
 /// An instance's host ports on its cell's underlay address.

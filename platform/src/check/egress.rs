@@ -114,7 +114,7 @@ fn serve(l: &TcpListener, stop: &AtomicBool) {
 /// Runs the check: refused before, the group's port open after (and only it), closed again.
 pub(super) fn egress(state_dir: &Path, p: &Probes, stop: &AtomicBool) -> Result<String> {
     let ip = crate::CONTROL_IP;
-    let outside = Outside::start(&p.info.underlay_ns, ip)?;
+    let outside = Outside::start(&p.local()?.underlay_ns, ip)?;
     let [allowed, other] = outside.ports.map(|port| SocketAddr::new(ip.into(), port));
     let get = |to: SocketAddr| instance::http_get(&p.a.netns, to, "/");
     if let Ok(body) = get(allowed)? {
@@ -182,7 +182,7 @@ pub(super) fn egress(state_dir: &Path, p: &Probes, stop: &AtomicBool) -> Result<
         .strip_prefix("egress peer=")
         .unwrap_or("?")
         .to_string();
-    let cell_ip = p.info.cell(&p.a.cell)?.underlay_ip.to_string();
+    let cell_ip = p.local()?.cell(&p.a.cell)?.underlay_ip.to_string();
     if seen != cell_ip {
         bail!(
             "the server saw {seen}, not {}'s underlay address {cell_ip} (egress is not NATed)",

@@ -24,6 +24,7 @@ use super::{Paths, PlatformInfo};
 
 mod dns;
 mod egress;
+mod remote;
 mod report;
 mod traffic;
 
@@ -101,7 +102,17 @@ struct Probes {
     b: Vec<InstanceInfo>,
     ca: Vec<u8>,
     route: String,
-    info: PlatformInfo,
+    /// The local platform; None on a multi-host one (the agents host the probes).
+    info: Option<PlatformInfo>,
+}
+
+impl Probes {
+    /// The local platform, for the checks that need one.
+    fn local(&self) -> Result<&PlatformInfo> {
+        self.info
+            .as_ref()
+            .context("this check runs on a local platform only")
+    }
 }
 
 /// Runs the checks; prints each as it completes (or the JSON at the end). Ok(true) when every
@@ -114,18 +125,26 @@ pub fn run(state_dir: &Path, opts: &Options) -> Result<bool> {
         }
     }
     let info = match PlatformInfo::load(&Paths::new(state_dir)) {
-        Ok(info) => info,
+        Ok(info) => Some(info),
         Err(e) => match multi_host(state_dir) {
-            Some(url) => bail!(
-                "c2c check places its probes through a local platform (`c2c up`); {url} is a multi-host platform, whose cells it cannot place probes on yet. There, the policy workflow of docs/install.md (section 7) is the check"
-            ),
+            Some(_) => None,
             None => return Err(e),
         },
     };
-    let _lock = Lock::take(state_dir)?;
+    let remote = info.is_none();
+    // On an operator's machine the state dir may not exist: one check at a time is then the
+    // operator's to keep.
+    let _lock = match Lock::take(state_dir) {
+        Ok(l) => Some(l),
+        Err(e) if !remote || state_dir.exists() => return Err(e),
+        Err(_) => None,
+    };
     let stop = interrupted();
     let mut r = Report::new(opts);
-    let probes = r.step("probes", || probes(state_dir, info));
+    let probes = r.step("probes", || match info {
+        Some(info) => probes(state_dir, info),
+        None => remote::place(state_dir),
+    });
     if let Some(p) = probes.as_ref() {
         checks(state_dir, p, &mut r, &stop);
     } else {
@@ -138,6 +157,8 @@ pub fn run(state_dir: &Path, opts: &Options) -> Result<bool> {
     }
     let cleaned = if opts.keep && !stop.load(Ordering::SeqCst) {
         Ok(())
+    } else if remote {
+        super::client(state_dir).and_then(|c| remote::remove(&c, &rt()?))
     } else {
         remove_probes(state_dir)
     };
@@ -214,6 +235,36 @@ fn checks(state_dir: &Path, p: &Probes, r: &mut Report, stop: &AtomicBool) {
         r.not_run("policy-one-way", "the policy was not enforced");
         r.not_run("policy-protocol", "the policy was not enforced");
     }
+    if p.info.is_none() {
+        // On a multi-host platform, through the probes the agents host.
+        let skipped =
+            "skipped: not checked through the agents' probes yet (a local platform checks it)";
+        for n in ["host-ports", "egress"] {
+            r.passed_as(n, skipped);
+        }
+        r.step_if(!halt(), "dns", || remote::dns(p));
+        for n in ["tls", "route-hot", "identity"] {
+            r.passed_as(n, skipped);
+        }
+    } else {
+        local_checks(state_dir, p, r, stop, &set);
+    }
+    r.step_if(!halt(), "policy-removed", || {
+        set(8080, false)?;
+        set(61443, false)?;
+        converge(a, &p.b, 8080, Probe::Tcp, false, stop)
+    });
+}
+
+/// The checks that need the local platform (its namespaces, the demo app, the CA on disk).
+fn local_checks(
+    state_dir: &Path,
+    p: &Probes,
+    r: &mut Report,
+    stop: &AtomicBool,
+    set: &dyn Fn(u16, bool) -> Result<()>,
+) {
+    let halt = || stop.load(Ordering::SeqCst);
     r.step_if(!halt(), "host-ports", || host_ports(p));
     r.step_if(!halt(), "egress", || egress(state_dir, p, stop));
     r.step_if(!halt(), "dns", || dns(p));
@@ -228,11 +279,6 @@ fn checks(state_dir: &Path, p: &Probes, r: &mut Report, stop: &AtomicBool) {
         r.not_run("route-hot", "TLS to the sidecar failed");
         r.not_run("identity", "TLS to the sidecar failed");
     }
-    r.step_if(!halt(), "policy-removed", || {
-        set(8080, false)?;
-        set(61443, false)?;
-        converge(a, &p.b, 8080, Probe::Tcp, false, stop)
-    });
 }
 
 /// Places the probes (or takes those a `--keep` run left, if they still run where they
@@ -318,7 +364,7 @@ fn probes(state_dir: &Path, info: PlatformInfo) -> Result<(Probes, String)> {
             b,
             ca,
             route,
-            info,
+            info: Some(info),
         },
         detail,
     ))

@@ -14,6 +14,10 @@ use crate::Paths;
 
 /// `from` -> `to`:port over TCP, as a container connects: the app's answer, or the error.
 fn connect(from: &InstanceInfo, to: &InstanceInfo, port: u16) -> Result<std::io::Result<String>> {
+    if from.probe_at.is_some() {
+        let o = super::remote::probe(from, "tcp", &format!("{}:{port}", to.ip))?;
+        return Ok(super::remote::as_io(o));
+    }
     instance::http_get(&from.netns, SocketAddr::new(to.ip.into(), port), "/")
 }
 
@@ -71,6 +75,10 @@ impl Probe {
 
 /// `from` -> `to`:port over UDP: the app's answer, or the error (no answer, or refused).
 fn datagram(from: &InstanceInfo, to: &InstanceInfo, port: u16) -> Result<std::io::Result<String>> {
+    if from.probe_at.is_some() {
+        let o = super::remote::probe(from, "udp", &format!("{}:{port}", to.ip))?;
+        return Ok(super::remote::as_io(o));
+    }
     instance::udp_get(&from.netns, SocketAddr::new(to.ip.into(), port))
 }
 
@@ -220,9 +228,9 @@ pub(super) fn host_ports(p: &Probes) -> Result<String> {
         let ports = b
             .host_ports
             .with_context(|| format!("{} has no host ports", name(b)))?;
-        let cell = p.info.cell(&b.cell)?;
+        let cell = p.local()?.cell(&b.cell)?;
         let to = SocketAddr::new(cell.underlay_ip.into(), ports.app);
-        match instance::http_get(&p.info.underlay_ns, to, "/")? {
+        match instance::http_get(&p.local()?.underlay_ns, to, "/")? {
             Ok(body) if body.contains(&format!("app={PROBE_B} index={}", b.index)) => {}
             Ok(body) => bail!(
                 "http://{to}/ from the underlay answered {:?}, not {}",

@@ -307,6 +307,7 @@ impl Placed<'_> {
             container_id: format!("{}-{index}", a.app),
             ip: Ipv4Addr::UNSPECIFIED,
             host_ports: None,
+            probe_at: None,
         };
         start_instance(self.state_dir, cell, rec.clone(), a).map_err(|e| {
             // What was started of it, and its placement, go: a failed push leaves no

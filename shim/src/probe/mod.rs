@@ -151,9 +151,8 @@ impl Host {
                 Work::Start(spec) => ("start", ctx.start(&guid, &spec)),
                 Work::Stop => ("take down", ctx.stop(&guid)),
             };
-            match r {
-                Ok(()) => info!(probe = %guid, "probe: {what} done"),
-                Err(error) => warn!(probe = %guid, %error, "probe: {what} failed"),
+            if let Err(error) = r {
+                warn!(probe = %guid, %error, "probe: {what} failed");
             }
             if let Ok(mut b) = busy.lock() {
                 b.remove(&guid);
@@ -267,6 +266,12 @@ impl Ctx {
         let ns = netns_name(guid);
         let store = Store::new(&self.data_dir);
         let id = format!("{CONTAINER_PREFIX}{guid}");
+        let netns = Path::new("/run/netns").join(&ns);
+        let there = self.dir.exists() || netns.exists() || store.get(&id).ok().flatten().is_some();
+        if !there {
+            // Taken down already (a view seen before the store caught up asks again).
+            return Ok(());
+        }
         // As `c2c-hook` at poststop: the record no longer asks for a sidecar, so the agent
         // does not restart the one stopped here.
         if let Some(mut rec) = store.get(&id).map_err(|e| e.to_string())? {
@@ -279,7 +284,7 @@ impl Ctx {
             );
             self.cni("DEL", guid, &ns, None, &self.dir.join("certs"))?;
         }
-        if Path::new("/run/netns").join(&ns).exists() {
+        if netns.exists() {
             ip(&["netns", "del", &ns])?;
         }
         let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&ns));
