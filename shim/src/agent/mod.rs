@@ -206,12 +206,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let mut sidecars = crate::sidecars::Sidecars::new(cfg.sidecar_bin.clone());
     sidecars.reconcile(core.records());
     let sweeper = std::sync::Arc::new(std::sync::Mutex::new(crate::sidecars::Sweeper::default()));
-    let probes = crate::probe::Host::new(
-        cfg.probe_bin.clone(),
-        cfg.data_dir.clone(),
-        cni_conf.clone(),
-        container_dns(&cfg),
-    );
+    let probes = probe_host(&cfg, &cni_conf);
     let kernel = std::sync::Mutex::new(None);
     let io = Io {
         cfg: &cfg,
@@ -388,6 +383,16 @@ async fn serve_metrics(
 /// The CNI config runtimes on this cell use: its subnet, and the cell's DNS (or `--dns`).
 fn cell_cni_config(cfg: &AgentConfig, subnet: Subnet) -> String {
     cni_config(&cfg.cni_version, subnet, &cfg.data_dir, &container_dns(cfg)).to_string()
+}
+
+/// The host of the probes this cell's view names (see [`crate::probe`]).
+fn probe_host(cfg: &AgentConfig, cni_conf: &str) -> crate::probe::Host {
+    crate::probe::Host::new(
+        cfg.probe_bin.clone(),
+        cfg.data_dir.clone(),
+        cni_conf.to_string(),
+        container_dns(cfg),
+    )
 }
 
 /// The containers' nameservers: `--dns`, or the cell DNS.
