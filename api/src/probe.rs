@@ -7,8 +7,10 @@
 //!
 //! The responder answers `GET /` with its app, index and address, and, only to a request that
 //! carries its instance GUID in [`GUID_HEADER`], makes one probe from inside its namespace:
-//! `GET /tcp/IP:PORT`, `GET /udp/IP:PORT` (overlay addresses only) and `GET /dns/NAME`. The
-//! answer is one JSON [`Outcome`].
+//! `GET /tcp/IP:PORT`, `GET /udp/IP:PORT` (overlay addresses only), `GET /dns/NAME`, and
+//! `GET /tls/IP:PORT/NAME` (TLS verified for NAME against the platform root;
+//! `/tls-id/IP:PORT/NAME` presents the probe's own instance identity). The answer is one
+//! JSON [`Outcome`].
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +65,10 @@ pub struct Outcome {
     /// Why not: `refused`, `timed out`, `no such name`, or the error.
     #[serde(default)]
     pub error: String,
+    /// Over TLS: the DNS names of the certificate served (its subject, the instance GUID,
+    /// left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 #[cfg(test)]

@@ -621,7 +621,8 @@ fn root_the_install_page_brings_up_a_platform_that_survives_a_silent_control_hos
     }
 
     // Section 7 ran `c2c check`, its probes hosted by the agents. Again, keeping them, as JSON.
-    let (ok, out) = install.operator("check --json --keep --only deny-same-cell,dns");
+    let (ok, out) =
+        install.operator("check --json --keep --only deny-same-cell,dns,tls,route-hot,identity");
     assert!(ok, "{out}\n{}", install.logs());
     let report: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
     let names: Vec<&str> = report["checks"]
@@ -631,7 +632,18 @@ fn root_the_install_page_brings_up_a_platform_that_survives_a_silent_control_hos
         .filter(|c| c["ok"] == true)
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert_eq!(names, ["probes", "deny-same-cell", "dns"], "{out}");
+    assert_eq!(
+        names,
+        [
+            "probes",
+            "deny-same-cell",
+            "dns",
+            "tls",
+            "route-hot",
+            "identity"
+        ],
+        "{out}"
+    );
     // The attack: anyone on the underlay reaches a probe's host port. Without the probe's own
     // GUID it makes no probe (here: at control's API); the positive control is its hello, and
     // the check above, which carried the GUID.

@@ -238,36 +238,16 @@ fn checks(state_dir: &Path, p: &Probes, r: &mut Report, stop: &AtomicBool) {
     if p.info.is_none() {
         // On a multi-host platform, through the probes the agents host.
         let skipped =
-            "skipped: not checked through the agents' probes yet (a local platform checks it)";
+            "skipped: needs a local platform (the underlay's namespace, a group's outside server)";
         for n in ["host-ports", "egress"] {
             r.passed_as(n, skipped);
         }
         r.step_if(!halt(), "dns", || remote::dns(p));
-        for n in ["tls", "route-hot", "identity"] {
-            r.passed_as(n, skipped);
-        }
     } else {
-        local_checks(state_dir, p, r, stop, &set);
+        r.step_if(!halt(), "host-ports", || host_ports(p));
+        r.step_if(!halt(), "egress", || egress(state_dir, p, stop));
+        r.step_if(!halt(), "dns", || dns(p));
     }
-    r.step_if(!halt(), "policy-removed", || {
-        set(8080, false)?;
-        set(61443, false)?;
-        converge(a, &p.b, 8080, Probe::Tcp, false, stop)
-    });
-}
-
-/// The checks that need the local platform (its namespaces, the demo app, the CA on disk).
-fn local_checks(
-    state_dir: &Path,
-    p: &Probes,
-    r: &mut Report,
-    stop: &AtomicBool,
-    set: &dyn Fn(u16, bool) -> Result<()>,
-) {
-    let halt = || stop.load(Ordering::SeqCst);
-    r.step_if(!halt(), "host-ports", || host_ports(p));
-    r.step_if(!halt(), "egress", || egress(state_dir, p, stop));
-    r.step_if(!halt(), "dns", || dns(p));
     let tls = r.step_if(!halt(), "tls", || {
         set(61443, true)?;
         tls(p, &p.route, stop)
@@ -279,6 +259,11 @@ fn local_checks(
         r.not_run("route-hot", "TLS to the sidecar failed");
         r.not_run("identity", "TLS to the sidecar failed");
     }
+    r.step_if(!halt(), "policy-removed", || {
+        set(8080, false)?;
+        set(61443, false)?;
+        converge(a, &p.b, 8080, Probe::Tcp, false, stop)
+    });
 }
 
 /// Places the probes (or takes those a `--keep` run left, if they still run where they

@@ -146,6 +146,46 @@ pub(super) fn converge(
     ))
 }
 
+/// TLS from probe A to `to` for `name`, verified against the platform CA, presenting A's own
+/// instance identity when `identity` (the local platform's state dir; an agent's probe finds
+/// its own): the answer and the names served.
+fn tls_get(
+    p: &Probes,
+    to: SocketAddr,
+    name: &str,
+    identity: Option<&Path>,
+) -> Result<(String, String)> {
+    if p.a.probe_at.is_some() {
+        let kind = if identity.is_some() { "tls-id" } else { "tls" };
+        let o = super::remote::probe(&p.a, kind, &format!("{to}/{name}"))?;
+        if !o.ok {
+            bail!("{}", o.error);
+        }
+        return Ok((o.answer, o.names.join(", ")));
+    }
+    let id = match identity {
+        Some(state_dir) => {
+            let dir = c2c_api::layout::identity_dir(
+                &Paths::new(state_dir)
+                    .instance(PROBE_A, p.a.index)
+                    .join("certs"),
+            );
+            let chain = std::fs::read(dir.join(c2c_certs::identity::CERT_FILE))
+                .context("the probe's instance identity")?;
+            Some((
+                chain,
+                std::fs::read(dir.join(c2c_certs::identity::KEY_FILE))?,
+            ))
+        }
+        None => None,
+    };
+    let cfg = crate::demo::tls_client(
+        &p.ca,
+        id.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+    )?;
+    crate::demo::tls_get_with(&p.a.netns, to, name, cfg)
+}
+
 /// TLS from the probe to the destination's sidecar by its route, verified against the
 /// platform CA, once the 61443 policy is enforced.
 pub(super) fn tls(p: &Probes, host: &str, stop: &AtomicBool) -> Result<String> {
@@ -153,7 +193,7 @@ pub(super) fn tls(p: &Probes, host: &str, stop: &AtomicBool) -> Result<String> {
     let to = SocketAddr::new(p.b[0].ip.into(), 61443);
     let t = Instant::now();
     loop {
-        match crate::demo::tls_get(&p.a.netns, to, &name, &p.ca) {
+        match tls_get(p, to, &name, None) {
             Ok((body, sans)) if body.contains(&format!("app={PROBE_B}")) => {
                 return Ok(format!(
                     "https://{name}:61443 -> {} verified against the platform CA (SANs {sans}) in {} ms",
@@ -179,10 +219,16 @@ fn name_of(i: &InstanceInfo) -> String {
 /// A route mapped to the running destination is served by the same sidecar process within
 /// [`CONVERGE`], without a restart.
 pub(super) fn route_hot(state_dir: &Path, p: &Probes, stop: &AtomicBool) -> Result<String> {
-    let pidfile: PathBuf = Paths::new(state_dir)
-        .instance(PROBE_B, p.b[0].index)
-        .join(crate::lifecycle::PROXY_PID);
-    let before = std::fs::read_to_string(&pidfile).context("the sidecar's pid")?;
+    // The sidecar's process, where this host sees it (an agent's probe's is on its cell).
+    let pidfile: Option<PathBuf> = p.info.is_some().then(|| {
+        Paths::new(state_dir)
+            .instance(PROBE_B, p.b[0].index)
+            .join(crate::lifecycle::PROXY_PID)
+    });
+    let before = match &pidfile {
+        Some(f) => Some(std::fs::read_to_string(f).context("the sidecar's pid")?),
+        None => None,
+    };
     let c = crate::client(state_dir)?;
     let r = c2c_api::types::RouteRequest {
         app: PROBE_B.into(),
@@ -198,7 +244,7 @@ pub(super) fn route_hot(state_dir: &Path, p: &Probes, stop: &AtomicBool) -> Resu
             // Reached by its first route, the sidecar says which names its certificate has.
             let first = format!("{}.{INTERNAL_DOMAIN}", p.route);
             let to = SocketAddr::new(p.b[0].ip.into(), 61443);
-            match crate::demo::tls_get(&p.a.netns, to, &first, &p.ca) {
+            match tls_get(p, to, &first, None) {
                 Ok((_, sans)) => bail!(
                     "the sidecar of {} serves a stale certificate: {} s after {EXTRA_ROUTE}.{INTERNAL_DOMAIN} was mapped its names are still {sans} (is {}'s agent writing certificates? see its log)",
                     name_of(&p.b[0]),
@@ -208,6 +254,11 @@ pub(super) fn route_hot(state_dir: &Path, p: &Probes, stop: &AtomicBool) -> Resu
                 Err(_) => return Err(e),
             }
         }
+    };
+    let (Some(before), Some(pidfile)) = (before, pidfile) else {
+        return Ok(format!(
+            "{served} (the sidecar's process is on its cell, not seen from here)"
+        ));
     };
     let after = std::fs::read_to_string(&pidfile).unwrap_or_default();
     if after != before {
@@ -281,21 +332,9 @@ pub(super) fn identity(state_dir: &Path, p: &Probes, stop: &AtomicBool) -> Resul
 fn identity_enforced(state_dir: &Path, p: &Probes, stop: &AtomicBool) -> Result<String> {
     let name = format!("{}.{INTERNAL_DOMAIN}", p.route);
     let to = SocketAddr::new(p.b[0].ip.into(), 61443);
-    let id = c2c_api::layout::identity_dir(
-        &Paths::new(state_dir)
-            .instance(PROBE_A, p.a.index)
-            .join("certs"),
-    );
-    let chain = std::fs::read(id.join(c2c_certs::identity::CERT_FILE))
-        .context("the probe's instance identity")?;
-    let key = std::fs::read(id.join(c2c_certs::identity::KEY_FILE))?;
-    let anonymous = crate::demo::tls_client(&p.ca, None)?;
-    let with_id = crate::demo::tls_client(&p.ca, Some((&chain, &key)))?;
     let t = Instant::now();
     // The sidecars follow the setting: a caller without an identity is turned away.
-    while crate::demo::tls_get_with(&p.a.netns, to, &name, anonymous.clone())
-        .is_ok_and(|(body, _)| body.contains("app="))
-    {
+    while tls_get(p, to, &name, None).is_ok_and(|(body, _)| body.contains("app=")) {
         if t.elapsed() > CONVERGE || stop.load(Ordering::SeqCst) {
             bail!(
                 "{} still serves callers without an identity {} s after it was required",
@@ -306,7 +345,7 @@ fn identity_enforced(state_dir: &Path, p: &Probes, stop: &AtomicBool) -> Result<
         std::thread::sleep(Duration::from_millis(50));
     }
     let refused_in = t.elapsed().as_millis();
-    let (body, _) = crate::demo::tls_get_with(&p.a.netns, to, &name, with_id)
+    let (body, _) = tls_get(p, to, &name, Some(state_dir))
         .with_context(|| format!("{} with its own identity", name_of(&p.a)))?;
     if !body.contains(&format!("app={PROBE_B}")) {
         bail!("with its identity, {} got {:?}", name_of(&p.a), body.trim());

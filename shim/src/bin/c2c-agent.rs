@@ -110,6 +110,9 @@ struct ResponderArgs {
     /// A subnet probes may reach (repeatable): the overlay's cell subnets.
     #[arg(long)]
     allow: Vec<c2c_api::net::Subnet>,
+    /// The probe's directory (its platform root and identity).
+    #[arg(long)]
+    dir: std::path::PathBuf,
 }
 
 fn responder() -> ExitCode {
@@ -118,6 +121,7 @@ fn responder() -> ExitCode {
         hello: format!("app={} index={} ip={}\n", a.app, a.index, a.ip),
         guid: a.guid,
         allow: a.allow,
+        dir: a.dir,
     };
     let listen = std::net::SocketAddr::from(([0, 0, 0, 0], c2c_shim::probe::APP_PORT));
     eprintln!("probe responder {}/{} on {listen}", a.app, a.index);

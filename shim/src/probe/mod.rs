@@ -232,7 +232,9 @@ impl Ctx {
             .arg("probe-responder")
             .args(["--app", &spec.app, "--guid", guid])
             .args(["--index", &spec.hosted.index.to_string()])
-            .args(["--ip", &rec.ip.to_string()]);
+            .args(["--ip", &rec.ip.to_string()])
+            .arg("--dir")
+            .arg(&self.dir);
         for a in &spec.allow {
             cmd.args(["--allow", a]);
         }

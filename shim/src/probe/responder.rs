@@ -3,7 +3,8 @@
 //! answers `GET /` with its app, index and address (TCP) and each datagram with the same line,
 //! cut to the datagram's length (UDP: never an answer larger than what asked for it). To a
 //! request carrying its own instance GUID it makes one probe from inside the namespace:
-//! `/tcp/HOST:PORT`, `/udp/HOST:PORT`, `/dns/NAME`. A probe goes only to the addresses
+//! `/tcp/HOST:PORT`, `/udp/HOST:PORT`, `/dns/NAME`, `/tls/IP:PORT/NAME` and
+//! `/tls-id/IP:PORT/NAME` (see [`c2c_api::probe`]). A probe goes only to the addresses
 //! `--allow` names (the overlay's cell subnets): a probe is no relay into the underlay or out
 //! of the platform. At most [`MAX_CONNS`] connections are served at once; the rest are closed.
 
@@ -30,6 +31,9 @@ pub struct Responder {
     pub guid: String,
     /// Where probes may go.
     pub allow: Vec<Subnet>,
+    /// The probe's directory: `system-certs/` (the platform root a TLS probe verifies
+    /// against) and `identity/` (the identity `/tls-id/` presents).
+    pub dir: std::path::PathBuf,
 }
 
 impl Responder {
@@ -93,7 +97,7 @@ impl Responder {
         let (kind, arg) = path
             .strip_prefix('/')
             .and_then(|p| p.split_once('/'))
-            .filter(|(k, _)| matches!(*k, "tcp" | "udp" | "dns"))
+            .filter(|(k, _)| matches!(*k, "tcp" | "udp" | "dns" | "tls" | "tls-id"))
             .ok_or(("404 Not Found", format!("no such path {path:?}")))?;
         if guid != Some(self.guid.as_str()) {
             return Err((
@@ -101,11 +105,20 @@ impl Responder {
                 format!("a probe request carries this probe's instance GUID in {GUID_HEADER}"),
             ));
         }
+        // A TLS probe's argument is IP:PORT/NAME (NAME: what it verifies the certificate for).
+        let (arg, sni) = match kind {
+            "tls" | "tls-id" => arg.split_once('/').ok_or((
+                "404 Not Found",
+                format!("/{kind}/IP:PORT/NAME, not {path:?}"),
+            ))?,
+            _ => (arg, ""),
+        };
         let outcome = match kind {
             "dns" => resolve(arg),
             _ => match self.target(arg) {
                 Ok(to) if kind == "tcp" => tcp(to),
-                Ok(to) => udp(to),
+                Ok(to) if kind == "udp" => udp(to),
+                Ok(to) => self.tls(to, sni, kind == "tls-id"),
                 Err(e) => return Err(("403 Forbidden", e)),
             },
         };
@@ -125,6 +138,75 @@ impl Responder {
             )),
             None => Ok(first),
         }
+    }
+
+    /// TLS to `to`, verified for `name` against the platform root, presenting the probe's
+    /// own identity when `with_id`: the answer to `GET /` and the names served.
+    fn tls(&self, to: SocketAddr, name: &str, with_id: bool) -> Outcome {
+        let mut names = vec![];
+        let mut o = outcome((|| {
+            let cfg = self.tls_client(with_id)?;
+            let server = rustls::pki_types::ServerName::try_from(name.to_string())
+                .map_err(std::io::Error::other)?;
+            let conn = rustls::ClientConnection::new(cfg, server).map_err(std::io::Error::other)?;
+            let tcp = TcpStream::connect_timeout(&to, PROBE_TIMEOUT)?;
+            tcp.set_read_timeout(Some(PROBE_TIMEOUT))?;
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            write!(tls, "GET / HTTP/1.0\r\nHost: {name}\r\n\r\n")?;
+            let mut got = String::new();
+            // A close without close_notify after the answer is fine for a probe.
+            let read = (&mut tls).take(4096).read_to_string(&mut got);
+            if let Some(leaf) = tls.conn.peer_certificates().and_then(|c| c.first()) {
+                if let Ok(info) = c2c_certs::CertInfo::from_der(leaf) {
+                    let cn = info.common_name.unwrap_or_default();
+                    names = info.sans.dns.into_iter().filter(|n| *n != cn).collect();
+                }
+            }
+            if got.is_empty() {
+                read?;
+                return Err(std::io::Error::other("no answer over TLS"));
+            }
+            Ok(got
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or(got))
+        })());
+        o.names = names;
+        o
+    }
+
+    fn tls_client(&self, with_id: bool) -> std::io::Result<Arc<rustls::ClientConfig>> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let root = std::fs::read(
+            self.dir
+                .join("system-certs")
+                .join(c2c_certs::identity::ROOT_FILE),
+        )?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&root) {
+            roots
+                .add(c.map_err(std::io::Error::other)?)
+                .map_err(std::io::Error::other)?;
+        }
+        let b = rustls::ClientConfig::builder_with_provider(c2c_certs::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .with_root_certificates(roots);
+        Ok(Arc::new(if with_id {
+            let id = self.dir.join("identity");
+            let chain = std::fs::read(id.join(c2c_certs::identity::CERT_FILE))?;
+            let key = std::fs::read(id.join(c2c_certs::identity::KEY_FILE))?;
+            b.with_client_auth_cert(
+                CertificateDer::pem_slice_iter(&chain)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(std::io::Error::other)?,
+                PrivateKeyDer::from_pem_slice(&key).map_err(std::io::Error::other)?,
+            )
+            .map_err(std::io::Error::other)?
+        } else {
+            b.with_no_client_auth()
+        }))
     }
 
     fn allowed(&self, ip: IpAddr) -> bool {
@@ -151,10 +233,12 @@ fn outcome(r: std::io::Result<String>) -> Outcome {
             ok: true,
             answer,
             error: String::new(),
+            names: vec![],
         },
         Err(e) => Outcome {
             ok: false,
             answer: String::new(),
+            names: vec![],
             error: match e.kind() {
                 std::io::ErrorKind::ConnectionRefused => "refused".into(),
                 std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "timed out".into(),
@@ -221,6 +305,7 @@ mod tests {
             hello: "app=p index=0 ip=10.255.0.2\n".into(),
             guid: "g-1".into(),
             allow: vec!["10.255.0.0/24".parse().unwrap()],
+            dir: "/nonexistent".into(),
         }
     }
 
@@ -249,6 +334,10 @@ mod tests {
             r.answer("/x/y", Some("g-1")).unwrap_err().0,
             "404 Not Found"
         );
+        let e = r
+            .answer("/tls/192.0.2.1:443/a.example", Some("g-1"))
+            .unwrap_err();
+        assert_eq!(e.0, "403 Forbidden", "{}", e.1);
         // Positive control: an overlay address is probed (nothing listens: refused or no
         // answer, but an outcome, not a refusal of the request).
         let o: Outcome =
