@@ -71,6 +71,31 @@ pub struct Outcome {
     pub names: Vec<String>,
 }
 
+/// Answers each datagram on `udp` with `hello`, cut to the datagram's length (never an
+/// answer larger than what asked for it: no amplification). The probe responder's and the
+/// demo app's UDP side.
+pub fn echo(udp: &std::net::UdpSocket, hello: &str) {
+    let mut buf = [0u8; 512];
+    loop {
+        let Ok((n, from)) = udp.recv_from(&mut buf) else {
+            continue;
+        };
+        let _ = udp.send_to(&hello.as_bytes()[..n.min(hello.len())], from);
+    }
+}
+
+/// One datagram to `to` and its answer (what `nc -u` in a container would do), or the error:
+/// no answer within half a second, or refused (an ICMP port unreachable).
+pub fn datagram(to: std::net::SocketAddr) -> std::io::Result<String> {
+    let s = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
+    s.connect(to)?;
+    s.set_read_timeout(Some(std::time::Duration::from_millis(500)))?;
+    s.send(&[b'?'; 128])?;
+    let mut buf = [0u8; 512];
+    let n = s.recv(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

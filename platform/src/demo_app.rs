@@ -37,7 +37,7 @@ pub fn run(name: &str, index: u32, listen: SocketAddr, mtls: Option<SocketAddr>)
     }
     let udp = UdpSocket::bind(listen).with_context(|| format!("binding {listen}/udp"))?;
     let echo = hello.clone();
-    std::thread::spawn(move || udp_echo(&udp, &echo));
+    std::thread::spawn(move || c2c_api::probe::echo(&udp, &echo));
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
         let hello = hello.clone();
@@ -48,28 +48,9 @@ pub fn run(name: &str, index: u32, listen: SocketAddr, mtls: Option<SocketAddr>)
     Ok(())
 }
 
-/// Answers each datagram with `hello`, cut to the datagram's length.
-fn udp_echo(udp: &UdpSocket, hello: &str) {
-    let mut buf = [0u8; 512];
-    loop {
-        let Ok((n, from)) = udp.recv_from(&mut buf) else {
-            continue;
-        };
-        let answer = &hello.as_bytes()[..n.min(hello.len())];
-        let _ = udp.send_to(answer, from);
-    }
-}
-
-/// One datagram to `to` and its answer (what `nc -u` in the container would do), or the
-/// error: no answer within the timeout, or refused (an ICMP port unreachable).
+/// One datagram to `to` and its answer, or the error (see [`c2c_api::probe::datagram`]).
 pub fn udp_get(to: SocketAddr) -> std::io::Result<String> {
-    let s = UdpSocket::bind(("0.0.0.0", 0))?;
-    s.connect(to)?;
-    s.set_read_timeout(Some(Duration::from_millis(500)))?;
-    s.send(&[b'?'; 128])?;
-    let mut buf = [0u8; 512];
-    let n = s.recv(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    c2c_api::probe::datagram(to)
 }
 
 fn handle(mut conn: TcpStream, hello: &str) -> std::io::Result<()> {

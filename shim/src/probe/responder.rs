@@ -42,7 +42,7 @@ impl Responder {
         let tcp = TcpListener::bind(listen)?;
         let udp = UdpSocket::bind(listen)?;
         let hello = self.hello.clone();
-        std::thread::spawn(move || echo(&udp, &hello));
+        std::thread::spawn(move || c2c_api::probe::echo(&udp, &hello));
         let me = Arc::new(self);
         let open = Arc::new(AtomicUsize::new(0));
         for conn in tcp.incoming() {
@@ -217,16 +217,6 @@ impl Responder {
     }
 }
 
-fn echo(udp: &UdpSocket, hello: &str) {
-    let mut buf = [0u8; 512];
-    loop {
-        let Ok((n, from)) = udp.recv_from(&mut buf) else {
-            continue;
-        };
-        let _ = udp.send_to(&hello.as_bytes()[..n.min(hello.len())], from);
-    }
-}
-
 fn outcome(r: std::io::Result<String>) -> Outcome {
     match r {
         Ok(answer) => Outcome {
@@ -265,15 +255,7 @@ fn tcp(to: SocketAddr) -> Outcome {
 
 /// One datagram and its answer.
 fn udp(to: SocketAddr) -> Outcome {
-    outcome((|| {
-        let s = UdpSocket::bind(("0.0.0.0", 0))?;
-        s.connect(to)?;
-        s.set_read_timeout(Some(Duration::from_millis(500)))?;
-        s.send(&[b'?'; 128])?;
-        let mut buf = [0u8; 512];
-        let n = s.recv(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-    })())
+    outcome(c2c_api::probe::datagram(to))
 }
 
 /// The addresses `name` resolves to through the namespace's resolver (the cell's DNS).
