@@ -14,6 +14,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The org of the only space whose apps may be probes (`c2c check`'s own).
+pub const ORG: &str = "c2c-check";
+/// That space: a probe opens a port on the cell's underlay, so no tenant's app may be one.
+pub const SPACE: &str = "probes";
+
 /// A probe instance's runtime: this prefix and its host port.
 pub const RUNTIME_PREFIX: &str = "probe:";
 /// The host ports probes may take on a cell (operators open them to whoever runs the check).

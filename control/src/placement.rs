@@ -67,7 +67,7 @@ impl State {
             .is_some();
         self.write(|tx| {
             if probe {
-                probe_budget(tx, cell.as_str(), runtime.unwrap_or_default())?;
+                probe_budget(tx, app_guid, cell.as_str(), runtime.unwrap_or_default())?;
             }
             if tx
                 .query_row("SELECT 1 FROM apps WHERE guid = ?", [app_guid], |_| Ok(()))
@@ -347,9 +347,32 @@ impl State {
     }
 }
 
-/// A probe may take a cell's probe port only while it is free, and a cell hosts at most
-/// [`c2c_api::probe::PER_CELL`] probes, whoever placed them.
-fn probe_budget(tx: &crate::db::Tx<'_>, cell: &str, runtime: &str) -> Result<(), StateError> {
+/// Only an app of `c2c check`'s own space may be a probe (a probe opens a port on its cell's
+/// underlay); it may take a cell's probe port only while it is free, and a cell hosts at most
+/// [`c2c_api::probe::PER_CELL`] probes.
+fn probe_budget(
+    tx: &crate::db::Tx<'_>,
+    app_guid: &str,
+    cell: &str,
+    runtime: &str,
+) -> Result<(), StateError> {
+    let space: Option<(String, String)> = tx
+        .query_row(
+            "SELECT o.name, s.name FROM apps a JOIN spaces s ON s.guid = a.space_guid JOIN orgs o ON o.guid = s.org_guid WHERE a.guid = ?",
+            [app_guid],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    if space
+        .as_ref()
+        .is_some_and(|(o, s)| o != c2c_api::probe::ORG || s != c2c_api::probe::SPACE)
+    {
+        return Err(StateError::Forbidden(format!(
+            "only apps of {}/{} (`c2c check`'s probes) may be hosted as probes",
+            c2c_api::probe::ORG,
+            c2c_api::probe::SPACE
+        )));
+    }
     let taken: Vec<String> = tx
         .prepare("SELECT runtime FROM instances WHERE cell = ? AND runtime LIKE 'probe:%'")?
         .query_map([cell], |r| r.get(0))?

@@ -38,9 +38,9 @@ pub const PROBE_A: &str = "c2c-check-a";
 /// The probe apps' destination.
 pub const PROBE_B: &str = "c2c-check-b";
 /// The probes' org: theirs alone, so nothing the check binds to it reaches another app.
-pub const PROBE_ORG: &str = "c2c-check";
-/// The probes' space in [`PROBE_ORG`].
-pub const PROBE_SPACE: &str = "probes";
+pub const PROBE_ORG: &str = c2c_api::probe::ORG;
+/// The probes' space in [`PROBE_ORG`] (the only one whose apps an agent hosts as probes).
+pub const PROBE_SPACE: &str = c2c_api::probe::SPACE;
 /// The check's security group, bound to the probe space only, while `egress` runs.
 pub const PROBE_ASG: &str = "c2c-check-egress";
 /// The route mapped to the running destination while the checks run.

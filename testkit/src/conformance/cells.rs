@@ -277,8 +277,13 @@ pub fn a_shared_view_gives_each_cell_what_its_own_would(open: Opener) {
     s.map_route(apps[1].guid.as_str(), "apps.internal", "appb")
         .unwrap();
     // A probe (placed, not confirmed yet) is in its own cell's view only.
+    s.create_org(c2c_api::probe::ORG).unwrap();
+    let space = s
+        .create_space(c2c_api::probe::ORG, c2c_api::probe::SPACE)
+        .unwrap();
+    let probe = s.create_app_in("probe", &space.guid).unwrap();
     s.place_instance_by(
-        apps[2].guid.as_str(),
+        probe.guid.as_str(),
         "cell3",
         None,
         Some(&c2c_api::probe::runtime(61100)),
@@ -519,9 +524,19 @@ pub fn join_tokens_are_used_once_and_expire(open: Opener) {
 /// A conformance scenario.
 pub fn probes_reach_their_cells_view_at_once_within_a_budget(open: Opener) {
     let mut s = open(OVERLAY, 60);
-    let a = s.create_app("probe-a").unwrap();
+    // The attack: a tenant's app as a probe (a port on the cell's underlay) is refused.
+    let tenant = s.create_app("tenant").unwrap();
     s.acquire_lease("cell1", "192.0.2.1".parse().unwrap())
         .unwrap();
+    let e = s
+        .place_instance_by(tenant.guid.as_str(), "cell1", None, Some("probe:61100"))
+        .unwrap_err();
+    assert!(matches!(e, StateError::Forbidden(_)), "{e}");
+    s.create_org(c2c_api::probe::ORG).unwrap();
+    let space = s
+        .create_space(c2c_api::probe::ORG, c2c_api::probe::SPACE)
+        .unwrap();
+    let a = s.create_app_in("probe-a", &space.guid).unwrap();
     let probe = |s: &mut State, port: u16| {
         s.place_instance_by(
             a.guid.as_str(),
@@ -565,7 +580,7 @@ pub fn probes_reach_their_cells_view_at_once_within_a_budget(open: Opener) {
     for port in 61101..=61107 {
         probe(&mut s, port).unwrap();
     }
-    let b = s.create_app("probe-b").unwrap();
+    let b = s.create_app_in("probe-b", &space.guid).unwrap();
     let e = s
         .place_instance_by(b.guid.as_str(), "cell1", None, Some("probe:61101"))
         .unwrap_err();
