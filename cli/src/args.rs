@@ -308,8 +308,8 @@ pub(crate) enum Command {
     /// On a multi-host platform (no local one here; control URLs and a token, as
     /// docs/install.md sets them), each cell's agent hosts the probes instead (instances placed
     /// with runtime probe:PORT), and the check drives them through their host ports: it needs
-    /// control and the cells' ports 61100-61107/tcp, not root. There host-ports and egress
-    /// are reported as skipped; the rest run.
+    /// control and the cells' ports 61100-61107/tcp, not root. There egress is reported as
+    /// skipped (it needs a server outside the platform); the rest run.
     Check {
         /// Print one JSON object: {"ok", "ms", "checks": [{"name", "ok", "ms", "reason", "detail"}]}.
         #[arg(long)]

@@ -189,8 +189,8 @@ fn root_a_user_without_the_admin_token_is_told_how_to_get_one() {
 }
 
 /// `c2c check` where there is no local platform but a control (a control host's state dir):
-/// it says it cannot place probes on a multi-host platform yet and where the check is instead,
-/// rather than "no platform". Root: check enters namespaces, so it asks for root first.
+/// the cells' agents would host its probes; with no cell it fails on `probes`, saying so,
+/// rather than "no platform". Root: check may enter namespaces, so it asks for root first.
 #[test]
 fn root_check_on_a_control_host_says_what_it_cannot_do_there() {
     if !nix::unistd::Uid::effective().is_root() {
@@ -198,10 +198,15 @@ fn root_check_on_a_control_host_says_what_it_cannot_do_there() {
         return;
     }
     let ctl = Control::start();
-    let (code, _, err) = run(&ctl, &["check"]);
-    assert_eq!(code, Some(1), "{err}");
+    let (code, out, err) = run(&ctl, &["check", "--json"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    let probes = &report["checks"][0];
+    assert_eq!(probes["name"], "probes", "{out}");
     assert!(
-        err.contains("is a multi-host platform") && err.contains("docs/install.md"),
-        "{err}"
+        probes["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no healthy cell to host the probes")),
+        "{out}"
     );
 }

@@ -621,8 +621,9 @@ fn root_the_install_page_brings_up_a_platform_that_survives_a_silent_control_hos
     }
 
     // Section 7 ran `c2c check`, its probes hosted by the agents. Again, keeping them, as JSON.
-    let (ok, out) =
-        install.operator("check --json --keep --only deny-same-cell,dns,tls,route-hot,identity");
+    let (ok, out) = install.operator(
+        "check --json --keep --only deny-same-cell,host-ports,dns,tls,route-hot,identity",
+    );
     assert!(ok, "{out}\n{}", install.logs());
     let report: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
     let names: Vec<&str> = report["checks"]
@@ -637,6 +638,7 @@ fn root_the_install_page_brings_up_a_platform_that_survives_a_silent_control_hos
         [
             "probes",
             "deny-same-cell",
+            "host-ports",
             "dns",
             "tls",
             "route-hot",

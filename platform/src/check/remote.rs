@@ -246,3 +246,37 @@ pub(super) fn dns(p: &Probes) -> Result<String> {
         got.error
     ))
 }
+
+/// Host ports, as an agent's probes have them: the operator's machine (the underlay) reaches
+/// each destination probe's app through its cell's probe port; probe A does not (a host port
+/// is no way around policy for a container).
+pub(super) fn host_ports(p: &Probes) -> Result<String> {
+    let mut seen = vec![];
+    for b in &p.b {
+        let at = b.probe_at.context("not a hosted probe")?;
+        let (status, body) =
+            request(at, &b.guid, "/").with_context(|| format!("http://{at}/ from here"))?;
+        if status != 200 || !body.contains(&format!("app={PROBE_B} index={}", b.index)) {
+            bail!(
+                "http://{at}/ from here answered {status} {:?}, not {PROBE_B}/{}",
+                body.trim(),
+                b.index
+            );
+        }
+        let through = probe(&p.a, "tcp", &at.to_string())?;
+        if through.ok {
+            bail!(
+                "{PROBE_A}/{} reached {PROBE_B}/{} through host port {at} (answer {:?}): host ports are a way around policy on {}",
+                p.a.index,
+                b.index,
+                through.answer.trim(),
+                b.cell
+            );
+        }
+        seen.push(format!("{} {at}", b.cell));
+    }
+    Ok(format!(
+        "this host reaches {PROBE_B} through {}; {PROBE_A} does not",
+        seen.join(", ")
+    ))
+}

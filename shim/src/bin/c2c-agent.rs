@@ -110,6 +110,9 @@ struct ResponderArgs {
     /// A subnet probes may reach (repeatable): the overlay's cell subnets.
     #[arg(long)]
     allow: Vec<c2c_api::net::Subnet>,
+    /// A cell's underlay address (repeatable): probes may reach its probe ports.
+    #[arg(long)]
+    underlay: Vec<std::net::Ipv4Addr>,
     /// The probe's directory (its platform root and identity).
     #[arg(long)]
     dir: std::path::PathBuf,
@@ -121,6 +124,7 @@ fn responder() -> ExitCode {
         hello: format!("app={} index={} ip={}\n", a.app, a.index, a.ip),
         guid: a.guid,
         allow: a.allow,
+        underlay: a.underlay,
         dir: a.dir,
     };
     let listen = std::net::SocketAddr::from(([0, 0, 0, 0], c2c_shim::probe::APP_PORT));

@@ -53,6 +53,7 @@ struct Spec {
     hosted: Hosted,
     app: String,
     allow: Vec<String>,
+    underlay: Vec<String>,
 }
 
 impl Host {
@@ -120,6 +121,11 @@ impl Host {
                 hosted: hosted.clone(),
                 app: app.name.to_string(),
                 allow: view.leases.iter().map(|l| l.subnet.to_string()).collect(),
+                underlay: view
+                    .leases
+                    .iter()
+                    .map(|l| l.underlay_ip.to_string())
+                    .collect(),
             };
             self.run(guid.to_string(), Work::Start(Box::new(spec)));
         }
@@ -237,6 +243,9 @@ impl Ctx {
             .arg(&self.dir);
         for a in &spec.allow {
             cmd.args(["--allow", a]);
+        }
+        for u in &spec.underlay {
+            cmd.args(["--underlay", u]);
         }
         let mut child = cmd
             .stdin(Stdio::null())

@@ -31,6 +31,9 @@ pub struct Responder {
     pub guid: String,
     /// Where probes may go.
     pub allow: Vec<Subnet>,
+    /// The cells' underlay addresses: probes may go to their probe ports only (the host-port
+    /// check: a container must not get around policy through a host port).
+    pub underlay: Vec<std::net::Ipv4Addr>,
     /// The probe's directory: `system-certs/` (the platform root a TLS probe verifies
     /// against) and `identity/` (the identity `/tls-id/` presents).
     pub dir: std::path::PathBuf,
@@ -132,9 +135,9 @@ impl Responder {
             .map_err(|e| format!("{arg}: {e}"))?
             .collect();
         let first = *addrs.first().ok_or(format!("{arg}: no address"))?;
-        match addrs.iter().find(|a| !self.allowed(a.ip())) {
+        match addrs.iter().find(|a| !self.allowed(**a)) {
             Some(a) => Err(format!(
-                "{a} is not an overlay address: a probe reaches instances only"
+                "{a} is not an overlay address (nor a cell's probe port): a probe reaches instances only"
             )),
             None => Ok(first),
         }
@@ -209,9 +212,12 @@ impl Responder {
         }))
     }
 
-    fn allowed(&self, ip: IpAddr) -> bool {
-        match ip {
-            IpAddr::V4(v4) => self.allow.iter().any(|s| s.contains(v4)),
+    fn allowed(&self, to: SocketAddr) -> bool {
+        match to.ip() {
+            IpAddr::V4(v4) => {
+                self.allow.iter().any(|s| s.contains(v4))
+                    || (self.underlay.contains(&v4) && c2c_api::probe::PORTS.contains(&to.port()))
+            }
             IpAddr::V6(_) => false,
         }
     }
@@ -287,6 +293,7 @@ mod tests {
             hello: "app=p index=0 ip=10.255.0.2\n".into(),
             guid: "g-1".into(),
             allow: vec!["10.255.0.0/24".parse().unwrap()],
+            underlay: vec![std::net::Ipv4Addr::LOCALHOST],
             dir: "/nonexistent".into(),
         }
     }
@@ -302,7 +309,8 @@ mod tests {
                 "403 Forbidden"
             );
         }
-        // The underlay, loopback, another range: refused even with the GUID.
+        // The underlay, loopback (but a cell's probe port), another range: refused even with
+        // the GUID.
         for to in [
             "192.0.2.1:22",
             "127.0.0.1:4002",
@@ -320,6 +328,10 @@ mod tests {
             .answer("/tls/192.0.2.1:443/a.example", Some("g-1"))
             .unwrap_err();
         assert_eq!(e.0, "403 Forbidden", "{}", e.1);
+        // A cell's probe port is probed (here a loopback "cell": nothing leaves the machine).
+        let o: Outcome =
+            serde_json::from_str(&r.answer("/tcp/127.0.0.1:61107", Some("g-1")).unwrap()).unwrap();
+        assert!(!o.ok, "{o:?}");
         // Positive control: an overlay address is probed (nothing listens: refused or no
         // answer, but an outcome, not a refusal of the request).
         let o: Outcome =
