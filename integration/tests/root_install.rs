@@ -404,19 +404,33 @@ impl Install {
 
 impl Drop for Install {
     fn drop(&mut self) {
-        // The agents' sidecars outlive an agent by design: end them by their pidfiles.
+        // The agents' sidecars and probes outlive an agent by design: end them by their
+        // pidfiles, and a failed run's probes' namespaces by their names.
         self.units.clear();
         for h in &self.hosts {
-            let dir = h.root.join("var/lib/c2c/cni/sidecars");
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                if let Some(pid) = std::fs::read_to_string(e.path().join("proxy.pid"))
-                    .ok()
-                    .and_then(|p| p.trim().parse::<i32>().ok())
+            let cni = h.root.join("var/lib/c2c/cni");
+            for kind in ["sidecars", "probes"] {
+                for e in std::fs::read_dir(cni.join(kind))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
                 {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    for pidfile in ["proxy.pid", "responder.pid"] {
+                        if let Some(pid) = std::fs::read_to_string(e.path().join(pidfile))
+                            .ok()
+                            .and_then(|p| p.trim().parse::<i32>().ok())
+                        {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                    }
+                    if kind == "probes" {
+                        let ns = c2c_shim::probe::netns_name(&e.file_name().to_string_lossy());
+                        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+                        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&ns));
+                    }
                 }
             }
         }
