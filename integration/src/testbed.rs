@@ -9,12 +9,13 @@ use crate::bin;
 use crate::topo::*;
 
 /// Control in the underlay namespace, cells with their agents, all real binaries.
+///
+/// Fields drop in order: the processes first (agents, control, the database), then the
+/// namespaces, and the directory last, so that no agent still running writes into a directory
+/// being removed (it would make it again, and it would be left on the host).
 pub struct Platform {
-    pub dir: tempfile::TempDir,
-    pub underlay: Underlay,
-    pub cells: Vec<Cell>,
-    control: Proc,
     pub agents: Vec<Proc>,
+    control: Proc,
     pub url: String,
     /// With replicas: the second control replica and its URL.
     pub replica_b: Option<(Proc, String)>,
@@ -26,6 +27,9 @@ pub struct Platform {
     agent_flags: Vec<String>,
     /// With replicas: the flags replica A was started with (to start it again).
     replica_a_flags: Vec<String>,
+    pub cells: Vec<Cell>,
+    pub underlay: Underlay,
+    pub dir: tempfile::TempDir,
 }
 
 impl Platform {

@@ -135,6 +135,9 @@ pub(super) struct Probe {
 pub(super) struct TlsProbe {
     pub(super) at: Instant,
     pub(super) ok: bool,
+    /// Why it was not served (the step that failed), and how long it took.
+    pub(super) why: &'static str,
+    pub(super) took: Duration,
 }
 
 /// The fault that kills dst's sidecar on cell2 (its agent must start it again). It excuses no
@@ -177,11 +180,12 @@ pub(super) fn check(probes: &[Probe], changes: &[Change], faults: &[Fault], repo
         };
         if pr.open != want && !excused(pr.cell, pr.at) {
             report.violations.push(format!(
-                "cell{} at {:?}: {} while the policy was {}",
+                "cell{} at {:?}: {} while the policy was {}{}",
                 pr.cell,
                 pr.at,
                 if pr.open { "open" } else { "refused" },
-                if want { "present" } else { "absent" }
+                if want { "present" } else { "absent" },
+                last_fault(faults, pr.at)
             ));
         }
     }
@@ -239,8 +243,11 @@ pub(super) fn check_tls(probes: &[TlsProbe], faults: &[Fault], report: &mut Repo
     );
     for pr in probes.iter().filter(|p| !p.ok && !excused(p.at)) {
         report.violations.push(format!(
-            "TLS to dst's sidecar at {:?} not served, with its policy in place and no fault excusing it",
-            pr.at
+            "TLS to dst's sidecar at {:?} not served ({} after {} ms), with its policy in place and no fault excusing it{}",
+            pr.at,
+            pr.why,
+            pr.took.as_millis(),
+            last_fault(faults, pr.at)
         ));
     }
     for f in faults.iter().filter(|f| f.kind == SIDECAR_FAULT) {
@@ -252,6 +259,26 @@ pub(super) fn check_tls(probes: &[TlsProbe], faults: &[Fault], report: &mut Repo
                 .push(first.at.duration_since(f.healed).as_millis() as u64);
         }
     }
+}
+
+/// The last fault begun before `t`, as "(N ms after KIND on cellC began, M ms after it healed)",
+/// so that a violation says what it followed.
+fn last_fault(faults: &[Fault], t: Instant) -> String {
+    faults
+        .iter()
+        .filter(|f| f.start <= t)
+        .max_by_key(|f| f.start)
+        .map(|f| {
+            let since = |i: Instant| t.saturating_duration_since(i).as_millis();
+            format!(
+                " ({} ms after {} on cell{} began, {} ms after it healed)",
+                since(f.start),
+                f.kind,
+                f.cell,
+                since(f.healed)
+            )
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -327,7 +354,12 @@ mod tests {
             fault("partition-cells", 3, 20_000),
             fault("kill9-agent", 2, 30_000),
         ];
-        let probe = |ms, ok| TlsProbe { at: at(ms), ok };
+        let probe = |ms, ok| TlsProbe {
+            at: at(ms),
+            ok,
+            why: "",
+            took: Duration::ZERO,
+        };
         let probes = [
             probe(500, true),
             probe(1_500, false),  // in the sidecar kill's window: excused

@@ -62,7 +62,9 @@ impl Sidecar {
         let (to, path) = (s.to, a.path());
         wait_until("TLS to dst's sidecar", Duration::from_secs(30), || {
             let cfg = cfg.clone();
-            spawn_in(&path, move || tls_probe(&cfg, to)).join().unwrap()
+            spawn_in(&path, move || tls_probe(&cfg, to).is_ok())
+                .join()
+                .unwrap()
         });
         s
     }
@@ -115,25 +117,39 @@ fn write_record(path: &Path, rec: &serde_json::Value) {
 }
 
 /// One TLS request from this thread's namespace to the sidecar at `to`, verified against the
-/// platform CA for [`NAME`]: whether the app behind it answered.
-pub(super) fn tls_probe(cfg: &Arc<rustls::ClientConfig>, to: SocketAddr) -> bool {
-    let Ok(tcp) = TcpStream::connect_timeout(&to, Duration::from_millis(300)) else {
-        return false;
+/// platform CA for [`NAME`]: Ok if the app behind it answered, else the step that failed.
+pub(super) fn tls_probe(
+    cfg: &Arc<rustls::ClientConfig>,
+    to: SocketAddr,
+) -> Result<(), &'static str> {
+    let tcp = match TcpStream::connect_timeout(&to, Duration::from_millis(300)) {
+        Ok(tcp) => tcp,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err("connect timed out"),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err("connect refused")
+        }
+        Err(_) => return Err("connect failed"),
     };
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
     let _ = tcp.set_write_timeout(Some(Duration::from_secs(1)));
     let name = rustls::pki_types::ServerName::try_from(NAME).unwrap();
     let Ok(conn) = rustls::ClientConnection::new(cfg.clone(), name) else {
-        return false;
+        return Err("client config");
     };
     let mut s = rustls::StreamOwned::new(conn, tcp);
     if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
-        return false;
+        return Err("handshake or request failed");
     }
     let mut buf = vec![];
     // The app closes without close_notify's counterpart from us; what arrived counts.
     let _ = s.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).contains("dst-sidecar saw")
+    if String::from_utf8_lossy(&buf).contains("dst-sidecar saw") {
+        Ok(())
+    } else if buf.is_empty() {
+        Err("no answer")
+    } else {
+        Err("an answer not from the app")
+    }
 }
 
 /// TLS probes from src's namespace to the sidecar, every 100 ms until `stop`.
@@ -148,8 +164,13 @@ pub(super) fn spawn_prober(
     spawn_in(&a.path(), move || {
         while !stop.load(Ordering::SeqCst) {
             let at = Instant::now();
-            let ok = tls_probe(&cfg, to);
-            probes.lock().unwrap().push(TlsProbe { at, ok });
+            let why = tls_probe(&cfg, to).err();
+            probes.lock().unwrap().push(TlsProbe {
+                at,
+                ok: why.is_none(),
+                why: why.unwrap_or_default(),
+                took: at.elapsed(),
+            });
             std::thread::sleep(Duration::from_millis(100));
         }
     })
