@@ -38,12 +38,33 @@ pub fn pct(v: &mut [f64], p: f64) -> f64 {
 
 /// Polls a connect every 0.5 ms until `want` (true: accepted) holds; returns the wait.
 pub fn until(ns: &Netns, to: SocketAddr, want: bool) -> Duration {
+    until_traced(ns, to, want).wait
+}
+
+/// What [`until_traced`] saw: the whole wait, how many connects it made, and the longest one
+/// (a connect that waited out its 200 ms timeout had its SYN dropped, not refused).
+pub struct Polled {
+    pub wait: Duration,
+    pub attempts: u32,
+    pub longest: Duration,
+}
+
+/// [`until`], also saying how its connects went.
+pub fn until_traced(ns: &Netns, to: SocketAddr, want: bool) -> Polled {
     spawn_in(&ns.path(), move || {
         let t = Instant::now();
+        let (mut attempts, mut longest) = (0, Duration::ZERO);
         loop {
+            let a = Instant::now();
             let ok = TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok();
+            attempts += 1;
+            longest = longest.max(a.elapsed());
             if ok == want {
-                return t.elapsed();
+                return Polled {
+                    wait: t.elapsed(),
+                    attempts,
+                    longest,
+                };
             }
             assert!(
                 t.elapsed() < Duration::from_secs(10),
@@ -68,11 +89,24 @@ pub fn add_remove_rounds(
 ) -> (Vec<f64>, Vec<f64>) {
     let post = "/networking/v1/external/policies";
     let (mut add_ms, mut del_ms) = (vec![], vec![]);
-    for _ in 0..rounds {
+    // A round far above the others says how its connects went (the tail's cause: a slow
+    // answer, a slow apply, or a SYN dropped and waited out).
+    let slow = |what: &str, i: usize, api_ms: f64, total: f64, polled: &Polled| {
+        if total > 150.0 {
+            eprintln!(
+                "  slow {what} in round {i}: {total:.0} ms, the API call {api_ms:.0} ms, then {} connects, the longest {:.0} ms",
+                polled.attempts,
+                polled.longest.as_secs_f64() * 1e3
+            );
+        }
+    };
+    for i in 0..rounds {
         let t = Instant::now();
         api(p, Method::POST, post, Some(policies.clone()));
-        until(ns, to, true);
+        let api_ms = t.elapsed().as_secs_f64() * 1e3;
+        let polled = until_traced(ns, to, true);
         add_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        slow("add", i, api_ms, *add_ms.last().unwrap(), &polled);
         let t = Instant::now();
         api(
             p,
@@ -80,8 +114,10 @@ pub fn add_remove_rounds(
             &format!("{post}/delete"),
             Some(policies.clone()),
         );
-        until(ns, to, false);
+        let api_ms = t.elapsed().as_secs_f64() * 1e3;
+        let polled = until_traced(ns, to, false);
         del_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        slow("remove", i, api_ms, *del_ms.last().unwrap(), &polled);
     }
     (add_ms, del_ms)
 }

@@ -683,6 +683,33 @@ fn root_the_install_page_brings_up_a_platform_that_survives_a_silent_control_hos
     );
     let relay = ask("/tcp/192.0.2.254:4002");
     assert!(relay.starts_with("HTTP/1.0 403"), "{relay}");
+    // What a responder could do if it were taken over: nothing an agent may. Each kept probe's
+    // responder runs with no capability left (the agents here run with all of them) and with
+    // no_new_privs, so no program it runs gains any.
+    let roots: Vec<String> = ["cell1", "cell2"]
+        .iter()
+        .map(|h| install.host(h).root.display().to_string())
+        .collect();
+    let mut responders = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !cmd.contains("probe-responder") || !roots.iter().any(|r| cmd.contains(r.as_str())) {
+            continue;
+        }
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        for field in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert!(
+                status.contains(&format!("{field}:\t0000000000000000")),
+                "{cmd}: {status}"
+            );
+        }
+        assert!(status.contains("NoNewPrivs:\t1"), "{cmd}: {status}");
+        responders += 1;
+    }
+    assert_eq!(responders, 3, "the kept probes' responders");
     // A last check takes them down; every probe an agent hosted, it took down.
     let (ok, out) = install.operator("check --only deny-same-cell");
     assert!(ok, "{out}");

@@ -389,6 +389,28 @@ fn usage_of(controls: &[Control]) -> (f64, u64) {
         .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
+/// TRIM_PROBE=1: how much of the parked RSS is free memory glibc keeps (heap pages freed but
+/// not returned): each control is made to call `malloc_trim(0)` (gdb attached for a moment)
+/// and the per-watch figure printed again.
+fn trim_probe(controls: &[Control], base: u64, parked: u64, n: usize) {
+    for c in controls {
+        let out = std::process::Command::new("gdb")
+            .args(["-p", &c.child.id().to_string(), "-batch", "-ex"])
+            .arg("call (int) malloc_trim(0)")
+            .output();
+        if !out.is_ok_and(|o| o.status.success()) {
+            eprintln!("TRIM_PROBE: gdb could not call malloc_trim in control");
+        }
+    }
+    let (_, trimmed) = usage_of(controls);
+    let per = |rss: u64| rss.saturating_sub(base) as f64 / 1024.0 / n as f64;
+    eprintln!(
+        "TRIM_PROBE: RSS per parked watch {:.1} KiB, after malloc_trim(0) {:.1} KiB",
+        per(parked),
+        per(trimmed)
+    );
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run(
     name: &str,
@@ -450,6 +472,9 @@ async fn run(
         latest[i] = r;
     }
     let (cpu0, rss_parked): (f64, u64) = usage_of(&controls);
+    if std::env::var("TRIM_PROBE").is_ok_and(|v| v == "1") {
+        trim_probe(&controls, rss_base, rss_parked, n);
+    }
 
     let (mut p50s, mut p99s, mut alls) = (vec![], vec![], vec![]);
     for k in 0..changes {

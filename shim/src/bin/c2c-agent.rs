@@ -118,6 +118,57 @@ struct ResponderArgs {
     dir: std::path::PathBuf,
 }
 
+/// Gives up every capability the process holds (effective, permitted, inheritable and ambient:
+/// the agent's unit hands it `CAP_NET_ADMIN` and the like through `ip netns exec`) and sets
+/// no_new_privs, so that no later `execve` can gain any. A responder takes requests from the
+/// underlay; it needs none of them (8080 is no privileged port). Process-wide: only for the
+/// responder's own process.
+///
+/// The one `unsafe` of this binary (the library forbids it): two system calls nix does not
+/// wrap.
+pub fn drop_privileges() -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let none = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: prctl and capset with the arguments the kernel documents; `header` and `none`
+    // outlive the calls, and capset reads two `Data` (version 3's 64 capability bits).
+    unsafe {
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::syscall(libc::SYS_capset, &header as *const Header, none.as_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    nix::sys::prctl::set_no_new_privs().map_err(std::io::Error::from)
+}
+
 fn responder() -> ExitCode {
     let a = ResponderArgs::parse_from(std::env::args().skip(1));
     let r = c2c_shim::probe::responder::Responder {
@@ -128,6 +179,10 @@ fn responder() -> ExitCode {
         dir: a.dir,
     };
     let listen = std::net::SocketAddr::from(([0, 0, 0, 0], c2c_shim::probe::APP_PORT));
+    if let Err(e) = drop_privileges() {
+        eprintln!("probe responder: could not give up its capabilities: {e}");
+        return ExitCode::FAILURE;
+    }
     eprintln!("probe responder {}/{} on {listen}", a.app, a.index);
     match r.serve(listen) {
         Ok(()) => ExitCode::SUCCESS,
