@@ -35,8 +35,10 @@ pub enum Event {
     Resync,
     /// The result of [`Action::ApplyRules`].
     RulesApplied(Result<(), String>),
-    /// The result of [`Action::CheckRules`]: whether the kernel still holds the ruleset.
-    RulesInPlace(bool),
+    /// The result of [`Action::CheckRules`] of this generation: whether the kernel still holds
+    /// that ruleset. It comes when the check is done (the agent goes on meanwhile), so it may
+    /// be of a ruleset another apply has replaced since: then it says nothing and is ignored.
+    RulesInPlace(u32, bool),
     /// The result of [`Action::WriteCniConfig`].
     CniConfigWritten(bool),
     /// The result of [`Action::Confirm`]: control accepted it (or not).
@@ -53,7 +55,7 @@ impl Event {
             Event::Store(_) => "store",
             Event::Resync => "resync",
             Event::RulesApplied(_) => "rules_applied",
-            Event::RulesInPlace(_) => "rules_in_place",
+            Event::RulesInPlace(..) => "rules_in_place",
             Event::CniConfigWritten(_) => "cni_config_written",
             Event::Confirmed(..) => "confirmed",
             Event::Withdrawn(..) => "withdrawn",
@@ -74,7 +76,8 @@ pub enum Action {
     /// [`Event::RulesApplied`].
     ApplyRules(String),
     /// Check that the kernel still holds the ruleset of this generation; answer with
-    /// [`Event::RulesInPlace`].
+    /// [`Event::RulesInPlace`], when done (the check lists chains, which with a large set
+    /// takes a while: nothing waits for it).
     CheckRules(u32),
     /// Write the CNI config (the cell is ready for containers); answer with
     /// [`Event::CniConfigWritten`].
@@ -146,6 +149,12 @@ impl AgentCore {
         self.view.as_ref()
     }
 
+    /// The generation of the ruleset the kernel holds as far as the core knows (see
+    /// [`Event::RulesInPlace`]).
+    pub fn applied_generation(&self) -> Option<u32> {
+        self.applied.as_deref().and_then(rules::generation)
+    }
+
     /// The CNI store as last read.
     pub fn records(&self) -> &[ContainerRecord] {
         &self.records
@@ -179,14 +188,17 @@ impl AgentCore {
                 self.applied = None;
                 vec![Action::RetrySoon]
             }
-            Event::RulesInPlace(true) => vec![],
-            Event::RulesInPlace(false) => match self.applied.take() {
-                Some(text) => {
-                    self.applying = Some(text.clone());
-                    vec![Action::ApplyRules(text)]
+            Event::RulesInPlace(_, true) => vec![],
+            Event::RulesInPlace(gen, false) if self.applied_generation() == Some(gen) => {
+                match self.applied.take() {
+                    Some(text) => {
+                        self.applying = Some(text.clone());
+                        vec![Action::ApplyRules(text)]
+                    }
+                    None => vec![],
                 }
-                None => vec![],
-            },
+            }
+            Event::RulesInPlace(..) => vec![],
             Event::CniConfigWritten(ok) => {
                 self.cni_written = ok;
                 if ok {
@@ -479,8 +491,36 @@ mod tests {
         let gen = rules::generation(&text).unwrap();
         assert!(a.contains(&Action::CheckRules(gen)), "{a:?}");
         assert!(a.contains(&Action::EnsureVtep));
-        assert_eq!(c.on(Event::RulesInPlace(false)), [Action::ApplyRules(text)]);
+        assert_eq!(
+            c.on(Event::RulesInPlace(gen, false)),
+            [Action::ApplyRules(text)]
+        );
         c.on(Event::RulesApplied(Ok(())));
-        assert!(c.on(Event::RulesInPlace(true)).is_empty());
+        assert!(c.on(Event::RulesInPlace(gen, true)).is_empty());
+    }
+
+    #[test]
+    fn a_check_of_a_ruleset_replaced_since_is_ignored() {
+        let mut c = core();
+        c.on(Event::Store(vec![rec("i1", "10.255.1.1")]));
+        let a = c.on(Event::View(view(1, &[("i1", "10.255.1.1")], 1)));
+        let old = rules::generation(applies(&a).unwrap()).unwrap();
+        c.on(Event::RulesApplied(Ok(())));
+        c.on(Event::CniConfigWritten(true));
+        assert!(c.on(Event::Resync).contains(&Action::CheckRules(old)));
+        // While the check runs, a view brings a new ruleset, applied.
+        let a = c.on(Event::View(view(2, &[("i1", "10.255.1.1")], 2)));
+        let new = applies(&a).unwrap().to_string();
+        c.on(Event::RulesApplied(Ok(())));
+        // The check then finds the kernel without the old generation: that says nothing of
+        // the new one, and nothing is restored.
+        assert!(c.on(Event::RulesInPlace(old, false)).is_empty());
+        assert_eq!(c.applied_generation(), rules::generation(&new));
+        // The positive control: the new ruleset's own check failing restores it.
+        let gen = rules::generation(&new).unwrap();
+        assert_eq!(
+            c.on(Event::RulesInPlace(gen, false)),
+            [Action::ApplyRules(new)]
+        );
     }
 }

@@ -393,6 +393,9 @@ fn usage_of(controls: &[Control]) -> (f64, u64) {
 /// not returned): each control is made to call `malloc_trim(0)` (gdb attached for a moment)
 /// and the per-watch figure printed again.
 fn trim_probe(controls: &[Control], base: u64, parked: u64, n: usize) {
+    if std::env::var("TRIM_PROBE").as_deref() != Ok("1") {
+        return;
+    }
     for c in controls {
         let out = std::process::Command::new("gdb")
             .args(["-p", &c.child.id().to_string(), "-batch", "-ex"])
@@ -425,11 +428,10 @@ async fn run(
 ) -> Figures {
     let cap = n + 1000;
     let first = start_control(None, db.as_deref(), cache, cap);
-    let mut controls = vec![];
-    for _ in 1..replicas {
-        controls.push(start_control(Some(&first), db.as_deref(), cache, cap));
-    }
-    controls.insert(0, first);
+    let others: Vec<Control> = (1..replicas)
+        .map(|_| start_control(Some(&first), db.as_deref(), cache, cap))
+        .collect();
+    let mut controls: Vec<Control> = std::iter::once(first).chain(others).collect();
     let token = std::fs::read_to_string(controls[0].dir.path().join("control/token")).unwrap();
     let issuer = std::fs::read(controls[0].dir.path().join("ca/control/ca.pem")).unwrap();
     let admin = Client::new(&controls[0].url, &issuer, Auth::Token(token.trim().into())).unwrap();
@@ -472,9 +474,7 @@ async fn run(
         latest[i] = r;
     }
     let (cpu0, rss_parked): (f64, u64) = usage_of(&controls);
-    if std::env::var("TRIM_PROBE").is_ok_and(|v| v == "1") {
-        trim_probe(&controls, rss_base, rss_parked, n);
-    }
+    trim_probe(&controls, rss_base, rss_parked, n);
 
     let (mut p50s, mut p99s, mut alls) = (vec![], vec![], vec![]);
     for k in 0..changes {

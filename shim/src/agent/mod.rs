@@ -190,7 +190,6 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     // events and its actions into the world.
     let mut core = AgentCore::new(&cfg.cell, subnet).with_log_c2c(cfg.log_c2c);
     let directory = start_traffic_log(&cfg, &client, &metrics, &shutdown);
-    let mut directory_rev = Revision(0);
     let mut directory_from = DirectoryFrom::default();
     // Control's views, from a streamed watch kept open by a task of its own.
     let mut views =
@@ -208,6 +207,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
     let sweeper = std::sync::Arc::new(std::sync::Mutex::new(crate::sidecars::Sweeper::default()));
     let probes = probe_host(&cfg, &cni_conf);
     let kernel = std::sync::Mutex::new(None);
+    let (checks, mut checked) = perform::checks();
     let io = Io {
         cfg: &cfg,
         client: &client,
@@ -218,6 +218,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         retry: &retry,
         metrics: &metrics,
         kernel: &kernel,
+        checks: &checks,
     };
     loop {
         // None: the agent stops (shut down, or the watch ended with it).
@@ -240,6 +241,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
                 Some(Event::Resync)
             }
             _ = retry.notified() => Some(Event::Resync),
+            Some(c) = checked.recv() => Some(perform::checked(c, &core, &kernel)),
             _ = certs_due.tick() => {
                 // Certificates and identities age between views: a short validity
                 // (`--identity-validity 30s`) is renewed in time, not at the next resync.
@@ -269,13 +271,7 @@ pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<(), Ag
         sidecars.reconcile(core.records());
         probes.reconcile(core.view(), core.records());
         sweep_sidecar_dirs(&cfg.data_dir, &sweeper);
-        if let Some(v) = core
-            .view()
-            .filter(|v| v.revision != directory_rev || store_event)
-        {
-            directory_from.publish(&cfg.cell, v, core.records(), &directory);
-            directory_rev = v.revision;
-        }
+        directory_from.publish(&cfg.cell, &core, store_event, &directory);
         span.record("revision", core.revision().0);
         // Actions answered by an event are performed in turn; their events may bring more.
         perform_all(pending, &io, &mut core, started, &span).await;
@@ -501,6 +497,8 @@ struct DirectoryFrom {
     egress: c2c_api::asg::Egress,
     records: Vec<ContainerRecord>,
     built: bool,
+    /// The revision last looked at.
+    revision: Revision,
 }
 
 impl DirectoryFrom {
@@ -511,22 +509,30 @@ impl DirectoryFrom {
             egress: v.egress.clone(),
             records: records.to_vec(),
             built: true,
+            revision: v.revision,
         }
     }
 
-    /// Publishes the directory of `v` and `records`, built again only when what it is built
-    /// from changed (20,000 apps' names are not copied at every policy change).
+    /// Publishes the directory of the core's view and records, looked at only for a new
+    /// revision or a store change, and built again only when what it is built from changed
+    /// (20,000 apps' names are not copied at every policy change).
     fn publish(
         &mut self,
         cell: &c2c_api::CellName,
-        v: &c2c_api::CellView,
-        records: &[ContainerRecord],
+        core: &AgentCore,
+        store_event: bool,
         directory: &crate::netlog::SharedDirectory,
     ) {
+        let Some(v) = core.view() else { return };
+        if v.revision == self.revision && !store_event {
+            return;
+        }
+        let records = core.records();
         if !self.is(v, records) {
             publish_directory(cell, v, records, directory);
             *self = DirectoryFrom::of(v, records);
         }
+        self.revision = v.revision;
     }
 
     /// Whether a directory built from `v` and `records` would be the one built last.
