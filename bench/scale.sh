@@ -18,6 +18,8 @@
 #       `restart: ... N cells back on a stream in X s (p50, p99), missed revisions M`
 #   SUSTAIN=30 [INTERVAL_MS=100] ...   a change every 100 ms for 30 s on a timer that does not
 #       wait for the cells: `sustained: ... first tenth's median, last tenth's` (falling behind)
+#   TRIM_PROBE=1 ...  once the streams are parked, each replica calls malloc_trim(0) (gdb attached
+#       for a moment) and the RSS per parked watch is printed again (memory glibc keeps freed)
 #   With FAILOVER=1 or RESTART=1 the cells run the agent's own watch loop (each merges its
 #   view as an agent does, here all on the bench's cores), so their fan-out rows count that too.
 set -euo pipefail
