@@ -392,7 +392,18 @@ fn usage_of(controls: &[Control]) -> (f64, u64) {
 /// TRIM_PROBE=1: how much of the parked RSS is free memory glibc keeps (heap pages freed but
 /// not returned): each control is made to call `malloc_trim(0)` (gdb attached for a moment)
 /// and the per-watch figure printed again.
+///
+/// PARK_PAUSE=SECS: first waits that long with every stream parked, the replicas' PIDs printed
+/// (for a profiler attached since their start: what a parked stream holds is what is live now).
 fn trim_probe(controls: &[Control], base: u64, parked: u64, n: usize) {
+    if let Some(secs) = std::env::var("PARK_PAUSE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        let pids: Vec<u32> = controls.iter().map(|c| c.child.id()).collect();
+        eprintln!("PARK_PAUSE: {n} streams parked in {pids:?}; waiting {secs} s");
+        std::thread::sleep(Duration::from_secs(secs));
+    }
     if std::env::var("TRIM_PROBE").as_deref() != Ok("1") {
         return;
     }
