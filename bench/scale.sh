@@ -20,6 +20,8 @@
 #       wait for the cells: `sustained: ... first tenth's median, last tenth's` (falling behind)
 #   TRIM_PROBE=1 ...  once the streams are parked, each replica calls malloc_trim(0) (gdb attached
 #       for a moment) and the RSS per parked watch is printed again (memory glibc keeps freed)
+#   PARK_PAUSE=SECS ...  waits that long with every stream parked, the replicas' PIDs printed
+#       (heaptrack attached to control since its start then sees what a parked stream holds)
 #   With FAILOVER=1 or RESTART=1 the cells run the agent's own watch loop (each merges its
 #   view as an agent does, here all on the bench's cores), so their fan-out rows count that too.
 set -euo pipefail
