@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use c2c_api::client::{Auth, Client};
 use tokio::sync::mpsc;
 
-use super::{pct, usage, usage_of, Control};
+use super::controls::{usage, usage_of, Control};
+use super::pct;
 
 /// What each cell reports: (cell, revision, when).
 pub type Views = mpsc::UnboundedReceiver<(usize, u64, Instant)>;

@@ -19,16 +19,17 @@
 //!
 //!   scale_bench N [CHANGES] [APPS] [POLICIES]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use c2c_api::client::{Auth, Client};
-use c2c_integration::bin;
 use c2c_testkit::pg_cluster::PgCluster;
 use tokio::sync::mpsc;
 
+mod controls;
 mod failover;
+
+use controls::{start_control, trim_probe, usage_of, Control};
 
 /// What the replicated setup does after its changes (from the environment).
 #[derive(Clone, Copy, Default)]
@@ -61,126 +62,6 @@ impl Modes {
     fn agents(&self) -> bool {
         self.failover || self.restart
     }
-}
-
-struct Control {
-    child: Child,
-    dir: tempfile::TempDir,
-    url: String,
-    /// `control serve`'s arguments after `--listen ADDR`.
-    args: Vec<String>,
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl Control {
-    /// Kills it (-9) and reaps it.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts it again (after [`Control::kill`]) on the same address, state and database.
-    fn start_again(&mut self) {
-        let addr = self
-            .url
-            .trim()
-            .rsplit("://")
-            .next()
-            .unwrap()
-            .trim_end_matches('/');
-        let _ = std::fs::remove_file(self.dir.path().join("control/url"));
-        let (child, url) = spawn_control(self.dir.path(), addr, &self.args);
-        self.child = child;
-        self.url = url;
-    }
-}
-
-/// `c2c control serve` on `listen` with `args`; returns once it has written its URL.
-fn spawn_control(state: &std::path::Path, listen: &str, args: &[String]) -> (Child, String) {
-    let mut cmd = Command::new(bin("c2c"));
-    cmd.args([
-        "--state-dir",
-        state.to_str().unwrap(),
-        "control",
-        "serve",
-        "--listen",
-        listen,
-    ]);
-    let child = cmd.args(args).stderr(Stdio::null()).spawn().unwrap();
-    let url_file = state.join("control/url");
-    let end = Instant::now() + Duration::from_secs(20);
-    while !url_file.exists() {
-        assert!(Instant::now() < end, "control did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, std::fs::read_to_string(url_file).unwrap())
-}
-
-fn start_control(
-    copy_from: Option<&Control>,
-    database: Option<&str>,
-    cache: bool,
-    max_connections: usize,
-) -> Control {
-    let dir = tempfile::tempdir().unwrap();
-    if let Some(first) = copy_from {
-        std::fs::create_dir_all(dir.path().join("control")).unwrap();
-        Command::new("cp")
-            .arg("-a")
-            .arg(first.dir.path().join("ca"))
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        std::fs::copy(
-            first.dir.path().join("control/token"),
-            dir.path().join("control/token"),
-        )
-        .unwrap();
-    }
-    // Every watcher holds a connection; control closes any past its cap (4,096 by default).
-    let mut args = vec!["--max-connections".to_string(), max_connections.to_string()];
-    if let Some(db) = database {
-        args.extend(["--database".to_string(), db.to_string()]);
-    }
-    if !cache {
-        args.push("--per-watcher-views".into());
-    }
-    let (child, url) = spawn_control(dir.path(), "127.0.0.1:0", &args);
-    Control {
-        child,
-        dir,
-        url,
-        args,
-    }
-}
-
-/// (CPU seconds, RSS bytes) of a process.
-fn usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .unwrap()
-        .unwrap() as f64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap();
-    (ticks as f64 / hz, rss_kb * 1024)
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -382,49 +263,6 @@ fn spawn_watchers(
 }
 
 /// CPU seconds and resident bytes of every replica, summed.
-fn usage_of(controls: &[Control]) -> (f64, u64) {
-    controls
-        .iter()
-        .map(|c| usage(c.child.id()))
-        .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
-}
-
-/// TRIM_PROBE=1: how much of the parked RSS is free memory glibc keeps (heap pages freed but
-/// not returned): each control is made to call `malloc_trim(0)` (gdb attached for a moment)
-/// and the per-watch figure printed again.
-///
-/// PARK_PAUSE=SECS: first waits that long with every stream parked, the replicas' PIDs printed
-/// (for a profiler attached since their start: what a parked stream holds is what is live now).
-fn trim_probe(controls: &[Control], base: u64, parked: u64, n: usize) {
-    if let Some(secs) = std::env::var("PARK_PAUSE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        let pids: Vec<u32> = controls.iter().map(|c| c.child.id()).collect();
-        eprintln!("PARK_PAUSE: {n} streams parked in {pids:?}; waiting {secs} s");
-        std::thread::sleep(Duration::from_secs(secs));
-    }
-    if std::env::var("TRIM_PROBE").as_deref() != Ok("1") {
-        return;
-    }
-    for c in controls {
-        let out = std::process::Command::new("gdb")
-            .args(["-p", &c.child.id().to_string(), "-batch", "-ex"])
-            .arg("call (int) malloc_trim(0)")
-            .output();
-        if !out.is_ok_and(|o| o.status.success()) {
-            eprintln!("TRIM_PROBE: gdb could not call malloc_trim in control");
-        }
-    }
-    let (_, trimmed) = usage_of(controls);
-    let per = |rss: u64| rss.saturating_sub(base) as f64 / 1024.0 / n as f64;
-    eprintln!(
-        "TRIM_PROBE: RSS per parked watch {:.1} KiB, after malloc_trim(0) {:.1} KiB",
-        per(parked),
-        per(trimmed)
-    );
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn run(
     name: &str,
