@@ -134,10 +134,17 @@ pub(super) struct Probe {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TlsProbe {
     pub(super) at: Instant,
-    pub(super) ok: bool,
-    /// Why it was not served (the step that failed), and how long it took.
-    pub(super) why: &'static str,
+    /// None if served; else the step that failed.
+    pub(super) failed: Option<&'static str>,
+    /// How long it took.
     pub(super) took: Duration,
+}
+
+impl TlsProbe {
+    /// Whether the app behind the sidecar answered.
+    pub(super) fn ok(&self) -> bool {
+        self.failed.is_none()
+    }
 }
 
 /// The fault that kills dst's sidecar on cell2 (its agent must start it again). It excuses no
@@ -239,19 +246,19 @@ pub(super) fn check_tls(probes: &[TlsProbe], faults: &[Fault], report: &mut Repo
     };
     report.tls_probes = (
         probes.len() as u64,
-        probes.iter().filter(|p| !p.ok).count() as u64,
+        probes.iter().filter(|p| !p.ok()).count() as u64,
     );
-    for pr in probes.iter().filter(|p| !p.ok && !excused(p.at)) {
+    for pr in probes.iter().filter(|p| !p.ok() && !excused(p.at)) {
         report.violations.push(format!(
             "TLS to dst's sidecar at {:?} not served ({} after {} ms), with its policy in place and no fault excusing it{}",
             pr.at,
-            pr.why,
+            pr.failed.unwrap_or_default(),
             pr.took.as_millis(),
             last_fault(faults, pr.at)
         ));
     }
     for f in faults.iter().filter(|f| f.kind == SIDECAR_FAULT) {
-        if let Some(first) = probes.iter().find(|p| p.at >= f.healed && p.ok) {
+        if let Some(first) = probes.iter().find(|p| p.at >= f.healed && p.ok()) {
             report
                 .healed_ms
                 .entry(f.kind)
@@ -354,10 +361,9 @@ mod tests {
             fault("partition-cells", 3, 20_000),
             fault("kill9-agent", 2, 30_000),
         ];
-        let probe = |ms, ok| TlsProbe {
+        let probe = |ms, ok: bool| TlsProbe {
             at: at(ms),
-            ok,
-            why: "",
+            failed: (!ok).then_some("refused"),
             took: Duration::ZERO,
         };
         let probes = [

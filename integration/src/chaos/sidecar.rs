@@ -164,11 +164,10 @@ pub(super) fn spawn_prober(
     spawn_in(&a.path(), move || {
         while !stop.load(Ordering::SeqCst) {
             let at = Instant::now();
-            let why = tls_probe(&cfg, to).err();
+            let failed = tls_probe(&cfg, to).err();
             probes.lock().unwrap().push(TlsProbe {
                 at,
-                ok: why.is_none(),
-                why: why.unwrap_or_default(),
+                failed,
                 took: at.elapsed(),
             });
             std::thread::sleep(Duration::from_millis(100));

@@ -126,7 +126,7 @@ struct ResponderArgs {
 ///
 /// The one `unsafe` of this binary (the library forbids it): two system calls nix does not
 /// wrap.
-pub fn drop_privileges() -> std::io::Result<()> {
+fn drop_privileges() -> std::io::Result<()> {
     #[repr(C)]
     struct Header {
         version: u32,
