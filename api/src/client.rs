@@ -178,6 +178,17 @@ pub enum ClientError {
         /// What went wrong.
         detail: String,
     },
+    /// The replica at `url` is at a budget (503 with `Retry-After`): the caller should go to
+    /// another replica, or come back here after `retry_after`.
+    #[error("control API at {url} is busy: {message} (retry after {}s)", .retry_after.as_secs())]
+    Busy {
+        /// The replica's URL.
+        url: String,
+        /// What its `Retry-After` said.
+        retry_after: std::time::Duration,
+        /// The API's `error` text.
+        message: String,
+    },
     /// The API answered with an error status.
     #[error("{message} ({status})")]
     Status {
@@ -552,6 +563,11 @@ impl Client {
             }
             tracing::info!(silent = url, next = %self.endpoints[(i + 1) % n].url, "control replica silent; using the next");
         }
+    }
+
+    /// How many replicas this client knows.
+    pub fn replicas(&self) -> usize {
+        self.endpoints.len()
     }
 
     /// The URL of the replica requests go to now.
@@ -1278,6 +1294,11 @@ impl Client {
             .map_err(|e| transport(e.to_string()))?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             let status = resp.status();
+            let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE)
+                .then(|| resp.headers().get(hyper::header::RETRY_AFTER))
+                .flatten()
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                .map(std::time::Duration::from_secs);
             let raw = resp
                 .into_body()
                 .collect()
@@ -1288,7 +1309,14 @@ impl Client {
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_string))
                 .unwrap_or_else(|| String::from_utf8_lossy(&raw).into_owned());
-            return Err(ClientError::Status { status, message });
+            return Err(match retry_after {
+                Some(retry_after) => ClientError::Busy {
+                    url: endpoint.url.clone(),
+                    retry_after,
+                    message,
+                },
+                None => ClientError::Status { status, message },
+            });
         }
         let io = hyper::upgrade::on(resp)
             .await

@@ -21,6 +21,7 @@ pub mod logging;
 pub mod names;
 pub mod net;
 pub mod paths;
+pub mod per_source;
 pub mod pin;
 pub mod policy;
 pub mod probe;

@@ -5,8 +5,9 @@
 //! signed for it last (see `c2c_certs::pki`).
 //!
 //! Every connection has a budget: a handshake timeout, a header-read timeout (which also ends a
-//! keep-alive connection idle between requests), a body-read timeout, and a cap on open
-//! connections; past the cap, new connections are closed at once.
+//! keep-alive connection idle between requests), a body-read timeout, and caps on open
+//! connections and handshakes in progress, in total and per client address
+//! ([`crate::admission`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -72,7 +73,7 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let budget = ctx.budget;
-    let slots = Arc::new(tokio::sync::Semaphore::new(budget.max_connections));
+    let gate = Arc::new(crate::admission::Gate::new(budget));
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -81,23 +82,21 @@ pub async fn serve(
                 Err(error) => { warn!(%error, "accept failed"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
             },
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            // Closed at once: a client that holds many connections open cannot make this one
-            // wait, and the listen backlog never fills.
-            debug!(%peer, max = budget.max_connections, "connection cap reached; closing");
+        let Some(admitted) = gate.admit(peer.ip(), &ctx.metrics) else {
             drop(tcp);
             continue;
         };
         // Requests and answers are small and interactive: no Nagle delay behind a delayed ACK.
         let _ = tcp.set_nodelay(true);
-        let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
+        let (acceptor, ctx, gate) = (acceptor.clone(), ctx.clone(), gate.clone());
         tokio::spawn(async move {
-            let _slot = slot;
-            let tls = match tokio::time::timeout(budget.handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(t)) => t,
-                Ok(Err(error)) => return debug!(%error, %peer, "tls handshake failed"),
-                Err(_) => return debug!(%peer, "tls handshake timed out"),
+            let Some(tls) = gate
+                .handshake(&admitted, &acceptor, tcp, &ctx.metrics)
+                .await
+            else {
+                return;
             };
+            let _admitted = admitted;
             let cell = tls
                 .get_ref()
                 .1

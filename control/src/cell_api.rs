@@ -345,6 +345,30 @@ async fn sign_identity<B: ReqBody>(
     ))
 }
 
+/// 503 with `Retry-After` for a stream past [`Budget::max_streams`](crate::ctx::Budget): the
+/// cell opens it on another replica, or here once the wait is over.
+fn streams_full(ctx: &Ctx) -> Response<Full<Bytes>> {
+    let budget = ctx.budget();
+    ctx.metrics.shed("streams");
+    let wait = budget.stream_retry_after.as_secs().max(1);
+    debug!(
+        max = budget.max_streams,
+        "watch stream budget reached; answering 503"
+    );
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "this replica holds its most watch streams ({}); open the stream on another replica, or here after {wait} s",
+            budget.max_streams
+        ),
+    );
+    r.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from(wait),
+    );
+    r
+}
+
 /// `GET watch?after=REV[&timeout=S][&delta=1]`: the cell's view once the state is past REV
 /// (a long poll), or, with `Upgrade: c2c-watch`, a stream of them.
 async fn watch<B: ReqBody>(
@@ -375,10 +399,14 @@ async fn watch<B: ReqBody>(
                 "a watch needs a cell certificate",
             ));
         };
+        let Ok(permit) = ctx.stream_permits.clone().try_acquire_owned() else {
+            return Ok(streams_full(ctx));
+        };
         let upgrade = hyper::upgrade::on(&mut req);
         drop((q, req));
         let ctx = ctx.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match upgrade.await {
                 Ok(io) => crate::watch_stream::run(io, ctx, peer, after).await,
                 Err(error) => debug!(%error, "watch upgrade failed"),

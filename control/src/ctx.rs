@@ -22,19 +22,40 @@ pub const MAX_WATCH: Duration = Duration::from_secs(60);
 /// What one connection may cost control before it is closed.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
-    /// From accept to a finished TLS handshake.
+    /// From a connection's handshake turn (see `max_handshakes`) to a finished TLS handshake.
     pub handshake: Duration,
     /// To read a request's headers, counted from the connection's start or the end of the
     /// previous answer: also how long a keep-alive connection may sit idle.
     pub header_read: Duration,
     /// Open connections at most; more are closed at once.
     pub max_connections: usize,
+    /// Open connections from one client address at most; more are closed at once (one peer
+    /// cannot hold every `max_connections` slot and shut the cells out).
+    pub max_connections_per_source: usize,
+    /// TLS handshakes in progress at most. A connection past it waits its turn, up to
+    /// `handshake_queue`: a storm of reconnecting cells is handshaken a budget at a time, at
+    /// the CPU's pace, instead of all at once with each finishing late (every one of them past
+    /// its client's connect timeout: a collapse).
+    pub max_handshakes: usize,
+    /// Handshakes in progress from one client address at most; past it, a new connection is
+    /// closed at once (one peer that stalls its handshakes holds this many turns, not all).
+    pub max_handshakes_per_source: usize,
+    /// How long a connection may wait for a handshake's turn before it is closed: below the
+    /// clients' connect timeout ([`c2c_api::client::CONNECT_TIMEOUT`], 3 s), so no handshake is
+    /// spent on a client that already gave up (that client tries the next replica).
+    pub handshake_queue: Duration,
     /// A watch stream's line (or heartbeat) must be taken by the cell within this, else the
     /// stream is closed: a cell that stops reading holds no task, view or socket buffer longer.
     pub watch_write: Duration,
     /// Streamed watches one cell may hold at once; a newer one closes the oldest (a cell that
     /// reconnects while its old stream is half-open gets the new one at once).
     pub watch_streams_per_cell: usize,
+    /// Watch streams this replica holds at most, every cell together; past it a cell is
+    /// answered 503 with `Retry-After` ([`Budget::stream_retry_after`]) and opens its stream on
+    /// another replica. (A parked stream has left HTTP and holds no `max_connections` slot.)
+    pub max_streams: usize,
+    /// What a 503 for a stream past `max_streams` says in `Retry-After`.
+    pub stream_retry_after: Duration,
 }
 
 impl Default for Budget {
@@ -43,8 +64,14 @@ impl Default for Budget {
             handshake: Duration::from_secs(5),
             header_read: Duration::from_secs(10),
             max_connections: 4096,
+            max_connections_per_source: 512,
+            max_handshakes: 128,
+            max_handshakes_per_source: 16,
+            handshake_queue: Duration::from_secs(2),
             watch_write: Duration::from_secs(60),
             watch_streams_per_cell: 2,
+            max_streams: 16384,
+            stream_retry_after: Duration::from_secs(2),
         }
     }
 }
@@ -94,6 +121,8 @@ pub struct Ctx {
     pub(crate) per_watcher_views: bool,
     /// Open watch streams by cell, oldest first (see [`Budget::watch_streams_per_cell`]).
     pub(crate) streams: crate::streams::Streams,
+    /// One per watch stream open here ([`Budget::max_streams`]); a stream holds its own.
+    pub(crate) stream_permits: Arc<tokio::sync::Semaphore>,
     /// What control counts for `--metrics-listen`.
     pub(crate) metrics: crate::metrics::Metrics,
     /// Flows the cells reported to this replica (in memory only).
@@ -123,6 +152,7 @@ impl Ctx {
             registry_refresh: tokio::sync::Mutex::new(()),
             per_watcher_views: false,
             streams: Default::default(),
+            stream_permits: Arc::new(tokio::sync::Semaphore::new(Budget::default().max_streams)),
             metrics: Default::default(),
             flows: Default::default(),
         })
@@ -219,6 +249,7 @@ impl Ctx {
     /// Serves connections within `budget`.
     pub fn with_budget(mut self, budget: Budget) -> Self {
         self.budget = budget;
+        self.stream_permits = Arc::new(tokio::sync::Semaphore::new(budget.max_streams.max(1)));
         self
     }
 

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod admission;
 pub mod api;
 mod asg_api;
 pub mod asg_state;

@@ -11,6 +11,7 @@ use hyper::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use c2c_api::endpoints::Endpoint;
@@ -41,7 +42,8 @@ pub struct KindLabel {
 /// Why a caller was refused.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
-    /// `missing_token`, `unknown_token`.
+    /// `missing_token`, `unknown_token`; for shedding, the budget (`connections`,
+    /// `connections_per_source`, `handshakes_per_source`, `handshake_queue`, `streams`).
     pub reason: &'static str,
 }
 
@@ -72,6 +74,13 @@ pub struct Metrics {
     /// On PostgreSQL: revisions this replica learned from the database that it had not
     /// published itself (another replica's writes).
     pub revisions_followed: Counter,
+    /// Connections closed and streams refused to stay within a budget, by reason (see
+    /// [`crate::admission`]).
+    pub shed: Family<ReasonLabel, Counter>,
+    /// TLS handshakes in progress.
+    pub handshakes_in_progress: Gauge,
+    /// Connections waiting for a handshake's turn.
+    pub handshakes_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -85,6 +94,9 @@ impl Default for Metrics {
             db_errors: Counter::default(),
             notify_lag_seconds: Histogram::new(exponential_buckets(0.0002, 2.0, 14)),
             revisions_followed: Counter::default(),
+            shed: Family::default(),
+            handshakes_in_progress: Gauge::default(),
+            handshakes_waiting: Gauge::default(),
         }
     }
 }
@@ -108,6 +120,11 @@ impl Metrics {
     /// Counts one certificate signed.
     pub fn signed(&self, kind: &'static str) {
         self.signed.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts one connection closed or stream refused to stay within a budget.
+    pub fn shed(&self, reason: &'static str) {
+        self.shed.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// Counts one caller refused for its token.

@@ -52,6 +52,21 @@ pub async fn encode(ctx: &Arc<Ctx>) -> String {
             m.revisions_followed.clone(),
         );
     }
+    reg.register(
+        "shed",
+        "Connections closed and watch streams refused to stay within a budget, by reason (connections, connections_per_source, handshakes_per_source, handshake_queue, streams)",
+        m.shed.clone(),
+    );
+    reg.register(
+        "handshakes_in_progress",
+        "TLS handshakes in progress on the API listener",
+        m.handshakes_in_progress.clone(),
+    );
+    reg.register(
+        "handshakes_waiting",
+        "API connections waiting for a TLS handshake's turn",
+        m.handshakes_waiting.clone(),
+    );
     let (received, dropped) = ctx.flows.totals();
     for (name, help, n) in [
         (

@@ -55,6 +55,23 @@ pub struct ServeArgs {
     /// Open API connections at most; past it, new connections are closed at once.
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
+    /// Open API connections from one client address at most; past it, that address's new
+    /// connections are closed at once.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections_per_source: usize,
+    /// TLS handshakes in progress at most; past it, a connection waits its turn for up to 2 s,
+    /// then is closed (its client tries the next replica). Keeps a reconnect storm to the pace
+    /// the CPU allows.
+    #[arg(long, default_value_t = 128)]
+    pub max_handshakes: usize,
+    /// TLS handshakes waiting or in progress from one client address at most; past it, that
+    /// address's new connections are closed at once.
+    #[arg(long, default_value_t = 16)]
+    pub max_handshakes_per_source: usize,
+    /// Watch streams this replica holds at most; past it, a cell is answered 503 with
+    /// Retry-After and opens its stream on another replica.
+    #[arg(long, default_value_t = 16384)]
+    pub max_streams: usize,
     /// How long a client may take to send a request's headers (also how long a kept-alive
     /// connection may sit idle).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -63,7 +80,7 @@ pub struct ServeArgs {
     /// reference `bench/scale.sh` measures the shared views against).
     #[arg(long, hide = true)]
     pub per_watcher_views: bool,
-    /// How long a client may take from connecting to a finished TLS handshake.
+    /// How long a client may take to finish its TLS handshake, once its turn came.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
     /// How long a cell may take to read one line of its watch stream (or a heartbeat) before
@@ -334,6 +351,10 @@ pub fn run(state_dir: &Path, args: ServeArgs) -> Result<()> {
     info!(database = %redacted(&database), shared, "state opened");
     let budget = api::Budget {
         max_connections: args.max_connections.max(1),
+        max_connections_per_source: args.max_connections_per_source.max(1),
+        max_handshakes: args.max_handshakes.max(1),
+        max_handshakes_per_source: args.max_handshakes_per_source.max(1),
+        max_streams: args.max_streams.max(1),
         header_read: args.header_timeout,
         handshake: args.handshake_timeout,
         watch_write: args.watch_write_timeout,

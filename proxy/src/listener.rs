@@ -1,7 +1,7 @@
 //! Accepting clients: TLS handshake under a deadline, connect to the app, forward.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,61 +75,7 @@ impl TlsConfigs {
     }
 }
 
-/// Open connections per client address, so one peer cannot hold every `--max-connections`
-/// slot (issue #23: one policy-allowed peer held 9,992 of 10,000 and every other client timed
-/// out). A connection over its source's share is closed at once, after accept.
-pub struct PerSource {
-    limit: usize,
-    open: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
-}
-
-/// One connection's place in its source's share; given back on drop.
-pub struct SourceSlot {
-    owner: Arc<PerSource>,
-    ip: IpAddr,
-}
-
-impl PerSource {
-    /// At most `limit` open connections per client address.
-    pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self {
-            limit,
-            open: Default::default(),
-        })
-    }
-
-    /// A slot for a connection from `ip`, unless it holds `limit` already.
-    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<SourceSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if *n >= self.limit {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot {
-            owner: self.clone(),
-            ip,
-        })
-    }
-
-    /// Connections `ip` holds.
-    pub fn held(&self, ip: IpAddr) -> usize {
-        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.get(&ip).copied().unwrap_or(0)
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
+pub use c2c_api::per_source::{PerSource, SourceSlot};
 
 /// Per-listener handles to its metrics, resolved once rather than per connection.
 struct ListenerMetrics {

@@ -19,7 +19,9 @@ const STREAM_SILENCE: Duration =
 /// silent is opened again (100 ms, doubling to 2 s), on the next replica when this one cannot
 /// be reached, from the revision the cell has; meanwhile the cell keeps enforcing what it has.
 /// Every wait is jittered, and a stream that ended waits up to [`REOPEN_SPREAD`] before it is
-/// opened again: the cells a replica dies under do not all come back at the same instant.
+/// opened again: the cells a replica dies under do not all come back at the same instant. A
+/// replica at its stream budget (503, `Retry-After`) sends the cell to the next one; when every
+/// replica said so, the cell waits what `Retry-After` asks (see [`busy_wait`]).
 pub fn spawn_watch(
     client: Client,
     cell: CellName,
@@ -31,6 +33,8 @@ pub fn spawn_watch(
         let mut backoff = Duration::from_millis(100);
         let mut rng = seed(cell.as_str());
         let mut ended = false;
+        // Replicas in a row that answered they were at their stream budget.
+        let mut busy = 0;
         loop {
             if std::mem::take(&mut ended) {
                 tokio::time::sleep(jittered(REOPEN_SPREAD, 0.0, &mut rng)).await;
@@ -44,7 +48,20 @@ pub fn spawn_watch(
                 Ok(s) => {
                     debug!(url = %client.url(), after = after.0, "watch stream open");
                     backoff = Duration::from_millis(100);
+                    busy = 0;
                     s
+                }
+                Err(ClientError::Busy {
+                    url,
+                    retry_after,
+                    message,
+                }) => {
+                    busy += 1;
+                    let wait = busy_wait(busy, client.replicas(), backoff, retry_after, &mut rng);
+                    warn!(%url, %message, retry_in_ms = wait.as_millis() as u64, "control replica at its stream budget; opening the stream on the next replica");
+                    client.demote(&url);
+                    tokio::time::sleep(wait).await;
+                    continue;
                 }
                 Err(error) => {
                     warn!(%error, retry_in_ms = backoff.as_millis() as u64, "watch failed; enforcing the last known state and retrying");
@@ -89,6 +106,23 @@ pub fn spawn_watch(
         }
     });
     rx
+}
+
+/// How long to wait after the `busy`-th replica in a row answered it was at its stream budget
+/// (503, `retry_after`), of `replicas`: the next replica at once (a short jittered wait), and
+/// once every replica said so, at least `retry_after`, spread over half again.
+fn busy_wait(
+    busy: usize,
+    replicas: usize,
+    backoff: Duration,
+    retry_after: Duration,
+    rng: &mut u64,
+) -> Duration {
+    if busy < replicas {
+        jittered(backoff, 0.5, rng)
+    } else {
+        retry_after + jittered(retry_after / 2, 0.0, rng)
+    }
 }
 
 /// The most a cell waits, spread at random, before it opens a stream that ended again.
@@ -158,6 +192,21 @@ pub(crate) async fn acquire_lease(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_replica_sends_the_cell_on_and_only_all_of_them_busy_makes_it_wait_retry_after() {
+        let mut rng = seed("cell1");
+        let (backoff, ra) = (Duration::from_millis(100), Duration::from_secs(2));
+        for _ in 0..200 {
+            // The first of two replicas is busy: the next one, at once.
+            assert!(busy_wait(1, 2, backoff, ra, &mut rng) <= backoff);
+            // Both said so: what Retry-After asks, at least, spread over half again.
+            let w = busy_wait(2, 2, backoff, ra, &mut rng);
+            assert!(w >= ra && w <= ra + ra / 2, "{w:?}");
+            // One replica: it is every replica.
+            assert!(busy_wait(1, 1, backoff, ra, &mut rng) >= ra);
+        }
+    }
 
     #[test]
     fn waits_are_spread_within_their_bounds() {
