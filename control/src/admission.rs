@@ -4,20 +4,21 @@
 //!
 //! - Past `max_connections`, or past its address's `max_connections_per_source`, a new
 //!   connection is closed at once: nothing waits on a cap, and the listen backlog never fills.
-//! - Past its address's `max_handshakes_per_source` (handshakes waiting or in progress), a new
-//!   connection is closed at once: a peer that opens connections and never finishes their
-//!   handshakes holds that many turns, not every one.
-//! - Past `max_handshakes` in progress, a connection waits its turn (first come, first served)
-//!   for up to `handshake_queue`, then is closed: its client tries the next replica. A storm of
-//!   reconnecting cells is handshaken at the pace the CPU allows, a budget at a time. Without
-//!   the budget every handshake shares the CPU with every other, and all of them finish late.
-//!   Past their clients' connect timeout, that is every one of them: a collapse.
+//! - A connection's handshake waits first for a turn of its address (`max_handshakes_per_source`
+//!   in progress from one address), then for a turn of the listener (`max_handshakes`), first
+//!   come, first served, for up to `handshake_queue` in all; then it is closed and its client
+//!   tries the next replica. A peer that opens connections and never finishes their handshakes
+//!   holds its address's turns, not every one: its other connections wait behind its own. A
+//!   storm of reconnecting cells is handshaken at the pace the CPU allows, a budget at a time.
+//!   Without the budget every handshake shares the CPU with every other, and all of them finish
+//!   late. Past their clients' connect timeout, that is every one of them: a collapse.
 //!
 //! Each refusal is counted in `c2c_control_shed{reason}`, and the handshakes in progress and
 //! waiting are gauges, so an operator sees a storm being shed.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use c2c_api::per_source::{PerSource, SourceSlot};
 use prometheus_client::metrics::gauge::Gauge;
@@ -36,7 +37,7 @@ pub(crate) struct Gate {
     connections: Arc<Semaphore>,
     connections_by_source: Arc<PerSource>,
     handshakes: Arc<Semaphore>,
-    handshakes_by_source: Arc<PerSource>,
+    source_turns: SourceTurns,
 }
 
 /// A connection the gate took: its places in the connection budgets, given back on drop.
@@ -70,7 +71,10 @@ impl Gate {
             connections: Arc::new(Semaphore::new(budget.max_connections.max(1))),
             connections_by_source: PerSource::new(budget.max_connections_per_source.max(1)),
             handshakes: Arc::new(Semaphore::new(budget.max_handshakes.max(1))),
-            handshakes_by_source: PerSource::new(budget.max_handshakes_per_source.max(1)),
+            source_turns: SourceTurns {
+                limit: budget.max_handshakes_per_source.max(1),
+                by_ip: Mutex::default(),
+            },
         }
     }
 
@@ -94,8 +98,7 @@ impl Gate {
     }
 
     /// The TLS handshake of `admitted`'s connection, in its turn; `None` if the connection was
-    /// closed (over its address's share, no turn within the queue's wait, or a failed or slow
-    /// handshake).
+    /// closed (no turn within the queue's wait, or a failed or slow handshake).
     pub(crate) async fn handshake(
         &self,
         admitted: &Admitted,
@@ -104,23 +107,29 @@ impl Gate {
         metrics: &Metrics,
     ) -> Option<TlsStream<TcpStream>> {
         let ip = admitted.ip;
-        let Some(_share) = self.handshakes_by_source.take(ip) else {
-            debug!(%ip, max = self.budget.max_handshakes_per_source, "the address holds its most handshakes; closing");
-            metrics.shed("handshakes_per_source");
-            return None;
-        };
-        let turn = {
+        let source = self.source_turns.of(ip);
+        let turns = {
             let _waiting = Raised::new(&metrics.handshakes_waiting);
-            tokio::time::timeout(
-                self.budget.handshake_queue,
-                self.handshakes.clone().acquire_owned(),
-            )
-            .await
+            let deadline = tokio::time::Instant::now() + self.budget.handshake_queue;
+            match tokio::time::timeout_at(deadline, source.turns.clone().acquire_owned()).await {
+                Ok(Ok(mine)) => {
+                    match tokio::time::timeout_at(deadline, self.handshakes.clone().acquire_owned())
+                        .await
+                    {
+                        Ok(Ok(all)) => Ok((mine, all)),
+                        _ => Err("handshake_queue"),
+                    }
+                }
+                _ => Err("handshakes_per_source"),
+            }
         };
-        let Ok(Ok(_turn)) = turn else {
-            debug!(%ip, waited = ?self.budget.handshake_queue, "no handshake turn in time; closing");
-            metrics.shed("handshake_queue");
-            return None;
+        let _turns = match turns {
+            Ok(t) => t,
+            Err(reason) => {
+                debug!(%ip, waited = ?self.budget.handshake_queue, reason, "no handshake turn in time; closing");
+                metrics.shed(reason);
+                return None;
+            }
         };
         let _in_progress = Raised::new(&metrics.handshakes_in_progress);
         match tokio::time::timeout(self.budget.handshake, acceptor.accept(tcp)).await {
@@ -133,6 +142,45 @@ impl Gate {
                 debug!(%ip, "tls handshake timed out");
                 None
             }
+        }
+    }
+}
+
+/// The handshake turns of each client address in use: a semaphore per address, removed once
+/// no connection of that address holds or waits for a turn.
+struct SourceTurns {
+    limit: usize,
+    by_ip: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+}
+
+/// An address's turns, held by one connection; leaves the map with its last holder.
+struct Source<'a> {
+    owner: &'a SourceTurns,
+    ip: IpAddr,
+    turns: Arc<Semaphore>,
+}
+
+impl SourceTurns {
+    fn of(&self, ip: IpAddr) -> Source<'_> {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let turns = by_ip
+            .entry(ip)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.limit)))
+            .clone();
+        Source {
+            owner: self,
+            ip,
+            turns,
+        }
+    }
+}
+
+impl Drop for Source<'_> {
+    fn drop(&mut self) {
+        let mut by_ip = self.owner.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's and this one: no other connection of the address holds or waits.
+        if Arc::strong_count(&self.turns) == 2 {
+            by_ip.remove(&self.ip);
         }
     }
 }

@@ -37,10 +37,12 @@ pub struct Budget {
     /// the CPU's pace, instead of all at once with each finishing late (every one of them past
     /// its client's connect timeout: a collapse).
     pub max_handshakes: usize,
-    /// Handshakes in progress from one client address at most; past it, a new connection is
-    /// closed at once (one peer that stalls its handshakes holds this many turns, not all).
+    /// Handshakes in progress from one client address at most; past it, the address's new
+    /// connections wait behind its own (one peer that stalls its handshakes holds this many
+    /// turns, not all).
     pub max_handshakes_per_source: usize,
-    /// How long a connection may wait for a handshake's turn before it is closed: below the
+    /// How long a connection may wait for its handshake's turns (its address's, then the
+    /// listener's) before it is closed: below the
     /// clients' connect timeout ([`c2c_api::client::CONNECT_TIMEOUT`], 3 s), so no handshake is
     /// spent on a client that already gave up (that client tries the next replica).
     pub handshake_queue: Duration,

@@ -52,21 +52,7 @@ pub async fn encode(ctx: &Arc<Ctx>) -> String {
             m.revisions_followed.clone(),
         );
     }
-    reg.register(
-        "shed",
-        "Connections closed and watch streams refused to stay within a budget, by reason (connections, connections_per_source, handshakes_per_source, handshake_queue, streams)",
-        m.shed.clone(),
-    );
-    reg.register(
-        "handshakes_in_progress",
-        "TLS handshakes in progress on the API listener",
-        m.handshakes_in_progress.clone(),
-    );
-    reg.register(
-        "handshakes_waiting",
-        "API connections waiting for a TLS handshake's turn",
-        m.handshakes_waiting.clone(),
-    );
+    register_shedding(&mut reg, m);
     let (received, dropped) = ctx.flows.totals();
     for (name, help, n) in [
         (
@@ -139,6 +125,25 @@ pub async fn encode(ctx: &Arc<Ctx>) -> String {
     // Writing into a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
     out
+}
+
+/// What the API listener sheds and its handshakes (see [`crate::admission`]).
+fn register_shedding(reg: &mut Registry, m: &crate::metrics::Metrics) {
+    reg.register(
+        "shed",
+        "Connections closed and watch streams refused to stay within a budget, by reason (connections, connections_per_source, handshakes_per_source, handshake_queue, streams)",
+        m.shed.clone(),
+    );
+    reg.register(
+        "handshakes_in_progress",
+        "TLS handshakes in progress on the API listener",
+        m.handshakes_in_progress.clone(),
+    );
+    reg.register(
+        "handshakes_waiting",
+        "API connections waiting for a TLS handshake's turn",
+        m.handshakes_waiting.clone(),
+    );
 }
 
 /// Serves `GET /metrics` on `listener` until `stop` (see [`c2c_api::metrics_http`]).

@@ -64,8 +64,8 @@ pub struct ServeArgs {
     /// the CPU allows.
     #[arg(long, default_value_t = 128)]
     pub max_handshakes: usize,
-    /// TLS handshakes waiting or in progress from one client address at most; past it, that
-    /// address's new connections are closed at once.
+    /// TLS handshakes in progress from one client address at most; past it, that address's
+    /// new connections wait behind its own (within the same 2 s).
     #[arg(long, default_value_t = 16)]
     pub max_handshakes_per_source: usize,
     /// Watch streams this replica holds at most; past it, a cell is answered 503 with

@@ -1,8 +1,9 @@
 //! Control's API listener within its budgets (issue #28), over real TLS on loopback, each budget
 //! attacked beside a positive control that shows the legitimate path still works:
-//! - a peer that stalls its handshakes holds its address's share of turns, not all of them;
-//!   connections past the turns in progress wait theirs (first come, first served), and one
-//!   that waits past the queue's bound is closed, so its client goes to the next replica;
+//! - a peer that stalls its handshakes holds its address's share of turns, not all of them,
+//!   and its other connections wait behind its own; connections past the turns in progress
+//!   wait theirs (first come, first served), and one that waits past the queue's bound is
+//!   closed, so its client goes to the next replica;
 //! - a peer that holds connections open holds its address's share, not the whole cap;
 //! - a replica at its watch stream budget answers 503 with Retry-After, and the agent's watch
 //!   loop opens its stream on the next replica.
@@ -213,7 +214,7 @@ fn a_peer_that_stalls_handshakes_holds_its_share_and_the_rest_wait_their_turn() 
             .replica(Budget {
                 max_handshakes: 2,
                 max_handshakes_per_source: 1,
-                // Only the budgets close a connection here, never a clock.
+                // Only the budgets hold a connection back here, never a clock.
                 handshake: Duration::from_secs(3600),
                 handshake_queue: Duration::from_secs(3600),
                 ..Budget::default()
@@ -222,16 +223,14 @@ fn a_peer_that_stalls_handshakes_holds_its_share_and_the_rest_wait_their_turn() 
         // The attack: one address opens handshakes and never finishes them.
         let held = stall("127.0.0.2", a.addr).await;
         until_metric(&a, IN_PROGRESS, 1).await;
-        let past_share = stall("127.0.0.2", a.addr).await;
-        assert!(
-            closed(past_share).await,
-            "a second stalled handshake of one address is closed"
-        );
-        assert_eq!(metric(&a, &shed("handshakes_per_source")).await, 1);
-        // Positive control: another address is handshaken and answered meanwhile.
+        // Its next one waits behind its own turn, not for the listener's free one.
+        let behind = stall("127.0.0.2", a.addr).await;
+        until_metric(&a, WAITING, 1).await;
+        assert_eq!(metric(&a, IN_PROGRESS).await, 1);
+        // Positive control: another address takes that free turn and is answered.
         assert!(p.health(a.addr).await.contains("200"));
         // A second stalling address takes the last turn: a client now waits for one, and is
-        // neither closed nor answered before a turn is given back.
+        // neither closed nor answered before a turn is given back; then it is first in line.
         let other = stall("127.0.0.3", a.addr).await;
         until_metric(&a, IN_PROGRESS, 2).await;
         let waiting = {
@@ -240,12 +239,16 @@ fn a_peer_that_stalls_handshakes_holds_its_share_and_the_rest_wait_their_turn() 
             async move { p.health(addr).await }
         };
         let (answer, ()) = tokio::join!(waiting, async {
-            until_metric(&a, WAITING, 1).await;
+            until_metric(&a, WAITING, 2).await;
             drop(held);
         });
         assert!(answer.contains("200"), "{answer}");
+        // The stalling address's second connection got its turn only after.
+        until_metric(&a, WAITING, 0).await;
+        assert_eq!(metric(&a, IN_PROGRESS).await, 2);
         assert_eq!(metric(&a, &shed("handshake_queue")).await, 0);
-        drop(other);
+        assert_eq!(metric(&a, &shed("handshakes_per_source")).await, 0);
+        drop((behind, other));
     });
 }
 

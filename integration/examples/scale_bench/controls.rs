@@ -90,7 +90,20 @@ pub(super) fn start_control(
         .unwrap();
     }
     // Every watcher holds a connection; control closes any past its cap (4,096 by default).
+    // Each cell connects from an address of its own (see `from_own_address`), so the budgets
+    // per client address are control's defaults, as on a foundation. HANDSHAKES=N sets
+    // `--max-handshakes` (the reference for the handshake budget: a number past N cells).
     let mut args = vec!["--max-connections".to_string(), max_connections.to_string()];
+    if let Ok(n) = std::env::var("HANDSHAKES") {
+        args.extend(["--max-handshakes".to_string(), n]);
+    }
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_port = metrics.local_addr().unwrap().port();
+    drop(metrics);
+    args.extend([
+        "--metrics-listen".to_string(),
+        format!("127.0.0.1:{metrics_port}"),
+    ]);
     if let Some(db) = database {
         args.extend(["--database".to_string(), db.to_string()]);
     }
@@ -104,6 +117,54 @@ pub(super) fn start_control(
         url,
         args,
     }
+}
+
+impl Control {
+    /// What control shed to stay within its budgets (`c2c_control_shed_total`, by reason),
+    /// from its metrics listener: "reason=N, ..." or "nothing".
+    pub(super) fn shed(&self) -> String {
+        use std::io::{Read, Write};
+        let port = self
+            .args
+            .iter()
+            .skip_while(|a| *a != "--metrics-listen")
+            .nth(1)
+            .and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok());
+        let Some(Ok(mut c)) = port.map(|p| std::net::TcpStream::connect(("127.0.0.1", p))) else {
+            return "(metrics unreachable)".into();
+        };
+        let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let mut text = String::new();
+        let _ = c.read_to_string(&mut text);
+        let shed: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("c2c_control_shed_total{reason=\""))
+            .filter_map(|l| l.split_once("\"} "))
+            .map(|(reason, n)| format!("{reason}={n}"))
+            .collect();
+        if shed.is_empty() {
+            "nothing".into()
+        } else {
+            shed.join(", ")
+        }
+    }
+}
+
+/// A connector for a simulated cell: it connects from 127.1.X.Y, an address of its own (cell
+/// `i`; Linux routes all of 127/8 to loopback), as cells on their own hosts do.
+pub(super) fn from_own_address(i: usize) -> c2c_api::client::Connector {
+    let source = std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, 1 + (i % 250) as u8);
+    std::sync::Arc::new(move |host: &str, port: u16| {
+        use std::net::ToSocketAddrs;
+        let to = (host, port)
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        s.bind(&std::net::SocketAddr::from((source, 0)).into())?;
+        s.connect(&to.into())?;
+        Ok(s.into())
+    })
 }
 
 /// (CPU seconds, RSS bytes) of a process.

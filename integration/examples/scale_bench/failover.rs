@@ -115,6 +115,7 @@ pub async fn fail_over(
         rss1 as f64 / 1048576.0,
         peak as f64 / 1048576.0,
     );
+    println!("failover: the surviving replica shed {}", survivor.shed());
 }
 
 /// Kills (-9) every replica, starts them again on the same addresses and database, makes one
@@ -149,6 +150,9 @@ pub async fn restart_all(
         rss1 as f64 / 1048576.0,
         peak as f64 / 1048576.0,
     );
+    for (k, c) in controls.iter().enumerate() {
+        println!("restart: replica {} shed {}", k + 1, c.shed());
+    }
 }
 
 /// A change every `every` for `secs`, made on a timer whatever the cells do (not waiting for

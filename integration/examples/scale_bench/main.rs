@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 mod controls;
 mod failover;
 
-use controls::{start_control, trim_probe, usage_of, Control};
+use controls::{from_own_address, start_control, trim_probe, usage_of, Control};
 
 /// What the replicated setup does after its changes (from the environment).
 #[derive(Clone, Copy, Default)]
@@ -140,7 +140,8 @@ async fn make_cells(
                 key_pem: key.clone().into_bytes(),
             },
         )
-        .unwrap();
+        .unwrap()
+        .with_connector(from_own_address(i));
         if i < 250 {
             let lease = c
                 .acquire_lease(
