@@ -14,10 +14,15 @@
 #       first); after the changes the replica half of them watch is killed (-9) and a change
 #       made through the other; prints `failover: N cells back on a stream in X s (p99 Y s),
 #       missed revisions M` (M: cells of the dead replica that never had that change in 60 s)
-#   RESTART=1 ...     then both replicas killed (-9) and started again on the same addresses:
+#   RESTART=1 ...     then every replica killed (-9) and started again on the same addresses (after
+#       FAILOVER=1, the one left: every cell's storm comes to it):
 #       `restart: ... N cells back on a stream in X s (p50, p99), missed revisions M`
 #   SUSTAIN=30 [INTERVAL_MS=100] ...   a change every 100 ms for 30 s on a timer that does not
 #       wait for the cells: `sustained: ... first tenth's median, last tenth's` (falling behind)
+#   HANDSHAKES=N ...  each replica's --max-handshakes (default 1024; HANDSHAKES=1000000 is the
+#       reference with no handshake budget in effect). After a failover or restart the bench
+#       prints what each replica shed (c2c_control_shed_total). Each simulated cell connects
+#       from an address of its own (127.1.X.Y), so control's per-address budgets are the defaults.
 #   TRIM_PROBE=1 ...  once the streams are parked, each replica calls malloc_trim(0) (gdb attached
 #       for a moment) and the RSS per parked watch is printed again (memory glibc keeps freed)
 #   PARK_PAUSE=SECS ...  waits that long with every stream parked, the replicas' PIDs printed

@@ -67,7 +67,7 @@ impl Default for Budget {
             header_read: Duration::from_secs(10),
             max_connections: 4096,
             max_connections_per_source: 512,
-            max_handshakes: 128,
+            max_handshakes: 1024,
             max_handshakes_per_source: 16,
             handshake_queue: Duration::from_secs(2),
             watch_write: Duration::from_secs(60),

@@ -62,7 +62,7 @@ pub struct ServeArgs {
     /// TLS handshakes in progress at most; past it, a connection waits its turn for up to 2 s,
     /// then is closed (its client tries the next replica). Keeps a reconnect storm to the pace
     /// the CPU allows.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 1024)]
     pub max_handshakes: usize,
     /// TLS handshakes in progress from one client address at most; past it, that address's
     /// new connections wait behind its own (within the same 2 s).

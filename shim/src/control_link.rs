@@ -60,8 +60,10 @@ pub fn spawn_watch(
                     let wait = busy_wait(busy, client.replicas(), backoff, retry_after, &mut rng);
                     warn!(%url, %message, retry_in_ms = wait.as_millis() as u64, "control replica at its stream budget; opening the stream on the next replica");
                     client.demote(&url);
-                    tokio::time::sleep(wait).await;
-                    continue;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
                 }
                 Err(error) => {
                     warn!(%error, retry_in_ms = backoff.as_millis() as u64, "watch failed; enforcing the last known state and retrying");

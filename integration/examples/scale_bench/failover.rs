@@ -119,7 +119,8 @@ pub async fn fail_over(
 }
 
 /// Kills (-9) every replica, starts them again on the same addresses and database, makes one
-/// change, and prints how long until every cell had it.
+/// change, and prints how long until every cell had it. (After a failover, that is the one
+/// replica left: every cell's storm comes to it, the dead one's address refusing.)
 pub async fn restart_all(
     controls: &mut [Control],
     issuer: &[u8],
@@ -143,7 +144,8 @@ pub async fn restart_all(
     let (times, missed, peak) = wait_back(rx, latest, |_| true, target, killed, &pids).await;
     let (cpu1, rss1) = usage_of(controls);
     println!(
-        "restart: both replicas killed and listening again after {listening:.1} s; {} cells back on a stream {}, missed revisions {missed}; replicas: {:.1} CPU s until then, RSS {:.1} MiB (peak {:.1})",
+        "restart: every replica ({}) killed and listening again after {listening:.1} s; {} cells back on a stream {}, missed revisions {missed}; replicas: {:.1} CPU s until then, RSS {:.1} MiB (peak {:.1})",
+        controls.len(),
         times.len(),
         spread(&times),
         cpu1 - cpu0,

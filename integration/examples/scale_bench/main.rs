@@ -12,8 +12,9 @@
 //! watch is killed (-9) and a change is made through the other: how long until each cell of
 //! the dead replica has it (back on a stream), how many never get it within 60 s, and the
 //! surviving replica's CPU and memory meanwhile. With RESTART=1 (agent watch loops too),
-//! both replicas are then killed and started again on the same addresses: how long until
-//! every cell has a change made after. With SUSTAIN=SECS, a change every INTERVAL_MS (100)
+//! every replica (after a failover, the one left) is then killed and started again on the same
+//! addresses: how long until every cell has a change made after. Each cell connects from an
+//! address of its own (127.1.X.Y); HANDSHAKES=N sets the replicas' `--max-handshakes`. With SUSTAIN=SECS, a change every INTERVAL_MS (100)
 //! for that long, on a timer that does not wait for the cells: per change, the time until all
 //! cells had it, and the first tenth's against the last tenth's (falling behind shows there).
 //!
