@@ -137,19 +137,10 @@ impl Platform {
     /// `GET /health` over a TLS connection of its own from 127.0.0.1, with no timeout (it may
     /// wait its turn); the answer's status line.
     async fn health(&self, addr: SocketAddr) -> String {
-        let mut roots = rustls::RootCertStore::empty();
-        let der = c2c_certs::info::first_der_from_pem(&self.control_ca()).unwrap();
-        roots.add(der.into()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = c2c_integration::cli::tls_client(&self.control_ca());
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let mut tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .unwrap();
