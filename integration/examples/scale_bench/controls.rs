@@ -25,6 +25,9 @@ impl Control {
     pub(super) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Reaped: its PID may be another process's from now on.
+        let pid = self.child.id();
+        leftovers().processes.retain(|p| *p != pid);
     }
 
     /// Starts it again (after [`Control::kill`]) on the same address, state and database.
@@ -43,6 +46,64 @@ impl Control {
     }
 }
 
+/// What the bench started that a panic would leave behind: the release profile aborts on a
+/// panic, so no `Drop` runs (the controls, the PostgreSQL cluster and their directories were
+/// left running and on disk). See [`clean_up_on_panic`].
+#[derive(Default)]
+pub(super) struct Leftovers {
+    /// Controls running (their PIDs; a reaped one is taken off).
+    processes: Vec<u32>,
+    /// Directories to remove: the controls' state and the cluster's.
+    pub(super) dirs: Vec<std::path::PathBuf>,
+    /// The PostgreSQL cluster's directory (its postmaster's PID is in data/postmaster.pid).
+    pub(super) cluster: Option<std::path::PathBuf>,
+}
+
+pub(super) fn leftovers() -> std::sync::MutexGuard<'static, Leftovers> {
+    static L: std::sync::OnceLock<std::sync::Mutex<Leftovers>> = std::sync::OnceLock::new();
+    L.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// On a panic, before the abort: kills (-9) the controls this bench started and still runs,
+/// stops its PostgreSQL cluster (SIGQUIT to the postmaster it started: an immediate shutdown),
+/// and removes their directories.
+pub(super) fn clean_up_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let l = leftovers();
+        for pid in &l.processes {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Some(dir) = &l.cluster {
+            let pid = std::fs::read_to_string(dir.join("data/postmaster.pid"))
+                .ok()
+                .and_then(|s| s.lines().next()?.trim().parse::<i32>().ok());
+            if let Some(pid) = pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGQUIT,
+                );
+                // Its files are removed only once it is gone.
+                let end = Instant::now() + Duration::from_secs(10);
+                while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < end
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        for dir in l.dirs.iter().chain(&l.cluster) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        eprintln!("scale_bench: cleaned up after the panic (controls, PostgreSQL, directories)");
+    }));
+}
+
 /// `c2c control serve` on `listen` with `args`; returns once it has written its URL.
 pub(super) fn spawn_control(
     state: &std::path::Path,
@@ -59,6 +120,7 @@ pub(super) fn spawn_control(
         listen,
     ]);
     let child = cmd.args(args).stderr(Stdio::null()).spawn().unwrap();
+    leftovers().processes.push(child.id());
     let url_file = state.join("control/url");
     let end = Instant::now() + Duration::from_secs(20);
     while !url_file.exists() {
@@ -111,6 +173,7 @@ pub(super) fn start_control(
         args.push("--per-watcher-views".into());
     }
     let (child, url) = spawn_control(dir.path(), "127.0.0.1:0", &args);
+    leftovers().dirs.push(dir.path().to_path_buf());
     Control {
         child,
         dir,

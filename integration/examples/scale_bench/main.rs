@@ -416,7 +416,9 @@ fn main() {
         "{:<44} {:>6} {:>9} {:>9} {:>10} {:>12} {:>10}",
         "setup", "cells", "p50 ms", "p99 ms", "all ms", "CPU ms/chg", "KiB/watch"
     );
+    controls::clean_up_on_panic();
     let pg = PgCluster::start().expect("start PostgreSQL");
+    controls::leftovers().cluster = Some(pg.dir().to_path_buf());
     let db = pg.create_db("scale").unwrap();
     rt.block_on(async {
         // REFERENCE=0 skips the reference (at 5,000 cells its first views alone take minutes).
