@@ -33,18 +33,18 @@ pub struct Budget {
     /// cannot hold every `max_connections` slot and shut the cells out).
     pub max_connections_per_source: usize,
     /// TLS handshakes in progress at most. A connection past it waits its turn, up to
-    /// `handshake_queue`: a storm of reconnecting cells is handshaken a budget at a time, at
-    /// the CPU's pace, instead of all at once with each finishing late (every one of them past
-    /// its client's connect timeout: a collapse).
+    /// `handshake_queue`: a storm of reconnecting cells is handshaken a budget at a time,
+    /// instead of all at once, where each can finish late, past its client's connect timeout
+    /// (a collapse, if that is all of them).
     pub max_handshakes: usize,
     /// Handshakes in progress from one client address at most; past it, the address's new
     /// connections wait behind its own (one peer that stalls its handshakes holds this many
     /// turns, not all).
     pub max_handshakes_per_source: usize,
     /// How long a connection may wait for its handshake's turns (its address's, then the
-    /// listener's) before it is closed: below the
-    /// clients' connect timeout ([`c2c_api::client::CONNECT_TIMEOUT`], 3 s), so no handshake is
-    /// spent on a client that already gave up (that client tries the next replica).
+    /// listener's) before it is closed: below the clients' connect timeout
+    /// ([`c2c_api::client::CONNECT_TIMEOUT`], 3 s), so no handshake is spent on a client that
+    /// already gave up (that client tries the next replica).
     pub handshake_queue: Duration,
     /// A watch stream's line (or heartbeat) must be taken by the cell within this, else the
     /// stream is closed: a cell that stops reading holds no task, view or socket buffer longer.
