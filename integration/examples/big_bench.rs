@@ -77,13 +77,7 @@ fn applied(p: &Platform, cell: usize, min: usize, within: Duration) -> (usize, f
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    c2c_integration::benchkit::rss_kib(pid) as f64 / 1024.0
 }
 
 /// One policy as CF's API takes it: `src` -> `dst`, TCP `port`.

@@ -1,5 +1,6 @@
 //! What the benchmarks (`examples/`, run by `bench/*.sh` as root) share: API calls from the
-//! underlay namespace, percentiles, waiting for enforcement, and paired connect timing.
+//! underlay namespace, percentiles, waiting for enforcement, paired connect timing, and a
+//! process's resident memory.
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -10,6 +11,19 @@ use serde_json::Value;
 
 use crate::testbed::Platform;
 use crate::topo::{spawn_in, Netns};
+
+/// Resident memory of process `pid` in KiB (`VmRSS`), 0 if it is gone: the one reader the
+/// benches and the chaos soak share.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
 
 /// Runs an API call from inside the underlay namespace (where control listens).
 pub fn api(p: &Platform, method: Method, path: &str, body: Option<Value>) -> Value {

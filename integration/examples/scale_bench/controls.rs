@@ -243,15 +243,8 @@ pub(super) fn usage(pid: u32) -> (f64, u64) {
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .unwrap()
         .unwrap() as f64;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss_kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap();
-    (ticks as f64 / hz, rss_kb * 1024)
+    let rss_kib = c2c_integration::benchkit::rss_kib(pid);
+    (ticks as f64 / hz, rss_kib * 1024)
 }
 
 pub(super) fn usage_of(controls: &[Control]) -> (f64, u64) {

@@ -81,15 +81,3 @@ pub(super) fn leaks(dirs: &[std::path::PathBuf]) -> Vec<String> {
     }
     left
 }
-
-/// Resident memory of `pid` in kB (0 if gone).
-pub(super) fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}

@@ -32,10 +32,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::benchkit::rss_kib;
 use crate::bin;
 use crate::testbed::Platform;
 use crate::topo::*;
-use end::{consistency, leaks, rss_kb};
+use end::{consistency, leaks};
 use invariants::{check, check_tls, Change, Fault, Probe, TlsProbe, SIDECAR_FAULT};
 pub use invariants::{Report, WINDOW};
 use sidecar::Sidecar;
@@ -63,7 +64,7 @@ pub fn soak(duration: Duration, seed: u64) -> Report {
     let mut report = Report::default();
     let start_rss: Vec<(String, u64)> = pids(&p)
         .into_iter()
-        .map(|(w, pid)| (w, rss_kb(pid)))
+        .map(|(w, pid)| (w, rss_kib(pid)))
         .collect();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -190,7 +191,7 @@ fn pids(p: &Platform) -> Vec<(String, u32)> {
 /// Memory at the start and now; a process killed and started again is not comparable: said so.
 fn memory(p: &Platform, start_rss: Vec<(String, u64)>, faults: &[Fault], report: &mut Report) {
     for ((who, start), (_, pid)) in start_rss.into_iter().zip(pids(p)) {
-        report.rss_kb.push((who, start, rss_kb(pid)));
+        report.rss_kb.push((who, start, rss_kib(pid)));
     }
     for (who, _, _) in report.rss_kb.iter_mut() {
         let n: Option<usize> = who.strip_prefix("agent cell").and_then(|n| n.parse().ok());
@@ -335,7 +336,7 @@ fn inject_faults(
         let fault_cell = fault(p, side, kind, cell);
         *report.faults.entry(kind).or_default() += 1;
         if let Some((b, _)) = &p.replica_b {
-            report.replica_b_kb.push(rss_kb(b.child.id()));
+            report.replica_b_kb.push(rss_kib(b.child.id()));
         }
         faults.push(Fault {
             kind,
