@@ -399,14 +399,14 @@ async fn watch<B: ReqBody>(
                 "a watch needs a cell certificate",
             ));
         };
-        let Ok(permit) = ctx.stream_permits.clone().try_acquire_owned() else {
+        let Some(place) = ctx.streams.reserve(ctx.budget().max_streams) else {
             return Ok(streams_full(ctx));
         };
         let upgrade = hyper::upgrade::on(&mut req);
         drop((q, req));
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _place = place;
             match upgrade.await {
                 Ok(io) => crate::watch_stream::run(io, ctx, peer, after).await,
                 Err(error) => debug!(%error, "watch upgrade failed"),

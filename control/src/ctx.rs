@@ -121,10 +121,9 @@ pub struct Ctx {
     /// Build each watcher's view on its own instead (`control serve --per-watcher-views`: the
     /// reference of `bench/scale.sh`).
     pub(crate) per_watcher_views: bool,
-    /// Open watch streams by cell, oldest first (see [`Budget::watch_streams_per_cell`]).
+    /// Open watch streams by cell, oldest first, and their total (see
+    /// [`Budget::watch_streams_per_cell`], [`Budget::max_streams`]).
     pub(crate) streams: crate::streams::Streams,
-    /// One per watch stream open here ([`Budget::max_streams`]); a stream holds its own.
-    pub(crate) stream_permits: Arc<tokio::sync::Semaphore>,
     /// What control counts for `--metrics-listen`.
     pub(crate) metrics: crate::metrics::Metrics,
     /// Flows the cells reported to this replica (in memory only).
@@ -154,7 +153,6 @@ impl Ctx {
             registry_refresh: tokio::sync::Mutex::new(()),
             per_watcher_views: false,
             streams: Default::default(),
-            stream_permits: Arc::new(tokio::sync::Semaphore::new(Budget::default().max_streams)),
             metrics: Default::default(),
             flows: Default::default(),
         })
@@ -251,7 +249,6 @@ impl Ctx {
     /// Serves connections within `budget`.
     pub fn with_budget(mut self, budget: Budget) -> Self {
         self.budget = budget;
-        self.stream_permits = Arc::new(tokio::sync::Semaphore::new(budget.max_streams.max(1)));
         self
     }
 

@@ -1,10 +1,11 @@
 //! The open watch streams of each cell, oldest first: a cell holds at most
 //! [`Budget::watch_streams_per_cell`](crate::ctx::Budget) of them, and a newer one closes the
-//! oldest.
+//! oldest. A replica holds at most [`Budget::max_streams`](crate::ctx::Budget) in all: each
+//! stream reserves its place before its `101` is answered ([`Streams::reserve`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -13,6 +14,17 @@ use tokio_util::sync::CancellationToken;
 pub struct Streams {
     next: AtomicU64,
     by_cell: Mutex<HashMap<String, Vec<(u64, CancellationToken)>>>,
+    /// Places reserved, every cell together (a stream holds its own from before its upgrade).
+    reserved: Arc<AtomicUsize>,
+}
+
+/// A stream's place in the replica's total; given back on drop.
+pub(crate) struct Reserved(Arc<AtomicUsize>);
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A stream's place in [`Streams`]; leaves it when dropped.
@@ -24,6 +36,16 @@ pub(crate) struct Slot<'a> {
 }
 
 impl Streams {
+    /// A place for one more stream, unless `max` are held already.
+    pub(crate) fn reserve(&self, max: usize) -> Option<Reserved> {
+        self.reserved
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max.max(1)).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Reserved(self.reserved.clone()))
+    }
+
     /// Registers a stream of `cell`, closing its oldest beyond `limit`.
     pub(crate) fn open(&self, cell: &str, limit: usize) -> Slot<'_> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);

@@ -25,6 +25,16 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The Prometheus text a metrics listener at `addr` (HOST:PORT, reachable from here) serves.
+pub fn scrape(addr: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr)?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Runs an API call from inside the underlay namespace (where control listens).
 pub fn api(p: &Platform, method: Method, path: &str, body: Option<Value>) -> Value {
     let state = p.dir.path().join("state");

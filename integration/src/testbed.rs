@@ -408,6 +408,21 @@ impl Platform {
     }
 }
 
+/// `c2c`'s arguments for `control serve` of state dir `state` on `listen` (flags may follow).
+pub fn control_serve_args(state: &std::path::Path, listen: &str) -> Vec<String> {
+    let state = state.to_str().unwrap().to_string();
+    [
+        "--state-dir",
+        &state,
+        "control",
+        "serve",
+        "--listen",
+        listen,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// `c2c control serve` on `listen` with `extra` flags, inside `ns`, its log to `log`.
 fn start_control(
     ns: &Netns,
@@ -416,14 +431,8 @@ fn start_control(
     log: PathBuf,
     extra: &[&str],
 ) -> Proc {
-    let mut args = vec![
-        "--state-dir",
-        state.to_str().unwrap(),
-        "control",
-        "serve",
-        "--listen",
-        listen,
-    ];
+    let base = control_serve_args(state, listen);
+    let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
     args.extend_from_slice(extra);
     Proc::start_in(ns, &bin("c2c"), &args, log)
 }

@@ -86,11 +86,7 @@ fn root_check_passes_on_a_replicated_platform_and_after_replica_a_dies() {
             .and_then(|r| r.strip_suffix("/metrics"))
             .unwrap_or_else(|| panic!("{url}"));
         assert!(hostport.starts_with("127.0.0.1:"), "{url}");
-        let mut s = std::net::TcpStream::connect(hostport).unwrap();
-        use std::io::{Read, Write};
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
+        let text = c2c_integration::benchkit::scrape(hostport).unwrap();
         assert!(text.contains(metric), "{target} at {url}: {text}");
     }
     let o = c2c(dir, &["metrics", "cell9"]);

@@ -12,6 +12,8 @@ pub(super) struct Control {
     pub(super) url: String,
     /// `control serve`'s arguments after `--listen ADDR`.
     args: Vec<String>,
+    /// Its `--metrics-listen` address (127.0.0.1:PORT).
+    metrics: String,
 }
 
 impl Drop for Control {
@@ -111,14 +113,7 @@ pub(super) fn spawn_control(
     args: &[String],
 ) -> (Child, String) {
     let mut cmd = Command::new(bin("c2c"));
-    cmd.args([
-        "--state-dir",
-        state.to_str().unwrap(),
-        "control",
-        "serve",
-        "--listen",
-        listen,
-    ]);
+    cmd.args(c2c_integration::testbed::control_serve_args(state, listen));
     let child = cmd.args(args).stderr(Stdio::null()).spawn().unwrap();
     leftovers().processes.push(child.id());
     let url_file = state.join("control/url");
@@ -159,13 +154,12 @@ pub(super) fn start_control(
     if let Ok(n) = std::env::var("HANDSHAKES") {
         args.extend(["--max-handshakes".to_string(), n]);
     }
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let metrics_port = metrics.local_addr().unwrap().port();
-    drop(metrics);
-    args.extend([
-        "--metrics-listen".to_string(),
-        format!("127.0.0.1:{metrics_port}"),
-    ]);
+    // A free port for its metrics listener (the probe's socket is closed before control binds).
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .to_string();
+    args.extend(["--metrics-listen".to_string(), metrics.clone()]);
     if let Some(db) = database {
         args.extend(["--database".to_string(), db.to_string()]);
     }
@@ -179,6 +173,7 @@ pub(super) fn start_control(
         dir,
         url,
         args,
+        metrics,
     }
 }
 
@@ -186,19 +181,9 @@ impl Control {
     /// What control shed to stay within its budgets (`c2c_control_shed_total`, by reason),
     /// from its metrics listener: "reason=N, ..." or "nothing".
     pub(super) fn shed(&self) -> String {
-        use std::io::{Read, Write};
-        let port = self
-            .args
-            .iter()
-            .skip_while(|a| *a != "--metrics-listen")
-            .nth(1)
-            .and_then(|a| a.rsplit(':').next()?.parse::<u16>().ok());
-        let Some(Ok(mut c)) = port.map(|p| std::net::TcpStream::connect(("127.0.0.1", p))) else {
+        let Ok(text) = c2c_integration::benchkit::scrape(&self.metrics) else {
             return "(metrics unreachable)".into();
         };
-        let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-        let mut text = String::new();
-        let _ = c.read_to_string(&mut text);
         let shed: Vec<String> = text
             .lines()
             .filter_map(|l| l.strip_prefix("c2c_control_shed_total{reason=\""))
